@@ -1,0 +1,388 @@
+//! `weir bench`: load generators against a running broker, and the baselines (bare quinn
+//! transfer, bare fjall inserts of the same bytes) that make their figures read as ratios.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use weir_sdk::wire::{OffsetSpec, TopicConfig};
+use weir_sdk::{Admin, Compression, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, Record};
+
+use crate::cli::{AcksArg, ConnectArgs};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    kind: BenchKind,
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(clap::Subcommand, Clone, Copy)]
+enum BenchKind {
+    /// Produce as fast as acknowledgements allow.
+    Produce,
+    /// Read the topic from the start to its end as fast as possible.
+    Consume,
+    /// Produce at --rate and consume at the same time; latency is produce-to-consume.
+    E2e,
+    /// Bare quinn bulk transfer and bare fjall inserts of the same bytes, no broker.
+    Baseline,
+}
+
+#[derive(clap::Args, Clone)]
+struct LoadArgs {
+    #[arg(long, default_value = "bench", global = true)]
+    topic: String,
+    #[arg(long, default_value_t = 1, global = true)]
+    partitions: u32,
+    #[arg(long, default_value_t = 1024, global = true)]
+    record_bytes: usize,
+    /// Records to send (per run, all producers together).
+    #[arg(long, default_value_t = 1_000_000, global = true)]
+    count: u64,
+    /// Stop after this many seconds even if --count is not reached.
+    #[arg(long, default_value_t = 60, global = true)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 1, global = true)]
+    producers: usize,
+    #[arg(long, value_enum, default_value = "leader", global = true)]
+    acks: AcksArg,
+    #[arg(long, default_value_t = 256 * 1024, global = true)]
+    batch_bytes: usize,
+    #[arg(long, default_value_t = 5, global = true)]
+    linger_ms: u64,
+    #[arg(long, default_value = "none", global = true)]
+    compression: Compression,
+    /// Records per second for e2e (0 = as fast as possible).
+    #[arg(long, default_value_t = 0, global = true)]
+    rate: u64,
+    /// Also run the baselines in the same invocation and print ratios.
+    #[arg(long, global = true)]
+    baseline: bool,
+    /// Topic flush mode for a topic the bench creates: always (fsync before ack) or interval.
+    #[arg(long, default_value = "interval", global = true)]
+    flush: String,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let load = args.load.clone();
+    let total_bytes = load.count * load.record_bytes as u64;
+    let baseline = if load.baseline || matches!(args.kind, BenchKind::Baseline) {
+        let quic = quinn_baseline(total_bytes.min(4 << 30), load.batch_bytes).await?;
+        println!("baseline bare quinn transfer: {} in {:.2?} = {:.1} MB/s", human(total_bytes.min(4 << 30)), quic.1, quic.0);
+        let fjall = fjall_baseline(load.count.min(4_000_000), load.record_bytes, load.batch_bytes)?;
+        println!("baseline bare fjall inserts:  {:.1} MB/s ({} values of {} B in write batches of {} B, journal flushed to OS buffers)", fjall, load.count.min(4_000_000), load.record_bytes, load.batch_bytes);
+        Some((quic.0, fjall))
+    } else {
+        None
+    };
+    let figure = match args.kind {
+        BenchKind::Baseline => return Ok(()),
+        BenchKind::Produce => produce(&args.connect, &load, None).await?,
+        BenchKind::Consume => consume(&args.connect, &load).await?,
+        BenchKind::E2e => e2e(&args.connect, &load).await?,
+    };
+    if let Some((quic, fjall)) = baseline {
+        println!("ratio to bare quinn: {:.2}   ratio to bare fjall: {:.2}", figure / quic, figure / fjall);
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn print_latency(name: &str, h: &Histogram<u64>) {
+    println!(
+        "{name} latency: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.value_at_quantile(0.999) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    );
+}
+
+async fn ensure_topic(admin: &Admin, load: &LoadArgs) -> anyhow::Result<()> {
+    if admin.list_topics().await?.contains(&load.topic) {
+        return Ok(());
+    }
+    let config = TopicConfig::default().with_entries([("flush.mode", load.flush.as_str()), ("retention.ms", "-1")])?;
+    admin.create_topic(&load.topic, load.partitions, config).await?;
+    Ok(())
+}
+
+/// Returns MB/s.
+async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> anyhow::Result<f64> {
+    let client = connect.connect().await?;
+    ensure_topic(&Admin::new(client.clone()), load).await?;
+    let config = ProducerConfig {
+        acks: load.acks.into(),
+        linger: Duration::from_millis(load.linger_ms),
+        batch_bytes: load.batch_bytes,
+        compression: load.compression,
+        ..ProducerConfig::default()
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(load.duration_secs);
+    let per_producer = load.count / load.producers as u64;
+    let mut tasks = Vec::new();
+    for i in 0..load.producers {
+        let producer = Producer::new(client.clone(), config.clone());
+        let (load, sent) = (load.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+            let value = Bytes::from(vec![b'x'; load.record_bytes]);
+            for n in 0..per_producer {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64((n * load.producers as u64 + i as u64) as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let sent_at = Instant::now();
+                let delivery = producer.send(&load.topic, None, Record { value: Some(value.clone()), ..Record::default() }).await?;
+                let (done_tx, sent) = (done_tx.clone(), sent.clone());
+                tokio::spawn(async move {
+                    if delivery.await.is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let _ = done_tx.send(sent_at.elapsed().as_micros() as u64);
+                    }
+                });
+                while let Ok(us) = done_rx.try_recv() {
+                    let _ = histogram.record(us.max(1));
+                }
+            }
+            producer.flush().await?;
+            drop(done_tx);
+            while let Some(us) = done_rx.recv().await {
+                let _ = histogram.record(us.max(1));
+            }
+            Ok::<_, anyhow::Error>(histogram)
+        }));
+    }
+    let progress = spawn_progress("produce", sent.clone(), load.record_bytes);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        histogram.add(t.await??)?;
+    }
+    progress.abort();
+    let elapsed = start.elapsed();
+    let records = sent.load(Ordering::Relaxed);
+    let mb_s = records as f64 * load.record_bytes as f64 / elapsed.as_secs_f64() / 1e6;
+    println!(
+        "produce: {records} records of {} B in {elapsed:.2?}: {:.0} records/s, {mb_s:.1} MB/s (partitions {}, producers {}, acks {:?}, batch {} B, linger {} ms, {:?})",
+        load.record_bytes,
+        records as f64 / elapsed.as_secs_f64(),
+        load.partitions,
+        load.producers,
+        load.acks,
+        load.batch_bytes,
+        load.linger_ms,
+        load.compression
+    );
+    print_latency("produce ack", &histogram);
+    Ok(mb_s)
+}
+
+fn spawn_progress(what: &'static str, counter: Arc<AtomicU64>, record_bytes: usize) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = counter.load(Ordering::Relaxed);
+            eprintln!("  {what}: {} records/s, {:.1} MB/s, {now} total", now - last, (now - last) as f64 * record_bytes as f64 / 1e6);
+            last = now;
+        }
+    })
+}
+
+async fn consume(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
+    let client = connect.connect().await?;
+    let admin = Admin::new(client.clone());
+    let d = admin.describe_topic(&load.topic).await.context("bench consume reads an existing topic; run bench produce first")?;
+    let partitions: Vec<u32> = d.partitions.iter().map(|p| p.partition).collect();
+    let ends: std::collections::BTreeMap<u32, i64> = d.partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
+    let mut consumer = Consumer::new(client, ConsumerConfig { offset_reset: OffsetReset::Fail, fetch_max_bytes: 32 << 20, partition_max_bytes: 8 << 20 });
+    consumer.assign(&load.topic, partitions, OffsetSpec::Earliest).await?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress("consume", counter.clone(), load.record_bytes);
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while !consumer.assignment().all(|(_, p, pos)| pos >= ends[&p]) && start.elapsed() < Duration::from_secs(load.duration_secs) {
+        for r in consumer.poll(Duration::from_millis(500)).await? {
+            bytes += r.record.value.as_ref().map_or(0, |v| v.len() as u64);
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    progress.abort();
+    let elapsed = start.elapsed();
+    let records = counter.load(Ordering::Relaxed);
+    let mb_s = bytes as f64 / elapsed.as_secs_f64() / 1e6;
+    println!("consume: {records} records in {elapsed:.2?}: {:.0} records/s, {mb_s:.1} MB/s", records as f64 / elapsed.as_secs_f64());
+    Ok(mb_s)
+}
+
+/// Produces at `--rate` while a consumer follows the tail; latency is from send to receipt,
+/// measured with a send timestamp carried in each value.
+async fn e2e(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
+    anyhow::ensure!(load.record_bytes >= 16, "e2e needs --record-bytes of at least 16 to carry its timestamp");
+    let client = connect.connect().await?;
+    let admin = Admin::new(client.clone());
+    ensure_topic(&admin, load).await?;
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    consumer.assign_topic(&load.topic, OffsetSpec::Latest).await?;
+    let origin = Instant::now();
+    let producer = Producer::new(client.clone(), ProducerConfig { acks: load.acks.into(), linger: Duration::from_millis(load.linger_ms), batch_bytes: load.batch_bytes, ..ProducerConfig::default() });
+    let load2 = load.clone();
+    let sender = tokio::spawn(async move {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(load2.duration_secs);
+        for n in 0..load2.count {
+            if Instant::now() >= deadline {
+                break;
+            }
+            if load2.rate > 0 {
+                tokio::time::sleep_until((start + Duration::from_secs_f64(n as f64 / load2.rate as f64)).into()).await;
+            }
+            let mut value = vec![b'x'; load2.record_bytes];
+            value[..16].copy_from_slice(&origin.elapsed().as_nanos().to_be_bytes());
+            let _ = producer.send(&load2.topic, None, Record { value: Some(Bytes::from(value)), ..Record::default() }).await?;
+        }
+        producer.flush().await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let start = Instant::now();
+    let mut received = 0u64;
+    let give_up = start + Duration::from_secs(load.duration_secs + 10);
+    while !sender.is_finished() || received < load.count {
+        if Instant::now() > give_up {
+            break;
+        }
+        let records = consumer.poll(Duration::from_millis(200)).await?;
+        if records.is_empty() && sender.is_finished() {
+            break;
+        }
+        let now = origin.elapsed().as_nanos();
+        for r in records {
+            if let Some(v) = &r.record.value {
+                let sent = u128::from_be_bytes(v[..16].try_into().expect("16 bytes"));
+                let _ = histogram.record(((now.saturating_sub(sent)) / 1000).max(1) as u64);
+                received += 1;
+            }
+        }
+    }
+    sender.await??;
+    let elapsed = start.elapsed();
+    let mb_s = received as f64 * load.record_bytes as f64 / elapsed.as_secs_f64() / 1e6;
+    println!("e2e: {received} records in {elapsed:.2?} at target rate {} records/s: {mb_s:.1} MB/s", load.rate);
+    print_latency("end-to-end", &histogram);
+    Ok(mb_s)
+}
+
+/// A bare quinn bulk transfer over loopback with Weir's transport settings: one stream per
+/// `chunk` bytes, like one produce request per batch. Returns (MB/s, elapsed).
+async fn quinn_baseline(total_bytes: u64, chunk: usize) -> anyhow::Result<(f64, Duration)> {
+    let names = vec!["localhost".to_owned()];
+    let generated = rcgen::generate_simple_self_signed(names)?;
+    let cert = generated.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(|e| anyhow::anyhow!(e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server_crypto = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)?;
+    server_crypto.alpn_protocols = vec![b"bench".to_vec()];
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)?));
+    server_config.transport_config(Arc::new(weir_sdk::client::transport_config()));
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+    let addr = server.local_addr()?;
+    let receiver = tokio::spawn(async move {
+        let conn = server.accept().await.context("no connection")?.await?;
+        let mut received = 0u64;
+        while received < total_bytes {
+            let (mut send, mut recv) = conn.accept_bi().await?;
+            while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+                received += chunk.bytes.len() as u64;
+            }
+            send.write_all(b"ok").await?;
+            send.finish()?;
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert)?;
+    let mut client_crypto = rustls::ClientConfig::builder_with_provider(provider).with_protocol_versions(&[&rustls::version::TLS13])?.with_root_certificates(roots).with_no_client_auth();
+    client_crypto.alpn_protocols = vec![b"bench".to_vec()];
+    let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto)?));
+    client_config.transport_config(Arc::new(weir_sdk::client::transport_config()));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(client_config);
+    let conn = endpoint.connect(addr, "localhost")?.await?;
+    let data = Bytes::from(vec![7u8; chunk]);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    // Keep a few streams in flight, as a producer with several partitions would.
+    let mut in_flight = tokio::task::JoinSet::new();
+    while sent < total_bytes {
+        let n = (total_bytes - sent).min(chunk as u64) as usize;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let data = data.slice(..n);
+        in_flight.spawn(async move {
+            send.write_chunk(data).await?;
+            send.finish()?;
+            recv.read_to_end(16).await?;
+            Ok::<_, anyhow::Error>(())
+        });
+        sent += n as u64;
+        while in_flight.len() >= 4 {
+            in_flight.join_next().await.expect("non-empty")??;
+        }
+    }
+    while let Some(r) = in_flight.join_next().await {
+        r??;
+    }
+    receiver.await??;
+    let elapsed = start.elapsed();
+    Ok((total_bytes as f64 / elapsed.as_secs_f64() / 1e6, elapsed))
+}
+
+/// Bare fjall: the same values, in write batches of `batch_bytes`, into a kv-separated keyspace
+/// with big-endian keys, journal written to OS buffers (as acks=leader with interval flush).
+fn fjall_baseline(count: u64, record_bytes: usize, batch_bytes: usize) -> anyhow::Result<f64> {
+    let dir = tempfile_dir()?;
+    let db = fjall::Database::builder(&dir).open()?;
+    let ks = db.keyspace("bench", || fjall::KeyspaceCreateOptions::default().with_kv_separation(Some(fjall::KvSeparationOptions::default())))?;
+    let per_batch = (batch_bytes / record_bytes).max(1) as u64;
+    let value = vec![b'x'; record_bytes * per_batch as usize];
+    let start = Instant::now();
+    let mut key = 0u64;
+    while key < count {
+        let mut batch = db.batch();
+        batch.insert(&ks, key.to_be_bytes(), value.clone());
+        batch.commit()?;
+        key += per_batch;
+    }
+    let elapsed = start.elapsed();
+    drop(ks);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(key as f64 * record_bytes as f64 / elapsed.as_secs_f64() / 1e6)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weir-bench-fjall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,314 @@
+//! The client side of the `weir` command: topics, produce, consume.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use weir_sdk::wire::{AlterTopicRequest, OffsetSpec, TopicConfig};
+use weir_sdk::{Acks, Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, Record, TlsTrust};
+
+/// How to reach and trust a broker.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ConnectArgs {
+    /// host:port of the broker's QUIC listener.
+    #[arg(long, default_value = "127.0.0.1:7400", global = true)]
+    pub bootstrap: String,
+    /// Data dir of a local broker; its dev certificate is trusted.
+    #[arg(long, default_value = "./weir-data", global = true)]
+    pub data_dir: PathBuf,
+    /// PEM file of the CA or certificate to trust.
+    #[arg(long, global = true)]
+    pub ca: Option<PathBuf>,
+    /// Trust the broker certificate with this SHA-256 (hex), as `weir serve` prints it.
+    #[arg(long, global = true)]
+    pub cert_sha256: Option<String>,
+    /// Trust any certificate (local tries only).
+    #[arg(long, global = true)]
+    pub insecure: bool,
+}
+
+impl ConnectArgs {
+    pub fn trust(&self) -> anyhow::Result<TlsTrust> {
+        if self.insecure {
+            return Ok(TlsTrust::Insecure);
+        }
+        if let Some(ca) = &self.ca {
+            return Ok(TlsTrust::CaFile(ca.clone()));
+        }
+        if let Some(fp) = &self.cert_sha256 {
+            return Ok(TlsTrust::Fingerprint(fp.clone()));
+        }
+        let local = crate::tls::cert_path(&self.data_dir);
+        if local.exists() {
+            return Ok(TlsTrust::CaFile(local));
+        }
+        bail!(
+            "cannot trust the broker: no certificate at {}; pass --data-dir of the local broker, --ca FILE, --cert-sha256 HEX, or --insecure",
+            local.display()
+        )
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let client = Client::connect(ClientConfig::new(self.bootstrap.clone(), self.trust()?)).await?;
+        Ok(client)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    command: TopicCommand,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum TopicCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Topic setting key=value (retention.ms, retention.bytes, max.message.bytes, flush.mode, flush.interval.ms).
+        #[arg(long = "config", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    List,
+    Describe {
+        name: String,
+    },
+    Alter {
+        name: String,
+        /// New partition count (can only grow).
+        #[arg(long)]
+        partitions: Option<u32>,
+        #[arg(long = "config", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
+    let admin = Admin::new(args.connect.connect().await?);
+    match args.command {
+        TopicCommand::Create { name, partitions, configs } => {
+            let config = TopicConfig::default().with_entries(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            let d = admin.create_topic(&name, partitions, config).await?;
+            println!("created topic {} with {} partitions", d.name, d.partitions.len());
+        }
+        TopicCommand::List => {
+            for name in admin.list_topics().await? {
+                println!("{name}");
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let d = admin.describe_topic(&name).await?;
+            println!("topic {}  id {}  partitions {}", d.name, d.id, d.partitions.len());
+            for (k, v) in d.config.entries() {
+                println!("  {k}={v}");
+            }
+            println!("  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}", "partition", "leader", "log start", "high watermark", "bytes");
+            for p in d.partitions {
+                println!("  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}", p.partition, p.leader, p.log_start_offset, p.high_watermark, p.size_bytes);
+            }
+        }
+        TopicCommand::Alter { name, partitions, configs } => {
+            let request = AlterTopicRequest { name, partitions, config: configs.into_iter().collect::<BTreeMap<_, _>>() };
+            let d = admin.alter_topic(&request).await?;
+            println!("altered topic {}: {} partitions", d.name, d.partitions.len());
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ProduceArgs {
+    topic: String,
+    /// Read lines from this file instead of stdin.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Split each line at the first occurrence of this into key and value.
+    #[arg(long)]
+    key_separator: Option<String>,
+    /// Header added to every record, key=value; repeatable.
+    #[arg(long = "header", value_parser = parse_key_value)]
+    headers: Vec<(String, String)>,
+    #[arg(long)]
+    partition: Option<u32>,
+    #[arg(long, value_enum, default_value = "all")]
+    acks: AcksArg,
+    #[arg(long, default_value = "none")]
+    compression: Compression,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum AcksArg {
+    None,
+    Leader,
+    All,
+}
+
+impl From<AcksArg> for Acks {
+    fn from(a: AcksArg) -> Self {
+        match a {
+            AcksArg::None => Acks::None,
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::All => Acks::All,
+        }
+    }
+}
+
+pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    let producer = Producer::new(client, ProducerConfig { acks: args.acks.into(), compression: args.compression, ..ProducerConfig::default() });
+    let reader: Box<dyn BufRead + Send> = match &args.file {
+        Some(path) => Box::new(std::io::BufReader::new(std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?)),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let headers: Vec<(String, Option<Bytes>)> = args.headers.iter().map(|(k, v)| (k.clone(), Some(Bytes::from(v.clone())))).collect();
+    let mut deliveries = Vec::new();
+    for line in reader.lines() {
+        let line = line.context("reading input")?;
+        let (key, value) = match &args.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(Bytes::from(k.to_owned())), v.to_owned()),
+                None => bail!("line {:?} has no key separator {sep:?}", line),
+            },
+            None => (None, line),
+        };
+        let record = Record { key, value: Some(Bytes::from(value)), headers: headers.clone(), timestamp: 0 };
+        deliveries.push(producer.send(&args.topic, args.partition, record).await?);
+    }
+    producer.flush().await?;
+    let count = deliveries.len();
+    for d in deliveries {
+        d.await?;
+    }
+    eprintln!("produced {count} records to {}", args.topic);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ConsumeArgs {
+    topic: String,
+    /// Only this partition (default: all).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Where to start: earliest, latest, an offset, or a time in ms since the epoch (`time:MS`).
+    #[arg(long, default_value = "earliest")]
+    from: String,
+    /// Keep waiting for new records.
+    #[arg(long, conflicts_with = "end")]
+    follow: bool,
+    /// Stop at the end of the log as it was when consumption started.
+    #[arg(long)]
+    end: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    count: Option<u64>,
+    #[arg(long, value_enum, default_value = "value")]
+    format: Format,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    /// The value alone.
+    Value,
+    /// key<TAB>value.
+    KeyValue,
+    /// One JSON object per record with partition, offset, timestamp, key, value and headers.
+    Json,
+}
+
+pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    let client = args.connect.connect().await?;
+    let admin = Admin::new(client.clone());
+    let spec = match args.from.as_str() {
+        "earliest" => Some(OffsetSpec::Earliest),
+        "latest" => Some(OffsetSpec::Latest),
+        s if s.starts_with("time:") => Some(OffsetSpec::Timestamp(s[5..].parse().with_context(|| format!("--from {s}: expected time:MILLISECONDS"))?)),
+        _ => None,
+    };
+    let description = admin.describe_topic(&args.topic).await?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) => vec![p],
+        None => description.partitions.iter().map(|p| p.partition).collect(),
+    };
+    let mut consumer = Consumer::new(client, ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    match spec {
+        Some(spec) => consumer.assign(&args.topic, partitions.clone(), spec).await?,
+        None => {
+            let offset: i64 = args.from.parse().with_context(|| format!("--from {:?}: expected earliest, latest, an offset or time:MS", args.from))?;
+            if offset < 0 {
+                bail!("--from {offset}: an offset cannot be negative");
+            }
+            for p in &partitions {
+                consumer.seek(&args.topic, *p, offset);
+            }
+        }
+    }
+    // With --end, stop once every partition reaches the end offset it had at the start.
+    let ends: BTreeMap<u32, i64> = admin.list_offsets(&args.topic, partitions.clone(), OffsetSpec::Latest).await?.iter().map(|p| (p.partition, p.offset)).collect();
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        if args.end && consumer.assignment().all(|(_, p, pos)| pos >= ends[&p]) {
+            break;
+        }
+        if args.count.is_some_and(|c| printed >= c) {
+            break;
+        }
+        let records = consumer.poll(Duration::from_millis(if args.follow || !args.end { 1000 } else { 100 })).await?;
+        let mut out = stdout.lock();
+        for r in records {
+            if args.end && r.offset >= ends[&r.partition] {
+                continue;
+            }
+            if args.count.is_some_and(|c| printed >= c) {
+                break;
+            }
+            print_record(&mut out, args.format, &r)?;
+            printed += 1;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn print_record(out: &mut impl Write, format: Format, r: &weir_sdk::ConsumedRecord) -> std::io::Result<()> {
+    let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    match format {
+        Format::Value => writeln!(out, "{}", text(&r.record.value).unwrap_or_default()),
+        Format::KeyValue => writeln!(out, "{}\t{}", text(&r.record.key).unwrap_or_default(), text(&r.record.value).unwrap_or_default()),
+        Format::Json => {
+            let headers: serde_json::Map<String, serde_json::Value> =
+                r.record.headers.iter().map(|(k, v)| (k.clone(), text(v).map_or(serde_json::Value::Null, serde_json::Value::String))).collect();
+            let json = serde_json::json!({
+                "topic": r.topic,
+                "partition": r.partition,
+                "offset": r.offset,
+                "timestamp": r.record.timestamp,
+                "key": text(&r.record.key),
+                "value": text(&r.record.value),
+                "headers": headers,
+            });
+            writeln!(out, "{json}")
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Partition logs in fjall.
+//!
+//! One keyspace, `log`, holds every partition. A key is `topic id (u64) | partition (u32) |
+//! base offset (u64)`, all big-endian, so a partition is a contiguous key range and "the batch
+//! holding offset X" is one reverse seek. Values are RecordBatch v2 bytes with the base offset
+//! the broker assigned, stored with key-value separation.
+//!
+//! All appends go through one writer thread, which gathers whatever producers have queued into
+//! one fjall write batch and, if any of them asked for it, one fsync (group commit). Offsets are
+//! assigned there, so they are dense and ordered without locks.
+//!
+//! *Invariant*: a partition's next offset is only ever read from the log itself (its last batch)
+//! and retention never deletes a partition's last batch, so offsets continue after a restart.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use tokio::sync::{oneshot, watch};
+use weir_sdk::batch::{set_base_offset, validate_batch, BatchHeader};
+use weir_sdk::{ErrorCode, WireError};
+
+const KEY_BYTES: usize = 20;
+/// Upper bound of appends gathered into one write batch.
+const GROUP_COMMIT_JOBS_MAX: usize = 1024;
+const GROUP_COMMIT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A partition's identity in storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    pub topic_id: u64,
+    pub partition: u32,
+}
+
+impl PartitionId {
+    fn key(self, offset: i64) -> [u8; KEY_BYTES] {
+        let mut key = [0u8; KEY_BYTES];
+        key[..8].copy_from_slice(&self.topic_id.to_be_bytes());
+        key[8..12].copy_from_slice(&self.partition.to_be_bytes());
+        key[12..].copy_from_slice(&(offset as u64).to_be_bytes());
+        key
+    }
+
+    fn first_key(self) -> [u8; KEY_BYTES] {
+        self.key(0)
+    }
+
+    fn last_key(self) -> [u8; KEY_BYTES] {
+        self.key(i64::MAX)
+    }
+}
+
+fn offset_of_key(key: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[12..KEY_BYTES]);
+    u64::from_be_bytes(b) as i64
+}
+
+/// In-memory view of one partition, kept in step with the log by the writer and retention.
+pub struct PartitionState {
+    pub id: PartitionId,
+    log_start_offset: AtomicI64,
+    size_bytes: AtomicU64,
+    /// The next offset to assign; also the high watermark on a single node.
+    end_offset: watch::Sender<i64>,
+}
+
+impl PartitionState {
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    pub fn end_offset(&self) -> i64 {
+        *self.end_offset.borrow()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A receiver that wakes when the end offset moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.end_offset.subscribe()
+    }
+}
+
+/// One append: validated batches for one partition.
+struct AppendJob {
+    partition: Arc<PartitionState>,
+    batches: Vec<(BatchHeader, Bytes)>,
+    fsync: bool,
+    reply: oneshot::Sender<Result<i64, WireError>>,
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Database,
+    log: Keyspace,
+    partitions: Arc<DashMap<PartitionId, Arc<PartitionState>>>,
+    writer: std::sync::mpsc::SyncSender<AppendJob>,
+    dirty: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
+}
+
+fn storage_error(e: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorCode::Storage, format!("storage: {e}"))
+}
+
+impl LogStore {
+    /// Opens (or creates) the database under `dir`. `queue_depth` bounds appends waiting for the
+    /// writer.
+    pub fn open(dir: &Path, queue_depth: usize) -> Result<(Self, Database), StorageError> {
+        let db = Database::builder(dir).open()?;
+        let log = db.keyspace("log", || KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default())))?;
+        let (writer, jobs) = std::sync::mpsc::sync_channel(queue_depth);
+        let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = Self { db: db.clone(), log, partitions: Arc::new(DashMap::new()), writer, dirty };
+        let writer_store = store.clone();
+        std::thread::Builder::new()
+            .name("weir-log-writer".into())
+            .spawn(move || writer_store.run_writer(jobs))
+            .expect("spawn log writer thread");
+        Ok((store, db))
+    }
+
+    /// Loads a partition's state from the log, dropping a torn or corrupt newest batch.
+    pub fn open_partition(&self, id: PartitionId) -> Result<Arc<PartitionState>, WireError> {
+        if let Some(p) = self.partitions.get(&id) {
+            return Ok(p.clone());
+        }
+        let range = id.first_key()..=id.last_key();
+        let mut end_offset = 0;
+        loop {
+            let Some(last) = self.log.range(range.clone()).next_back() else { break };
+            let (key, value) = last.into_inner().map_err(storage_error)?;
+            let base = offset_of_key(&key);
+            match validate_batch(&value) {
+                Ok(header) if header.base_offset == base && header.total_bytes == value.len() => {
+                    end_offset = header.last_offset() + 1;
+                    break;
+                }
+                outcome => {
+                    let why = outcome.err().map_or_else(|| "header does not match its key".to_owned(), |e| e.message);
+                    tracing::warn!(topic_id = id.topic_id, partition = id.partition, offset = base, reason = %why, "dropping torn newest batch on recovery");
+                    self.log.remove(key).map_err(storage_error)?;
+                }
+            }
+        }
+        let log_start_offset = match self.log.range(range.clone()).next() {
+            Some(first) => offset_of_key(&first.key().map_err(storage_error)?),
+            None => end_offset,
+        };
+        let mut size_bytes = 0u64;
+        for guard in self.log.range(range) {
+            size_bytes += u64::from(guard.size().map_err(storage_error)?);
+        }
+        let state = Arc::new(PartitionState {
+            id,
+            log_start_offset: AtomicI64::new(log_start_offset),
+            size_bytes: AtomicU64::new(size_bytes),
+            end_offset: watch::channel(end_offset).0,
+        });
+        tracing::debug!(topic_id = id.topic_id, partition = id.partition, log_start_offset, end_offset, size_bytes, "partition opened");
+        self.partitions.insert(id, state.clone());
+        Ok(state)
+    }
+
+    pub fn partition(&self, id: PartitionId) -> Option<Arc<PartitionState>> {
+        self.partitions.get(&id).map(|p| p.clone())
+    }
+
+    /// Appends validated batches to a partition; resolves to the base offset of the first.
+    pub async fn append(&self, partition: Arc<PartitionState>, batches: Vec<(BatchHeader, Bytes)>, fsync: bool) -> Result<i64, WireError> {
+        let (reply, rx) = oneshot::channel();
+        let job = AppendJob { partition, batches, fsync, reply };
+        match self.writer.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                // Block a runtime thread only as long as the writer is behind; the queue bound
+                // is what keeps memory bounded.
+                let writer = self.writer.clone();
+                tokio::task::spawn_blocking(move || writer.send(job))
+                    .await
+                    .map_err(storage_error)?
+                    .map_err(|_| storage_error("log writer stopped"))?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(storage_error("log writer stopped")),
+        }
+        rx.await.map_err(|_| storage_error("log writer dropped the append"))?
+    }
+
+    fn run_writer(self, jobs: std::sync::mpsc::Receiver<AppendJob>) {
+        while let Ok(first) = jobs.recv() {
+            let mut group = vec![first];
+            let mut bytes: usize = group[0].batches.iter().map(|(h, _)| h.total_bytes).sum();
+            while group.len() < GROUP_COMMIT_JOBS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        bytes += job.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn commit_group(&self, group: Vec<AppendJob>) {
+        let mut write = self.db.batch();
+        let mut fsync = false;
+        // Next offsets as this group assigns them; applied to the partitions only after commit.
+        let mut next: std::collections::HashMap<PartitionId, i64> = std::collections::HashMap::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        for job in &group {
+            let id = job.partition.id;
+            let end = next.entry(id).or_insert_with(|| job.partition.end_offset());
+            let base = *end;
+            let mut added = 0u64;
+            for (header, bytes) in &job.batches {
+                let mut stored = bytes.to_vec();
+                set_base_offset(&mut stored, *end);
+                debug_assert!(validate_batch(&stored).is_ok(), "batch stays valid with its assigned offset");
+                write.insert(&self.log, id.key(*end).to_vec(), stored);
+                *end += header.offset_count();
+                added += header.total_bytes as u64;
+            }
+            fsync |= job.fsync;
+            outcomes.push((base, added));
+        }
+        let mut result = write.commit().map_err(storage_error);
+        if result.is_ok() {
+            if fsync {
+                result = self.db.persist(PersistMode::SyncData).map_err(storage_error);
+            } else {
+                self.dirty.store(true, Ordering::Release);
+            }
+        }
+        if result.is_ok() {
+            for job in &group {
+                let end = next[&job.partition.id];
+                job.partition.end_offset.send_if_modified(|current| {
+                    let moved = *current != end;
+                    *current = end;
+                    moved
+                });
+            }
+        }
+        for (job, (base, added)) in group.into_iter().zip(outcomes) {
+            let reply = match &result {
+                Ok(()) => {
+                    job.partition.size_bytes.fetch_add(added, Ordering::Relaxed);
+                    Ok(base)
+                }
+                Err(e) => Err(e.clone()),
+            };
+            let _ = job.reply.send(reply);
+        }
+    }
+
+    /// Fsyncs the journal if anything was written without fsync since the last call.
+    pub fn flush_if_dirty(&self) -> Result<bool, WireError> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            self.db.persist(PersistMode::SyncData).map_err(storage_error)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads batches starting with the one that holds `offset`, up to `max_bytes` (at least one
+    /// batch). Each batch's CRC is checked; a corrupt batch is reported with its location.
+    pub fn read(&self, partition: &PartitionState, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, WireError> {
+        let (start, end) = (partition.log_start_offset(), partition.end_offset());
+        if offset < start || offset > end {
+            return Err(WireError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!("offset {offset} is outside the log of partition {}: it holds {start} to {end}", partition.id.partition),
+            ));
+        }
+        let id = partition.id;
+        let seek_from = self
+            .log
+            .range(id.first_key()..=id.key(offset))
+            .next_back()
+            .map(|g| g.key().map(|k| offset_of_key(&k)))
+            .transpose()
+            .map_err(storage_error)?
+            .unwrap_or(start);
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        let range = (Bound::Included(id.key(seek_from)), Bound::Excluded(id.key(end)));
+        for guard in self.log.range(range) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let bytes: Bytes = value.into();
+            let header = validate_batch(&bytes).map_err(|e| {
+                WireError::new(ErrorCode::CorruptBatch, format!("stored batch at offset {} of partition {}: {}", offset_of_key(&key), id.partition, e.message))
+            })?;
+            if header.last_offset() < offset {
+                continue;
+            }
+            if !out.is_empty() && total + bytes.len() > max_bytes {
+                break;
+            }
+            total += bytes.len();
+            out.push(bytes);
+            if total >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose record has a timestamp at or after `timestamp_ms`, and that
+    /// record's timestamp; `None` when there is none.
+    pub fn offset_for_timestamp(&self, partition: &PartitionState, timestamp_ms: i64) -> Result<Option<(i64, i64)>, WireError> {
+        let id = partition.id;
+        for guard in self.log.range(id.first_key()..=id.last_key()) {
+            let value: Bytes = guard.value().map_err(storage_error)?.into();
+            let header = validate_batch(&value)?;
+            if header.max_timestamp < timestamp_ms {
+                continue;
+            }
+            let records = weir_sdk::batch::decode_batches("", id.partition, value, 0)?;
+            if let Some(r) = records.iter().find(|r| r.record.timestamp >= timestamp_ms) {
+                return Ok(Some((r.offset, r.record.timestamp)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole batches from the front while they are older than `retention_ms` or the
+    /// partition is over `retention_bytes`. Never deletes the newest batch. Returns batches
+    /// deleted.
+    pub fn enforce_retention(&self, partition: &PartitionState, retention_ms: Option<u64>, retention_bytes: Option<u64>, now_ms: i64) -> Result<usize, WireError> {
+        let id = partition.id;
+        let end = partition.end_offset();
+        let mut deleted = 0;
+        for guard in self.log.range(id.first_key()..id.key(end)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let header = validate_batch(&value)?;
+            if header.last_offset() + 1 >= end {
+                break; // the newest batch stays: it carries the partition's next offset
+            }
+            let too_old = retention_ms.is_some_and(|ms| header.max_timestamp < now_ms - ms as i64);
+            let too_big = retention_bytes.is_some_and(|b| partition.size_bytes().saturating_sub(value.len() as u64) >= b);
+            if !(too_old || too_big) {
+                break;
+            }
+            // Readers see the new start before the batch disappears.
+            partition.log_start_offset.store(header.last_offset() + 1, Ordering::Release);
+            self.log.remove(key).map_err(storage_error)?;
+            partition.size_bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+            deleted += 1;
+        }
+        if deleted > 0 {
+            tracing::info!(topic_id = id.topic_id, partition = id.partition, deleted, log_start_offset = partition.log_start_offset(), "retention deleted batches");
+        }
+        Ok(deleted)
+    }
+
+    /// Removes a partition's batches and forgets it.
+    pub fn delete_partition(&self, id: PartitionId) -> Result<(), WireError> {
+        self.partitions.remove(&id);
+        let keys: Vec<_> = self.log.range(id.first_key()..=id.last_key()).map(|g| g.key()).collect::<Result<_, _>>().map_err(storage_error)?;
+        for key in keys {
+            self.log.remove(key).map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    /// Test and tooling hook: writes raw bytes as the value at a key, bypassing validation.
+    #[cfg(test)]
+    fn write_raw(&self, id: PartitionId, offset: i64, bytes: &[u8]) {
+        self.log.insert(id.key(offset).to_vec(), bytes.to_vec()).unwrap();
+        self.db.persist(PersistMode::SyncAll).unwrap();
+    }
+}
+
+/// How often the interval flusher looks for unflushed appends.
+pub const FLUSH_TICK: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_sdk::batch::{encode_batch, Compression, Record};
+
+    fn batch(n: usize, timestamp: i64) -> (BatchHeader, Bytes) {
+        let records: Vec<Record> =
+            (0..n).map(|i| Record { value: Some(Bytes::from(format!("v{i}"))), timestamp, ..Record::default() }).collect();
+        let bytes = encode_batch(&records, Compression::None).unwrap();
+        (validate_batch(&bytes).unwrap(), bytes)
+    }
+
+    const P: PartitionId = PartitionId { topic_id: 1, partition: 0 };
+
+    #[tokio::test]
+    async fn offsets_are_dense_and_continue_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+            let p = store.open_partition(P).unwrap();
+            assert_eq!(store.append(p.clone(), vec![batch(3, 1)], true).await.unwrap(), 0);
+            assert_eq!(store.append(p.clone(), vec![batch(2, 1), batch(1, 1)], true).await.unwrap(), 3);
+            assert_eq!(p.end_offset(), 6);
+            let read = store.read(&p, 4, 1 << 20).unwrap();
+            assert_eq!(read.len(), 2, "the batch holding offset 4 and the one after");
+            assert_eq!(validate_batch(&read[0]).unwrap().base_offset, 3);
+        }
+        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(p.end_offset(), 6);
+        assert_eq!(store.append(p, vec![batch(1, 1)], true).await.unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn torn_newest_batch_is_dropped_on_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let good_end;
+        {
+            let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+            let p = store.open_partition(P).unwrap();
+            store.append(p.clone(), vec![batch(3, 1)], true).await.unwrap();
+            store.append(p.clone(), vec![batch(3, 1)], true).await.unwrap();
+            good_end = p.end_offset();
+            let (_, mut torn) = batch(4, 1);
+            let mut torn_vec = torn.to_vec();
+            set_base_offset(&mut torn_vec, good_end);
+            torn = Bytes::from(torn_vec);
+            store.write_raw(P, good_end, &torn[..torn.len() - 7]);
+        }
+        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(p.end_offset(), good_end, "only the torn batch is gone");
+        assert_eq!(store.read(&p, 0, 1 << 20).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_from_the_front_but_keeps_the_newest_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let p = store.open_partition(P).unwrap();
+        for _ in 0..5 {
+            store.append(p.clone(), vec![batch(2, 1_000)], false).await.unwrap();
+        }
+        assert_eq!(store.enforce_retention(&p, Some(10), None, 1_000).unwrap(), 0, "nothing is old yet");
+        assert_eq!(store.enforce_retention(&p, Some(10), None, 100_000).unwrap(), 4);
+        assert_eq!(p.log_start_offset(), 8);
+        assert_eq!(store.read(&p, 0, 1 << 20).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+        assert_eq!(store.read(&p, 8, 1 << 20).unwrap().len(), 1);
+        let single = p.size_bytes();
+        store.append(p.clone(), vec![batch(2, 1_000)], false).await.unwrap();
+        assert_eq!(store.enforce_retention(&p, None, Some(single), 1_000).unwrap(), 1);
+        assert_eq!(p.log_start_offset(), 10);
+    }
+
+    #[tokio::test]
+    async fn read_rejects_offsets_outside_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let p = store.open_partition(P).unwrap();
+        store.append(p.clone(), vec![batch(2, 1)], true).await.unwrap();
+        assert_eq!(store.read(&p, -1, 100).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+        assert_eq!(store.read(&p, 3, 100).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+        assert!(store.read(&p, 2, 100).unwrap().is_empty(), "the end of the log is empty, not an error");
+    }
+}

@@ -1,0 +1,116 @@
+//! `weir`: the broker (`weir serve`) and its client commands, in one binary.
+
+mod bench;
+mod cli;
+mod controller;
+mod log;
+mod metadata;
+mod quic;
+mod server;
+mod service;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Weir: a streaming platform you extend with WebAssembly")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker: storage, controller and the native QUIC listener.
+    Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic(cli::TopicArgs),
+    /// Produce lines from stdin or a file.
+    Produce(cli::ProduceArgs),
+    /// Consume records and print them.
+    Consume(cli::ConsumeArgs),
+    /// Load generators and baselines.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML file with any of the settings below (and limits); flags win over it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the log, metadata and dev certificate live.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// UDP address of the native QUIC listener.
+    #[arg(long)]
+    quic_addr: Option<SocketAddr>,
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// How often retention runs, in milliseconds.
+    #[arg(long)]
+    retention_check_ms: Option<u64>,
+    /// Largest frame the QUIC listener accepts, in bytes.
+    #[arg(long)]
+    frame_bytes_max: Option<usize>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lsm_tree=warn,fjall=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Topic(args) => cli::topic(args).await,
+            Command::Produce(args) => cli::produce(args).await,
+            Command::Consume(args) => cli::consume(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => server::ServeConfig::from_file(path)?,
+        None => server::ServeConfig::default(),
+    };
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.quic_addr {
+        config.quic_addr = v;
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = v;
+    }
+    if let Some(v) = args.retention_check_ms {
+        config.retention_check_ms = v;
+    }
+    if let Some(v) = args.frame_bytes_max {
+        config.frame_bytes_max = v;
+    }
+    let running = server::start(config.clone()).await?;
+    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
+    println!("weir {} serving (node {})", env!("CARGO_PKG_VERSION"), config.node_id);
+    println!("  native QUIC   udp://{}  (ALPN weir/1)", running.quic_addr);
+    println!("  data          {}", data_dir.display());
+    println!("  certificate   {}  sha256 {}", running.cert_path.display(), running.cert_sha256);
+    println!("Ctrl-C stops.");
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The cluster metadata state machine: topics, their partitions and configs.
+//!
+//! Pure: `apply` takes a command and returns what changed, with no I/O, so the controller can run
+//! it from its replicated log and unit tests can check every rule directly.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use weir_sdk::wire::TopicConfig;
+use weir_sdk::{ErrorCode, WireError};
+
+/// Longest topic name, as in Kafka.
+pub const TOPIC_NAME_BYTES_LIMIT: usize = 249;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Topic {
+    /// Never reused, so a topic created again under an old name starts with an empty log.
+    pub id: u64,
+    pub name: String,
+    pub partitions: u32,
+    pub config: TopicConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    CreateTopic { name: String, partitions: u32, config: TopicConfig },
+    DeleteTopic { name: String },
+    AlterTopic { name: String, partitions: u32, config: TopicConfig },
+}
+
+/// What applying a command changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    TopicCreated(Topic),
+    TopicDeleted(Topic),
+    TopicAltered { before: Topic, after: Topic },
+}
+
+/// Limits checked when a command is applied.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Limits {
+    pub partitions_per_topic_max: u32,
+    pub topics_max: usize,
+    pub message_bytes_max: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub topics: BTreeMap<String, Topic>,
+    pub next_topic_id: u64,
+}
+
+impl State {
+    pub fn apply(&mut self, command: Command, limits: &Limits) -> Result<Event, WireError> {
+        match command {
+            Command::CreateTopic { name, partitions, config } => {
+                validate_topic_name(&name)?;
+                validate_partitions(partitions, limits)?;
+                validate_config(&config, limits)?;
+                if self.topics.contains_key(&name) {
+                    return Err(WireError::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
+                }
+                if self.topics.len() >= limits.topics_max {
+                    return Err(WireError::new(ErrorCode::LimitReached, format!("the broker holds max.topics = {} topics", limits.topics_max)));
+                }
+                self.next_topic_id += 1;
+                let topic = Topic { id: self.next_topic_id, name: name.clone(), partitions, config };
+                self.topics.insert(name, topic.clone());
+                Ok(Event::TopicCreated(topic))
+            }
+            Command::DeleteTopic { name } => {
+                let topic = self.topics.remove(&name).ok_or_else(|| unknown_topic(&name))?;
+                Ok(Event::TopicDeleted(topic))
+            }
+            Command::AlterTopic { name, partitions, config } => {
+                let topic = self.topics.get_mut(&name).ok_or_else(|| unknown_topic(&name))?;
+                validate_partitions(partitions, limits)?;
+                if partitions < topic.partitions {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidPartitions,
+                        format!("partitions can only grow: topic {name:?} has {}, asked for {partitions}", topic.partitions),
+                    ));
+                }
+                validate_config(&config, limits)?;
+                let before = topic.clone();
+                topic.partitions = partitions;
+                topic.config = config;
+                Ok(Event::TopicAltered { before, after: topic.clone() })
+            }
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Result<&Topic, WireError> {
+        self.topics.get(name).ok_or_else(|| unknown_topic(name))
+    }
+}
+
+pub fn unknown_topic(name: &str) -> WireError {
+    WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
+}
+
+pub fn validate_topic_name(name: &str) -> Result<(), WireError> {
+    let invalid = |why: String| Err(WireError::new(ErrorCode::InvalidTopicName, format!("topic name {name:?} {why}")));
+    if name.is_empty() {
+        return invalid("is empty".into());
+    }
+    if name.len() > TOPIC_NAME_BYTES_LIMIT {
+        return invalid(format!("is {} bytes long; the limit is {TOPIC_NAME_BYTES_LIMIT}", name.len()));
+    }
+    if name == "." || name == ".." {
+        return invalid("is reserved".into());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return invalid(format!("holds {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+fn validate_partitions(partitions: u32, limits: &Limits) -> Result<(), WireError> {
+    if partitions == 0 || partitions > limits.partitions_per_topic_max {
+        return Err(WireError::new(
+            ErrorCode::InvalidPartitions,
+            format!("partitions = {partitions} is out of range: a topic has 1 to max.partitions.per.topic = {}", limits.partitions_per_topic_max),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_config(config: &TopicConfig, limits: &Limits) -> Result<(), WireError> {
+    let invalid = |message: String| Err(WireError::new(ErrorCode::InvalidConfig, message));
+    if config.max_message_bytes < 64 || config.max_message_bytes > limits.message_bytes_max {
+        return invalid(format!(
+            "max.message.bytes = {} is out of range: 64 to the broker's message.bytes.max = {}",
+            config.max_message_bytes, limits.message_bytes_max
+        ));
+    }
+    if let weir_sdk::FlushMode::IntervalMs(ms) = config.flush {
+        if ms == 0 || ms > 3_600_000 {
+            return invalid(format!("flush.interval.ms = {ms} is out of range: 1 to 3600000"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { partitions_per_topic_max: 1000, topics_max: 3, message_bytes_max: 8 << 20 };
+
+    fn create(name: &str, partitions: u32) -> Command {
+        Command::CreateTopic { name: name.into(), partitions, config: TopicConfig::default() }
+    }
+
+    fn check(state: &mut State, command: Command, expected: Result<(), ErrorCode>) {
+        let got = state.apply(command.clone(), &LIMITS).map(|_| ()).map_err(|e| e.code);
+        assert_eq!(got, expected, "{command:?}");
+    }
+
+    #[test]
+    fn topic_rules() {
+        let mut s = State::default();
+        check(&mut s, create("orders", 8), Ok(()));
+        check(&mut s, create("orders", 8), Err(ErrorCode::TopicAlreadyExists));
+        check(&mut s, create("", 1), Err(ErrorCode::InvalidTopicName));
+        check(&mut s, create(&"x".repeat(250), 1), Err(ErrorCode::InvalidTopicName));
+        check(&mut s, create("bad name", 1), Err(ErrorCode::InvalidTopicName));
+        check(&mut s, create("..", 1), Err(ErrorCode::InvalidTopicName));
+        check(&mut s, create("zero", 0), Err(ErrorCode::InvalidPartitions));
+        check(&mut s, create("absurd", 1_000_000), Err(ErrorCode::InvalidPartitions));
+        let tiny = TopicConfig { max_message_bytes: 1, ..TopicConfig::default() };
+        check(&mut s, Command::CreateTopic { name: "tiny".into(), partitions: 1, config: tiny }, Err(ErrorCode::InvalidConfig));
+        check(&mut s, Command::AlterTopic { name: "orders".into(), partitions: 4, config: TopicConfig::default() }, Err(ErrorCode::InvalidPartitions));
+        check(&mut s, Command::AlterTopic { name: "orders".into(), partitions: 12, config: TopicConfig::default() }, Ok(()));
+        check(&mut s, Command::DeleteTopic { name: "nope".into() }, Err(ErrorCode::UnknownTopic));
+        check(&mut s, create("a", 1), Ok(()));
+        check(&mut s, create("b", 1), Ok(()));
+        check(&mut s, create("c", 1), Err(ErrorCode::LimitReached));
+        check(&mut s, Command::DeleteTopic { name: "orders".into() }, Ok(()));
+        check(&mut s, create("orders", 1), Ok(()));
+        assert_eq!(s.topic("orders").unwrap().id, 4, "ids are never reused");
+    }
+}

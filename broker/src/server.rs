@@ -1,0 +1,183 @@
+//! `weir serve`: configuration, start-up and shutdown of one broker process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::controller::Controller;
+use crate::log::{LogStore, FLUSH_TICK};
+use crate::metadata::Limits;
+use crate::quic::{QuicConfig, QuicServer};
+use crate::service::{Broker, ServiceConfig};
+
+/// Settings of `weir serve`. Read from an optional TOML file; command-line flags win.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub quic_addr: SocketAddr,
+    pub frame_bytes_max: usize,
+    pub connections_max: usize,
+    pub streams_per_connection_max: usize,
+    pub partitions_per_topic_max: u32,
+    pub topics_max: usize,
+    pub message_bytes_max: u32,
+    pub append_queue_depth: usize,
+    pub retention_check_ms: u64,
+    pub fetch_wait_ms_max: u32,
+    pub fetch_bytes_max: u32,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            data_dir: PathBuf::from("./weir-data"),
+            quic_addr: "127.0.0.1:7400".parse().expect("literal address"),
+            frame_bytes_max: weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT,
+            connections_max: 1024,
+            streams_per_connection_max: 256,
+            partitions_per_topic_max: 1000,
+            topics_max: 10_000,
+            message_bytes_max: 8 * 1024 * 1024,
+            append_queue_depth: 4096,
+            retention_check_ms: 30_000,
+            fetch_wait_ms_max: 30_000,
+            fetch_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl ServeConfig {
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Rejects limits that cannot work or would exhaust memory, naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(anyhow::anyhow!("invalid config: {what}")) };
+        check((1024..=1 << 30).contains(&self.frame_bytes_max), format!("frame_bytes_max = {} must be 1 KiB to 1 GiB", self.frame_bytes_max))?;
+        check(
+            (self.message_bytes_max as usize) < self.frame_bytes_max,
+            format!("message_bytes_max = {} must be below frame_bytes_max = {}", self.message_bytes_max, self.frame_bytes_max),
+        )?;
+        check((1..=100_000).contains(&self.connections_max), format!("connections_max = {} must be 1 to 100000", self.connections_max))?;
+        check(
+            (1..=10_000).contains(&self.streams_per_connection_max),
+            format!("streams_per_connection_max = {} must be 1 to 10000", self.streams_per_connection_max),
+        )?;
+        check((1..=100_000).contains(&self.partitions_per_topic_max), format!("partitions_per_topic_max = {} must be 1 to 100000", self.partitions_per_topic_max))?;
+        check((1..=1_000_000).contains(&self.topics_max), format!("topics_max = {} must be 1 to 1000000", self.topics_max))?;
+        check((1..=1_000_000).contains(&self.append_queue_depth), format!("append_queue_depth = {} must be 1 to 1000000", self.append_queue_depth))?;
+        check(self.retention_check_ms >= 10, format!("retention_check_ms = {} must be at least 10", self.retention_check_ms))?;
+        Ok(())
+    }
+}
+
+/// A running broker: its listeners' addresses and a handle to stop it.
+pub struct Running {
+    pub quic_addr: SocketAddr,
+    pub cert_path: PathBuf,
+    pub cert_sha256: String,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let (log, db) = LogStore::open(&config.data_dir.join("db"), config.append_queue_depth).context("opening the log store")?;
+    let limits = Limits {
+        partitions_per_topic_max: config.partitions_per_topic_max,
+        topics_max: config.topics_max,
+        message_bytes_max: config.message_bytes_max,
+    };
+    let controller = Controller::open(&db, limits).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let service_config = ServiceConfig { node_id: config.node_id, fetch_wait_ms_max: config.fetch_wait_ms_max, fetch_bytes_max: config.fetch_bytes_max };
+    let broker = Broker::new(service_config, controller, log).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if !config.quic_addr.ip().is_unspecified() {
+        names.push(config.quic_addr.ip().to_string());
+    }
+    let identity = crate::tls::load_or_create(&config.data_dir, &names)?;
+    let quic_config = QuicConfig {
+        addr: config.quic_addr,
+        frame_bytes_limit: config.frame_bytes_max,
+        connections_max: config.connections_max,
+        streams_per_connection_max: config.streams_per_connection_max,
+    };
+    let server = QuicServer::bind(&quic_config, crate::tls::server_crypto(&identity, weir_sdk::wire::ALPN)?)
+        .with_context(|| format!("binding the QUIC listener on udp {}", config.quic_addr))?;
+    let quic_addr = server.local_addr()?;
+
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let broker = broker.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = server.serve(broker, quic_config) => {}
+                _ = stop.changed() => server.close(),
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(retention_loop(broker.clone(), Duration::from_millis(config.retention_check_ms), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(flush_loop(broker.clone(), shutdown_rx.clone())));
+
+    Ok(Running { quic_addr, cert_path: identity.cert_path.clone(), cert_sha256: identity.fingerprint(), shutdown, tasks })
+}
+
+async fn retention_loop(broker: Broker, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let b = broker.clone();
+        let now = weir_sdk::producer::now_ms();
+        let _ = tokio::task::spawn_blocking(move || b.enforce_retention(now)).await;
+    }
+}
+
+/// Fsyncs appends of interval-flushed topics at the shortest interval any topic asks for; and
+/// once more at shutdown.
+async fn flush_loop(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut last = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(FLUSH_TICK);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.changed() => true,
+        };
+        let due = broker.flush_interval().is_some_and(|every| last.elapsed() >= every);
+        if due || stopping {
+            last = tokio::time::Instant::now();
+            let log = broker.log().clone();
+            match tokio::task::spawn_blocking(move || log.flush_if_dirty()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "interval flush failed"),
+                Err(e) => tracing::error!(error = %e, "interval flush task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}

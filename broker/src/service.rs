@@ -1,0 +1,295 @@
+//! The broker service: every rule about topics, produce, fetch and offsets lives here, and every
+//! front end (the native QUIC protocol now; Kafka, console and CLI through them) calls it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::join_all;
+use weir_sdk::batch::split_batches;
+use weir_sdk::wire::*;
+use weir_sdk::{ErrorCode, FlushMode, WireError};
+
+use crate::controller::Controller;
+use crate::log::{LogStore, PartitionId, PartitionState};
+use crate::metadata::{Command, Event, Topic};
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub node_id: u64,
+    /// Longest a fetch may be held waiting for data, whatever the client asks.
+    pub fetch_wait_ms_max: u32,
+    pub fetch_bytes_max: u32,
+}
+
+#[derive(Clone)]
+pub struct Broker {
+    config: ServiceConfig,
+    controller: Controller,
+    log: LogStore,
+}
+
+impl Broker {
+    /// Opens the partitions of every known topic (recovering torn tails).
+    pub fn new(config: ServiceConfig, controller: Controller, log: LogStore) -> Result<Self, WireError> {
+        let broker = Self { config, controller, log };
+        let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
+        for topic in &topics {
+            broker.open_partitions(topic)?;
+        }
+        Ok(broker)
+    }
+
+    fn open_partitions(&self, topic: &Topic) -> Result<(), WireError> {
+        for partition in 0..topic.partitions {
+            self.log.open_partition(PartitionId { topic_id: topic.id, partition })?;
+        }
+        Ok(())
+    }
+
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    pub fn topics(&self) -> Vec<Topic> {
+        self.controller.state().topics.values().cloned().collect()
+    }
+
+    fn topic(&self, name: &str) -> Result<Topic, WireError> {
+        self.controller.state().topic(name).cloned()
+    }
+
+    fn partition(&self, topic: &Topic, partition: u32) -> Result<Arc<PartitionState>, WireError> {
+        if partition >= topic.partitions {
+            return Err(WireError::new(
+                ErrorCode::UnknownPartition,
+                format!("partition {partition} does not exist: topic {:?} has partitions 0 to {}", topic.name, topic.partitions - 1),
+            ));
+        }
+        self.log
+            .partition(PartitionId { topic_id: topic.id, partition })
+            .ok_or_else(|| WireError::new(ErrorCode::Internal, format!("partition {partition} of {:?} is not open", topic.name)))
+    }
+
+    pub async fn create_topic(&self, request: CreateTopicRequest) -> Result<TopicDescription, WireError> {
+        let event = self
+            .controller
+            .propose(Command::CreateTopic { name: request.name, partitions: request.partitions, config: request.config })
+            .await?;
+        let Event::TopicCreated(topic) = event else { unreachable!("create yields TopicCreated") };
+        self.open_partitions(&topic)?;
+        tracing::info!(topic = %topic.name, partitions = topic.partitions, "topic created");
+        self.describe(&topic)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), WireError> {
+        let event = self.controller.propose(Command::DeleteTopic { name: name.to_owned() }).await?;
+        let Event::TopicDeleted(topic) = event else { unreachable!("delete yields TopicDeleted") };
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            for partition in 0..topic.partitions {
+                log.delete_partition(PartitionId { topic_id: topic.id, partition })?;
+            }
+            Ok::<_, WireError>(())
+        })
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
+    pub fn list_topics(&self) -> Vec<String> {
+        self.controller.state().topics.keys().cloned().collect()
+    }
+
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, WireError> {
+        self.describe(&self.topic(name)?)
+    }
+
+    fn describe(&self, topic: &Topic) -> Result<TopicDescription, WireError> {
+        let partitions = (0..topic.partitions)
+            .map(|p| {
+                let state = self.partition(topic, p)?;
+                Ok(PartitionDescription {
+                    partition: p,
+                    leader: self.config.node_id,
+                    log_start_offset: state.log_start_offset(),
+                    high_watermark: state.end_offset(),
+                    size_bytes: state.size_bytes(),
+                })
+            })
+            .collect::<Result<_, WireError>>()?;
+        Ok(TopicDescription { name: topic.name.clone(), id: topic.id, partitions, config: topic.config.clone() })
+    }
+
+    pub async fn alter_topic(&self, request: AlterTopicRequest) -> Result<TopicDescription, WireError> {
+        let topic = self.topic(&request.name)?;
+        let config = topic.config.clone().with_entries(request.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let partitions = request.partitions.unwrap_or(topic.partitions);
+        let event = self.controller.propose(Command::AlterTopic { name: request.name, partitions, config }).await?;
+        let Event::TopicAltered { after, .. } = event else { unreachable!("alter yields TopicAltered") };
+        self.open_partitions(&after)?;
+        self.describe(&after)
+    }
+
+    /// Validates every batch (CRC, size) before anything of a partition is appended.
+    pub async fn produce(&self, request: ProduceRequest, payload: Bytes) -> Result<ProduceResponse, WireError> {
+        let topic = self.topic(&request.topic)?;
+        let declared: u64 = request.partitions.iter().map(|p| u64::from(p.bytes)).sum();
+        if declared != payload.len() as u64 {
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!("produce request declares {declared} bytes of batches but carries {}", payload.len()),
+            ));
+        }
+        let fsync = topic.config.flush == FlushMode::Always;
+        let mut offset = 0usize;
+        let appends = request.partitions.iter().map(|p| {
+            let bytes = payload.slice(offset..offset + p.bytes as usize);
+            offset += p.bytes as usize;
+            let topic = &topic;
+            async move {
+                let outcome = async {
+                    let state = self.partition(topic, p.partition)?;
+                    let batches = self.validate_batches(topic, &bytes)?;
+                    self.log.append(state, batches, fsync).await
+                }
+                .await;
+                match outcome {
+                    Ok(base_offset) => {
+                        ProducePartitionResponse { partition: p.partition, base_offset, log_append_time_ms: -1, error: None }
+                    }
+                    Err(e) => {
+                        tracing::debug!(topic = %topic.name, partition = p.partition, error = %e, "produce rejected");
+                        ProducePartitionResponse { partition: p.partition, base_offset: -1, log_append_time_ms: -1, error: Some(e) }
+                    }
+                }
+            }
+        });
+        Ok(ProduceResponse { partitions: join_all(appends).await })
+    }
+
+    fn validate_batches(&self, topic: &Topic, bytes: &Bytes) -> Result<Vec<(weir_sdk::batch::BatchHeader, Bytes)>, WireError> {
+        let mut out = Vec::new();
+        let mut at = 0usize;
+        for (header, batch) in split_batches(bytes)? {
+            if header.total_bytes > topic.config.max_message_bytes as usize {
+                return Err(WireError::new(
+                    ErrorCode::MessageTooLarge,
+                    format!(
+                        "record batch of {} bytes exceeds max.message.bytes = {} of topic {:?}",
+                        header.total_bytes, topic.config.max_message_bytes, topic.name
+                    ),
+                ));
+            }
+            out.push((header, bytes.slice(at..at + batch.len())));
+            at += batch.len();
+        }
+        if out.is_empty() {
+            return Err(WireError::new(ErrorCode::InvalidRequest, "produce request holds no record batch for a partition"));
+        }
+        Ok(out)
+    }
+
+    /// Long-polls until `min_bytes` are available or `max_wait_ms` passes.
+    pub async fn fetch(&self, request: FetchRequest) -> Result<(FetchResponse, Vec<Bytes>), WireError> {
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(self.config.fetch_wait_ms_max)));
+        let deadline = Instant::now() + wait;
+        loop {
+            // Subscribe before reading so an append between the read and the wait is not missed.
+            let mut watchers: Vec<_> = request
+                .partitions
+                .iter()
+                .filter_map(|p| self.topic(&p.topic).ok().and_then(|t| self.partition(&t, p.partition).ok()))
+                .map(|s| s.subscribe())
+                .collect();
+            let (response, chunks) = self.fetch_once(&request);
+            let total: usize = chunks.iter().map(Bytes::len).sum();
+            let any_error = response.partitions.iter().any(|p| p.error.is_some());
+            let now = Instant::now();
+            if total >= request.min_bytes as usize || any_error || now >= deadline || watchers.is_empty() {
+                return Ok((response, chunks));
+            }
+            let changed = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+            let _ = tokio::time::timeout(deadline - now, changed).await;
+        }
+    }
+
+    fn fetch_once(&self, request: &FetchRequest) -> (FetchResponse, Vec<Bytes>) {
+        let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
+        let mut chunks = Vec::new();
+        let mut total = 0usize;
+        let mut partitions = Vec::with_capacity(request.partitions.len());
+        for p in &request.partitions {
+            let mut answer =
+                FetchPartitionResponse { topic: p.topic.clone(), partition: p.partition, high_watermark: -1, log_start_offset: -1, bytes: 0, error: None };
+            let outcome = self.topic(&p.topic).and_then(|topic| {
+                let state = self.partition(&topic, p.partition)?;
+                answer.high_watermark = state.end_offset();
+                answer.log_start_offset = state.log_start_offset();
+                let room = max_bytes.saturating_sub(total).min(p.max_bytes as usize);
+                if room == 0 && total > 0 {
+                    return Ok(Vec::new());
+                }
+                self.log.read(&state, p.offset, room.max(1))
+            });
+            match outcome {
+                Ok(batches) => {
+                    let bytes: usize = batches.iter().map(Bytes::len).sum();
+                    answer.bytes = bytes as u32;
+                    total += bytes;
+                    chunks.extend(batches);
+                }
+                Err(e) => answer.error = Some(e),
+            }
+            partitions.push(answer);
+        }
+        (FetchResponse { partitions }, chunks)
+    }
+
+    pub fn list_offsets(&self, request: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {
+        let topic = self.topic(&request.topic)?;
+        let partitions = request
+            .partitions
+            .iter()
+            .map(|&partition| {
+                let outcome = self.partition(&topic, partition).and_then(|state| match request.spec {
+                    OffsetSpec::Earliest => Ok((state.log_start_offset(), -1)),
+                    OffsetSpec::Latest => Ok((state.end_offset(), -1)),
+                    OffsetSpec::Timestamp(ts) => Ok(self.log.offset_for_timestamp(&state, ts)?.unwrap_or((-1, -1))),
+                });
+                match outcome {
+                    Ok((offset, timestamp)) => ListOffsetsPartition { partition, offset, timestamp, error: None },
+                    Err(e) => ListOffsetsPartition { partition, offset: -1, timestamp: -1, error: Some(e) },
+                }
+            })
+            .collect();
+        Ok(ListOffsetsResponse { partitions })
+    }
+
+    /// One retention pass over every topic.
+    pub fn enforce_retention(&self, now_ms: i64) {
+        for topic in self.topics() {
+            if topic.config.retention_ms.is_none() && topic.config.retention_bytes.is_none() {
+                continue;
+            }
+            for p in 0..topic.partitions {
+                let Ok(state) = self.partition(&topic, p) else { continue };
+                if let Err(e) = self.log.enforce_retention(&state, topic.config.retention_ms, topic.config.retention_bytes, now_ms) {
+                    tracing::error!(topic = %topic.name, partition = p, error = %e, "retention pass failed");
+                }
+            }
+        }
+    }
+
+    /// The shortest flush interval among topics that flush on an interval.
+    pub fn flush_interval(&self) -> Option<Duration> {
+        self.topics()
+            .iter()
+            .filter_map(|t| match t.config.flush {
+                FlushMode::IntervalMs(ms) => Some(Duration::from_millis(ms)),
+                FlushMode::Always => None,
+            })
+            .min()
+    }
+}

@@ -1,0 +1,219 @@
+//! The QUIC connection to a broker, and the admin calls on top of it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use crate::error::{ClientError, ErrorCode, WireError};
+use crate::wire::*;
+
+/// How the client decides to trust the broker's certificate.
+#[derive(Debug, Clone)]
+pub enum TlsTrust {
+    /// A PEM file with the CA (or the broker's self-signed certificate).
+    CaFile(PathBuf),
+    /// PEM bytes, as [`TlsTrust::CaFile`].
+    CaPem(Vec<u8>),
+    /// The SHA-256 of the broker certificate's DER bytes, hex-encoded.
+    Fingerprint(String),
+    /// Trust any certificate. For trying things out on one machine only.
+    Insecure,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the broker's native (QUIC) listener.
+    pub bootstrap: String,
+    pub tls: TlsTrust,
+    /// Name the broker's certificate must carry.
+    pub server_name: String,
+    pub frame_bytes_limit: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(bootstrap: impl Into<String>, tls: TlsTrust) -> Self {
+        Self {
+            bootstrap: bootstrap.into(),
+            tls,
+            server_name: "localhost".into(),
+            frame_bytes_limit: DEFAULT_FRAME_BYTES_LIMIT,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A connection to one broker, re-established on demand after it drops. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    endpoint: quinn::Endpoint,
+    connection: Mutex<Option<quinn::Connection>>,
+}
+
+/// Flow-control windows sized for loopback and LAN bulk transfer rather than quinn's defaults.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(32 * 1024 * 1024));
+    t.receive_window(quinn::VarInt::from_u32(128 * 1024 * 1024));
+    t.send_window(128 * 1024 * 1024);
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(Duration::from_secs(10)).expect("10 s is a valid idle timeout")));
+    t
+}
+
+impl Client {
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let crypto = crate::tls::client_crypto(&config.tls)?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| ClientError::Tls(e.to_string()))?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+        client_config.transport_config(Arc::new(transport_config()));
+        let bind: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+        let bind = if resolve(&config.bootstrap).await?.is_ipv6() { "[::]:0".parse().expect("literal address") } else { bind };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect { addr: config.bootstrap.clone(), reason: e.to_string() })?;
+        endpoint.set_default_client_config(client_config);
+        let client = Self { inner: Arc::new(Inner { config, endpoint, connection: Mutex::new(None) }) };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The live connection, reconnecting if the previous one closed.
+    pub async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut guard = self.inner.connection.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+        }
+        let cfg = &self.inner.config;
+        let addr = resolve(&cfg.bootstrap).await?;
+        let connect_err = |reason: String| ClientError::Connect { addr: cfg.bootstrap.clone(), reason };
+        let connecting = self.inner.endpoint.connect(addr, &cfg.server_name).map_err(|e| connect_err(e.to_string()))?;
+        let conn = tokio::time::timeout(cfg.connect_timeout, connecting)
+            .await
+            .map_err(|_| connect_err(format!("no answer within {:?}", cfg.connect_timeout)))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request frame and waits for its response frame.
+    pub async fn request(&self, frame: &Frame) -> Result<Frame, ClientError> {
+        let cfg = &self.inner.config;
+        tokio::time::timeout(cfg.request_timeout, self.request_inner(frame, true))
+            .await
+            .map_err(|_| ClientError::Broker(WireError::new(ErrorCode::RequestTimedOut, format!("no response within {:?}", cfg.request_timeout))))?
+            .map(|f| f.expect("response was awaited"))
+    }
+
+    /// Sends a request without waiting for the response (produce with acks=none).
+    pub async fn send_only(&self, frame: &Frame) -> Result<(), ClientError> {
+        self.request_inner(frame, false).await.map(|_| ())
+    }
+
+    async fn request_inner(&self, frame: &Frame, await_response: bool) -> Result<Option<Frame>, ClientError> {
+        let conn = self.connection().await?;
+        let lost = |e: String| ClientError::ConnectionLost(e);
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
+        send.write_all(&frame.encode()).await.map_err(|e| lost(e.to_string()))?;
+        send.finish().map_err(|e| lost(e.to_string()))?;
+        if !await_response {
+            return Ok(None);
+        }
+        let bytes = recv.read_to_end(self.inner.config.frame_bytes_limit).await.map_err(|e| lost(e.to_string()))?;
+        let response = Frame::decode(&bytes, self.inner.config.frame_bytes_limit)?;
+        if response.kind == FrameKind::Error {
+            return Err(ClientError::Broker(response.header::<WireError>()?));
+        }
+        Ok(Some(response))
+    }
+
+    /// Sends a typed request and parses the typed response header.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: FrameKind,
+        request: &Req,
+        payload: Bytes,
+    ) -> Result<(Resp, Bytes), ClientError> {
+        let response = self.request(&Frame::new(kind, request, payload)).await?;
+        if response.kind != kind {
+            return Err(ClientError::Invalid(format!("asked {kind:?}, broker answered {:?}", response.kind)));
+        }
+        Ok((response.header()?, response.payload))
+    }
+
+    pub fn close(&self) {
+        self.inner.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr, ClientError> {
+    let mut addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| ClientError::Connect { addr: addr.to_owned(), reason: format!("cannot resolve: {e}") })?;
+    addrs.next().ok_or_else(|| ClientError::Connect { addr: addr.to_owned(), reason: "resolves to no address".into() })
+}
+
+/// SHA-256 of a certificate's DER bytes, hex, as `--cert-sha256` takes it.
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// Topic administration.
+#[derive(Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+impl Admin {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<TopicDescription, ClientError> {
+        let req = CreateTopicRequest { name: name.into(), partitions, config };
+        Ok(self.client.call(FrameKind::CreateTopic, &req, Bytes::new()).await?.0)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let _: (Empty, _) = self.client.call(FrameKind::DeleteTopic, &TopicNameRequest { name: name.into() }, Bytes::new()).await?;
+        Ok(())
+    }
+
+    pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
+        let (resp, _): (ListTopicsResponse, _) = self.client.call(FrameKind::ListTopics, &Empty {}, Bytes::new()).await?;
+        Ok(resp.topics)
+    }
+
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        Ok(self.client.call(FrameKind::DescribeTopic, &TopicNameRequest { name: name.into() }, Bytes::new()).await?.0)
+    }
+
+    pub async fn alter_topic(&self, request: &AlterTopicRequest) -> Result<TopicDescription, ClientError> {
+        Ok(self.client.call(FrameKind::AlterTopic, request, Bytes::new()).await?.0)
+    }
+
+    pub async fn list_offsets(&self, topic: &str, partitions: Vec<u32>, spec: OffsetSpec) -> Result<Vec<ListOffsetsPartition>, ClientError> {
+        let req = ListOffsetsRequest { topic: topic.into(), partitions, spec };
+        let (resp, _): (ListOffsetsResponse, _) = self.client.call(FrameKind::ListOffsets, &req, Bytes::new()).await?;
+        Ok(resp.partitions)
+    }
+}

@@ -1,0 +1,124 @@
+//! Errors that cross the wire. Codes are stable: a retired code is never reused.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "u16", try_from = "u16")]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// A bug or an unexpected condition in the broker; the message says what.
+    Internal = 1,
+    /// The frame is longer than the broker's or client's frame limit.
+    FrameTooLarge = 2,
+    /// The frame is truncated, garbage, or its header does not parse.
+    MalformedFrame = 3,
+    UnsupportedVersion = 4,
+    UnknownRequest = 5,
+    UnknownTopic = 6,
+    UnknownPartition = 7,
+    InvalidTopicName = 8,
+    TopicAlreadyExists = 9,
+    InvalidPartitions = 10,
+    /// A record batch failed its CRC-32C check or its header is inconsistent.
+    CorruptBatch = 11,
+    /// A record batch is larger than the topic's max message bytes.
+    MessageTooLarge = 12,
+    OffsetOutOfRange = 13,
+    InvalidConfig = 14,
+    InvalidRequest = 15,
+    Storage = 16,
+    RequestTimedOut = 17,
+    /// The broker is at a configured limit (connections, in-flight requests, queue depth).
+    LimitReached = 18,
+    /// The client could not reach the broker or lost the connection.
+    Connection = 19,
+}
+
+impl ErrorCode {
+    /// Whether a client may retry the same request and expect a different outcome.
+    pub fn is_retriable(self) -> bool {
+        matches!(self, Self::RequestTimedOut | Self::LimitReached | Self::Connection | Self::Storage)
+    }
+}
+
+impl From<ErrorCode> for u16 {
+    fn from(code: ErrorCode) -> u16 {
+        code as u16
+    }
+}
+
+impl TryFrom<u16> for ErrorCode {
+    type Error = String;
+    fn try_from(value: u16) -> Result<Self, String> {
+        use ErrorCode::*;
+        Ok(match value {
+            1 => Internal,
+            2 => FrameTooLarge,
+            3 => MalformedFrame,
+            4 => UnsupportedVersion,
+            5 => UnknownRequest,
+            6 => UnknownTopic,
+            7 => UnknownPartition,
+            8 => InvalidTopicName,
+            9 => TopicAlreadyExists,
+            10 => InvalidPartitions,
+            11 => CorruptBatch,
+            12 => MessageTooLarge,
+            13 => OffsetOutOfRange,
+            14 => InvalidConfig,
+            15 => InvalidRequest,
+            16 => Storage,
+            17 => RequestTimedOut,
+            18 => LimitReached,
+            19 => Connection,
+            other => return Err(format!("unknown error code {other}")),
+        })
+    }
+}
+
+/// An error with its stable code and a message that names the field or limit involved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (error {code:?}, code {})", *code as u16)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// Errors of the Rust client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Broker(#[from] WireError),
+    #[error("connection to {addr} failed: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("record batch: {0}")]
+    Batch(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the producer is closed")]
+    Closed,
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Broker(e) => Some(e.code),
+            Self::Connect { .. } | Self::ConnectionLost(_) => Some(ErrorCode::Connection),
+            _ => None,
+        }
+    }
+
+    pub fn is_retriable(&self) -> bool {
+        self.code().is_some_and(ErrorCode::is_retriable)
+    }
+}

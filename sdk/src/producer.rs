@@ -1,0 +1,355 @@
+//! The async producer: batches records per partition by size and linger, compresses, sends with
+//! one request in flight per partition (so retries cannot reorder), and resolves a delivery
+//! future per record with the offset the broker gave it.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::batch::{encode_batch, Compression, Record};
+use crate::client::{Admin, Client};
+use crate::error::{ClientError, WireError};
+use crate::partitioner::partition_for_key;
+use crate::wire::{Acks, Frame, FrameKind, ProducePartition, ProduceRequest, ProduceResponse};
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    /// How long a partition's first record waits for more before its batch is sent.
+    pub linger: Duration,
+    /// A batch is sent once its records reach this many bytes.
+    pub batch_bytes: usize,
+    pub compression: Compression,
+    /// Give up on a record this long after `send` (retries included).
+    pub delivery_timeout: Duration,
+    pub retry_backoff: Duration,
+    /// Bytes of records accepted but not yet acknowledged; `send` waits while this is full.
+    pub buffer_bytes: usize,
+    /// How long the broker may wait for replication/fsync before answering.
+    pub request_timeout_ms: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            acks: Acks::All,
+            linger: Duration::from_millis(5),
+            batch_bytes: 256 * 1024,
+            compression: Compression::None,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Duration::from_millis(100),
+            buffer_bytes: 64 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: String,
+    pub partition: u32,
+    /// `-1` with `acks=none`, where the broker does not answer.
+    pub offset: i64,
+}
+
+type Reply = oneshot::Sender<Result<Delivery, ClientError>>;
+type Pending = (Record, Reply, OwnedSemaphorePermit);
+
+/// Resolves when the broker has acknowledged the record (or the producer gave up on it).
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<Delivery, ClientError>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<Delivery, ClientError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+enum Command {
+    Send { topic: String, partition: Option<u32>, record: Record, reply: Reply, permit: OwnedSemaphorePermit },
+    Flush(oneshot::Sender<()>),
+    BatchDone(TopicPartition),
+}
+
+type TopicPartition = (String, u32);
+
+#[derive(Clone)]
+pub struct Producer {
+    tx: mpsc::Sender<Command>,
+    buffer: Arc<Semaphore>,
+    buffer_bytes: usize,
+}
+
+impl Producer {
+    pub fn new(client: Client, config: ProducerConfig) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let buffer = Arc::new(Semaphore::new(config.buffer_bytes));
+        let buffer_bytes = config.buffer_bytes;
+        let worker = Worker {
+            admin: Admin::new(client.clone()),
+            client,
+            config,
+            tx: tx.clone(),
+            partition_counts: HashMap::new(),
+            sticky: HashMap::new(),
+            queues: HashMap::new(),
+            flush_waiters: Vec::new(),
+        };
+        tokio::spawn(worker.run(rx));
+        Self { tx, buffer, buffer_bytes }
+    }
+
+    /// Queues a record. `partition: None` picks one by key (Kafka's murmur2) or, for keyless
+    /// records, sticks to one partition per batch. Waits while the producer's buffer is full.
+    pub async fn send(&self, topic: &str, partition: Option<u32>, mut record: Record) -> Result<DeliveryFuture, ClientError> {
+        if record.timestamp == 0 {
+            record.timestamp = now_ms();
+        }
+        let size = record_size(&record).clamp(1, self.buffer_bytes) as u32;
+        let permit = self.buffer.clone().acquire_many_owned(size).await.map_err(|_| ClientError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Send { topic: topic.to_owned(), partition, record, reply, permit })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Sends everything queued and waits until each record is acknowledged or failed.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Flush(tx)).await.map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn record_size(r: &Record) -> usize {
+    let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len)).sum();
+    r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + headers + 16
+}
+
+#[derive(Default)]
+struct Queue {
+    open: Vec<Pending>,
+    open_bytes: usize,
+    opened_at: Option<Instant>,
+    sealed: VecDeque<Vec<Pending>>,
+    in_flight: bool,
+}
+
+struct Worker {
+    client: Client,
+    admin: Admin,
+    config: ProducerConfig,
+    tx: mpsc::Sender<Command>,
+    partition_counts: HashMap<String, u32>,
+    sticky: HashMap<String, u32>,
+    queues: HashMap<TopicPartition, Queue>,
+    flush_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            let next_linger = self.queues.values().filter_map(|q| q.opened_at).min().map(|t| t + self.config.linger);
+            let command = tokio::select! {
+                c = rx.recv() => c,
+                _ = sleep_until(next_linger) => {
+                    self.seal_lingered();
+                    continue;
+                }
+            };
+            match command {
+                Some(Command::Send { topic, partition, record, reply, permit }) => self.accept(topic, partition, record, reply, permit).await,
+                Some(Command::Flush(waiter)) => {
+                    let keys: Vec<_> = self.queues.keys().cloned().collect();
+                    for tp in keys {
+                        self.seal(&tp);
+                    }
+                    self.flush_waiters.push(waiter);
+                    self.answer_flush_waiters();
+                }
+                Some(Command::BatchDone(tp)) => {
+                    if let Some(q) = self.queues.get_mut(&tp) {
+                        q.in_flight = false;
+                    }
+                    self.dispatch(&tp);
+                    self.answer_flush_waiters();
+                }
+                None => return,
+            }
+        }
+    }
+
+    async fn accept(&mut self, topic: String, partition: Option<u32>, record: Record, reply: Reply, permit: OwnedSemaphorePermit) {
+        let count = match self.partition_count(&topic).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let partition = match partition {
+            Some(p) if p >= count => {
+                let _ = reply.send(Err(ClientError::Invalid(format!("partition {p} is out of range: topic {topic} has {count} partitions"))));
+                return;
+            }
+            Some(p) => p,
+            None => match &record.key {
+                Some(key) => partition_for_key(key, count),
+                None => *self.sticky.entry(topic.clone()).or_insert_with(|| rand::random::<u32>() % count),
+            },
+        };
+        let tp = (topic, partition);
+        let queue = self.queues.entry(tp.clone()).or_default();
+        queue.open_bytes += record_size(&record);
+        queue.open.push((record, reply, permit));
+        queue.opened_at.get_or_insert_with(Instant::now);
+        if queue.open_bytes >= self.config.batch_bytes {
+            self.seal(&tp);
+        }
+    }
+
+    async fn partition_count(&mut self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(c) = self.partition_counts.get(topic) {
+            return Ok(*c);
+        }
+        let description = self.admin.describe_topic(topic).await?;
+        let count = description.partitions.len() as u32;
+        self.partition_counts.insert(topic.to_owned(), count);
+        Ok(count)
+    }
+
+    fn seal_lingered(&mut self) {
+        let now = Instant::now();
+        let due: Vec<_> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.opened_at.is_some_and(|t| t + self.config.linger <= now))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            self.seal(&tp);
+        }
+    }
+
+    fn seal(&mut self, tp: &TopicPartition) {
+        let Some(queue) = self.queues.get_mut(tp) else { return };
+        if queue.open.is_empty() {
+            return;
+        }
+        queue.sealed.push_back(std::mem::take(&mut queue.open));
+        queue.open_bytes = 0;
+        queue.opened_at = None;
+        if let (Some(count), Some(sticky)) = (self.partition_counts.get(&tp.0), self.sticky.get_mut(&tp.0)) {
+            if *sticky == tp.1 {
+                *sticky = (*sticky + 1) % count;
+            }
+        }
+        self.dispatch(tp);
+    }
+
+    fn dispatch(&mut self, tp: &TopicPartition) {
+        let Some(queue) = self.queues.get_mut(tp) else { return };
+        if queue.in_flight {
+            return;
+        }
+        let Some(batch) = queue.sealed.pop_front() else { return };
+        queue.in_flight = true;
+        let (client, config, tx, tp) = (self.client.clone(), self.config.clone(), self.tx.clone(), tp.clone());
+        tokio::spawn(async move {
+            let (records, rest): (Vec<Record>, Vec<(Reply, OwnedSemaphorePermit)>) = batch.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
+            let outcome = send_batch(&client, &config, &tp, &records).await;
+            for (i, (reply, _permit)) in rest.into_iter().enumerate() {
+                let result = match &outcome {
+                    Ok(base) if *base < 0 => Ok(Delivery { topic: tp.0.clone(), partition: tp.1, offset: -1 }),
+                    Ok(base) => Ok(Delivery { topic: tp.0.clone(), partition: tp.1, offset: base + i as i64 }),
+                    Err(e) => Err(clone_error(e)),
+                };
+                let _ = reply.send(result);
+            }
+            let _ = tx.send(Command::BatchDone(tp)).await;
+        });
+    }
+
+    fn answer_flush_waiters(&mut self) {
+        let idle = self.queues.values().all(|q| q.open.is_empty() && q.sealed.is_empty() && !q.in_flight);
+        if idle {
+            for waiter in self.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one batch, retrying retriable failures until the delivery timeout. Returns the base
+/// offset, or -1 for acks=none.
+async fn send_batch(client: &Client, config: &ProducerConfig, tp: &TopicPartition, records: &[Record]) -> Result<i64, ClientError> {
+    let payload = encode_batch(records, config.compression)?;
+    let request = ProduceRequest {
+        topic: tp.0.clone(),
+        acks: config.acks,
+        timeout_ms: config.request_timeout_ms,
+        partitions: vec![ProducePartition { partition: tp.1, bytes: payload.len() as u32 }],
+    };
+    let frame = Frame::new(FrameKind::Produce, &request, payload);
+    let deadline = Instant::now() + config.delivery_timeout;
+    loop {
+        let attempt = if config.acks == Acks::None {
+            client.send_only(&frame).await.map(|_| -1)
+        } else {
+            produce_once(client, &frame).await
+        };
+        match attempt {
+            Ok(base) => return Ok(base),
+            Err(e) if e.is_retriable() && Instant::now() + config.retry_backoff < deadline => {
+                tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "produce failed, retrying");
+                tokio::time::sleep(config.retry_backoff).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn produce_once(client: &Client, frame: &Frame) -> Result<i64, ClientError> {
+    let response = client.request(frame).await?;
+    let response: ProduceResponse = response.header()?;
+    let partition = response.partitions.into_iter().next().ok_or_else(|| ClientError::Invalid("produce response names no partition".into()))?;
+    match partition.error {
+        Some(e) => Err(ClientError::Broker(e)),
+        None => Ok(partition.base_offset),
+    }
+}
+
+fn clone_error(e: &ClientError) -> ClientError {
+    match e {
+        ClientError::Broker(w) => ClientError::Broker(WireError::clone(w)),
+        ClientError::Connect { addr, reason } => ClientError::Connect { addr: addr.clone(), reason: reason.clone() },
+        ClientError::ConnectionLost(s) => ClientError::ConnectionLost(s.clone()),
+        ClientError::Tls(s) => ClientError::Tls(s.clone()),
+        ClientError::Batch(s) => ClientError::Batch(s.clone()),
+        ClientError::Invalid(s) => ClientError::Invalid(s.clone()),
+        ClientError::Closed => ClientError::Closed,
+    }
+}

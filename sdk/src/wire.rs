@@ -1,0 +1,456 @@
+//! The native protocol's frames and messages, shared by the client and the broker.
+//!
+//! A frame is `u32 length | u8 version | u8 kind | u32 header length | header | payload`, all
+//! integers big-endian. `length` counts everything after itself. The header is a JSON document
+//! (control data, small); the payload is raw bytes (record batches) that are never re-encoded.
+//! One request and one response travel on one bidirectional QUIC stream.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{ErrorCode, WireError};
+
+/// ALPN protocol id of the native protocol.
+pub const ALPN: &[u8] = b"weir/1";
+/// Version byte of every frame this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Bytes before the header: length (4), version (1), kind (1), header length (4).
+pub const FRAME_PREFIX_BYTES: usize = 10;
+/// Default upper bound of a whole frame; brokers and clients may configure their own.
+pub const DEFAULT_FRAME_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+/// Upper bound of a frame's JSON header, independent of the frame limit.
+pub const HEADER_BYTES_LIMIT: usize = 1024 * 1024;
+
+/// What a frame carries. Numbers are stable: a retired kind is never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    Error = 0,
+    CreateTopic = 1,
+    DeleteTopic = 2,
+    ListTopics = 3,
+    DescribeTopic = 4,
+    AlterTopic = 5,
+    Produce = 6,
+    Fetch = 7,
+    ListOffsets = 8,
+}
+
+impl FrameKind {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            0 => Self::Error,
+            1 => Self::CreateTopic,
+            2 => Self::DeleteTopic,
+            3 => Self::ListTopics,
+            4 => Self::DescribeTopic,
+            5 => Self::AlterTopic,
+            6 => Self::Produce,
+            7 => Self::Fetch,
+            8 => Self::ListOffsets,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded frame. `header` is still JSON; [`Frame::header`] parses it into a message type.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub kind: FrameKind,
+    pub header: Bytes,
+    pub payload: Bytes,
+}
+
+impl Frame {
+    pub fn new<H: Serialize>(kind: FrameKind, header: &H, payload: Bytes) -> Self {
+        let header = serde_json::to_vec(header).expect("message types serialize");
+        Self { kind, header: Bytes::from(header), payload }
+    }
+
+    pub fn error(error: &WireError) -> Self {
+        Self::new(FrameKind::Error, error, Bytes::new())
+    }
+
+    pub fn header<H: DeserializeOwned>(&self) -> Result<H, WireError> {
+        serde_json::from_slice(&self.header).map_err(|e| {
+            WireError::new(ErrorCode::MalformedFrame, format!("frame header is not a valid {:?} message: {e}", self.kind))
+        })
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        FRAME_PREFIX_BYTES + self.header.len() + self.payload.len()
+    }
+
+    /// Encodes the frame; the payload is the only large part and is copied once.
+    pub fn encode(&self) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        let body_len = self.encoded_len() - 4;
+        buf.put_u32(u32::try_from(body_len).expect("frame fits u32"));
+        buf.put_u8(PROTOCOL_VERSION);
+        buf.put_u8(self.kind as u8);
+        buf.put_u32(self.header.len() as u32);
+        buf.put_slice(&self.header);
+        buf.put_slice(&self.payload);
+        buf
+    }
+
+    /// Decodes one whole frame. Lengths are checked against `frame_bytes_limit` and against the
+    /// bytes actually present before anything is allocated.
+    pub fn decode(buf: &[u8], frame_bytes_limit: usize) -> Result<Self, WireError> {
+        let declared = read_length_prefix(buf, frame_bytes_limit)?;
+        let body = &buf[4..];
+        if body.len() != declared {
+            return Err(WireError::new(
+                ErrorCode::MalformedFrame,
+                format!("frame declares {declared} bytes after its length prefix but {} arrived", body.len()),
+            ));
+        }
+        Self::decode_body(body)
+    }
+
+    /// Decodes the part after the length prefix.
+    pub fn decode_body(body: &[u8]) -> Result<Self, WireError> {
+        if body.len() < FRAME_PREFIX_BYTES - 4 {
+            return Err(WireError::new(
+                ErrorCode::MalformedFrame,
+                format!("frame body of {} bytes is shorter than the {}-byte frame header", body.len(), FRAME_PREFIX_BYTES - 4),
+            ));
+        }
+        let version = body[0];
+        if version != PROTOCOL_VERSION {
+            return Err(WireError::new(
+                ErrorCode::UnsupportedVersion,
+                format!("frame version {version} is not supported; this broker speaks version {PROTOCOL_VERSION}"),
+            ));
+        }
+        let kind = FrameKind::from_u8(body[1])
+            .ok_or_else(|| WireError::new(ErrorCode::UnknownRequest, format!("unknown frame kind {}", body[1])))?;
+        let header_len = u32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
+        let rest = &body[6..];
+        if header_len > HEADER_BYTES_LIMIT || header_len > rest.len() {
+            return Err(WireError::new(
+                ErrorCode::MalformedFrame,
+                format!(
+                    "frame header length {header_len} exceeds the {} bytes left in the frame (header limit {HEADER_BYTES_LIMIT})",
+                    rest.len()
+                ),
+            ));
+        }
+        Ok(Self {
+            kind,
+            header: Bytes::copy_from_slice(&rest[..header_len]),
+            payload: Bytes::copy_from_slice(&rest[header_len..]),
+        })
+    }
+}
+
+/// Reads and checks the 4-byte length prefix; returns the body length it declares.
+pub fn read_length_prefix(buf: &[u8], frame_bytes_limit: usize) -> Result<usize, WireError> {
+    let Some(prefix) = buf.get(..4) else {
+        return Err(WireError::new(ErrorCode::MalformedFrame, format!("frame of {} bytes has no 4-byte length prefix", buf.len())));
+    };
+    let declared = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    if declared.saturating_add(4) > frame_bytes_limit {
+        return Err(WireError::new(
+            ErrorCode::FrameTooLarge,
+            format!("frame of {} bytes exceeds max.frame.bytes = {frame_bytes_limit}", declared.saturating_add(4)),
+        ));
+    }
+    Ok(declared)
+}
+
+// ---- messages -------------------------------------------------------------------------------
+
+/// Topic configuration. Every field has a default, so a create request names only what it sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Delete whole batches older than this; `None` keeps them forever.
+    pub retention_ms: Option<u64>,
+    /// Delete whole batches from the front while a partition holds more than this.
+    pub retention_bytes: Option<u64>,
+    /// Largest record batch a producer may send, in bytes.
+    pub max_message_bytes: u32,
+    /// `Always`: fsync before acknowledging; `IntervalMs(n)`: fsync every n ms in the background.
+    pub flush: FlushMode,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self { retention_ms: Some(7 * 24 * 3600 * 1000), retention_bytes: None, max_message_bytes: 1024 * 1024, flush: FlushMode::Always }
+    }
+}
+
+impl TopicConfig {
+    /// Applies Kafka-style `key=value` settings: `retention.ms` and `retention.bytes` (`-1` for
+    /// unlimited), `max.message.bytes`, `flush.mode` (`always` or `interval`) and
+    /// `flush.interval.ms`. Names the key and the value it could not take.
+    pub fn with_entries<'a>(mut self, entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, WireError> {
+        let mut interval_ms = match self.flush {
+            FlushMode::IntervalMs(ms) => Some(ms),
+            FlushMode::Always => None,
+        };
+        let mut mode_interval = interval_ms.is_some();
+        for (key, value) in entries {
+            let invalid = |why: &str| WireError::new(ErrorCode::InvalidConfig, format!("topic config {key}={value:?}: {why}"));
+            let unlimited_or_u64 = || -> Result<Option<u64>, WireError> {
+                match value.parse::<i64>() {
+                    Ok(-1) => Ok(None),
+                    Ok(n) if n >= 0 => Ok(Some(n as u64)),
+                    _ => Err(invalid("expected a non-negative integer or -1 for unlimited")),
+                }
+            };
+            match key {
+                "retention.ms" => self.retention_ms = unlimited_or_u64()?,
+                "retention.bytes" => self.retention_bytes = unlimited_or_u64()?,
+                "max.message.bytes" => {
+                    self.max_message_bytes = value.parse().map_err(|_| invalid("expected a positive integer number of bytes"))?
+                }
+                "flush.mode" => {
+                    mode_interval = match value {
+                        "always" => false,
+                        "interval" => true,
+                        _ => return Err(invalid("expected always or interval")),
+                    }
+                }
+                "flush.interval.ms" => {
+                    interval_ms = Some(value.parse().map_err(|_| invalid("expected a positive integer number of milliseconds"))?)
+                }
+                _ => {
+                    return Err(invalid(
+                        "unknown key; known keys are retention.ms, retention.bytes, max.message.bytes, flush.mode, flush.interval.ms",
+                    ))
+                }
+            }
+        }
+        self.flush = if mode_interval { FlushMode::IntervalMs(interval_ms.unwrap_or(1000)) } else { FlushMode::Always };
+        Ok(self)
+    }
+
+    /// The settings as Kafka-style `key=value` pairs.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let unlimited = |v: Option<u64>| v.map_or("-1".to_owned(), |n| n.to_string());
+        let mut out = vec![
+            ("retention.ms".to_owned(), unlimited(self.retention_ms)),
+            ("retention.bytes".to_owned(), unlimited(self.retention_bytes)),
+            ("max.message.bytes".to_owned(), self.max_message_bytes.to_string()),
+        ];
+        match self.flush {
+            FlushMode::Always => out.push(("flush.mode".into(), "always".into())),
+            FlushMode::IntervalMs(ms) => {
+                out.push(("flush.mode".into(), "interval".into()));
+                out.push(("flush.interval.ms".into(), ms.to_string()));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushMode {
+    Always,
+    IntervalMs(u64),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTopicRequest {
+    pub name: String,
+    pub partitions: u32,
+    #[serde(default)]
+    pub config: TopicConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicNameRequest {
+    pub name: String,
+}
+
+/// Changes the named settings of a topic's config; partitions can only grow.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AlterTopicRequest {
+    pub name: String,
+    pub partitions: Option<u32>,
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicDescription {
+    pub name: String,
+    pub id: u64,
+    pub partitions: Vec<PartitionDescription>,
+    pub config: TopicConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub leader: u64,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListTopicsResponse {
+    pub topics: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acks {
+    /// The broker sends no response; the client learns nothing about the outcome.
+    None,
+    /// The leader acknowledges once the batch is in its log (and fsynced if the topic says so).
+    Leader,
+    /// All in-sync replicas have the batch. On a single node this is the leader.
+    All,
+}
+
+/// A produce request's header; the payload holds the batches back to back, in the order and with
+/// the lengths listed here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProduceRequest {
+    pub topic: String,
+    pub acks: Acks,
+    pub timeout_ms: u32,
+    pub partitions: Vec<ProducePartition>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProducePartition {
+    pub partition: u32,
+    pub bytes: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProduceResponse {
+    pub partitions: Vec<ProducePartitionResponse>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProducePartitionResponse {
+    pub partition: u32,
+    /// Offset given to the first record of the partition's first batch.
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// How long the broker may hold the request while fewer than `min_bytes` are available.
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    /// Upper bound of the whole response's payload. At least one batch is returned per partition
+    /// even when it is larger, so a consumer never gets stuck.
+    pub max_bytes: u32,
+    pub partitions: Vec<FetchPartition>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchPartition {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub max_bytes: u32,
+}
+
+/// The payload holds each partition's batches back to back, in the order listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchResponse {
+    pub partitions: Vec<FetchPartitionResponse>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchPartitionResponse {
+    pub topic: String,
+    pub partition: u32,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub bytes: u32,
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    /// The first offset whose batch holds a record with a timestamp at or after this (ms).
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListOffsetsRequest {
+    pub topic: String,
+    pub partitions: Vec<u32>,
+    pub spec: OffsetSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListOffsetsResponse {
+    pub partitions: Vec<ListOffsetsPartition>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListOffsetsPartition {
+    pub partition: u32,
+    /// `-1` when no record has a timestamp at or after the one asked for.
+    pub offset: i64,
+    pub timestamp: i64,
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Empty {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_decode_error(bytes: &[u8], limit: usize, code: ErrorCode, needle: &str) {
+        let err = Frame::decode(bytes, limit).unwrap_err();
+        assert_eq!(err.code, code, "{err}");
+        assert!(err.message.contains(needle), "message {:?} lacks {needle:?}", err.message);
+    }
+
+    #[test]
+    fn round_trip() {
+        let frame = Frame::new(FrameKind::ListTopics, &Empty {}, Bytes::from_static(b"raw"));
+        let decoded = Frame::decode(&frame.encode(), 1024).unwrap();
+        assert_eq!(decoded.kind, FrameKind::ListTopics);
+        assert_eq!(&decoded.payload[..], b"raw");
+        let _: Empty = decoded.header().unwrap();
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        check_decode_error(&[0, 0], 1024, ErrorCode::MalformedFrame, "length prefix");
+        check_decode_error(&[0xff, 0xff, 0xff, 0xff], 1024, ErrorCode::FrameTooLarge, "max.frame.bytes = 1024");
+        check_decode_error(&[0, 0, 0, 9, 1, 1], 1024, ErrorCode::MalformedFrame, "declares 9 bytes");
+        check_decode_error(&[0, 0, 0, 2, 1, 1], 1024, ErrorCode::MalformedFrame, "shorter than");
+        check_decode_error(&[0, 0, 0, 6, 9, 1, 0, 0, 0, 0], 1024, ErrorCode::UnsupportedVersion, "version 9");
+        check_decode_error(&[0, 0, 0, 6, 1, 200, 0, 0, 0, 0], 1024, ErrorCode::UnknownRequest, "kind 200");
+        check_decode_error(&[0, 0, 0, 6, 1, 1, 0xff, 0xff, 0xff, 0xff], 1024, ErrorCode::MalformedFrame, "header length");
+    }
+
+    #[test]
+    fn topic_config_entries() {
+        let c = TopicConfig::default().with_entries([("retention.ms", "-1"), ("flush.mode", "interval"), ("flush.interval.ms", "50")]).unwrap();
+        assert_eq!(c.retention_ms, None);
+        assert_eq!(c.flush, FlushMode::IntervalMs(50));
+        let err = TopicConfig::default().with_entries([("retention.bytes", "lots")]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidConfig);
+        assert!(err.message.contains("retention.bytes"), "{err}");
+        let err = TopicConfig::default().with_entries([("colour", "red")]).unwrap_err();
+        assert!(err.message.contains("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn header_of_wrong_shape_is_malformed() {
+        let frame = Frame { kind: FrameKind::Produce, header: Bytes::from_static(b"{\"x\":1}"), payload: Bytes::new() };
+        let err = frame.header::<ProduceRequest>().unwrap_err();
+        assert_eq!(err.code, ErrorCode::MalformedFrame);
+    }
+}
