@@ -75,7 +75,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let total_bytes = load.count * load.record_bytes as u64;
     let baseline = if load.baseline || matches!(args.kind, BenchKind::Baseline) {
         let quic = quinn_baseline(total_bytes.min(4 << 30), load.batch_bytes).await?;
-        println!("baseline bare quinn transfer: {} in {:.2?} = {:.1} MB/s", human(total_bytes.min(4 << 30)), quic.1, quic.0);
+        println!(
+            "baseline bare quinn transfer: {} in {:.2?} = {:.1} MB/s",
+            human(total_bytes.min(4 << 30)),
+            quic.1,
+            quic.0
+        );
         let fjall = fjall_baseline(load.count.min(4_000_000), load.record_bytes, load.batch_bytes)?;
         println!("baseline bare fjall inserts:  {:.1} MB/s ({} values of {} B in write batches of {} B, journal flushed to OS buffers)", fjall, load.count.min(4_000_000), load.record_bytes, load.batch_bytes);
         Some((quic.0, fjall))
@@ -145,11 +150,14 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
                     break;
                 }
                 if let Some(rate) = rate {
-                    let due = start + Duration::from_secs_f64((n * load.producers as u64 + i as u64) as f64 / rate as f64);
+                    let due =
+                        start + Duration::from_secs_f64((n * load.producers as u64 + i as u64) as f64 / rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let sent_at = Instant::now();
-                let delivery = producer.send(&load.topic, None, Record { value: Some(value.clone()), ..Record::default() }).await?;
+                let delivery = producer
+                    .send(&load.topic, None, Record { value: Some(value.clone()), ..Record::default() })
+                    .await?;
                 let (done_tx, sent) = (done_tx.clone(), sent.clone());
                 tokio::spawn(async move {
                     if delivery.await.is_ok() {
@@ -201,7 +209,11 @@ fn spawn_progress(what: &'static str, counter: Arc<AtomicU64>, record_bytes: usi
         loop {
             tick.tick().await;
             let now = counter.load(Ordering::Relaxed);
-            eprintln!("  {what}: {} records/s, {:.1} MB/s, {now} total", now - last, (now - last) as f64 * record_bytes as f64 / 1e6);
+            eprintln!(
+                "  {what}: {} records/s, {:.1} MB/s, {now} total",
+                now - last,
+                (now - last) as f64 * record_bytes as f64 / 1e6
+            );
             last = now;
         }
     })
@@ -210,16 +222,25 @@ fn spawn_progress(what: &'static str, counter: Arc<AtomicU64>, record_bytes: usi
 async fn consume(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
     let client = connect.connect().await?;
     let admin = Admin::new(client.clone());
-    let d = admin.describe_topic(&load.topic).await.context("bench consume reads an existing topic; run bench produce first")?;
+    let d = admin
+        .describe_topic(&load.topic)
+        .await
+        .context("bench consume reads an existing topic; run bench produce first")?;
     let partitions: Vec<u32> = d.partitions.iter().map(|p| p.partition).collect();
-    let ends: std::collections::BTreeMap<u32, i64> = d.partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
-    let mut consumer = Consumer::new(client, ConsumerConfig { offset_reset: OffsetReset::Fail, fetch_max_bytes: 32 << 20, partition_max_bytes: 8 << 20 });
+    let ends: std::collections::BTreeMap<u32, i64> =
+        d.partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
+    let mut consumer = Consumer::new(
+        client,
+        ConsumerConfig { offset_reset: OffsetReset::Fail, fetch_max_bytes: 32 << 20, partition_max_bytes: 8 << 20 },
+    );
     consumer.assign(&load.topic, partitions, OffsetSpec::Earliest).await?;
     let counter = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress("consume", counter.clone(), load.record_bytes);
     let start = Instant::now();
     let mut bytes = 0u64;
-    while !consumer.assignment().all(|(_, p, pos)| pos >= ends[&p]) && start.elapsed() < Duration::from_secs(load.duration_secs) {
+    while !consumer.assignment().all(|(_, p, pos)| pos >= ends[&p])
+        && start.elapsed() < Duration::from_secs(load.duration_secs)
+    {
         for r in consumer.poll(Duration::from_millis(500)).await? {
             bytes += r.record.value.as_ref().map_or(0, |v| v.len() as u64);
             counter.fetch_add(1, Ordering::Relaxed);
@@ -229,7 +250,10 @@ async fn consume(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> 
     let elapsed = start.elapsed();
     let records = counter.load(Ordering::Relaxed);
     let mb_s = bytes as f64 / elapsed.as_secs_f64() / 1e6;
-    println!("consume: {records} records in {elapsed:.2?}: {:.0} records/s, {mb_s:.1} MB/s", records as f64 / elapsed.as_secs_f64());
+    println!(
+        "consume: {records} records in {elapsed:.2?}: {:.0} records/s, {mb_s:.1} MB/s",
+        records as f64 / elapsed.as_secs_f64()
+    );
     Ok(mb_s)
 }
 
@@ -240,10 +264,19 @@ async fn e2e(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
     let client = connect.connect().await?;
     let admin = Admin::new(client.clone());
     ensure_topic(&admin, load).await?;
-    let mut consumer = Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    let mut consumer =
+        Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
     consumer.assign_topic(&load.topic, OffsetSpec::Latest).await?;
     let origin = Instant::now();
-    let producer = Producer::new(client.clone(), ProducerConfig { acks: load.acks.into(), linger: Duration::from_millis(load.linger_ms), batch_bytes: load.batch_bytes, ..ProducerConfig::default() });
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: load.acks.into(),
+            linger: Duration::from_millis(load.linger_ms),
+            batch_bytes: load.batch_bytes,
+            ..ProducerConfig::default()
+        },
+    );
     let load2 = load.clone();
     let sender = tokio::spawn(async move {
         let start = Instant::now();
@@ -257,7 +290,12 @@ async fn e2e(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
             }
             let mut value = vec![b'x'; load2.record_bytes];
             value[..16].copy_from_slice(&origin.elapsed().as_nanos().to_be_bytes());
-            let _ = producer.send(&load2.topic, None, Record { value: Some(Bytes::from(value)), ..Record::default() }).await?;
+            // Delivery is observed by the consumer side, not awaited here.
+            drop(
+                producer
+                    .send(&load2.topic, None, Record { value: Some(Bytes::from(value)), ..Record::default() })
+                    .await?,
+            );
         }
         producer.flush().await?;
         Ok::<_, anyhow::Error>(())
@@ -297,14 +335,16 @@ async fn quinn_baseline(total_bytes: u64, chunk: usize) -> anyhow::Result<(f64, 
     let names = vec!["localhost".to_owned()];
     let generated = rcgen::generate_simple_self_signed(names)?;
     let cert = generated.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(|e| anyhow::anyhow!(e))?;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server_crypto = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![cert.clone()], key)?;
     server_crypto.alpn_protocols = vec![b"bench".to_vec()];
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)?));
+    let mut server_config =
+        quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto)?));
     server_config.transport_config(Arc::new(weir_sdk::client::transport_config()));
     let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
     let addr = server.local_addr()?;
@@ -323,9 +363,13 @@ async fn quinn_baseline(total_bytes: u64, chunk: usize) -> anyhow::Result<(f64, 
     });
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert)?;
-    let mut client_crypto = rustls::ClientConfig::builder_with_provider(provider).with_protocol_versions(&[&rustls::version::TLS13])?.with_root_certificates(roots).with_no_client_auth();
+    let mut client_crypto = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     client_crypto.alpn_protocols = vec![b"bench".to_vec()];
-    let mut client_config = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto)?));
+    let mut client_config =
+        quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto)?));
     client_config.transport_config(Arc::new(weir_sdk::client::transport_config()));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(client_config);
@@ -363,7 +407,9 @@ async fn quinn_baseline(total_bytes: u64, chunk: usize) -> anyhow::Result<(f64, 
 fn fjall_baseline(count: u64, record_bytes: usize, batch_bytes: usize) -> anyhow::Result<f64> {
     let dir = tempfile_dir()?;
     let db = fjall::Database::builder(&dir).open()?;
-    let ks = db.keyspace("bench", || fjall::KeyspaceCreateOptions::default().with_kv_separation(Some(fjall::KvSeparationOptions::default())))?;
+    let ks = db.keyspace("bench", || {
+        fjall::KeyspaceCreateOptions::default().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
+    })?;
     let per_batch = (batch_bytes / record_bytes).max(1) as u64;
     let value = vec![b'x'; record_bytes * per_batch as usize];
     let start = Instant::now();

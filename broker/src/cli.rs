@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use weir_sdk::wire::{AlterTopicRequest, OffsetSpec, TopicConfig};
-use weir_sdk::{Acks, Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, Record, TlsTrust};
+use weir_sdk::{
+    Acks, Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig,
+    Record, TlsTrust,
+};
 
 /// How to reach and trust a broker.
 #[derive(clap::Args, Clone, Debug)]
@@ -115,13 +118,20 @@ pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
             for (k, v) in d.config.entries() {
                 println!("  {k}={v}");
             }
-            println!("  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}", "partition", "leader", "log start", "high watermark", "bytes");
+            println!(
+                "  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}",
+                "partition", "leader", "log start", "high watermark", "bytes"
+            );
             for p in d.partitions {
-                println!("  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}", p.partition, p.leader, p.log_start_offset, p.high_watermark, p.size_bytes);
+                println!(
+                    "  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}",
+                    p.partition, p.leader, p.log_start_offset, p.high_watermark, p.size_bytes
+                );
             }
         }
         TopicCommand::Alter { name, partitions, configs } => {
-            let request = AlterTopicRequest { name, partitions, config: configs.into_iter().collect::<BTreeMap<_, _>>() };
+            let request =
+                AlterTopicRequest { name, partitions, config: configs.into_iter().collect::<BTreeMap<_, _>>() };
             let d = admin.alter_topic(&request).await?;
             println!("altered topic {}: {} partitions", d.name, d.partitions.len());
         }
@@ -174,12 +184,18 @@ impl From<AcksArg> for Acks {
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let client = args.connect.connect().await?;
-    let producer = Producer::new(client, ProducerConfig { acks: args.acks.into(), compression: args.compression, ..ProducerConfig::default() });
+    let producer = Producer::new(
+        client,
+        ProducerConfig { acks: args.acks.into(), compression: args.compression, ..ProducerConfig::default() },
+    );
     let reader: Box<dyn BufRead + Send> = match &args.file {
-        Some(path) => Box::new(std::io::BufReader::new(std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?)),
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )),
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
-    let headers: Vec<(String, Option<Bytes>)> = args.headers.iter().map(|(k, v)| (k.clone(), Some(Bytes::from(v.clone())))).collect();
+    let headers: Vec<(String, Option<Bytes>)> =
+        args.headers.iter().map(|(k, v)| (k.clone(), Some(Bytes::from(v.clone())))).collect();
     let mut deliveries = Vec::new();
     for line in reader.lines() {
         let line = line.context("reading input")?;
@@ -242,7 +258,9 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let spec = match args.from.as_str() {
         "earliest" => Some(OffsetSpec::Earliest),
         "latest" => Some(OffsetSpec::Latest),
-        s if s.starts_with("time:") => Some(OffsetSpec::Timestamp(s[5..].parse().with_context(|| format!("--from {s}: expected time:MILLISECONDS"))?)),
+        s if s.starts_with("time:") => Some(OffsetSpec::Timestamp(
+            s[5..].parse().with_context(|| format!("--from {s}: expected time:MILLISECONDS"))?,
+        )),
         _ => None,
     };
     let description = admin.describe_topic(&args.topic).await?;
@@ -250,11 +268,15 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         Some(p) => vec![p],
         None => description.partitions.iter().map(|p| p.partition).collect(),
     };
-    let mut consumer = Consumer::new(client, ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    let mut consumer =
+        Consumer::new(client, ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
     match spec {
         Some(spec) => consumer.assign(&args.topic, partitions.clone(), spec).await?,
         None => {
-            let offset: i64 = args.from.parse().with_context(|| format!("--from {:?}: expected earliest, latest, an offset or time:MS", args.from))?;
+            let offset: i64 = args
+                .from
+                .parse()
+                .with_context(|| format!("--from {:?}: expected earliest, latest, an offset or time:MS", args.from))?;
             if offset < 0 {
                 bail!("--from {offset}: an offset cannot be negative");
             }
@@ -264,7 +286,12 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         }
     }
     // With --end, stop once every partition reaches the end offset it had at the start.
-    let ends: BTreeMap<u32, i64> = admin.list_offsets(&args.topic, partitions.clone(), OffsetSpec::Latest).await?.iter().map(|p| (p.partition, p.offset)).collect();
+    let ends: BTreeMap<u32, i64> = admin
+        .list_offsets(&args.topic, partitions.clone(), OffsetSpec::Latest)
+        .await?
+        .iter()
+        .map(|p| (p.partition, p.offset))
+        .collect();
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     loop {
@@ -295,10 +322,16 @@ fn print_record(out: &mut impl Write, format: Format, r: &weir_sdk::ConsumedReco
     let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
     match format {
         Format::Value => writeln!(out, "{}", text(&r.record.value).unwrap_or_default()),
-        Format::KeyValue => writeln!(out, "{}\t{}", text(&r.record.key).unwrap_or_default(), text(&r.record.value).unwrap_or_default()),
+        Format::KeyValue => {
+            writeln!(out, "{}\t{}", text(&r.record.key).unwrap_or_default(), text(&r.record.value).unwrap_or_default())
+        }
         Format::Json => {
-            let headers: serde_json::Map<String, serde_json::Value> =
-                r.record.headers.iter().map(|(k, v)| (k.clone(), text(v).map_or(serde_json::Value::Null, serde_json::Value::String))).collect();
+            let headers: serde_json::Map<String, serde_json::Value> = r
+                .record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), text(v).map_or(serde_json::Value::Null, serde_json::Value::String)))
+                .collect();
             let json = serde_json::json!({
                 "topic": r.topic,
                 "partition": r.partition,

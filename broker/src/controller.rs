@@ -38,8 +38,10 @@ impl Controller {
         let mut last_index = 0u64;
         for guard in log.iter() {
             let (key, value) = guard.into_inner().map_err(storage)?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| storage("controller log key is not 8 bytes"))?);
-            let command: Command = serde_json::from_slice(&value).map_err(|e| storage(format!("entry {index}: {e}")))?;
+            let index =
+                u64::from_be_bytes(key.as_ref().try_into().map_err(|_| storage("controller log key is not 8 bytes"))?);
+            let command: Command =
+                serde_json::from_slice(&value).map_err(|e| storage(format!("entry {index}: {e}")))?;
             // Commands were validated when proposed; replay applies them as they were accepted.
             if let Err(e) = state.apply(command, &limits) {
                 tracing::warn!(index, error = %e, "controller log entry no longer applies; skipped");
@@ -47,7 +49,15 @@ impl Controller {
             last_index = index;
         }
         tracing::info!(entries = last_index, topics = state.topics.len(), "controller state recovered");
-        Ok(Self { inner: Arc::new(Inner { db: db.clone(), log, limits, state: RwLock::new(state), propose: Mutex::new(last_index) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                log,
+                limits,
+                state: RwLock::new(state),
+                propose: Mutex::new(last_index),
+            }),
+        })
     }
 
     /// Validates a command against the current state, makes it durable, then applies it.

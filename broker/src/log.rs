@@ -102,7 +102,36 @@ pub struct LogStore {
     db: Database,
     log: Keyspace,
     partitions: Arc<DashMap<PartitionId, Arc<PartitionState>>>,
-    writer: std::sync::mpsc::SyncSender<AppendJob>,
+    writer: Arc<WriterHandle>,
+    dirty: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The writer thread's queue; dropping the last store handle stops and joins the thread, so
+/// the database can be opened again in the same process.
+struct WriterHandle {
+    jobs: Option<std::sync::mpsc::SyncSender<AppendJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    fn jobs(&self) -> &std::sync::mpsc::SyncSender<AppendJob> {
+        self.jobs.as_ref().expect("the writer queue lives as long as the handle")
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What the writer thread owns: no handle to its own queue.
+struct Writer {
+    db: Database,
+    log: Keyspace,
     dirty: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -121,15 +150,18 @@ impl LogStore {
     /// writer.
     pub fn open(dir: &Path, queue_depth: usize) -> Result<(Self, Database), StorageError> {
         let db = Database::builder(dir).open()?;
-        let log = db.keyspace("log", || KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default())))?;
-        let (writer, jobs) = std::sync::mpsc::sync_channel(queue_depth);
+        let log = db.keyspace("log", || {
+            KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
+        })?;
+        let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let store = Self { db: db.clone(), log, partitions: Arc::new(DashMap::new()), writer, dirty };
-        let writer_store = store.clone();
-        std::thread::Builder::new()
+        let writer = Writer { db: db.clone(), log: log.clone(), dirty: dirty.clone() };
+        let thread = std::thread::Builder::new()
             .name("weir-log-writer".into())
-            .spawn(move || writer_store.run_writer(jobs))
+            .spawn(move || writer.run(jobs))
             .expect("spawn log writer thread");
+        let writer = Arc::new(WriterHandle { jobs: Some(tx), thread: Some(thread) });
+        let store = Self { db: db.clone(), log, partitions: Arc::new(DashMap::new()), writer, dirty };
         Ok((store, db))
     }
 
@@ -170,7 +202,14 @@ impl LogStore {
             size_bytes: AtomicU64::new(size_bytes),
             end_offset: watch::channel(end_offset).0,
         });
-        tracing::debug!(topic_id = id.topic_id, partition = id.partition, log_start_offset, end_offset, size_bytes, "partition opened");
+        tracing::debug!(
+            topic_id = id.topic_id,
+            partition = id.partition,
+            log_start_offset,
+            end_offset,
+            size_bytes,
+            "partition opened"
+        );
         self.partitions.insert(id, state.clone());
         Ok(state)
     }
@@ -180,16 +219,21 @@ impl LogStore {
     }
 
     /// Appends validated batches to a partition; resolves to the base offset of the first.
-    pub async fn append(&self, partition: Arc<PartitionState>, batches: Vec<(BatchHeader, Bytes)>, fsync: bool) -> Result<i64, WireError> {
+    pub async fn append(
+        &self,
+        partition: Arc<PartitionState>,
+        batches: Vec<(BatchHeader, Bytes)>,
+        fsync: bool,
+    ) -> Result<i64, WireError> {
         let (reply, rx) = oneshot::channel();
         let job = AppendJob { partition, batches, fsync, reply };
-        match self.writer.try_send(job) {
+        match self.writer.jobs().try_send(job) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
                 // Block a runtime thread only as long as the writer is behind; the queue bound
                 // is what keeps memory bounded.
-                let writer = self.writer.clone();
-                tokio::task::spawn_blocking(move || writer.send(job))
+                let jobs = self.writer.jobs().clone();
+                tokio::task::spawn_blocking(move || jobs.send(job))
                     .await
                     .map_err(storage_error)?
                     .map_err(|_| storage_error("log writer stopped"))?;
@@ -199,7 +243,159 @@ impl LogStore {
         rx.await.map_err(|_| storage_error("log writer dropped the append"))?
     }
 
-    fn run_writer(self, jobs: std::sync::mpsc::Receiver<AppendJob>) {
+    /// Fsyncs the journal if anything was written without fsync since the last call.
+    pub fn flush_if_dirty(&self) -> Result<bool, WireError> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            self.db.persist(PersistMode::SyncData).map_err(storage_error)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads batches starting with the one that holds `offset`, up to `max_bytes` (at least one
+    /// batch). Each batch's CRC is checked; a corrupt batch is reported with its location.
+    pub fn read(&self, partition: &PartitionState, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, WireError> {
+        let (start, end) = (partition.log_start_offset(), partition.end_offset());
+        if offset < start || offset > end {
+            return Err(WireError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "offset {offset} is outside the log of partition {}: it holds {start} to {end}",
+                    partition.id.partition
+                ),
+            ));
+        }
+        let id = partition.id;
+        let seek_from = self
+            .log
+            .range(id.first_key()..=id.key(offset))
+            .next_back()
+            .map(|g| g.key().map(|k| offset_of_key(&k)))
+            .transpose()
+            .map_err(storage_error)?
+            .unwrap_or(start);
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        let range = (Bound::Included(id.key(seek_from)), Bound::Excluded(id.key(end)));
+        for guard in self.log.range(range) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let bytes: Bytes = value.into();
+            let header = validate_batch(&bytes).map_err(|e| {
+                WireError::new(
+                    ErrorCode::CorruptBatch,
+                    format!(
+                        "stored batch at offset {} of partition {}: {}",
+                        offset_of_key(&key),
+                        id.partition,
+                        e.message
+                    ),
+                )
+            })?;
+            if header.last_offset() < offset {
+                continue;
+            }
+            if !out.is_empty() && total + bytes.len() > max_bytes {
+                break;
+            }
+            total += bytes.len();
+            out.push(bytes);
+            if total >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose record has a timestamp at or after `timestamp_ms`, and that
+    /// record's timestamp; `None` when there is none.
+    pub fn offset_for_timestamp(
+        &self,
+        partition: &PartitionState,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, WireError> {
+        let id = partition.id;
+        for guard in self.log.range(id.first_key()..=id.last_key()) {
+            let value: Bytes = guard.value().map_err(storage_error)?.into();
+            let header = validate_batch(&value)?;
+            if header.max_timestamp < timestamp_ms {
+                continue;
+            }
+            let records = weir_sdk::batch::decode_batches("", id.partition, value, 0)?;
+            if let Some(r) = records.iter().find(|r| r.record.timestamp >= timestamp_ms) {
+                return Ok(Some((r.offset, r.record.timestamp)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole batches from the front while they are older than `retention_ms` or the
+    /// partition is over `retention_bytes`. Never deletes the newest batch. Returns batches
+    /// deleted.
+    pub fn enforce_retention(
+        &self,
+        partition: &PartitionState,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        now_ms: i64,
+    ) -> Result<usize, WireError> {
+        let id = partition.id;
+        let end = partition.end_offset();
+        let mut deleted = 0;
+        for guard in self.log.range(id.first_key()..id.key(end)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let header = validate_batch(&value)?;
+            if header.last_offset() + 1 >= end {
+                break; // the newest batch stays: it carries the partition's next offset
+            }
+            let too_old = retention_ms.is_some_and(|ms| header.max_timestamp < now_ms - ms as i64);
+            let too_big =
+                retention_bytes.is_some_and(|b| partition.size_bytes().saturating_sub(value.len() as u64) >= b);
+            if !(too_old || too_big) {
+                break;
+            }
+            // Readers see the new start before the batch disappears.
+            partition.log_start_offset.store(header.last_offset() + 1, Ordering::Release);
+            self.log.remove(key).map_err(storage_error)?;
+            partition.size_bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+            deleted += 1;
+        }
+        if deleted > 0 {
+            tracing::info!(
+                topic_id = id.topic_id,
+                partition = id.partition,
+                deleted,
+                log_start_offset = partition.log_start_offset(),
+                "retention deleted batches"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// Removes a partition's batches and forgets it.
+    pub fn delete_partition(&self, id: PartitionId) -> Result<(), WireError> {
+        self.partitions.remove(&id);
+        let keys: Vec<_> = self
+            .log
+            .range(id.first_key()..=id.last_key())
+            .map(|g| g.key())
+            .collect::<Result<_, _>>()
+            .map_err(storage_error)?;
+        for key in keys {
+            self.log.remove(key).map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
+    /// Test and tooling hook: writes raw bytes as the value at a key, bypassing validation.
+    #[cfg(test)]
+    fn write_raw(&self, id: PartitionId, offset: i64, bytes: &[u8]) {
+        self.log.insert(id.key(offset).to_vec(), bytes.to_vec()).unwrap();
+        self.db.persist(PersistMode::SyncAll).unwrap();
+    }
+}
+
+impl Writer {
+    fn run(self, jobs: std::sync::mpsc::Receiver<AppendJob>) {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
             let mut bytes: usize = group[0].batches.iter().map(|(h, _)| h.total_bytes).sum();
@@ -267,123 +463,6 @@ impl LogStore {
             let _ = job.reply.send(reply);
         }
     }
-
-    /// Fsyncs the journal if anything was written without fsync since the last call.
-    pub fn flush_if_dirty(&self) -> Result<bool, WireError> {
-        if self.dirty.swap(false, Ordering::AcqRel) {
-            self.db.persist(PersistMode::SyncData).map_err(storage_error)?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Reads batches starting with the one that holds `offset`, up to `max_bytes` (at least one
-    /// batch). Each batch's CRC is checked; a corrupt batch is reported with its location.
-    pub fn read(&self, partition: &PartitionState, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, WireError> {
-        let (start, end) = (partition.log_start_offset(), partition.end_offset());
-        if offset < start || offset > end {
-            return Err(WireError::new(
-                ErrorCode::OffsetOutOfRange,
-                format!("offset {offset} is outside the log of partition {}: it holds {start} to {end}", partition.id.partition),
-            ));
-        }
-        let id = partition.id;
-        let seek_from = self
-            .log
-            .range(id.first_key()..=id.key(offset))
-            .next_back()
-            .map(|g| g.key().map(|k| offset_of_key(&k)))
-            .transpose()
-            .map_err(storage_error)?
-            .unwrap_or(start);
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        let range = (Bound::Included(id.key(seek_from)), Bound::Excluded(id.key(end)));
-        for guard in self.log.range(range) {
-            let (key, value) = guard.into_inner().map_err(storage_error)?;
-            let bytes: Bytes = value.into();
-            let header = validate_batch(&bytes).map_err(|e| {
-                WireError::new(ErrorCode::CorruptBatch, format!("stored batch at offset {} of partition {}: {}", offset_of_key(&key), id.partition, e.message))
-            })?;
-            if header.last_offset() < offset {
-                continue;
-            }
-            if !out.is_empty() && total + bytes.len() > max_bytes {
-                break;
-            }
-            total += bytes.len();
-            out.push(bytes);
-            if total >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// The first offset whose record has a timestamp at or after `timestamp_ms`, and that
-    /// record's timestamp; `None` when there is none.
-    pub fn offset_for_timestamp(&self, partition: &PartitionState, timestamp_ms: i64) -> Result<Option<(i64, i64)>, WireError> {
-        let id = partition.id;
-        for guard in self.log.range(id.first_key()..=id.last_key()) {
-            let value: Bytes = guard.value().map_err(storage_error)?.into();
-            let header = validate_batch(&value)?;
-            if header.max_timestamp < timestamp_ms {
-                continue;
-            }
-            let records = weir_sdk::batch::decode_batches("", id.partition, value, 0)?;
-            if let Some(r) = records.iter().find(|r| r.record.timestamp >= timestamp_ms) {
-                return Ok(Some((r.offset, r.record.timestamp)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Deletes whole batches from the front while they are older than `retention_ms` or the
-    /// partition is over `retention_bytes`. Never deletes the newest batch. Returns batches
-    /// deleted.
-    pub fn enforce_retention(&self, partition: &PartitionState, retention_ms: Option<u64>, retention_bytes: Option<u64>, now_ms: i64) -> Result<usize, WireError> {
-        let id = partition.id;
-        let end = partition.end_offset();
-        let mut deleted = 0;
-        for guard in self.log.range(id.first_key()..id.key(end)) {
-            let (key, value) = guard.into_inner().map_err(storage_error)?;
-            let header = validate_batch(&value)?;
-            if header.last_offset() + 1 >= end {
-                break; // the newest batch stays: it carries the partition's next offset
-            }
-            let too_old = retention_ms.is_some_and(|ms| header.max_timestamp < now_ms - ms as i64);
-            let too_big = retention_bytes.is_some_and(|b| partition.size_bytes().saturating_sub(value.len() as u64) >= b);
-            if !(too_old || too_big) {
-                break;
-            }
-            // Readers see the new start before the batch disappears.
-            partition.log_start_offset.store(header.last_offset() + 1, Ordering::Release);
-            self.log.remove(key).map_err(storage_error)?;
-            partition.size_bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
-            deleted += 1;
-        }
-        if deleted > 0 {
-            tracing::info!(topic_id = id.topic_id, partition = id.partition, deleted, log_start_offset = partition.log_start_offset(), "retention deleted batches");
-        }
-        Ok(deleted)
-    }
-
-    /// Removes a partition's batches and forgets it.
-    pub fn delete_partition(&self, id: PartitionId) -> Result<(), WireError> {
-        self.partitions.remove(&id);
-        let keys: Vec<_> = self.log.range(id.first_key()..=id.last_key()).map(|g| g.key()).collect::<Result<_, _>>().map_err(storage_error)?;
-        for key in keys {
-            self.log.remove(key).map_err(storage_error)?;
-        }
-        Ok(())
-    }
-
-    /// Test and tooling hook: writes raw bytes as the value at a key, bypassing validation.
-    #[cfg(test)]
-    fn write_raw(&self, id: PartitionId, offset: i64, bytes: &[u8]) {
-        self.log.insert(id.key(offset).to_vec(), bytes.to_vec()).unwrap();
-        self.db.persist(PersistMode::SyncAll).unwrap();
-    }
 }
 
 /// How often the interval flusher looks for unflushed appends.
@@ -395,8 +474,9 @@ mod tests {
     use weir_sdk::batch::{encode_batch, Compression, Record};
 
     fn batch(n: usize, timestamp: i64) -> (BatchHeader, Bytes) {
-        let records: Vec<Record> =
-            (0..n).map(|i| Record { value: Some(Bytes::from(format!("v{i}"))), timestamp, ..Record::default() }).collect();
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record { value: Some(Bytes::from(format!("v{i}"))), timestamp, ..Record::default() })
+            .collect();
         let bytes = encode_batch(&records, Compression::None).unwrap();
         (validate_batch(&bytes).unwrap(), bytes)
     }

@@ -21,6 +21,8 @@ pub struct Topic {
     pub config: TopicConfig,
 }
 
+// Only topic commands so far; modules, schemas and ACLs join them.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     CreateTopic { name: String, partitions: u32, config: TopicConfig },
@@ -29,6 +31,7 @@ pub enum Command {
 }
 
 /// What applying a command changed.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     TopicCreated(Topic),
@@ -58,10 +61,16 @@ impl State {
                 validate_partitions(partitions, limits)?;
                 validate_config(&config, limits)?;
                 if self.topics.contains_key(&name) {
-                    return Err(WireError::new(ErrorCode::TopicAlreadyExists, format!("topic {name:?} already exists")));
+                    return Err(WireError::new(
+                        ErrorCode::TopicAlreadyExists,
+                        format!("topic {name:?} already exists"),
+                    ));
                 }
                 if self.topics.len() >= limits.topics_max {
-                    return Err(WireError::new(ErrorCode::LimitReached, format!("the broker holds max.topics = {} topics", limits.topics_max)));
+                    return Err(WireError::new(
+                        ErrorCode::LimitReached,
+                        format!("the broker holds max.topics = {} topics", limits.topics_max),
+                    ));
                 }
                 self.next_topic_id += 1;
                 let topic = Topic { id: self.next_topic_id, name: name.clone(), partitions, config };
@@ -78,7 +87,10 @@ impl State {
                 if partitions < topic.partitions {
                     return Err(WireError::new(
                         ErrorCode::InvalidPartitions,
-                        format!("partitions can only grow: topic {name:?} has {}, asked for {partitions}", topic.partitions),
+                        format!(
+                            "partitions can only grow: topic {name:?} has {}, asked for {partitions}",
+                            topic.partitions
+                        ),
                     ));
                 }
                 validate_config(&config, limits)?;
@@ -120,7 +132,10 @@ fn validate_partitions(partitions: u32, limits: &Limits) -> Result<(), WireError
     if partitions == 0 || partitions > limits.partitions_per_topic_max {
         return Err(WireError::new(
             ErrorCode::InvalidPartitions,
-            format!("partitions = {partitions} is out of range: a topic has 1 to max.partitions.per.topic = {}", limits.partitions_per_topic_max),
+            format!(
+                "partitions = {partitions} is out of range: a topic has 1 to max.partitions.per.topic = {}",
+                limits.partitions_per_topic_max
+            ),
         ));
     }
     Ok(())
@@ -169,9 +184,21 @@ mod tests {
         check(&mut s, create("zero", 0), Err(ErrorCode::InvalidPartitions));
         check(&mut s, create("absurd", 1_000_000), Err(ErrorCode::InvalidPartitions));
         let tiny = TopicConfig { max_message_bytes: 1, ..TopicConfig::default() };
-        check(&mut s, Command::CreateTopic { name: "tiny".into(), partitions: 1, config: tiny }, Err(ErrorCode::InvalidConfig));
-        check(&mut s, Command::AlterTopic { name: "orders".into(), partitions: 4, config: TopicConfig::default() }, Err(ErrorCode::InvalidPartitions));
-        check(&mut s, Command::AlterTopic { name: "orders".into(), partitions: 12, config: TopicConfig::default() }, Ok(()));
+        check(
+            &mut s,
+            Command::CreateTopic { name: "tiny".into(), partitions: 1, config: tiny },
+            Err(ErrorCode::InvalidConfig),
+        );
+        check(
+            &mut s,
+            Command::AlterTopic { name: "orders".into(), partitions: 4, config: TopicConfig::default() },
+            Err(ErrorCode::InvalidPartitions),
+        );
+        check(
+            &mut s,
+            Command::AlterTopic { name: "orders".into(), partitions: 12, config: TopicConfig::default() },
+            Ok(()),
+        );
         check(&mut s, Command::DeleteTopic { name: "nope".into() }, Err(ErrorCode::UnknownTopic));
         check(&mut s, create("a", 1), Ok(()));
         check(&mut s, create("b", 1), Ok(()));

@@ -84,7 +84,12 @@ async fn serve_connection(conn: quinn::Connection, broker: Broker, config: QuicC
     }
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, broker: &Broker, config: &QuicConfig) -> anyhow::Result<()> {
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    broker: &Broker,
+    config: &QuicConfig,
+) -> anyhow::Result<()> {
     let chunks = match read_frame(&mut recv, config.frame_bytes_limit).await {
         Ok(frame) => match handle(broker, frame).await {
             Ok(Some((frame, extra))) => response_chunks(&frame, extra),
@@ -129,7 +134,10 @@ async fn read_frame(recv: &mut quinn::RecvStream, frame_bytes_limit: usize) -> R
         match recv.read(&mut prefix[got..]).await {
             Ok(Some(n)) => got += n,
             Ok(None) => {
-                return Err(WireError::new(ErrorCode::MalformedFrame, format!("stream ended after {got} bytes, inside the 4-byte length prefix")))
+                return Err(WireError::new(
+                    ErrorCode::MalformedFrame,
+                    format!("stream ended after {got} bytes, inside the 4-byte length prefix"),
+                ))
             }
             Err(e) => return Err(WireError::new(ErrorCode::MalformedFrame, format!("reading frame: {e}"))),
         }

@@ -61,20 +61,41 @@ impl ServeConfig {
     /// Rejects limits that cannot work or would exhaust memory, naming the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
         let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(anyhow::anyhow!("invalid config: {what}")) };
-        check((1024..=1 << 30).contains(&self.frame_bytes_max), format!("frame_bytes_max = {} must be 1 KiB to 1 GiB", self.frame_bytes_max))?;
+        check(
+            (1024..=1 << 30).contains(&self.frame_bytes_max),
+            format!("frame_bytes_max = {} must be 1 KiB to 1 GiB", self.frame_bytes_max),
+        )?;
         check(
             (self.message_bytes_max as usize) < self.frame_bytes_max,
-            format!("message_bytes_max = {} must be below frame_bytes_max = {}", self.message_bytes_max, self.frame_bytes_max),
+            format!(
+                "message_bytes_max = {} must be below frame_bytes_max = {}",
+                self.message_bytes_max, self.frame_bytes_max
+            ),
         )?;
-        check((1..=100_000).contains(&self.connections_max), format!("connections_max = {} must be 1 to 100000", self.connections_max))?;
+        check(
+            (1..=100_000).contains(&self.connections_max),
+            format!("connections_max = {} must be 1 to 100000", self.connections_max),
+        )?;
         check(
             (1..=10_000).contains(&self.streams_per_connection_max),
             format!("streams_per_connection_max = {} must be 1 to 10000", self.streams_per_connection_max),
         )?;
-        check((1..=100_000).contains(&self.partitions_per_topic_max), format!("partitions_per_topic_max = {} must be 1 to 100000", self.partitions_per_topic_max))?;
-        check((1..=1_000_000).contains(&self.topics_max), format!("topics_max = {} must be 1 to 1000000", self.topics_max))?;
-        check((1..=1_000_000).contains(&self.append_queue_depth), format!("append_queue_depth = {} must be 1 to 1000000", self.append_queue_depth))?;
-        check(self.retention_check_ms >= 10, format!("retention_check_ms = {} must be at least 10", self.retention_check_ms))?;
+        check(
+            (1..=100_000).contains(&self.partitions_per_topic_max),
+            format!("partitions_per_topic_max = {} must be 1 to 100000", self.partitions_per_topic_max),
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.topics_max),
+            format!("topics_max = {} must be 1 to 1000000", self.topics_max),
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.append_queue_depth),
+            format!("append_queue_depth = {} must be 1 to 1000000", self.append_queue_depth),
+        )?;
+        check(
+            self.retention_check_ms >= 10,
+            format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
+        )?;
         Ok(())
     }
 }
@@ -99,15 +120,21 @@ impl Running {
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let (log, db) = LogStore::open(&config.data_dir.join("db"), config.append_queue_depth).context("opening the log store")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let (log, db) =
+        LogStore::open(&config.data_dir.join("db"), config.append_queue_depth).context("opening the log store")?;
     let limits = Limits {
         partitions_per_topic_max: config.partitions_per_topic_max,
         topics_max: config.topics_max,
         message_bytes_max: config.message_bytes_max,
     };
     let controller = Controller::open(&db, limits).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let service_config = ServiceConfig { node_id: config.node_id, fetch_wait_ms_max: config.fetch_wait_ms_max, fetch_bytes_max: config.fetch_bytes_max };
+    let service_config = ServiceConfig {
+        node_id: config.node_id,
+        fetch_wait_ms_max: config.fetch_wait_ms_max,
+        fetch_bytes_max: config.fetch_bytes_max,
+    };
     let broker = Broker::new(service_config, controller, log).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
@@ -137,10 +164,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             }
         }));
     }
-    tasks.push(tokio::spawn(retention_loop(broker.clone(), Duration::from_millis(config.retention_check_ms), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(retention_loop(
+        broker.clone(),
+        Duration::from_millis(config.retention_check_ms),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(flush_loop(broker.clone(), shutdown_rx.clone())));
 
-    Ok(Running { quic_addr, cert_path: identity.cert_path.clone(), cert_sha256: identity.fingerprint(), shutdown, tasks })
+    Ok(Running {
+        quic_addr,
+        cert_path: identity.cert_path.clone(),
+        cert_sha256: identity.fingerprint(),
+        shutdown,
+        tasks,
+    })
 }
 
 async fn retention_loop(broker: Broker, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -63,18 +63,26 @@ impl Broker {
         if partition >= topic.partitions {
             return Err(WireError::new(
                 ErrorCode::UnknownPartition,
-                format!("partition {partition} does not exist: topic {:?} has partitions 0 to {}", topic.name, topic.partitions - 1),
+                format!(
+                    "partition {partition} does not exist: topic {:?} has partitions 0 to {}",
+                    topic.name,
+                    topic.partitions - 1
+                ),
             ));
         }
-        self.log
-            .partition(PartitionId { topic_id: topic.id, partition })
-            .ok_or_else(|| WireError::new(ErrorCode::Internal, format!("partition {partition} of {:?} is not open", topic.name)))
+        self.log.partition(PartitionId { topic_id: topic.id, partition }).ok_or_else(|| {
+            WireError::new(ErrorCode::Internal, format!("partition {partition} of {:?} is not open", topic.name))
+        })
     }
 
     pub async fn create_topic(&self, request: CreateTopicRequest) -> Result<TopicDescription, WireError> {
         let event = self
             .controller
-            .propose(Command::CreateTopic { name: request.name, partitions: request.partitions, config: request.config })
+            .propose(Command::CreateTopic {
+                name: request.name,
+                partitions: request.partitions,
+                config: request.config,
+            })
             .await?;
         let Event::TopicCreated(topic) = event else { unreachable!("create yields TopicCreated") };
         self.open_partitions(&topic)?;
@@ -156,12 +164,20 @@ impl Broker {
                 }
                 .await;
                 match outcome {
-                    Ok(base_offset) => {
-                        ProducePartitionResponse { partition: p.partition, base_offset, log_append_time_ms: -1, error: None }
-                    }
+                    Ok(base_offset) => ProducePartitionResponse {
+                        partition: p.partition,
+                        base_offset,
+                        log_append_time_ms: -1,
+                        error: None,
+                    },
                     Err(e) => {
                         tracing::debug!(topic = %topic.name, partition = p.partition, error = %e, "produce rejected");
-                        ProducePartitionResponse { partition: p.partition, base_offset: -1, log_append_time_ms: -1, error: Some(e) }
+                        ProducePartitionResponse {
+                            partition: p.partition,
+                            base_offset: -1,
+                            log_append_time_ms: -1,
+                            error: Some(e),
+                        }
                     }
                 }
             }
@@ -169,7 +185,11 @@ impl Broker {
         Ok(ProduceResponse { partitions: join_all(appends).await })
     }
 
-    fn validate_batches(&self, topic: &Topic, bytes: &Bytes) -> Result<Vec<(weir_sdk::batch::BatchHeader, Bytes)>, WireError> {
+    fn validate_batches(
+        &self,
+        topic: &Topic,
+        bytes: &Bytes,
+    ) -> Result<Vec<(weir_sdk::batch::BatchHeader, Bytes)>, WireError> {
         let mut out = Vec::new();
         let mut at = 0usize;
         for (header, batch) in split_batches(bytes)? {
@@ -186,7 +206,10 @@ impl Broker {
             at += batch.len();
         }
         if out.is_empty() {
-            return Err(WireError::new(ErrorCode::InvalidRequest, "produce request holds no record batch for a partition"));
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                "produce request holds no record batch for a partition",
+            ));
         }
         Ok(out)
     }
@@ -221,8 +244,14 @@ impl Broker {
         let mut total = 0usize;
         let mut partitions = Vec::with_capacity(request.partitions.len());
         for p in &request.partitions {
-            let mut answer =
-                FetchPartitionResponse { topic: p.topic.clone(), partition: p.partition, high_watermark: -1, log_start_offset: -1, bytes: 0, error: None };
+            let mut answer = FetchPartitionResponse {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                high_watermark: -1,
+                log_start_offset: -1,
+                bytes: 0,
+                error: None,
+            };
             let outcome = self.topic(&p.topic).and_then(|topic| {
                 let state = self.partition(&topic, p.partition)?;
                 answer.high_watermark = state.end_offset();
@@ -275,7 +304,9 @@ impl Broker {
             }
             for p in 0..topic.partitions {
                 let Ok(state) = self.partition(&topic, p) else { continue };
-                if let Err(e) = self.log.enforce_retention(&state, topic.config.retention_ms, topic.config.retention_bytes, now_ms) {
+                if let Err(e) =
+                    self.log.enforce_retention(&state, topic.config.retention_ms, topic.config.retention_bytes, now_ms)
+                {
                     tracing::error!(topic = %topic.name, partition = p, error = %e, "retention pass failed");
                 }
             }

@@ -31,7 +31,8 @@ pub fn load_or_create(data_dir: &Path, names: &[String]) -> anyhow::Result<Ident
     if !cert_path.exists() || !key_path.exists() {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let generated = rcgen::generate_simple_self_signed(names.to_vec()).context("generating the dev certificate")?;
-        std::fs::write(&key_path, generated.signing_key.serialize_pem()).with_context(|| format!("writing {}", key_path.display()))?;
+        std::fs::write(&key_path, generated.signing_key.serialize_pem())
+            .with_context(|| format!("writing {}", key_path.display()))?;
         std::fs::write(&cert_path, generated.cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
         tracing::info!(path = %cert_path.display(), "created a self-signed dev certificate");
     }
@@ -39,7 +40,9 @@ pub fn load_or_create(data_dir: &Path, names: &[String]) -> anyhow::Result<Ident
     let key_pem = std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
     let certs = rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<Vec<_>, _>>().context("parsing cert.pem")?;
     anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert_path.display());
-    let key = rustls_pemfile::private_key(&mut &key_pem[..]).context("parsing key.pem")?.context("key.pem holds no private key")?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .context("parsing key.pem")?
+        .context("key.pem holds no private key")?;
     Ok(Identity { cert_path, certs, key })
 }
 

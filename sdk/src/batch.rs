@@ -52,7 +52,10 @@ impl BatchHeader {
     /// against what is present. Does not check the CRC; see [`validate_batch`].
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
         if buf.len() < BATCH_HEADER_BYTES {
-            return Err(corrupt(format!("record batch of {} bytes is shorter than the {BATCH_HEADER_BYTES}-byte v2 header", buf.len())));
+            return Err(corrupt(format!(
+                "record batch of {} bytes is shorter than the {BATCH_HEADER_BYTES}-byte v2 header",
+                buf.len()
+            )));
         }
         let batch_length = be_i32(buf, 8);
         if batch_length < (BATCH_HEADER_BYTES - LENGTH_FIELD_END) as i32 {
@@ -60,7 +63,10 @@ impl BatchHeader {
         }
         let total_bytes = LENGTH_FIELD_END + batch_length as usize;
         if total_bytes > buf.len() {
-            return Err(corrupt(format!("record batch declares {total_bytes} bytes but only {} are present", buf.len())));
+            return Err(corrupt(format!(
+                "record batch declares {total_bytes} bytes but only {} are present",
+                buf.len()
+            )));
         }
         let magic = buf[MAGIC_OFFSET];
         if magic != 2 {
@@ -78,7 +84,10 @@ impl BatchHeader {
             base_sequence: be_i32(buf, 53),
             record_count: be_i32(buf, 57),
         };
-        if header.last_offset_delta < 0 || header.record_count < 0 || header.record_count > header.last_offset_delta.saturating_add(1) {
+        if header.last_offset_delta < 0
+            || header.record_count < 0
+            || header.record_count > header.last_offset_delta.saturating_add(1)
+        {
             return Err(corrupt(format!(
                 "record batch has record count {} and last offset delta {}",
                 header.record_count, header.last_offset_delta
@@ -94,7 +103,9 @@ pub fn validate_batch(buf: &[u8]) -> Result<BatchHeader, WireError> {
     let stored = u32::from_be_bytes([buf[CRC_OFFSET], buf[CRC_OFFSET + 1], buf[CRC_OFFSET + 2], buf[CRC_OFFSET + 3]]);
     let computed = crc32c::crc32c(&buf[CRC_COVERED_FROM..header.total_bytes]);
     if stored != computed {
-        return Err(corrupt(format!("record batch CRC-32C mismatch: batch says {stored:#010x}, bytes give {computed:#010x}")));
+        return Err(corrupt(format!(
+            "record batch CRC-32C mismatch: batch says {stored:#010x}, bytes give {computed:#010x}"
+        )));
     }
     Ok(header)
 }
@@ -212,13 +223,22 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Byte
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &kafka_records, &RecordEncodeOptions { version: 2, compression: compression.into() })
-        .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("encoding record batch: {e}")))?;
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &kafka_records,
+        &RecordEncodeOptions { version: 2, compression: compression.into() },
+    )
+    .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("encoding record batch: {e}")))?;
     Ok(buf.freeze())
 }
 
 /// Decodes back-to-back batches into records, keeping those at or after `from_offset`.
-pub fn decode_batches(topic: &str, partition: u32, bytes: Bytes, from_offset: i64) -> Result<Vec<ConsumedRecord>, WireError> {
+pub fn decode_batches(
+    topic: &str,
+    partition: u32,
+    bytes: Bytes,
+    from_offset: i64,
+) -> Result<Vec<ConsumedRecord>, WireError> {
     let mut out = Vec::new();
     let mut buf = bytes;
     while !buf.is_empty() {
@@ -261,7 +281,9 @@ mod tests {
 
     #[test]
     fn encoded_batch_validates_and_decodes_at_assigned_offset() {
-        for compression in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for compression in
+            [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
             let records = sample(5);
             let mut batch = encode_batch(&records, compression).unwrap().to_vec();
             let header = validate_batch(&batch).unwrap();

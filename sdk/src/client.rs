@@ -72,19 +72,24 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t.keep_alive_interval(Some(Duration::from_secs(2)));
-    t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(Duration::from_secs(10)).expect("10 s is a valid idle timeout")));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_secs(10)).expect("10 s is a valid idle timeout"),
+    ));
     t
 }
 
 impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let crypto = crate::tls::client_crypto(&config.tls)?;
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| ClientError::Tls(e.to_string()))?;
+        let quic =
+            quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
         client_config.transport_config(Arc::new(transport_config()));
         let bind: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-        let bind = if resolve(&config.bootstrap).await?.is_ipv6() { "[::]:0".parse().expect("literal address") } else { bind };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect { addr: config.bootstrap.clone(), reason: e.to_string() })?;
+        let bind =
+            if resolve(&config.bootstrap).await?.is_ipv6() { "[::]:0".parse().expect("literal address") } else { bind };
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| ClientError::Connect { addr: config.bootstrap.clone(), reason: e.to_string() })?;
         endpoint.set_default_client_config(client_config);
         let client = Self { inner: Arc::new(Inner { config, endpoint, connection: Mutex::new(None) }) };
         client.connection().await?;
@@ -120,7 +125,12 @@ impl Client {
         let cfg = &self.inner.config;
         tokio::time::timeout(cfg.request_timeout, self.request_inner(frame, true))
             .await
-            .map_err(|_| ClientError::Broker(WireError::new(ErrorCode::RequestTimedOut, format!("no response within {:?}", cfg.request_timeout))))?
+            .map_err(|_| {
+                ClientError::Broker(WireError::new(
+                    ErrorCode::RequestTimedOut,
+                    format!("no response within {:?}", cfg.request_timeout),
+                ))
+            })?
             .map(|f| f.expect("response was awaited"))
     }
 
@@ -188,18 +198,25 @@ impl Admin {
         Self { client }
     }
 
-    pub async fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<TopicDescription, ClientError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: TopicConfig,
+    ) -> Result<TopicDescription, ClientError> {
         let req = CreateTopicRequest { name: name.into(), partitions, config };
         Ok(self.client.call(FrameKind::CreateTopic, &req, Bytes::new()).await?.0)
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        let _: (Empty, _) = self.client.call(FrameKind::DeleteTopic, &TopicNameRequest { name: name.into() }, Bytes::new()).await?;
+        let _: (Empty, _) =
+            self.client.call(FrameKind::DeleteTopic, &TopicNameRequest { name: name.into() }, Bytes::new()).await?;
         Ok(())
     }
 
     pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
-        let (resp, _): (ListTopicsResponse, _) = self.client.call(FrameKind::ListTopics, &Empty {}, Bytes::new()).await?;
+        let (resp, _): (ListTopicsResponse, _) =
+            self.client.call(FrameKind::ListTopics, &Empty {}, Bytes::new()).await?;
         Ok(resp.topics)
     }
 
@@ -211,7 +228,12 @@ impl Admin {
         Ok(self.client.call(FrameKind::AlterTopic, request, Bytes::new()).await?.0)
     }
 
-    pub async fn list_offsets(&self, topic: &str, partitions: Vec<u32>, spec: OffsetSpec) -> Result<Vec<ListOffsetsPartition>, ClientError> {
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: Vec<u32>,
+        spec: OffsetSpec,
+    ) -> Result<Vec<ListOffsetsPartition>, ClientError> {
         let req = ListOffsetsRequest { topic: topic.into(), partitions, spec };
         let (resp, _): (ListOffsetsResponse, _) = self.client.call(FrameKind::ListOffsets, &req, Bytes::new()).await?;
         Ok(resp.partitions)

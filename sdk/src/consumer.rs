@@ -28,7 +28,11 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        Self { fetch_max_bytes: 8 * 1024 * 1024, partition_max_bytes: 2 * 1024 * 1024, offset_reset: OffsetReset::Latest }
+        Self {
+            fetch_max_bytes: 8 * 1024 * 1024,
+            partition_max_bytes: 2 * 1024 * 1024,
+            offset_reset: OffsetReset::Latest,
+        }
     }
 }
 
@@ -56,7 +60,8 @@ impl Consumer {
             if let Some(e) = p.error {
                 return Err(e.into());
             }
-            let offset = if p.offset < 0 { self.resolve(topic, p.partition, OffsetSpec::Latest).await? } else { p.offset };
+            let offset =
+                if p.offset < 0 { self.resolve(topic, p.partition, OffsetSpec::Latest).await? } else { p.offset };
             self.positions.insert((topic.to_owned(), p.partition), offset);
         }
         Ok(())
@@ -77,7 +82,10 @@ impl Consumer {
 
     async fn resolve(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<i64, ClientError> {
         let answer = self.admin.list_offsets(topic, vec![partition], spec).await?;
-        let p = answer.into_iter().next().ok_or_else(|| ClientError::Invalid("list offsets answered no partition".into()))?;
+        let p = answer
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Invalid("list offsets answered no partition".into()))?;
         match p.error {
             Some(e) => Err(e.into()),
             None => Ok(p.offset),
@@ -115,7 +123,8 @@ impl Consumer {
                 })
                 .collect(),
         };
-        let (response, mut payload): (FetchResponse, Bytes) = self.client.call(FrameKind::Fetch, &request, Bytes::new()).await?;
+        let (response, mut payload): (FetchResponse, Bytes) =
+            self.client.call(FrameKind::Fetch, &request, Bytes::new()).await?;
         let mut records = Vec::new();
         let mut high_watermarks = BTreeMap::new();
         for p in response.partitions {
@@ -125,7 +134,11 @@ impl Consumer {
             high_watermarks.insert(key.clone(), p.high_watermark);
             if let Some(e) = p.error {
                 if e.code == ErrorCode::OffsetOutOfRange && self.config.offset_reset != OffsetReset::Fail {
-                    let spec = if self.config.offset_reset == OffsetReset::Earliest { OffsetSpec::Earliest } else { OffsetSpec::Latest };
+                    let spec = if self.config.offset_reset == OffsetReset::Earliest {
+                        OffsetSpec::Earliest
+                    } else {
+                        OffsetSpec::Latest
+                    };
                     let offset = self.resolve(&p.topic, p.partition, spec).await?;
                     tracing::info!(topic = %p.topic, partition = p.partition, offset, "position out of range, reset");
                     self.positions.insert(key, offset);

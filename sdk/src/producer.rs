@@ -111,7 +111,12 @@ impl Producer {
 
     /// Queues a record. `partition: None` picks one by key (Kafka's murmur2) or, for keyless
     /// records, sticks to one partition per batch. Waits while the producer's buffer is full.
-    pub async fn send(&self, topic: &str, partition: Option<u32>, mut record: Record) -> Result<DeliveryFuture, ClientError> {
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        mut record: Record,
+    ) -> Result<DeliveryFuture, ClientError> {
         if record.timestamp == 0 {
             record.timestamp = now_ms();
         }
@@ -174,7 +179,9 @@ impl Worker {
                 }
             };
             match command {
-                Some(Command::Send { topic, partition, record, reply, permit }) => self.accept(topic, partition, record, reply, permit).await,
+                Some(Command::Send { topic, partition, record, reply, permit }) => {
+                    self.accept(topic, partition, record, reply, permit).await
+                }
                 Some(Command::Flush(waiter)) => {
                     let keys: Vec<_> = self.queues.keys().cloned().collect();
                     for tp in keys {
@@ -195,7 +202,14 @@ impl Worker {
         }
     }
 
-    async fn accept(&mut self, topic: String, partition: Option<u32>, record: Record, reply: Reply, permit: OwnedSemaphorePermit) {
+    async fn accept(
+        &mut self,
+        topic: String,
+        partition: Option<u32>,
+        record: Record,
+        reply: Reply,
+        permit: OwnedSemaphorePermit,
+    ) {
         let count = match self.partition_count(&topic).await {
             Ok(c) => c,
             Err(e) => {
@@ -205,7 +219,9 @@ impl Worker {
         };
         let partition = match partition {
             Some(p) if p >= count => {
-                let _ = reply.send(Err(ClientError::Invalid(format!("partition {p} is out of range: topic {topic} has {count} partitions"))));
+                let _ = reply.send(Err(ClientError::Invalid(format!(
+                    "partition {p} is out of range: topic {topic} has {count} partitions"
+                ))));
                 return;
             }
             Some(p) => p,
@@ -272,7 +288,8 @@ impl Worker {
         queue.in_flight = true;
         let (client, config, tx, tp) = (self.client.clone(), self.config.clone(), self.tx.clone(), tp.clone());
         tokio::spawn(async move {
-            let (records, rest): (Vec<Record>, Vec<(Reply, OwnedSemaphorePermit)>) = batch.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
+            let (records, rest): (Vec<Record>, Vec<(Reply, OwnedSemaphorePermit)>) =
+                batch.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
             let outcome = send_batch(&client, &config, &tp, &records).await;
             for (i, (reply, _permit)) in rest.into_iter().enumerate() {
                 let result = match &outcome {
@@ -305,7 +322,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Sends one batch, retrying retriable failures until the delivery timeout. Returns the base
 /// offset, or -1 for acks=none.
-async fn send_batch(client: &Client, config: &ProducerConfig, tp: &TopicPartition, records: &[Record]) -> Result<i64, ClientError> {
+async fn send_batch(
+    client: &Client,
+    config: &ProducerConfig,
+    tp: &TopicPartition,
+    records: &[Record],
+) -> Result<i64, ClientError> {
     let payload = encode_batch(records, config.compression)?;
     let request = ProduceRequest {
         topic: tp.0.clone(),
@@ -335,7 +357,11 @@ async fn send_batch(client: &Client, config: &ProducerConfig, tp: &TopicPartitio
 async fn produce_once(client: &Client, frame: &Frame) -> Result<i64, ClientError> {
     let response = client.request(frame).await?;
     let response: ProduceResponse = response.header()?;
-    let partition = response.partitions.into_iter().next().ok_or_else(|| ClientError::Invalid("produce response names no partition".into()))?;
+    let partition = response
+        .partitions
+        .into_iter()
+        .next()
+        .ok_or_else(|| ClientError::Invalid("produce response names no partition".into()))?;
     match partition.error {
         Some(e) => Err(ClientError::Broker(e)),
         None => Ok(partition.base_offset),

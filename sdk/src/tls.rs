@@ -28,7 +28,10 @@ pub(crate) fn client_crypto(trust: &TlsTrust) -> Result<rustls::ClientConfig, Cl
         TlsTrust::CaPem(pem) => builder.with_root_certificates(roots(pem)?).with_no_client_auth(),
         TlsTrust::Fingerprint(hex) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { sha256_hex: Some(hex.to_lowercase()), provider: provider() }))
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                sha256_hex: Some(hex.to_lowercase()),
+                provider: provider(),
+            }))
             .with_no_client_auth(),
         TlsTrust::Insecure => builder
             .dangerous()

@@ -1,0 +1,165 @@
+//! Retention, fetch semantics and the `weir` CLI against a real broker.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{wait_until, BrokerProcess};
+use weir_sdk::wire::OffsetSpec;
+use weir_sdk::{
+    Admin, ClientError, Consumer, ConsumerConfig, ErrorCode, OffsetReset, Producer, ProducerConfig, Record, TopicConfig,
+};
+
+#[tokio::test]
+async fn given_tiny_retention_then_old_batches_go_and_later_consumers_are_unaffected() {
+    let broker = BrokerProcess::start(&["--retention-check-ms", "100"]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    let config = TopicConfig::default().with_entries([("retention.bytes", "20000"), ("retention.ms", "-1")]).unwrap();
+    admin.create_topic("short", 1, config).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    // One batch per send: wait for each delivery before the next.
+    let mut last = 0;
+    for i in 0..50u32 {
+        let value = Bytes::from(vec![b'a' + (i % 26) as u8; 2000]);
+        last = producer
+            .send("short", Some(0), Record { value: Some(value), ..Record::default() })
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .offset;
+    }
+    assert_eq!(last, 49);
+
+    // A consumer positioned near the end before retention runs.
+    let mut tail =
+        Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    tail.seek("short", 0, 45);
+
+    // Retention may already have run while producing; wait until it has caught up with the end.
+    let a = admin.clone();
+    // Like Kafka, retention keeps at least retention.bytes: it deletes a batch only while the
+    // rest still holds that much.
+    wait_until(Duration::from_secs(20), "retention to bring the partition within one batch of retention.bytes", || {
+        let a = a.clone();
+        async move { a.describe_topic("short").await.unwrap().partitions[0].size_bytes < 20_000 + 2200 }
+    })
+    .await;
+    let earliest = admin.list_offsets("short", vec![0], OffsetSpec::Earliest).await.unwrap()[0].offset;
+    let described = admin.describe_topic("short").await.unwrap();
+    assert!(
+        described.partitions[0].size_bytes >= 20_000,
+        "retention deletes no more than needed: {}",
+        described.partitions[0].size_bytes
+    );
+    assert!(earliest > 30 && earliest <= 45, "about 20 KB of 2 KB batches are kept: earliest {earliest}");
+
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.extend(tail.poll(Duration::from_secs(1)).await.unwrap().into_iter().map(|r| r.offset));
+    }
+    assert_eq!(got, vec![45, 46, 47, 48, 49]);
+
+    let mut behind =
+        Consumer::new(client, ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    behind.seek("short", 0, 0);
+    match behind.poll(Duration::from_millis(100)).await {
+        Err(ClientError::Broker(e)) => assert_eq!(e.code, ErrorCode::OffsetOutOfRange),
+        other => panic!("reading deleted offsets must fail, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn given_a_waiting_fetch_when_a_record_arrives_then_it_returns_early() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    Admin::new(client.clone()).create_topic("poll", 1, TopicConfig::default()).await.unwrap();
+    let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
+    consumer.assign("poll", vec![0], OffsetSpec::Latest).await.unwrap();
+    let poller = tokio::spawn(async move { consumer.poll(Duration::from_secs(20)).await });
+    let producer = Producer::new(client, ProducerConfig::default());
+    producer
+        .send("poll", None, Record { value: Some(Bytes::from_static(b"hi")), ..Record::default() })
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let records = tokio::time::timeout(Duration::from_secs(15), poller)
+        .await
+        .expect("long poll woke on append")
+        .unwrap()
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].record.value.as_deref(), Some(&b"hi"[..]));
+}
+
+#[tokio::test]
+async fn given_timestamps_then_list_offsets_finds_the_first_record_at_or_after() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    admin.create_topic("times", 1, TopicConfig::default()).await.unwrap();
+    let producer = Producer::new(client, ProducerConfig::default());
+    for ts in [1000, 2000, 3000, 4000] {
+        producer
+            .send(
+                "times",
+                Some(0),
+                Record { value: Some(Bytes::from_static(b"x")), timestamp: ts, ..Record::default() },
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let at = |ts| admin.list_offsets("times", vec![0], OffsetSpec::Timestamp(ts));
+    assert_eq!(at(2500).await.unwrap()[0].offset, 2);
+    assert_eq!(at(0).await.unwrap()[0].offset, 0);
+    assert_eq!(at(9999).await.unwrap()[0].offset, -1);
+}
+
+#[tokio::test]
+async fn given_the_cli_then_topics_produce_and_consume_script_like_kcat() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, out, err) =
+        broker.cli(&["topic", "create", "cli", "--partitions", "2", "--config", "retention.ms=3600000"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("created topic cli with 2 partitions"), "{out}");
+
+    let input: String = (0..100).map(|i| format!("k{i}|value {i}\n")).collect();
+    let (ok, _, err) = broker.cli(&["produce", "cli", "--key-separator", "|", "--header", "origin=test"], Some(&input));
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = broker.cli(&["consume", "cli", "--end", "--format", "key-value"], None);
+    assert!(ok, "{err}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    let mut expected: Vec<String> = (0..100).map(|i| format!("k{i}\tvalue {i}")).collect();
+    expected.sort();
+    assert_eq!(lines, expected);
+
+    let (ok, out, _) = broker.cli(&["consume", "cli", "--partition", "0", "--count", "1", "--format", "json"], None);
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON record");
+    assert_eq!(json["headers"]["origin"], "test");
+    assert_eq!(json["offset"], 0);
+
+    let (ok, out, _) = broker.cli(&["topic", "describe", "cli"], None);
+    assert!(ok);
+    assert!(out.contains("retention.ms=3600000"), "{out}");
+
+    let (ok, _, err) = broker.cli(&["topic", "create", "bad/name"], None);
+    assert!(!ok, "invalid names fail the command");
+    assert!(err.contains("InvalidTopicName") && err.lines().count() == 1, "one clear line: {err}");
+    let (ok, _, err) = broker.cli(&["produce", "missing"], Some("x\n"));
+    assert!(!ok);
+    assert!(err.contains("unknown topic \"missing\""), "{err}");
+
+    let (ok, _, _) = broker.cli(&["topic", "delete", "cli"], None);
+    assert!(ok);
+    let (ok, out, _) = broker.cli(&["topic", "list"], None);
+    assert!(ok);
+    assert!(out.trim().is_empty(), "{out}");
+}
