@@ -1,87 +1,404 @@
-//! The controller: the single writer of cluster metadata.
+//! The controller: an embedded openraft group that holds cluster metadata.
 //!
-//! Every change is a [`Command`] appended to the controller log (fjall keyspace `controller`,
-//! key = big-endian index, value = JSON command) and fsynced before it is applied to the
-//! in-memory [`State`]. On start the log is replayed. This is the shape of a one-voter Raft
-//! group; the cluster work replaces the append with an openraft proposal, keeping this API.
+//! On a single node it is a one-voter group (the cluster work adds voters and a network). Every
+//! metadata change is a [`Command`] proposed to Raft; the state machine applies it to
+//! [`State`] with the same pure rules the dry-run used. The Raft log, vote and committed index
+//! live in fjall keyspaces of the broker's one database; on start, openraft re-applies the
+//! committed log to rebuild the state.
 
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, Vote,
+};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::metadata::{Command, Event, Limits, State};
 
-#[derive(Clone)]
-pub struct Controller {
-    inner: Arc<Inner>,
-}
+/// What applying one Raft entry produced; `None` for entries that carry no command.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Applied(pub Option<Result<Event, WireError>>);
 
-struct Inner {
-    db: Database,
-    log: Keyspace,
-    limits: Limits,
-    state: RwLock<State>,
-    /// Serializes proposals so log order is apply order.
-    propose: Mutex<u64>,
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+);
+
+type NodeId = u64;
+type Raft = openraft::Raft<TypeConfig>;
+
+fn io_error(e: impl std::fmt::Display) -> AnyError {
+    AnyError::error(e.to_string())
 }
 
 fn storage(e: impl std::fmt::Display) -> WireError {
-    WireError::new(ErrorCode::Storage, format!("controller log: {e}"))
+    WireError::new(ErrorCode::Storage, format!("controller: {e}"))
+}
+
+#[derive(Clone)]
+pub struct Controller {
+    raft: Raft,
+    state: Arc<RwLock<State>>,
+    limits: Limits,
+    /// Serializes proposals, so the dry-run sees the state the proposal will apply to.
+    propose: Arc<Mutex<()>>,
 }
 
 impl Controller {
-    pub fn open(db: &Database, limits: Limits) -> Result<Self, WireError> {
-        let log = db.keyspace("controller", KeyspaceCreateOptions::default).map_err(storage)?;
-        let mut state = State::default();
-        let mut last_index = 0u64;
-        for guard in log.iter() {
-            let (key, value) = guard.into_inner().map_err(storage)?;
-            let index =
-                u64::from_be_bytes(key.as_ref().try_into().map_err(|_| storage("controller log key is not 8 bytes"))?);
-            let command: Command =
-                serde_json::from_slice(&value).map_err(|e| storage(format!("entry {index}: {e}")))?;
-            // Commands were validated when proposed; replay applies them as they were accepted.
-            if let Err(e) = state.apply(command, &limits) {
-                tracing::warn!(index, error = %e, "controller log entry no longer applies; skipped");
-            }
-            last_index = index;
+    /// Opens the Raft storage, starts the group, makes this node its single voter on first
+    /// start, and waits until it leads.
+    pub async fn open(db: &Database, node_id: NodeId, limits: Limits) -> Result<Self, WireError> {
+        let log = RaftLog::open(db).map_err(storage)?;
+        let state = Arc::new(RwLock::new(State::default()));
+        let machine =
+            StateMachine { state: state.clone(), limits, last_applied: None, membership: StoredMembership::default() };
+        let config = openraft::Config {
+            cluster_name: "weir".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 200,
+            election_timeout_max: 400,
+            // Metadata is small; the log is replayed on start rather than snapshotted.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(storage)?);
+        let raft = Raft::new(node_id, config, NoNetwork, log, machine).await.map_err(storage)?;
+        if !raft.is_initialized().await.map_err(storage)? {
+            let members = BTreeMap::from([(node_id, BasicNode::default())]);
+            raft.initialize(members).await.map_err(storage)?;
         }
-        tracing::info!(entries = last_index, topics = state.topics.len(), "controller state recovered");
-        Ok(Self {
-            inner: Arc::new(Inner {
-                db: db.clone(),
-                log,
-                limits,
-                state: RwLock::new(state),
-                propose: Mutex::new(last_index),
-            }),
-        })
+        raft.wait(Some(Duration::from_secs(30)))
+            .current_leader(node_id, "this node leads the controller")
+            .await
+            .map_err(storage)?;
+        tracing::info!(node_id, topics = state.read().expect("metadata lock").topics.len(), "controller is leader");
+        Ok(Self { raft, state, limits, propose: Arc::new(Mutex::new(())) })
     }
 
-    /// Validates a command against the current state, makes it durable, then applies it.
+    /// Validates a command against the current state, then commits it through Raft.
     pub async fn propose(&self, command: Command) -> Result<Event, WireError> {
-        let mut last_index = self.inner.propose.lock().await;
+        let _serial = self.propose.lock().await;
         // Dry-run on a copy: a rejected command never reaches the log.
-        let mut next = self.state().clone();
-        let event = next.apply(command.clone(), &self.inner.limits)?;
-        let index = *last_index + 1;
-        let value = serde_json::to_vec(&command).map_err(storage)?;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            inner.log.insert(index.to_be_bytes(), value)?;
-            inner.db.persist(PersistMode::SyncAll)
-        })
-        .await
-        .map_err(storage)?
-        .map_err(storage)?;
-        *self.inner.state.write().expect("metadata lock poisoned") = next;
-        *last_index = index;
-        Ok(event)
+        self.state().clone().apply(command.clone(), &self.limits)?;
+        let response = self.raft.client_write(command).await.map_err(storage)?;
+        response.data.0.unwrap_or_else(|| Err(storage("a command entry applied without a result")))
     }
 
     pub fn state(&self) -> RwLockReadGuard<'_, State> {
-        self.inner.state.read().expect("metadata lock poisoned")
+        self.state.read().expect("metadata lock poisoned")
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+// ---- Raft log storage in fjall -----------------------------------------------------------------
+
+#[derive(Clone)]
+struct RaftLog {
+    db: Database,
+    entries: Keyspace,
+    meta: Keyspace,
+}
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+impl RaftLog {
+    fn open(db: &Database) -> Result<Self, fjall::Error> {
+        Ok(Self {
+            db: db.clone(),
+            entries: db.keyspace("raft_log", KeyspaceCreateOptions::default)?,
+            meta: db.keyspace("raft_meta", KeyspaceCreateOptions::default)?,
+        })
+    }
+
+    fn read_meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, AnyError> {
+        match self.meta.get(key).map_err(io_error)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io_error),
+            None => Ok(None),
+        }
+    }
+
+    fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), AnyError> {
+        self.meta.insert(key, serde_json::to_vec(value).map_err(io_error)?).map_err(io_error)?;
+        self.db.persist(PersistMode::SyncAll).map_err(io_error)
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, AnyError> {
+        match self.entries.last_key_value() {
+            Some(guard) => {
+                let value = guard.value().map_err(io_error)?;
+                Ok(Some(serde_json::from_slice(&value).map_err(io_error)?))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for RaftLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let start = match range.start_bound() {
+            std::ops::Bound::Included(i) => *i,
+            std::ops::Bound::Excluded(i) => i + 1,
+            std::ops::Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for guard in self.entries.range(start.to_be_bytes()..) {
+            let (key, value) = guard.into_inner().map_err(|e| StorageIOError::read_logs(io_error(e)))?;
+            let index = u64::from_be_bytes(
+                key.as_ref().try_into().map_err(|_| StorageIOError::read_logs(io_error("bad key")))?,
+            );
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(serde_json::from_slice(&value).map_err(|e| StorageIOError::read_logs(io_error(e)))?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for RaftLog {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.read_meta(LAST_PURGED).map_err(StorageIOError::read_logs)?;
+        let last = self.last_entry().map_err(StorageIOError::read_logs)?.map(|e| e.log_id);
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.write_meta(VOTE, vote).map_err(StorageIOError::write_vote)?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.read_meta(VOTE).map_err(StorageIOError::read_vote)?)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+        self.write_meta(COMMITTED, &committed).map_err(StorageIOError::write_logs)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.read_meta::<Option<LogId<NodeId>>>(COMMITTED).map_err(StorageIOError::read_logs)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = self.db.batch();
+        for entry in entries {
+            let value = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+            batch.insert(&self.entries, entry.log_id.index.to_be_bytes(), value);
+        }
+        let outcome = batch.commit().and_then(|()| self.db.persist(PersistMode::SyncAll));
+        callback.log_io_completed(outcome.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+        outcome.map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let keys: Vec<_> = self
+            .entries
+            .range(log_id.index.to_be_bytes()..)
+            .map(|g| g.key())
+            .collect::<Result<_, _>>()
+            .map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        for key in keys {
+            self.entries.remove(key).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.write_meta(LAST_PURGED, &Some(log_id)).map_err(StorageIOError::write_logs)?;
+        let keys: Vec<_> = self
+            .entries
+            .range(..=log_id.index.to_be_bytes())
+            .map(|g| g.key())
+            .collect::<Result<_, _>>()
+            .map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        for key in keys {
+            self.entries.remove(key).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        }
+        Ok(())
+    }
+}
+
+// ---- state machine ---------------------------------------------------------------------------------
+
+struct StateMachine {
+    state: Arc<RwLock<State>>,
+    limits: Limits,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    state: State,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+}
+
+impl StateMachine {
+    fn snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let data = SnapshotData {
+            state: self.state.read().expect("metadata lock").clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+        };
+        let bytes = serde_json::to_vec(&data).map_err(|e| StorageIOError::read_state_machine(io_error(e)))?;
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!("{:?}", self.last_applied),
+        };
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        self.snapshot()
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let mut state = self.state.write().expect("metadata lock poisoned");
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(Applied(None)),
+                EntryPayload::Normal(command) => out.push(Applied(Some(state.apply(command, &self.limits)))),
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    out.push(Applied(None));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        StateMachine {
+            state: Arc::new(RwLock::new(self.state.read().expect("metadata lock").clone())),
+            limits: self.limits,
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data: SnapshotData =
+            serde_json::from_slice(snapshot.get_ref()).map_err(|e| StorageIOError::write_state_machine(io_error(e)))?;
+        *self.state.write().expect("metadata lock poisoned") = data.state;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(Some(self.snapshot()?))
+    }
+}
+
+// ---- network: none yet -------------------------------------------------------------------------------
+
+/// A one-voter group never sends RPCs; the cluster work replaces this with QUIC on the
+/// broker-to-broker port.
+struct NoNetwork;
+
+struct Unreachable;
+
+fn unreachable_peer() -> NetworkError {
+    NetworkError::new(&std::io::Error::other("single-node controller: no peers to reach"))
+}
+
+impl RaftNetworkFactory<TypeConfig> for NoNetwork {
+    type Network = Unreachable;
+
+    async fn new_client(&mut self, _target: NodeId, _node: &BasicNode) -> Self::Network {
+        Unreachable
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Unreachable {
+    async fn append_entries(
+        &mut self,
+        _rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        Err(RPCError::Network(unreachable_peer()))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        Err(RPCError::Network(unreachable_peer()))
+    }
+
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        Err(RPCError::Network(unreachable_peer()))
     }
 }

@@ -107,6 +107,7 @@ pub struct Running {
     pub cert_sha256: String,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    controller: Controller,
 }
 
 impl Running {
@@ -115,6 +116,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.controller.shutdown().await;
     }
 }
 
@@ -129,13 +131,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         topics_max: config.topics_max,
         message_bytes_max: config.message_bytes_max,
     };
-    let controller = Controller::open(&db, limits).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let controller = Controller::open(&db, config.node_id, limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let service_config = ServiceConfig {
         node_id: config.node_id,
         fetch_wait_ms_max: config.fetch_wait_ms_max,
         fetch_bytes_max: config.fetch_bytes_max,
     };
-    let broker = Broker::new(service_config, controller, log).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let broker = Broker::new(service_config, controller.clone(), log).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     if !config.quic_addr.ip().is_unspecified() {
@@ -177,6 +179,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         cert_sha256: identity.fingerprint(),
         shutdown,
         tasks,
+        controller,
     })
 }
 
