@@ -273,6 +273,8 @@ struct SnapshotData {
 }
 
 impl StateMachine {
+    // openraft's error type is what its traits return; boxing it here would only unbox again.
+    #[allow(clippy::result_large_err)]
     fn snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let data = SnapshotData {
             state: self.state.read().expect("metadata lock").clone(),
