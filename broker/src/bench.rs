@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
 use weir_sdk::wire::{OffsetSpec, TopicConfig};
 use weir_sdk::{Admin, Compression, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, Record};
@@ -143,7 +145,14 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
         let (load, sent) = (load.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+            // Deliveries are polled here, in the sending task, rather than one task each.
+            let mut pending = FuturesUnordered::new();
+            let mut record_delivery = |outcome: Result<Instant, weir_sdk::ClientError>| -> anyhow::Result<()> {
+                let sent_at = outcome?;
+                sent.fetch_add(1, Ordering::Relaxed);
+                let _ = histogram.record((sent_at.elapsed().as_micros() as u64).max(1));
+                Ok(())
+            };
             let value = Bytes::from(vec![b'x'; load.record_bytes]);
             for n in 0..per_producer {
                 if Instant::now() >= deadline {
@@ -158,21 +167,14 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
                 let delivery = producer
                     .send(&load.topic, None, Record { value: Some(value.clone()), ..Record::default() })
                     .await?;
-                let (done_tx, sent) = (done_tx.clone(), sent.clone());
-                tokio::spawn(async move {
-                    if delivery.await.is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        let _ = done_tx.send(sent_at.elapsed().as_micros() as u64);
-                    }
-                });
-                while let Ok(us) = done_rx.try_recv() {
-                    let _ = histogram.record(us.max(1));
+                pending.push(async move { delivery.await.map(|_| sent_at) });
+                while let Some(Some(outcome)) = pending.next().now_or_never() {
+                    record_delivery(outcome)?;
                 }
             }
             producer.flush().await?;
-            drop(done_tx);
-            while let Some(us) = done_rx.recv().await {
-                let _ = histogram.record(us.max(1));
+            while let Some(outcome) = pending.next().await {
+                record_delivery(outcome)?;
             }
             Ok::<_, anyhow::Error>(histogram)
         }));
@@ -359,6 +361,8 @@ async fn quinn_baseline(total_bytes: u64, chunk: usize) -> anyhow::Result<(f64, 
             send.write_all(b"ok").await?;
             send.finish()?;
         }
+        // Let the client read the last answers; it closes the connection when done.
+        conn.closed().await;
         Ok::<_, anyhow::Error>(())
     });
     let mut roots = rustls::RootCertStore::empty();
@@ -397,8 +401,9 @@ async fn quinn_baseline(total_bytes: u64, chunk: usize) -> anyhow::Result<(f64, 
     while let Some(r) = in_flight.join_next().await {
         r??;
     }
-    receiver.await??;
     let elapsed = start.elapsed();
+    conn.close(quinn::VarInt::from_u32(0), b"done");
+    receiver.await??;
     Ok((total_bytes as f64 / elapsed.as_secs_f64() / 1e6, elapsed))
 }
 

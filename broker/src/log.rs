@@ -219,12 +219,25 @@ impl LogStore {
     }
 
     /// Appends validated batches to a partition; resolves to the base offset of the first.
+    #[cfg(test)]
     pub async fn append(
         &self,
         partition: Arc<PartitionState>,
         batches: Vec<(BatchHeader, Bytes)>,
         fsync: bool,
     ) -> Result<i64, WireError> {
+        self.enqueue(partition, batches, fsync).await?.await
+    }
+
+    /// Queues an append and returns the future of its base offset. Appends are committed in the
+    /// order they were queued, so a caller that queues in order keeps its records in order while
+    /// many appends are in flight.
+    pub async fn enqueue(
+        &self,
+        partition: Arc<PartitionState>,
+        batches: Vec<(BatchHeader, Bytes)>,
+        fsync: bool,
+    ) -> Result<impl std::future::Future<Output = Result<i64, WireError>> + Send + 'static, WireError> {
         let (reply, rx) = oneshot::channel();
         let job = AppendJob { partition, batches, fsync, reply };
         match self.writer.jobs().try_send(job) {
@@ -240,7 +253,7 @@ impl LogStore {
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(storage_error("log writer stopped")),
         }
-        rx.await.map_err(|_| storage_error("log writer dropped the append"))?
+        Ok(async move { rx.await.map_err(|_| storage_error("log writer dropped the append"))? })
     }
 
     /// Fsyncs the journal if anything was written without fsync since the last call.

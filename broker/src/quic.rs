@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, WireError};
 
@@ -64,9 +64,13 @@ impl QuicServer {
     }
 }
 
+/// Streams are accepted in the order the client opened them. Each stream waits for the one
+/// before it to have queued its appends before queueing its own, so produce requests pipelined
+/// on one connection are appended in the order they were sent.
 async fn serve_connection(conn: quinn::Connection, broker: Broker, config: QuicConfig) {
     let remote = conn.remote_address();
     tracing::debug!(%remote, "connection opened");
+    let mut previous: Option<oneshot::Receiver<()>> = None;
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
@@ -75,9 +79,11 @@ async fn serve_connection(conn: quinn::Connection, broker: Broker, config: QuicC
                 return;
             }
         };
+        let (queued, next) = oneshot::channel();
+        let turn = previous.replace(next);
         let (broker, config) = (broker.clone(), config.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(send, recv, &broker, &config).await {
+            if let Err(e) = serve_stream(send, recv, &broker, &config, turn, queued).await {
                 tracing::debug!(%remote, error = %e, "stream ended early");
             }
         });
@@ -89,20 +95,52 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     broker: &Broker,
     config: &QuicConfig,
+    turn: Option<oneshot::Receiver<()>>,
+    queued: oneshot::Sender<()>,
 ) -> anyhow::Result<()> {
-    let chunks = match read_frame(&mut recv, config.frame_bytes_limit).await {
-        Ok(frame) => match handle(broker, frame).await {
-            Ok(Some((frame, extra))) => response_chunks(&frame, extra),
-            Ok(None) => return Ok(()),
-            Err(e) => response_chunks(&Frame::error(&e), Vec::new()),
-        },
+    let frame = weir_sdk::client::read_frame(&mut recv, config.frame_bytes_limit).await;
+    if let Some(turn) = turn {
+        // Dropped or sent, either way the previous stream has queued what it had to.
+        let _ = turn.await;
+    }
+    let outcome = match frame {
+        Ok(frame) if frame.kind == FrameKind::Produce => {
+            let queued_produce = match frame.header::<ProduceRequest>() {
+                Ok(request) => {
+                    let acks = request.acks;
+                    broker.produce_enqueue(request, frame.payload).await.map(|pending| (acks, pending))
+                }
+                Err(e) => Err(e),
+            };
+            drop(queued);
+            match queued_produce {
+                Ok((Acks::None, pending)) => {
+                    pending.await;
+                    return Ok(());
+                }
+                Ok((_, pending)) => {
+                    let response = pending.await;
+                    Ok(Some((Frame::new(FrameKind::Produce, &response, Bytes::new()), Vec::new())))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Ok(frame) => {
+            drop(queued);
+            handle(broker, frame).await
+        }
         Err(e) => {
+            drop(queued);
             tracing::debug!(error = %e, "bad frame");
             let _ = recv.stop(quinn::VarInt::from_u32(1));
-            response_chunks(&Frame::error(&e), Vec::new())
+            Err(e)
         }
     };
-    let mut chunks = chunks;
+    let mut chunks = match outcome {
+        Ok(Some((frame, extra))) => response_chunks(&frame, extra),
+        Ok(None) => return Ok(()),
+        Err(e) => response_chunks(&Frame::error(&e), Vec::new()),
+    };
     send.write_all_chunks(&mut chunks).await?;
     send.finish()?;
     // Wait for the peer to take the response before the stream is dropped.
@@ -126,49 +164,6 @@ fn response_chunks(frame: &Frame, extra: Vec<Bytes>) -> Vec<Bytes> {
     chunks
 }
 
-/// Reads one frame, checking the length prefix against the limit before reading the rest.
-async fn read_frame(recv: &mut quinn::RecvStream, frame_bytes_limit: usize) -> Result<Frame, WireError> {
-    let mut prefix = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match recv.read(&mut prefix[got..]).await {
-            Ok(Some(n)) => got += n,
-            Ok(None) => {
-                return Err(WireError::new(
-                    ErrorCode::MalformedFrame,
-                    format!("stream ended after {got} bytes, inside the 4-byte length prefix"),
-                ))
-            }
-            Err(e) => return Err(WireError::new(ErrorCode::MalformedFrame, format!("reading frame: {e}"))),
-        }
-    }
-    let declared = read_length_prefix(&prefix, frame_bytes_limit)?;
-    // Grow with the bytes that actually arrive rather than trusting `declared` up front.
-    let mut body = Vec::with_capacity(declared.min(64 * 1024));
-    loop {
-        match recv.read_chunk(declared - body.len() + 1, true).await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk.bytes);
-                if body.len() > declared {
-                    return Err(WireError::new(
-                        ErrorCode::MalformedFrame,
-                        format!("frame declares {declared} bytes after its length prefix but more arrived"),
-                    ));
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return Err(WireError::new(ErrorCode::MalformedFrame, format!("reading frame: {e}"))),
-        }
-    }
-    if body.len() != declared {
-        return Err(WireError::new(
-            ErrorCode::MalformedFrame,
-            format!("truncated frame: declares {declared} bytes after its length prefix but {} arrived", body.len()),
-        ));
-    }
-    Frame::decode_body(&body)
-}
-
 /// Decodes the request, calls the service, encodes the response. `None`: send nothing.
 async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Bytes>)>, WireError> {
     let empty = Bytes::new;
@@ -186,15 +181,7 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
             reply(frame.kind, &broker.describe_topic(&req.name)?)
         }
         FrameKind::AlterTopic => reply(frame.kind, &broker.alter_topic(frame.header()?).await?),
-        FrameKind::Produce => {
-            let req: ProduceRequest = frame.header()?;
-            let acks = req.acks;
-            let response = broker.produce(req, frame.payload).await?;
-            if acks == Acks::None {
-                return Ok(None);
-            }
-            reply(frame.kind, &response)
-        }
+        FrameKind::Produce => return Err(WireError::new(ErrorCode::Internal, "produce is served by serve_stream")),
         FrameKind::Fetch => {
             let (response, chunks) = broker.fetch(frame.header()?).await?;
             return Ok(Some((reply(frame.kind, &response), chunks)));

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::join_all;
 use weir_sdk::batch::split_batches;
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, FlushMode, WireError};
@@ -141,7 +140,15 @@ impl Broker {
     }
 
     /// Validates every batch (CRC, size) before anything of a partition is appended.
-    pub async fn produce(&self, request: ProduceRequest, payload: Bytes) -> Result<ProduceResponse, WireError> {
+    ///
+    /// The first half of a produce: validates and queues the appends, in request order, and
+    /// returns the future of the response. A front end that calls this for one request after
+    /// another, and awaits the futures later, pipelines requests without reordering them.
+    pub async fn produce_enqueue(
+        &self,
+        request: ProduceRequest,
+        payload: Bytes,
+    ) -> Result<impl std::future::Future<Output = ProduceResponse> + Send + 'static, WireError> {
         let topic = self.topic(&request.topic)?;
         let declared: u64 = request.partitions.iter().map(|p| u64::from(p.bytes)).sum();
         if declared != payload.len() as u64 {
@@ -152,37 +159,39 @@ impl Broker {
         }
         let fsync = topic.config.flush == FlushMode::Always;
         let mut offset = 0usize;
-        let appends = request.partitions.iter().map(|p| {
+        let mut pending = Vec::with_capacity(request.partitions.len());
+        for p in &request.partitions {
             let bytes = payload.slice(offset..offset + p.bytes as usize);
             offset += p.bytes as usize;
-            let topic = &topic;
-            async move {
-                let outcome = async {
-                    let state = self.partition(topic, p.partition)?;
-                    let batches = self.validate_batches(topic, &bytes)?;
-                    self.log.append(state, batches, fsync).await
-                }
-                .await;
-                match outcome {
-                    Ok(base_offset) => ProducePartitionResponse {
-                        partition: p.partition,
-                        base_offset,
-                        log_append_time_ms: -1,
-                        error: None,
-                    },
-                    Err(e) => {
-                        tracing::debug!(topic = %topic.name, partition = p.partition, error = %e, "produce rejected");
-                        ProducePartitionResponse {
-                            partition: p.partition,
-                            base_offset: -1,
-                            log_append_time_ms: -1,
-                            error: Some(e),
-                        }
+            let queued = match self
+                .partition(&topic, p.partition)
+                .and_then(|state| Ok((state, self.validate_batches(&topic, &bytes)?)))
+            {
+                Ok((state, batches)) => self.log.enqueue(state, batches, fsync).await,
+                Err(e) => Err(e),
+            };
+            pending.push((p.partition, queued));
+        }
+        let topic_name = topic.name;
+        Ok(async move {
+            let mut partitions = Vec::with_capacity(pending.len());
+            for (partition, queued) in pending {
+                let outcome = match queued {
+                    Ok(appended) => appended.await,
+                    Err(e) => Err(e),
+                };
+                partitions.push(match outcome {
+                    Ok(base_offset) => {
+                        ProducePartitionResponse { partition, base_offset, log_append_time_ms: -1, error: None }
                     }
-                }
+                    Err(e) => {
+                        tracing::debug!(topic = %topic_name, partition, error = %e, "produce rejected");
+                        ProducePartitionResponse { partition, base_offset: -1, log_append_time_ms: -1, error: Some(e) }
+                    }
+                });
             }
-        });
-        Ok(ProduceResponse { partitions: join_all(appends).await })
+            ProduceResponse { partitions }
+        })
     }
 
     fn validate_batches(

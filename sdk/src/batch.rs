@@ -222,7 +222,15 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Byte
             headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone())).collect(),
         })
         .collect();
-    let mut buf = BytesMut::new();
+    // Sized up front so the encoder never grows (and copies) the buffer for uncompressed data.
+    let estimate: usize = records
+        .iter()
+        .map(|r| {
+            let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len) + 10).sum();
+            r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + headers + 32
+        })
+        .sum();
+    let mut buf = BytesMut::with_capacity(BATCH_HEADER_BYTES + estimate);
     RecordBatchEncoder::encode(
         &mut buf,
         &kafka_records,

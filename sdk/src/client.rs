@@ -140,20 +140,27 @@ impl Client {
     }
 
     async fn request_inner(&self, frame: &Frame, await_response: bool) -> Result<Option<Frame>, ClientError> {
-        let conn = self.connection().await?;
-        let lost = |e: String| ClientError::ConnectionLost(e);
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
-        send.write_all(&frame.encode()).await.map_err(|e| lost(e.to_string()))?;
-        send.finish().map_err(|e| lost(e.to_string()))?;
+        let pending = self.send_request(frame).await?;
         if !await_response {
             return Ok(None);
         }
-        let bytes = recv.read_to_end(self.inner.config.frame_bytes_limit).await.map_err(|e| lost(e.to_string()))?;
-        let response = Frame::decode(&bytes, self.inner.config.frame_bytes_limit)?;
-        if response.kind == FrameKind::Error {
-            return Err(ClientError::Broker(response.header::<WireError>()?));
-        }
-        Ok(Some(response))
+        pending.response().await.map(Some)
+    }
+
+    /// Opens a stream and sends the request, without waiting for the answer. The broker queues
+    /// produce requests of one connection in the order their streams were opened, so a caller
+    /// that sends in order and awaits the answers later pipelines without reordering.
+    pub async fn send_request(&self, frame: &Frame) -> Result<PendingResponse, ClientError> {
+        let conn = self.connection().await?;
+        let lost = |e: String| ClientError::ConnectionLost(e);
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
+        send.write_all_chunks(&mut frame.encode_chunks()).await.map_err(|e| lost(e.to_string()))?;
+        send.finish().map_err(|e| lost(e.to_string()))?;
+        Ok(PendingResponse {
+            recv,
+            frame_bytes_limit: self.inner.config.frame_bytes_limit,
+            timeout: self.inner.config.request_timeout,
+        })
     }
 
     /// Sends a typed request and parses the typed response header.
@@ -172,6 +179,90 @@ impl Client {
 
     pub fn close(&self) {
         self.inner.endpoint.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+}
+
+/// Reads one frame, checking the length prefix against the limit before reading the rest.
+pub async fn read_frame(recv: &mut quinn::RecvStream, frame_bytes_limit: usize) -> Result<Frame, WireError> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match recv.read(&mut prefix[got..]).await {
+            Ok(Some(n)) => got += n,
+            Ok(None) => {
+                return Err(WireError::new(
+                    ErrorCode::MalformedFrame,
+                    format!("stream ended after {got} bytes, inside the 4-byte length prefix"),
+                ))
+            }
+            Err(e) => return Err(WireError::new(ErrorCode::MalformedFrame, format!("reading frame: {e}"))),
+        }
+    }
+    let declared = read_length_prefix(&prefix, frame_bytes_limit)?;
+    // Keep the chunks quinn hands over; join them once at the end, growing only with the bytes
+    // that actually arrived rather than trusting `declared` up front.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
+    loop {
+        match recv.read_chunk(declared - received + 1, true).await {
+            Ok(Some(chunk)) => {
+                received += chunk.bytes.len();
+                if received > declared {
+                    return Err(WireError::new(
+                        ErrorCode::MalformedFrame,
+                        format!("frame declares {declared} bytes after its length prefix but more arrived"),
+                    ));
+                }
+                chunks.push(chunk.bytes);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(WireError::new(ErrorCode::MalformedFrame, format!("reading frame: {e}"))),
+        }
+    }
+    if received != declared {
+        return Err(WireError::new(
+            ErrorCode::MalformedFrame,
+            format!("truncated frame: declares {declared} bytes after its length prefix but {received} arrived"),
+        ));
+    }
+    let body = if chunks.len() == 1 {
+        chunks.pop().expect("one chunk")
+    } else {
+        let mut joined = bytes::BytesMut::with_capacity(received);
+        for chunk in &chunks {
+            joined.extend_from_slice(chunk);
+        }
+        joined.freeze()
+    };
+    Frame::decode_body(body)
+}
+
+/// A request on the wire whose answer has not been read yet.
+pub struct PendingResponse {
+    recv: quinn::RecvStream,
+    frame_bytes_limit: usize,
+    timeout: Duration,
+}
+
+impl PendingResponse {
+    pub async fn response(mut self) -> Result<Frame, ClientError> {
+        let read = read_frame(&mut self.recv, self.frame_bytes_limit);
+        let response = tokio::time::timeout(self.timeout, read)
+            .await
+            .map_err(|_| {
+                ClientError::Broker(WireError::new(
+                    ErrorCode::RequestTimedOut,
+                    format!("no response within {:?}", self.timeout),
+                ))
+            })?
+            .map_err(|e| match e.code {
+                ErrorCode::MalformedFrame => ClientError::ConnectionLost(e.message),
+                _ => ClientError::Broker(e),
+            })?;
+        if response.kind == FrameKind::Error {
+            return Err(ClientError::Broker(response.header::<WireError>()?));
+        }
+        Ok(response)
     }
 }
 

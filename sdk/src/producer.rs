@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::batch::{encode_batch, Compression, Record};
-use crate::client::{Admin, Client};
+use crate::client::{Admin, Client, PendingResponse};
 use crate::error::{ClientError, WireError};
 use crate::partitioner::partition_for_key;
 use crate::wire::{Acks, Frame, FrameKind, ProducePartition, ProduceRequest, ProduceResponse};
@@ -34,6 +34,10 @@ pub struct ProducerConfig {
     pub buffer_bytes: usize,
     /// How long the broker may wait for replication/fsync before answering.
     pub request_timeout_ms: u32,
+    /// Batches of one partition sent before the first is acknowledged. Above 1, a batch that
+    /// fails and is retried can land after one sent later (as in Kafka without idempotence);
+    /// set 1 when order across retries matters more than throughput.
+    pub max_in_flight_per_partition: usize,
 }
 
 impl Default for ProducerConfig {
@@ -47,6 +51,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             buffer_bytes: 64 * 1024 * 1024,
             request_timeout_ms: 30_000,
+            max_in_flight_per_partition: 5,
         }
     }
 }
@@ -103,6 +108,7 @@ impl Producer {
             partition_counts: HashMap::new(),
             sticky: HashMap::new(),
             queues: HashMap::new(),
+            senders: HashMap::new(),
             flush_waiters: Vec::new(),
         };
         tokio::spawn(worker.run(rx));
@@ -153,7 +159,7 @@ struct Queue {
     open_bytes: usize,
     opened_at: Option<Instant>,
     sealed: VecDeque<Vec<Pending>>,
-    in_flight: bool,
+    in_flight: usize,
 }
 
 struct Worker {
@@ -164,6 +170,8 @@ struct Worker {
     partition_counts: HashMap<String, u32>,
     sticky: HashMap<String, u32>,
     queues: HashMap<TopicPartition, Queue>,
+    /// One sender task per partition opens its requests' streams in batch order.
+    senders: HashMap<TopicPartition, mpsc::UnboundedSender<Vec<Pending>>>,
     flush_waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -192,7 +200,7 @@ impl Worker {
                 }
                 Some(Command::BatchDone(tp)) => {
                     if let Some(q) = self.queues.get_mut(&tp) {
-                        q.in_flight = false;
+                        q.in_flight -= 1;
                     }
                     self.dispatch(&tp);
                     self.answer_flush_waiters();
@@ -281,30 +289,28 @@ impl Worker {
 
     fn dispatch(&mut self, tp: &TopicPartition) {
         let Some(queue) = self.queues.get_mut(tp) else { return };
-        if queue.in_flight {
-            return;
-        }
-        let Some(batch) = queue.sealed.pop_front() else { return };
-        queue.in_flight = true;
-        let (client, config, tx, tp) = (self.client.clone(), self.config.clone(), self.tx.clone(), tp.clone());
-        tokio::spawn(async move {
-            let (records, rest): (Vec<Record>, Vec<(Reply, OwnedSemaphorePermit)>) =
-                batch.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
-            let outcome = send_batch(&client, &config, &tp, &records).await;
-            for (i, (reply, _permit)) in rest.into_iter().enumerate() {
-                let result = match &outcome {
-                    Ok(base) if *base < 0 => Ok(Delivery { topic: tp.0.clone(), partition: tp.1, offset: -1 }),
-                    Ok(base) => Ok(Delivery { topic: tp.0.clone(), partition: tp.1, offset: base + i as i64 }),
-                    Err(e) => Err(clone_error(e)),
-                };
-                let _ = reply.send(result);
+        while queue.in_flight < self.config.max_in_flight_per_partition.max(1) {
+            let Some(batch) = queue.sealed.pop_front() else { return };
+            queue.in_flight += 1;
+            let sender = self.senders.entry(tp.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(partition_sender(
+                    self.client.clone(),
+                    self.config.clone(),
+                    tp.clone(),
+                    rx,
+                    self.tx.clone(),
+                ));
+                tx
+            });
+            if sender.send(batch).is_err() {
+                tracing::error!(topic = %tp.0, partition = tp.1, "partition sender stopped");
             }
-            let _ = tx.send(Command::BatchDone(tp)).await;
-        });
+        }
     }
 
     fn answer_flush_waiters(&mut self) {
-        let idle = self.queues.values().all(|q| q.open.is_empty() && q.sealed.is_empty() && !q.in_flight);
+        let idle = self.queues.values().all(|q| q.open.is_empty() && q.sealed.is_empty() && q.in_flight == 0);
         if idle {
             for waiter in self.flush_waiters.drain(..) {
                 let _ = waiter.send(());
@@ -320,29 +326,67 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Sends one batch, retrying retriable failures until the delivery timeout. Returns the base
-/// offset, or -1 for acks=none.
-async fn send_batch(
+/// Sends a partition's batches in order: each request's stream is opened and written before the
+/// next batch's, so the broker appends them in order; answers are awaited concurrently.
+async fn partition_sender(
+    client: Client,
+    config: ProducerConfig,
+    tp: TopicPartition,
+    mut batches: mpsc::UnboundedReceiver<Vec<Pending>>,
+    done: mpsc::Sender<Command>,
+) {
+    while let Some(batch) = batches.recv().await {
+        let (records, replies): (Vec<Record>, Vec<(Reply, OwnedSemaphorePermit)>) =
+            batch.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
+        let frame = encode_batch(&records, config.compression).map(|payload| {
+            let request = ProduceRequest {
+                topic: tp.0.clone(),
+                acks: config.acks,
+                timeout_ms: config.request_timeout_ms,
+                partitions: vec![ProducePartition { partition: tp.1, bytes: payload.len() as u32 }],
+            };
+            Frame::new(FrameKind::Produce, &request, payload)
+        });
+        let first_attempt = match &frame {
+            Ok(frame) => Some(client.send_request(frame).await),
+            Err(_) => None,
+        };
+        let (client, config, tp, done) = (client.clone(), config.clone(), tp.clone(), done.clone());
+        tokio::spawn(async move {
+            let outcome = match (frame, first_attempt) {
+                (Ok(frame), Some(first)) => finish_batch(&client, &config, &tp, &frame, first).await,
+                (Err(e), _) => Err(ClientError::from(e)),
+                (Ok(_), None) => unreachable!("an encoded batch is always sent"),
+            };
+            for (i, (reply, _permit)) in replies.into_iter().enumerate() {
+                let offset = match &outcome {
+                    Ok(base) if *base < 0 => Ok(-1),
+                    Ok(base) => Ok(base + i as i64),
+                    Err(e) => Err(clone_error(e)),
+                };
+                let _ = reply.send(offset.map(|offset| Delivery { topic: tp.0.clone(), partition: tp.1, offset }));
+            }
+            let _ = done.send(Command::BatchDone(tp)).await;
+        });
+    }
+}
+
+/// Reads the answer to the first attempt, then retries retriable failures until the delivery
+/// timeout. Returns the base offset, or -1 for acks=none.
+async fn finish_batch(
     client: &Client,
     config: &ProducerConfig,
     tp: &TopicPartition,
-    records: &[Record],
+    frame: &Frame,
+    first: Result<PendingResponse, ClientError>,
 ) -> Result<i64, ClientError> {
-    let payload = encode_batch(records, config.compression)?;
-    let request = ProduceRequest {
-        topic: tp.0.clone(),
-        acks: config.acks,
-        timeout_ms: config.request_timeout_ms,
-        partitions: vec![ProducePartition { partition: tp.1, bytes: payload.len() as u32 }],
-    };
-    let frame = Frame::new(FrameKind::Produce, &request, payload);
     let deadline = Instant::now() + config.delivery_timeout;
+    let mut attempt = match first {
+        Ok(_) if config.acks == Acks::None => return Ok(-1),
+        Ok(pending) => read_produce_response(pending).await,
+        Err(e) => Err(e),
+    };
     loop {
-        let attempt = if config.acks == Acks::None {
-            client.send_only(&frame).await.map(|_| -1)
-        } else {
-            produce_once(client, &frame).await
-        };
         match attempt {
             Ok(base) => return Ok(base),
             Err(e) if e.is_retriable() && Instant::now() + config.retry_backoff < deadline => {
@@ -351,12 +395,16 @@ async fn send_batch(
             }
             Err(e) => return Err(e),
         }
+        attempt = match client.send_request(frame).await {
+            Ok(_) if config.acks == Acks::None => return Ok(-1),
+            Ok(pending) => read_produce_response(pending).await,
+            Err(e) => Err(e),
+        };
     }
 }
 
-async fn produce_once(client: &Client, frame: &Frame) -> Result<i64, ClientError> {
-    let response = client.request(frame).await?;
-    let response: ProduceResponse = response.header()?;
+async fn read_produce_response(pending: PendingResponse) -> Result<i64, ClientError> {
+    let response: ProduceResponse = pending.response().await?.header()?;
     let partition = response
         .partitions
         .into_iter()

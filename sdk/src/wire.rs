@@ -86,14 +86,27 @@ impl Frame {
 
     /// Encodes the frame; the payload is the only large part and is copied once.
     pub fn encode(&self) -> BytesMut {
-        let mut buf = BytesMut::with_capacity(self.encoded_len());
-        let body_len = self.encoded_len() - 4;
+        let mut buf = self.encode_with_payload_len(self.payload.len());
+        buf.put_slice(&self.payload);
+        buf
+    }
+
+    /// The encoded frame as two chunks, prefix and header, then the payload, so a large payload
+    /// is sent without being copied.
+    pub fn encode_chunks(&self) -> [Bytes; 2] {
+        let head = Frame { kind: self.kind, header: self.header.clone(), payload: Bytes::new() }
+            .encode_with_payload_len(self.payload.len());
+        [head.freeze(), self.payload.clone()]
+    }
+
+    fn encode_with_payload_len(&self, payload_len: usize) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(FRAME_PREFIX_BYTES + self.header.len());
+        let body_len = FRAME_PREFIX_BYTES - 4 + self.header.len() + payload_len;
         buf.put_u32(u32::try_from(body_len).expect("frame fits u32"));
         buf.put_u8(PROTOCOL_VERSION);
         buf.put_u8(self.kind as u8);
         buf.put_u32(self.header.len() as u32);
         buf.put_slice(&self.header);
-        buf.put_slice(&self.payload);
         buf
     }
 
@@ -108,11 +121,11 @@ impl Frame {
                 format!("frame declares {declared} bytes after its length prefix but {} arrived", body.len()),
             ));
         }
-        Self::decode_body(body)
+        Self::decode_body(Bytes::copy_from_slice(body))
     }
 
-    /// Decodes the part after the length prefix.
-    pub fn decode_body(body: &[u8]) -> Result<Self, WireError> {
+    /// Decodes the part after the length prefix. Header and payload are slices of `body`.
+    pub fn decode_body(body: Bytes) -> Result<Self, WireError> {
         if body.len() < FRAME_PREFIX_BYTES - 4 {
             return Err(WireError::new(
                 ErrorCode::MalformedFrame,
@@ -133,7 +146,7 @@ impl Frame {
         let kind = FrameKind::from_u8(body[1])
             .ok_or_else(|| WireError::new(ErrorCode::UnknownRequest, format!("unknown frame kind {}", body[1])))?;
         let header_len = u32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
-        let rest = &body[6..];
+        let rest = body.slice(6..);
         if header_len > HEADER_BYTES_LIMIT || header_len > rest.len() {
             return Err(WireError::new(
                 ErrorCode::MalformedFrame,
@@ -143,11 +156,7 @@ impl Frame {
                 ),
             ));
         }
-        Ok(Self {
-            kind,
-            header: Bytes::copy_from_slice(&rest[..header_len]),
-            payload: Bytes::copy_from_slice(&rest[header_len..]),
-        })
+        Ok(Self { kind, header: rest.slice(..header_len), payload: rest.slice(header_len..) })
     }
 }
 

@@ -66,6 +66,8 @@ async fn given_broker_killed_while_producing_with_acks_all_then_no_acked_record_
                 acks: Acks::All,
                 delivery_timeout: Duration::from_secs(90),
                 buffer_bytes: 16 << 20,
+                // Strict order across retries, as in Kafka without idempotence.
+                max_in_flight_per_partition: 1,
                 ..ProducerConfig::default()
             },
         );
