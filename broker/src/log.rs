@@ -265,9 +265,17 @@ impl LogStore {
         Ok(false)
     }
 
-    /// Reads batches starting with the one that holds `offset`, up to `max_bytes` (at least one
-    /// batch). Each batch's CRC is checked; a corrupt batch is reported with its location.
-    pub fn read(&self, partition: &PartitionState, offset: i64, max_bytes: usize) -> Result<Vec<Bytes>, WireError> {
+    /// Reads batches starting with the one that holds `offset`, up to `max_bytes`; with
+    /// `first_may_exceed`, the first batch is returned even when larger, so a consumer cannot get
+    /// stuck behind a batch bigger than its fetch size. Each batch's CRC is checked; a corrupt
+    /// batch is reported with its location.
+    pub fn read(
+        &self,
+        partition: &PartitionState,
+        offset: i64,
+        max_bytes: usize,
+        first_may_exceed: bool,
+    ) -> Result<Vec<Bytes>, WireError> {
         let (start, end) = (partition.log_start_offset(), partition.end_offset());
         if offset < start || offset > end {
             return Err(WireError::new(
@@ -307,7 +315,7 @@ impl LogStore {
             if header.last_offset() < offset {
                 continue;
             }
-            if !out.is_empty() && total + bytes.len() > max_bytes {
+            if total + bytes.len() > max_bytes && (!out.is_empty() || !first_may_exceed) {
                 break;
             }
             total += bytes.len();
@@ -505,7 +513,7 @@ mod tests {
             assert_eq!(store.append(p.clone(), vec![batch(3, 1)], true).await.unwrap(), 0);
             assert_eq!(store.append(p.clone(), vec![batch(2, 1), batch(1, 1)], true).await.unwrap(), 3);
             assert_eq!(p.end_offset(), 6);
-            let read = store.read(&p, 4, 1 << 20).unwrap();
+            let read = store.read(&p, 4, 1 << 20, true).unwrap();
             assert_eq!(read.len(), 2, "the batch holding offset 4 and the one after");
             assert_eq!(validate_batch(&read[0]).unwrap().base_offset, 3);
         }
@@ -534,7 +542,7 @@ mod tests {
         let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
         let p = store.open_partition(P).unwrap();
         assert_eq!(p.end_offset(), good_end, "only the torn batch is gone");
-        assert_eq!(store.read(&p, 0, 1 << 20).unwrap().len(), 2);
+        assert_eq!(store.read(&p, 0, 1 << 20, true).unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -548,8 +556,8 @@ mod tests {
         assert_eq!(store.enforce_retention(&p, Some(10), None, 1_000).unwrap(), 0, "nothing is old yet");
         assert_eq!(store.enforce_retention(&p, Some(10), None, 100_000).unwrap(), 4);
         assert_eq!(p.log_start_offset(), 8);
-        assert_eq!(store.read(&p, 0, 1 << 20).unwrap_err().code, ErrorCode::OffsetOutOfRange);
-        assert_eq!(store.read(&p, 8, 1 << 20).unwrap().len(), 1);
+        assert_eq!(store.read(&p, 0, 1 << 20, true).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+        assert_eq!(store.read(&p, 8, 1 << 20, true).unwrap().len(), 1);
         let single = p.size_bytes();
         store.append(p.clone(), vec![batch(2, 1_000)], false).await.unwrap();
         assert_eq!(store.enforce_retention(&p, None, Some(single), 1_000).unwrap(), 1);
@@ -562,8 +570,8 @@ mod tests {
         let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
         let p = store.open_partition(P).unwrap();
         store.append(p.clone(), vec![batch(2, 1)], true).await.unwrap();
-        assert_eq!(store.read(&p, -1, 100).unwrap_err().code, ErrorCode::OffsetOutOfRange);
-        assert_eq!(store.read(&p, 3, 100).unwrap_err().code, ErrorCode::OffsetOutOfRange);
-        assert!(store.read(&p, 2, 100).unwrap().is_empty(), "the end of the log is empty, not an error");
+        assert_eq!(store.read(&p, -1, 100, true).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+        assert_eq!(store.read(&p, 3, 100, true).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+        assert!(store.read(&p, 2, 100, true).unwrap().is_empty(), "the end of the log is empty, not an error");
     }
 }

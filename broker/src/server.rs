@@ -47,7 +47,7 @@ impl Default for ServeConfig {
             append_queue_depth: 4096,
             retention_check_ms: 30_000,
             fetch_wait_ms_max: 30_000,
-            fetch_bytes_max: 64 * 1024 * 1024,
+            fetch_bytes_max: 8 * 1024 * 1024,
         }
     }
 }
@@ -65,11 +65,21 @@ impl ServeConfig {
             (1024..=1 << 30).contains(&self.frame_bytes_max),
             format!("frame_bytes_max = {} must be 1 KiB to 1 GiB", self.frame_bytes_max),
         )?;
+        // A frame holds one batch (produce) or up to fetch_bytes_max of batches (fetch), plus a
+        // header of up to HEADER_BYTES_LIMIT.
+        let header_room = weir_sdk::wire::HEADER_BYTES_LIMIT;
         check(
-            (self.message_bytes_max as usize) < self.frame_bytes_max,
+            self.message_bytes_max as usize + header_room <= self.frame_bytes_max,
             format!(
-                "message_bytes_max = {} must be below frame_bytes_max = {}",
+                "message_bytes_max = {} must leave {header_room} bytes of header room below frame_bytes_max = {}",
                 self.message_bytes_max, self.frame_bytes_max
+            ),
+        )?;
+        check(
+            self.fetch_bytes_max as usize + header_room <= self.frame_bytes_max,
+            format!(
+                "fetch_bytes_max = {} must leave {header_room} bytes of header room below frame_bytes_max = {}",
+                self.fetch_bytes_max, self.frame_bytes_max
             ),
         )?;
         check(

@@ -266,10 +266,8 @@ impl Broker {
                 answer.high_watermark = state.end_offset();
                 answer.log_start_offset = state.log_start_offset();
                 let room = max_bytes.saturating_sub(total).min(p.max_bytes as usize);
-                if room == 0 && total > 0 {
-                    return Ok(Vec::new());
-                }
-                self.log.read(&state, p.offset, room.max(1))
+                // Only the response's first batch may exceed the limits, as in Kafka.
+                self.log.read(&state, p.offset, room, total == 0)
             });
             match outcome {
                 Ok(batches) => {
