@@ -1,14 +1,6 @@
 //! `weir`: the broker (`weir serve`) and its client commands, in one binary.
 
-mod bench;
-mod cli;
-mod controller;
-mod log;
-mod metadata;
-mod quic;
-mod server;
-mod service;
-mod tls;
+use weir_broker::{bench, cli, server};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +16,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker: storage, controller and the native QUIC listener.
+    /// Run a broker: storage, controller, the native QUIC and the Kafka listeners.
     Serve(ServeArgs),
     /// Create, list, describe, alter and delete topics.
     Topic(cli::TopicArgs),
@@ -47,6 +39,12 @@ struct ServeArgs {
     /// UDP address of the native QUIC listener.
     #[arg(long)]
     quic_addr: Option<SocketAddr>,
+    /// TCP address of the Kafka protocol listener.
+    #[arg(long)]
+    kafka_addr: Option<SocketAddr>,
+    /// Host Kafka clients are told to connect to (default: the listener's IP).
+    #[arg(long)]
+    kafka_advertised_host: Option<String>,
     #[arg(long)]
     node_id: Option<u64>,
     /// How often retention runs, in milliseconds.
@@ -98,6 +96,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.quic_addr {
         config.quic_addr = v;
     }
+    if let Some(v) = args.kafka_addr {
+        config.kafka_addr = v;
+    }
+    if let Some(v) = args.kafka_advertised_host {
+        config.kafka_advertised_host = Some(v);
+    }
     if let Some(v) = args.node_id {
         config.node_id = v;
     }
@@ -111,6 +115,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
     println!("weir {} serving (node {})", env!("CARGO_PKG_VERSION"), config.node_id);
     println!("  native QUIC   udp://{}  (ALPN weir/1)", running.quic_addr);
+    println!("  Kafka         tcp://{}", running.kafka_addr);
     println!("  data          {}", data_dir.display());
     println!("  certificate   {}  sha256 {}", running.cert_path.display(), running.cert_sha256);
     println!("Ctrl-C stops.");

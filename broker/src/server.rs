@@ -7,7 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use crate::controller::Controller;
+use crate::groups::GroupCoordinator;
+use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer, ProducerIds};
 use crate::log::{LogStore, FLUSH_TICK};
 use crate::metadata::Limits;
 use crate::quic::{QuicConfig, QuicServer};
@@ -20,6 +24,13 @@ pub struct ServeConfig {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub quic_addr: SocketAddr,
+    /// TCP address of the Kafka protocol listener.
+    pub kafka_addr: SocketAddr,
+    /// Host Kafka clients are told to connect to; default: the listener's IP.
+    pub kafka_advertised_host: Option<String>,
+    /// Port Kafka clients are told to connect to; default: the listener's port.
+    pub kafka_advertised_port: Option<u16>,
+    pub kafka_request_bytes_max: usize,
     pub frame_bytes_max: usize,
     pub connections_max: usize,
     pub streams_per_connection_max: usize,
@@ -38,6 +49,10 @@ impl Default for ServeConfig {
             node_id: 1,
             data_dir: PathBuf::from("./weir-data"),
             quic_addr: "127.0.0.1:7400".parse().expect("literal address"),
+            kafka_addr: "127.0.0.1:9092".parse().expect("literal address"),
+            kafka_advertised_host: None,
+            kafka_advertised_port: None,
+            kafka_request_bytes_max: 100 * 1024 * 1024,
             frame_bytes_max: weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT,
             connections_max: 1024,
             streams_per_connection_max: 256,
@@ -64,6 +79,10 @@ impl ServeConfig {
         check(
             (1024..=1 << 30).contains(&self.frame_bytes_max),
             format!("frame_bytes_max = {} must be 1 KiB to 1 GiB", self.frame_bytes_max),
+        )?;
+        check(
+            (1024..=1 << 30).contains(&self.kafka_request_bytes_max),
+            format!("kafka_request_bytes_max = {} must be 1 KiB to 1 GiB", self.kafka_request_bytes_max),
         )?;
         // A frame holds one batch (produce) or up to fetch_bytes_max of batches (fetch), plus a
         // header of up to HEADER_BYTES_LIMIT.
@@ -113,6 +132,7 @@ impl ServeConfig {
 /// A running broker: its listeners' addresses and a handle to stop it.
 pub struct Running {
     pub quic_addr: SocketAddr,
+    pub kafka_addr: SocketAddr,
     pub cert_path: PathBuf,
     pub cert_sha256: String,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -164,8 +184,35 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("binding the QUIC listener on udp {}", config.quic_addr))?;
     let quic_addr = server.local_addr()?;
 
-    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
+    let groups = GroupCoordinator::open(&db).context("opening group offsets")?;
+    let producer_ids = ProducerIds::open(&db).context("opening producer ids")?;
+    let kafka = KafkaServer::bind(config.kafka_addr)
+        .await
+        .with_context(|| format!("binding the Kafka listener on tcp {}", config.kafka_addr))?;
+    let kafka_addr = kafka.local_addr()?;
+    let kafka_config = KafkaConfig {
+        advertised_host: config.kafka_advertised_host.clone().unwrap_or_else(|| kafka_addr.ip().to_string()),
+        advertised_port: config.kafka_advertised_port.unwrap_or(kafka_addr.port()),
+        request_bytes_max: config.kafka_request_bytes_max,
+        connections_max: config.connections_max,
+        in_flight_per_connection_max: 64,
+        node_id: config.node_id as i32,
+    };
+    let kafka_ctx =
+        KafkaContext { broker: broker.clone(), groups: groups.clone(), producer_ids, config: Arc::new(kafka_config) };
+
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    {
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = kafka.serve(kafka_ctx) => {}
+                _ = stop.changed() => {}
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(crate::kafka::group_ticker(groups, shutdown_rx.clone())));
     {
         let broker = broker.clone();
         let mut stop = shutdown_rx.clone();
@@ -185,6 +232,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     Ok(Running {
         quic_addr,
+        kafka_addr,
         cert_path: identity.cert_path.clone(),
         cert_sha256: identity.fingerprint(),
         shutdown,

@@ -32,6 +32,12 @@ pub enum ErrorCode {
     LimitReached = 18,
     /// The client could not reach the broker or lost the connection.
     Connection = 19,
+    /// An idempotent producer's batch does not follow its previous sequence number.
+    OutOfOrderSequence = 20,
+    /// An idempotent producer's batch repeats a sequence older than the broker remembers.
+    DuplicateSequence = 21,
+    /// An idempotent producer's epoch is older than the one the broker has seen (fenced).
+    InvalidProducerEpoch = 22,
 }
 
 impl ErrorCode {
@@ -71,6 +77,9 @@ impl TryFrom<u16> for ErrorCode {
             17 => RequestTimedOut,
             18 => LimitReached,
             19 => Connection,
+            20 => OutOfOrderSequence,
+            21 => DuplicateSequence,
+            22 => InvalidProducerEpoch,
             other => return Err(format!("unknown error code {other}")),
         })
     }

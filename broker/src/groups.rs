@@ -1,0 +1,676 @@
+//! The consumer group coordinator: Kafka's classic group protocol (join, sync, heartbeat, leave,
+//! with client-side assignors) and committed offsets.
+//!
+//! Protocol-neutral: front ends translate their wire format to these calls and map
+//! [`GroupError`] to their own codes. Committed offsets are durable (fjall keyspace
+//! `group_offsets`, fsynced before the commit is acknowledged) and survive restart; group
+//! membership is soft state, rebuilt by clients rejoining, as in Kafka.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("unknown member id")]
+    UnknownMember,
+    #[error("generation id does not match the group's")]
+    IllegalGeneration,
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    #[error("the group still has members")]
+    NonEmptyGroup,
+    #[error("no such group")]
+    GroupIdNotFound,
+    #[error("session timeout is out of range (6000 to 1800000 ms, as in Kafka)")]
+    InvalidSessionTimeout,
+    #[error("the member's protocols share none with the group's")]
+    InconsistentProtocol,
+    #[error("group id is empty")]
+    InvalidGroupId,
+    #[error("storage failed while committing offsets")]
+    Storage,
+    #[error("the coordinator stopped before the rebalance completed")]
+    CoordinatorNotAvailable,
+}
+
+pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
+pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
+/// How long a brand-new group waits for more members before its first rebalance completes.
+const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinResponse {
+    pub generation_id: i32,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub leader: String,
+    pub member_id: String,
+    /// Filled for the leader only: every member and its metadata for the chosen protocol.
+    pub members: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    #[serde(skip)]
+    pub metadata: Bytes,
+    #[serde(skip)]
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub generation_id: i32,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub metadata: Option<String>,
+}
+
+struct Member {
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    last_seen: Instant,
+    join_waiter: Option<oneshot::Sender<Result<JoinResponse, GroupError>>>,
+    sync_waiter: Option<oneshot::Sender<Result<Bytes, GroupError>>>,
+    assignment: Bytes,
+}
+
+struct Group {
+    state: GroupState,
+    generation_id: i32,
+    protocol_type: String,
+    protocol_name: String,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    rebalance_deadline: Option<Instant>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Self {
+            state: GroupState::Empty,
+            generation_id: 0,
+            protocol_type: String::new(),
+            protocol_name: String::new(),
+            leader: None,
+            members: BTreeMap::new(),
+            rebalance_deadline: None,
+        }
+    }
+
+    fn start_rebalance(&mut self, now: Instant) {
+        if self.state == GroupState::PreparingRebalance {
+            return;
+        }
+        // Members waiting for an assignment of the old generation must rejoin.
+        for member in self.members.values_mut() {
+            if let Some(waiter) = member.sync_waiter.take() {
+                let _ = waiter.send(Err(GroupError::RebalanceInProgress));
+            }
+        }
+        let longest = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(Duration::from_secs(1));
+        let delay = if self.state == GroupState::Empty { INITIAL_REBALANCE_DELAY } else { Duration::ZERO };
+        self.state = GroupState::PreparingRebalance;
+        self.rebalance_deadline = Some(now + longest.max(delay));
+        if delay > Duration::ZERO {
+            // A new group completes after the initial delay at the earliest, so consumers
+            // started together land in one generation.
+            self.rebalance_deadline = Some(now + delay);
+        }
+    }
+
+    /// Completes the join phase if every member has rejoined (or the deadline passed, dropping
+    /// those that did not).
+    fn maybe_complete_join(&mut self, now: Instant) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
+        let deadline_passed = self.rebalance_deadline.is_some_and(|d| now >= d);
+        let initial_wait = self.generation_id == 0 && !deadline_passed;
+        if !(deadline_passed || all_joined) || initial_wait {
+            return;
+        }
+        self.members.retain(|_, m| m.join_waiter.is_some());
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.leader = None;
+            self.generation_id += 1;
+            return;
+        }
+        // The first protocol, in the first member's order of preference, that all support.
+        let first = self.members.values().next().expect("non-empty");
+        let chosen = first
+            .protocols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .find(|name| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)));
+        let Some(protocol) = chosen else {
+            for member in self.members.values_mut() {
+                if let Some(w) = member.join_waiter.take() {
+                    let _ = w.send(Err(GroupError::InconsistentProtocol));
+                }
+            }
+            self.members.clear();
+            self.state = GroupState::Empty;
+            return;
+        };
+        self.generation_id += 1;
+        self.protocol_name = protocol.clone();
+        let leader = match &self.leader {
+            Some(l) if self.members.contains_key(l) => l.clone(),
+            _ => self.members.keys().next().expect("non-empty").clone(),
+        };
+        self.leader = Some(leader.clone());
+        let metadata: Vec<(String, Bytes)> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default();
+                (id.clone(), meta)
+            })
+            .collect();
+        for (id, member) in self.members.iter_mut() {
+            member.last_seen = now;
+            member.assignment = Bytes::new();
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(Ok(JoinResponse {
+                    generation_id: self.generation_id,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader { metadata.clone() } else { Vec::new() },
+                }));
+            }
+        }
+        self.state = GroupState::CompletingRebalance;
+        self.rebalance_deadline = None;
+    }
+
+    fn remove_member(&mut self, member_id: &str, now: Instant) {
+        if let Some(mut member) = self.members.remove(member_id) {
+            if let Some(w) = member.join_waiter.take() {
+                let _ = w.send(Err(GroupError::UnknownMember));
+            }
+            if let Some(w) = member.sync_waiter.take() {
+                let _ = w.send(Err(GroupError::UnknownMember));
+            }
+            if self.members.is_empty() && self.state != GroupState::PreparingRebalance {
+                self.state = GroupState::Empty;
+                self.leader = None;
+                self.generation_id += 1;
+            } else {
+                self.start_rebalance(now);
+                self.maybe_complete_join(now);
+            }
+        }
+    }
+}
+
+/// (group, topic, partition).
+type GroupPartition = (String, String, u32);
+
+#[derive(Clone)]
+pub struct GroupCoordinator {
+    groups: Arc<Mutex<HashMap<String, Group>>>,
+    offsets: Arc<Mutex<BTreeMap<GroupPartition, CommittedOffset>>>,
+    db: Database,
+    store: Keyspace,
+}
+
+fn offset_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(group.len() + topic.len() + 6);
+    key.extend_from_slice(group.as_bytes());
+    key.push(0);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+fn parse_offset_key(key: &[u8]) -> Option<(String, String, u32)> {
+    let (group, rest) = key.split_at(key.iter().position(|b| *b == 0)?);
+    let rest = &rest[1..];
+    let (topic, rest) = rest.split_at(rest.iter().position(|b| *b == 0)?);
+    let partition = u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?);
+    Some((String::from_utf8(group.to_vec()).ok()?, String::from_utf8(topic.to_vec()).ok()?, partition))
+}
+
+impl GroupCoordinator {
+    pub fn open(db: &Database) -> Result<Self, fjall::Error> {
+        let store = db.keyspace("group_offsets", KeyspaceCreateOptions::default)?;
+        let mut offsets = BTreeMap::new();
+        for guard in store.iter() {
+            let (key, value) = guard.into_inner()?;
+            match (parse_offset_key(&key), serde_json::from_slice::<CommittedOffset>(&value)) {
+                (Some(k), Ok(v)) => {
+                    offsets.insert(k, v);
+                }
+                _ => tracing::warn!("skipping an unreadable committed offset record"),
+            }
+        }
+        tracing::info!(committed = offsets.len(), "group offsets recovered");
+        Ok(Self { groups: Arc::default(), offsets: Arc::new(Mutex::new(offsets)), db: db.clone(), store })
+    }
+
+    /// Expires members whose session ran out and completes overdue rebalances. Called by a
+    /// background ticker.
+    pub fn tick(&self, now: Instant) {
+        let mut groups = self.groups.lock().expect("groups lock");
+        for (group_id, group) in groups.iter_mut() {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                tracing::info!(group = %group_id, member = %id, "member session expired");
+                group.remove_member(&id, now);
+            }
+            group.maybe_complete_join(now);
+        }
+    }
+
+    pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse, GroupError> {
+        if request.group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&request.session_timeout_ms) {
+            return Err(GroupError::InvalidSessionTimeout);
+        }
+        let rebalance_timeout_ms =
+            if request.rebalance_timeout_ms > 0 { request.rebalance_timeout_ms } else { request.session_timeout_ms };
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        {
+            let mut groups = self.groups.lock().expect("groups lock");
+            let group = groups.entry(request.group_id.clone()).or_insert_with(Group::new);
+            if group.members.is_empty() {
+                group.protocol_type = request.protocol_type.clone();
+            } else if group.protocol_type != request.protocol_type {
+                return Err(GroupError::InconsistentProtocol);
+            }
+            let member_id = if request.member_id.is_empty() {
+                format!(
+                    "{}-{:016x}",
+                    if request.client_id.is_empty() { "member" } else { &request.client_id },
+                    rand::random::<u64>()
+                )
+            } else if group.members.contains_key(&request.member_id) {
+                request.member_id.clone()
+            } else {
+                return Err(GroupError::UnknownMember);
+            };
+            let member = group.members.entry(member_id).or_insert_with(|| Member {
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
+                session_timeout: Duration::from_millis(request.session_timeout_ms as u64),
+                rebalance_timeout: Duration::from_millis(rebalance_timeout_ms as u64),
+                protocols: Vec::new(),
+                last_seen: now,
+                join_waiter: None,
+                sync_waiter: None,
+                assignment: Bytes::new(),
+            });
+            member.protocols = request.protocols.clone();
+            member.session_timeout = Duration::from_millis(request.session_timeout_ms as u64);
+            member.rebalance_timeout = Duration::from_millis(rebalance_timeout_ms as u64);
+            member.last_seen = now;
+            if let Some(old) = member.join_waiter.replace(tx) {
+                let _ = old.send(Err(GroupError::RebalanceInProgress));
+            }
+            group.start_rebalance(now);
+            group.maybe_complete_join(now);
+        }
+        rx.await.unwrap_or(Err(GroupError::CoordinatorNotAvailable))
+    }
+
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<Bytes, GroupError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut groups = self.groups.lock().expect("groups lock");
+            let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMember)?;
+            if !group.members.contains_key(member_id) {
+                return Err(GroupError::UnknownMember);
+            }
+            if generation_id != group.generation_id {
+                return Err(GroupError::IllegalGeneration);
+            }
+            match group.state {
+                GroupState::PreparingRebalance | GroupState::Empty => return Err(GroupError::RebalanceInProgress),
+                GroupState::Stable => {
+                    let member = group.members.get_mut(member_id).expect("checked");
+                    member.last_seen = Instant::now();
+                    return Ok(member.assignment.clone());
+                }
+                GroupState::CompletingRebalance => {}
+            }
+            let member = group.members.get_mut(member_id).expect("checked");
+            member.last_seen = Instant::now();
+            member.sync_waiter = Some(tx);
+            if group.leader.as_deref() == Some(member_id) {
+                let assigned: HashMap<String, Bytes> = assignments.into_iter().collect();
+                for (id, m) in group.members.iter_mut() {
+                    m.assignment = assigned.get(id).cloned().unwrap_or_default();
+                    if let Some(w) = m.sync_waiter.take() {
+                        let _ = w.send(Ok(m.assignment.clone()));
+                    }
+                }
+                group.state = GroupState::Stable;
+            }
+        }
+        rx.await.unwrap_or(Err(GroupError::CoordinatorNotAvailable))
+    }
+
+    pub fn heartbeat(&self, group_id: &str, generation_id: i32, member_id: &str) -> Result<(), GroupError> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMember)?;
+        let state = group.state;
+        let generation = group.generation_id;
+        let member = group.members.get_mut(member_id).ok_or(GroupError::UnknownMember)?;
+        member.last_seen = Instant::now();
+        if state == GroupState::PreparingRebalance {
+            return Err(GroupError::RebalanceInProgress);
+        }
+        if generation_id != generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// Removes members; the rest of the group rebalances.
+    pub fn leave(&self, group_id: &str, member_ids: &[String]) -> Vec<Result<(), GroupError>> {
+        let mut groups = self.groups.lock().expect("groups lock");
+        let Some(group) = groups.get_mut(group_id) else {
+            return member_ids.iter().map(|_| Err(GroupError::UnknownMember)).collect();
+        };
+        let now = Instant::now();
+        member_ids
+            .iter()
+            .map(|id| {
+                if !group.members.contains_key(id) {
+                    return Err(GroupError::UnknownMember);
+                }
+                tracing::info!(group = %group_id, member = %id, "member left");
+                group.remove_member(id, now);
+                Ok(())
+            })
+            .collect()
+    }
+
+    /// Commits offsets durably. A member of an active group must give its generation; a
+    /// commit with generation -1 is accepted only for a group with no members (standalone
+    /// consumers, admin tools).
+    pub fn commit(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        offsets: Vec<(String, u32, CommittedOffset)>,
+    ) -> Result<(), GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        {
+            let groups = self.groups.lock().expect("groups lock");
+            if let Some(group) = groups.get(group_id) {
+                if !group.members.is_empty() || generation_id >= 0 {
+                    if !group.members.contains_key(member_id) {
+                        return Err(GroupError::UnknownMember);
+                    }
+                    if generation_id != group.generation_id {
+                        return Err(GroupError::IllegalGeneration);
+                    }
+                    if group.state == GroupState::PreparingRebalance {
+                        return Err(GroupError::RebalanceInProgress);
+                    }
+                }
+            } else if generation_id >= 0 {
+                return Err(GroupError::UnknownMember);
+            }
+        }
+        let mut batch = self.db.batch();
+        for (topic, partition, committed) in &offsets {
+            let value = serde_json::to_vec(committed).map_err(|_| GroupError::Storage)?;
+            batch.insert(&self.store, offset_key(group_id, topic, *partition), value);
+        }
+        batch.commit().map_err(|_| GroupError::Storage)?;
+        self.db.persist(PersistMode::SyncData).map_err(|_| GroupError::Storage)?;
+        let mut map = self.offsets.lock().expect("offsets lock");
+        for (topic, partition, committed) in offsets {
+            map.insert((group_id.to_owned(), topic, partition), committed);
+        }
+        Ok(())
+    }
+
+    /// Committed offsets of a group: of the given partitions, or all when `None`.
+    pub fn committed(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, u32)]>,
+    ) -> Vec<(String, u32, Option<CommittedOffset>)> {
+        let map = self.offsets.lock().expect("offsets lock");
+        match partitions {
+            Some(list) => list
+                .iter()
+                .map(|(t, p)| (t.clone(), *p, map.get(&(group_id.to_owned(), t.clone(), *p)).cloned()))
+                .collect(),
+            None => map
+                .iter()
+                .filter(|((g, _, _), _)| g == group_id)
+                .map(|((_, t, p), c)| (t.clone(), *p, Some(c.clone())))
+                .collect(),
+        }
+    }
+
+    pub fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), GroupError> {
+        let mut map = self.offsets.lock().expect("offsets lock");
+        for (topic, partition) in partitions {
+            self.store.remove(offset_key(group_id, topic, *partition)).map_err(|_| GroupError::Storage)?;
+            map.remove(&(group_id.to_owned(), topic.clone(), *partition));
+        }
+        Ok(())
+    }
+
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups = self.groups.lock().expect("groups lock");
+        let mut out: Vec<_> = groups.iter().map(|(id, g)| (id.clone(), g.protocol_type.clone(), g.state)).collect();
+        let offsets = self.offsets.lock().expect("offsets lock");
+        for (g, _, _) in offsets.keys() {
+            if !out.iter().any(|(id, _, _)| id == g) {
+                out.push((g.clone(), "consumer".into(), GroupState::Empty));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.groups.lock().expect("groups lock");
+        let known_by_offsets = self.offsets.lock().expect("offsets lock").keys().any(|(g, _, _)| g == group_id);
+        match groups.get(group_id) {
+            Some(g) => Some(GroupDescription {
+                group_id: group_id.to_owned(),
+                state: g.state,
+                protocol_type: g.protocol_type.clone(),
+                protocol_name: g.protocol_name.clone(),
+                generation_id: g.generation_id,
+                members: g
+                    .members
+                    .iter()
+                    .map(|(id, m)| MemberDescription {
+                        member_id: id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: m
+                            .protocols
+                            .iter()
+                            .find(|(n, _)| *n == g.protocol_name)
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default(),
+                        assignment: m.assignment.clone(),
+                    })
+                    .collect(),
+            }),
+            None if known_by_offsets => Some(GroupDescription {
+                group_id: group_id.to_owned(),
+                state: GroupState::Empty,
+                protocol_type: "consumer".into(),
+                protocol_name: String::new(),
+                generation_id: 0,
+                members: Vec::new(),
+            }),
+            None => None,
+        }
+    }
+
+    /// Deletes a group with no members and its committed offsets.
+    pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
+        {
+            let mut groups = self.groups.lock().expect("groups lock");
+            match groups.get(group_id) {
+                Some(g) if !g.members.is_empty() => return Err(GroupError::NonEmptyGroup),
+                Some(_) => {
+                    groups.remove(group_id);
+                }
+                None if self.describe(group_id).is_none() => return Err(GroupError::GroupIdNotFound),
+                None => {}
+            }
+        }
+        let partitions: Vec<(String, u32)> =
+            self.committed(group_id, None).into_iter().map(|(t, p, _)| (t, p)).collect();
+        self.delete_offsets(group_id, &partitions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join_request(group: &str, member: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: group.into(),
+            member_id: member.into(),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+        }
+    }
+
+    fn spawn_ticker(c: &GroupCoordinator) {
+        let c = c.clone();
+        tokio::spawn(async move {
+            loop {
+                c.tick(Instant::now());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn two_members_join_one_generation_and_sync_assignments() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let c = GroupCoordinator::open(&db).unwrap();
+        spawn_ticker(&c);
+        let (a, b) = tokio::join!(c.join(join_request("g", "")), c.join(join_request("g", "")));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.generation_id, 1);
+        assert_eq!(a.generation_id, b.generation_id);
+        assert_eq!(a.leader, b.leader);
+        let (leader, follower) = if a.member_id == a.leader { (a, b) } else { (b, a) };
+        assert_eq!(leader.members.len(), 2, "the leader sees every member");
+        assert!(follower.members.is_empty());
+        let assignments = vec![
+            (leader.member_id.clone(), Bytes::from_static(b"L")),
+            (follower.member_id.clone(), Bytes::from_static(b"F")),
+        ];
+        let (l, f) = tokio::join!(
+            c.sync("g", 1, &leader.member_id, assignments),
+            c.sync("g", 1, &follower.member_id, Vec::new())
+        );
+        assert_eq!(l.unwrap(), Bytes::from_static(b"L"));
+        assert_eq!(f.unwrap(), Bytes::from_static(b"F"));
+        assert_eq!(c.heartbeat("g", 1, &leader.member_id), Ok(()));
+        assert_eq!(c.heartbeat("g", 0, &leader.member_id), Err(GroupError::IllegalGeneration));
+        assert_eq!(c.heartbeat("g", 1, "stranger"), Err(GroupError::UnknownMember));
+
+        // One leaves: the other is told to rejoin and gets a new generation alone.
+        assert_eq!(c.leave("g", std::slice::from_ref(&follower.member_id)), vec![Ok(())]);
+        assert_eq!(c.heartbeat("g", 1, &leader.member_id), Err(GroupError::RebalanceInProgress));
+        let again = c.join(join_request("g", &leader.member_id)).await.unwrap();
+        assert_eq!(again.generation_id, 2);
+        assert_eq!(again.members.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn committed_offsets_survive_reopen_and_check_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            let c = GroupCoordinator::open(&db).unwrap();
+            let committed = CommittedOffset { offset: 42, metadata: None };
+            assert_eq!(c.commit("solo", -1, "", vec![("t".into(), 3, committed.clone())]), Ok(()));
+            assert_eq!(c.commit("solo", 5, "m", vec![("t".into(), 3, committed)]), Err(GroupError::UnknownMember));
+            assert_eq!(c.delete("missing"), Err(GroupError::GroupIdNotFound));
+        }
+        let db = Database::builder(dir.path()).open().unwrap();
+        let c = GroupCoordinator::open(&db).unwrap();
+        let got = c.committed("solo", Some(&[("t".into(), 3), ("t".into(), 4)]));
+        assert_eq!(got[0].2.as_ref().map(|c| c.offset), Some(42));
+        assert_eq!(got[1].2, None);
+        assert_eq!(c.delete("solo"), Ok(()));
+        assert!(c.committed("solo", None).is_empty());
+    }
+}

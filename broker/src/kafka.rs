@@ -1,0 +1,1261 @@
+//! The Kafka wire protocol front end: TCP, decoded and encoded with the `kafka-protocol` crate,
+//! translated to calls on the [`Broker`] service and the [`GroupCoordinator`]. No rule lives
+//! here: this module maps names, versions and error codes.
+//!
+//! Requests of one connection are answered in order, as Kafka clients expect, while several are
+//! in flight: produce requests are queued on the log in arrival order before the next request
+//! is read, so pipelining keeps records in order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use weir_sdk::wire::{
+    AlterTopicRequest, CreateTopicRequest, FetchPartition, FetchRequest as WeirFetch,
+    ListOffsetsRequest as WeirListOffsets, OffsetSpec, ProducePartition, ProduceRequest as WeirProduce, TopicConfig,
+};
+use weir_sdk::{Acks, ErrorCode, WireError};
+
+use crate::groups::{CommittedOffset, GroupCoordinator, GroupError, GroupState, JoinRequest};
+use crate::service::Broker;
+
+/// Kafka error codes this front end sends (`org.apache.kafka.common.protocol.Errors`).
+mod code {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+}
+
+fn wire_code(e: &WireError) -> i16 {
+    match e.code {
+        ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => code::UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode::MessageTooLarge => code::MESSAGE_TOO_LARGE,
+        ErrorCode::CorruptBatch => code::CORRUPT_MESSAGE,
+        ErrorCode::InvalidTopicName => code::INVALID_TOPIC_EXCEPTION,
+        ErrorCode::TopicAlreadyExists => code::TOPIC_ALREADY_EXISTS,
+        ErrorCode::InvalidPartitions => code::INVALID_PARTITIONS,
+        ErrorCode::InvalidConfig => code::INVALID_CONFIG,
+        ErrorCode::OffsetOutOfRange => code::OFFSET_OUT_OF_RANGE,
+        ErrorCode::RequestTimedOut => code::REQUEST_TIMED_OUT,
+        ErrorCode::InvalidRequest | ErrorCode::MalformedFrame => code::INVALID_REQUEST,
+        ErrorCode::Storage => code::KAFKA_STORAGE_ERROR,
+        ErrorCode::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ErrorCode::DuplicateSequence => code::DUPLICATE_SEQUENCE_NUMBER,
+        ErrorCode::InvalidProducerEpoch => code::INVALID_PRODUCER_EPOCH,
+        _ => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+fn group_code(e: GroupError) -> i16 {
+    match e {
+        GroupError::UnknownMember => code::UNKNOWN_MEMBER_ID,
+        GroupError::IllegalGeneration => code::ILLEGAL_GENERATION,
+        GroupError::RebalanceInProgress => code::REBALANCE_IN_PROGRESS,
+        GroupError::NonEmptyGroup => code::NON_EMPTY_GROUP,
+        GroupError::GroupIdNotFound => code::GROUP_ID_NOT_FOUND,
+        GroupError::InvalidSessionTimeout => code::INVALID_SESSION_TIMEOUT,
+        GroupError::InconsistentProtocol => code::INCONSISTENT_GROUP_PROTOCOL,
+        GroupError::InvalidGroupId => code::INVALID_GROUP_ID,
+        GroupError::Storage => code::KAFKA_STORAGE_ERROR,
+        GroupError::CoordinatorNotAvailable => code::COORDINATOR_NOT_AVAILABLE,
+    }
+}
+
+fn result_code<T>(r: &Result<T, GroupError>) -> i16 {
+    r.as_ref().err().map_or(code::NONE, |e| group_code(*e))
+}
+
+fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// The versions this front end implements, intersected with what the crate can encode.
+fn supported_versions() -> Vec<(ApiKey, i16, i16)> {
+    let mine = [
+        (ApiKey::Produce, 3, 11),
+        (ApiKey::Fetch, 4, 12),
+        (ApiKey::ListOffsets, 1, 8),
+        (ApiKey::Metadata, 0, 12),
+        (ApiKey::OffsetCommit, 2, 8),
+        (ApiKey::OffsetFetch, 1, 8),
+        (ApiKey::FindCoordinator, 0, 4),
+        (ApiKey::JoinGroup, 0, 9),
+        (ApiKey::Heartbeat, 0, 4),
+        (ApiKey::LeaveGroup, 0, 5),
+        (ApiKey::SyncGroup, 0, 5),
+        (ApiKey::DescribeGroups, 0, 5),
+        (ApiKey::ListGroups, 0, 4),
+        (ApiKey::ApiVersions, 0, 3),
+        (ApiKey::CreateTopics, 2, 7),
+        (ApiKey::DeleteTopics, 1, 6),
+        (ApiKey::DeleteGroups, 0, 2),
+        (ApiKey::InitProducerId, 0, 4),
+        (ApiKey::DescribeConfigs, 1, 4),
+        (ApiKey::AlterConfigs, 0, 2),
+        (ApiKey::CreatePartitions, 0, 3),
+        (ApiKey::OffsetDelete, 0, 0),
+        (ApiKey::IncrementalAlterConfigs, 0, 1),
+        (ApiKey::DescribeCluster, 0, 1),
+    ];
+    mine.into_iter()
+        .map(|(key, min, max)| {
+            let valid = key.valid_versions();
+            (key, min.max(valid.min), max.min(valid.max))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Host and port clients are told to connect to (Metadata, FindCoordinator).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub request_bytes_max: usize,
+    pub connections_max: usize,
+    pub in_flight_per_connection_max: usize,
+    pub node_id: i32,
+}
+
+#[derive(Clone)]
+pub struct KafkaContext {
+    pub broker: Broker,
+    pub groups: GroupCoordinator,
+    pub producer_ids: ProducerIds,
+    pub config: Arc<KafkaConfig>,
+}
+
+/// Hands out producer ids for idempotent producers; the counter is durable, so ids are never
+/// reused across restarts.
+#[derive(Clone)]
+pub struct ProducerIds {
+    next: Arc<AtomicI64>,
+    db: fjall::Database,
+    meta: fjall::Keyspace,
+}
+
+impl ProducerIds {
+    const KEY: &'static str = "next_producer_id";
+
+    pub fn open(db: &fjall::Database) -> Result<Self, fjall::Error> {
+        let meta = db.keyspace("broker_meta", fjall::KeyspaceCreateOptions::default)?;
+        let next = match meta.get(Self::KEY)? {
+            Some(v) if v.len() == 8 => i64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")),
+            _ => 1000,
+        };
+        Ok(Self { next: Arc::new(AtomicI64::new(next)), db: db.clone(), meta })
+    }
+
+    pub fn allocate(&self) -> Result<i64, WireError> {
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let storage = |e: fjall::Error| WireError::new(ErrorCode::Storage, format!("producer id counter: {e}"));
+        self.meta.insert(Self::KEY, (id + 1).to_be_bytes()).map_err(storage)?;
+        self.db.persist(fjall::PersistMode::SyncData).map_err(storage)?;
+        Ok(id)
+    }
+}
+
+pub struct KafkaServer {
+    listener: TcpListener,
+}
+
+impl KafkaServer {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        Ok(Self { listener: TcpListener::bind(addr).await? })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn serve(self, ctx: KafkaContext) {
+        let connections = Arc::new(Semaphore::new(ctx.config.connections_max));
+        loop {
+            let (stream, remote) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka accept failed");
+                    continue;
+                }
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, limit = ctx.config.connections_max, "refusing kafka connection: kafka connections_max reached");
+                continue;
+            };
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = serve_connection(stream, remote, ctx).await {
+                    tracing::debug!(%remote, error = %e, "kafka connection ended");
+                }
+            });
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: KafkaContext) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    // Responses in request order: the reader queues one receiver per request.
+    let (order_tx, mut order_rx) =
+        mpsc::channel::<oneshot::Receiver<Option<Bytes>>>(ctx.config.in_flight_per_connection_max);
+    let writer_task = tokio::spawn(async move {
+        while let Some(rx) = order_rx.recv().await {
+            match rx.await {
+                Ok(Some(bytes)) => writer.write_all(&bytes).await?,
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let client_host = format!("/{}", remote.ip());
+    loop {
+        let size = match reader.read_i32().await {
+            Ok(size) => size,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e.into()),
+        };
+        if size < 8 || size as usize > ctx.config.request_bytes_max {
+            // As Kafka does (socket.request.max.bytes): the stream cannot be resynchronised.
+            tracing::warn!(%remote, size, limit = ctx.config.request_bytes_max, "kafka request size outside 8 ..= kafka request_bytes_max; closing the connection");
+            break;
+        }
+        let mut buf = BytesMut::zeroed(size as usize);
+        reader.read_exact(&mut buf).await?;
+        let mut request = buf.freeze();
+        let (tx, rx) = oneshot::channel();
+        order_tx.send(rx).await?;
+        let ctx = ctx.clone();
+        let api_key_raw = i16::from_be_bytes([request[0], request[1]]);
+        let api_version = i16::from_be_bytes([request[2], request[3]]);
+        let correlation_id = i32::from_be_bytes([request[4], request[5], request[6], request[7]]);
+        let supported = supported_versions();
+        let Some((api_key, _, _)) = supported
+            .iter()
+            .find(|(k, min, max)| *k as i16 == api_key_raw && (*min..=*max).contains(&api_version))
+            .copied()
+            .or_else(|| match ApiKey::try_from(api_key_raw) {
+                Ok(ApiKey::ApiVersions) => Some((ApiKey::ApiVersions, 0, 0)),
+                _ => None,
+            })
+        else {
+            tracing::debug!(%remote, api_key_raw, api_version, "unsupported kafka api or version");
+            let _ = tx.send(Some(unsupported_response(correlation_id)));
+            continue;
+        };
+        let header = match RequestHeader::decode(&mut request, api_key.request_header_version(api_version)) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "malformed kafka request header; closing");
+                break;
+            }
+        };
+        let body = match RequestKind::decode(api_key, &mut request, api_version) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::debug!(%remote, ?api_key, api_version, error = %e, "malformed kafka request; closing");
+                let _ = tx.send(None);
+                break;
+            }
+        };
+        let client_id = header.client_id.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default();
+        let request_ctx =
+            RequestContext { api_key, api_version, correlation_id, client_id, client_host: client_host.clone() };
+        // Produce queues its appends here, before the next request is read, to keep order.
+        if let RequestKind::Produce(produce) = body {
+            let pending = produce_enqueue(&ctx, api_version, produce).await;
+            tokio::spawn(async move {
+                let (acks, response) = pending.await;
+                let bytes =
+                    if acks == 0 { None } else { Some(encode_response(&request_ctx, ResponseKind::Produce(response))) };
+                let _ = tx.send(bytes);
+            });
+            continue;
+        }
+        tokio::spawn(async move {
+            let response = handle(&ctx, &request_ctx, body).await;
+            let _ = tx.send(Some(encode_response(&request_ctx, response)));
+        });
+    }
+    drop(order_tx);
+    let _ = writer_task.await;
+    Ok(())
+}
+
+struct RequestContext {
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    client_id: String,
+    client_host: String,
+}
+
+fn encode_response(ctx: &RequestContext, response: ResponseKind) -> Bytes {
+    let mut body = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(ctx.correlation_id);
+    let header_version = ctx.api_key.response_header_version(ctx.api_version);
+    let mut out = BytesMut::new();
+    let encoded = header.encode(&mut body, header_version).and_then(|()| response.encode(&mut body, ctx.api_version));
+    if let Err(e) = encoded {
+        tracing::error!(api_key = ?ctx.api_key, version = ctx.api_version, error = %e, "encoding a kafka response failed");
+        return unsupported_response(ctx.correlation_id);
+    }
+    out.put_i32(body.len() as i32);
+    out.extend_from_slice(&body);
+    out.freeze()
+}
+
+/// For an API key or version this broker does not implement: the correlation id and
+/// UNSUPPORTED_VERSION, the shape of an ApiVersions v0 error, which clients understand.
+fn unsupported_response(correlation_id: i32) -> Bytes {
+    let mut out = BytesMut::new();
+    let response =
+        ApiVersionsResponse::default().with_error_code(code::UNSUPPORTED_VERSION).with_api_keys(api_version_list());
+    let mut body = BytesMut::new();
+    body.put_i32(correlation_id);
+    response.encode(&mut body, 0).expect("ApiVersions v0 encodes");
+    out.put_i32(body.len() as i32);
+    out.extend_from_slice(&body);
+    out.freeze()
+}
+
+fn api_version_list() -> Vec<api_versions_response::ApiVersion> {
+    supported_versions()
+        .into_iter()
+        .map(|(key, min, max)| {
+            api_versions_response::ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect()
+}
+
+async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> ResponseKind {
+    match body {
+        RequestKind::ApiVersions(_) => {
+            let error = if supported_versions()
+                .iter()
+                .any(|(k, min, max)| *k == ApiKey::ApiVersions && (*min..=*max).contains(&req.api_version))
+            {
+                code::NONE
+            } else {
+                code::UNSUPPORTED_VERSION
+            };
+            ResponseKind::ApiVersions(
+                ApiVersionsResponse::default().with_error_code(error).with_api_keys(api_version_list()),
+            )
+        }
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(ctx, req.api_version, r).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(ctx, req.api_version, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(ctx, req.api_version, r)),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(ctx, req.api_version, r).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(ctx, req.api_version, r).await),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(create_partitions(ctx, r).await),
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs(ctx, req.api_version, r)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs(ctx, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs(ctx, r).await)
+        }
+        RequestKind::DescribeCluster(_) => ResponseKind::DescribeCluster(
+            DescribeClusterResponse::default()
+                .with_cluster_id(s("weir"))
+                .with_controller_id(BrokerId(ctx.config.node_id))
+                .with_brokers(vec![describe_cluster_response::DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(ctx.config.node_id))
+                    .with_host(s(ctx.config.advertised_host.clone()))
+                    .with_port(i32::from(ctx.config.advertised_port))]),
+        ),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator(ctx, req, r)),
+        RequestKind::InitProducerId(_) => {
+            let response = match ctx.producer_ids.allocate() {
+                Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+                Err(e) => InitProducerIdResponse::default()
+                    .with_error_code(wire_code(&e))
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            };
+            ResponseKind::InitProducerId(response)
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group(ctx, req, r).await),
+        RequestKind::SyncGroup(r) => {
+            let assignments =
+                r.assignments.into_iter().map(|a| (a.member_id.as_str().to_owned(), a.assignment)).collect();
+            let outcome =
+                ctx.groups.sync(r.group_id.0.as_str(), r.generation_id, r.member_id.as_str(), assignments).await;
+            let response = match outcome {
+                Ok(assignment) => SyncGroupResponse::default()
+                    .with_assignment(assignment)
+                    .with_protocol_type(r.protocol_type)
+                    .with_protocol_name(r.protocol_name),
+                Err(e) => SyncGroupResponse::default().with_error_code(group_code(e)),
+            };
+            ResponseKind::SyncGroup(response)
+        }
+        RequestKind::Heartbeat(r) => {
+            let outcome = ctx.groups.heartbeat(r.group_id.0.as_str(), r.generation_id, r.member_id.as_str());
+            ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(result_code(&outcome)))
+        }
+        RequestKind::LeaveGroup(r) => {
+            let mut ids: Vec<String> = r.members.iter().map(|m| m.member_id.as_str().to_owned()).collect();
+            if ids.is_empty() {
+                ids.push(r.member_id.as_str().to_owned());
+            }
+            let outcomes = ctx.groups.leave(r.group_id.0.as_str(), &ids);
+            let members = ids
+                .iter()
+                .zip(&outcomes)
+                .map(|(id, o)| {
+                    leave_group_response::MemberResponse::default()
+                        .with_member_id(s(id.clone()))
+                        .with_error_code(result_code(o))
+                })
+                .collect();
+            let top = if req.api_version < 3 { outcomes.first().map_or(code::NONE, result_code) } else { code::NONE };
+            let members = if req.api_version >= 3 { members } else { Vec::new() };
+            ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(top).with_members(members))
+        }
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit(ctx, r)),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch(ctx, req, r)),
+        RequestKind::ListGroups(_) => {
+            let groups = ctx
+                .groups
+                .list()
+                .into_iter()
+                .map(|(id, protocol_type, state)| {
+                    list_groups_response::ListedGroup::default()
+                        .with_group_id(GroupId(s(id)))
+                        .with_protocol_type(s(protocol_type))
+                        .with_group_state(if req.api_version >= 4 { s(state_name(state)) } else { StrBytes::default() })
+                        .with_group_type(if req.api_version >= 5 { s("classic") } else { StrBytes::default() })
+                })
+                .collect();
+            ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups))
+        }
+        RequestKind::DescribeGroups(r) => {
+            let groups = r
+                .groups
+                .iter()
+                .map(|id| match ctx.groups.describe(id.0.as_str()) {
+                    Some(d) => describe_groups_response::DescribedGroup::default()
+                        .with_group_id(id.clone())
+                        .with_group_state(s(state_name(d.state)))
+                        .with_protocol_type(s(d.protocol_type))
+                        .with_protocol_data(s(d.protocol_name))
+                        .with_members(
+                            d.members
+                                .into_iter()
+                                .map(|m| {
+                                    describe_groups_response::DescribedGroupMember::default()
+                                        .with_member_id(s(m.member_id))
+                                        .with_client_id(s(m.client_id))
+                                        .with_client_host(s(m.client_host))
+                                        .with_member_metadata(m.metadata)
+                                        .with_member_assignment(m.assignment)
+                                })
+                                .collect(),
+                        ),
+                    None => describe_groups_response::DescribedGroup::default()
+                        .with_group_id(id.clone())
+                        .with_group_state(s("Dead")),
+                })
+                .collect();
+            ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
+        }
+        RequestKind::DeleteGroups(r) => {
+            let results = r
+                .groups_names
+                .iter()
+                .map(|id| {
+                    let outcome = ctx.groups.delete(id.0.as_str());
+                    delete_groups_response::DeletableGroupResult::default()
+                        .with_group_id(id.clone())
+                        .with_error_code(result_code(&outcome))
+                })
+                .collect();
+            ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
+        }
+        RequestKind::OffsetDelete(r) => {
+            let partitions: Vec<(String, u32)> = r
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str().to_owned(), p.partition_index as u32)))
+                .collect();
+            let outcome = ctx.groups.delete_offsets(r.group_id.0.as_str(), &partitions);
+            let topics = r
+                .topics
+                .into_iter()
+                .map(|t| {
+                    offset_delete_response::OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                offset_delete_response::OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            ResponseKind::OffsetDelete(
+                OffsetDeleteResponse::default().with_error_code(result_code(&outcome)).with_topics(topics),
+            )
+        }
+        other => {
+            // Only keys listed in `supported_versions` get here, and each has an arm above.
+            tracing::error!(api_key = ?req.api_key, "supported kafka api without a handler: {other:?}");
+            ResponseKind::ApiVersions(
+                ApiVersionsResponse::default()
+                    .with_error_code(code::UNSUPPORTED_VERSION)
+                    .with_api_keys(api_version_list()),
+            )
+        }
+    }
+}
+
+fn state_name(state: GroupState) -> &'static str {
+    match state {
+        GroupState::Empty => "Empty",
+        GroupState::PreparingRebalance => "PreparingRebalance",
+        GroupState::CompletingRebalance => "CompletingRebalance",
+        GroupState::Stable => "Stable",
+    }
+}
+
+async fn metadata(ctx: &KafkaContext, version: i16, r: MetadataRequest) -> MetadataResponse {
+    let broker = &ctx.broker;
+    let names: Vec<String> = match &r.topics {
+        None => broker.list_topics(),
+        Some(topics) => topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_owned())).collect(),
+    };
+    let mut topics = Vec::with_capacity(names.len());
+    for name in names {
+        let mut described = broker.describe_topic(&name);
+        if matches!(&described, Err(e) if e.code == ErrorCode::UnknownTopic)
+            && r.allow_auto_topic_creation
+            && r.topics.is_some()
+        {
+            let created = broker
+                .create_topic(CreateTopicRequest { name: name.clone(), partitions: 1, config: TopicConfig::default() })
+                .await;
+            described = match created {
+                Err(e) if e.code == ErrorCode::TopicAlreadyExists => broker.describe_topic(&name),
+                other => other,
+            };
+        }
+        let topic = match described {
+            Ok(d) => {
+                metadata_response::MetadataResponseTopic::default().with_name(Some(TopicName(s(name)))).with_partitions(
+                    d.partitions
+                        .iter()
+                        .map(|p| {
+                            let node = BrokerId(ctx.config.node_id);
+                            metadata_response::MetadataResponsePartition::default()
+                                .with_partition_index(p.partition as i32)
+                                .with_leader_id(node)
+                                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                                .with_replica_nodes(vec![node])
+                                .with_isr_nodes(vec![node])
+                        })
+                        .collect(),
+                )
+            }
+            Err(e) => metadata_response::MetadataResponseTopic::default()
+                .with_name(Some(TopicName(s(name))))
+                .with_error_code(wire_code(&e)),
+        };
+        topics.push(topic);
+    }
+    // Fields a version lacks must keep their defaults, or the encoder refuses the response.
+    MetadataResponse::default()
+        .with_brokers(vec![metadata_response::MetadataResponseBroker::default()
+            .with_node_id(BrokerId(ctx.config.node_id))
+            .with_host(s(ctx.config.advertised_host.clone()))
+            .with_port(i32::from(ctx.config.advertised_port))])
+        .with_cluster_id(if version >= 2 { Some(s("weir")) } else { None })
+        .with_controller_id(BrokerId(if version >= 1 { ctx.config.node_id } else { -1 }))
+        .with_topics(topics)
+}
+
+/// Queues every partition's batches in request order; the returned future yields the acks
+/// level and the response.
+async fn produce_enqueue(
+    ctx: &KafkaContext,
+    version: i16,
+    r: ProduceRequest,
+) -> impl std::future::Future<Output = (i16, ProduceResponse)> + Send + 'static {
+    let acks = r.acks;
+    let weir_acks = match acks {
+        0 => Acks::None,
+        1 => Acks::Leader,
+        _ => Acks::All,
+    };
+    let mut topics = Vec::new();
+    for topic in r.topic_data {
+        let name = topic.name.0.as_str().to_owned();
+        let mut partitions = Vec::new();
+        for p in topic.partition_data {
+            let records = p.records.unwrap_or_default();
+            let request = WeirProduce {
+                topic: name.clone(),
+                acks: weir_acks,
+                timeout_ms: r.timeout_ms.max(0) as u32,
+                partitions: vec![ProducePartition { partition: p.index.max(0) as u32, bytes: records.len() as u32 }],
+            };
+            let queued = if p.index < 0 {
+                Err(WireError::new(ErrorCode::UnknownPartition, format!("partition {} does not exist", p.index)))
+            } else {
+                ctx.broker.produce_enqueue(request, records).await
+            };
+            partitions.push((p.index, queued));
+        }
+        topics.push((topic.name, partitions));
+    }
+    async move {
+        let mut responses = Vec::new();
+        for (name, partitions) in topics {
+            let mut partition_responses = Vec::new();
+            for (index, queued) in partitions {
+                let outcome = match queued {
+                    Ok(pending) => {
+                        let mut response = pending.await;
+                        let p = response.partitions.pop().expect("one partition per request");
+                        match p.error {
+                            Some(e) => Err(e),
+                            None => Ok(p.base_offset),
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let response =
+                    produce_response::PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
+                partition_responses.push(match outcome {
+                    Ok(base_offset) => response.with_base_offset(base_offset),
+                    Err(e) if version >= 8 => response
+                        .with_base_offset(-1)
+                        .with_error_code(wire_code(&e))
+                        .with_error_message(Some(s(e.message))),
+                    Err(e) => response.with_base_offset(-1).with_error_code(wire_code(&e)),
+                });
+            }
+            responses.push(
+                produce_response::TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        (acks, ProduceResponse::default().with_responses(responses))
+    }
+}
+
+async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchResponse {
+    let request = WeirFetch {
+        max_wait_ms: r.max_wait_ms.max(0) as u32,
+        min_bytes: r.min_bytes.max(0) as u32,
+        max_bytes: if r.max_bytes > 0 { r.max_bytes as u32 } else { u32::MAX },
+        partitions: r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| FetchPartition {
+                    topic: t.topic.0.as_str().to_owned(),
+                    partition: p.partition.max(0) as u32,
+                    offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes.max(0) as u32,
+                })
+            })
+            .collect(),
+    };
+    let (response, chunks) = match ctx.broker.fetch(request).await {
+        Ok(answer) => answer,
+        Err(e) => return FetchResponse::default().with_error_code(wire_code(&e)),
+    };
+    let mut chunks = chunks.into_iter();
+    let mut by_topic: BTreeMap<String, Vec<fetch_response::PartitionData>> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for p in response.partitions {
+        // The partition's batches, stored bytes as they are, back to back.
+        let mut records = BytesMut::with_capacity(p.bytes as usize);
+        let mut taken = 0usize;
+        while taken < p.bytes as usize {
+            let Some(chunk) = chunks.next() else { break };
+            taken += chunk.len();
+            records.extend_from_slice(&chunk);
+        }
+        let data = fetch_response::PartitionData::default()
+            .with_partition_index(p.partition as i32)
+            .with_high_watermark(p.high_watermark)
+            .with_last_stable_offset(p.high_watermark)
+            .with_log_start_offset(if version >= 5 { p.log_start_offset } else { -1 })
+            .with_error_code(p.error.as_ref().map_or(code::NONE, wire_code))
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(Some(records.freeze()));
+        if !by_topic.contains_key(&p.topic) {
+            order.push(p.topic.clone());
+        }
+        by_topic.entry(p.topic).or_default().push(data);
+    }
+    let responses = order
+        .into_iter()
+        .map(|topic| {
+            let partitions = by_topic.remove(&topic).unwrap_or_default();
+            fetch_response::FetchableTopicResponse::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    FetchResponse::default().with_responses(responses)
+}
+
+fn list_offsets(ctx: &KafkaContext, version: i16, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.as_str().to_owned();
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let spec = match p.timestamp {
+                        -1 | -3 => OffsetSpec::Latest,
+                        -2 | -4 | -5 => OffsetSpec::Earliest,
+                        ts => OffsetSpec::Timestamp(ts),
+                    };
+                    let response = list_offsets_response::ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_leader_epoch(if version >= 4 { 0 } else { -1 });
+                    if p.partition_index < 0 {
+                        return response
+                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_offset(-1)
+                            .with_timestamp(-1);
+                    }
+                    let answer = ctx.broker.list_offsets(WeirListOffsets {
+                        topic: name.clone(),
+                        partitions: vec![p.partition_index as u32],
+                        spec,
+                    });
+                    match answer.map(|mut a| a.partitions.pop().expect("one partition")) {
+                        Ok(a) => match a.error {
+                            Some(e) => response.with_error_code(wire_code(&e)).with_offset(-1).with_timestamp(-1),
+                            None => response.with_offset(a.offset).with_timestamp(a.timestamp),
+                        },
+                        Err(e) => response.with_error_code(wire_code(&e)).with_offset(-1).with_timestamp(-1),
+                    }
+                })
+                .collect();
+            list_offsets_response::ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+async fn create_topics(ctx: &KafkaContext, version: i16, r: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::new();
+    for t in r.topics {
+        let name = t.name.0.as_str().to_owned();
+        let entries: Vec<(String, String)> = t
+            .configs
+            .iter()
+            .filter_map(|c| c.value.as_ref().map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned())))
+            .collect();
+        let outcome = async {
+            if t.replication_factor > 1 {
+                return Err((
+                    code::INVALID_REPLICATION_FACTOR,
+                    format!("replication factor {} exceeds the 1 broker of this cluster", t.replication_factor),
+                ));
+            }
+            let config = TopicConfig::default()
+                .with_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| (wire_code(&e), e.message))?;
+            let partitions = if t.num_partitions < 0 { 1 } else { t.num_partitions as u32 };
+            if r.validate_only {
+                return Ok(partitions);
+            }
+            ctx.broker
+                .create_topic(CreateTopicRequest { name: name.clone(), partitions, config })
+                .await
+                .map(|d| d.partitions.len() as u32)
+                .map_err(|e| (wire_code(&e), e.message))
+        }
+        .await;
+        let result = create_topics_response::CreatableTopicResult::default().with_name(t.name);
+        results.push(match outcome {
+            Ok(partitions) if version >= 5 => result.with_num_partitions(partitions as i32).with_replication_factor(1),
+            Ok(_) => result,
+            Err((code, message)) => result.with_error_code(code).with_error_message(Some(s(message))),
+        });
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn delete_topics(ctx: &KafkaContext, version: i16, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut names: Vec<TopicName> = r.topic_names;
+    names.extend(r.topics.into_iter().filter_map(|t| t.name));
+    let mut responses = Vec::new();
+    for name in names {
+        let outcome = ctx.broker.delete_topic(name.0.as_str()).await;
+        let result = delete_topics_response::DeletableTopicResult::default().with_name(Some(name));
+        responses.push(match outcome {
+            Ok(()) => result,
+            Err(e) if version >= 5 => result.with_error_code(wire_code(&e)).with_error_message(Some(s(e.message))),
+            Err(e) => result.with_error_code(wire_code(&e)),
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+async fn create_partitions(ctx: &KafkaContext, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut results = Vec::new();
+    for t in r.topics {
+        let request = AlterTopicRequest {
+            name: t.name.0.as_str().to_owned(),
+            partitions: Some(t.count.max(0) as u32),
+            config: BTreeMap::new(),
+        };
+        let outcome = if r.validate_only {
+            ctx.broker.describe_topic(&request.name).map(|_| ())
+        } else {
+            ctx.broker.alter_topic(request).await.map(|_| ())
+        };
+        let result = create_partitions_response::CreatePartitionsTopicResult::default().with_name(t.name);
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(e) => result.with_error_code(wire_code(&e)).with_error_message(Some(s(e.message))),
+        });
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let results = r
+        .resources
+        .into_iter()
+        .map(|res| {
+            let result = describe_configs_response::DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let entries: Result<Vec<(String, String)>, WireError> = match res.resource_type {
+                RESOURCE_TOPIC => ctx.broker.describe_topic(res.resource_name.as_str()).map(|d| {
+                    let mut e = d.config.entries();
+                    e.push(("cleanup.policy".into(), "delete".into()));
+                    e
+                }),
+                RESOURCE_BROKER => Ok(vec![
+                    ("broker.id".into(), ctx.config.node_id.to_string()),
+                    ("auto.create.topics.enable".into(), "true".into()),
+                ]),
+                other => Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("config resource type {other} is not supported"),
+                )),
+            };
+            match entries {
+                Ok(entries) => {
+                    let wanted = res
+                        .configuration_keys
+                        .as_ref()
+                        .map(|keys| keys.iter().map(|k| k.as_str().to_owned()).collect::<Vec<_>>());
+                    result.with_configs(
+                        entries
+                            .into_iter()
+                            .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
+                            .map(|(k, v)| {
+                                describe_configs_response::DescribeConfigsResourceResult::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                                    .with_config_source(5)
+                                    .with_config_type(if version >= 3 { 2 } else { 0 })
+                            })
+                            .collect(),
+                    )
+                }
+                Err(e) => result.with_error_code(wire_code(&e)).with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+async fn alter_topic_config(
+    ctx: &KafkaContext,
+    topic: &str,
+    entries: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), WireError> {
+    let current = ctx.broker.describe_topic(topic)?;
+    if validate_only {
+        return current.config.with_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map(|_| ());
+    }
+    ctx.broker
+        .alter_topic(AlterTopicRequest { name: topic.to_owned(), partitions: None, config: entries })
+        .await
+        .map(|_| ())
+}
+
+async fn alter_configs(ctx: &KafkaContext, r: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in r.resources {
+        // AlterConfigs replaces the whole config: unset keys return to their defaults.
+        let mut entries: BTreeMap<String, String> = TopicConfig::default().entries().into_iter().collect();
+        entries.remove("flush.interval.ms");
+        for c in &res.configs {
+            if let Some(v) = &c.value {
+                entries.insert(c.name.as_str().to_owned(), v.as_str().to_owned());
+            }
+        }
+        let outcome = if res.resource_type == RESOURCE_TOPIC {
+            alter_topic_config(ctx, res.resource_name.as_str(), entries, r.validate_only).await
+        } else {
+            Err(WireError::new(ErrorCode::InvalidConfig, "only topic configs can be altered"))
+        };
+        let response = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name);
+        responses.push(match outcome {
+            Ok(()) => response,
+            Err(e) => response.with_error_code(wire_code(&e)).with_error_message(Some(s(e.message))),
+        });
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+async fn incremental_alter_configs(
+    ctx: &KafkaContext,
+    r: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let defaults: BTreeMap<String, String> = TopicConfig::default().entries().into_iter().collect();
+    let mut responses = Vec::new();
+    for res in r.resources {
+        let mut entries = BTreeMap::new();
+        let mut bad_op = None;
+        for c in &res.configs {
+            let name = c.name.as_str().to_owned();
+            match c.config_operation {
+                0 => {
+                    entries.insert(name, c.value.as_ref().map(|v| v.as_str().to_owned()).unwrap_or_default());
+                }
+                1 => {
+                    if let Some(default) = defaults.get(&name) {
+                        entries.insert(name, default.clone());
+                    }
+                }
+                op => bad_op = Some(op),
+            }
+        }
+        let outcome = match (bad_op, res.resource_type) {
+            (Some(op), _) => Err(WireError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "config operation {op} (APPEND/SUBTRACT) applies to list configs; topic configs here are scalar"
+                ),
+            )),
+            (None, RESOURCE_TOPIC) => {
+                alter_topic_config(ctx, res.resource_name.as_str(), entries, r.validate_only).await
+            }
+            (None, _) => Err(WireError::new(ErrorCode::InvalidConfig, "only topic configs can be altered")),
+        };
+        let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name);
+        responses.push(match outcome {
+            Ok(()) => response,
+            Err(e) => response.with_error_code(wire_code(&e)).with_error_message(Some(s(e.message))),
+        });
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+fn find_coordinator(ctx: &KafkaContext, req: &RequestContext, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let host = s(ctx.config.advertised_host.clone());
+    let port = i32::from(ctx.config.advertised_port);
+    let node = BrokerId(ctx.config.node_id);
+    if req.api_version >= 4 {
+        let coordinators = r
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                find_coordinator_response::Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(node)
+                    .with_host(host.clone())
+                    .with_port(port)
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default().with_node_id(node).with_host(host).with_port(port)
+}
+
+async fn join_group(ctx: &KafkaContext, req: &RequestContext, r: JoinGroupRequest) -> JoinGroupResponse {
+    let request = JoinRequest {
+        group_id: r.group_id.0.as_str().to_owned(),
+        member_id: r.member_id.as_str().to_owned(),
+        client_id: req.client_id.clone(),
+        client_host: req.client_host.clone(),
+        session_timeout_ms: r.session_timeout_ms,
+        rebalance_timeout_ms: r.rebalance_timeout_ms,
+        protocol_type: r.protocol_type.as_str().to_owned(),
+        protocols: r.protocols.into_iter().map(|p| (p.name.as_str().to_owned(), p.metadata)).collect(),
+    };
+    match ctx.groups.join(request).await {
+        Ok(j) => JoinGroupResponse::default()
+            .with_generation_id(j.generation_id)
+            .with_protocol_type(if req.api_version >= 7 { Some(s(j.protocol_type)) } else { None })
+            .with_protocol_name(Some(s(j.protocol_name)))
+            .with_leader(s(j.leader))
+            .with_member_id(s(j.member_id))
+            .with_members(
+                j.members
+                    .into_iter()
+                    .map(|(id, metadata)| {
+                        join_group_response::JoinGroupResponseMember::default()
+                            .with_member_id(s(id))
+                            .with_metadata(metadata)
+                    })
+                    .collect(),
+            ),
+        Err(e) => JoinGroupResponse::default()
+            .with_error_code(group_code(e))
+            .with_generation_id(-1)
+            .with_member_id(r.member_id),
+    }
+}
+
+fn offset_commit(ctx: &KafkaContext, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let offsets: Vec<(String, u32, CommittedOffset)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.as_str().to_owned(),
+                    p.partition_index.max(0) as u32,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_owned()),
+                    },
+                )
+            })
+        })
+        .collect();
+    let unknown: Vec<(String, i32)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let count = ctx.broker.describe_topic(t.name.0.as_str()).map(|d| d.partitions.len() as i32).unwrap_or(0);
+            t.partitions
+                .iter()
+                .filter(move |p| p.partition_index < 0 || p.partition_index >= count)
+                .map(move |p| (t.name.0.as_str().to_owned(), p.partition_index))
+        })
+        .collect();
+    let outcome = if unknown.is_empty() {
+        ctx.groups.commit(r.group_id.0.as_str(), r.generation_id_or_member_epoch, r.member_id.as_str(), offsets)
+    } else {
+        Ok(())
+    };
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.as_str().to_owned();
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let code = if !unknown.is_empty() {
+                        if unknown.contains(&(name.clone(), p.partition_index)) {
+                            code::UNKNOWN_TOPIC_OR_PARTITION
+                        } else {
+                            code::INVALID_REQUEST
+                        }
+                    } else {
+                        result_code(&outcome)
+                    };
+                    offset_commit_response::OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            offset_commit_response::OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// (partition, committed offset or -1, metadata).
+type Committed = (i32, i64, Option<String>);
+
+fn offset_fetch(ctx: &KafkaContext, req: &RequestContext, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    let lookup = |group: &str, topics: Option<Vec<(String, Vec<i32>)>>| -> Vec<(String, Vec<Committed>)> {
+        let wanted: Option<Vec<(String, u32)>> = topics
+            .as_ref()
+            .map(|ts| ts.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), (*p).max(0) as u32))).collect());
+        let found = ctx.groups.committed(group, wanted.as_deref());
+        let mut by_topic: BTreeMap<String, Vec<Committed>> = BTreeMap::new();
+        for (topic, partition, committed) in found {
+            let (offset, metadata) = committed.map_or((-1, None), |c| (c.offset, c.metadata));
+            by_topic.entry(topic).or_default().push((partition as i32, offset, metadata));
+        }
+        by_topic.into_iter().collect()
+    };
+    if req.api_version >= 8 {
+        let groups = r
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g
+                    .topics
+                    .map(|ts| ts.into_iter().map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes)).collect());
+                let found = lookup(g.group_id.0.as_str(), topics);
+                offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(
+                    found
+                        .into_iter()
+                        .map(|(topic, partitions)| {
+                            offset_fetch_response::OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(s(topic)))
+                                .with_partitions(
+                                    partitions
+                                        .into_iter()
+                                        .map(|(p, offset, metadata)| {
+                                            offset_fetch_response::OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(offset)
+                                                .with_committed_leader_epoch(-1)
+                                                .with_metadata(Some(s(metadata.unwrap_or_default())))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics =
+        r.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes)).collect());
+    let found = lookup(r.group_id.0.as_str(), topics);
+    OffsetFetchResponse::default().with_topics(
+        found
+            .into_iter()
+            .map(|(topic, partitions)| {
+                offset_fetch_response::OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(p, offset, metadata)| {
+                                offset_fetch_response::OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(-1)
+                                    .with_metadata(Some(s(metadata.unwrap_or_default())))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// Expires group members and completes overdue rebalances.
+pub async fn group_ticker(groups: GroupCoordinator, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => groups.tick(std::time::Instant::now()),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Decodes a request the way the listener does; the fuzz target and tests call it. Never
+/// panics: every input gives a request or an error.
+pub fn decode_request(mut bytes: Bytes) -> anyhow::Result<(RequestHeader, RequestKind)> {
+    anyhow::ensure!(bytes.len() >= 8, "request of {} bytes is shorter than its 8-byte header", bytes.len());
+    let api_key_raw = (&bytes[..2]).get_i16();
+    let api_version = (&bytes[2..4]).get_i16();
+    let api_key = ApiKey::try_from(api_key_raw).map_err(|_| anyhow::anyhow!("unknown api key {api_key_raw}"))?;
+    let valid = api_key.valid_versions();
+    anyhow::ensure!((valid.min..=valid.max).contains(&api_version), "api {api_key:?} has no version {api_version}");
+    let header = RequestHeader::decode(&mut bytes, api_key.request_header_version(api_version))?;
+    let body = RequestKind::decode(api_key, &mut bytes, api_version)?;
+    Ok((header, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_versions_are_within_what_the_crate_encodes() {
+        for (key, min, max) in supported_versions() {
+            let valid = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(valid.min <= min && max <= valid.max, "{key:?} {min}..={max} outside {valid:?}");
+        }
+    }
+
+    #[test]
+    fn request_decoder_rejects_garbage_without_panicking() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut valid = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Metadata as i16)
+            .with_request_api_version(9)
+            .with_correlation_id(1);
+        header.encode(&mut valid, ApiKey::Metadata.request_header_version(9)).unwrap();
+        MetadataRequest::default().with_topics(Some(vec![])).encode(&mut valid, 9).unwrap();
+        assert!(decode_request(valid.clone().freeze()).is_ok());
+        for _ in 0..20_000 {
+            let mut input = valid.to_vec();
+            for _ in 0..rng.gen_range(1..6) {
+                let at = rng.gen_range(0..input.len());
+                input[at] = rng.gen();
+            }
+            let _ = decode_request(Bytes::from(input));
+            let noise: Vec<u8> = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect();
+            let _ = decode_request(Bytes::from(noise));
+        }
+    }
+}

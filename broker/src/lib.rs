@@ -1,0 +1,14 @@
+//! The Weir broker: partition logs, the controller, consumer groups, the protocol front ends,
+//! and the client side of the `weir` command. `main.rs` is only the command line.
+
+pub mod bench;
+pub mod cli;
+pub mod controller;
+pub mod groups;
+pub mod kafka;
+pub mod log;
+pub mod metadata;
+pub mod quic;
+pub mod server;
+pub mod service;
+pub mod tls;
