@@ -574,6 +574,7 @@ impl GroupCoordinator {
 
     /// Deletes a group with no members and its committed offsets.
     pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
+        let known_by_offsets = self.offsets.lock().expect("offsets lock").keys().any(|(g, _, _)| g == group_id);
         {
             let mut groups = self.groups.lock().expect("groups lock");
             match groups.get(group_id) {
@@ -581,7 +582,7 @@ impl GroupCoordinator {
                 Some(_) => {
                     groups.remove(group_id);
                 }
-                None if self.describe(group_id).is_none() => return Err(GroupError::GroupIdNotFound),
+                None if !known_by_offsets => return Err(GroupError::GroupIdNotFound),
                 None => {}
             }
         }
