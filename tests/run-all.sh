@@ -11,6 +11,17 @@ log "toolchain and targets from rust-toolchain.toml"
 rustup toolchain install >/dev/null
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
+log "third-party Kafka clients the end-to-end tests drive"
+if ! command -v kcat >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq kcat
+fi
+python3 -c 'import confluent_kafka, kafka' 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore confluent-kafka kafka-python
+kcat -V | head -n 1
+python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__)'
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

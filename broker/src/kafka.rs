@@ -262,14 +262,12 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: KafkaConte
         let api_version = i16::from_be_bytes([request[2], request[3]]);
         let correlation_id = i32::from_be_bytes([request[4], request[5], request[6], request[7]]);
         let supported = supported_versions();
+        // An ApiVersions request of a newer version than ours lands here too: clients expect
+        // exactly this v0-encoded error with our version list, and retry with a version from it.
         let Some((api_key, _, _)) = supported
             .iter()
             .find(|(k, min, max)| *k as i16 == api_key_raw && (*min..=*max).contains(&api_version))
             .copied()
-            .or_else(|| match ApiKey::try_from(api_key_raw) {
-                Ok(ApiKey::ApiVersions) => Some((ApiKey::ApiVersions, 0, 0)),
-                _ => None,
-            })
         else {
             tracing::debug!(%remote, api_key_raw, api_version, "unsupported kafka api or version");
             let _ = tx.send(Some(unsupported_response(correlation_id)));
@@ -366,17 +364,7 @@ fn api_version_list() -> Vec<api_versions_response::ApiVersion> {
 async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> ResponseKind {
     match body {
         RequestKind::ApiVersions(_) => {
-            let error = if supported_versions()
-                .iter()
-                .any(|(k, min, max)| *k == ApiKey::ApiVersions && (*min..=*max).contains(&req.api_version))
-            {
-                code::NONE
-            } else {
-                code::UNSUPPORTED_VERSION
-            };
-            ResponseKind::ApiVersions(
-                ApiVersionsResponse::default().with_error_code(error).with_api_keys(api_version_list()),
-            )
+            ResponseKind::ApiVersions(ApiVersionsResponse::default().with_api_keys(api_version_list()))
         }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(ctx, req.api_version, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(ctx, req.api_version, r).await),
@@ -887,6 +875,7 @@ fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest)
                     format!("config resource type {other} is not supported"),
                 )),
             };
+            let defaults: BTreeMap<String, String> = TopicConfig::default().entries().into_iter().collect();
             match entries {
                 Ok(entries) => {
                     let wanted = res
@@ -898,10 +887,11 @@ fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest)
                             .into_iter()
                             .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
                             .map(|(k, v)| {
+                                let source = config_source(&defaults, &k, &v);
                                 describe_configs_response::DescribeConfigsResourceResult::default()
                                     .with_name(s(k))
                                     .with_value(Some(s(v)))
-                                    .with_config_source(5)
+                                    .with_config_source(source)
                                     .with_config_type(if version >= 3 { 2 } else { 0 })
                             })
                             .collect(),
@@ -912,6 +902,16 @@ fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest)
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Kafka's ConfigSource: 1 (DYNAMIC_TOPIC_CONFIG) for a value set on the topic, 5
+/// (DEFAULT_CONFIG) for a default, so clients that list only modified configs see the set ones.
+fn config_source(defaults: &BTreeMap<String, String>, key: &str, value: &str) -> i8 {
+    match defaults.get(key) {
+        Some(default) if default == value => 5,
+        Some(_) => 1,
+        None => 5,
+    }
 }
 
 async fn alter_topic_config(

@@ -29,9 +29,15 @@ pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port").local_addr().expect("local addr").port()
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free TCP port").local_addr().expect("local addr").port()
+}
+
 pub struct BrokerProcess {
     pub data_dir: PathBuf,
     pub quic_addr: SocketAddr,
+    pub kafka_addr: SocketAddr,
     pub extra_args: Vec<String>,
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
@@ -43,9 +49,11 @@ impl BrokerProcess {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().to_path_buf();
         let quic_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().expect("address");
+        let kafka_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().expect("address");
         let mut broker = Self {
             data_dir,
             quic_addr,
+            kafka_addr,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             _temp: Some(temp),
@@ -61,6 +69,8 @@ impl BrokerProcess {
             .arg(&self.data_dir)
             .arg("--quic-addr")
             .arg(self.quic_addr.to_string())
+            .arg("--kafka-addr")
+            .arg(self.kafka_addr.to_string())
             .args(&self.extra_args)
             .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=info".into()))
             .stdout(Stdio::piped())
@@ -129,6 +139,11 @@ impl BrokerProcess {
         self.spawn();
     }
 
+    /// `host:port` of the Kafka listener, as Kafka clients take it.
+    pub fn kafka_bootstrap(&self) -> String {
+        self.kafka_addr.to_string()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().expect("wait").is_none())
     }
@@ -169,6 +184,40 @@ impl Drop for BrokerProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs a program to completion with a deadline; returns (success, stdout, stderr). Kills it
+/// when the deadline passes.
+pub fn run_with_deadline(command: &mut Command, timeout: Duration) -> (bool, String, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err_reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out_reader.join().unwrap_or_default(), err_reader.join().unwrap_or_default());
+    match status {
+        Some(s) => (s.success(), out, err),
+        None => (false, out, format!("{err}\n[killed after {timeout:?}]")),
+    }
+}
+
+/// A Python script of tests/kafka_clients, with the interpreter the test command set up.
+pub fn python_script(name: &str) -> Command {
+    let mut command = Command::new(std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into()));
+    command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka_clients").join(name));
+    command
 }
 
 /// Polls `check` until it returns true or `timeout` passes.

@@ -1,0 +1,262 @@
+//! Real Kafka clients against the Kafka listener: kcat (librdkafka), confluent-kafka and
+//! kafka-python, installed by the README's test command.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::{python_script, run_with_deadline, BrokerProcess};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use weir_sdk::wire::OffsetSpec;
+use weir_sdk::{Admin, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, Record, TopicConfig};
+
+fn kcat(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut command = Command::new("kcat");
+    command.args(args);
+    match stdin {
+        None => run_with_deadline(&mut command, Duration::from_secs(120)),
+        Some(input) => {
+            let path =
+                std::env::temp_dir().join(format!("weir-kcat-input-{}-{}", std::process::id(), rand::random::<u32>()));
+            std::fs::write(&path, input).expect("write kcat input");
+            let path_text = path.to_str().expect("utf-8 path").to_owned();
+            command.args(["-l", &path_text]);
+            let outcome = run_with_deadline(&mut command, Duration::from_secs(120));
+            let _ = std::fs::remove_file(&path);
+            outcome
+        }
+    }
+}
+
+#[tokio::test]
+async fn given_kcat_when_producing_100k_keyed_records_then_it_consumes_them_back_identical() {
+    let broker = BrokerProcess::start(&[]);
+    Admin::new(broker.client().await).create_topic("kcat", 4, TopicConfig::default()).await.unwrap();
+    let bootstrap = broker.kafka_bootstrap();
+    let lines: Vec<String> = (0..100_000).map(|i| format!("key-{i}|value-{i}-{}", "x".repeat(i % 50))).collect();
+    let input = lines.join("\n") + "\n";
+    let (ok, _, err) = kcat(&["-P", "-b", &bootstrap, "-t", "kcat", "-K", "|"], Some(&input));
+    assert!(ok, "kcat produce failed: {err}");
+    let (ok, out, err) = kcat(&["-C", "-b", &bootstrap, "-t", "kcat", "-e", "-q", "-f", "%k|%s\n"], None);
+    assert!(ok, "kcat consume failed: {err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    let mut want: Vec<&str> = lines.iter().map(String::as_str).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got.len(), 100_000, "kcat read back every record");
+    assert!(got == want, "records differ from what was produced");
+}
+
+#[tokio::test]
+async fn given_records_from_either_protocol_then_the_other_reads_them_identical() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    Admin::new(client.clone()).create_topic("cross", 1, TopicConfig::default()).await.unwrap();
+    let bootstrap = broker.kafka_bootstrap();
+
+    // QUIC -> kcat.
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for i in 0..100 {
+        let record = Record {
+            key: Some(Bytes::from(format!("q{i}"))),
+            value: Some(Bytes::from(format!("from quic {i}"))),
+            headers: vec![("origin".into(), Some(Bytes::from_static(b"quic")))],
+            timestamp: 0,
+        };
+        producer.send("cross", None, record).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let (ok, out, err) = kcat(&["-C", "-b", &bootstrap, "-t", "cross", "-e", "-q", "-f", "%k|%s|%h\n"], None);
+    assert!(ok, "{err}");
+    let expected: Vec<String> = (0..100).map(|i| format!("q{i}|from quic {i}|origin=quic")).collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+
+    // kcat -> QUIC.
+    let input: String = (0..100).map(|i| format!("k{i}|from kcat {i}\n")).collect();
+    let (ok, _, err) = kcat(&["-P", "-b", &bootstrap, "-t", "cross", "-K", "|", "-H", "origin=kcat"], Some(&input));
+    assert!(ok, "{err}");
+    let mut consumer =
+        Consumer::new(client, ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    consumer.seek("cross", 0, 100);
+    let mut records = Vec::new();
+    while records.len() < 100 {
+        let polled = consumer.poll(Duration::from_secs(5)).await.unwrap();
+        assert!(!polled.is_empty(), "the records kcat produced arrive");
+        records.extend(polled);
+    }
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.record.key.as_deref(), Some(format!("k{i}").as_bytes()));
+        assert_eq!(r.record.value.as_deref(), Some(format!("from kcat {i}").as_bytes()));
+        assert_eq!(r.record.headers, vec![("origin".to_owned(), Some(Bytes::from_static(b"kcat")))]);
+    }
+}
+
+#[tokio::test]
+async fn given_confluent_kafka_group_when_a_member_leaves_and_the_broker_restarts_then_every_record_is_processed_and_offsets_resume(
+) {
+    let mut broker = BrokerProcess::start(&[]);
+    Admin::new(broker.client().await).create_topic("orders", 12, TopicConfig::default()).await.unwrap();
+    let bootstrap = broker.kafka_bootstrap();
+    let count = "200000";
+    let (ok, out, err) = run_with_deadline(
+        python_script("confluent_groups.py").args(["produce", &bootstrap, "orders", count]),
+        Duration::from_secs(300),
+    );
+    eprintln!("{out}");
+    assert!(ok, "idempotent produce failed: {out}{err}");
+    let (ok, out, err) = run_with_deadline(
+        python_script("confluent_groups.py").args(["consume", &bootstrap, "orders", "billing", count]),
+        Duration::from_secs(300),
+    );
+    eprintln!("{out}");
+    assert!(ok, "group consumption failed: {out}{err}");
+
+    broker.kill9();
+    broker.restart();
+    let (ok, out, err) = run_with_deadline(
+        python_script("confluent_groups.py").args(["resume", &bootstrap, "orders", "billing", count]),
+        Duration::from_secs(120),
+    );
+    eprintln!("{out}");
+    assert!(ok, "committed offsets did not resume after restart: {out}{err}");
+}
+
+#[tokio::test]
+async fn given_kafka_python_then_admin_and_timestamp_seek_work() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, out, err) = run_with_deadline(
+        python_script("kafka_python_admin.py").arg(broker.kafka_bootstrap()),
+        Duration::from_secs(120),
+    );
+    eprintln!("{out}");
+    assert!(ok, "kafka-python: {out}{err}");
+    // What kafka-python produced is readable over QUIC too.
+    let admin = Admin::new(broker.client().await);
+    let end = admin.list_offsets("kp-times", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset;
+    assert_eq!(end, 20);
+}
+
+// ---- bad input on the Kafka listener -------------------------------------------------------
+
+fn send_request(stream: &mut TcpStream, api_key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("weir-test")))
+        .encode(&mut buf, api_key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    send_raw(stream, &buf);
+}
+
+fn send_raw(stream: &mut TcpStream, body: &[u8]) {
+    let mut framed = BytesMut::new();
+    framed.put_i32(body.len() as i32);
+    framed.extend_from_slice(body);
+    stream.write_all(&framed).unwrap();
+}
+
+fn read_response(stream: &mut TcpStream) -> Option<Bytes> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(Bytes::from(body))
+}
+
+fn api_versions_ok(addr: &str) -> bool {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    send_request(&mut stream, ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default());
+    let Some(mut body) = read_response(&mut stream) else { return false };
+    let _header = ResponseHeader::decode(&mut body, 0).unwrap();
+    ApiVersionsResponse::decode(&mut body, 3).map(|r| r.error_code == 0 && !r.api_keys.is_empty()).unwrap_or(false)
+}
+
+#[tokio::test]
+async fn given_malformed_kafka_requests_then_clear_errors_and_the_broker_keeps_serving() {
+    let broker = BrokerProcess::start(&[]);
+    Admin::new(broker.client().await).create_topic("bad", 1, TopicConfig::default()).await.unwrap();
+    let addr = broker.kafka_bootstrap();
+
+    // An unknown API key: an UNSUPPORTED_VERSION answer, and the connection stays usable.
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = BytesMut::new();
+    raw.put_i16(999);
+    raw.put_i16(0);
+    raw.put_i32(42);
+    raw.put_i16(-1);
+    send_raw(&mut stream, &raw);
+    let mut body = read_response(&mut stream).expect("an answer, not a dropped connection");
+    assert_eq!(i32::from_be_bytes(body[..4].try_into().unwrap()), 42, "correlation id echoed");
+    let _ = bytes::Buf::get_i32(&mut body);
+    let answer = ApiVersionsResponse::decode(&mut body, 0).unwrap();
+    assert_eq!(answer.error_code, 35, "UNSUPPORTED_VERSION");
+    // An unsupported version of a known API, on the same connection.
+    let mut raw = BytesMut::new();
+    raw.put_i16(ApiKey::Metadata as i16);
+    raw.put_i16(99);
+    raw.put_i32(43);
+    raw.put_i16(-1);
+    send_raw(&mut stream, &raw);
+    let body = read_response(&mut stream).expect("answer");
+    assert_eq!(i32::from_be_bytes(body[..4].try_into().unwrap()), 43);
+
+    // A produce whose batch fails its CRC: CORRUPT_MESSAGE for that partition.
+    let mut batch = weir_sdk::batch::encode_batch(
+        &[Record { value: Some(Bytes::from_static(b"payload")), timestamp: 1, ..Record::default() }],
+        weir_sdk::Compression::None,
+    )
+    .unwrap()
+    .to_vec();
+    let last = batch.len() - 1;
+    batch[last] ^= 0xff;
+    let produce = ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![
+        produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("bad")))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)))]),
+    ]);
+    send_request(&mut stream, ApiKey::Produce, 9, 44, &produce);
+    let mut body = read_response(&mut stream).expect("produce answer");
+    let _header = ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(9)).unwrap();
+    let response = ProduceResponse::decode(&mut body, 9).unwrap();
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, 2, "CORRUPT_MESSAGE");
+    assert!(
+        partition.error_message.as_ref().is_some_and(|m| m.as_str().contains("CRC-32C")),
+        "{:?}",
+        partition.error_message
+    );
+
+    // A size prefix over the limit: the connection is closed (the stream cannot be resynced).
+    let mut huge = TcpStream::connect(&addr).unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    huge.write_all(&i32::MAX.to_be_bytes()).unwrap();
+    assert!(read_response(&mut huge).is_none(), "oversized request closes its connection");
+
+    // Garbage after a valid header: that connection is closed, nothing else is affected.
+    let mut garbage = TcpStream::connect(&addr).unwrap();
+    garbage.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = BytesMut::new();
+    raw.put_i16(ApiKey::Metadata as i16);
+    raw.put_i16(9);
+    raw.put_i32(7);
+    raw.extend_from_slice(&[0xff; 40]);
+    send_raw(&mut garbage, &raw);
+    assert!(read_response(&mut garbage).is_none());
+
+    assert!(api_versions_ok(&addr), "the broker still serves new connections");
+    let admin = Admin::new(broker.client().await);
+    let offsets = admin.list_offsets("bad", vec![0], OffsetSpec::Latest).await.unwrap();
+    assert_eq!(offsets[0].offset, 0, "nothing of the corrupt batch was stored");
+}
