@@ -19,7 +19,7 @@ if ! command -v kcat >/dev/null 2>&1; then
 fi
 python3 -c 'import confluent_kafka, kafka' 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore confluent-kafka kafka-python
-kcat -V | head -n 1
+kcat -V 2>&1 | sed -n 1p
 python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__)'
 
 log "cargo fmt --check"

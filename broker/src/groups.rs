@@ -468,7 +468,9 @@ impl GroupCoordinator {
                     if generation_id != group.generation_id {
                         return Err(GroupError::IllegalGeneration);
                     }
-                    if group.state == GroupState::PreparingRebalance {
+                    // As in Kafka: members of the current generation may still commit while
+                    // the group prepares a rebalance, not while assignments are being handed out.
+                    if group.state == GroupState::CompletingRebalance {
                         return Err(GroupError::RebalanceInProgress);
                     }
                 }

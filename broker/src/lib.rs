@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod controller;
 pub mod groups;
+pub mod idempotence;
 pub mod kafka;
 pub mod log;
 pub mod metadata;

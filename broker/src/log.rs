@@ -12,6 +12,7 @@
 //! *Invariant*: a partition's next offset is only ever read from the log itself (its last batch)
 //! and retention never deletes a partition's last batch, so offsets continue after a restart.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -24,6 +25,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 use tokio::sync::{oneshot, watch};
 use weir_sdk::batch::{set_base_offset, validate_batch, BatchHeader};
 use weir_sdk::{ErrorCode, WireError};
+
+use crate::idempotence::{self, ProducerState, Verdict};
 
 const KEY_BYTES: usize = 20;
 /// Upper bound of appends gathered into one write batch.
@@ -133,6 +136,28 @@ struct Writer {
     db: Database,
     log: Keyspace,
     dirty: Arc<std::sync::atomic::AtomicBool>,
+    /// Idempotent producers' state per partition, mirrored in the `producer_state` keyspace.
+    producer_store: Keyspace,
+    producers: HashMap<(PartitionId, i64), ProducerState>,
+}
+
+fn producer_key(id: PartitionId, producer_id: i64) -> Vec<u8> {
+    let mut key = id.key(0)[..12].to_vec();
+    key.extend_from_slice(&producer_id.to_be_bytes());
+    key
+}
+
+fn parse_producer_key(key: &[u8]) -> Option<(PartitionId, i64)> {
+    if key.len() != 20 {
+        return None;
+    }
+    Some((
+        PartitionId {
+            topic_id: u64::from_be_bytes(key[..8].try_into().ok()?),
+            partition: u32::from_be_bytes(key[8..12].try_into().ok()?),
+        },
+        i64::from_be_bytes(key[12..20].try_into().ok()?),
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +180,18 @@ impl LogStore {
         })?;
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = Writer { db: db.clone(), log: log.clone(), dirty: dirty.clone() };
+        let producer_store = db.keyspace("producer_state", KeyspaceCreateOptions::default)?;
+        let mut producers = HashMap::new();
+        for guard in producer_store.iter() {
+            let (key, value) = guard.into_inner()?;
+            match (parse_producer_key(&key), serde_json::from_slice::<ProducerState>(&value)) {
+                (Some(k), Ok(state)) => {
+                    producers.insert(k, state);
+                }
+                _ => tracing::warn!("skipping an unreadable producer state record"),
+            }
+        }
+        let writer = Writer { db: db.clone(), log: log.clone(), dirty: dirty.clone(), producer_store, producers };
         let thread = std::thread::Builder::new()
             .name("weir-log-writer".into())
             .spawn(move || writer.run(jobs))
@@ -416,7 +452,7 @@ impl LogStore {
 }
 
 impl Writer {
-    fn run(self, jobs: std::sync::mpsc::Receiver<AppendJob>) {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<AppendJob>) {
         while let Ok(first) = jobs.recv() {
             let mut group = vec![first];
             let mut bytes: usize = group[0].batches.iter().map(|(h, _)| h.total_bytes).sum();
@@ -433,27 +469,32 @@ impl Writer {
         }
     }
 
-    fn commit_group(&self, group: Vec<AppendJob>) {
+    fn commit_group(&mut self, group: Vec<AppendJob>) {
         let mut write = self.db.batch();
         let mut fsync = false;
-        // Next offsets as this group assigns them; applied to the partitions only after commit.
-        let mut next: std::collections::HashMap<PartitionId, i64> = std::collections::HashMap::new();
+        // Next offsets and producer states as this group assigns them; applied only after the
+        // commit succeeds.
+        let mut next: HashMap<PartitionId, i64> = HashMap::new();
+        let mut producers: HashMap<(PartitionId, i64), ProducerState> = HashMap::new();
         let mut outcomes = Vec::with_capacity(group.len());
         for job in &group {
             let id = job.partition.id;
-            let end = next.entry(id).or_insert_with(|| job.partition.end_offset());
-            let base = *end;
-            let mut added = 0u64;
-            for (header, bytes) in &job.batches {
-                let mut stored = bytes.to_vec();
-                set_base_offset(&mut stored, *end);
-                debug_assert!(validate_batch(&stored).is_ok(), "batch stays valid with its assigned offset");
-                write.insert(&self.log, id.key(*end).to_vec(), stored);
-                *end += header.offset_count();
-                added += header.total_bytes as u64;
+            let start = *next.entry(id).or_insert_with(|| job.partition.end_offset());
+            match self.stage(job, start, &mut producers) {
+                Ok(staged) => {
+                    for (offset, stored) in &staged.batches {
+                        write.insert(&self.log, id.key(*offset).to_vec(), stored.clone());
+                    }
+                    next.insert(id, staged.end);
+                    fsync |= job.fsync && !staged.batches.is_empty();
+                    outcomes.push(Ok((staged.base, staged.added)));
+                }
+                Err(e) => outcomes.push(Err(e)),
             }
-            fsync |= job.fsync;
-            outcomes.push((base, added));
+        }
+        for ((id, producer_id), state) in &producers {
+            let value = serde_json::to_vec(state).expect("producer state serializes");
+            write.insert(&self.producer_store, producer_key(*id, *producer_id), value);
         }
         let mut result = write.commit().map_err(storage_error);
         if result.is_ok() {
@@ -464,6 +505,7 @@ impl Writer {
             }
         }
         if result.is_ok() {
+            self.producers.extend(producers);
             for job in &group {
                 let end = next[&job.partition.id];
                 job.partition.end_offset.send_if_modified(|current| {
@@ -473,17 +515,83 @@ impl Writer {
                 });
             }
         }
-        for (job, (base, added)) in group.into_iter().zip(outcomes) {
-            let reply = match &result {
-                Ok(()) => {
+        for (job, outcome) in group.into_iter().zip(outcomes) {
+            let reply = match (&result, outcome) {
+                (Ok(()), Ok((base, added))) => {
                     job.partition.size_bytes.fetch_add(added, Ordering::Relaxed);
                     Ok(base)
                 }
-                Err(e) => Err(e.clone()),
+                (Ok(()), Err(e)) => Err(e),
+                (Err(e), _) => Err(e.clone()),
             };
             let _ = job.reply.send(reply);
         }
     }
+
+    /// Assigns offsets to a job's batches from `start`, applying the idempotent-producer rules.
+    /// Either every batch of the job is accepted (duplicates answered with their old offset)
+    /// or the job fails whole.
+    fn stage(
+        &self,
+        job: &AppendJob,
+        start: i64,
+        producers: &mut HashMap<(PartitionId, i64), ProducerState>,
+    ) -> Result<Staged, WireError> {
+        let id = job.partition.id;
+        let mut end = start;
+        let mut base = None;
+        let mut batches = Vec::with_capacity(job.batches.len());
+        let mut added = 0u64;
+        let mut staged_producers: HashMap<i64, ProducerState> = HashMap::new();
+        for (header, bytes) in &job.batches {
+            if header.producer_id >= 0 && header.base_sequence >= 0 {
+                let pid = header.producer_id;
+                let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
+                let current = staged_producers
+                    .get(&pid)
+                    .or_else(|| producers.get(&(id, pid)))
+                    .or_else(|| self.producers.get(&(id, pid)));
+                match idempotence::check(current, header.producer_epoch, header.base_sequence, last_sequence)? {
+                    Verdict::Duplicate { base_offset } => {
+                        tracing::debug!(
+                            partition = id.partition,
+                            producer_id = pid,
+                            base_offset,
+                            "duplicate batch answered with its original offset"
+                        );
+                        base.get_or_insert(base_offset);
+                        continue;
+                    }
+                    Verdict::Append => {
+                        let state = ProducerState::record(
+                            current,
+                            header.producer_epoch,
+                            header.base_sequence,
+                            last_sequence,
+                            end,
+                        );
+                        staged_producers.insert(pid, state);
+                    }
+                }
+            }
+            let mut stored = bytes.to_vec();
+            set_base_offset(&mut stored, end);
+            debug_assert!(validate_batch(&stored).is_ok(), "batch stays valid with its assigned offset");
+            base.get_or_insert(end);
+            batches.push((end, stored));
+            end += header.offset_count();
+            added += header.total_bytes as u64;
+        }
+        producers.extend(staged_producers.into_iter().map(|(pid, state)| ((id, pid), state)));
+        Ok(Staged { base: base.unwrap_or(start), end, batches, added })
+    }
+}
+
+struct Staged {
+    base: i64,
+    end: i64,
+    batches: Vec<(i64, Vec<u8>)>,
+    added: u64,
 }
 
 /// How often the interval flusher looks for unflushed appends.
@@ -562,6 +670,47 @@ mod tests {
         store.append(p.clone(), vec![batch(2, 1_000)], false).await.unwrap();
         assert_eq!(store.enforce_retention(&p, None, Some(single), 1_000).unwrap(), 1);
         assert_eq!(p.log_start_offset(), 10);
+    }
+
+    /// A batch of `n` records from idempotent producer `pid`, starting at `sequence`.
+    fn idempotent_batch(n: usize, pid: i64, epoch: i16, sequence: i32) -> (BatchHeader, Bytes) {
+        let (_, bytes) = batch(n, 1);
+        let mut b = bytes.to_vec();
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        (validate_batch(&b).unwrap(), Bytes::from(b))
+    }
+
+    #[tokio::test]
+    async fn idempotent_producer_duplicates_are_dropped_and_gaps_rejected_across_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+            let p = store.open_partition(P).unwrap();
+            assert_eq!(store.append(p.clone(), vec![idempotent_batch(3, 7, 0, 0)], true).await.unwrap(), 0);
+            assert_eq!(store.append(p.clone(), vec![idempotent_batch(2, 7, 0, 3)], true).await.unwrap(), 3);
+            assert_eq!(
+                store.append(p.clone(), vec![idempotent_batch(2, 7, 0, 3)], true).await.unwrap(),
+                3,
+                "a retry gets the original offset"
+            );
+            assert_eq!(p.end_offset(), 5, "and is not stored twice");
+        }
+        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(
+            store.append(p.clone(), vec![idempotent_batch(2, 7, 0, 3)], true).await.unwrap(),
+            3,
+            "remembered across restart"
+        );
+        let gap = store.append(p.clone(), vec![idempotent_batch(1, 7, 0, 9)], true).await.unwrap_err();
+        assert_eq!(gap.code, ErrorCode::OutOfOrderSequence);
+        let fenced = store.append(p.clone(), vec![idempotent_batch(1, 7, -1, 5)], true).await.unwrap_err();
+        assert_eq!(fenced.code, ErrorCode::InvalidProducerEpoch);
+        assert_eq!(store.append(p.clone(), vec![idempotent_batch(1, 7, 0, 5)], true).await.unwrap(), 5);
     }
 
     #[tokio::test]

@@ -260,3 +260,91 @@ async fn given_malformed_kafka_requests_then_clear_errors_and_the_broker_keeps_s
     let offsets = admin.list_offsets("bad", vec![0], OffsetSpec::Latest).await.unwrap();
     assert_eq!(offsets[0].offset, 0, "nothing of the corrupt batch was stored");
 }
+
+/// A batch of one record from an idempotent producer, CRC recomputed after setting its ids.
+fn idempotent_batch(producer_id: i64, sequence: i32) -> Bytes {
+    let record = Record { value: Some(Bytes::from(format!("seq {sequence}"))), timestamp: 1, ..Record::default() };
+    let mut b = weir_sdk::batch::encode_batch(&[record], weir_sdk::Compression::None).unwrap().to_vec();
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+fn produce_one(
+    stream: &mut TcpStream,
+    correlation_id: i32,
+    records: Bytes,
+) -> produce_response::PartitionProduceResponse {
+    let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("idem")))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))]),
+    ]);
+    send_request(stream, ApiKey::Produce, 9, correlation_id, &produce);
+    let mut body = read_response(stream).expect("produce answer");
+    let _header = ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(9)).unwrap();
+    ProduceResponse::decode(&mut body, 9).unwrap().responses[0].partition_responses[0].clone()
+}
+
+#[tokio::test]
+async fn given_an_idempotent_producer_then_retries_are_deduplicated_and_gaps_rejected_across_restart() {
+    let mut broker = BrokerProcess::start(&[]);
+    Admin::new(broker.client().await).create_topic("idem", 1, TopicConfig::default()).await.unwrap();
+    let addr = broker.kafka_bootstrap();
+    let connect = || {
+        let stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+    };
+    let mut stream = connect();
+    send_request(
+        &mut stream,
+        ApiKey::InitProducerId,
+        4,
+        1,
+        &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+    );
+    let mut body = read_response(&mut stream).unwrap();
+    let _header = ResponseHeader::decode(&mut body, ApiKey::InitProducerId.response_header_version(4)).unwrap();
+    let init = InitProducerIdResponse::decode(&mut body, 4).unwrap();
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+
+    assert_eq!(produce_one(&mut stream, 2, idempotent_batch(pid, 0)).base_offset, 0);
+    assert_eq!(produce_one(&mut stream, 3, idempotent_batch(pid, 1)).base_offset, 1);
+    let retry = produce_one(&mut stream, 4, idempotent_batch(pid, 1));
+    assert_eq!((retry.error_code, retry.base_offset), (0, 1), "a retried batch gets its original offset");
+    let gap = produce_one(&mut stream, 5, idempotent_batch(pid, 5));
+    assert_eq!(gap.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+
+    broker.kill9();
+    broker.restart();
+    let mut stream = connect();
+    let retry = produce_one(&mut stream, 6, idempotent_batch(pid, 1));
+    assert_eq!((retry.error_code, retry.base_offset), (0, 1), "sequence state survives a restart");
+    assert_eq!(produce_one(&mut stream, 7, idempotent_batch(pid, 2)).base_offset, 2);
+    let admin = Admin::new(broker.client().await);
+    assert_eq!(
+        admin.list_offsets("idem", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset,
+        3,
+        "no duplicate was stored"
+    );
+
+    // A second InitProducerId after restart hands out a new id.
+    send_request(
+        &mut stream,
+        ApiKey::InitProducerId,
+        4,
+        8,
+        &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+    );
+    let mut body = read_response(&mut stream).unwrap();
+    let _header = ResponseHeader::decode(&mut body, ApiKey::InitProducerId.response_header_version(4)).unwrap();
+    assert!(InitProducerIdResponse::decode(&mut body, 4).unwrap().producer_id.0 > pid);
+}
