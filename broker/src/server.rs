@@ -279,3 +279,34 @@ async fn flush_loop(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_sets_listeners_and_limits_and_bad_limits_name_the_setting() {
+        let config: ServeConfig = toml::from_str(
+            r#"
+            data_dir = "/tmp/x"
+            quic_addr = "127.0.0.1:17400"
+            kafka_addr = "127.0.0.1:19093"
+            kafka_advertised_host = "broker-1.example"
+            topics_max = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.kafka_addr.port(), 19093);
+        assert_eq!(config.kafka_advertised_host.as_deref(), Some("broker-1.example"));
+        assert_eq!(config.topics_max, 5);
+        config.validate().unwrap();
+
+        let err = toml::from_str::<ServeConfig>("frame_bytes_maxx = 1").unwrap_err().to_string();
+        assert!(err.contains("frame_bytes_maxx"), "{err}");
+        let tight = ServeConfig { frame_bytes_max: 2 * 1024 * 1024, ..ServeConfig::default() };
+        let err = tight.validate().unwrap_err().to_string();
+        assert!(err.contains("message_bytes_max"), "{err}");
+        let none = ServeConfig { connections_max: 0, ..ServeConfig::default() };
+        assert!(none.validate().unwrap_err().to_string().contains("connections_max = 0"));
+    }
+}

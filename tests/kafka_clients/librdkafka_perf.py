@@ -1,0 +1,57 @@
+"""Throughput of librdkafka (confluent-kafka) through a Kafka listener: produce COUNT records of
+SIZE bytes with acks=1, then consume them from the start. Prints MB/s for each.
+Usage: BOOTSTRAP TOPIC COUNT SIZE [BATCH_BYTES]"""
+import sys
+import time
+
+from confluent_kafka import Consumer, Producer
+
+
+def main(bootstrap, topic, count, size, batch_bytes):
+    value = b"x" * size
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": 1,
+        "linger.ms": 5,
+        "batch.size": batch_bytes,
+        "queue.buffering.max.kbytes": 1048576,
+        "queue.buffering.max.messages": 1000000,
+    })
+    start = time.perf_counter()
+    for _ in range(count):
+        while True:
+            try:
+                producer.produce(topic, value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush(120)
+    elapsed = time.perf_counter() - start
+    print(f"librdkafka produce: {count} records of {size} B in {elapsed:.2f}s: "
+          f"{count / elapsed:.0f} records/s, {count * size / elapsed / 1e6:.1f} MB/s (acks=1, batch {batch_bytes} B, linger 5 ms)")
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"perf-{time.time()}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "fetch.max.bytes": 8 * 1024 * 1024,
+        "max.partition.fetch.bytes": 4 * 1024 * 1024,
+    })
+    consumer.subscribe([topic])
+    got = 0
+    first = None
+    deadline = time.time() + 120
+    while got < count and time.time() < deadline:
+        msgs = consumer.consume(num_messages=10000, timeout=1.0)
+        if msgs and first is None:
+            first = time.perf_counter()
+        got += sum(1 for m in msgs if not m.error())
+    elapsed = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    print(f"librdkafka consume: {got} records in {elapsed:.2f}s: {got / elapsed:.0f} records/s, {got * size / elapsed / 1e6:.1f} MB/s")
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    main(a[0], a[1], int(a[2]), int(a[3]), int(a[4]) if len(a) > 4 else 1048576)
