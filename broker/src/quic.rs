@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, Semaphore};
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, WireError};
 
+use crate::groups::{CommittedOffset, GroupError, JoinRequest};
 use crate::service::Broker;
 
 #[derive(Debug, Clone)]
@@ -187,9 +188,110 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
             return Ok(Some((reply(frame.kind, &response), chunks)));
         }
         FrameKind::ListOffsets => reply(frame.kind, &broker.list_offsets(frame.header()?)?),
+        FrameKind::JoinGroup => {
+            let req: JoinGroupRequest = frame.header()?;
+            let joined = broker
+                .groups()
+                .join(JoinRequest {
+                    group_id: req.group_id,
+                    member_id: req.member_id,
+                    client_id: req.client_id,
+                    client_host: String::new(),
+                    session_timeout_ms: req.session_timeout_ms,
+                    rebalance_timeout_ms: req.rebalance_timeout_ms,
+                    protocol_type: req.protocol_type,
+                    protocols: req.protocols.into_iter().map(|p| (p.name, Bytes::from(p.metadata))).collect(),
+                })
+                .await
+                .map_err(group_error)?;
+            reply(
+                frame.kind,
+                &JoinGroupResponse {
+                    generation_id: joined.generation_id,
+                    protocol_name: joined.protocol_name,
+                    leader: joined.leader,
+                    member_id: joined.member_id,
+                    members: joined
+                        .members
+                        .into_iter()
+                        .map(|(member_id, m)| GroupMember { member_id, metadata: m.to_vec() })
+                        .collect(),
+                },
+            )
+        }
+        FrameKind::SyncGroup => {
+            let req: SyncGroupRequest = frame.header()?;
+            let assignments = req.assignments.into_iter().map(|a| (a.member_id, Bytes::from(a.metadata))).collect();
+            let assignment = broker
+                .groups()
+                .sync(&req.group_id, req.generation_id, &req.member_id, assignments)
+                .await
+                .map_err(group_error)?;
+            reply(frame.kind, &SyncGroupResponse { assignment: assignment.to_vec() })
+        }
+        FrameKind::Heartbeat => {
+            let req: GroupMemberRequest = frame.header()?;
+            broker.groups().heartbeat(&req.group_id, req.generation_id, &req.member_id).map_err(group_error)?;
+            reply(frame.kind, &Empty {})
+        }
+        FrameKind::LeaveGroup => {
+            let req: GroupMemberRequest = frame.header()?;
+            for outcome in broker.groups().leave(&req.group_id, std::slice::from_ref(&req.member_id)) {
+                outcome.map_err(group_error)?;
+            }
+            reply(frame.kind, &Empty {})
+        }
+        FrameKind::OffsetCommit => {
+            let req: OffsetCommitRequest = frame.header()?;
+            for o in &req.offsets {
+                broker.describe_topic(&o.topic).and_then(|d| {
+                    if o.partition as usize >= d.partitions.len() {
+                        return Err(WireError::new(
+                            ErrorCode::UnknownPartition,
+                            format!("partition {} of {:?} does not exist", o.partition, o.topic),
+                        ));
+                    }
+                    Ok(())
+                })?;
+            }
+            let offsets = req
+                .offsets
+                .into_iter()
+                .map(|o| (o.topic, o.partition, CommittedOffset { offset: o.offset, metadata: None }))
+                .collect();
+            broker.groups().commit(&req.group_id, req.generation_id, &req.member_id, offsets).map_err(group_error)?;
+            reply(frame.kind, &Empty {})
+        }
+        FrameKind::OffsetFetch => {
+            let req: OffsetFetchRequest = frame.header()?;
+            let offsets = broker
+                .groups()
+                .committed(&req.group_id, Some(&req.partitions))
+                .into_iter()
+                .filter_map(|(topic, partition, c)| c.map(|c| PartitionOffset { topic, partition, offset: c.offset }))
+                .collect();
+            reply(frame.kind, &OffsetFetchResponse { offsets })
+        }
         FrameKind::Error => return Err(WireError::new(ErrorCode::InvalidRequest, "an error frame is not a request")),
     };
     Ok(Some((response, Vec::new())))
+}
+
+/// Group errors with the native protocol's codes; the message says what to do.
+fn group_error(e: GroupError) -> WireError {
+    let code = match e {
+        GroupError::UnknownMember => ErrorCode::UnknownMemberId,
+        GroupError::IllegalGeneration => ErrorCode::IllegalGeneration,
+        GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+        GroupError::NonEmptyGroup => ErrorCode::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ErrorCode::GroupNotFound,
+        GroupError::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
+        GroupError::InconsistentProtocol => ErrorCode::InconsistentGroupProtocol,
+        GroupError::InvalidGroupId => ErrorCode::InvalidGroupId,
+        GroupError::Storage => ErrorCode::Storage,
+        GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+    };
+    WireError::new(code, e.to_string())
 }
 
 mod erased {

@@ -167,7 +167,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         fetch_wait_ms_max: config.fetch_wait_ms_max,
         fetch_bytes_max: config.fetch_bytes_max,
     };
-    let broker = Broker::new(service_config, controller.clone(), log).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let groups = GroupCoordinator::open(&db).context("opening group offsets")?;
+    let broker =
+        Broker::new(service_config, controller.clone(), log, groups.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     if !config.quic_addr.ip().is_unspecified() {
@@ -185,7 +187,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let quic_addr = server.local_addr()?;
 
     let mut tasks = Vec::new();
-    let groups = GroupCoordinator::open(&db).context("opening group offsets")?;
     let producer_ids = ProducerIds::open(&db).context("opening producer ids")?;
     let kafka = KafkaServer::bind(config.kafka_addr)
         .await

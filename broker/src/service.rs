@@ -10,6 +10,7 @@ use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, FlushMode, WireError};
 
 use crate::controller::Controller;
+use crate::groups::GroupCoordinator;
 use crate::log::{LogStore, PartitionId, PartitionState};
 use crate::metadata::{Command, Event, Topic};
 
@@ -26,12 +27,18 @@ pub struct Broker {
     config: ServiceConfig,
     controller: Controller,
     log: LogStore,
+    groups: GroupCoordinator,
 }
 
 impl Broker {
     /// Opens the partitions of every known topic (recovering torn tails).
-    pub fn new(config: ServiceConfig, controller: Controller, log: LogStore) -> Result<Self, WireError> {
-        let broker = Self { config, controller, log };
+    pub fn new(
+        config: ServiceConfig,
+        controller: Controller,
+        log: LogStore,
+        groups: GroupCoordinator,
+    ) -> Result<Self, WireError> {
+        let broker = Self { config, controller, log, groups };
         let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
         for topic in &topics {
             broker.open_partitions(topic)?;
@@ -48,6 +55,11 @@ impl Broker {
 
     pub fn log(&self) -> &LogStore {
         &self.log
+    }
+
+    /// Consumer groups and committed offsets, shared by every front end.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
     }
 
     pub fn topics(&self) -> Vec<Topic> {

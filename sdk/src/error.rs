@@ -38,6 +38,18 @@ pub enum ErrorCode {
     DuplicateSequence = 21,
     /// An idempotent producer's epoch is older than the one the broker has seen (fenced).
     InvalidProducerEpoch = 22,
+    /// The group does not know this member (expired, or never joined): join again.
+    UnknownMemberId = 23,
+    /// The request names another generation of the group: rejoin.
+    IllegalGeneration = 24,
+    /// The group is rebalancing: rejoin.
+    RebalanceInProgress = 25,
+    NonEmptyGroup = 26,
+    GroupNotFound = 27,
+    InvalidSessionTimeout = 28,
+    InconsistentGroupProtocol = 29,
+    InvalidGroupId = 30,
+    CoordinatorNotAvailable = 31,
 }
 
 impl ErrorCode {
@@ -80,6 +92,15 @@ impl TryFrom<u16> for ErrorCode {
             20 => OutOfOrderSequence,
             21 => DuplicateSequence,
             22 => InvalidProducerEpoch,
+            23 => UnknownMemberId,
+            24 => IllegalGeneration,
+            25 => RebalanceInProgress,
+            26 => NonEmptyGroup,
+            27 => GroupNotFound,
+            28 => InvalidSessionTimeout,
+            29 => InconsistentGroupProtocol,
+            30 => InvalidGroupId,
+            31 => CoordinatorNotAvailable,
             other => return Err(format!("unknown error code {other}")),
         })
     }

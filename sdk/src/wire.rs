@@ -34,6 +34,12 @@ pub enum FrameKind {
     Produce = 6,
     Fetch = 7,
     ListOffsets = 8,
+    JoinGroup = 9,
+    SyncGroup = 10,
+    Heartbeat = 11,
+    LeaveGroup = 12,
+    OffsetCommit = 13,
+    OffsetFetch = 14,
 }
 
 impl FrameKind {
@@ -48,6 +54,12 @@ impl FrameKind {
             6 => Self::Produce,
             7 => Self::Fetch,
             8 => Self::ListOffsets,
+            9 => Self::JoinGroup,
+            10 => Self::SyncGroup,
+            11 => Self::Heartbeat,
+            12 => Self::LeaveGroup,
+            13 => Self::OffsetCommit,
+            14 => Self::OffsetFetch,
             _ => return None,
         })
     }
@@ -432,6 +444,93 @@ pub struct ListOffsetsPartition {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Empty {}
+
+// ---- consumer groups: Kafka's classic group protocol, shared with Kafka clients ------------------
+
+/// Joins (or rejoins) a group. `protocols` carry Kafka consumer-protocol metadata, so native and
+/// Kafka consumers can be members of one group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinGroupRequest {
+    pub group_id: String,
+    /// Empty on the first join; the broker assigns one.
+    pub member_id: String,
+    pub client_id: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<GroupProtocol>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupProtocol {
+    pub name: String,
+    pub metadata: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinGroupResponse {
+    pub generation_id: i32,
+    pub protocol_name: String,
+    pub leader: String,
+    pub member_id: String,
+    /// Every member's metadata for the chosen protocol; only the leader gets it.
+    pub members: Vec<GroupMember>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub metadata: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncGroupRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    /// Filled by the leader: each member's assignment in the consumer-protocol format.
+    pub assignments: Vec<GroupMember>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncGroupResponse {
+    pub assignment: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupMemberRequest {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OffsetCommitRequest {
+    pub group_id: String,
+    /// -1 with an empty member id for a consumer outside group membership.
+    pub generation_id: i32,
+    pub member_id: String,
+    pub offsets: Vec<PartitionOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OffsetFetchRequest {
+    pub group_id: String,
+    pub partitions: Vec<(String, u32)>,
+}
+
+/// Committed offsets; a partition with none is absent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OffsetFetchResponse {
+    pub offsets: Vec<PartitionOffset>,
+}
 
 /// Runs every decoder a broker applies to untrusted bytes; the fuzz target and the seeded
 /// property test call it. Panics only if a decoder does.

@@ -348,3 +348,68 @@ async fn given_an_idempotent_producer_then_retries_are_deduplicated_and_gaps_rej
     let _header = ResponseHeader::decode(&mut body, ApiKey::InitProducerId.response_header_version(4)).unwrap();
     assert!(InitProducerIdResponse::decode(&mut body, 4).unwrap().producer_id.0 > pid);
 }
+
+#[tokio::test]
+async fn given_a_rust_group_consumer_and_a_kafka_consumer_in_one_group_then_they_split_the_partitions() {
+    use weir_sdk::{GroupConsumer, GroupConsumerConfig};
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    Admin::new(client.clone()).create_topic("shared", 4, TopicConfig::default()).await.unwrap();
+
+    // The Rust member joins first, so it leads and computes the range assignment for both.
+    let mut rust = GroupConsumer::new(client.clone(), GroupConsumerConfig::new("mixed"));
+    rust.subscribe(&["shared"]).await.unwrap();
+    assert_eq!(rust.assignment().len(), 4, "alone, it owns every partition");
+
+    let mut python = python_script("confluent_member.py");
+    python.args([broker.kafka_bootstrap().as_str(), "shared", "mixed", "2000"]);
+    let python = std::thread::spawn(move || run_with_deadline(&mut python, Duration::from_secs(150)));
+
+    // Keep polling (which rejoins) until the Kafka consumer is in and the partitions are split.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rust.assignment().len() != 2 {
+        assert!(std::time::Instant::now() < deadline, "the group did not rebalance to two members");
+        rust.poll(Duration::from_millis(200)).await.unwrap();
+    }
+    let mine: Vec<u32> = rust.assignment().iter().map(|(_, p)| *p).collect();
+
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for partition in 0..4u32 {
+        for i in 0..1000 {
+            producer
+                .send(
+                    "shared",
+                    Some(partition),
+                    Record { value: Some(Bytes::from(format!("{partition}-{i}"))), ..Record::default() },
+                )
+                .await
+                .unwrap();
+        }
+    }
+    producer.flush().await.unwrap();
+
+    let mut read = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read.len() < 2000 {
+        assert!(std::time::Instant::now() < deadline, "the Rust member read {} of its 2000 records", read.len());
+        read.extend(rust.poll(Duration::from_millis(500)).await.unwrap().into_iter().map(|r| (r.partition, r.offset)));
+    }
+    rust.commit().await.unwrap();
+    let (ok, out, err) = python.join().unwrap();
+    assert!(ok, "the Kafka member failed: {out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let theirs: Vec<u32> = report["assigned"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u32).collect();
+    let their_reads = report["read"].as_array().unwrap().len();
+    eprintln!(
+        "rust member partitions {mine:?} read {}, kafka member partitions {theirs:?} read {their_reads}",
+        read.len()
+    );
+
+    let mut all: Vec<u32> = mine.iter().chain(&theirs).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, vec![0, 1, 2, 3], "the two members split the partitions without overlap");
+    assert_eq!(read.len(), 2000);
+    assert!(read.iter().all(|(p, _)| mine.contains(p)));
+    assert_eq!(their_reads, 2000);
+    rust.close().await.unwrap();
+}
