@@ -177,35 +177,53 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // One timer, moved only when the earliest linger deadline changes: re-arming a timer
+        // per record cost more than the rest of the loop.
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let mut commands = Vec::with_capacity(256);
         loop {
-            let next_linger = self.queues.values().filter_map(|q| q.opened_at).min().map(|t| t + self.config.linger);
-            let command = tokio::select! {
-                c = rx.recv() => c,
-                _ = sleep_until(next_linger) => {
+            let next = self.queues.values().filter_map(|q| q.opened_at).min().map(|t| t + self.config.linger);
+            if next != armed {
+                if let Some(deadline) = next {
+                    timer.as_mut().reset(deadline);
+                }
+                armed = next;
+            }
+            tokio::select! {
+                received = rx.recv_many(&mut commands, 256) => {
+                    if received == 0 {
+                        return;
+                    }
+                }
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
                     self.seal_lingered();
                     continue;
                 }
-            };
-            match command {
-                Some(Command::Send { topic, partition, record, reply, permit }) => {
-                    self.accept(topic, partition, record, reply, permit).await
-                }
-                Some(Command::Flush(waiter)) => {
-                    let keys: Vec<_> = self.queues.keys().cloned().collect();
-                    for tp in keys {
-                        self.seal(&tp);
+            }
+            for command in commands.drain(..) {
+                match command {
+                    Command::Send { topic, partition, record, reply, permit } => {
+                        self.accept(topic, partition, record, reply, permit).await
                     }
-                    self.flush_waiters.push(waiter);
-                    self.answer_flush_waiters();
-                }
-                Some(Command::BatchDone(tp)) => {
-                    if let Some(q) = self.queues.get_mut(&tp) {
-                        q.in_flight -= 1;
+                    Command::Flush(waiter) => {
+                        let keys: Vec<_> = self.queues.keys().cloned().collect();
+                        for tp in keys {
+                            self.seal(&tp);
+                        }
+                        self.flush_waiters.push(waiter);
+                        self.answer_flush_waiters();
                     }
-                    self.dispatch(&tp);
-                    self.answer_flush_waiters();
+                    Command::BatchDone(tp) => {
+                        if let Some(q) = self.queues.get_mut(&tp) {
+                            q.in_flight -= 1;
+                        }
+                        self.dispatch(&tp);
+                        self.answer_flush_waiters();
+                    }
                 }
-                None => return,
             }
         }
     }
@@ -316,13 +334,6 @@ impl Worker {
                 let _ = waiter.send(());
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
