@@ -118,8 +118,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("  Kafka         tcp://{}", running.kafka_addr);
     println!("  data          {}", data_dir.display());
     println!("  certificate   {}  sha256 {}", running.cert_path.display(), running.cert_sha256);
-    println!("Ctrl-C stops.");
-    tokio::signal::ctrl_c().await?;
+    println!("Ctrl-C (or SIGTERM) stops.");
+    // Ctrl-C or SIGTERM (service managers) stop it cleanly.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal?,
+        _ = terminate.recv() => {}
+    }
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
