@@ -27,6 +27,8 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use weir_registry::state::{RegistryCommand, RegistryOutcome};
+use weir_registry::RegistryError;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::metadata::{Command, Event, Limits, State};
@@ -97,12 +99,33 @@ impl Controller {
         let _serial = self.propose.lock().await;
         // Dry-run on a copy: a rejected command never reaches the log.
         self.state().clone().apply(command.clone(), &self.limits)?;
+        self.replicate(command).await
+    }
+
+    /// As [`Controller::propose`], for schema registry commands, keeping the registry's errors.
+    pub async fn propose_registry(&self, command: RegistryCommand) -> Result<RegistryOutcome, RegistryError> {
+        let _serial = self.propose.lock().await;
+        self.state().registry.clone().apply(command.clone())?;
+        match self.replicate(Command::Registry(command)).await {
+            Ok(Event::Registry(outcome)) => Ok(outcome),
+            Ok(other) => Err(RegistryError::Store(format!("unexpected controller event {other:?}"))),
+            Err(e) => Err(RegistryError::Store(e.message)),
+        }
+    }
+
+    async fn replicate(&self, command: Command) -> Result<Event, WireError> {
         let response = self.raft.client_write(command).await.map_err(storage)?;
         response.data.0.unwrap_or_else(|| Err(storage("a command entry applied without a result")))
     }
 
     pub fn state(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().expect("metadata lock poisoned")
+    }
+
+    /// The schema registry's view of the controller: reads from the replicated state, writes
+    /// through Raft.
+    pub fn registry_backend(&self) -> RegistryBackend {
+        RegistryBackend { controller: self.clone() }
     }
 
     pub async fn shutdown(&self) {
@@ -402,5 +425,21 @@ impl RaftNetwork<TypeConfig> for Unreachable {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         Err(RPCError::Network(unreachable_peer()))
+    }
+}
+
+/// Serves the schema registry's REST API from the controller's replicated state.
+#[derive(Clone)]
+pub struct RegistryBackend {
+    controller: Controller,
+}
+
+impl weir_registry::api::Backend for RegistryBackend {
+    fn read<R>(&self, f: impl FnOnce(&weir_registry::state::RegistryState) -> R) -> R {
+        f(&self.controller.state().registry)
+    }
+
+    async fn apply(&self, command: RegistryCommand) -> Result<RegistryOutcome, RegistryError> {
+        self.controller.propose_registry(command).await
     }
 }

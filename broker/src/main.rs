@@ -16,7 +16,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker: storage, controller, the native QUIC and the Kafka listeners.
+    /// Run a broker: storage, controller, the native QUIC and Kafka listeners, the schema registry.
     Serve(ServeArgs),
     /// Create, list, describe, alter and delete topics.
     Topic(cli::TopicArgs),
@@ -42,6 +42,9 @@ struct ServeArgs {
     /// TCP address of the Kafka protocol listener.
     #[arg(long)]
     kafka_addr: Option<SocketAddr>,
+    /// TCP address of the schema registry REST API.
+    #[arg(long)]
+    registry_addr: Option<SocketAddr>,
     /// Host Kafka clients are told to connect to (default: the listener's IP).
     #[arg(long)]
     kafka_advertised_host: Option<String>,
@@ -99,6 +102,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.kafka_addr {
         config.kafka_addr = v;
     }
+    if let Some(v) = args.registry_addr {
+        config.registry_addr = v;
+    }
     if let Some(v) = args.kafka_advertised_host {
         config.kafka_advertised_host = Some(v);
     }
@@ -116,6 +122,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("weir {} serving (node {})", env!("CARGO_PKG_VERSION"), config.node_id);
     println!("  native QUIC   udp://{}  (ALPN weir/1)", running.quic_addr);
     println!("  Kafka         tcp://{}", running.kafka_addr);
+    println!("  registry      http://{}  (Confluent Schema Registry API)", running.registry_addr);
     println!("  data          {}", data_dir.display());
     println!("  certificate   {}  sha256 {}", running.cert_path.display(), running.cert_sha256);
     println!("Ctrl-C (or SIGTERM) stops.");

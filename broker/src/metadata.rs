@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use weir_registry::state::{RegistryCommand, RegistryOutcome, RegistryState};
 use weir_sdk::wire::TopicConfig;
 use weir_sdk::{ErrorCode, WireError};
 
@@ -25,9 +26,21 @@ pub struct Topic {
 #[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    CreateTopic { name: String, partitions: u32, config: TopicConfig },
-    DeleteTopic { name: String },
-    AlterTopic { name: String, partitions: u32, config: TopicConfig },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        config: TopicConfig,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AlterTopic {
+        name: String,
+        partitions: u32,
+        config: TopicConfig,
+    },
+    /// A schema registry change; see `weir_registry::state`.
+    Registry(RegistryCommand),
 }
 
 /// What applying a command changed.
@@ -37,6 +50,7 @@ pub enum Event {
     TopicCreated(Topic),
     TopicDeleted(Topic),
     TopicAltered { before: Topic, after: Topic },
+    Registry(RegistryOutcome),
 }
 
 /// Limits checked when a command is applied.
@@ -51,6 +65,9 @@ pub struct Limits {
 pub struct State {
     pub topics: BTreeMap<String, Topic>,
     pub next_topic_id: u64,
+    /// Schemas, subjects and compatibility settings of the schema registry.
+    #[serde(default)]
+    pub registry: RegistryState,
 }
 
 impl State {
@@ -99,6 +116,13 @@ impl State {
                 topic.config = config;
                 Ok(Event::TopicAltered { before, after: topic.clone() })
             }
+            // The controller dry-runs registry commands and proposes only those that apply, so
+            // this error is reached only if replay differs from the first apply.
+            Command::Registry(command) => self
+                .registry
+                .apply(command)
+                .map(Event::Registry)
+                .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("schema registry: {e}"))),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct ServeConfig {
     /// Port Kafka clients are told to connect to; default: the listener's port.
     pub kafka_advertised_port: Option<u16>,
     pub kafka_request_bytes_max: usize,
+    /// TCP address of the schema registry's REST API (Confluent-compatible).
+    pub registry_addr: SocketAddr,
     pub frame_bytes_max: usize,
     pub connections_max: usize,
     pub streams_per_connection_max: usize,
@@ -53,6 +55,7 @@ impl Default for ServeConfig {
             kafka_advertised_host: None,
             kafka_advertised_port: None,
             kafka_request_bytes_max: 100 * 1024 * 1024,
+            registry_addr: "127.0.0.1:8081".parse().expect("literal address"),
             frame_bytes_max: weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT,
             connections_max: 1024,
             streams_per_connection_max: 256,
@@ -133,6 +136,7 @@ impl ServeConfig {
 pub struct Running {
     pub quic_addr: SocketAddr,
     pub kafka_addr: SocketAddr,
+    pub registry_addr: SocketAddr,
     pub cert_path: PathBuf,
     pub cert_sha256: String,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -214,6 +218,23 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }));
     }
     tasks.push(tokio::spawn(crate::kafka::group_ticker(groups, shutdown_rx.clone())));
+
+    let registry = tokio::net::TcpListener::bind(config.registry_addr)
+        .await
+        .with_context(|| format!("binding the schema registry on tcp {}", config.registry_addr))?;
+    let registry_addr = registry.local_addr()?;
+    {
+        let app = weir_registry::api::router(controller.registry_backend());
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = axum::serve(registry, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "schema registry server failed");
+            }
+        }));
+    }
     {
         let broker = broker.clone();
         let mut stop = shutdown_rx.clone();
@@ -234,6 +255,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     Ok(Running {
         quic_addr,
         kafka_addr,
+        registry_addr,
         cert_path: identity.cert_path.clone(),
         cert_sha256: identity.fingerprint(),
         shutdown,

@@ -38,6 +38,7 @@ pub struct BrokerProcess {
     pub data_dir: PathBuf,
     pub quic_addr: SocketAddr,
     pub kafka_addr: SocketAddr,
+    pub registry_addr: SocketAddr,
     pub extra_args: Vec<String>,
     child: Option<Child>,
     _temp: Option<tempfile::TempDir>,
@@ -50,10 +51,12 @@ impl BrokerProcess {
         let data_dir = temp.path().to_path_buf();
         let quic_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().expect("address");
         let kafka_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().expect("address");
+        let registry_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().expect("address");
         let mut broker = Self {
             data_dir,
             quic_addr,
             kafka_addr,
+            registry_addr,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             _temp: Some(temp),
@@ -71,6 +74,8 @@ impl BrokerProcess {
             .arg(self.quic_addr.to_string())
             .arg("--kafka-addr")
             .arg(self.kafka_addr.to_string())
+            .arg("--registry-addr")
+            .arg(self.registry_addr.to_string())
             .args(&self.extra_args)
             .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=info".into()))
             .stdout(Stdio::piped())
@@ -142,6 +147,11 @@ impl BrokerProcess {
     /// `host:port` of the Kafka listener, as Kafka clients take it.
     pub fn kafka_bootstrap(&self) -> String {
         self.kafka_addr.to_string()
+    }
+
+    /// Base URL of the schema registry REST API.
+    pub fn registry_url(&self) -> String {
+        format!("http://{}", self.registry_addr)
     }
 
     pub fn is_running(&mut self) -> bool {

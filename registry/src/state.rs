@@ -1,0 +1,401 @@
+//! The registry's state and the commands that change it. Pure and deterministic, so the
+//! controller can replicate commands through Raft and every node applies them the same way.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compat::{check_compatibility, Compatibility};
+use crate::schema::{ParsedSchema, SchemaType};
+use crate::RegistryError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSchema {
+    pub schema_type: SchemaType,
+    /// The schema text as first registered.
+    pub schema: String,
+    /// The schema re-serialized from its parsed form: what de-duplication compares.
+    pub canonical: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectVersion {
+    pub version: u32,
+    pub id: u32,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegistryState {
+    pub schemas: BTreeMap<u32, StoredSchema>,
+    pub subjects: BTreeMap<String, Vec<SubjectVersion>>,
+    pub next_id: u32,
+    pub global_compatibility: Option<Compatibility>,
+    pub subject_compatibility: BTreeMap<String, Compatibility>,
+    pub global_mode: Option<Mode>,
+    pub subject_mode: BTreeMap<String, Mode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    #[serde(rename = "READWRITE")]
+    ReadWrite,
+    #[serde(rename = "READONLY")]
+    ReadOnly,
+    #[serde(rename = "IMPORT")]
+    Import,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = RegistryError;
+    fn from_str(s: &str) -> Result<Self, RegistryError> {
+        match s {
+            "READWRITE" => Ok(Self::ReadWrite),
+            "READONLY" => Ok(Self::ReadOnly),
+            "IMPORT" => Ok(Self::Import),
+            other => Err(RegistryError::InvalidMode(format!(
+                "Invalid mode {other:?}: expected READWRITE, READONLY or IMPORT"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryCommand {
+    Register { subject: String, schema_type: SchemaType, schema: String },
+    DeleteVersion { subject: String, version: u32, permanent: bool },
+    DeleteSubject { subject: String, permanent: bool },
+    SetCompatibility { subject: Option<String>, level: Compatibility },
+    DeleteCompatibility { subject: String },
+    SetMode { subject: Option<String>, mode: Mode },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistryOutcome {
+    Registered { id: u32, version: u32 },
+    DeletedVersions(Vec<u32>),
+    Compatibility(Compatibility),
+    Mode(Mode),
+}
+
+impl RegistryState {
+    pub fn compatibility(&self, subject: &str) -> Compatibility {
+        self.subject_compatibility
+            .get(subject)
+            .copied()
+            .or(self.global_compatibility)
+            .unwrap_or(Compatibility::Backward)
+    }
+
+    pub fn mode(&self, subject: Option<&str>) -> Mode {
+        subject.and_then(|s| self.subject_mode.get(s).copied()).or(self.global_mode).unwrap_or(Mode::ReadWrite)
+    }
+
+    /// Live (not soft-deleted) versions of a subject, oldest first.
+    pub fn live_versions(&self, subject: &str) -> Vec<SubjectVersion> {
+        self.subjects.get(subject).map(|v| v.iter().filter(|v| !v.deleted).copied().collect()).unwrap_or_default()
+    }
+
+    pub fn subject_exists(&self, subject: &str, include_deleted: bool) -> bool {
+        self.subjects.get(subject).is_some_and(|v| include_deleted || v.iter().any(|v| !v.deleted))
+    }
+
+    /// The id already given to a schema with this canonical form, if any.
+    pub fn id_of(&self, schema_type: SchemaType, canonical: &str) -> Option<u32> {
+        self.schemas.iter().find(|(_, s)| s.schema_type == schema_type && s.canonical == canonical).map(|(id, _)| *id)
+    }
+
+    /// The live version of `subject` holding this canonical schema.
+    pub fn find_in_subject(&self, subject: &str, schema_type: SchemaType, canonical: &str) -> Option<SubjectVersion> {
+        let id = self.id_of(schema_type, canonical)?;
+        self.live_versions(subject).into_iter().find(|v| v.id == id)
+    }
+
+    /// Checks a candidate against the subject's versions as its compatibility level says.
+    pub fn check(
+        &self,
+        subject: &str,
+        candidate: &ParsedSchema,
+        against: Option<u32>,
+    ) -> Result<Vec<String>, RegistryError> {
+        let live = self.live_versions(subject);
+        let level = self.compatibility(subject);
+        let existing: Vec<&StoredSchema> = match against {
+            Some(version) => vec![self.version_schema(subject, version)?],
+            None => {
+                let chosen: Vec<SubjectVersion> =
+                    if level.is_transitive() { live } else { live.last().copied().into_iter().collect() };
+                chosen.iter().filter_map(|v| self.schemas.get(&v.id)).collect()
+            }
+        };
+        let mut problems = Vec::new();
+        for stored in existing {
+            let previous = ParsedSchema::parse(stored.schema_type, &stored.schema)?;
+            problems.extend(check_compatibility(level, candidate, &previous));
+        }
+        Ok(problems)
+    }
+
+    pub fn version_schema(&self, subject: &str, version: u32) -> Result<&StoredSchema, RegistryError> {
+        let versions = self
+            .subjects
+            .get(subject)
+            .filter(|v| v.iter().any(|v| !v.deleted))
+            .ok_or_else(|| RegistryError::SubjectNotFound(subject.to_owned()))?;
+        let v = versions
+            .iter()
+            .find(|v| v.version == version && !v.deleted)
+            .ok_or(RegistryError::VersionNotFound(version))?;
+        self.schemas.get(&v.id).ok_or(RegistryError::SchemaNotFound(v.id))
+    }
+
+    pub fn apply(&mut self, command: RegistryCommand) -> Result<RegistryOutcome, RegistryError> {
+        match command {
+            RegistryCommand::Register { subject, schema_type, schema } => {
+                if self.mode(Some(&subject)) == Mode::ReadOnly {
+                    return Err(RegistryError::OperationNotPermitted(format!(
+                        "Subject {subject} is in read-only mode"
+                    )));
+                }
+                let parsed = ParsedSchema::parse(schema_type, &schema)?;
+                if let Some(existing) = self.find_in_subject(&subject, schema_type, &parsed.canonical) {
+                    return Ok(RegistryOutcome::Registered { id: existing.id, version: existing.version });
+                }
+                let problems = self.check(&subject, &parsed, None)?;
+                if !problems.is_empty() {
+                    return Err(RegistryError::Incompatible(problems));
+                }
+                let id = match self.id_of(schema_type, &parsed.canonical) {
+                    Some(id) => id,
+                    None => {
+                        self.next_id += 1;
+                        let id = self.next_id;
+                        self.schemas.insert(id, StoredSchema { schema_type, schema, canonical: parsed.canonical });
+                        id
+                    }
+                };
+                let versions = self.subjects.entry(subject).or_default();
+                let version = versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+                versions.push(SubjectVersion { version, id, deleted: false });
+                Ok(RegistryOutcome::Registered { id, version })
+            }
+            RegistryCommand::DeleteVersion { subject, version, permanent } => {
+                let versions =
+                    self.subjects.get_mut(&subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.clone()))?;
+                let position = versions
+                    .iter()
+                    .position(|v| v.version == version)
+                    .ok_or(RegistryError::VersionNotFound(version))?;
+                if permanent {
+                    if !versions[position].deleted {
+                        return Err(RegistryError::VersionNotSoftDeleted(subject, version));
+                    }
+                    versions.remove(position);
+                    if versions.is_empty() {
+                        self.subjects.remove(&subject);
+                    }
+                } else {
+                    if versions[position].deleted {
+                        return Err(RegistryError::VersionSoftDeleted(subject, version));
+                    }
+                    versions[position].deleted = true;
+                }
+                Ok(RegistryOutcome::DeletedVersions(vec![version]))
+            }
+            RegistryCommand::DeleteSubject { subject, permanent } => {
+                let versions =
+                    self.subjects.get_mut(&subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.clone()))?;
+                let all_deleted = versions.iter().all(|v| v.deleted);
+                let deleted: Vec<u32>;
+                if permanent {
+                    if !all_deleted {
+                        return Err(RegistryError::SubjectNotSoftDeleted(subject));
+                    }
+                    deleted = versions.iter().map(|v| v.version).collect();
+                    self.subjects.remove(&subject);
+                    self.subject_compatibility.remove(&subject);
+                    self.subject_mode.remove(&subject);
+                } else {
+                    if all_deleted {
+                        return Err(RegistryError::SubjectSoftDeleted(subject));
+                    }
+                    deleted = versions.iter().filter(|v| !v.deleted).map(|v| v.version).collect();
+                    for v in versions.iter_mut() {
+                        v.deleted = true;
+                    }
+                }
+                Ok(RegistryOutcome::DeletedVersions(deleted))
+            }
+            RegistryCommand::SetCompatibility { subject, level } => {
+                match subject {
+                    Some(s) => {
+                        self.subject_compatibility.insert(s, level);
+                    }
+                    None => self.global_compatibility = Some(level),
+                }
+                Ok(RegistryOutcome::Compatibility(level))
+            }
+            RegistryCommand::DeleteCompatibility { subject } => {
+                let level = self
+                    .subject_compatibility
+                    .remove(&subject)
+                    .ok_or_else(|| RegistryError::SubjectNotFound(subject.clone()))?;
+                Ok(RegistryOutcome::Compatibility(level))
+            }
+            RegistryCommand::SetMode { subject, mode } => {
+                match subject {
+                    Some(s) => {
+                        self.subject_mode.insert(s, mode);
+                    }
+                    None => self.global_mode = Some(mode),
+                }
+                Ok(RegistryOutcome::Mode(mode))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(fields: &str) -> String {
+        format!(r#"{{"type":"record","name":"User","namespace":"weir.test","fields":[{fields}]}}"#)
+    }
+
+    const NAME: &str = r#"{"name":"name","type":"string"}"#;
+    const AGE_DEFAULT: &str = r#"{"name":"age","type":"int","default":0}"#;
+    const AGE: &str = r#"{"name":"age","type":"int"}"#;
+
+    fn a() -> String {
+        record(NAME)
+    }
+    fn b() -> String {
+        record(&format!("{NAME},{AGE_DEFAULT}"))
+    }
+    fn c() -> String {
+        record(&format!("{NAME},{AGE}"))
+    }
+    fn name_int() -> String {
+        record(r#"{"name":"name","type":"int"}"#)
+    }
+    fn int_n() -> String {
+        record(r#"{"name":"n","type":"int"}"#)
+    }
+    fn long_n() -> String {
+        record(r#"{"name":"n","type":"long"}"#)
+    }
+    fn enum2() -> String {
+        r#"{"type":"enum","name":"Color","symbols":["RED","GREEN"]}"#.into()
+    }
+    fn enum3() -> String {
+        r#"{"type":"enum","name":"Color","symbols":["RED","GREEN","BLUE"]}"#.into()
+    }
+    fn aliased() -> String {
+        r#"{"type":"record","name":"User","namespace":"weir.test","fields":[{"name":"full_name","type":"string","aliases":["name"]}]}"#.into()
+    }
+    fn union_name() -> String {
+        record(r#"{"name":"name","type":["null","string"],"default":null}"#)
+    }
+
+    /// Registers `versions` in order under `level` and checks whether the last one is accepted.
+    fn check(level: &str, versions: &[String], compatible: bool) {
+        let mut state = RegistryState::default();
+        state
+            .apply(RegistryCommand::SetCompatibility { subject: Some("s".into()), level: level.parse().unwrap() })
+            .unwrap();
+        let (last, earlier) = versions.split_last().unwrap();
+        for schema in earlier {
+            // Earlier versions go in under NONE, so the case tests only the last step.
+            let saved = state.subject_compatibility.insert("s".into(), Compatibility::None);
+            state
+                .apply(RegistryCommand::Register {
+                    subject: "s".into(),
+                    schema_type: SchemaType::Avro,
+                    schema: schema.clone(),
+                })
+                .unwrap();
+            state.subject_compatibility.insert("s".into(), saved.unwrap());
+        }
+        let outcome = state.apply(RegistryCommand::Register {
+            subject: "s".into(),
+            schema_type: SchemaType::Avro,
+            schema: last.clone(),
+        });
+        match (compatible, &outcome) {
+            (true, Ok(_)) => {}
+            (false, Err(RegistryError::Incompatible(_))) => {}
+            _ => panic!("{level}: {versions:?} expected compatible={compatible}, got {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn avro_compatibility_table() {
+        check("NONE", &[a(), name_int()], true);
+        check("BACKWARD", &[a(), b()], true); // new field with a default
+        check("BACKWARD", &[a(), c()], false); // new field without a default
+        check("BACKWARD", &[b(), a()], true); // removed field
+        check("BACKWARD", &[a(), name_int()], false); // type change
+        check("BACKWARD", &[int_n(), long_n()], true); // int promotes to long
+        check("BACKWARD", &[long_n(), int_n()], false);
+        check("BACKWARD", &[enum2(), enum3()], true); // reader knows more symbols
+        check("BACKWARD", &[a(), union_name()], true); // string widened to a union
+        check("BACKWARD", &[a(), aliased()], true); // renamed, with the old name as alias
+        check("FORWARD", &[a(), c()], true); // old readers ignore the new field
+        check("FORWARD", &[c(), a()], false); // old reader needs the removed field
+        check("FORWARD", &[b(), a()], true); // old reader has a default for it
+        check("FORWARD", &[int_n(), long_n()], false);
+        check("FORWARD", &[enum2(), enum3()], false); // old reader meets an unknown symbol
+        check("FULL", &[a(), b()], true);
+        check("FULL", &[a(), c()], false);
+        check("FULL", &[b(), a()], true);
+        // Transitive: the newest must fit every version, not only the latest.
+        check("BACKWARD", &[a(), b(), c()], true); // c reads b's data: age present
+        check("BACKWARD_TRANSITIVE", &[a(), b(), c()], false); // c cannot read a's data
+        check("FORWARD", &[c(), b(), a()], true);
+        check("FORWARD_TRANSITIVE", &[c(), b(), a()], false);
+        check("FULL", &[a(), b(), c()], true); // only against b: both directions hold
+        check("FULL_TRANSITIVE", &[a(), b(), c()], false); // c cannot read a's data
+        check(
+            "FULL_TRANSITIVE",
+            &[
+                a(),
+                b(),
+                record(&format!("{NAME},{AGE_DEFAULT},{}", r#"{"name":"email","type":"string","default":""}"#)),
+            ],
+            true,
+        );
+    }
+
+    #[test]
+    fn ids_are_shared_across_subjects_and_deletes_follow_confluent_rules() {
+        let mut s = RegistryState::default();
+        let register = |s: &mut RegistryState, subject: &str, schema: String| {
+            s.apply(RegistryCommand::Register { subject: subject.into(), schema_type: SchemaType::Avro, schema })
+        };
+        assert_eq!(register(&mut s, "x-value", a()), Ok(RegistryOutcome::Registered { id: 1, version: 1 }));
+        // The same schema, written differently, under another subject keeps its id.
+        let spaced = a().replace(',', " , ");
+        assert_eq!(register(&mut s, "y-value", spaced), Ok(RegistryOutcome::Registered { id: 1, version: 1 }));
+        assert_eq!(
+            register(&mut s, "x-value", a()),
+            Ok(RegistryOutcome::Registered { id: 1, version: 1 }),
+            "re-registering is idempotent"
+        );
+        assert_eq!(register(&mut s, "x-value", b()), Ok(RegistryOutcome::Registered { id: 2, version: 2 }));
+        assert!(matches!(register(&mut s, "x-value", "{not avro".into()), Err(RegistryError::InvalidSchema(_))));
+        let hard = RegistryCommand::DeleteVersion { subject: "x-value".into(), version: 2, permanent: true };
+        assert_eq!(s.apply(hard.clone()), Err(RegistryError::VersionNotSoftDeleted("x-value".into(), 2)));
+        s.apply(RegistryCommand::DeleteVersion { subject: "x-value".into(), version: 2, permanent: false }).unwrap();
+        assert_eq!(s.apply(hard), Ok(RegistryOutcome::DeletedVersions(vec![2])));
+        assert_eq!(
+            s.apply(RegistryCommand::DeleteSubject { subject: "y-value".into(), permanent: false }),
+            Ok(RegistryOutcome::DeletedVersions(vec![1]))
+        );
+        assert!(!s.subject_exists("y-value", false));
+        assert_eq!(
+            s.apply(RegistryCommand::DeleteSubject { subject: "nope".into(), permanent: false }),
+            Err(RegistryError::SubjectNotFound("nope".into()))
+        );
+    }
+}

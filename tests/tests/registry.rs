@@ -1,0 +1,102 @@
+//! The schema registry against real clients: confluent-kafka's SchemaRegistryClient and Avro
+//! serdes, and raw HTTP for bad input.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{python_script, run_with_deadline, BrokerProcess};
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn check(addr: &str, method: &str, path: &str, body: &str, status: u16, error_code: Option<u64>) -> serde_json::Value {
+    let (got, text) = http(addr, method, path, body.as_bytes());
+    assert_eq!(got, status, "{method} {path}: {text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path} answered non-JSON {text:?}: {e}"));
+    if let Some(code) = error_code {
+        assert_eq!(json["error_code"].as_u64(), Some(code), "{method} {path}: {text}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{text}");
+    }
+    json
+}
+
+const USER: &str =
+    r#"{"schema": "{\"type\":\"record\",\"name\":\"U\",\"fields\":[{\"name\":\"a\",\"type\":\"string\"}]}"}"#;
+
+#[tokio::test]
+async fn given_confluent_avro_serdes_then_records_round_trip_and_evolution_is_checked_as_confluent_does() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, out, err) = run_with_deadline(
+        python_script("confluent_avro.py").args([broker.kafka_bootstrap(), broker.registry_url()]),
+        Duration::from_secs(180),
+    );
+    eprintln!("{out}");
+    assert!(ok, "confluent-kafka avro: {out}{err}");
+}
+
+#[tokio::test]
+async fn given_bad_requests_then_confluent_error_bodies_and_schemas_survive_restart() {
+    let mut broker = BrokerProcess::start(&[]);
+    let addr = broker.registry_addr.to_string();
+    assert_eq!(check(&addr, "POST", "/subjects/t-value/versions", USER, 200, None)["id"], 1);
+    check(&addr, "POST", "/subjects/t-value/versions", "{not json", 400, Some(400));
+    check(&addr, "POST", "/subjects/t-value/versions", r#"{"schema": "{\"type\": \"recrod\"}"}"#, 422, Some(42201));
+    check(
+        &addr,
+        "POST",
+        "/subjects/t-value/versions",
+        r#"{"schema": "{}", "schemaType": "PROTOBUF"}"#,
+        422,
+        Some(42201),
+    );
+    let huge = format!(r#"{{"schema": "{}"}}"#, "x".repeat(5 * 1024 * 1024));
+    check(&addr, "POST", "/subjects/t-value/versions", &huge, 400, Some(400));
+    check(&addr, "GET", "/subjects/missing/versions", "", 404, Some(40401));
+    check(&addr, "GET", "/subjects/t-value/versions/7", "", 404, Some(40402));
+    check(&addr, "GET", "/subjects/t-value/versions/0", "", 422, Some(42202));
+    check(&addr, "GET", "/subjects/t-value/versions/-2", "", 422, Some(42202));
+    check(&addr, "GET", "/subjects/t-value/versions/banana", "", 422, Some(42202));
+    check(&addr, "GET", "/schemas/ids/99", "", 404, Some(40403));
+    check(&addr, "PUT", "/config", r#"{"compatibility": "SIDEWAYS"}"#, 422, Some(42203));
+    assert_eq!(check(&addr, "GET", "/subjects/t-value/versions/latest", "", 200, None)["version"], 1);
+    assert_eq!(check(&addr, "GET", "/subjects/t-value/versions/-1", "", 200, None)["id"], 1);
+    assert_eq!(check(&addr, "POST", "/subjects/t-value", USER, 200, None)["version"], 1);
+    assert_eq!(
+        check(&addr, "PUT", "/config/t-value", r#"{"compatibility": "FULL"}"#, 200, None)["compatibility"],
+        "FULL"
+    );
+    check(&addr, "DELETE", "/subjects/t-value?permanent=true", "", 404, Some(40405));
+
+    broker.stop();
+    broker.restart();
+    let addr = broker.registry_addr.to_string();
+    assert_eq!(check(&addr, "GET", "/schemas/ids/1/subjects", "", 200, None), serde_json::json!(["t-value"]));
+    assert_eq!(check(&addr, "GET", "/config/t-value", "", 200, None)["compatibilityLevel"], "FULL");
+    assert_eq!(
+        check(&addr, "POST", "/subjects/other-value/versions", USER, 200, None)["id"],
+        1,
+        "same schema, same id"
+    );
+    assert_eq!(check(&addr, "DELETE", "/subjects/t-value", "", 200, None), serde_json::json!([1]));
+    check(&addr, "GET", "/subjects/t-value/versions", "", 404, Some(40401));
+    assert_eq!(check(&addr, "DELETE", "/subjects/t-value?permanent=true", "", 200, None), serde_json::json!([1]));
+}
