@@ -56,6 +56,7 @@ mod code {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const INVALID_RECORD: i16 = 87;
 }
 
 fn wire_code(e: &WireError) -> i16 {
@@ -74,6 +75,7 @@ fn wire_code(e: &WireError) -> i16 {
         ErrorCode::OutOfOrderSequence => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         ErrorCode::DuplicateSequence => code::DUPLICATE_SEQUENCE_NUMBER,
         ErrorCode::InvalidProducerEpoch => code::INVALID_PRODUCER_EPOCH,
+        ErrorCode::InvalidRecord => code::INVALID_RECORD,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }

@@ -62,7 +62,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The broker logs what it does; client commands keep stderr for their one-line errors.
     let default_filter =
-        if matches!(cli.command, Command::Serve(_)) { "info,lsm_tree=warn,fjall=warn" } else { "warn" };
+        if matches!(cli.command, Command::Serve(_)) { "info,lsm_tree=warn,fjall=warn,apache_avro=off" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),

@@ -9,6 +9,8 @@ use weir_sdk::batch::split_batches;
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, FlushMode, WireError};
 
+use weir_registry::validate::{SubjectNameStrategy, Validator};
+
 use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
 use crate::log::{LogStore, PartitionId, PartitionState};
@@ -28,6 +30,8 @@ pub struct Broker {
     controller: Controller,
     log: LogStore,
     groups: GroupCoordinator,
+    /// Parsed schemas by id, for topics with schema validation.
+    validator: Arc<Validator>,
 }
 
 impl Broker {
@@ -38,7 +42,7 @@ impl Broker {
         log: LogStore,
         groups: GroupCoordinator,
     ) -> Result<Self, WireError> {
-        let broker = Self { config, controller, log, groups };
+        let broker = Self { config, controller, log, groups, validator: Arc::default() };
         let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
         for topic in &topics {
             broker.open_partitions(topic)?;
@@ -226,6 +230,9 @@ impl Broker {
             out.push((header, bytes.slice(at..at + batch.len())));
             at += batch.len();
         }
+        if topic.config.value_schema_validation || topic.config.key_schema_validation {
+            self.validate_records(topic, &out)?;
+        }
         if out.is_empty() {
             return Err(WireError::new(
                 ErrorCode::InvalidRequest,
@@ -233,6 +240,45 @@ impl Broker {
             ));
         }
         Ok(out)
+    }
+
+    /// Schema validation: every record of every batch must carry a registered schema id of its
+    /// subject and decode with it; the first failure rejects the whole request for the
+    /// partition, naming the record.
+    fn validate_records(
+        &self,
+        topic: &Topic,
+        batches: &[(weir_sdk::batch::BatchHeader, Bytes)],
+    ) -> Result<(), WireError> {
+        let strategy =
+            SubjectNameStrategy::parse(&topic.config.subject_name_strategy).unwrap_or(SubjectNameStrategy::TopicName);
+        let state = self.controller.state();
+        let mut index = 0usize;
+        for (_, batch) in batches {
+            for record in weir_sdk::batch::decode_batches(&topic.name, 0, batch.clone(), 0)? {
+                let r = &record.record;
+                let outcome = if topic.config.key_schema_validation {
+                    self.validator.check(&state.registry, &topic.name, true, strategy, r.key.as_deref())
+                } else {
+                    Ok(())
+                }
+                .and_then(|()| {
+                    if topic.config.value_schema_validation {
+                        self.validator.check(&state.registry, &topic.name, false, strategy, r.value.as_deref())
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(why) = outcome {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidRecord,
+                        format!("record {index} of the produce request to topic {:?} failed schema validation: {why}; nothing of the request was stored", topic.name),
+                    ));
+                }
+                index += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Long-polls until `min_bytes` are available or `max_wait_ms` passes.

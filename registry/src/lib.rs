@@ -8,6 +8,7 @@ pub mod api;
 pub mod compat;
 pub mod schema;
 pub mod state;
+pub mod validate;
 
 /// Registry errors, each with Confluent's HTTP status and error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]

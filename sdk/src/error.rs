@@ -50,6 +50,8 @@ pub enum ErrorCode {
     InconsistentGroupProtocol = 29,
     InvalidGroupId = 30,
     CoordinatorNotAvailable = 31,
+    /// A record failed the topic's schema validation; the message names the record and why.
+    InvalidRecord = 32,
 }
 
 impl ErrorCode {
@@ -101,6 +103,7 @@ impl TryFrom<u16> for ErrorCode {
             29 => InconsistentGroupProtocol,
             30 => InvalidGroupId,
             31 => CoordinatorNotAvailable,
+            32 => InvalidRecord,
             other => return Err(format!("unknown error code {other}")),
         })
     }

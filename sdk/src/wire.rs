@@ -204,11 +204,22 @@ pub struct TopicConfig {
     pub max_message_bytes: u32,
     /// `Always`: fsync before acknowledging; `IntervalMs(n)`: fsync every n ms in the background.
     pub flush: FlushMode,
+    /// Every record value must carry the Confluent wire format (magic 0, schema id) of a schema
+    /// registered for the value subject, and decode with it.
+    pub value_schema_validation: bool,
+    /// The same for record keys.
+    pub key_schema_validation: bool,
+    /// How the subject is named: `TopicNameStrategy` (`<topic>-value`), `RecordNameStrategy`
+    /// (the record's full name) or `TopicRecordNameStrategy` (`<topic>-<full name>`).
+    pub subject_name_strategy: String,
 }
 
 impl Default for TopicConfig {
     fn default() -> Self {
         Self {
+            value_schema_validation: false,
+            key_schema_validation: false,
+            subject_name_strategy: "TopicNameStrategy".into(),
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             max_message_bytes: 1024 * 1024,
@@ -256,9 +267,25 @@ impl TopicConfig {
                 "flush.interval.ms" => {
                     interval_ms = Some(value.parse().map_err(|_| invalid("expected a positive integer number of milliseconds"))?)
                 }
+                "value.schema.validation" | "key.schema.validation" => {
+                    let on = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(invalid("expected true or false")),
+                    };
+                    if key.starts_with("value") {
+                        self.value_schema_validation = on;
+                    } else {
+                        self.key_schema_validation = on;
+                    }
+                }
+                "subject.name.strategy" => match value {
+                    "TopicNameStrategy" | "RecordNameStrategy" | "TopicRecordNameStrategy" => self.subject_name_strategy = value.to_owned(),
+                    _ => return Err(invalid("expected TopicNameStrategy, RecordNameStrategy or TopicRecordNameStrategy")),
+                },
                 _ => {
                     return Err(invalid(
-                        "unknown key; known keys are retention.ms, retention.bytes, max.message.bytes, flush.mode, flush.interval.ms",
+                        "unknown key; known keys are retention.ms, retention.bytes, max.message.bytes, flush.mode, flush.interval.ms, value.schema.validation, key.schema.validation, subject.name.strategy",
                     ))
                 }
             }
@@ -274,6 +301,9 @@ impl TopicConfig {
             ("retention.ms".to_owned(), unlimited(self.retention_ms)),
             ("retention.bytes".to_owned(), unlimited(self.retention_bytes)),
             ("max.message.bytes".to_owned(), self.max_message_bytes.to_string()),
+            ("value.schema.validation".to_owned(), self.value_schema_validation.to_string()),
+            ("key.schema.validation".to_owned(), self.key_schema_validation.to_string()),
+            ("subject.name.strategy".to_owned(), self.subject_name_strategy.clone()),
         ];
         match self.flush {
             FlushMode::Always => out.push(("flush.mode".into(), "always".into())),

@@ -100,3 +100,70 @@ async fn given_bad_requests_then_confluent_error_bodies_and_schemas_survive_rest
     check(&addr, "GET", "/subjects/t-value/versions", "", 404, Some(40401));
     assert_eq!(check(&addr, "DELETE", "/subjects/t-value?permanent=true", "", 200, None), serde_json::json!([1]));
 }
+
+fn framed(id: u32, datum: &[u8]) -> bytes::Bytes {
+    let mut v = vec![0u8];
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend_from_slice(datum);
+    bytes::Bytes::from(v)
+}
+
+#[tokio::test]
+async fn given_value_schema_validation_then_bad_records_reject_their_batch_and_valid_ones_land() {
+    use weir_sdk::wire::OffsetSpec;
+    use weir_sdk::{Admin, ClientError, ErrorCode, Producer, ProducerConfig, Record, TopicConfig};
+
+    let broker = BrokerProcess::start(&[]);
+    let addr = broker.registry_addr.to_string();
+    assert_eq!(check(&addr, "POST", "/subjects/checked-value/versions", USER, 200, None)["id"], 1);
+    let other = r#"{"schema": "{\"type\":\"record\",\"name\":\"V\",\"fields\":[{\"name\":\"b\",\"type\":\"int\"}]}"}"#;
+    assert_eq!(check(&addr, "POST", "/subjects/other-value/versions", other, 200, None)["id"], 2);
+
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    let config = TopicConfig::default().with_entries([("value.schema.validation", "true")]).unwrap();
+    admin.create_topic("checked", 1, config).await.unwrap();
+    let producer =
+        Producer::new(client, ProducerConfig { max_in_flight_per_partition: 1, ..ProducerConfig::default() });
+    let send = |value: Option<bytes::Bytes>| {
+        let producer = producer.clone();
+        async move { producer.send("checked", Some(0), Record { value, ..Record::default() }).await.unwrap().await }
+    };
+    let expect_rejected = |outcome: Result<weir_sdk::Delivery, ClientError>, needle: &str| match outcome {
+        Err(ClientError::Broker(e)) => {
+            assert_eq!(e.code, ErrorCode::InvalidRecord, "{e}");
+            assert!(e.message.contains(needle), "{e} should say {needle:?}");
+        }
+        other => panic!("expected a schema validation error, got {other:?}"),
+    };
+    let valid = framed(1, &[4, b'h', b'i']);
+    expect_rejected(send(Some(bytes::Bytes::from_static(b"{\"a\":\"hi\"}"))).await, "magic byte 0");
+    expect_rejected(send(Some(framed(77, &[4, b'h', b'i']))).await, "schema id 77, which is not registered");
+    expect_rejected(send(Some(framed(2, &[4]))).await, "not registered for subject checked-value");
+    expect_rejected(send(Some(framed(1, &[40, b'h']))).await, "does not decode");
+    expect_rejected(send(None).await, "null");
+
+    // One bad record in a batch rejects the batch; the record is named by its index.
+    let deliveries =
+        [valid.clone(), valid.clone(), framed(1, &[9])]
+            .into_iter()
+            .map(|v| {
+                let producer = producer.clone();
+                async move {
+                    producer.send("checked", Some(0), Record { value: Some(v), ..Record::default() }).await.unwrap()
+                }
+            })
+            .collect::<Vec<_>>();
+    let mut futures = Vec::new();
+    for d in deliveries {
+        futures.push(d.await);
+    }
+    producer.flush().await.unwrap();
+    for f in futures {
+        expect_rejected(f.await, "record 2");
+    }
+
+    let landed = send(Some(valid)).await.unwrap();
+    assert_eq!(landed.offset, 0, "nothing of the rejected batches was stored");
+    assert_eq!(admin.list_offsets("checked", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset, 1);
+}
