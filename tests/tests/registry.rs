@@ -144,19 +144,9 @@ async fn given_value_schema_validation_then_bad_records_reject_their_batch_and_v
     expect_rejected(send(None).await, "null");
 
     // One bad record in a batch rejects the batch; the record is named by its index.
-    let deliveries =
-        [valid.clone(), valid.clone(), framed(1, &[9])]
-            .into_iter()
-            .map(|v| {
-                let producer = producer.clone();
-                async move {
-                    producer.send("checked", Some(0), Record { value: Some(v), ..Record::default() }).await.unwrap()
-                }
-            })
-            .collect::<Vec<_>>();
     let mut futures = Vec::new();
-    for d in deliveries {
-        futures.push(d.await);
+    for v in [valid.clone(), valid.clone(), framed(1, &[9])] {
+        futures.push(producer.send("checked", Some(0), Record { value: Some(v), ..Record::default() }).await.unwrap());
     }
     producer.flush().await.unwrap();
     for f in futures {
