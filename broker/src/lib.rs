@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod log;
 pub mod metadata;
 pub mod quic;
+pub mod schema_cli;
 pub mod server;
 pub mod service;
 pub mod tls;

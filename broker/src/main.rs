@@ -1,6 +1,6 @@
 //! `weir`: the broker (`weir serve`) and its client commands, in one binary.
 
-use weir_broker::{bench, cli, server};
+use weir_broker::{bench, cli, schema_cli, server};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,8 @@ enum Command {
     Consume(cli::ConsumeArgs),
     /// Load generators and baselines.
     Bench(bench::BenchArgs),
+    /// Register, get, list, check and delete schemas; read and set compatibility.
+    Schema(schema_cli::SchemaArgs),
 }
 
 #[derive(clap::Args)]
@@ -77,6 +79,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => cli::produce(args).await,
             Command::Consume(args) => cli::consume(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Schema(args) => schema_cli::run(args).await,
         }
     });
     match outcome {

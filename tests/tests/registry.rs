@@ -157,3 +157,45 @@ async fn given_value_schema_validation_then_bad_records_reject_their_batch_and_v
     assert_eq!(landed.offset, 0, "nothing of the rejected batches was stored");
     assert_eq!(admin.list_offsets("checked", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset, 1);
 }
+
+fn weir_schema(broker: &BrokerProcess, args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new(common::weir_bin());
+    command.arg("schema").args(args).arg("--registry").arg(broker.registry_url());
+    run_with_deadline(&mut command, Duration::from_secs(30))
+}
+
+#[tokio::test]
+async fn given_the_weir_schema_cli_then_it_registers_checks_configures_and_deletes() {
+    let broker = BrokerProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("v1.avsc");
+    let v2 = dir.path().join("v2.avsc");
+    let bad = dir.path().join("bad.avsc");
+    std::fs::write(&v1, r#"{"type":"record","name":"U","fields":[{"name":"a","type":"string"}]}"#).unwrap();
+    std::fs::write(
+        &v2,
+        r#"{"type":"record","name":"U","fields":[{"name":"a","type":"string"},{"name":"b","type":"int"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(&bad, "{oops").unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let (ok, out, err) = weir_schema(&broker, &["register", "cli-value", "--file", &path(&v1)]);
+    assert!(ok && out.contains("with id 1"), "{out}{err}");
+    let (ok, out, _) = weir_schema(&broker, &["list"]);
+    assert!(ok && out.trim() == "cli-value", "{out}");
+    let (ok, out, _) = weir_schema(&broker, &["get", "cli-value"]);
+    assert!(ok && out.contains("\"version\": 1"), "{out}");
+    let (ok, _, err) = weir_schema(&broker, &["check", "cli-value", "--file", &path(&v2)]);
+    assert!(!ok && err.contains("incompatible"), "a new required field breaks BACKWARD: {err}");
+    let (ok, _, err) = weir_schema(&broker, &["register", "cli-value", "--file", &path(&bad)]);
+    assert!(!ok && err.contains("error_code 42201") && err.lines().count() == 1, "{err}");
+    let (ok, out, _) = weir_schema(&broker, &["config", "cli-value", "--set", "NONE"]);
+    assert!(ok && out.contains("NONE"), "{out}");
+    let (ok, out, err) = weir_schema(&broker, &["register", "cli-value", "--file", &path(&v2)]);
+    assert!(ok && out.contains("with id 2"), "{out}{err}");
+    let (ok, out, _) = weir_schema(&broker, &["delete", "cli-value", "--version", "1"]);
+    assert!(ok && out.contains("deleted versions 1"), "{out}");
+    let (ok, out, _) = weir_schema(&broker, &["list", "cli-value"]);
+    assert!(ok && out.trim() == "2", "{out}");
+}
