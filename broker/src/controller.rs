@@ -167,6 +167,21 @@ impl RaftLog {
         self.db.persist(PersistMode::SyncAll).map_err(io_error)
     }
 
+    // openraft's error type is what its traits return.
+    #[allow(clippy::result_large_err)]
+    fn remove_entries(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StorageError<NodeId>> {
+        let keys: Vec<_> = self
+            .entries
+            .range(range)
+            .map(|g| g.key())
+            .collect::<Result<_, _>>()
+            .map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        for key in keys {
+            self.entries.remove(key).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        }
+        Ok(())
+    }
+
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, AnyError> {
         match self.entries.last_key_value() {
             Some(guard) => {
@@ -252,30 +267,12 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let keys: Vec<_> = self
-            .entries
-            .range(log_id.index.to_be_bytes()..)
-            .map(|g| g.key())
-            .collect::<Result<_, _>>()
-            .map_err(|e| StorageIOError::write_logs(io_error(e)))?;
-        for key in keys {
-            self.entries.remove(key).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
-        }
-        Ok(())
+        self.remove_entries(log_id.index.to_be_bytes()..)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.write_meta(LAST_PURGED, &Some(log_id)).map_err(StorageIOError::write_logs)?;
-        let keys: Vec<_> = self
-            .entries
-            .range(..=log_id.index.to_be_bytes())
-            .map(|g| g.key())
-            .collect::<Result<_, _>>()
-            .map_err(|e| StorageIOError::write_logs(io_error(e)))?;
-        for key in keys {
-            self.entries.remove(key).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
-        }
-        Ok(())
+        self.remove_entries(..=log_id.index.to_be_bytes())
     }
 }
 

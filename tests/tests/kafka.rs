@@ -302,18 +302,7 @@ async fn given_an_idempotent_producer_then_retries_are_deduplicated_and_gaps_rej
         stream
     };
     let mut stream = connect();
-    send_request(
-        &mut stream,
-        ApiKey::InitProducerId,
-        4,
-        1,
-        &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
-    );
-    let mut body = read_response(&mut stream).unwrap();
-    let _header = ResponseHeader::decode(&mut body, ApiKey::InitProducerId.response_header_version(4)).unwrap();
-    let init = InitProducerIdResponse::decode(&mut body, 4).unwrap();
-    assert_eq!(init.error_code, 0);
-    let pid = init.producer_id.0;
+    let pid = init_producer_id(&mut stream, 1);
     assert!(pid >= 0);
 
     assert_eq!(produce_one(&mut stream, 2, idempotent_batch(pid, 0)).base_offset, 0);
@@ -337,16 +326,17 @@ async fn given_an_idempotent_producer_then_retries_are_deduplicated_and_gaps_rej
     );
 
     // A second InitProducerId after restart hands out a new id.
-    send_request(
-        &mut stream,
-        ApiKey::InitProducerId,
-        4,
-        8,
-        &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
-    );
-    let mut body = read_response(&mut stream).unwrap();
+    assert!(init_producer_id(&mut stream, 8) > pid);
+}
+
+fn init_producer_id(stream: &mut TcpStream, correlation_id: i32) -> i64 {
+    let request = InitProducerIdRequest::default().with_transaction_timeout_ms(60_000);
+    send_request(stream, ApiKey::InitProducerId, 4, correlation_id, &request);
+    let mut body = read_response(stream).unwrap();
     let _header = ResponseHeader::decode(&mut body, ApiKey::InitProducerId.response_header_version(4)).unwrap();
-    assert!(InitProducerIdResponse::decode(&mut body, 4).unwrap().producer_id.0 > pid);
+    let init = InitProducerIdResponse::decode(&mut body, 4).unwrap();
+    assert_eq!(init.error_code, 0);
+    init.producer_id.0
 }
 
 #[tokio::test]
