@@ -31,7 +31,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
 pub fn router<B: Backend>(backend: B) -> Router {
     Router::new()
         .route("/", get(|| async { ok(json!({})) }))
-        .route("/schemas/types", get(|| async { ok(json!(["AVRO"])) }))
+        .route("/schemas/types", get(|| async { ok(json!(["AVRO", "JSON"])) }))
         .route("/subjects", get(list_subjects::<B>))
         .route("/subjects/{subject}", post(lookup::<B>).delete(delete_subject::<B>))
         .route("/subjects/{subject}/versions", get(list_versions::<B>).post(register::<B>))

@@ -39,6 +39,7 @@ pub struct ParsedSchema {
     pub schema_type: SchemaType,
     pub canonical: String,
     pub avro: Option<AvroSchema>,
+    pub json: Option<serde_json::Value>,
 }
 
 impl ParsedSchema {
@@ -51,11 +52,17 @@ impl ParsedSchema {
                 // depends on; the normalized full JSON keeps them while ignoring layout.
                 let canonical = serde_json::to_string(&avro)
                     .map_err(|e| RegistryError::InvalidSchema(format!("Invalid schema {text}: {e}")))?;
-                Ok(Self { schema_type, canonical, avro: Some(avro) })
+                Ok(Self { schema_type, canonical, avro: Some(avro), json: None })
             }
-            SchemaType::Json => Err(RegistryError::InvalidSchema(
-                "JSON Schema subjects are not supported by this registry yet; register AVRO schemas".into(),
-            )),
+            SchemaType::Json => {
+                let invalid = |why: String| RegistryError::InvalidSchema(format!("Invalid schema {text}: {why}"));
+                let value: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+                jsonschema::meta::validate(&value).map_err(|e| invalid(e.to_string()))?;
+                jsonschema::validator_for(&value).map_err(|e| invalid(e.to_string()))?;
+                // serde_json's map keeps keys sorted, so this form ignores key order and layout.
+                let canonical = serde_json::to_string(&value).map_err(|e| invalid(e.to_string()))?;
+                Ok(Self { schema_type, canonical, avro: None, json: Some(value) })
+            }
         }
     }
 }

@@ -367,6 +367,68 @@ mod tests {
         );
     }
 
+    /// As `check`, for JSON Schema subjects.
+    fn check_json(level: &str, versions: &[&str], compatible: bool) {
+        let mut state = RegistryState::default();
+        state
+            .apply(RegistryCommand::SetCompatibility { subject: Some("j".into()), level: Compatibility::None })
+            .unwrap();
+        let (last, earlier) = versions.split_last().unwrap();
+        for schema in earlier {
+            state
+                .apply(RegistryCommand::Register {
+                    subject: "j".into(),
+                    schema_type: SchemaType::Json,
+                    schema: schema.to_string(),
+                })
+                .unwrap();
+        }
+        state
+            .apply(RegistryCommand::SetCompatibility { subject: Some("j".into()), level: level.parse().unwrap() })
+            .unwrap();
+        let outcome = state.apply(RegistryCommand::Register {
+            subject: "j".into(),
+            schema_type: SchemaType::Json,
+            schema: last.to_string(),
+        });
+        match (compatible, &outcome) {
+            (true, Ok(_)) => {}
+            (false, Err(RegistryError::Incompatible(_))) => {}
+            _ => panic!("{level}: {versions:?} expected compatible={compatible}, got {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn json_schema_compatibility_table() {
+        let open = r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#;
+        let optional_added =
+            r#"{"type":"object","properties":{"id":{"type":"integer"},"name":{"type":"string"}},"required":["id"]}"#;
+        let required_added = r#"{"type":"object","properties":{"id":{"type":"integer"},"name":{"type":"string"}},"required":["id","name"]}"#;
+        let widened = r#"{"type":"object","properties":{"id":{"type":"number"}},"required":["id"]}"#;
+        let retyped = r#"{"type":"object","properties":{"id":{"type":"string"}},"required":["id"]}"#;
+        let closed = r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"],"additionalProperties":false}"#;
+        let small_enum = r#"{"type":"string","enum":["a","b"]}"#;
+        let big_enum = r#"{"type":"string","enum":["a","b","c"]}"#;
+        check_json("BACKWARD", &[open, optional_added], true);
+        check_json("BACKWARD", &[open, required_added], false);
+        check_json("BACKWARD", &[open, widened], true);
+        check_json("FORWARD", &[open, widened], false);
+        check_json("BACKWARD", &[open, retyped], false);
+        check_json("BACKWARD", &[open, closed], false);
+        check_json("BACKWARD", &[small_enum, big_enum], true);
+        check_json("FORWARD", &[small_enum, big_enum], false);
+        check_json("FULL", &[open, optional_added], true);
+        check_json("BACKWARD_TRANSITIVE", &[open, optional_added, required_added], false);
+        check_json("NONE", &[open, retyped], true);
+        let mut state = RegistryState::default();
+        let bad = state.apply(RegistryCommand::Register {
+            subject: "j".into(),
+            schema_type: SchemaType::Json,
+            schema: r#"{"type": 12}"#.into(),
+        });
+        assert!(matches!(bad, Err(RegistryError::InvalidSchema(_))), "{bad:?}");
+    }
+
     #[test]
     fn ids_are_shared_across_subjects_and_deletes_follow_confluent_rules() {
         let mut s = RegistryState::default();

@@ -35,6 +35,7 @@ impl SubjectNameStrategy {
 #[derive(Default)]
 pub struct Validator {
     schemas: Mutex<HashMap<u32, Arc<AvroSchema>>>,
+    json_schemas: Mutex<HashMap<u32, Arc<jsonschema::Validator>>>,
 }
 
 impl Validator {
@@ -58,8 +59,26 @@ impl Validator {
         let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         let stored =
             state.schemas.get(&id).ok_or_else(|| format!("{part} names schema id {id}, which is not registered"))?;
-        if stored.schema_type != SchemaType::Avro {
-            return Err(format!("{part} names schema id {id}, which is not an Avro schema"));
+        let registered_for = |subject: String| -> Result<(), String> {
+            if state.live_versions(&subject).iter().any(|v| v.id == id) {
+                Ok(())
+            } else {
+                Err(format!("{part} names schema id {id}, which is not registered for subject {subject}"))
+            }
+        };
+        if stored.schema_type == SchemaType::Json {
+            let subject = match strategy {
+                SubjectNameStrategy::TopicName => format!("{topic}-{part}"),
+                _ => return Err("record-name subject strategies need a named (Avro) schema".into()),
+            };
+            registered_for(subject)?;
+            let validator = self.json_schema(id, &stored.schema)?;
+            let document: serde_json::Value = serde_json::from_slice(&bytes[5..])
+                .map_err(|e| format!("{part} is not JSON after its schema id {id}: {e}"))?;
+            if !validator.is_valid(&document) {
+                return Err(format!("{part} does not match JSON schema id {id}"));
+            }
+            return Ok(());
         }
         let schema = self.schema(id, &stored.schema)?;
         let subject = match strategy {
@@ -67,9 +86,7 @@ impl Validator {
             SubjectNameStrategy::RecordName => full_name(&schema)?,
             SubjectNameStrategy::TopicRecordName => format!("{topic}-{}", full_name(&schema)?),
         };
-        if !state.live_versions(&subject).iter().any(|v| v.id == id) {
-            return Err(format!("{part} names schema id {id}, which is not registered for subject {subject}"));
-        }
+        registered_for(subject)?;
         let mut datum = &bytes[5..];
         let value = apache_avro::from_avro_datum(&schema, &mut datum, None)
             .map_err(|e| format!("{part} does not decode with schema id {id}: {e}"))?;
@@ -95,6 +112,22 @@ impl Validator {
             Arc::new(AvroSchema::parse_str(text).map_err(|e| format!("registered schema {id} does not parse: {e}"))?);
         cache.insert(id, schema.clone());
         Ok(schema)
+    }
+}
+
+impl Validator {
+    fn json_schema(&self, id: u32, text: &str) -> Result<Arc<jsonschema::Validator>, String> {
+        let mut cache = self.json_schemas.lock().expect("schema cache lock");
+        if let Some(v) = cache.get(&id) {
+            return Ok(v.clone());
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("registered schema {id} is not JSON: {e}"))?;
+        let validator = Arc::new(
+            jsonschema::validator_for(&value).map_err(|e| format!("registered schema {id} does not compile: {e}"))?,
+        );
+        cache.insert(id, validator.clone());
+        Ok(validator)
     }
 }
 
@@ -153,5 +186,21 @@ mod tests {
         check_case(&state, Some(&framed(2, &[4])), Err("not registered for subject orders-value"));
         check_case(&state, Some(&framed(1, &[40, b'h'])), Err("does not decode"));
         check_case(&state, Some(&framed(1, &[4, b'h', b'i', 7])), Err("left over"));
+    }
+
+    #[test]
+    fn json_schema_records_are_checked() {
+        let mut state = RegistryState::default();
+        let schema = r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#;
+        state
+            .apply(RegistryCommand::Register {
+                subject: "orders-value".into(),
+                schema_type: SchemaType::Json,
+                schema: schema.into(),
+            })
+            .unwrap();
+        check_case(&state, Some(&framed(1, br#"{"id": 7}"#)), Ok(()));
+        check_case(&state, Some(&framed(1, br#"{"id": "seven"}"#)), Err("does not match JSON schema id 1"));
+        check_case(&state, Some(&framed(1, b"{oops")), Err("is not JSON"));
     }
 }
