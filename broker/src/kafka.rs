@@ -1139,54 +1139,17 @@ fn offset_fetch(ctx: &KafkaContext, req: &RequestContext, r: OffsetFetchRequest)
         }
         by_topic.into_iter().collect()
     };
-    if req.api_version >= 8 {
-        let groups = r
-            .groups
-            .into_iter()
-            .map(|g| {
-                let topics = g
-                    .topics
-                    .map(|ts| ts.into_iter().map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes)).collect());
-                let found = lookup(g.group_id.0.as_str(), topics);
-                offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(
-                    found
-                        .into_iter()
-                        .map(|(topic, partitions)| {
-                            offset_fetch_response::OffsetFetchResponseTopics::default()
-                                .with_name(TopicName(s(topic)))
-                                .with_partitions(
-                                    partitions
-                                        .into_iter()
-                                        .map(|(p, offset, metadata)| {
-                                            offset_fetch_response::OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(-1)
-                                                .with_metadata(Some(s(metadata.unwrap_or_default())))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                )
-            })
-            .collect();
-        return OffsetFetchResponse::default().with_groups(groups);
-    }
-    let topics =
-        r.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes)).collect());
-    let found = lookup(r.group_id.0.as_str(), topics);
-    OffsetFetchResponse::default().with_topics(
-        found
-            .into_iter()
-            .map(|(topic, partitions)| {
-                offset_fetch_response::OffsetFetchResponseTopic::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_partitions(
+    // v8+ and older versions carry the same data in two sets of generated types.
+    macro_rules! topics_of {
+        ($found:expr, $topic:ty, $partition:ty) => {
+            $found
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    <$topic>::default().with_name(TopicName(s(topic))).with_partitions(
                         partitions
                             .into_iter()
-                            .map(|(p, offset, metadata)| {
-                                offset_fetch_response::OffsetFetchResponsePartition::default()
+                            .map(|(p, offset, metadata): Committed| {
+                                <$partition>::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(offset)
                                     .with_committed_leader_epoch(-1)
@@ -1194,9 +1157,36 @@ fn offset_fetch(ctx: &KafkaContext, req: &RequestContext, r: OffsetFetchRequest)
                             })
                             .collect(),
                     )
+                })
+                .collect()
+        };
+    }
+    let names = |ts: Vec<(TopicName, Vec<i32>)>| ts.into_iter().map(|(n, ps)| (n.0.as_str().to_owned(), ps)).collect();
+    if req.api_version >= 8 {
+        let groups = r
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| names(ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect()));
+                let found = lookup(g.group_id.0.as_str(), topics);
+                offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(
+                    topics_of!(
+                        found,
+                        offset_fetch_response::OffsetFetchResponseTopics,
+                        offset_fetch_response::OffsetFetchResponsePartitions
+                    ),
+                )
             })
-            .collect(),
-    )
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = r.topics.map(|ts| names(ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect()));
+    let found = lookup(r.group_id.0.as_str(), topics);
+    OffsetFetchResponse::default().with_topics(topics_of!(
+        found,
+        offset_fetch_response::OffsetFetchResponseTopic,
+        offset_fetch_response::OffsetFetchResponsePartition
+    ))
 }
 
 /// Expires group members and completes overdue rebalances.
