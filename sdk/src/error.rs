@@ -124,7 +124,7 @@ impl WireError {
 }
 
 /// Errors of the Rust client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
     Broker(#[from] WireError),

@@ -1,6 +1,7 @@
-//! The async producer: batches records per partition by size and linger, compresses, sends with
-//! one request in flight per partition (so retries cannot reorder), and resolves a delivery
-//! future per record with the offset the broker gave it.
+//! The async producer: batches records per partition by size and linger, compresses, pipelines
+//! up to `max_in_flight_per_partition` requests per partition (opened in batch order, so the
+//! broker appends them in order; set 1 so retries cannot reorder either), and resolves a
+//! delivery future per record with the offset the broker gave it.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::batch::{encode_batch, Compression, Record};
 use crate::client::{Admin, Client, PendingResponse};
-use crate::error::{ClientError, WireError};
+use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
 use crate::wire::{Acks, Frame, FrameKind, ProducePartition, ProduceRequest, ProduceResponse};
 
@@ -373,7 +374,7 @@ async fn partition_sender(
                 let offset = match &outcome {
                     Ok(base) if *base < 0 => Ok(-1),
                     Ok(base) => Ok(base + i as i64),
-                    Err(e) => Err(clone_error(e)),
+                    Err(e) => Err(e.clone()),
                 };
                 let _ = reply.send(offset.map(|offset| Delivery { topic: tp.0.clone(), partition: tp.1, offset }));
             }
@@ -424,17 +425,5 @@ async fn read_produce_response(pending: PendingResponse) -> Result<i64, ClientEr
     match partition.error {
         Some(e) => Err(ClientError::Broker(e)),
         None => Ok(partition.base_offset),
-    }
-}
-
-fn clone_error(e: &ClientError) -> ClientError {
-    match e {
-        ClientError::Broker(w) => ClientError::Broker(WireError::clone(w)),
-        ClientError::Connect { addr, reason } => ClientError::Connect { addr: addr.clone(), reason: reason.clone() },
-        ClientError::ConnectionLost(s) => ClientError::ConnectionLost(s.clone()),
-        ClientError::Tls(s) => ClientError::Tls(s.clone()),
-        ClientError::Batch(s) => ClientError::Batch(s.clone()),
-        ClientError::Invalid(s) => ClientError::Invalid(s.clone()),
-        ClientError::Closed => ClientError::Closed,
     }
 }
