@@ -1,0 +1,319 @@
+//! One plugin instance: a store with its limits and host state, created on the first call and
+//! re-created after a failed one (a trapped component instance cannot be entered again).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::Store;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::{self, host, schema_registry, InputRecord, OutputRecord};
+use crate::{Limits, Module, PluginKind, Runtime};
+
+/// The broker's schema registry as plugins see it.
+pub trait SchemaLookup: Send + Sync {
+    /// `(schema type, schema text)` of `id`, or why there is none.
+    fn lookup(&self, id: u32) -> Result<(String, String), String>;
+}
+
+/// Named counters a plugin adds to (`counter-add`), shared with the broker's metrics.
+#[derive(Debug, Default)]
+pub struct Counters(Mutex<BTreeMap<String, u64>>);
+
+impl Counters {
+    /// Bounds the memory a module can make the host spend on counter names.
+    pub const NAMES_MAX: usize = 64;
+    pub const NAME_BYTES_MAX: usize = 128;
+
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn add(&self, name: &str, delta: u64) {
+        let mut counters = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = counters.get_mut(name) {
+            *value = value.saturating_add(delta);
+        } else if counters.len() < Self::NAMES_MAX && name.len() <= Self::NAME_BYTES_MAX {
+            counters.insert(name.to_owned(), delta);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct InstanceConfig {
+    pub limits: Limits,
+    pub params: Arc<BTreeMap<String, String>>,
+    /// Names the instance in logs, e.g. `mask@3/orders[2]`.
+    pub label: Arc<str>,
+    pub counters: Arc<Counters>,
+    pub schemas: Option<Arc<dyn SchemaLookup>>,
+}
+
+/// Why a call failed. The instance is discarded; the next call starts a fresh one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("interrupted at its deadline of {deadline_ms} ms")]
+    Timeout { deadline_ms: u64 },
+    #[error("stopped at its memory cap of {memory_bytes} bytes (asked to grow to {desired_bytes})")]
+    MemoryCap { memory_bytes: u64, desired_bytes: u64 },
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The module answered, but not what the contract allows.
+    #[error("{0}")]
+    Contract(String),
+}
+
+const STDERR_BYTES_MAX: usize = 16 << 10;
+const LOG_MESSAGE_BYTES_MAX: usize = 4 << 10;
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    config: InstanceConfig,
+}
+
+struct MemoryLimiter {
+    memory_bytes_max: u64,
+    high_water_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("memory cap")]
+struct MemoryCapHit {
+    desired_bytes: u64,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        if desired > self.memory_bytes_max {
+            // An error, not `false`: a refused memory.grow returns -1 to the guest, which may
+            // spin on it; an error traps at once and names the cause.
+            return Err(wasmtime::Error::new(MemoryCapHit { desired_bytes: desired }));
+        }
+        self.high_water_bytes = self.high_water_bytes.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl bindings::transform::weir::plugin::types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        let mut message = message;
+        if message.len() > LOG_MESSAGE_BYTES_MAX {
+            let mut end = LOG_MESSAGE_BYTES_MAX;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
+        }
+        let module = &*self.config.label;
+        match level {
+            host::LogLevel::Trace => tracing::trace!(target: "weir::plugin", module, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(target: "weir::plugin", module, "{message}"),
+            host::LogLevel::Info => tracing::info!(target: "weir::plugin", module, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(target: "weir::plugin", module, "{message}"),
+            host::LogLevel::Error => tracing::error!(target: "weir::plugin", module, "{message}"),
+        }
+    }
+
+    fn param(&mut self, name: String) -> Option<String> {
+        self.config.params.get(&name).cloned()
+    }
+
+    fn params(&mut self) -> Vec<(String, String)> {
+        self.config.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        self.config.counters.add(&name, delta);
+    }
+}
+
+impl schema_registry::Host for HostState {
+    fn lookup(&mut self, id: u32) -> Result<schema_registry::Schema, String> {
+        let Some(schemas) = &self.config.schemas else {
+            return Err("no schema registry is configured for this broker".into());
+        };
+        let (schema_type, schema) = schemas.lookup(id)?;
+        Ok(schema_registry::Schema { id, schema_type, schema })
+    }
+}
+
+enum Bindings {
+    Transform(bindings::transform::Transform),
+    Partitioner(bindings::partitioner::Partitioner),
+    Validator(bindings::validator::Validator),
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: Bindings,
+    stderr: MemoryOutputPipe,
+}
+
+/// A plugin instance for one deployment and partition, reused across batches.
+pub struct Instance {
+    runtime: Runtime,
+    module: Module,
+    config: InstanceConfig,
+    live: Option<Live>,
+    memory_high_water_bytes: u64,
+}
+
+impl Instance {
+    pub(crate) fn new(runtime: Runtime, module: Module, config: InstanceConfig) -> Self {
+        Self { runtime, module, config, live: None, memory_high_water_bytes: 0 }
+    }
+
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// The most linear memory any of this instance's incarnations has held.
+    pub fn memory_high_water_bytes(&self) -> u64 {
+        let live = self.live.as_ref().map_or(0, |l| l.store.data().limiter.high_water_bytes);
+        self.memory_high_water_bytes.max(live)
+    }
+
+    /// One result per record: outputs, or the module's error for that record.
+    pub fn transform(&mut self, records: &[InputRecord]) -> Result<Vec<Result<Vec<OutputRecord>, String>>, CallError> {
+        let results = self.call(|store, bindings| match bindings {
+            Bindings::Transform(t) => t.weir_plugin_transformer().call_transform(store, records),
+            _ => unreachable!("instance kind is checked on load"),
+        })?;
+        check_count(results.len(), records.len())?;
+        Ok(results)
+    }
+
+    /// One partition per record, each checked to be below `partition_count`.
+    pub fn partition(&mut self, records: &[InputRecord], partition_count: u32) -> Result<Vec<u32>, CallError> {
+        let partitions = self.call(|store, bindings| match bindings {
+            Bindings::Partitioner(p) => {
+                p.weir_plugin_partition_chooser().call_partition(store, records, partition_count)
+            }
+            _ => unreachable!("instance kind is checked on load"),
+        })?;
+        check_count(partitions.len(), records.len())?;
+        if let Some((index, p)) = partitions.iter().enumerate().find(|(_, p)| **p >= partition_count) {
+            return Err(CallError::Contract(format!(
+                "the partitioner answered partition {p} for record {index}, but the topic has {partition_count} \
+                 partitions (0 to {})",
+                partition_count - 1
+            )));
+        }
+        Ok(partitions)
+    }
+
+    /// One verdict per record: `None` accepts, `Some(reason)` rejects.
+    pub fn validate(&mut self, records: &[InputRecord]) -> Result<Vec<Option<String>>, CallError> {
+        let verdicts = self.call(|store, bindings| match bindings {
+            Bindings::Validator(v) => v.weir_plugin_record_validator().call_validate(store, records),
+            _ => unreachable!("instance kind is checked on load"),
+        })?;
+        check_count(verdicts.len(), records.len())?;
+        Ok(verdicts)
+    }
+
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&mut Store<HostState>, &Bindings) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        if self.live.is_none() {
+            self.live = Some(self.instantiate()?);
+        }
+        let live = self.live.as_mut().expect("instantiated above");
+        live.store.set_epoch_deadline(self.runtime.ticks_for(self.config.limits.deadline_ms));
+        let started = Instant::now();
+        match f(&mut live.store, &live.bindings) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let failed = self.live.take().expect("live during the call");
+                self.memory_high_water_bytes =
+                    self.memory_high_water_bytes.max(failed.store.data().limiter.high_water_bytes);
+                let error = classify(&e, &failed.stderr, self.config.limits);
+                tracing::debug!(module = %self.config.label, elapsed_ms = started.elapsed().as_millis() as u64, error = %error, "plugin call failed");
+                Err(error)
+            }
+        }
+    }
+
+    fn instantiate(&self) -> Result<Live, CallError> {
+        let stderr = MemoryOutputPipe::new(STDERR_BYTES_MAX);
+        // Nothing granted: no preopened directories, no environment or arguments, no network
+        // (socket imports are refused at load as well), stdin empty, stdout discarded.
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { memory_bytes_max: self.config.limits.memory_bytes, high_water_bytes: 0 },
+            config: self.config.clone(),
+        };
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.runtime.ticks_for(self.config.limits.deadline_ms));
+        let linkers = &self.runtime.inner.linkers;
+        let component = &self.module.component;
+        let instantiated = match self.module.kind {
+            PluginKind::Transform => {
+                bindings::transform::Transform::instantiate(&mut store, component, &linkers.transform)
+                    .map(Bindings::Transform)
+            }
+            PluginKind::Partitioner => {
+                bindings::partitioner::Partitioner::instantiate(&mut store, component, &linkers.partitioner)
+                    .map(Bindings::Partitioner)
+            }
+            PluginKind::Validator => {
+                bindings::validator::Validator::instantiate(&mut store, component, &linkers.validator)
+                    .map(Bindings::Validator)
+            }
+        };
+        match instantiated {
+            Ok(bindings) => Ok(Live { store, bindings, stderr }),
+            Err(e) => Err(classify(&e, &stderr, self.config.limits)),
+        }
+    }
+}
+
+fn check_count(got: usize, expected: usize) -> Result<(), CallError> {
+    if got != expected {
+        return Err(CallError::Contract(format!(
+            "the module answered {got} results for a batch of {expected} records; the contract is one per record"
+        )));
+    }
+    Ok(())
+}
+
+fn classify(e: &wasmtime::Error, stderr: &MemoryOutputPipe, limits: Limits) -> CallError {
+    if let Some(hit) = e.downcast_ref::<MemoryCapHit>() {
+        return CallError::MemoryCap { memory_bytes: limits.memory_bytes, desired_bytes: hit.desired_bytes };
+    }
+    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+        return CallError::Timeout { deadline_ms: limits.deadline_ms };
+    }
+    // A Rust guest's panic message goes to stderr before the trap; it says more than the trap.
+    let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
+    let trap = e.downcast_ref::<wasmtime::Trap>().map_or_else(|| e.to_string(), |t| t.to_string());
+    if printed.is_empty() {
+        CallError::Trap(trap)
+    } else {
+        let last: Vec<&str> = printed.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+        CallError::Trap(format!("{trap}; the module printed: {}", last.join(" | ")))
+    }
+}

@@ -1,0 +1,182 @@
+//! The Wasm host of Weir: loads plugin components, checks them against the
+//! `weir:plugin@0.1.0` contract (`sdk/wit/plugin.wit`), compiles them once (cached on disk by
+//! content hash), and calls them under a deadline and a memory cap.
+//!
+//! *Boundary*: this is the only crate that knows wasmtime. The broker hands it bytes and
+//! records and gets back outputs, verdicts, partitions or a [`CallError`].
+
+mod bindings;
+mod instance;
+mod module;
+
+pub mod dev;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use bindings::{Header, InputRecord, OutputRecord};
+pub use instance::{CallError, Counters, Instance, InstanceConfig, SchemaLookup};
+pub use module::Module;
+
+/// What a plugin does, i.e. which world of the WIT package it targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    Transform,
+    Partitioner,
+    Validator,
+}
+
+impl PluginKind {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "transform" => Ok(Self::Transform),
+            "partitioner" => Ok(Self::Partitioner),
+            "validator" => Ok(Self::Validator),
+            other => Err(format!("unknown module kind {other:?}: use transform, partitioner or validator")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transform => "transform",
+            Self::Partitioner => "partitioner",
+            Self::Validator => "validator",
+        }
+    }
+
+    /// The interface a component of this kind must export.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            Self::Transform => "weir:plugin/transformer@0.1.0",
+            Self::Partitioner => "weir:plugin/partition-chooser@0.1.0",
+            Self::Validator => "weir:plugin/record-validator@0.1.0",
+        }
+    }
+}
+
+/// Per-call limits of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Longest one call (one batch) may run before it is interrupted.
+    pub deadline_ms: u64,
+    /// Most linear memory an instance may hold.
+    pub memory_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { deadline_ms: 100, memory_bytes: 64 << 20 }
+    }
+}
+
+impl Limits {
+    pub const DEADLINE_MS_MAX: u64 = 60_000;
+    pub const MEMORY_BYTES_MAX: u64 = 4 << 30;
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.deadline_ms == 0 || self.deadline_ms > Self::DEADLINE_MS_MAX {
+            return Err(format!("deadline.ms = {} is out of range: 1 to {}", self.deadline_ms, Self::DEADLINE_MS_MAX));
+        }
+        if self.memory_bytes < (1 << 20) || self.memory_bytes > Self::MEMORY_BYTES_MAX {
+            return Err(format!(
+                "memory.bytes = {} is out of range: 1 MiB to {} bytes",
+                self.memory_bytes,
+                Self::MEMORY_BYTES_MAX
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The bytes are not a Weir plugin component; the message says why and what to do.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("module cache {path}: {source}")]
+    Cache { path: PathBuf, source: std::io::Error },
+    #[error("wasm engine: {0}")]
+    Engine(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are kept, named by the module's SHA-256.
+    pub cache_dir: PathBuf,
+    /// How often the epoch advances; deadlines are rounded up to whole ticks.
+    pub epoch_tick: Duration,
+}
+
+/// One wasmtime engine, its epoch ticker and the linkers of the three worlds.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: wasmtime::Engine,
+    config: RuntimeConfig,
+    linkers: bindings::Linkers,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true);
+        // Epoch checks cost less than fuel; the deadline is what stops a spinning module,
+        // including one spinning on a failed memory.grow.
+        wasm.epoch_interruption(true);
+        wasm.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = wasmtime::Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        std::fs::create_dir_all(&config.cache_dir)
+            .map_err(|source| RuntimeError::Cache { path: config.cache_dir.clone(), source })?;
+        let linkers = bindings::Linkers::new(&engine).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            let tick = config.epoch_tick;
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        }
+        Ok(Self { inner: Arc::new(Inner { engine, config, linkers, ticker_stop }) })
+    }
+
+    /// Checks `bytes` as a plugin of `kind` and compiles it, or loads the compiled artifact
+    /// from the cache. The error names what is wrong (not Wasm, a core module, a refused
+    /// import, a missing export).
+    pub fn load(&self, bytes: &[u8], kind: PluginKind) -> Result<Module, RuntimeError> {
+        module::load(self, bytes, kind)
+    }
+
+    /// A new instance of `module`; it is created on first call and re-created after a failure.
+    pub fn instance(&self, module: &Module, config: InstanceConfig) -> Instance {
+        Instance::new(self.clone(), module.clone(), config)
+    }
+
+    fn engine(&self) -> &wasmtime::Engine {
+        &self.inner.engine
+    }
+
+    fn ticks_for(&self, deadline_ms: u64) -> u64 {
+        let tick_ms = self.inner.config.epoch_tick.as_millis().max(1) as u64;
+        deadline_ms.div_ceil(tick_ms).max(1)
+    }
+}

@@ -1,0 +1,186 @@
+//! Loading a plugin: is it a component, does it import only what Weir grants, does it export
+//! its world's interface; then compile once and keep the artifact by content hash.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use crate::{PluginKind, Runtime, RuntimeError};
+
+/// A checked, compiled plugin. Cheap to clone.
+#[derive(Clone)]
+pub struct Module {
+    pub(crate) component: Component,
+    pub(crate) kind: PluginKind,
+    sha256: Arc<str>,
+}
+
+impl Module {
+    pub fn kind(&self) -> PluginKind {
+        self.kind
+    }
+
+    /// Hex SHA-256 of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+/// Import interfaces a plugin may have, by name without version. Rust's standard library for
+/// wasm32-wasip2 imports these even when unused; the host grants them with nothing behind
+/// them: no preopened directories, no environment, no arguments, stdin empty.
+const GRANTED_IMPORTS: &[&str] = &[
+    "weir:plugin/types",
+    "weir:plugin/host",
+    "weir:plugin/schema-registry",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+
+pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind) -> Result<Module, RuntimeError> {
+    check_header(bytes)?;
+    let sha256: Arc<str> = hex::encode(Sha256::digest(bytes)).into();
+    let component = compile(runtime, bytes, &sha256)?;
+    let ty = component.component_type();
+    let engine = runtime.engine();
+    for (name, _) in ty.imports(engine) {
+        check_import(name)?;
+    }
+    let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    if !exports.contains(&kind.export_name()) {
+        let shown = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
+        return Err(RuntimeError::Invalid(format!(
+            "the component does not export {}, so it is not a {} for this broker (it exports {shown}); \
+             build it with weir-plugin's #[{}] macro",
+            kind.export_name(),
+            kind.as_str(),
+            kind.as_str()
+        )));
+    }
+    Ok(Module { component, kind, sha256 })
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        return Err(RuntimeError::Invalid(format!(
+            "not a WebAssembly file: it does not start with the \\0asm magic ({} bytes)",
+            bytes.len()
+        )));
+    }
+    // The version field is a u16 version and a u16 layer: layer 0 is a core module, 1 a component.
+    let layer = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if layer == 0 {
+        return Err(RuntimeError::Invalid(
+            "this is a core WebAssembly module, not a component: build the plugin with \
+             `cargo build --target wasm32-wasip2` (or wrap it with `wasm-tools component new`)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_import(name: &str) -> Result<(), RuntimeError> {
+    let unversioned = name.split('@').next().unwrap_or(name);
+    if GRANTED_IMPORTS.contains(&unversioned) {
+        return Ok(());
+    }
+    let why = if unversioned.starts_with("wasi:sockets/") || unversioned.starts_with("wasi:http/") {
+        "network access, which Weir plugins are not granted"
+    } else if unversioned.starts_with("wasi:") {
+        "a WASI capability that Weir plugins are not granted"
+    } else {
+        "an interface this broker does not provide"
+    };
+    Err(RuntimeError::Invalid(format!(
+        "the component imports {name}: {why}. Plugins may import weir:plugin/host, \
+         weir:plugin/schema-registry and WASI's cli, io, clocks, random and (empty) filesystem interfaces"
+    )))
+}
+
+/// Compiles, or loads the artifact an earlier compile left in the cache. The artifact's name
+/// holds the module hash and the engine's compatibility hash, so an upgraded engine recompiles.
+fn compile(runtime: &Runtime, bytes: &[u8], sha256: &str) -> Result<Component, RuntimeError> {
+    use std::hash::{Hash, Hasher};
+    let engine = runtime.engine();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let path: PathBuf = runtime.inner.config.cache_dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
+    if path.exists() {
+        // SAFETY: the file is an artifact this runtime wrote with `precompile_component` under a
+        // name that binds it to the module's hash and this engine's settings; nothing else
+        // writes to the cache folder.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cached module unusable; recompiling"),
+        }
+    }
+    let artifact = engine.precompile_component(bytes).map_err(|e| {
+        RuntimeError::Invalid(format!(
+            "the component does not validate: {}",
+            e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+        ))
+    })?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &artifact)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| RuntimeError::Cache { path: path.clone(), source })?;
+    // SAFETY: as above; the artifact was produced by this engine a moment ago.
+    #[allow(unsafe_code)]
+    unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| RuntimeError::Engine(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(dir: &std::path::Path) -> Runtime {
+        Runtime::new(crate::RuntimeConfig { cache_dir: dir.into(), epoch_tick: std::time::Duration::from_millis(5) })
+            .unwrap()
+    }
+
+    fn check(bytes: &[u8], expected_error: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let err = runtime(dir.path()).load(bytes, PluginKind::Transform).err().expect("must be refused").to_string();
+        assert!(err.contains(expected_error), "{err:?} should mention {expected_error:?}");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_plugin_component() {
+        check(b"hello, I am a text file", "not a WebAssembly file");
+        check(b"", "not a WebAssembly file");
+        check(&wat::parse_str("(module)").unwrap(), "core WebAssembly module, not a component");
+        check(b"\0asm\x0d\x00\x01\x00garbage", "does not validate");
+        check(&wat::parse_str("(component)").unwrap(), "does not export weir:plugin/transformer@0.1.0");
+        check(
+            &wat::parse_str(r#"(component (import "evil:thing/backdoor" (instance)))"#).unwrap(),
+            "imports evil:thing/backdoor: an interface this broker does not provide",
+        );
+        check(
+            &wat::parse_str(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#).unwrap(),
+            "imports wasi:sockets/tcp@0.2.0: network access",
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Attribute macros of `weir-plugin`. Each turns a plain function into the export of a Weir
+//! plugin world; `weir-plugin` holds the bindings and the per-record loops they call.
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{parse_macro_input, ItemFn};
+
+/// `#[transform] fn f(record: Record) -> Result<Vec<Output>, Error>`, or
+/// `#[transform(batch)] fn f(records: Vec<Record>) -> Vec<Result<Vec<Output>, Error>>`.
+#[proc_macro_attribute]
+pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = parse_macro_input!(item as ItemFn);
+    let name = &function.sig.ident;
+    let runner = match attr.to_string().trim() {
+        "" => quote!(run_transform),
+        "batch" => quote!(run_transform_batch),
+        other => {
+            return syn::Error::new(
+                proc_macro2::Span::call_site(),
+                format!("unknown transform option {other:?}; use #[transform] or #[transform(batch)]"),
+            )
+            .to_compile_error()
+            .into();
+        }
+    };
+    quote! {
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #function
+        // Exported only when built for Wasm: a host build (unit tests) has no component to export.
+        #[cfg(target_family = "wasm")]
+        #[doc(hidden)]
+        mod __weir_transform_export {
+            struct Export;
+            impl ::weir_plugin::__private::TransformGuest for Export {
+                fn transform(records: ::std::vec::Vec<::weir_plugin::Record>) -> ::std::vec::Vec<::std::result::Result<::std::vec::Vec<::weir_plugin::Output>, ::std::string::String>> {
+                    ::weir_plugin::__private::#runner(records, super::#name)
+                }
+            }
+            ::weir_plugin::__private::transform::__export_transform!(Export);
+        }
+    }
+    .into()
+}
+
+/// `#[partitioner] fn f(record: &Record, partition_count: u32) -> Result<u32, Error>`.
+#[proc_macro_attribute]
+pub fn partitioner(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = parse_macro_input!(item as ItemFn);
+    let name = &function.sig.ident;
+    quote! {
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #function
+        // Exported only when built for Wasm: a host build (unit tests) has no component to export.
+        #[cfg(target_family = "wasm")]
+        #[doc(hidden)]
+        mod __weir_partitioner_export {
+            struct Export;
+            impl ::weir_plugin::__private::PartitionerGuest for Export {
+                fn partition(records: ::std::vec::Vec<::weir_plugin::Record>, partition_count: u32) -> ::std::vec::Vec<u32> {
+                    ::weir_plugin::__private::run_partitioner(records, partition_count, super::#name)
+                }
+            }
+            ::weir_plugin::__private::partitioner::__export_partitioner!(Export);
+        }
+    }
+    .into()
+}
+
+/// `#[validator] fn f(record: &Record) -> Result<(), Error>`; the error is the rejection reason.
+#[proc_macro_attribute]
+pub fn validator(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = parse_macro_input!(item as ItemFn);
+    let name = &function.sig.ident;
+    quote! {
+        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
+        #function
+        // Exported only when built for Wasm: a host build (unit tests) has no component to export.
+        #[cfg(target_family = "wasm")]
+        #[doc(hidden)]
+        mod __weir_validator_export {
+            struct Export;
+            impl ::weir_plugin::__private::ValidatorGuest for Export {
+                fn validate(records: ::std::vec::Vec<::weir_plugin::Record>) -> ::std::vec::Vec<::std::option::Option<::std::string::String>> {
+                    ::weir_plugin::__private::run_validator(records, super::#name)
+                }
+            }
+            ::weir_plugin::__private::validator::__export_validator!(Export);
+        }
+    }
+    .into()
+}
