@@ -95,7 +95,7 @@ enum TopicCommand {
     },
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
@@ -155,8 +155,12 @@ pub struct ProduceArgs {
     /// Header added to every record, key=value; repeatable.
     #[arg(long = "header", value_parser = parse_key_value)]
     headers: Vec<(String, String)>,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "broker_partitions")]
     partition: Option<u32>,
+    /// Leave partitions to the broker: the topic's partitioner module picks them (or, without
+    /// one, murmur2 of the key). Records are sent in batches of 1000.
+    #[arg(long)]
+    broker_partitions: bool,
     #[arg(long, value_enum, default_value = "all")]
     acks: AcksArg,
     #[arg(long, default_value = "none")]
@@ -184,10 +188,28 @@ impl From<AcksArg> for Acks {
 
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let client = args.connect.connect().await?;
+    if args.broker_partitions {
+        return produce_unassigned(client, &args).await;
+    }
     let producer = Producer::new(
         client,
         ProducerConfig { acks: args.acks.into(), compression: args.compression, ..ProducerConfig::default() },
     );
+    let mut deliveries = Vec::new();
+    for record in input_records(&args)? {
+        deliveries.push(producer.send(&args.topic, args.partition, record?).await?);
+    }
+    producer.flush().await?;
+    let count = deliveries.len();
+    for d in deliveries {
+        d.await?;
+    }
+    eprintln!("produced {count} records to {}", args.topic);
+    Ok(())
+}
+
+/// The records of the input lines, in order.
+fn input_records(args: &ProduceArgs) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Record>> + '_> {
     let reader: Box<dyn BufRead + Send> = match &args.file {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
@@ -196,8 +218,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     };
     let headers: Vec<(String, Option<Bytes>)> =
         args.headers.iter().map(|(k, v)| (k.clone(), Some(Bytes::from(v.clone())))).collect();
-    let mut deliveries = Vec::new();
-    for line in reader.lines() {
+    Ok(reader.lines().map(move |line| {
         let line = line.context("reading input")?;
         let (key, value) = match &args.key_separator {
             Some(sep) => match line.split_once(sep.as_str()) {
@@ -206,15 +227,28 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             },
             None => (None, line),
         };
-        let record = Record { key, value: Some(Bytes::from(value)), headers: headers.clone(), timestamp: 0 };
-        deliveries.push(producer.send(&args.topic, args.partition, record).await?);
+        let timestamp = weir_sdk::producer::now_ms();
+        Ok(Record { key, value: Some(Bytes::from(value)), headers: headers.clone(), timestamp })
+    }))
+}
+
+async fn produce_unassigned(client: Client, args: &ProduceArgs) -> anyhow::Result<()> {
+    let admin = Admin::new(client);
+    let mut count = 0usize;
+    let mut batch = Vec::new();
+    let mut records = input_records(args)?.peekable();
+    while let Some(record) = records.next() {
+        batch.push(record?);
+        if batch.len() == 1000 || records.peek().is_none() {
+            let response = admin.produce_unassigned(&args.topic, &batch, args.acks.into()).await?;
+            count += batch.len();
+            batch.clear();
+            for p in response.partitions {
+                tracing::debug!(partition = p.partition, base_offset = p.base_offset, "appended");
+            }
+        }
     }
-    producer.flush().await?;
-    let count = deliveries.len();
-    for d in deliveries {
-        d.await?;
-    }
-    eprintln!("produced {count} records to {}", args.topic);
+    eprintln!("produced {count} records to {} (partitions picked by the broker)", args.topic);
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! `weir`: the broker (`weir serve`) and its client commands, in one binary.
 
-use weir_broker::{bench, cli, schema_cli, server};
+use weir_broker::{bench, cli, module_cli, schema_cli, server};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +28,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Register, get, list, check and delete schemas; read and set compatibility.
     Schema(schema_cli::SchemaArgs),
+    /// Deploy Wasm plugins (transforms, partitioners, validators) and manage their deployments.
+    Module(module_cli::ModuleArgs),
 }
 
 #[derive(clap::Args)]
@@ -80,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => cli::consume(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Schema(args) => schema_cli::run(args).await,
+            Command::Module(args) => module_cli::run(args).await,
         }
     });
     match outcome {

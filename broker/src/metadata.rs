@@ -10,6 +10,8 @@ use weir_registry::state::{RegistryCommand, RegistryOutcome, RegistryState};
 use weir_sdk::wire::TopicConfig;
 use weir_sdk::{ErrorCode, WireError};
 
+use crate::deployments::{self, Deployment, ModuleCommand};
+
 /// Longest topic name, as in Kafka.
 pub const TOPIC_NAME_BYTES_LIMIT: usize = 249;
 
@@ -22,7 +24,6 @@ pub struct Topic {
     pub config: TopicConfig,
 }
 
-// Only topic commands so far; modules, schemas and ACLs join them.
 #[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -41,6 +42,8 @@ pub enum Command {
     },
     /// A schema registry change; see `weir_registry::state`.
     Registry(RegistryCommand),
+    /// A module deployment change; see `deployments.rs`.
+    Module(ModuleCommand),
 }
 
 /// What applying a command changed.
@@ -49,8 +52,13 @@ pub enum Command {
 pub enum Event {
     TopicCreated(Topic),
     TopicDeleted(Topic),
-    TopicAltered { before: Topic, after: Topic },
+    TopicAltered {
+        before: Topic,
+        after: Topic,
+    },
     Registry(RegistryOutcome),
+    /// The deployment after the change (as it was, for a removal).
+    Module(Deployment),
 }
 
 /// Limits checked when a command is applied.
@@ -68,6 +76,9 @@ pub struct State {
     /// Schemas, subjects and compatibility settings of the schema registry.
     #[serde(default)]
     pub registry: RegistryState,
+    /// Module deployments by name.
+    #[serde(default)]
+    pub modules: BTreeMap<String, Deployment>,
 }
 
 impl State {
@@ -123,6 +134,7 @@ impl State {
                 .apply(command)
                 .map(Event::Registry)
                 .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("schema registry: {e}"))),
+            Command::Module(command) => deployments::apply(&mut self.modules, &self.topics, command).map(Event::Module),
         }
     }
 

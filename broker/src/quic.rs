@@ -188,6 +188,16 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
             return Ok(Some((reply(frame.kind, &response), chunks)));
         }
         FrameKind::ListOffsets => reply(frame.kind, &broker.list_offsets(frame.header()?)?),
+        FrameKind::DeployModule => reply(frame.kind, &broker.deploy_module(frame.header()?, frame.payload).await?),
+        FrameKind::ListModules => reply(frame.kind, &broker.list_modules()),
+        FrameKind::DescribeModule => {
+            let req: ModuleNameRequest = frame.header()?;
+            reply(frame.kind, &broker.describe_module(&req.name)?)
+        }
+        FrameKind::ModuleAction => {
+            let req: ModuleActionRequest = frame.header()?;
+            reply(frame.kind, &broker.module_action(&req.name, req.action).await?)
+        }
         FrameKind::JoinGroup => {
             let req: JoinGroupRequest = frame.header()?;
             let joined = broker

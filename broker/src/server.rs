@@ -14,6 +14,7 @@ use crate::groups::GroupCoordinator;
 use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer, ProducerIds};
 use crate::log::{LogStore, FLUSH_TICK};
 use crate::metadata::Limits;
+use crate::plugins::{PluginConfig, Plugins};
 use crate::quic::{QuicConfig, QuicServer};
 use crate::service::{Broker, ServiceConfig};
 
@@ -43,6 +44,14 @@ pub struct ServeConfig {
     pub retention_check_ms: u64,
     pub fetch_wait_ms_max: u32,
     pub fetch_bytes_max: u32,
+    /// Per-batch deadline of a module deployment that sets none.
+    pub module_deadline_ms: u64,
+    /// Memory cap of a module instance of a deployment that sets none.
+    pub module_memory_bytes: u64,
+    /// Consecutive failed batches after which a deployment is paused, unless it sets its own.
+    pub module_failures_max: u32,
+    /// Largest plugin component accepted (it travels in one frame).
+    pub module_bytes_max: usize,
 }
 
 impl Default for ServeConfig {
@@ -66,6 +75,10 @@ impl Default for ServeConfig {
             retention_check_ms: 30_000,
             fetch_wait_ms_max: 30_000,
             fetch_bytes_max: 8 * 1024 * 1024,
+            module_deadline_ms: weir_runtime::Limits::default().deadline_ms,
+            module_memory_bytes: weir_runtime::Limits::default().memory_bytes,
+            module_failures_max: 5,
+            module_bytes_max: 8 * 1024 * 1024,
         }
     }
 }
@@ -124,6 +137,20 @@ impl ServeConfig {
             (1..=1_000_000).contains(&self.append_queue_depth),
             format!("append_queue_depth = {} must be 1 to 1000000", self.append_queue_depth),
         )?;
+        weir_runtime::Limits { deadline_ms: self.module_deadline_ms, memory_bytes: self.module_memory_bytes }
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid config: module_{}", e.replacen('.', "_", 1)))?;
+        check(
+            (1..=1_000_000).contains(&self.module_failures_max),
+            format!("module_failures_max = {} must be 1 to 1000000", self.module_failures_max),
+        )?;
+        check(
+            self.module_bytes_max >= 1024 && self.module_bytes_max + header_room <= self.frame_bytes_max,
+            format!(
+                "module_bytes_max = {} must be at least 1 KiB and leave {header_room} bytes of header room below frame_bytes_max = {}",
+                self.module_bytes_max, self.frame_bytes_max
+            ),
+        )?;
         check(
             self.retention_check_ms >= 10,
             format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
@@ -172,8 +199,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         fetch_bytes_max: config.fetch_bytes_max,
     };
     let groups = GroupCoordinator::open(&db).context("opening group offsets")?;
-    let broker =
-        Broker::new(service_config, controller.clone(), log, groups.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plugins = Plugins::open(
+        &db,
+        PluginConfig {
+            cache_dir: config.data_dir.join("module-cache"),
+            limits: weir_runtime::Limits {
+                deadline_ms: config.module_deadline_ms,
+                memory_bytes: config.module_memory_bytes,
+            },
+            failures_max: config.module_failures_max,
+            module_bytes_max: config.module_bytes_max,
+        },
+        controller.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let broker = Broker::new(service_config, controller.clone(), log, groups.clone(), plugins)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     if !config.quic_addr.ip().is_unspecified() {
@@ -251,6 +292,16 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(flush_loop(broker.clone(), shutdown_rx.clone())));
+    {
+        let broker = broker.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = crate::transforms::supervise(broker) => {}
+                _ = stop.changed() => {}
+            }
+        }));
+    }
 
     Ok(Running {
         quic_addr,

@@ -11,10 +11,14 @@ use weir_sdk::{ErrorCode, FlushMode, WireError};
 
 use weir_registry::validate::{SubjectNameStrategy, Validator};
 
+use weir_runtime::{Limits, PluginKind};
+
 use crate::controller::Controller;
+use crate::deployments::{self, Deployment, DeploymentSpec, DeploymentVersion, ModuleCommand};
 use crate::groups::GroupCoordinator;
 use crate::log::{LogStore, PartitionId, PartitionState};
 use crate::metadata::{Command, Event, Topic};
+use crate::plugins::{input_records, Plugins};
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -32,6 +36,7 @@ pub struct Broker {
     groups: GroupCoordinator,
     /// Parsed schemas by id, for topics with schema validation.
     validator: Arc<Validator>,
+    plugins: Plugins,
 }
 
 impl Broker {
@@ -41,8 +46,9 @@ impl Broker {
         controller: Controller,
         log: LogStore,
         groups: GroupCoordinator,
+        plugins: Plugins,
     ) -> Result<Self, WireError> {
-        let broker = Self { config, controller, log, groups, validator: Arc::default() };
+        let broker = Self { config, controller, log, groups, validator: Arc::default(), plugins };
         let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
         for topic in &topics {
             broker.open_partitions(topic)?;
@@ -64,6 +70,18 @@ impl Broker {
     /// Consumer groups and committed offsets, shared by every front end.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
+    pub fn deployments(&self) -> Vec<Deployment> {
+        self.controller.state().modules.values().cloned().collect()
     }
 
     pub fn topics(&self) -> Vec<Topic> {
@@ -179,14 +197,27 @@ impl Broker {
         for p in &request.partitions {
             let bytes = payload.slice(offset..offset + p.bytes as usize);
             offset += p.bytes as usize;
-            let queued = match self
-                .partition(&topic, p.partition)
-                .and_then(|state| Ok((state, self.validate_batches(&topic, &bytes)?)))
-            {
-                Ok((state, batches)) => self.log.enqueue(state, batches, fsync).await,
-                Err(e) => Err(e),
+            let assigned = if p.partition == PARTITION_UNASSIGNED {
+                match self.assign_partitions(&topic, &bytes) {
+                    Ok(assigned) => assigned,
+                    Err(e) => {
+                        pending.push((p.partition, Err(e)));
+                        continue;
+                    }
+                }
+            } else {
+                vec![(p.partition, bytes)]
             };
-            pending.push((p.partition, queued));
+            for (partition, bytes) in assigned {
+                let queued = match self
+                    .partition(&topic, partition)
+                    .and_then(|state| Ok((state, self.validate_batches(&topic, &bytes)?)))
+                {
+                    Ok((state, batches)) => self.log.enqueue(state, batches, fsync).await,
+                    Err(e) => Err(e),
+                };
+                pending.push((partition, queued));
+            }
         }
         let topic_name = topic.name;
         Ok(async move {
@@ -233,6 +264,7 @@ impl Broker {
         if topic.config.value_schema_validation || topic.config.key_schema_validation {
             self.validate_records(topic, &out)?;
         }
+        self.validate_with_modules(topic, &out)?;
         if out.is_empty() {
             return Err(WireError::new(
                 ErrorCode::InvalidRequest,
@@ -279,6 +311,262 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// Validator modules deployed on the topic: every record must be accepted by each; the first
+    /// rejection rejects the request for the partition, naming the record and the reason.
+    fn validate_with_modules(
+        &self,
+        topic: &Topic,
+        batches: &[(weir_sdk::batch::BatchHeader, Bytes)],
+    ) -> Result<(), WireError> {
+        let validators = self.deployments_on(topic, PluginKind::Validator);
+        if validators.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for (_, batch) in batches {
+            records.extend(weir_sdk::batch::decode_batches(&topic.name, 0, batch.clone(), 0)?);
+        }
+        let mut inputs = input_records(&records);
+        for (index, input) in inputs.iter_mut().enumerate() {
+            // Offsets are given on append; a validator sees the record's index in the request.
+            input.offset = index as i64;
+        }
+        for deployment in validators {
+            let name = &deployment.name;
+            if let Some(reason) = &deployment.paused {
+                return Err(WireError::new(
+                    ErrorCode::ModuleFailed,
+                    format!("validator module {name:?} of topic {:?} is paused ({reason}); resume or remove it. Nothing of the request was stored", topic.name),
+                ));
+            }
+            let verdicts = self
+                .plugins
+                .call_pooled(&deployment, inputs.len(), |instance| instance.validate(&inputs))
+                .map_err(|e| self.module_failed(&deployment, e))?;
+            let metrics = self.plugins.metrics(name);
+            let rejected = verdicts.iter().filter(|v| v.is_some()).count() as u64;
+            metrics.records_out.fetch_add(inputs.len() as u64 - rejected, std::sync::atomic::Ordering::Relaxed);
+            if let Some((index, reason)) = verdicts.iter().enumerate().find_map(|(i, v)| v.as_ref().map(|r| (i, r))) {
+                metrics.records_rejected.fetch_add(rejected, std::sync::atomic::Ordering::Relaxed);
+                return Err(WireError::new(
+                    ErrorCode::InvalidRecord,
+                    format!(
+                        "record {index} of the produce request to topic {:?} was rejected by validator module {name:?} v{}: {reason}; nothing of the request was stored",
+                        topic.name, deployment.active_version
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Active deployments of `kind` serving `topic`.
+    fn deployments_on(&self, topic: &Topic, kind: PluginKind) -> Vec<Deployment> {
+        self.controller
+            .state()
+            .modules
+            .values()
+            .filter(|d| d.kind == kind && d.active().spec.topic.as_deref() == Some(topic.name.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Counts a failed call; pauses the deployment once it has failed `failures_max` times in a row.
+    pub(crate) fn module_failed(&self, deployment: &Deployment, error: WireError) -> WireError {
+        let failures =
+            self.plugins.metrics(&deployment.name).failures_consecutive.load(std::sync::atomic::Ordering::Relaxed);
+        let failures_max = deployment.active().spec.failures_max;
+        if failures >= failures_max && deployment.paused.is_none() {
+            let reason = format!("{failures} consecutive failures, the last: {}", error.message);
+            tracing::warn!(module = %deployment.name, %reason, "pausing module deployment");
+            let controller = self.controller.clone();
+            let name = deployment.name.clone();
+            tokio::spawn(async move {
+                if let Err(e) = controller.propose(Command::Module(ModuleCommand::Pause { name, reason })).await {
+                    tracing::error!(error = %e, "pausing a failing module deployment");
+                }
+            });
+        }
+        WireError::new(error.code, format!("{}; nothing of the request was stored", error.message))
+    }
+
+    /// Splits a batch the client left without a partition: the topic's partitioner module
+    /// picks each record's partition, or, without one, Kafka's murmur2 of the key (records
+    /// without a key go round the partitions). One new batch per partition.
+    fn assign_partitions(&self, topic: &Topic, bytes: &Bytes) -> Result<Vec<(u32, Bytes)>, WireError> {
+        let mut records = Vec::new();
+        for (header, _) in split_batches(bytes)? {
+            if header.producer_id >= 0 {
+                return Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "an idempotent batch must name its partition: the broker cannot split it and keep its sequence numbers",
+                ));
+            }
+        }
+        records.extend(weir_sdk::batch::decode_batches(&topic.name, 0, bytes.clone(), 0)?);
+        let partitions: Vec<u32> = match self.deployments_on(topic, PluginKind::Partitioner).into_iter().next() {
+            Some(deployment) => {
+                if let Some(reason) = &deployment.paused {
+                    return Err(WireError::new(
+                        ErrorCode::ModuleFailed,
+                        format!("partitioner module {:?} of topic {:?} is paused ({reason}); resume or remove it, or name the partition. Nothing of the request was stored", deployment.name, topic.name),
+                    ));
+                }
+                let inputs = input_records(&records);
+                let partitions = self
+                    .plugins
+                    .call_pooled(&deployment, inputs.len(), |instance| instance.partition(&inputs, topic.partitions))
+                    .map_err(|e| self.module_failed(&deployment, e))?;
+                self.plugins
+                    .metrics(&deployment.name)
+                    .records_out
+                    .fetch_add(inputs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                partitions
+            }
+            None => records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| match &r.record.key {
+                    Some(key) => weir_sdk::partitioner::partition_for_key(key, topic.partitions),
+                    None => i as u32 % topic.partitions,
+                })
+                .collect(),
+        };
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<weir_sdk::batch::Record>> = Default::default();
+        for (record, partition) in records.into_iter().zip(partitions) {
+            by_partition.entry(partition).or_default().push(record.record);
+        }
+        by_partition
+            .into_iter()
+            .map(|(p, records)| Ok((p, weir_sdk::batch::encode_batch(&records, weir_sdk::batch::Compression::None)?)))
+            .collect()
+    }
+
+    // ---- module deployments -------------------------------------------------------------------
+
+    pub async fn deploy_module(
+        &self,
+        request: DeployModuleRequest,
+        bytes: Bytes,
+    ) -> Result<ModuleDescription, WireError> {
+        let invalid = |m: String| WireError::new(ErrorCode::InvalidModule, m);
+        let kind = PluginKind::parse(&request.kind).map_err(invalid)?;
+        deployments::validate_name(&request.name)?;
+        let plugins = self.plugins.clone();
+        let upload = bytes.clone();
+        let module = tokio::task::spawn_blocking(move || plugins.accept(&upload, kind))
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
+        let defaults = self.plugins.config();
+        let dead_letter_topic = request.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", request.name));
+        if self.topic(&dead_letter_topic).is_err() {
+            let created = self
+                .create_topic(CreateTopicRequest {
+                    name: dead_letter_topic.clone(),
+                    partitions: 1,
+                    config: TopicConfig::default(),
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    tracing::info!(topic = %dead_letter_topic, module = %request.name, "dead-letter topic created")
+                }
+                Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let spec = DeploymentSpec {
+            kind,
+            inputs: request.inputs,
+            output: request.output,
+            topic: request.topic,
+            params: request.params,
+            limits: Limits {
+                deadline_ms: request.deadline_ms.unwrap_or(defaults.limits.deadline_ms),
+                memory_bytes: request.memory_bytes.unwrap_or(defaults.limits.memory_bytes),
+            },
+            dead_letter_topic,
+            failures_max: request.failures_max.unwrap_or(defaults.failures_max),
+        };
+        let version = DeploymentVersion {
+            version: 0,
+            sha256: module.sha256().to_owned(),
+            size_bytes: bytes.len() as u64,
+            deployed_at_ms: weir_sdk::producer::now_ms(),
+            spec,
+        };
+        let event =
+            self.controller.propose(Command::Module(ModuleCommand::Deploy { name: request.name, version })).await?;
+        let Event::Module(deployment) = event else { unreachable!("deploy yields Module") };
+        self.plugins.metrics(&deployment.name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(module = %deployment.name, version = deployment.active_version, kind = kind.as_str(), sha256 = %module.sha256(), "module deployed");
+        Ok(self.describe_deployment(&deployment))
+    }
+
+    pub async fn module_action(&self, name: &str, action: ModuleAction) -> Result<ModuleDescription, WireError> {
+        let name = name.to_owned();
+        let command = match action {
+            ModuleAction::Pause => ModuleCommand::Pause { name: name.clone(), reason: "paused by an operator".into() },
+            ModuleAction::Resume => ModuleCommand::Resume { name: name.clone() },
+            ModuleAction::Rollback => ModuleCommand::Rollback { name: name.clone() },
+            ModuleAction::Remove => ModuleCommand::Remove { name: name.clone() },
+        };
+        let Event::Module(deployment) = self.controller.propose(Command::Module(command)).await? else {
+            unreachable!("module commands yield Module")
+        };
+        let description = self.describe_deployment(&deployment);
+        match action {
+            ModuleAction::Remove => {
+                self.plugins.forget(&name);
+                self.plugins.clear_progress(&name);
+            }
+            ModuleAction::Resume | ModuleAction::Rollback => {
+                self.plugins.metrics(&name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            ModuleAction::Pause => {}
+        }
+        tracing::info!(module = %name, ?action, version = deployment.active_version, "module deployment changed");
+        Ok(description)
+    }
+
+    pub fn list_modules(&self) -> ListModulesResponse {
+        ListModulesResponse { modules: self.deployments().iter().map(|d| self.describe_deployment(d)).collect() }
+    }
+
+    pub fn describe_module(&self, name: &str) -> Result<ModuleDescription, WireError> {
+        let state = self.controller.state();
+        let deployment = state.modules.get(name).ok_or_else(|| deployments::unknown(name))?;
+        Ok(self.describe_deployment(deployment))
+    }
+
+    fn describe_deployment(&self, d: &Deployment) -> ModuleDescription {
+        ModuleDescription {
+            name: d.name.clone(),
+            kind: d.kind.as_str().to_owned(),
+            active_version: d.active_version,
+            versions: d
+                .versions
+                .iter()
+                .map(|v| ModuleVersionDescription {
+                    version: v.version,
+                    sha256: v.sha256.clone(),
+                    size_bytes: v.size_bytes,
+                    deployed_at_ms: v.deployed_at_ms,
+                    inputs: v.spec.inputs.clone(),
+                    output: v.spec.output.clone(),
+                    topic: v.spec.topic.clone(),
+                    params: v.spec.params.clone(),
+                    deadline_ms: v.spec.limits.deadline_ms,
+                    memory_bytes: v.spec.limits.memory_bytes,
+                    dead_letter_topic: v.spec.dead_letter_topic.clone(),
+                    failures_max: v.spec.failures_max,
+                })
+                .collect(),
+            paused: d.paused.clone(),
+            metrics: self.plugins.metrics(&d.name).snapshot(),
+        }
     }
 
     /// Long-polls until `min_bytes` are available or `max_wait_ms` passes.
@@ -359,6 +647,12 @@ impl Broker {
             })
             .collect();
         Ok(ListOffsetsResponse { partitions })
+    }
+
+    /// The partition's log start and end offsets.
+    pub fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), WireError> {
+        let state = self.partition(&self.topic(topic)?, partition)?;
+        Ok((state.log_start_offset(), state.end_offset()))
     }
 
     /// One retention pass over every topic.

@@ -329,4 +329,50 @@ impl Admin {
         let (resp, _): (ListOffsetsResponse, _) = self.client.call(FrameKind::ListOffsets, &req, Bytes::new()).await?;
         Ok(resp.partitions)
     }
+
+    /// Deploys a plugin component (a new version if the name is deployed already).
+    pub async fn deploy_module(
+        &self,
+        request: &DeployModuleRequest,
+        component: Bytes,
+    ) -> Result<ModuleDescription, ClientError> {
+        Ok(self.client.call(FrameKind::DeployModule, request, component).await?.0)
+    }
+
+    pub async fn list_modules(&self) -> Result<Vec<ModuleDescription>, ClientError> {
+        let (resp, _): (ListModulesResponse, _) =
+            self.client.call(FrameKind::ListModules, &Empty {}, Bytes::new()).await?;
+        Ok(resp.modules)
+    }
+
+    pub async fn describe_module(&self, name: &str) -> Result<ModuleDescription, ClientError> {
+        Ok(self.client.call(FrameKind::DescribeModule, &ModuleNameRequest { name: name.into() }, Bytes::new()).await?.0)
+    }
+
+    pub async fn module_action(&self, name: &str, action: ModuleAction) -> Result<ModuleDescription, ClientError> {
+        let req = ModuleActionRequest { name: name.into(), action };
+        Ok(self.client.call(FrameKind::ModuleAction, &req, Bytes::new()).await?.0)
+    }
+
+    /// Produces records without naming partitions: the broker places each record (the
+    /// topic's partitioner module, or murmur2 of the key). One batch per call.
+    pub async fn produce_unassigned(
+        &self,
+        topic: &str,
+        records: &[crate::batch::Record],
+        acks: Acks,
+    ) -> Result<ProduceResponse, ClientError> {
+        let batch = crate::batch::encode_batch(records, crate::batch::Compression::None)?;
+        let req = ProduceRequest {
+            topic: topic.into(),
+            acks,
+            timeout_ms: 30_000,
+            partitions: vec![ProducePartition { partition: PARTITION_UNASSIGNED, bytes: batch.len() as u32 }],
+        };
+        let (resp, _): (ProduceResponse, _) = self.client.call(FrameKind::Produce, &req, batch).await?;
+        if let Some(e) = resp.partitions.iter().find_map(|p| p.error.clone()) {
+            return Err(ClientError::Broker(e));
+        }
+        Ok(resp)
+    }
 }

@@ -52,6 +52,14 @@ pub enum ErrorCode {
     CoordinatorNotAvailable = 31,
     /// A record failed the topic's schema validation; the message names the record and why.
     InvalidRecord = 32,
+    /// No module deployment of that name.
+    UnknownModule = 33,
+    /// The file is not a plugin component this broker accepts (not Wasm, a core module, a
+    /// refused import, a missing export), or the deployment's settings are invalid.
+    InvalidModule = 34,
+    /// A plugin failed on the request's records (trap, deadline, memory cap), or its
+    /// deployment is paused after repeated failures.
+    ModuleFailed = 35,
 }
 
 impl ErrorCode {
@@ -104,6 +112,9 @@ impl TryFrom<u16> for ErrorCode {
             30 => InvalidGroupId,
             31 => CoordinatorNotAvailable,
             32 => InvalidRecord,
+            33 => UnknownModule,
+            34 => InvalidModule,
+            35 => ModuleFailed,
             other => return Err(format!("unknown error code {other}")),
         })
     }

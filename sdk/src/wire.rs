@@ -40,6 +40,10 @@ pub enum FrameKind {
     LeaveGroup = 12,
     OffsetCommit = 13,
     OffsetFetch = 14,
+    DeployModule = 15,
+    ListModules = 16,
+    DescribeModule = 17,
+    ModuleAction = 18,
 }
 
 impl FrameKind {
@@ -60,6 +64,10 @@ impl FrameKind {
             12 => Self::LeaveGroup,
             13 => Self::OffsetCommit,
             14 => Self::OffsetFetch,
+            15 => Self::DeployModule,
+            16 => Self::ListModules,
+            17 => Self::DescribeModule,
+            18 => Self::ModuleAction,
             _ => return None,
         })
     }
@@ -387,8 +395,13 @@ pub struct ProduceRequest {
     pub partitions: Vec<ProducePartition>,
 }
 
+/// The partition of a produce entry whose records the broker places.
+pub const PARTITION_UNASSIGNED: u32 = u32::MAX;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProducePartition {
+    /// [`PARTITION_UNASSIGNED`] lets the broker pick each record's partition: the topic's
+    /// partitioner module if one is deployed, else Kafka's murmur2 of the key.
     pub partition: u32,
     pub bytes: u32,
 }
@@ -662,4 +675,113 @@ mod tests {
         let err = frame.header::<ProduceRequest>().unwrap_err();
         assert_eq!(err.code, ErrorCode::MalformedFrame);
     }
+}
+
+// ---- Wasm modules: deployments of plugin components ------------------------------------------
+
+/// Deploys a plugin; the frame's payload is the component's bytes. Deploying a name again makes
+/// a new version of that deployment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeployModuleRequest {
+    pub name: String,
+    /// `transform`, `partitioner` or `validator`.
+    pub kind: String,
+    /// Transforms: the topics read.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Transforms: where outputs that name no topic go.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Partitioners and validators: the topic they serve.
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Per-batch deadline; the broker's default when absent.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Where records of failed batches go; `<name>.dlq` when absent.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Consecutive failed batches after which the deployment is paused.
+    #[serde(default)]
+    pub failures_max: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleNameRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleAction {
+    Pause,
+    Resume,
+    /// Back to the version before the active one.
+    Rollback,
+    Remove,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleActionRequest {
+    pub name: String,
+    pub action: ModuleAction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListModulesResponse {
+    pub modules: Vec<ModuleDescription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleDescription {
+    pub name: String,
+    pub kind: String,
+    /// The version in use; versions count from 1.
+    pub active_version: u32,
+    pub versions: Vec<ModuleVersionDescription>,
+    /// Why the deployment is paused; `None` while it runs.
+    pub paused: Option<String>,
+    pub metrics: ModuleMetrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleVersionDescription {
+    pub version: u32,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub deployed_at_ms: i64,
+    pub inputs: Vec<String>,
+    pub output: Option<String>,
+    pub topic: Option<String>,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub deadline_ms: u64,
+    pub memory_bytes: u64,
+    pub dead_letter_topic: String,
+    pub failures_max: u32,
+}
+
+/// Counted since the broker started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModuleMetrics {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub records_rejected: u64,
+    pub records_dead_lettered: u64,
+    pub batches: u64,
+    pub batches_failed: u64,
+    pub failures_consecutive: u32,
+    pub call_latency_us_p50: u64,
+    pub call_latency_us_p99: u64,
+    /// Wall time spent inside the module.
+    pub call_time_us_total: u64,
+    pub memory_high_water_bytes: u64,
+    pub last_error: Option<String>,
+    /// Counters the module adds to with `counter-add`.
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Transforms: next input offset per `topic/partition`.
+    pub progress: std::collections::BTreeMap<String, i64>,
 }

@@ -1,0 +1,316 @@
+//! Module deployments in the cluster metadata: which plugin version runs where, with which
+//! parameters and limits, and whether it is paused. Pure, like the rest of `metadata.rs`.
+//!
+//! A deployment is a name with a history of versions; deploying the name again appends a
+//! version and makes it active, rollback makes the one before the active version active. The
+//! component's bytes are not here: they are kept by content hash beside the log
+//! (`plugins.rs`), and a version names them by SHA-256.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use weir_runtime::{Limits, PluginKind};
+use weir_sdk::{ErrorCode, WireError};
+
+use crate::metadata::{validate_topic_name, Topic};
+
+/// Versions kept per deployment; older ones are forgotten (rollback reaches this far back).
+pub const VERSIONS_KEPT: usize = 16;
+pub const DEPLOYMENTS_MAX: usize = 1000;
+pub const PARAMS_MAX: usize = 64;
+pub const PARAM_BYTES_MAX: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentSpec {
+    pub kind: PluginKind,
+    /// Transforms: the topics read.
+    pub inputs: Vec<String>,
+    /// Transforms: the topic of outputs that name none.
+    pub output: Option<String>,
+    /// Partitioners and validators: the topic served.
+    pub topic: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub dead_letter_topic: String,
+    pub failures_max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentVersion {
+    pub version: u32,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub deployed_at_ms: i64,
+    pub spec: DeploymentSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub name: String,
+    pub kind: PluginKind,
+    pub versions: Vec<DeploymentVersion>,
+    pub active_version: u32,
+    /// Why it is paused; `None` while it runs.
+    pub paused: Option<String>,
+}
+
+impl Deployment {
+    pub fn active(&self) -> &DeploymentVersion {
+        self.versions.iter().find(|v| v.version == self.active_version).expect("the active version is kept")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ModuleCommand {
+    /// `version.version` is ignored: the next number is given on apply.
+    Deploy {
+        name: String,
+        version: DeploymentVersion,
+    },
+    Pause {
+        name: String,
+        reason: String,
+    },
+    Resume {
+        name: String,
+    },
+    Rollback {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+pub fn apply(
+    deployments: &mut BTreeMap<String, Deployment>,
+    topics: &BTreeMap<String, Topic>,
+    command: ModuleCommand,
+) -> Result<Deployment, WireError> {
+    match command {
+        ModuleCommand::Deploy { name, mut version } => {
+            validate_name(&name)?;
+            validate_spec(&version.spec, topics)?;
+            if let Some(other) = deployments.values().find(|d| {
+                d.name != name
+                    && d.kind == PluginKind::Partitioner
+                    && version.spec.kind == PluginKind::Partitioner
+                    && d.active().spec.topic == version.spec.topic
+            }) {
+                return Err(invalid(format!(
+                    "topic {:?} already has partitioner {:?}; remove it first (a topic has one partitioner)",
+                    version.spec.topic.as_deref().unwrap_or_default(),
+                    other.name
+                )));
+            }
+            if !deployments.contains_key(&name) && deployments.len() >= DEPLOYMENTS_MAX {
+                return Err(WireError::new(
+                    ErrorCode::LimitReached,
+                    format!("the broker holds {DEPLOYMENTS_MAX} module deployments, its limit"),
+                ));
+            }
+            let deployment = deployments.entry(name.clone()).or_insert_with(|| Deployment {
+                name: name.clone(),
+                kind: version.spec.kind,
+                versions: Vec::new(),
+                active_version: 0,
+                paused: None,
+            });
+            if deployment.kind != version.spec.kind {
+                return Err(invalid(format!(
+                    "module {name:?} is a {}; deploy a {} under another name",
+                    deployment.kind.as_str(),
+                    version.spec.kind.as_str()
+                )));
+            }
+            version.version = deployment.versions.last().map_or(1, |v| v.version + 1);
+            deployment.active_version = version.version;
+            deployment.paused = None;
+            deployment.versions.push(version);
+            if deployment.versions.len() > VERSIONS_KEPT {
+                deployment.versions.remove(0);
+            }
+            Ok(deployment.clone())
+        }
+        ModuleCommand::Pause { name, reason } => {
+            let deployment = get(deployments, &name)?;
+            deployment.paused = Some(reason);
+            Ok(deployment.clone())
+        }
+        ModuleCommand::Resume { name } => {
+            let deployment = get(deployments, &name)?;
+            deployment.paused = None;
+            Ok(deployment.clone())
+        }
+        ModuleCommand::Rollback { name } => {
+            let deployment = get(deployments, &name)?;
+            let active = deployment.active_version;
+            let previous =
+                deployment.versions.iter().map(|v| v.version).filter(|v| *v < active).max().ok_or_else(|| {
+                    invalid(format!("module {name:?} has no version before {active} to roll back to"))
+                })?;
+            deployment.active_version = previous;
+            deployment.paused = None;
+            Ok(deployment.clone())
+        }
+        ModuleCommand::Remove { name } => deployments.remove(&name).ok_or_else(|| unknown(&name)),
+    }
+}
+
+fn get<'a>(deployments: &'a mut BTreeMap<String, Deployment>, name: &str) -> Result<&'a mut Deployment, WireError> {
+    deployments.get_mut(name).ok_or_else(|| unknown(name))
+}
+
+pub fn unknown(name: &str) -> WireError {
+    WireError::new(ErrorCode::UnknownModule, format!("unknown module {name:?}"))
+}
+
+fn invalid(message: String) -> WireError {
+    WireError::new(ErrorCode::InvalidModule, message)
+}
+
+pub fn validate_name(name: &str) -> Result<(), WireError> {
+    // Module names follow topic names' rules: they name the default dead-letter topic.
+    validate_topic_name(name).map_err(|e| invalid(e.message.replacen("topic name", "module name", 1)))
+}
+
+fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, Topic>) -> Result<(), WireError> {
+    let must_exist = |what: &str, topic: &str| {
+        if topics.contains_key(topic) {
+            Ok(())
+        } else {
+            Err(WireError::new(
+                ErrorCode::UnknownTopic,
+                format!("{what} topic {topic:?} does not exist; create it first"),
+            ))
+        }
+    };
+    match spec.kind {
+        PluginKind::Transform => {
+            if spec.inputs.is_empty() {
+                return Err(invalid("a transform needs at least one input topic (--input)".into()));
+            }
+            for input in &spec.inputs {
+                must_exist("input", input)?;
+            }
+            let output =
+                spec.output.as_deref().ok_or_else(|| invalid("a transform needs an output topic (--output)".into()))?;
+            must_exist("output", output)?;
+            if spec.inputs.iter().any(|i| i == output) {
+                return Err(invalid(format!(
+                    "topic {output:?} is both input and output; the transform would feed itself"
+                )));
+            }
+            if spec.topic.is_some() {
+                return Err(invalid(
+                    "--topic is for partitioners and validators; a transform takes --input and --output".into(),
+                ));
+            }
+        }
+        PluginKind::Partitioner | PluginKind::Validator => {
+            let topic = spec
+                .topic
+                .as_deref()
+                .ok_or_else(|| invalid(format!("a {} needs the topic it serves (--topic)", spec.kind.as_str())))?;
+            must_exist("", topic).map_err(|e| WireError::new(e.code, e.message.replacen(" topic", "topic", 1)))?;
+            if !spec.inputs.is_empty() || spec.output.is_some() {
+                return Err(invalid(format!(
+                    "--input/--output are for transforms; a {} takes --topic",
+                    spec.kind.as_str()
+                )));
+            }
+        }
+    }
+    must_exist("dead-letter", &spec.dead_letter_topic)?;
+    spec.limits.validate().map_err(invalid)?;
+    if spec.failures_max == 0 || spec.failures_max > 1_000_000 {
+        return Err(invalid(format!("failures.max = {} is out of range: 1 to 1000000", spec.failures_max)));
+    }
+    if spec.params.len() > PARAMS_MAX {
+        return Err(invalid(format!("{} parameters; the limit is {PARAMS_MAX}", spec.params.len())));
+    }
+    if let Some((k, _)) = spec.params.iter().find(|(k, v)| k.len() + v.len() > PARAM_BYTES_MAX) {
+        return Err(invalid(format!("parameter {k:?} is longer than {PARAM_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> BTreeMap<String, Topic> {
+        ["in", "out", "dlq", "orders"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (n.to_string(), Topic { id: i as u64, name: n.to_string(), partitions: 3, config: Default::default() })
+            })
+            .collect()
+    }
+
+    fn spec(kind: PluginKind) -> DeploymentSpec {
+        let transform = kind == PluginKind::Transform;
+        DeploymentSpec {
+            kind,
+            inputs: if transform { vec!["in".into()] } else { vec![] },
+            output: transform.then(|| "out".into()),
+            topic: (!transform).then(|| "orders".into()),
+            params: BTreeMap::new(),
+            limits: Limits::default(),
+            dead_letter_topic: "dlq".into(),
+            failures_max: 5,
+        }
+    }
+
+    fn deploy(name: &str, spec: DeploymentSpec) -> ModuleCommand {
+        let version = DeploymentVersion { version: 0, sha256: "ab".into(), size_bytes: 1, deployed_at_ms: 0, spec };
+        ModuleCommand::Deploy { name: name.into(), version }
+    }
+
+    fn check(state: &mut BTreeMap<String, Deployment>, command: ModuleCommand, expected: Result<u32, ErrorCode>) {
+        let got = apply(state, &topics(), command.clone()).map(|d| d.active_version).map_err(|e| e.code);
+        assert_eq!(got, expected, "{command:?}");
+    }
+
+    #[test]
+    fn deployment_rules() {
+        let mut s = BTreeMap::new();
+        check(&mut s, deploy("mask", spec(PluginKind::Transform)), Ok(1));
+        check(&mut s, deploy("mask", spec(PluginKind::Transform)), Ok(2));
+        check(&mut s, deploy("mask", spec(PluginKind::Validator)), Err(ErrorCode::InvalidModule));
+        check(&mut s, ModuleCommand::Rollback { name: "mask".into() }, Ok(1));
+        check(&mut s, ModuleCommand::Rollback { name: "mask".into() }, Err(ErrorCode::InvalidModule));
+        check(&mut s, deploy("mask", spec(PluginKind::Transform)), Ok(3));
+        check(&mut s, ModuleCommand::Pause { name: "mask".into(), reason: "x".into() }, Ok(3));
+        assert_eq!(s["mask"].paused.as_deref(), Some("x"));
+        check(&mut s, ModuleCommand::Resume { name: "mask".into() }, Ok(3));
+        assert_eq!(s["mask"].paused, None);
+        check(&mut s, ModuleCommand::Pause { name: "nope".into(), reason: "x".into() }, Err(ErrorCode::UnknownModule));
+
+        let no_output = DeploymentSpec { output: None, ..spec(PluginKind::Transform) };
+        check(&mut s, deploy("t", no_output), Err(ErrorCode::InvalidModule));
+        let loop_ = DeploymentSpec { output: Some("in".into()), ..spec(PluginKind::Transform) };
+        check(&mut s, deploy("t", loop_), Err(ErrorCode::InvalidModule));
+        let missing = DeploymentSpec { inputs: vec!["ghost".into()], ..spec(PluginKind::Transform) };
+        check(&mut s, deploy("t", missing), Err(ErrorCode::UnknownTopic));
+        let no_dlq = DeploymentSpec { dead_letter_topic: "ghost".into(), ..spec(PluginKind::Transform) };
+        check(&mut s, deploy("t", no_dlq), Err(ErrorCode::UnknownTopic));
+        let slow =
+            DeploymentSpec { limits: Limits { deadline_ms: 0, ..Limits::default() }, ..spec(PluginKind::Transform) };
+        check(&mut s, deploy("t", slow), Err(ErrorCode::InvalidModule));
+        check(&mut s, deploy("bad name", spec(PluginKind::Transform)), Err(ErrorCode::InvalidModule));
+
+        check(&mut s, deploy("p1", spec(PluginKind::Partitioner)), Ok(1));
+        check(&mut s, deploy("p2", spec(PluginKind::Partitioner)), Err(ErrorCode::InvalidModule));
+        check(&mut s, deploy("p1", spec(PluginKind::Partitioner)), Ok(2));
+        check(&mut s, ModuleCommand::Remove { name: "p1".into() }, Ok(2));
+        check(&mut s, deploy("p2", spec(PluginKind::Partitioner)), Ok(1));
+
+        for _ in 0..20 {
+            apply(&mut s, &topics(), deploy("many", spec(PluginKind::Validator))).unwrap();
+        }
+        assert_eq!(s["many"].versions.len(), VERSIONS_KEPT);
+        assert_eq!(s["many"].active_version, 20);
+    }
+}

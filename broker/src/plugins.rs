@@ -1,0 +1,345 @@
+//! The broker's side of Wasm plugins: component bytes by content hash (fjall keyspace
+//! `module_blobs`), compiled modules, pooled instances for validators and partitioners,
+//! transform progress (keyspace `module_progress`) and per-deployment metrics. The rules of
+//! deployments are in `deployments.rs`; running transforms is `transforms.rs`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use weir_runtime::{
+    CallError, Counters, InputRecord, Instance, InstanceConfig, Limits, Module, PluginKind, Runtime, RuntimeConfig,
+    SchemaLookup,
+};
+use weir_sdk::wire::ModuleMetrics;
+use weir_sdk::{ErrorCode, WireError};
+
+use crate::controller::Controller;
+use crate::deployments::{Deployment, DeploymentVersion};
+
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// Compiled artifacts, by module hash.
+    pub cache_dir: PathBuf,
+    /// Limits of a deployment that sets none.
+    pub limits: Limits,
+    pub failures_max: u32,
+    /// Largest component accepted.
+    pub module_bytes_max: usize,
+}
+
+/// Pooled instances per deployment version, so concurrent produce requests do not queue on one.
+const POOL_INSTANCES_MAX: usize = 4;
+
+#[derive(Clone)]
+pub struct Plugins {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    config: PluginConfig,
+    blobs: Keyspace,
+    progress: Keyspace,
+    compiled: DashMap<String, Module>,
+    metrics: DashMap<String, Arc<Metrics>>,
+    pools: DashMap<(String, u32), Arc<Mutex<Vec<Instance>>>>,
+    schemas: Arc<dyn SchemaLookup>,
+}
+
+/// The schema registry in the controller's state, for the schema-lookup host import.
+struct RegistrySchemas(Controller);
+
+impl SchemaLookup for RegistrySchemas {
+    fn lookup(&self, id: u32) -> Result<(String, String), String> {
+        let state = self.0.state();
+        let stored = state.registry.schemas.get(&id).ok_or_else(|| format!("schema id {id} is not registered"))?;
+        Ok((stored.schema_type.api_name().to_owned(), stored.schema.clone()))
+    }
+}
+
+impl Plugins {
+    pub fn open(db: &Database, config: PluginConfig, controller: Controller) -> Result<Self, WireError> {
+        let storage = |e: fjall::Error| WireError::new(ErrorCode::Storage, format!("module store: {e}"));
+        let blobs = db
+            .keyspace("module_blobs", || KeyspaceCreateOptions::default().with_kv_separation(Some(Default::default())))
+            .map_err(storage)?;
+        let progress = db.keyspace("module_progress", KeyspaceCreateOptions::default).map_err(storage)?;
+        let runtime =
+            Runtime::new(RuntimeConfig { cache_dir: config.cache_dir.clone(), epoch_tick: Duration::from_millis(10) })
+                .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                runtime,
+                config,
+                blobs,
+                progress,
+                compiled: DashMap::new(),
+                metrics: DashMap::new(),
+                pools: DashMap::new(),
+                schemas: Arc::new(RegistrySchemas(controller)),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &PluginConfig {
+        &self.inner.config
+    }
+
+    /// Checks and compiles an uploaded component, and keeps its bytes by hash.
+    pub fn accept(&self, bytes: &[u8], kind: PluginKind) -> Result<Module, WireError> {
+        let limit = self.inner.config.module_bytes_max;
+        if bytes.len() > limit {
+            return Err(WireError::new(
+                ErrorCode::InvalidModule,
+                format!("the component is {} bytes; module.bytes.max is {limit}", bytes.len()),
+            ));
+        }
+        let module = self
+            .inner
+            .runtime
+            .load(bytes, kind)
+            .map_err(|e| WireError::new(ErrorCode::InvalidModule, e.to_string()))?;
+        self.inner
+            .blobs
+            .insert(module.sha256(), bytes)
+            .map_err(|e| WireError::new(ErrorCode::Storage, format!("storing the module: {e}")))?;
+        self.inner.compiled.insert(module.sha256().to_owned(), module.clone());
+        Ok(module)
+    }
+
+    /// The compiled module of a deployed version: from memory, or from its stored bytes (and
+    /// the artifact cache) after a restart.
+    pub fn module(&self, version: &DeploymentVersion) -> Result<Module, WireError> {
+        if let Some(module) = self.inner.compiled.get(&version.sha256) {
+            return Ok(module.clone());
+        }
+        let bytes = self
+            .inner
+            .blobs
+            .get(&version.sha256)
+            .map_err(|e| WireError::new(ErrorCode::Storage, format!("reading module {}: {e}", version.sha256)))?
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::Storage,
+                    format!("module bytes {} are missing from the store", version.sha256),
+                )
+            })?;
+        let module = self
+            .inner
+            .runtime
+            .load(&bytes, version.spec.kind)
+            .map_err(|e| WireError::new(ErrorCode::InvalidModule, e.to_string()))?;
+        self.inner.compiled.insert(version.sha256.clone(), module.clone());
+        Ok(module)
+    }
+
+    pub fn metrics(&self, name: &str) -> Arc<Metrics> {
+        self.inner.metrics.entry(name.to_owned()).or_default().clone()
+    }
+
+    pub fn forget(&self, name: &str) {
+        self.inner.metrics.remove(name);
+        self.inner.pools.retain(|(n, _), _| n != name);
+    }
+
+    /// A fresh instance of the deployment's active version.
+    pub fn instance(&self, deployment: &Deployment, label: String) -> Result<Instance, WireError> {
+        let version = deployment.active();
+        let module = self.module(version)?;
+        Ok(self.inner.runtime.instance(
+            &module,
+            InstanceConfig {
+                limits: version.spec.limits,
+                params: Arc::new(version.spec.params.clone()),
+                label: label.into(),
+                counters: self.metrics(&deployment.name).counters.clone(),
+                schemas: Some(self.inner.schemas.clone()),
+            },
+        ))
+    }
+
+    /// Runs `f` on a pooled instance of the deployment's active version (validators and
+    /// partitioners, called on the produce path), recording the call in its metrics.
+    pub fn call_pooled<R>(
+        &self,
+        deployment: &Deployment,
+        records: usize,
+        f: impl FnOnce(&mut Instance) -> Result<R, CallError>,
+    ) -> Result<R, WireError> {
+        let key = (deployment.name.clone(), deployment.active_version);
+        let pool = self.inner.pools.entry(key).or_default().clone();
+        let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut instance = match taken {
+            Some(instance) => instance,
+            None => self.instance(deployment, format!("{}@{}", deployment.name, deployment.active_version))?,
+        };
+        let metrics = self.metrics(&deployment.name);
+        let started = std::time::Instant::now();
+        let outcome = f(&mut instance);
+        metrics.record_call(started.elapsed(), records, outcome.as_ref().err(), instance.memory_high_water_bytes());
+        let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_INSTANCES_MAX {
+            pool.push(instance);
+        }
+        outcome.map_err(|e| {
+            WireError::new(
+                ErrorCode::ModuleFailed,
+                format!("{} module {:?} v{} {e}", deployment.kind.as_str(), deployment.name, deployment.active_version),
+            )
+        })
+    }
+
+    pub fn progress(&self, name: &str, topic: &str, partition: u32) -> Option<i64> {
+        let value = self.inner.progress.get(progress_key(name, topic, partition)).ok()??;
+        Some(i64::from_be_bytes(value.as_ref().try_into().ok()?))
+    }
+
+    pub fn set_progress(&self, name: &str, topic: &str, partition: u32, next_offset: i64) -> Result<(), WireError> {
+        self.metrics(name)
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(format!("{topic}/{partition}"), next_offset);
+        self.inner
+            .progress
+            .insert(progress_key(name, topic, partition), next_offset.to_be_bytes())
+            .map_err(|e| WireError::new(ErrorCode::Storage, format!("storing transform progress: {e}")))
+    }
+
+    /// Drops a removed deployment's progress, so a new deployment of that name starts afresh.
+    pub fn clear_progress(&self, name: &str) {
+        let prefix = format!("{name}\0");
+        let keys: Vec<_> =
+            self.inner.progress.prefix(prefix.as_bytes()).filter_map(|g| g.into_inner().ok().map(|(k, _)| k)).collect();
+        for key in keys {
+            let _ = self.inner.progress.remove(key);
+        }
+    }
+}
+
+fn progress_key(name: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + topic.len() + 6);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// One deployment's counters since the broker started.
+pub struct Metrics {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub records_rejected: AtomicU64,
+    pub records_dead_lettered: AtomicU64,
+    pub batches: AtomicU64,
+    pub batches_failed: AtomicU64,
+    pub failures_consecutive: AtomicU32,
+    call_time_us_total: AtomicU64,
+    memory_high_water_bytes: AtomicU64,
+    latency_us: Mutex<hdrhistogram::Histogram<u64>>,
+    last_error: Mutex<Option<String>>,
+    progress: Mutex<BTreeMap<String, i64>>,
+    pub counters: Arc<Counters>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            records_rejected: AtomicU64::new(0),
+            records_dead_lettered: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batches_failed: AtomicU64::new(0),
+            failures_consecutive: AtomicU32::new(0),
+            call_time_us_total: AtomicU64::new(0),
+            memory_high_water_bytes: AtomicU64::new(0),
+            latency_us: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")),
+            last_error: Mutex::new(None),
+            progress: Mutex::default(),
+            counters: Arc::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one call; returns the consecutive failures after it.
+    pub fn record_call(
+        &self,
+        elapsed: Duration,
+        records: usize,
+        error: Option<&CallError>,
+        memory_high_water_bytes: u64,
+    ) -> u32 {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.records_in.fetch_add(records as u64, Ordering::Relaxed);
+        self.call_time_us_total.fetch_add(us, Ordering::Relaxed);
+        self.memory_high_water_bytes.fetch_max(memory_high_water_bytes, Ordering::Relaxed);
+        let _ = self.latency_us.lock().unwrap_or_else(|e| e.into_inner()).record(us.clamp(1, 600_000_000));
+        match error {
+            None => {
+                self.failures_consecutive.store(0, Ordering::Relaxed);
+                0
+            }
+            Some(e) => {
+                self.batches_failed.fetch_add(1, Ordering::Relaxed);
+                self.set_last_error(e.to_string());
+                self.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1
+            }
+        }
+    }
+
+    pub fn set_last_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    pub fn snapshot(&self) -> ModuleMetrics {
+        let latency = self.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        let quantile = |q| if latency.is_empty() { 0 } else { latency.value_at_quantile(q) };
+        ModuleMetrics {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            records_rejected: self.records_rejected.load(Ordering::Relaxed),
+            records_dead_lettered: self.records_dead_lettered.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            batches_failed: self.batches_failed.load(Ordering::Relaxed),
+            failures_consecutive: self.failures_consecutive.load(Ordering::Relaxed),
+            call_latency_us_p50: quantile(0.5),
+            call_latency_us_p99: quantile(0.99),
+            call_time_us_total: self.call_time_us_total.load(Ordering::Relaxed),
+            memory_high_water_bytes: self.memory_high_water_bytes.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            counters: self.counters.snapshot(),
+            progress: self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
+/// Records as plugins see them, from decoded batch records.
+pub fn input_records(records: &[weir_sdk::batch::ConsumedRecord]) -> Vec<InputRecord> {
+    records
+        .iter()
+        .map(|r| InputRecord {
+            topic: r.topic.clone(),
+            partition: r.partition,
+            offset: r.offset,
+            timestamp: r.record.timestamp,
+            key: r.record.key.as_ref().map(|b| b.to_vec()),
+            value: r.record.value.as_ref().map(|b| b.to_vec()),
+            headers: r
+                .record
+                .headers
+                .iter()
+                .map(|(k, v)| weir_runtime::Header { key: k.clone(), value: v.as_ref().map(|b| b.to_vec()) })
+                .collect(),
+        })
+        .collect()
+}

@@ -1,0 +1,325 @@
+//! Runs transform deployments: one task per deployment version and input partition, on the
+//! partition's leader (every partition, on a single node).
+//!
+//! A task reads its input from the stored progress offset, calls the module per fetched batch,
+//! writes the outputs (and dead letters) through the produce path, waits until they are
+//! durable, then stores the new progress. At-least-once: after a crash or restart between the
+//! write and the progress store, the batch is transformed and written again.
+//!
+//! A batch whose call fails (trap, deadline, memory cap) goes to the dead-letter topic whole;
+//! a record the module answers with an error goes there alone. Dead letters carry headers
+//! `weir.module`, `weir.module.version`, `weir.source.topic`, `weir.source.partition`,
+//! `weir.source.offset` and `weir.error`. After `failures_max` failed batches in a row the
+//! deployment is paused with the reason; the broker and other deployments go on.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_runtime::{InputRecord, PluginKind};
+use weir_sdk::batch::{decode_batches, encode_batch, Compression, Record};
+use weir_sdk::wire::{Acks, FetchPartition, FetchRequest, ProducePartition, ProduceRequest};
+use weir_sdk::{ErrorCode, WireError};
+
+use crate::deployments::Deployment;
+use crate::metadata::Command;
+use crate::plugins::input_records;
+use crate::service::Broker;
+
+/// Input read per call: one fetch of up to this many bytes is one batch for the module.
+const FETCH_BYTES: u32 = 1 << 20;
+/// Output records per produced batch (and bytes), well under the default max.message.bytes.
+const OUTPUT_BATCH_RECORDS: usize = 1000;
+const OUTPUT_BATCH_BYTES: usize = 256 << 10;
+const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TaskKey {
+    name: String,
+    version: u32,
+    topic: String,
+    partition: u32,
+}
+
+/// Starts and stops transform tasks to match the deployments in the metadata, until the
+/// process ends.
+pub async fn supervise(broker: Broker) {
+    let mut running: HashMap<TaskKey, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        let mut desired = HashSet::new();
+        for d in broker.deployments().into_iter().filter(|d| d.kind == PluginKind::Transform && d.paused.is_none()) {
+            for topic in &d.active().spec.inputs {
+                let Ok(description) = broker.describe_topic(topic) else { continue };
+                for p in description.partitions {
+                    desired.insert(TaskKey {
+                        name: d.name.clone(),
+                        version: d.active_version,
+                        topic: topic.clone(),
+                        partition: p.partition,
+                    });
+                }
+            }
+        }
+        running.retain(|key, task| {
+            let keep = desired.contains(key) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for key in desired {
+            if !running.contains_key(&key) {
+                tracing::info!(module = %key.name, version = key.version, topic = %key.topic, partition = key.partition, "transform task started");
+                running.insert(key.clone(), tokio::spawn(run_partition(broker.clone(), key)));
+            }
+        }
+        tokio::time::sleep(RECONCILE_EVERY).await;
+    }
+}
+
+async fn run_partition(broker: Broker, key: TaskKey) {
+    let Some(deployment) = broker.deployments().into_iter().find(|d| d.name == key.name) else { return };
+    let label = format!("{}@{}/{}[{}]", key.name, key.version, key.topic, key.partition);
+    let plugins = broker.plugins().clone();
+    let metrics = plugins.metrics(&key.name);
+    let mut instance = match plugins.instance(&deployment, label) {
+        Ok(instance) => Some(instance),
+        Err(e) => {
+            metrics.set_last_error(e.message.clone());
+            tracing::error!(module = %key.name, error = %e, "transform cannot start");
+            return;
+        }
+    };
+    let spec = deployment.active().spec.clone();
+    let mut next = match plugins.progress(&key.name, &key.topic, key.partition) {
+        Some(offset) => offset,
+        None => broker.offsets(&key.topic, key.partition).map_or(0, |(start, _)| start),
+    };
+    loop {
+        let request = FetchRequest {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: FETCH_BYTES,
+            partitions: vec![FetchPartition {
+                topic: key.topic.clone(),
+                partition: key.partition,
+                offset: next,
+                max_bytes: FETCH_BYTES,
+            }],
+        };
+        let (response, chunks) = match broker.fetch(request).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                metrics.set_last_error(format!("reading {}[{}]: {e}", key.topic, key.partition));
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+        };
+        let answer = &response.partitions[0];
+        if let Some(e) = &answer.error {
+            if e.code == ErrorCode::OffsetOutOfRange {
+                // Retention removed what was not read yet, or the log is shorter than stored
+                // progress: go on from the nearest offset that exists.
+                next = next.clamp(answer.log_start_offset.max(0), answer.high_watermark.max(0));
+                tracing::warn!(module = %key.name, topic = %key.topic, partition = key.partition, next, "progress out of range; moved");
+            } else {
+                metrics.set_last_error(format!("reading {}[{}]: {e}", key.topic, key.partition));
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            continue;
+        }
+        let mut records = Vec::new();
+        let mut batch_end = next;
+        for chunk in chunks {
+            if let Ok(header) = weir_sdk::batch::BatchHeader::parse(&chunk) {
+                batch_end = batch_end.max(header.last_offset() + 1);
+            }
+            match decode_batches(&key.topic, key.partition, chunk, next) {
+                Ok(decoded) => records.extend(decoded),
+                Err(e) => {
+                    metrics.set_last_error(format!("decoding {}[{}] at {next}: {e}", key.topic, key.partition));
+                    tracing::error!(module = %key.name, error = %e, "stored batch does not decode");
+                }
+            }
+        }
+        if records.is_empty() {
+            next = batch_end;
+            continue;
+        }
+        // Once a deploy, rollback or pause has returned, no batch goes to the old version: the
+        // supervisor stops this task within its period, but a batch read meanwhile stops here.
+        if !still_current(&broker, &key) {
+            return;
+        }
+        let inputs = input_records(&records);
+        let started = Instant::now();
+        let mut taken = instance.take().expect("the instance is returned after each call");
+        let (taken, inputs, outcome) = match tokio::task::spawn_blocking(move || {
+            let outcome = taken.transform(&inputs);
+            (taken, inputs, outcome)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(module = %key.name, error = %e, "transform call task failed");
+                return;
+            }
+        };
+        let failures = metrics.record_call(
+            started.elapsed(),
+            inputs.len(),
+            outcome.as_ref().err(),
+            taken.memory_high_water_bytes(),
+        );
+        instance = Some(taken);
+        let mut outputs: BTreeMap<String, Vec<(u32, Record)>> = BTreeMap::new();
+        let mut dead = Vec::new();
+        let call_failed = outcome.is_err();
+        match outcome {
+            Ok(results) => {
+                for (input, result) in inputs.iter().zip(results) {
+                    match result {
+                        Ok(outs) => {
+                            for out in outs {
+                                let topic = out.topic.unwrap_or_else(|| spec.output.clone().unwrap_or_default());
+                                let record = Record {
+                                    key: out.key.map(Bytes::from),
+                                    value: out.value.map(Bytes::from),
+                                    headers: out
+                                        .headers
+                                        .into_iter()
+                                        .map(|h| (h.key, h.value.map(Bytes::from)))
+                                        .collect(),
+                                    timestamp: out.timestamp.unwrap_or(input.timestamp),
+                                };
+                                outputs.entry(topic).or_default().push((input.partition, record));
+                            }
+                        }
+                        Err(reason) => {
+                            metrics.set_last_error(format!("record at offset {}: {reason}", input.offset));
+                            dead.push((input.partition, dead_letter(&deployment, input, &reason)));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(module = %key.name, topic = %key.topic, partition = key.partition, offset = next, error = %reason, "transform batch failed; dead-lettering it");
+                dead.extend(inputs.iter().map(|input| (input.partition, dead_letter(&deployment, input, &reason))));
+            }
+        }
+        let out_count: usize = outputs.values().map(Vec::len).sum();
+        let mut written = Ok(());
+        for (topic, records) in outputs {
+            written = written.and(write(&broker, &topic, records).await);
+        }
+        let dead_count = dead.len();
+        if !dead.is_empty() {
+            written = written.and(write(&broker, &spec.dead_letter_topic, dead).await);
+        }
+        if let Err(e) = written {
+            // Not durable: keep the progress and try the batch again (outputs already written
+            // may be written twice: at-least-once).
+            let reason = format!("writing outputs: {e}");
+            metrics.set_last_error(reason.clone());
+            let failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+            if failures >= spec.failures_max {
+                pause(&broker, &deployment, failures, &reason).await;
+                return;
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+            continue;
+        }
+        metrics.records_out.fetch_add(out_count as u64, Ordering::Relaxed);
+        metrics.records_dead_lettered.fetch_add(dead_count as u64, Ordering::Relaxed);
+        next = records.last().map_or(batch_end, |r| r.offset + 1);
+        if let Err(e) = plugins.set_progress(&key.name, &key.topic, key.partition, next) {
+            metrics.set_last_error(e.message);
+        }
+        if call_failed && failures >= spec.failures_max {
+            let last = metrics.snapshot().last_error.unwrap_or_default();
+            pause(&broker, &deployment, failures, &last).await;
+            return;
+        }
+    }
+}
+
+fn still_current(broker: &Broker, key: &TaskKey) -> bool {
+    broker
+        .controller()
+        .state()
+        .modules
+        .get(&key.name)
+        .is_some_and(|d| d.active_version == key.version && d.paused.is_none())
+}
+
+async fn pause(broker: &Broker, deployment: &Deployment, failures: u32, last_error: &str) {
+    let reason = format!("{failures} consecutive failed batches, the last: {last_error}");
+    tracing::warn!(module = %deployment.name, %reason, "pausing module deployment");
+    let command = crate::deployments::ModuleCommand::Pause { name: deployment.name.clone(), reason };
+    if let Err(e) = broker.controller().propose(Command::Module(command)).await {
+        tracing::error!(module = %deployment.name, error = %e, "pausing a failing module deployment");
+    }
+}
+
+fn dead_letter(deployment: &Deployment, input: &InputRecord, reason: &str) -> Record {
+    let mut headers: Vec<(String, Option<Bytes>)> =
+        input.headers.iter().map(|h| (h.key.clone(), h.value.clone().map(Bytes::from))).collect();
+    let mut add = |k: &str, v: String| headers.push((k.to_owned(), Some(Bytes::from(v))));
+    add("weir.module", deployment.name.clone());
+    add("weir.module.version", deployment.active_version.to_string());
+    add("weir.source.topic", input.topic.clone());
+    add("weir.source.partition", input.partition.to_string());
+    add("weir.source.offset", input.offset.to_string());
+    add("weir.error", reason.to_owned());
+    Record {
+        key: input.key.clone().map(Bytes::from),
+        value: input.value.clone().map(Bytes::from),
+        headers,
+        timestamp: input.timestamp,
+    }
+}
+
+/// Appends records to `topic` and waits until they are durable. A record goes to the
+/// partition its key hashes to, or without a key to its source partition (modulo the count).
+async fn write(broker: &Broker, topic: &str, records: Vec<(u32, Record)>) -> Result<(), WireError> {
+    let partitions = broker.describe_topic(topic)?.partitions.len() as u32;
+    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for (source_partition, record) in records {
+        let p = match &record.key {
+            Some(key) => weir_sdk::partitioner::partition_for_key(key, partitions),
+            None => source_partition % partitions,
+        };
+        by_partition.entry(p).or_default().push(record);
+    }
+    let mut entries = Vec::new();
+    let mut payload = Vec::new();
+    for (partition, records) in by_partition {
+        let mut start = 0;
+        while start < records.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < records.len()
+                && end - start < OUTPUT_BATCH_RECORDS
+                && (bytes < OUTPUT_BATCH_BYTES || end == start)
+            {
+                bytes +=
+                    records[end].value.as_ref().map_or(0, Bytes::len) + records[end].key.as_ref().map_or(0, Bytes::len);
+                end += 1;
+            }
+            let batch = encode_batch(&records[start..end], Compression::None)?;
+            entries.push(ProducePartition { partition, bytes: batch.len() as u32 });
+            payload.push(batch);
+            start = end;
+        }
+    }
+    let request = ProduceRequest { topic: topic.to_owned(), acks: Acks::All, timeout_ms: 30_000, partitions: entries };
+    let response = broker.produce_enqueue(request, Bytes::from(payload.concat())).await?.await;
+    match response.partitions.into_iter().find_map(|p| p.error) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
