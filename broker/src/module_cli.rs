@@ -21,7 +21,7 @@ pub struct ModuleArgs {
 #[derive(clap::Subcommand)]
 enum ModuleCommand {
     /// Deploy a component built for wasm32-wasip2; deploying a name again makes a new version.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Every deployment with its active version and state.
     List,
     /// A deployment's versions, settings, state and metrics, as JSON.
@@ -84,6 +84,7 @@ pub async fn run(args: ModuleArgs) -> anyhow::Result<()> {
     let admin = Admin::new(args.connect.connect().await?);
     match args.command {
         ModuleCommand::Deploy(d) => {
+            let d = *d;
             let bytes = std::fs::read(&d.file).with_context(|| format!("reading {}", d.file.display()))?;
             let request = DeployModuleRequest {
                 name: d.name,

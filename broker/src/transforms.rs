@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use weir_runtime::{InputRecord, PluginKind};
+use weir_runtime::{InputRecord, PluginKind, TransformResults};
 use weir_sdk::batch::{decode_batches, encode_batch, Compression, Record};
 use weir_sdk::wire::{Acks, FetchPartition, FetchRequest, ProducePartition, ProduceRequest};
 use weir_sdk::{ErrorCode, WireError};
@@ -175,42 +175,26 @@ async fn run_partition(broker: Broker, key: TaskKey) {
             taken.memory_high_water_bytes(),
         );
         instance = Some(taken);
-        let mut outputs: BTreeMap<String, Vec<(u32, Record)>> = BTreeMap::new();
-        let mut dead = Vec::new();
-        let call_failed = outcome.is_err();
-        match outcome {
+        let (outputs, dead) = match outcome {
             Ok(results) => {
-                for (input, result) in inputs.iter().zip(results) {
-                    match result {
-                        Ok(outs) => {
-                            for out in outs {
-                                let topic = out.topic.unwrap_or_else(|| spec.output.clone().unwrap_or_default());
-                                let record = Record {
-                                    key: out.key.map(Bytes::from),
-                                    value: out.value.map(Bytes::from),
-                                    headers: out
-                                        .headers
-                                        .into_iter()
-                                        .map(|h| (h.key, h.value.map(Bytes::from)))
-                                        .collect(),
-                                    timestamp: out.timestamp.unwrap_or(input.timestamp),
-                                };
-                                outputs.entry(topic).or_default().push((input.partition, record));
-                            }
-                        }
-                        Err(reason) => {
-                            metrics.set_last_error(format!("record at offset {}: {reason}", input.offset));
-                            dead.push((input.partition, dead_letter(&deployment, input, &reason)));
-                        }
-                    }
-                }
+                let (outputs, failed) = output_records(&inputs, results, spec.output.as_deref().unwrap_or_default());
+                let dead: Vec<_> = failed
+                    .into_iter()
+                    .map(|(i, reason)| {
+                        metrics.set_last_error(format!("record at offset {}: {reason}", inputs[i].offset));
+                        (inputs[i].partition, dead_letter(&deployment, &inputs[i], &reason))
+                    })
+                    .collect();
+                (outputs, dead)
             }
             Err(e) => {
                 let reason = e.to_string();
                 tracing::warn!(module = %key.name, topic = %key.topic, partition = key.partition, offset = next, error = %reason, "transform batch failed; dead-lettering it");
-                dead.extend(inputs.iter().map(|input| (input.partition, dead_letter(&deployment, input, &reason))));
+                let dead =
+                    inputs.iter().map(|input| (input.partition, dead_letter(&deployment, input, &reason))).collect();
+                (BTreeMap::new(), dead)
             }
-        }
+        };
         let out_count: usize = outputs.values().map(Vec::len).sum();
         let mut written = Ok(());
         for (topic, records) in outputs {
@@ -239,12 +223,44 @@ async fn run_partition(broker: Broker, key: TaskKey) {
         if let Err(e) = plugins.set_progress(&key.name, &key.topic, key.partition, next) {
             metrics.set_last_error(e.message);
         }
-        if call_failed && failures >= spec.failures_max {
+        if failures >= spec.failures_max {
             let last = metrics.snapshot().last_error.unwrap_or_default();
             pause(&broker, &deployment, failures, &last).await;
             return;
         }
     }
+}
+
+/// Output records by topic, each with the partition of the input it came from.
+pub type OutputsByTopic = BTreeMap<String, Vec<(u32, Record)>>;
+
+/// The records a transform's answer asks to write, by topic, each with its input's partition;
+/// and the inputs the module failed, by index, with the reason.
+pub fn output_records(
+    inputs: &[InputRecord],
+    results: TransformResults,
+    default_topic: &str,
+) -> (OutputsByTopic, Vec<(usize, String)>) {
+    let mut outputs = OutputsByTopic::new();
+    let mut failed = Vec::new();
+    for (index, (input, result)) in inputs.iter().zip(results).enumerate() {
+        match result {
+            Ok(outs) => {
+                for out in outs {
+                    let record = Record {
+                        key: out.key.map(Bytes::from),
+                        value: out.value.map(Bytes::from),
+                        headers: out.headers.into_iter().map(|h| (h.key, h.value.map(Bytes::from))).collect(),
+                        timestamp: out.timestamp.unwrap_or(input.timestamp),
+                    };
+                    let topic = out.topic.unwrap_or_else(|| default_topic.to_owned());
+                    outputs.entry(topic).or_default().push((input.partition, record));
+                }
+            }
+            Err(reason) => failed.push((index, reason)),
+        }
+    }
+    (outputs, failed)
 }
 
 fn still_current(broker: &Broker, key: &TaskKey) -> bool {

@@ -13,6 +13,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::bindings::{self, host, schema_registry, InputRecord, OutputRecord};
 use crate::{Limits, Module, PluginKind, Runtime};
 
+/// A transform's answer: per input record, its outputs or the module's error for it.
+pub type TransformResults = Vec<Result<Vec<OutputRecord>, String>>;
+
 /// The broker's schema registry as plugins see it.
 pub trait SchemaLookup: Send + Sync {
     /// `(schema type, schema text)` of `id`, or why there is none.
@@ -193,7 +196,7 @@ impl Instance {
     }
 
     /// One result per record: outputs, or the module's error for that record.
-    pub fn transform(&mut self, records: &[InputRecord]) -> Result<Vec<Result<Vec<OutputRecord>, String>>, CallError> {
+    pub fn transform(&mut self, records: &[InputRecord]) -> Result<TransformResults, CallError> {
         let results = self.call(|store, bindings| match bindings {
             Bindings::Transform(t) => t.weir_plugin_transformer().call_transform(store, records),
             _ => unreachable!("instance kind is checked on load"),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bindings::{Header, InputRecord, OutputRecord};
-pub use instance::{CallError, Counters, Instance, InstanceConfig, SchemaLookup};
+pub use instance::{CallError, Counters, Instance, InstanceConfig, SchemaLookup, TransformResults};
 pub use module::Module;
 
 /// What a plugin does, i.e. which world of the WIT package it targets.

@@ -26,7 +26,8 @@ pub fn matches(document: &[u8], path: &str, wanted: &str) -> Result<bool, Error>
     Ok(match json.pointer(path) {
         None => false,
         Some(serde_json::Value::String(s)) => s == wanted,
-        Some(other) => other.to_string() == wanted,
+        // Numbers, booleans and null compare as JSON writes them.
+        Some(other) => serde_json::to_string(other)? == wanted,
     })
 }
 
