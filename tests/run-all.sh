@@ -11,15 +11,15 @@ log "toolchain and targets from rust-toolchain.toml"
 rustup toolchain install >/dev/null
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-log "third-party clients the end-to-end tests drive (kcat, confluent-kafka with Avro, kafka-python)"
+log "third-party clients the end-to-end tests drive (kcat, confluent-kafka with Avro and JSON Schema, kafka-python)"
 if ! command -v kcat >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq kcat
 fi
-python3 -c 'import confluent_kafka, confluent_kafka.schema_registry.avro, fastavro, kafka' 2>/dev/null \
+python3 -c 'import confluent_kafka, confluent_kafka.schema_registry.avro, confluent_kafka.schema_registry.json_schema, fastavro, jsonschema, kafka' 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    'confluent-kafka[avro,schemaregistry]' kafka-python
+    'confluent-kafka[avro,json,schemaregistry]' kafka-python
 kcat -V 2>&1 | sed -n 1p
 python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__)'
 

@@ -58,7 +58,12 @@ impl SchemaLookup for RegistrySchemas {
     fn lookup(&self, id: u32) -> Result<(String, String), String> {
         let state = self.0.state();
         let stored = state.registry.schemas.get(&id).ok_or_else(|| format!("schema id {id} is not registered"))?;
-        Ok((stored.schema_type.api_name().to_owned(), stored.schema.clone()))
+        // With references written out, so the plugin can parse it on its own.
+        let text = state
+            .registry
+            .resolve(stored.schema_type, &stored.schema, &stored.references)
+            .map_err(|e| format!("schema id {id}: {e}"))?;
+        Ok((stored.schema_type.api_name().to_owned(), text))
     }
 }
 

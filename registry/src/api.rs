@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::compat::Compatibility;
-use crate::schema::{ParsedSchema, SchemaType};
+use crate::schema::{ParsedSchema, SchemaReference, SchemaType};
 use crate::state::{Mode, RegistryCommand, RegistryOutcome, RegistryState};
 use crate::RegistryError;
 
@@ -137,24 +137,31 @@ struct SchemaBody {
     #[serde(rename = "schemaType")]
     schema_type: Option<String>,
     #[serde(default)]
-    references: Vec<Value>,
+    references: Vec<SchemaReference>,
 }
 
-fn parse_body(body: &SchemaBody) -> Result<(SchemaType, ParsedSchema), RegistryError> {
-    if !body.references.is_empty() {
-        return Err(RegistryError::InvalidSchema("Schema references are not supported by this registry yet".into()));
-    }
+/// The body's schema parsed with its references resolved against the registry's state.
+fn parse_body(state: &RegistryState, body: &SchemaBody) -> Result<(SchemaType, ParsedSchema), RegistryError> {
     let schema_type = SchemaType::from_api(body.schema_type.as_deref())?;
-    Ok((schema_type, ParsedSchema::parse(schema_type, &body.schema)?))
+    let text = state.resolve(schema_type, &body.schema, &body.references)?;
+    Ok((schema_type, ParsedSchema::parse(schema_type, &text)?))
+}
+
+/// `schemaType` (when not Avro) and `references` (when any), as Confluent writes them.
+fn describe_schema(value: &mut Value, stored: &crate::state::StoredSchema) {
+    if stored.schema_type != SchemaType::Avro {
+        value["schemaType"] = json!(stored.schema_type.api_name());
+    }
+    if !stored.references.is_empty() {
+        value["references"] = json!(stored.references);
+    }
 }
 
 fn version_json(state: &RegistryState, subject: &str, version: u32) -> Result<Value, RegistryError> {
     let stored = state.version_schema(subject, version)?;
     let id = state.subjects[subject].iter().find(|v| v.version == version).map(|v| v.id).unwrap_or_default();
     let mut value = json!({"subject": subject, "version": version, "id": id, "schema": stored.schema});
-    if stored.schema_type != SchemaType::Avro {
-        value["schemaType"] = json!(stored.schema_type.api_name());
-    }
+    describe_schema(&mut value, stored);
     Ok(value)
 }
 
@@ -182,8 +189,14 @@ async fn list_versions<B: Backend>(
 async fn register<B: Backend>(State(b): State<B>, Path(subject): Path<String>, body: Body) -> ApiResponse {
     let outcome = async {
         let body: SchemaBody = json_body(body).await?;
-        let (schema_type, _) = parse_body(&body)?;
-        match b.apply(RegistryCommand::Register { subject: subject.clone(), schema_type, schema: body.schema }).await? {
+        let (schema_type, _) = b.read(|s| parse_body(s, &body))?;
+        let command = RegistryCommand::Register {
+            subject: subject.clone(),
+            schema_type,
+            schema: body.schema,
+            references: body.references,
+        };
+        match b.apply(command).await? {
             RegistryOutcome::Registered { id, .. } => Ok(json!({"id": id})),
             other => Err(RegistryError::Store(format!("unexpected outcome {other:?}"))),
         }
@@ -195,13 +208,14 @@ async fn register<B: Backend>(State(b): State<B>, Path(subject): Path<String>, b
 async fn lookup<B: Backend>(State(b): State<B>, Path(subject): Path<String>, body: Body) -> ApiResponse {
     let outcome = async {
         let body: SchemaBody = json_body(body).await?;
-        let (schema_type, parsed) = parse_body(&body)?;
         b.read(|s| {
+            let (schema_type, parsed) = parse_body(s, &body)?;
             if !s.subject_exists(&subject, false) {
                 return Err(RegistryError::SubjectNotFound(subject.clone()));
             }
-            let found =
-                s.find_in_subject(&subject, schema_type, &parsed.canonical).ok_or(RegistryError::SchemaNotInSubject)?;
+            let found = s
+                .find_in_subject(&subject, schema_type, &parsed.canonical, &body.references)
+                .ok_or(RegistryError::SchemaNotInSubject)?;
             version_json(s, &subject, found.version)
         })
     }
@@ -268,9 +282,7 @@ async fn get_schema<B: Backend>(State(b): State<B>, Path(id): Path<String>) -> A
     respond(b.read(|s| {
         let stored = schema_by_id(s, &id)?;
         let mut value = json!({"schema": stored.schema});
-        if stored.schema_type != SchemaType::Avro {
-            value["schemaType"] = json!(stored.schema_type.api_name());
-        }
+        describe_schema(&mut value, stored);
         Ok(value)
     }))
 }
@@ -394,8 +406,8 @@ async fn check<B: Backend>(
     body: Body,
 ) -> Result<Value, RegistryError> {
     let body: SchemaBody = json_body(body).await?;
-    let (_, parsed) = parse_body(&body)?;
     b.read(|s| {
+        let (_, parsed) = parse_body(s, &body)?;
         let against = match version {
             Some(v) => Some(parse_version(v, s, subject)?),
             None => None,

@@ -43,6 +43,8 @@ pub enum RegistryError {
     OperationNotPermitted(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    ReferenceExists(String),
     #[error("Error in the backend data store: {0}")]
     Store(String),
 }
@@ -64,6 +66,7 @@ impl RegistryError {
             Self::InvalidCompatibility(_) => (422, 42203),
             Self::InvalidMode(_) => (422, 42204),
             Self::OperationNotPermitted(_) => (422, 42205),
+            Self::ReferenceExists(_) => (422, 42206),
             Self::BadRequest(_) => (400, 400),
             Self::Store(_) => (500, 50001),
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::compat::{check_compatibility, Compatibility};
-use crate::schema::{ParsedSchema, SchemaType};
+use crate::schema::{inline_avro_references, ParsedSchema, SchemaReference, SchemaType};
 use crate::RegistryError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,9 +14,16 @@ pub struct StoredSchema {
     pub schema_type: SchemaType,
     /// The schema text as first registered.
     pub schema: String,
-    /// The schema re-serialized from its parsed form: what de-duplication compares.
+    /// The schema re-serialized from its parsed form (references written out): what
+    /// de-duplication compares, with the references.
     pub canonical: String,
+    /// Named types this schema takes from other subjects' versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<SchemaReference>,
 }
+
+/// How deep references may nest (a reference to a schema with references, ...).
+pub const REFERENCE_DEPTH_MAX: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubjectVersion {
@@ -62,12 +69,33 @@ impl std::str::FromStr for Mode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistryCommand {
-    Register { subject: String, schema_type: SchemaType, schema: String },
-    DeleteVersion { subject: String, version: u32, permanent: bool },
-    DeleteSubject { subject: String, permanent: bool },
-    SetCompatibility { subject: Option<String>, level: Compatibility },
-    DeleteCompatibility { subject: String },
-    SetMode { subject: Option<String>, mode: Mode },
+    Register {
+        subject: String,
+        schema_type: SchemaType,
+        schema: String,
+        #[serde(default)]
+        references: Vec<SchemaReference>,
+    },
+    DeleteVersion {
+        subject: String,
+        version: u32,
+        permanent: bool,
+    },
+    DeleteSubject {
+        subject: String,
+        permanent: bool,
+    },
+    SetCompatibility {
+        subject: Option<String>,
+        level: Compatibility,
+    },
+    DeleteCompatibility {
+        subject: String,
+    },
+    SetMode {
+        subject: Option<String>,
+        mode: Mode,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,15 +128,86 @@ impl RegistryState {
         self.subjects.get(subject).is_some_and(|v| include_deleted || v.iter().any(|v| !v.deleted))
     }
 
-    /// The id already given to a schema with this canonical form, if any.
-    pub fn id_of(&self, schema_type: SchemaType, canonical: &str) -> Option<u32> {
-        self.schemas.iter().find(|(_, s)| s.schema_type == schema_type && s.canonical == canonical).map(|(id, _)| *id)
+    /// The id already given to a schema with this canonical form and references, if any.
+    pub fn id_of(&self, schema_type: SchemaType, canonical: &str, references: &[SchemaReference]) -> Option<u32> {
+        self.schemas
+            .iter()
+            .find(|(_, s)| s.schema_type == schema_type && s.canonical == canonical && s.references == references)
+            .map(|(id, _)| *id)
     }
 
     /// The live version of `subject` holding this canonical schema.
-    pub fn find_in_subject(&self, subject: &str, schema_type: SchemaType, canonical: &str) -> Option<SubjectVersion> {
-        let id = self.id_of(schema_type, canonical)?;
+    pub fn find_in_subject(
+        &self,
+        subject: &str,
+        schema_type: SchemaType,
+        canonical: &str,
+        references: &[SchemaReference],
+    ) -> Option<SubjectVersion> {
+        let id = self.id_of(schema_type, canonical, references)?;
         self.live_versions(subject).into_iter().find(|v| v.id == id)
+    }
+
+    /// The schema text with its references written out (Avro), so it stands on its own.
+    pub fn resolve(
+        &self,
+        schema_type: SchemaType,
+        text: &str,
+        references: &[SchemaReference],
+    ) -> Result<String, RegistryError> {
+        self.resolve_at(schema_type, text, references, 0)
+    }
+
+    fn resolve_at(
+        &self,
+        schema_type: SchemaType,
+        text: &str,
+        references: &[SchemaReference],
+        depth: usize,
+    ) -> Result<String, RegistryError> {
+        if references.is_empty() {
+            return Ok(text.to_owned());
+        }
+        if schema_type != SchemaType::Avro {
+            return Err(RegistryError::InvalidSchema(
+                "Invalid schema: this registry supports references between AVRO schemas only".into(),
+            ));
+        }
+        if depth >= REFERENCE_DEPTH_MAX {
+            return Err(RegistryError::InvalidSchema(format!(
+                "Invalid schema: references nest deeper than {REFERENCE_DEPTH_MAX} levels"
+            )));
+        }
+        let mut definitions = Vec::with_capacity(references.len());
+        for r in references {
+            let stored = self.version_schema(&r.subject, r.version).map_err(|_| {
+                RegistryError::InvalidSchema(format!(
+                    "Invalid schema: reference {:?} names subject {} version {}, which is not registered",
+                    r.name, r.subject, r.version
+                ))
+            })?;
+            definitions.push(self.resolve_at(stored.schema_type, &stored.schema, &stored.references, depth + 1)?);
+        }
+        inline_avro_references(text, &definitions)
+    }
+
+    /// A stored schema parsed with its references.
+    pub fn parse_stored(&self, stored: &StoredSchema) -> Result<ParsedSchema, RegistryError> {
+        ParsedSchema::parse(stored.schema_type, &self.resolve(stored.schema_type, &stored.schema, &stored.references)?)
+    }
+
+    /// A live schema version that references `subject` (at `version`, or at any version).
+    pub fn referenced_by(&self, subject: &str, version: Option<u32>) -> Option<(String, u32)> {
+        self.subjects.iter().find_map(|(s, versions)| {
+            versions.iter().filter(|v| !v.deleted).find_map(|v| {
+                let stored = self.schemas.get(&v.id)?;
+                stored
+                    .references
+                    .iter()
+                    .any(|r| r.subject == subject && version.is_none_or(|version| r.version == version))
+                    .then(|| (s.clone(), v.version))
+            })
+        })
     }
 
     /// Checks a candidate against the subject's versions as its compatibility level says.
@@ -130,7 +229,7 @@ impl RegistryState {
         };
         let mut problems = Vec::new();
         for stored in existing {
-            let previous = ParsedSchema::parse(stored.schema_type, &stored.schema)?;
+            let previous = self.parse_stored(stored)?;
             problems.extend(check_compatibility(level, candidate, &previous));
         }
         Ok(problems)
@@ -151,26 +250,27 @@ impl RegistryState {
 
     pub fn apply(&mut self, command: RegistryCommand) -> Result<RegistryOutcome, RegistryError> {
         match command {
-            RegistryCommand::Register { subject, schema_type, schema } => {
+            RegistryCommand::Register { subject, schema_type, schema, references } => {
                 if self.mode(Some(&subject)) == Mode::ReadOnly {
                     return Err(RegistryError::OperationNotPermitted(format!(
                         "Subject {subject} is in read-only mode"
                     )));
                 }
-                let parsed = ParsedSchema::parse(schema_type, &schema)?;
-                if let Some(existing) = self.find_in_subject(&subject, schema_type, &parsed.canonical) {
+                let parsed = ParsedSchema::parse(schema_type, &self.resolve(schema_type, &schema, &references)?)?;
+                if let Some(existing) = self.find_in_subject(&subject, schema_type, &parsed.canonical, &references) {
                     return Ok(RegistryOutcome::Registered { id: existing.id, version: existing.version });
                 }
                 let problems = self.check(&subject, &parsed, None)?;
                 if !problems.is_empty() {
                     return Err(RegistryError::Incompatible(problems));
                 }
-                let id = match self.id_of(schema_type, &parsed.canonical) {
+                let id = match self.id_of(schema_type, &parsed.canonical, &references) {
                     Some(id) => id,
                     None => {
                         self.next_id += 1;
                         let id = self.next_id;
-                        self.schemas.insert(id, StoredSchema { schema_type, schema, canonical: parsed.canonical });
+                        self.schemas
+                            .insert(id, StoredSchema { schema_type, schema, canonical: parsed.canonical, references });
                         id
                     }
                 };
@@ -198,6 +298,12 @@ impl RegistryState {
                     if versions[position].deleted {
                         return Err(RegistryError::VersionSoftDeleted(subject, version));
                     }
+                    if let Some((by, by_version)) = self.referenced_by(&subject, Some(version)) {
+                        return Err(RegistryError::ReferenceExists(format!(
+                            "One or more references exist to the schema {{subject={subject},version={version}}}: {by} version {by_version}"
+                        )));
+                    }
+                    let versions = self.subjects.get_mut(&subject).expect("checked above");
                     versions[position].deleted = true;
                 }
                 Ok(RegistryOutcome::DeletedVersions(vec![version]))
@@ -219,6 +325,12 @@ impl RegistryState {
                     if all_deleted {
                         return Err(RegistryError::SubjectSoftDeleted(subject));
                     }
+                    if let Some((by, by_version)) = self.referenced_by(&subject, None) {
+                        return Err(RegistryError::ReferenceExists(format!(
+                            "One or more references exist to the schema {{subject={subject}}}: {by} version {by_version}"
+                        )));
+                    }
+                    let versions = self.subjects.get_mut(&subject).expect("checked above");
                     deleted = versions.iter().filter(|v| !v.deleted).map(|v| v.version).collect();
                     for v in versions.iter_mut() {
                         v.deleted = true;
@@ -310,6 +422,7 @@ mod tests {
             let saved = state.subject_compatibility.insert("s".into(), Compatibility::None);
             state
                 .apply(RegistryCommand::Register {
+                    references: Vec::new(),
                     subject: "s".into(),
                     schema_type: SchemaType::Avro,
                     schema: schema.clone(),
@@ -318,6 +431,7 @@ mod tests {
             state.subject_compatibility.insert("s".into(), saved.unwrap());
         }
         let outcome = state.apply(RegistryCommand::Register {
+            references: Vec::new(),
             subject: "s".into(),
             schema_type: SchemaType::Avro,
             schema: last.clone(),
@@ -377,6 +491,7 @@ mod tests {
         for schema in earlier {
             state
                 .apply(RegistryCommand::Register {
+                    references: Vec::new(),
                     subject: "j".into(),
                     schema_type: SchemaType::Json,
                     schema: schema.to_string(),
@@ -387,6 +502,7 @@ mod tests {
             .apply(RegistryCommand::SetCompatibility { subject: Some("j".into()), level: level.parse().unwrap() })
             .unwrap();
         let outcome = state.apply(RegistryCommand::Register {
+            references: Vec::new(),
             subject: "j".into(),
             schema_type: SchemaType::Json,
             schema: last.to_string(),
@@ -422,6 +538,7 @@ mod tests {
         check_json("NONE", &[open, retyped], true);
         let mut state = RegistryState::default();
         let bad = state.apply(RegistryCommand::Register {
+            references: Vec::new(),
             subject: "j".into(),
             schema_type: SchemaType::Json,
             schema: r#"{"type": 12}"#.into(),
@@ -433,7 +550,12 @@ mod tests {
     fn ids_are_shared_across_subjects_and_deletes_follow_confluent_rules() {
         let mut s = RegistryState::default();
         let register = |s: &mut RegistryState, subject: &str, schema: String| {
-            s.apply(RegistryCommand::Register { subject: subject.into(), schema_type: SchemaType::Avro, schema })
+            s.apply(RegistryCommand::Register {
+                references: Vec::new(),
+                subject: subject.into(),
+                schema_type: SchemaType::Avro,
+                schema,
+            })
         };
         assert_eq!(register(&mut s, "x-value", a()), Ok(RegistryOutcome::Registered { id: 1, version: 1 }));
         // The same schema, written differently, under another subject keeps its id.
@@ -459,5 +581,75 @@ mod tests {
             s.apply(RegistryCommand::DeleteSubject { subject: "nope".into(), permanent: false }),
             Err(RegistryError::SubjectNotFound("nope".into()))
         );
+    }
+
+    fn register_with(
+        state: &mut RegistryState,
+        subject: &str,
+        schema: &str,
+        references: Vec<SchemaReference>,
+    ) -> Result<RegistryOutcome, RegistryError> {
+        state.apply(RegistryCommand::Register {
+            subject: subject.into(),
+            schema_type: SchemaType::Avro,
+            schema: schema.into(),
+            references,
+        })
+    }
+
+    fn address_ref(version: u32) -> Vec<SchemaReference> {
+        vec![SchemaReference { name: "weir.test.Address".into(), subject: "address".into(), version }]
+    }
+
+    const ADDRESS: &str =
+        r#"{"type":"record","name":"Address","namespace":"weir.test","fields":[{"name":"city","type":"string"}]}"#;
+    const USER: &str = r#"{"type":"record","name":"User","namespace":"weir.test","fields":[{"name":"home","type":"weir.test.Address"},{"name":"work","type":["null","Address"],"default":null}]}"#;
+
+    #[test]
+    fn avro_references_resolve_evolve_and_guard_deletion() {
+        let mut state = RegistryState::default();
+        assert_eq!(
+            register_with(&mut state, "address", ADDRESS, vec![]),
+            Ok(RegistryOutcome::Registered { id: 1, version: 1 })
+        );
+        assert!(matches!(register_with(&mut state, "user", USER, vec![]), Err(RegistryError::InvalidSchema(_))));
+        let missing = register_with(&mut state, "user", USER, address_ref(9)).unwrap_err().to_string();
+        assert!(missing.contains("names subject address version 9, which is not registered"), "{missing}");
+        assert_eq!(
+            register_with(&mut state, "user", USER, address_ref(1)),
+            Ok(RegistryOutcome::Registered { id: 2, version: 1 })
+        );
+        assert_eq!(state.schemas[&2].references, address_ref(1));
+        // The resolved schema has the referenced record in place, once.
+        let resolved = state.parse_stored(&state.schemas[&2]).unwrap();
+        assert_eq!(resolved.canonical.matches(r#""name":"Address""#).count(), 1, "{}", resolved.canonical);
+        // Registering the same again finds it; the same text with other references is another schema.
+        assert_eq!(
+            register_with(&mut state, "user", USER, address_ref(1)),
+            Ok(RegistryOutcome::Registered { id: 2, version: 1 })
+        );
+        // A referenced version cannot be deleted while a live schema uses it.
+        let delete = RegistryCommand::DeleteVersion { subject: "address".into(), version: 1, permanent: false };
+        assert!(matches!(state.apply(delete), Err(RegistryError::ReferenceExists(_))));
+        let delete = RegistryCommand::DeleteSubject { subject: "address".into(), permanent: false };
+        assert_eq!(state.apply(delete).unwrap_err().status_and_code(), (422, 42206));
+        // Address v2 adds a field with a default: User may move to it (BACKWARD).
+        let address2 = ADDRESS.replace(
+            r#"{"name":"city","type":"string"}"#,
+            r#"{"name":"city","type":"string"},{"name":"zip","type":"string","default":""}"#,
+        );
+        register_with(&mut state, "address", &address2, vec![]).unwrap();
+        assert_eq!(
+            register_with(&mut state, "user", USER, address_ref(2)),
+            Ok(RegistryOutcome::Registered { id: 4, version: 2 })
+        );
+        // Address v3 (under NONE) adds a required field: a User on it is incompatible with User v2.
+        state.subject_compatibility.insert("address".into(), Compatibility::None);
+        let address3 = ADDRESS.replace(
+            r#"{"name":"city","type":"string"}"#,
+            r#"{"name":"city","type":"string"},{"name":"floor","type":"int"}"#,
+        );
+        register_with(&mut state, "address", &address3, vec![]).unwrap();
+        assert!(matches!(register_with(&mut state, "user", USER, address_ref(3)), Err(RegistryError::Incompatible(_))));
     }
 }

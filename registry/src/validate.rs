@@ -80,7 +80,11 @@ impl Validator {
             }
             return Ok(());
         }
-        let schema = self.schema(id, &stored.schema)?;
+        let schema = self.schema(id, || {
+            state
+                .resolve(stored.schema_type, &stored.schema, &stored.references)
+                .map_err(|e| format!("registered schema {id} does not resolve: {e}"))
+        })?;
         let subject = match strategy {
             SubjectNameStrategy::TopicName => format!("{topic}-{part}"),
             SubjectNameStrategy::RecordName => full_name(&schema)?,
@@ -103,13 +107,15 @@ impl Validator {
         Ok(())
     }
 
-    fn schema(&self, id: u32, text: &str) -> Result<Arc<AvroSchema>, String> {
+    /// The parsed schema of `id`, parsed from `text()` the first time.
+    fn schema(&self, id: u32, text: impl FnOnce() -> Result<String, String>) -> Result<Arc<AvroSchema>, String> {
         let mut cache = self.schemas.lock().expect("schema cache lock");
         if let Some(schema) = cache.get(&id) {
             return Ok(schema.clone());
         }
-        let schema =
-            Arc::new(AvroSchema::parse_str(text).map_err(|e| format!("registered schema {id} does not parse: {e}"))?);
+        let schema = Arc::new(
+            AvroSchema::parse_str(&text()?).map_err(|e| format!("registered schema {id} does not parse: {e}"))?,
+        );
         cache.insert(id, schema.clone());
         Ok(schema)
     }
@@ -166,6 +172,7 @@ mod tests {
         let mut state = RegistryState::default();
         state
             .apply(RegistryCommand::Register {
+                references: Vec::new(),
                 subject: "orders-value".into(),
                 schema_type: SchemaType::Avro,
                 schema: U.into(),
@@ -174,6 +181,7 @@ mod tests {
         let other = r#"{"type":"record","name":"V","fields":[{"name":"b","type":"int"}]}"#;
         state
             .apply(RegistryCommand::Register {
+                references: Vec::new(),
                 subject: "payments-value".into(),
                 schema_type: SchemaType::Avro,
                 schema: other.into(),
@@ -194,6 +202,7 @@ mod tests {
         let schema = r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#;
         state
             .apply(RegistryCommand::Register {
+                references: Vec::new(),
                 subject: "orders-value".into(),
                 schema_type: SchemaType::Json,
                 schema: schema.into(),

@@ -506,3 +506,45 @@ async fn given_versions_and_a_restart_then_rollback_and_deployments_survive() {
     let (ok, _, err) = broker.cli(&["module", "describe", "copy"], None);
     assert!(!ok && err.contains("unknown module \"copy\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_avro_records_then_a_plugin_decodes_them_with_the_schema_it_looks_up_by_id() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    create(&admin, &[("users-avro", 1), ("users-json", 1)]).await;
+    let schema_text =
+        r#"{"type":"record","name":"User","fields":[{"name":"name","type":"string"},{"name":"visits","type":"int"}]}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("user.avsc");
+    std::fs::write(&schema_file, schema_text).unwrap();
+    let (ok, out, err) =
+        broker.cli(&["schema", "register", "users-avro-value", "--file", schema_file.to_str().unwrap()], None);
+    assert!(ok, "{out} {err}");
+    deploy(
+        &broker,
+        &plugin("weir-module-avro-to-json"),
+        &["--name", "avro-json", "--kind", "transform", "--input", "users-avro", "--output", "users-json"],
+    );
+    let schema = apache_avro::Schema::parse_str(schema_text).unwrap();
+    let framed = |id: u32, name: &str, visits: i32| {
+        let value = apache_avro::types::Value::Record(vec![
+            ("name".into(), apache_avro::types::Value::String(name.into())),
+            ("visits".into(), apache_avro::types::Value::Int(visits)),
+        ]);
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&id.to_be_bytes());
+        bytes.extend(apache_avro::to_avro_datum(&schema, value).unwrap());
+        bytes
+    };
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for (id, name, visits) in [(1, "ann", 3), (99, "ghost", 0), (1, "bob", 5)] {
+        let record = Record { value: Some(Bytes::from(framed(id, name, visits))), ..record(None, "") };
+        producer.send("users-avro", Some(0), record).await.unwrap().await.unwrap();
+    }
+    let json = read(&client, "users-json", 2).await;
+    assert_eq!(values(&json), [r#"{"name":"ann","visits":3}"#, r#"{"name":"bob","visits":5}"#]);
+    assert_eq!(header(&json[0], "weir.schema.id"), "1");
+    let dead = read(&client, "avro-json.dlq", 1).await;
+    assert_eq!(header(&dead[0], "weir.error"), "schema id 99 is not registered");
+}

@@ -54,6 +54,40 @@ async fn given_confluent_avro_serdes_then_records_round_trip_and_evolution_is_ch
 }
 
 #[tokio::test]
+async fn given_confluent_json_schema_serdes_then_records_round_trip_through_a_validating_topic() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, _, err) = broker.cli(
+        &["topic", "create", "orders-json", "--partitions", "2", "--config", "value.schema.validation=true"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_with_deadline(
+        python_script("confluent_json.py").args([broker.kafka_bootstrap(), broker.registry_url()]),
+        Duration::from_secs(180),
+    );
+    eprintln!("{out}");
+    assert!(ok, "confluent-kafka json schema: {out}{err}");
+}
+
+#[tokio::test]
+async fn given_a_schema_with_references_then_confluent_serdes_resolve_it_and_the_broker_validates_with_it() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, _, err) = broker
+        .cli(&["topic", "create", "users-ref", "--partitions", "2", "--config", "value.schema.validation=true"], None);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_with_deadline(
+        python_script("confluent_avro_references.py").args([
+            broker.kafka_bootstrap(),
+            broker.registry_url(),
+            "users-ref".into(),
+        ]),
+        Duration::from_secs(180),
+    );
+    eprintln!("{out}");
+    assert!(ok, "confluent-kafka avro references: {out}{err}");
+}
+
+#[tokio::test]
 async fn given_bad_requests_then_confluent_error_bodies_and_schemas_survive_restart() {
     let mut broker = BrokerProcess::start(&[]);
     let addr = broker.registry_addr.to_string();
