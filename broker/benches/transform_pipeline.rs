@@ -78,7 +78,7 @@ fn bench(c: &mut Criterion) {
     tokio.block_on(async {
         log.enqueue(input.clone(), vec![(header, batch.clone())], true).await.unwrap().await.unwrap()
     });
-    let mut with_log = |stage: &mut dyn FnMut(&[weir_runtime::InputRecord]) -> TransformResults| {
+    let with_log = |stage: &mut dyn FnMut(&[weir_runtime::InputRecord]) -> TransformResults| {
         let stored = log.read(&input, 0, 2 << 20, true).expect("read");
         let out = pipeline(&stored[0], stage);
         let header = validate_batch(&out).expect("valid output");

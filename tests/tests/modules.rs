@@ -518,8 +518,11 @@ async fn given_avro_records_then_a_plugin_decodes_them_with_the_schema_it_looks_
     let dir = tempfile::tempdir().unwrap();
     let schema_file = dir.path().join("user.avsc");
     std::fs::write(&schema_file, schema_text).unwrap();
-    let (ok, out, err) =
-        broker.cli(&["schema", "register", "users-avro-value", "--file", schema_file.to_str().unwrap()], None);
+    let mut register = std::process::Command::new(common::weir_bin());
+    register
+        .args(["schema", "register", "users-avro-value", "--file", schema_file.to_str().unwrap(), "--registry"])
+        .arg(broker.registry_url());
+    let (ok, out, err) = common::run_with_deadline(&mut register, Duration::from_secs(30));
     assert!(ok, "{out} {err}");
     deploy(
         &broker,
