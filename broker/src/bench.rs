@@ -233,7 +233,12 @@ async fn consume(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> 
         d.partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
     let mut consumer = Consumer::new(
         client,
-        ConsumerConfig { offset_reset: OffsetReset::Fail, fetch_max_bytes: 8 << 20, partition_max_bytes: 4 << 20 },
+        ConsumerConfig {
+            offset_reset: OffsetReset::Fail,
+            fetch_max_bytes: 8 << 20,
+            partition_max_bytes: 4 << 20,
+            module: None,
+        },
     );
     consumer.assign(&load.topic, partitions, OffsetSpec::Earliest).await?;
     let counter = Arc::new(AtomicU64::new(0));

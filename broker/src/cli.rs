@@ -272,6 +272,10 @@ pub struct ConsumeArgs {
     count: Option<u64>,
     #[arg(long, value_enum, default_value = "value")]
     format: Format,
+    /// Run this transform deployment on the broker over what is read (a consume-time filter or
+    /// map); only its outputs are sent.
+    #[arg(long)]
+    module: Option<String>,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -302,8 +306,10 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         Some(p) => vec![p],
         None => description.partitions.iter().map(|p| p.partition).collect(),
     };
-    let mut consumer =
-        Consumer::new(client, ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    let mut consumer = Consumer::new(
+        client,
+        ConsumerConfig { offset_reset: OffsetReset::Fail, module: args.module.clone(), ..ConsumerConfig::default() },
+    );
     match spec {
         Some(spec) => consumer.assign(&args.topic, partitions.clone(), spec).await?,
         None => {

@@ -186,9 +186,19 @@ fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, Topic>) -> Res
         }
     };
     match spec.kind {
+        // A transform without inputs and output runs only when a consumer asks for it at fetch.
+        PluginKind::Transform if spec.inputs.is_empty() && spec.output.is_none() => {
+            if spec.topic.is_some() {
+                return Err(invalid(
+                    "--topic is for partitioners and validators; a transform takes --input and --output".into(),
+                ));
+            }
+        }
         PluginKind::Transform => {
             if spec.inputs.is_empty() {
-                return Err(invalid("a transform needs at least one input topic (--input)".into()));
+                return Err(invalid(
+                    "a transform with an output topic needs at least one input topic (--input)".into(),
+                ));
             }
             for input in &spec.inputs {
                 must_exist("input", input)?;
@@ -290,6 +300,10 @@ mod tests {
 
         let no_output = DeploymentSpec { output: None, ..spec(PluginKind::Transform) };
         check(&mut s, deploy("t", no_output), Err(ErrorCode::InvalidModule));
+        let no_input = DeploymentSpec { inputs: vec![], ..spec(PluginKind::Transform) };
+        check(&mut s, deploy("t", no_input), Err(ErrorCode::InvalidModule));
+        let fetch_only = DeploymentSpec { inputs: vec![], output: None, ..spec(PluginKind::Transform) };
+        check(&mut s, deploy("fetch-only", fetch_only), Ok(1));
         let loop_ = DeploymentSpec { output: Some("in".into()), ..spec(PluginKind::Transform) };
         check(&mut s, deploy("t", loop_), Err(ErrorCode::InvalidModule));
         let missing = DeploymentSpec { inputs: vec!["ghost".into()], ..spec(PluginKind::Transform) };

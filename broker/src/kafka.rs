@@ -684,6 +684,7 @@ async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchRespon
                     partition: p.partition.max(0) as u32,
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as u32,
+                    module: None,
                 })
             })
             .collect(),

@@ -461,6 +461,40 @@ impl Broker {
             .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
         let defaults = self.plugins.config();
         let dead_letter_topic = request.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", request.name));
+        let spec = DeploymentSpec {
+            kind,
+            inputs: request.inputs,
+            output: request.output,
+            topic: request.topic,
+            params: request.params,
+            limits: Limits {
+                deadline_ms: request.deadline_ms.unwrap_or(defaults.limits.deadline_ms),
+                memory_bytes: request.memory_bytes.unwrap_or(defaults.limits.memory_bytes),
+            },
+            dead_letter_topic: dead_letter_topic.clone(),
+            failures_max: request.failures_max.unwrap_or(defaults.failures_max),
+        };
+        let version = DeploymentVersion {
+            version: 0,
+            sha256: module.sha256().to_owned(),
+            size_bytes: bytes.len() as u64,
+            deployed_at_ms: weir_sdk::producer::now_ms(),
+            spec,
+        };
+        let command = ModuleCommand::Deploy { name: request.name.clone(), version };
+        // Check the deployment before creating its dead-letter topic, so that a refused deploy
+        // leaves nothing behind.
+        {
+            let state = self.controller.state();
+            let mut topics = state.topics.clone();
+            topics.entry(dead_letter_topic.clone()).or_insert_with(|| Topic {
+                id: 0,
+                name: dead_letter_topic.clone(),
+                partitions: 1,
+                config: TopicConfig::default(),
+            });
+            deployments::apply(&mut state.modules.clone(), &topics, command.clone())?;
+        }
         if self.topic(&dead_letter_topic).is_err() {
             let created = self
                 .create_topic(CreateTopicRequest {
@@ -477,28 +511,7 @@ impl Broker {
                 Err(e) => return Err(e),
             }
         }
-        let spec = DeploymentSpec {
-            kind,
-            inputs: request.inputs,
-            output: request.output,
-            topic: request.topic,
-            params: request.params,
-            limits: Limits {
-                deadline_ms: request.deadline_ms.unwrap_or(defaults.limits.deadline_ms),
-                memory_bytes: request.memory_bytes.unwrap_or(defaults.limits.memory_bytes),
-            },
-            dead_letter_topic,
-            failures_max: request.failures_max.unwrap_or(defaults.failures_max),
-        };
-        let version = DeploymentVersion {
-            version: 0,
-            sha256: module.sha256().to_owned(),
-            size_bytes: bytes.len() as u64,
-            deployed_at_ms: weir_sdk::producer::now_ms(),
-            spec,
-        };
-        let event =
-            self.controller.propose(Command::Module(ModuleCommand::Deploy { name: request.name, version })).await?;
+        let event = self.controller.propose(Command::Module(command)).await?;
         let Event::Module(deployment) = event else { unreachable!("deploy yields Module") };
         self.plugins.metrics(&deployment.name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(module = %deployment.name, version = deployment.active_version, kind = kind.as_str(), sha256 = %module.sha256(), "module deployed");
@@ -584,8 +597,14 @@ impl Broker {
             let (response, chunks) = self.fetch_once(&request);
             let total: usize = chunks.iter().map(Bytes::len).sum();
             let any_error = response.partitions.iter().any(|p| p.error.is_some());
+            // A fetch module that dropped everything it read still moved the consumer on.
+            let skipped = response
+                .partitions
+                .iter()
+                .zip(&request.partitions)
+                .any(|(answer, asked)| answer.next_offset.is_some_and(|next| next > asked.offset));
             let now = Instant::now();
-            if total >= request.min_bytes as usize || any_error || now >= deadline || watchers.is_empty() {
+            if total >= request.min_bytes as usize || any_error || skipped || now >= deadline || watchers.is_empty() {
                 return Ok((response, chunks));
             }
             let changed = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
@@ -606,6 +625,7 @@ impl Broker {
                 log_start_offset: -1,
                 bytes: 0,
                 error: None,
+                next_offset: None,
             };
             let outcome = self.topic(&p.topic).and_then(|topic| {
                 let state = self.partition(&topic, p.partition)?;
@@ -613,7 +633,15 @@ impl Broker {
                 answer.log_start_offset = state.log_start_offset();
                 let room = max_bytes.saturating_sub(total).min(p.max_bytes as usize);
                 // Only the response's first batch may exceed the limits, as in Kafka.
-                self.log.read(&state, p.offset, room, total == 0)
+                let batches = self.log.read(&state, p.offset, room, total == 0)?;
+                match &p.module {
+                    Some(name) if !batches.is_empty() => {
+                        let (filtered, next) = self.run_fetch_module(name, &topic, p.partition, p.offset, batches)?;
+                        answer.next_offset = Some(next);
+                        Ok(filtered)
+                    }
+                    _ => Ok(batches),
+                }
             });
             match outcome {
                 Ok(batches) => {
@@ -627,6 +655,68 @@ impl Broker {
             partitions.push(answer);
         }
         (FetchResponse { partitions }, chunks)
+    }
+
+    /// Runs a transform deployment over batches read for a consumer: one output batch per input
+    /// batch, its records keeping their inputs' offsets; the offset after the last input
+    /// record, from which the consumer goes on.
+    fn run_fetch_module(
+        &self,
+        name: &str,
+        topic: &Topic,
+        partition: u32,
+        from_offset: i64,
+        batches: Vec<Bytes>,
+    ) -> Result<(Vec<Bytes>, i64), WireError> {
+        let deployment =
+            self.controller.state().modules.get(name).cloned().ok_or_else(|| deployments::unknown(name))?;
+        if deployment.kind != PluginKind::Transform {
+            return Err(WireError::new(
+                ErrorCode::InvalidModule,
+                format!("module {name:?} is a {}; a fetch runs transforms", deployment.kind.as_str()),
+            ));
+        }
+        if let Some(reason) = &deployment.paused {
+            return Err(WireError::new(ErrorCode::ModuleFailed, format!("module {name:?} is paused ({reason})")));
+        }
+        let mut out = Vec::with_capacity(batches.len());
+        let mut next = from_offset;
+        for batch in batches {
+            let header = weir_sdk::batch::BatchHeader::parse(&batch)?;
+            next = next.max(header.last_offset() + 1);
+            let records = weir_sdk::batch::decode_batches(&topic.name, partition, batch, from_offset)?;
+            if records.is_empty() {
+                continue;
+            }
+            let inputs = input_records(&records);
+            let results = self
+                .plugins
+                .call_pooled(&deployment, inputs.len(), |instance| instance.transform(&inputs))
+                .map_err(|e| self.module_failed(&deployment, e))?;
+            let mut kept = Vec::new();
+            for (input, result) in inputs.iter().zip(results) {
+                let outputs = result.map_err(|reason| {
+                    WireError::new(
+                        ErrorCode::ModuleFailed,
+                        format!("module {name:?} failed on the record at offset {}: {reason}", input.offset),
+                    )
+                })?;
+                for o in outputs {
+                    let record = weir_sdk::batch::Record {
+                        key: o.key.map(Bytes::from),
+                        value: o.value.map(Bytes::from),
+                        headers: o.headers.into_iter().map(|h| (h.key, h.value.map(Bytes::from))).collect(),
+                        timestamp: o.timestamp.unwrap_or(input.timestamp),
+                    };
+                    kept.push((input.offset, record));
+                }
+            }
+            self.plugins.metrics(name).records_out.fetch_add(kept.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if !kept.is_empty() {
+                out.push(weir_sdk::batch::encode_batch_at_offsets(&kept)?);
+            }
+        }
+        Ok((out, next))
     }
 
     pub fn list_offsets(&self, request: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {

@@ -107,6 +107,7 @@ async fn run_partition(broker: Broker, key: TaskKey) {
                 partition: key.partition,
                 offset: next,
                 max_bytes: FETCH_BYTES,
+                module: None,
             }],
         };
         let (response, chunks) = match broker.fetch(request).await {

@@ -240,6 +240,40 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Byte
     Ok(buf.freeze())
 }
 
+/// Encodes records that keep offsets of their own (ascending, e.g. records read from a log)
+/// as one RecordBatch v2 whose base offset is the first record's.
+pub fn encode_batch_at_offsets(records: &[(i64, Record)]) -> Result<Bytes, WireError> {
+    let Some(&(base, _)) = records.first() else {
+        return Err(WireError::new(ErrorCode::InvalidRequest, "a record batch needs at least one record"));
+    };
+    let kafka_records: Vec<KafkaRecord> = records
+        .iter()
+        .map(|(offset, r)| KafkaRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: *offset,
+            sequence: (*offset - base) as i32 - 1,
+            timestamp: r.timestamp,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone())).collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &kafka_records,
+        &RecordEncodeOptions { version: 2, compression: Compression::None.into() },
+    )
+    .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("encoding record batch: {e}")))?;
+    Ok(buf.freeze())
+}
+
 /// Decodes back-to-back batches into records, keeping those at or after `from_offset`.
 pub fn decode_batches(
     topic: &str,

@@ -24,6 +24,9 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: u32,
     pub partition_max_bytes: u32,
     pub offset_reset: OffsetReset,
+    /// A transform deployment the broker runs over what this consumer reads (a consume-time
+    /// filter or map); `None` reads records as stored.
+    pub module: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -32,6 +35,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 8 * 1024 * 1024,
             partition_max_bytes: 2 * 1024 * 1024,
             offset_reset: OffsetReset::Latest,
+            module: None,
         }
     }
 }
@@ -120,6 +124,7 @@ impl Consumer {
                     partition: *partition,
                     offset: *offset,
                     max_bytes: self.config.partition_max_bytes,
+                    module: self.config.module.clone(),
                 })
                 .collect(),
         };
@@ -147,7 +152,7 @@ impl Consumer {
                 return Err(e.into());
             }
             let Some(position) = self.positions.get(&key).copied() else { continue };
-            let next = split_batches(&bytes)?.last().map(|(h, _)| h.last_offset() + 1);
+            let next = split_batches(&bytes)?.last().map(|(h, _)| h.last_offset() + 1).max(p.next_offset);
             records.extend(decode_batches(&p.topic, p.partition, bytes, position)?);
             if let Some(next) = next {
                 self.positions.insert(key, next.max(position));

@@ -437,6 +437,10 @@ pub struct FetchPartition {
     pub partition: u32,
     pub offset: i64,
     pub max_bytes: u32,
+    /// A transform deployment to run on the broker over what is read (a consume-time filter or
+    /// map): only its outputs cross the network, each keeping its input record's offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// The payload holds each partition's batches back to back, in the order listed.
@@ -453,6 +457,10 @@ pub struct FetchPartitionResponse {
     pub log_start_offset: i64,
     pub bytes: u32,
     pub error: Option<WireError>,
+    /// With a fetch module: the offset after the last record read, which may be past the last
+    /// record returned (the module dropped the rest); the consumer continues from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,6 +65,13 @@ async fn read(client: &Client, topic: &str, count: usize) -> Vec<ConsumedRecord>
     got
 }
 
+/// A temporary file holding `text`.
+fn dir_file(name: &str, text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().prefix(name).tempfile().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    file
+}
+
 fn values(records: &[ConsumedRecord]) -> Vec<String> {
     records
         .iter()
@@ -317,6 +324,25 @@ async fn given_a_json_shape_validator_then_a_batch_with_an_invalid_record_is_rej
     assert_eq!(values(&read(&client, "payments", 1).await), [r#"{"id":3,"amount":1}"#]);
     let metrics = describe(&admin, "payment-shape").await.metrics;
     assert_eq!((metrics.records_rejected, metrics.records_in), (1, 4), "{metrics:?}");
+
+    // A Kafka client gets INVALID_RECORD for a record the validator rejects.
+    let input = dir_file("kcat-payments", "{\"id\":4}\n");
+    let mut kcat = std::process::Command::new("kcat");
+    kcat.args([
+        "-P",
+        "-b",
+        &broker.kafka_bootstrap(),
+        "-t",
+        "payments",
+        "-p",
+        "0",
+        "-l",
+        input.path().to_str().unwrap(),
+    ]);
+    let (_, out, err) = common::run_with_deadline(&mut kcat, Duration::from_secs(60));
+    println!("kcat against the validator: {}", err.trim());
+    assert!(err.contains("Broker failed to validate record"), "INVALID_RECORD reaches librdkafka: {out} {err}");
+    assert_eq!(admin.describe_topic("payments").await.unwrap().partitions[0].high_watermark, 1, "nothing more stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,6 +471,15 @@ fn given_files_that_are_not_acceptable_plugins_then_deploy_refuses_them_with_the
     check(core, "validator", "core WebAssembly module, not a component");
     check(build_plugin("weir-test-open-socket"), "validator", "imports wasi:sockets/");
     check(build_plugin("weir-module-identity"), "validator", "does not export weir:plugin/record-validator@0.1.0");
+    // A deployment refused for its settings leaves no dead-letter topic behind.
+    let identity = build_plugin("weir-module-identity").to_string_lossy().into_owned();
+    let (ok, _, err) = broker.cli(
+        &["module", "deploy", &identity, "--name", "m", "--kind", "transform", "--input", "ghost", "--output", "t"],
+        None,
+    );
+    assert!(!ok && err.contains("input topic \"ghost\" does not exist"), "{err}");
+    let (_, topics, _) = broker.cli(&["topic", "list"], None);
+    assert!(!topics.contains("m.dlq"), "{topics}");
     let (_, out, _) = broker.cli(&["module", "list"], None);
     assert!(!out.contains("\nm "), "nothing deployed: {out}");
 }
@@ -550,4 +585,52 @@ async fn given_avro_records_then_a_plugin_decodes_them_with_the_schema_it_looks_
     assert_eq!(header(&json[0], "weir.schema.id"), "1");
     let dead = read(&client, "avro-json.dlq", 1).await;
     assert_eq!(header(&dead[0], "weir.error"), "schema id 99 is not registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_consume_time_filter_then_only_matching_records_cross_the_network_with_their_offsets() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    create(&admin, &[("events", 1)]).await;
+    // No --input/--output: the transform runs only when a consumer asks for it.
+    deploy(
+        &broker,
+        &plugin("weir-module-json-filter"),
+        &["--name", "errors-only", "--kind", "transform", "--param", "path=/level", "--param", "equals=error"],
+    );
+    let levels = ["info", "error", "info", "info", "error", "debug", "info"];
+    let values_sent: Vec<String> =
+        levels.iter().enumerate().map(|(i, l)| format!(r#"{{"level":"{l}","n":{i}}}"#)).collect();
+    let refs: Vec<&str> = values_sent.iter().map(String::as_str).collect();
+    produce_each(&client, "events", 0, &refs).await;
+
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig { module: Some("errors-only".into()), ..ConsumerConfig::default() },
+    );
+    consumer.assign_topic("events", OffsetSpec::Earliest).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while consumer.assignment().any(|(_, _, position)| position < levels.len() as i64) && Instant::now() < deadline {
+        got.extend(consumer.poll(Duration::from_millis(500)).await.unwrap());
+    }
+    let offsets: Vec<i64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [1, 4], "outputs keep their input offsets");
+    assert_eq!(values(&got), [values_sent[1].clone(), values_sent[4].clone()]);
+    assert!(
+        consumer.assignment().all(|(_, _, position)| position == levels.len() as i64),
+        "the dropped tail is skipped"
+    );
+
+    let mut cli = std::process::Command::new(common::weir_bin());
+    cli.args(["consume", "events", "--module", "errors-only", "--from", "earliest", "--end", "--bootstrap"])
+        .arg(broker.quic_addr.to_string())
+        .arg("--data-dir")
+        .arg(&broker.data_dir);
+    let (ok, out, err) = common::run_with_deadline(&mut cli, Duration::from_secs(30));
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), [values_sent[1].as_str(), values_sent[4].as_str()]);
+    // The stored log is untouched.
+    assert_eq!(read(&client, "events", levels.len()).await.len(), levels.len());
 }
