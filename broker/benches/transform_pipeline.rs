@@ -8,7 +8,6 @@
 //! `no_module` is a native identity stage; `identity_wasm` calls the identity component.
 //! `cargo bench -p weir-broker --bench transform_pipeline`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,9 +15,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weir_broker::log::{LogStore, PartitionId};
 use weir_broker::plugins::input_records;
 use weir_broker::transforms::output_records;
-use weir_runtime::{
-    Counters, InstanceConfig, Limits, OutputRecord, PluginKind, Runtime, RuntimeConfig, TransformResults,
-};
+use weir_runtime::dev::{identity_instance, native_identity};
+use weir_runtime::TransformResults;
 use weir_sdk::batch::{decode_batches, encode_batch, validate_batch, Compression, Record};
 
 const RECORDS: usize = 1000;
@@ -46,20 +44,7 @@ fn pipeline(batch: &Bytes, stage: &mut dyn FnMut(&[weir_runtime::InputRecord]) -
 
 fn bench(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("temp dir");
-    let runtime = Runtime::new(RuntimeConfig { cache_dir: cache.path().into(), epoch_tick: Duration::from_millis(10) })
-        .expect("runtime");
-    let bytes = std::fs::read(weir_runtime::dev::build_plugin("weir-module-identity")).expect("identity module");
-    let module = runtime.load(&bytes, PluginKind::Transform).expect("load");
-    let mut instance = runtime.instance(
-        &module,
-        InstanceConfig {
-            limits: Limits::default(),
-            params: Arc::default(),
-            label: "bench".into(),
-            counters: Arc::new(Counters::default()),
-            schemas: None,
-        },
-    );
+    let mut instance = identity_instance(cache.path());
     let batch = stored_batch();
     let mut group = c.benchmark_group("transform_pipeline_1KiB");
     group.throughput(Throughput::Bytes((RECORDS * 1024) as u64));
@@ -93,21 +78,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| with_log(&mut |inputs| instance.transform(inputs).expect("identity never fails")))
     });
     group.finish();
-}
-
-fn native_identity(inputs: &[weir_runtime::InputRecord]) -> TransformResults {
-    inputs
-        .iter()
-        .map(|r| {
-            Ok(vec![OutputRecord {
-                topic: None,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-                timestamp: Some(r.timestamp),
-            }])
-        })
-        .collect()
 }
 
 criterion_group!(benches, bench);

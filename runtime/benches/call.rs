@@ -2,13 +2,9 @@
 //! 1000 records of 1 KiB, beside a native identity over the same records (the cost with no
 //! Wasm at all). Per-record cost is the batch time over its size. `cargo bench -p weir-runtime`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use weir_runtime::{
-    Counters, InputRecord, InstanceConfig, Limits, OutputRecord, PluginKind, Runtime, RuntimeConfig, TransformResults,
-};
+use weir_runtime::dev::{identity_instance, native_identity};
+use weir_runtime::InputRecord;
 
 fn records(count: usize) -> Vec<InputRecord> {
     (0..count)
@@ -24,37 +20,9 @@ fn records(count: usize) -> Vec<InputRecord> {
         .collect()
 }
 
-fn native_identity(records: &[InputRecord]) -> TransformResults {
-    records
-        .iter()
-        .map(|r| {
-            Ok(vec![OutputRecord {
-                topic: None,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-                timestamp: Some(r.timestamp),
-            }])
-        })
-        .collect()
-}
-
 fn call(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("temp dir");
-    let runtime = Runtime::new(RuntimeConfig { cache_dir: cache.path().into(), epoch_tick: Duration::from_millis(10) })
-        .expect("runtime");
-    let bytes = std::fs::read(weir_runtime::dev::build_plugin("weir-module-identity")).expect("identity module");
-    let module = runtime.load(&bytes, PluginKind::Transform).expect("load");
-    let mut instance = runtime.instance(
-        &module,
-        InstanceConfig {
-            limits: Limits::default(),
-            params: Arc::default(),
-            label: "bench".into(),
-            counters: Arc::new(Counters::default()),
-            schemas: None,
-        },
-    );
+    let mut instance = identity_instance(cache.path());
     let mut group = c.benchmark_group("identity_call");
     for size in [1usize, 10, 100, 1000] {
         let batch = records(size);

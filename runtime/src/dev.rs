@@ -1,8 +1,16 @@
 //! For this workspace's tests and benchmarks: builds a plugin crate of the workspace for
-//! wasm32-wasip2 and returns the component's path. Not for use by the broker.
+//! wasm32-wasip2, and sets up the identity plugin beside its native equivalent. Not for use
+//! by the broker.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{
+    Counters, InputRecord, Instance, InstanceConfig, Limits, OutputRecord, PluginKind, Runtime, RuntimeConfig,
+    TransformResults,
+};
 
 /// The workspace root (this crate lives in `runtime/`).
 pub fn workspace_root() -> PathBuf {
@@ -29,4 +37,39 @@ pub fn build_plugin(package: &str) -> PathBuf {
     let path = target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", package.replace('-', "_")));
     assert!(path.exists(), "{} was not produced", path.display());
     path
+}
+
+/// An instance of the identity plugin (`wasm-modules/identity`) with default limits, its
+/// compiled artifact cached in `cache_dir`; for benchmarks.
+pub fn identity_instance(cache_dir: &Path) -> Instance {
+    let runtime = Runtime::new(RuntimeConfig { cache_dir: cache_dir.into(), epoch_tick: Duration::from_millis(10) })
+        .expect("wasm runtime");
+    let bytes = std::fs::read(build_plugin("weir-module-identity")).expect("identity plugin");
+    let module = runtime.load(&bytes, PluginKind::Transform).expect("identity plugin loads");
+    runtime.instance(
+        &module,
+        InstanceConfig {
+            limits: Limits::default(),
+            params: Arc::default(),
+            label: "identity".into(),
+            counters: Arc::new(Counters::default()),
+            schemas: None,
+        },
+    )
+}
+
+/// What the identity plugin answers, computed natively: the cost of the same stage with no Wasm.
+pub fn native_identity(records: &[InputRecord]) -> TransformResults {
+    records
+        .iter()
+        .map(|r| {
+            Ok(vec![OutputRecord {
+                topic: None,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+                timestamp: Some(r.timestamp),
+            }])
+        })
+        .collect()
 }

@@ -200,28 +200,30 @@ pub struct ConsumedRecord {
     pub record: Record,
 }
 
+/// A record as `kafka-protocol` encodes it: no producer id, so no idempotence.
+fn kafka_record(r: &Record, offset: i64, base_offset: i64) -> KafkaRecord {
+    KafkaRecord {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        // The encoder wants offset - sequence constant within a batch.
+        sequence: (offset - base_offset) as i32 - 1,
+        timestamp: r.timestamp,
+        key: r.key.clone(),
+        value: r.value.clone(),
+        headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone())).collect(),
+    }
+}
+
 /// Encodes records as one RecordBatch v2 with base offset 0 (the broker assigns the real one).
 pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes, WireError> {
-    let kafka_records: Vec<KafkaRecord> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| KafkaRecord {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // No idempotence: the encoder wants offset - sequence constant within a batch.
-            sequence: i as i32 - 1,
-            timestamp: r.timestamp,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone())).collect(),
-        })
-        .collect();
+    let kafka_records: Vec<KafkaRecord> =
+        records.iter().enumerate().map(|(i, r)| kafka_record(r, i as i64, 0)).collect();
     // Sized up front so the encoder never grows (and copies) the buffer for uncompressed data.
     let estimate: usize = records
         .iter()
@@ -246,24 +248,7 @@ pub fn encode_batch_at_offsets(records: &[(i64, Record)]) -> Result<Bytes, WireE
     let Some(&(base, _)) = records.first() else {
         return Err(WireError::new(ErrorCode::InvalidRequest, "a record batch needs at least one record"));
     };
-    let kafka_records: Vec<KafkaRecord> = records
-        .iter()
-        .map(|(offset, r)| KafkaRecord {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: *offset,
-            sequence: (*offset - base) as i32 - 1,
-            timestamp: r.timestamp,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), v.clone())).collect(),
-        })
-        .collect();
+    let kafka_records: Vec<KafkaRecord> = records.iter().map(|(offset, r)| kafka_record(r, *offset, base)).collect();
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,

@@ -2,13 +2,14 @@
 schema registry and Kafka listener.  Usage: BOOTSTRAP REGISTRY_URL"""
 import json
 import sys
-import time
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+
+from serdes_common import consume_deserialized
 
 TOPIC = "users"
 SUBJECT = f"{TOPIC}-value"
@@ -46,18 +47,7 @@ def main(bootstrap, registry_url):
     print(f"registered {SUBJECT} version {registered.version} id {registered.schema_id}")
 
     deserializer = AvroDeserializer(client)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "avro-readers", "auto.offset.reset": "earliest"})
-    consumer.subscribe([TOPIC])
-    seen = {}
-    deadline = time.time() + 60
-    while len(seen) < count and time.time() < deadline:
-        m = consumer.poll(0.5)
-        if m is None or m.error():
-            continue
-        record = deserializer(m.value(), SerializationContext(TOPIC, MessageField.VALUE))
-        seen[int(m.key())] = record
-    consumer.close()
-    assert len(seen) == count, len(seen)
+    seen = consume_deserialized(bootstrap, TOPIC, "avro-readers", deserializer, count)
     assert all(seen[i] == {"name": f"user-{i}", "visits": i} for i in range(count))
     print(f"consumed and deserialized {count} records, all equal")
 

@@ -4,13 +4,14 @@ checked by the broker (the topic validates values) and read back with AvroDeseri
 fetches the referenced schema from the registry. Usage: BOOTSTRAP REGISTRY_URL TOPIC"""
 import json
 import sys
-import time
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+
+from serdes_common import consume_deserialized
 
 ADDRESS = {"type": "record", "name": "Address", "namespace": "weir.test",
            "fields": [{"name": "city", "type": "string"}]}
@@ -48,17 +49,7 @@ def main(bootstrap, registry_url, topic):
     assert producer.flush(30) == 0
 
     deserializer = AvroDeserializer(client)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ref-readers", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    seen = {}
-    deadline = time.time() + 60
-    while len(seen) < count and time.time() < deadline:
-        m = consumer.poll(0.5)
-        if m is None or m.error():
-            continue
-        seen[int(m.key())] = deserializer(m.value(), SerializationContext(topic, MessageField.VALUE))
-    consumer.close()
-    assert len(seen) == count, len(seen)
+    seen = consume_deserialized(bootstrap, topic, "ref-readers", deserializer, count)
     assert all(seen[i] == {"name": f"user-{i}", "home": {"city": f"city-{i % 7}"}} for i in range(count))
     print(f"produced through a validating topic, consumed and deserialized {count} records with references")
     return 0

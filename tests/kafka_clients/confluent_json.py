@@ -3,13 +3,14 @@ registry and Kafka listener, on a topic that validates values on the broker.
 Usage: BOOTSTRAP REGISTRY_URL"""
 import json
 import sys
-import time
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+
+from serdes_common import consume_deserialized
 
 TOPIC = "orders-json"
 SUBJECT = f"{TOPIC}-value"
@@ -53,17 +54,7 @@ def main(bootstrap, registry_url):
     print(f"broker refused a record without the wire format: {failures[0].str()[:100]}")
 
     deserializer = JSONDeserializer(json.dumps(V1), schema_registry_client=client)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "json-readers", "auto.offset.reset": "earliest"})
-    consumer.subscribe([TOPIC])
-    seen = {}
-    deadline = time.time() + 60
-    while len(seen) < count and time.time() < deadline:
-        m = consumer.poll(0.5)
-        if m is None or m.error():
-            continue
-        seen[int(m.key())] = deserializer(m.value(), SerializationContext(TOPIC, MessageField.VALUE))
-    consumer.close()
-    assert len(seen) == count, len(seen)
+    seen = consume_deserialized(bootstrap, TOPIC, "json-readers", deserializer, count)
     assert all(seen[i] == {"id": i, "item": f"item-{i}"} for i in range(count))
     print(f"consumed and deserialized {count} records, all equal")
 

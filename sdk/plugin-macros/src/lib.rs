@@ -2,7 +2,8 @@
 //! plugin world; `weir-plugin` holds the bindings and the per-record loops they call.
 
 use proc_macro::TokenStream;
-use quote::quote;
+use proc_macro2::TokenStream as Tokens;
+use quote::{format_ident, quote};
 use syn::{parse_macro_input, ItemFn};
 
 /// `#[transform] fn f(record: Record) -> Result<Vec<Output>, Error>`, or
@@ -15,31 +16,19 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
         "" => quote!(run_transform),
         "batch" => quote!(run_transform_batch),
         other => {
-            return syn::Error::new(
-                proc_macro2::Span::call_site(),
-                format!("unknown transform option {other:?}; use #[transform] or #[transform(batch)]"),
-            )
-            .to_compile_error()
-            .into();
+            let message = format!("unknown transform option {other:?}; use #[transform] or #[transform(batch)]");
+            return syn::Error::new(proc_macro2::Span::call_site(), message).to_compile_error().into();
         }
     };
-    quote! {
-        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
-        #function
-        // Exported only when built for Wasm: a host build (unit tests) has no component to export.
-        #[cfg(target_family = "wasm")]
-        #[doc(hidden)]
-        mod __weir_transform_export {
-            struct Export;
-            impl ::weir_plugin::__private::TransformGuest for Export {
-                fn transform(records: ::std::vec::Vec<::weir_plugin::Record>) -> ::std::vec::Vec<::std::result::Result<::std::vec::Vec<::weir_plugin::Output>, ::std::string::String>> {
-                    ::weir_plugin::__private::#runner(records, super::#name)
-                }
+    let export = quote! {
+        impl ::weir_plugin::__private::TransformGuest for Export {
+            fn transform(records: ::std::vec::Vec<::weir_plugin::Record>) -> ::std::vec::Vec<::std::result::Result<::std::vec::Vec<::weir_plugin::Output>, ::std::string::String>> {
+                ::weir_plugin::__private::#runner(records, super::#name)
             }
-            ::weir_plugin::__private::transform::__export_transform!(Export);
         }
-    }
-    .into()
+        ::weir_plugin::__private::transform::__export_transform!(Export);
+    };
+    exported(&function, "transform", export)
 }
 
 /// `#[partitioner] fn f(record: &Record, partition_count: u32) -> Result<u32, Error>`.
@@ -47,23 +36,15 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn partitioner(_attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
     let name = &function.sig.ident;
-    quote! {
-        #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
-        #function
-        // Exported only when built for Wasm: a host build (unit tests) has no component to export.
-        #[cfg(target_family = "wasm")]
-        #[doc(hidden)]
-        mod __weir_partitioner_export {
-            struct Export;
-            impl ::weir_plugin::__private::PartitionerGuest for Export {
-                fn partition(records: ::std::vec::Vec<::weir_plugin::Record>, partition_count: u32) -> ::std::vec::Vec<u32> {
-                    ::weir_plugin::__private::run_partitioner(records, partition_count, super::#name)
-                }
+    let export = quote! {
+        impl ::weir_plugin::__private::PartitionerGuest for Export {
+            fn partition(records: ::std::vec::Vec<::weir_plugin::Record>, partition_count: u32) -> ::std::vec::Vec<u32> {
+                ::weir_plugin::__private::run_partitioner(records, partition_count, super::#name)
             }
-            ::weir_plugin::__private::partitioner::__export_partitioner!(Export);
         }
-    }
-    .into()
+        ::weir_plugin::__private::partitioner::__export_partitioner!(Export);
+    };
+    exported(&function, "partitioner", export)
 }
 
 /// `#[validator] fn f(record: &Record) -> Result<(), Error>`; the error is the rejection reason.
@@ -71,20 +52,29 @@ pub fn partitioner(_attr: TokenStream, item: TokenStream) -> TokenStream {
 pub fn validator(_attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
     let name = &function.sig.ident;
+    let export = quote! {
+        impl ::weir_plugin::__private::ValidatorGuest for Export {
+            fn validate(records: ::std::vec::Vec<::weir_plugin::Record>) -> ::std::vec::Vec<::std::option::Option<::std::string::String>> {
+                ::weir_plugin::__private::run_validator(records, super::#name)
+            }
+        }
+        ::weir_plugin::__private::validator::__export_validator!(Export);
+    };
+    exported(&function, "validator", export)
+}
+
+/// The function as written, and a module that exports it when built for Wasm: a host build
+/// (the plugin's unit tests) has no component to export.
+fn exported(function: &ItemFn, kind: &str, export: Tokens) -> TokenStream {
+    let module = format_ident!("__weir_{kind}_export");
     quote! {
         #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
         #function
-        // Exported only when built for Wasm: a host build (unit tests) has no component to export.
         #[cfg(target_family = "wasm")]
         #[doc(hidden)]
-        mod __weir_validator_export {
+        mod #module {
             struct Export;
-            impl ::weir_plugin::__private::ValidatorGuest for Export {
-                fn validate(records: ::std::vec::Vec<::weir_plugin::Record>) -> ::std::vec::Vec<::std::option::Option<::std::string::String>> {
-                    ::weir_plugin::__private::run_validator(records, super::#name)
-                }
-            }
-            ::weir_plugin::__private::validator::__export_validator!(Export);
+            #export
         }
     }
     .into()

@@ -5,7 +5,7 @@
 //! Build with `cargo build --release --target wasm32-wasip2` and deploy the `.wasm` with
 //! `weir module deploy`. See `sdk/README.md` for a complete plugin.
 //!
-//! ```ignore
+//! ```
 //! use weir_plugin::{transform, Error, Output, Record};
 //!
 //! #[transform]
