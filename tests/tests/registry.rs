@@ -42,49 +42,35 @@ fn check(addr: &str, method: &str, path: &str, body: &str, status: u16, error_co
 const USER: &str =
     r#"{"schema": "{\"type\":\"record\",\"name\":\"U\",\"fields\":[{\"name\":\"a\",\"type\":\"string\"}]}"}"#;
 
+/// Runs a confluent-kafka script of `tests/kafka_clients` against the broker's Kafka listener
+/// and registry, after creating `validated_topic` (if any) with value schema validation on.
+fn run_serdes_script(script: &str, validated_topic: Option<&str>) {
+    let broker = BrokerProcess::start(&[]);
+    let mut args = vec![broker.kafka_bootstrap(), broker.registry_url()];
+    if let Some(topic) = validated_topic {
+        let (ok, _, err) = broker
+            .cli(&["topic", "create", topic, "--partitions", "2", "--config", "value.schema.validation=true"], None);
+        assert!(ok, "{err}");
+        args.push(topic.to_owned());
+    }
+    let (ok, out, err) = run_with_deadline(python_script(script).args(&args), Duration::from_secs(180));
+    eprintln!("{out}");
+    assert!(ok, "{script}: {out}{err}");
+}
+
 #[tokio::test]
 async fn given_confluent_avro_serdes_then_records_round_trip_and_evolution_is_checked_as_confluent_does() {
-    let broker = BrokerProcess::start(&[]);
-    let (ok, out, err) = run_with_deadline(
-        python_script("confluent_avro.py").args([broker.kafka_bootstrap(), broker.registry_url()]),
-        Duration::from_secs(180),
-    );
-    eprintln!("{out}");
-    assert!(ok, "confluent-kafka avro: {out}{err}");
+    run_serdes_script("confluent_avro.py", None);
 }
 
 #[tokio::test]
 async fn given_confluent_json_schema_serdes_then_records_round_trip_through_a_validating_topic() {
-    let broker = BrokerProcess::start(&[]);
-    let (ok, _, err) = broker.cli(
-        &["topic", "create", "orders-json", "--partitions", "2", "--config", "value.schema.validation=true"],
-        None,
-    );
-    assert!(ok, "{err}");
-    let (ok, out, err) = run_with_deadline(
-        python_script("confluent_json.py").args([broker.kafka_bootstrap(), broker.registry_url()]),
-        Duration::from_secs(180),
-    );
-    eprintln!("{out}");
-    assert!(ok, "confluent-kafka json schema: {out}{err}");
+    run_serdes_script("confluent_json.py", Some("orders-json"));
 }
 
 #[tokio::test]
 async fn given_a_schema_with_references_then_confluent_serdes_resolve_it_and_the_broker_validates_with_it() {
-    let broker = BrokerProcess::start(&[]);
-    let (ok, _, err) = broker
-        .cli(&["topic", "create", "users-ref", "--partitions", "2", "--config", "value.schema.validation=true"], None);
-    assert!(ok, "{err}");
-    let (ok, out, err) = run_with_deadline(
-        python_script("confluent_avro_references.py").args([
-            broker.kafka_bootstrap(),
-            broker.registry_url(),
-            "users-ref".into(),
-        ]),
-        Duration::from_secs(180),
-    );
-    eprintln!("{out}");
-    assert!(ok, "confluent-kafka avro references: {out}{err}");
+    run_serdes_script("confluent_avro_references.py", Some("users-ref"));
 }
 
 #[tokio::test]
