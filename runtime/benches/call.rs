@@ -1,10 +1,11 @@
 //! The host<->guest call: one identity-transform call per batch, for batch sizes from 1 to
 //! 1000 records of 1 KiB, beside a native identity over the same records (the cost with no
-//! Wasm at all). Per-record cost is the batch time over its size. `cargo bench -p weir-runtime`.
+//! Wasm at all). Per-record cost is the batch time over its size. And loading a plugin:
+//! compiling it against loading the cached artifact. `cargo bench -p weir-runtime`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use weir_runtime::dev::{identity_instance, native_identity};
-use weir_runtime::InputRecord;
+use weir_runtime::{InputRecord, PluginKind, Runtime, RuntimeConfig};
 
 fn records(count: usize) -> Vec<InputRecord> {
     (0..count)
@@ -35,5 +36,31 @@ fn call(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, call);
+/// Loading a plugin at deploy (validate and compile) against loading it again from the
+/// artifact cache, as a restart does: the pii-mask plugin (regex and JSON inside).
+fn load(c: &mut Criterion) {
+    let bytes = std::fs::read(weir_runtime::dev::build_plugin("weir-module-pii-mask")).expect("pii-mask plugin");
+    let mut group = c.benchmark_group("load_pii_mask");
+    group.sample_size(10);
+    group.bench_function("compile", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().expect("temp dir"),
+            |cache| runtime(cache.path()).load(&bytes, PluginKind::Transform).expect("loads"),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    let cache = tempfile::tempdir().expect("temp dir");
+    runtime(cache.path()).load(&bytes, PluginKind::Transform).expect("loads");
+    group.bench_function("from_cache", |b| {
+        b.iter(|| runtime(cache.path()).load(&bytes, PluginKind::Transform).expect("loads"))
+    });
+    group.finish();
+}
+
+fn runtime(cache_dir: &std::path::Path) -> Runtime {
+    Runtime::new(RuntimeConfig { cache_dir: cache_dir.into(), epoch_tick: std::time::Duration::from_millis(10) })
+        .expect("runtime")
+}
+
+criterion_group!(benches, call, load);
 criterion_main!(benches);
