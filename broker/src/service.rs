@@ -211,7 +211,7 @@ impl Broker {
             for (partition, bytes) in assigned {
                 let queued = match self
                     .partition(&topic, partition)
-                    .and_then(|state| Ok((state, self.validate_batches(&topic, &bytes)?)))
+                    .and_then(|state| Ok((state, self.validate_batches(&topic, partition, &bytes)?)))
                 {
                     Ok((state, batches)) => self.log.enqueue(state, batches, fsync).await,
                     Err(e) => Err(e),
@@ -244,6 +244,7 @@ impl Broker {
     fn validate_batches(
         &self,
         topic: &Topic,
+        partition: u32,
         bytes: &Bytes,
     ) -> Result<Vec<(weir_sdk::batch::BatchHeader, Bytes)>, WireError> {
         let mut out = Vec::new();
@@ -262,9 +263,9 @@ impl Broker {
             at += batch.len();
         }
         if topic.config.value_schema_validation || topic.config.key_schema_validation {
-            self.validate_records(topic, &out)?;
+            self.validate_records(topic, partition, &out)?;
         }
-        self.validate_with_modules(topic, &out)?;
+        self.validate_with_modules(topic, partition, &out)?;
         if out.is_empty() {
             return Err(WireError::new(
                 ErrorCode::InvalidRequest,
@@ -280,6 +281,7 @@ impl Broker {
     fn validate_records(
         &self,
         topic: &Topic,
+        partition: u32,
         batches: &[(weir_sdk::batch::BatchHeader, Bytes)],
     ) -> Result<(), WireError> {
         let strategy =
@@ -304,7 +306,7 @@ impl Broker {
                 if let Err(why) = outcome {
                     return Err(WireError::new(
                         ErrorCode::InvalidRecord,
-                        format!("record {index} of the produce request to topic {:?} failed schema validation: {why}; nothing of the request was stored", topic.name),
+                        format!("record {index} of the produce request to topic {:?} partition {partition} failed schema validation: {why}; nothing of the request for that partition was stored", topic.name),
                     ));
                 }
                 index += 1;
@@ -318,6 +320,7 @@ impl Broker {
     fn validate_with_modules(
         &self,
         topic: &Topic,
+        partition: u32,
         batches: &[(weir_sdk::batch::BatchHeader, Bytes)],
     ) -> Result<(), WireError> {
         let validators = self.deployments_on(topic, PluginKind::Validator);
@@ -338,13 +341,19 @@ impl Broker {
             if let Some(reason) = &deployment.paused {
                 return Err(WireError::new(
                     ErrorCode::ModuleFailed,
-                    format!("validator module {name:?} of topic {:?} is paused ({reason}); resume or remove it. Nothing of the request was stored", topic.name),
+                    format!("validator module {name:?} of topic {:?} is paused ({reason}); resume or remove it. Nothing of the request for partition {partition} was stored", topic.name),
                 ));
             }
             let verdicts = self
                 .plugins
                 .call_pooled(&deployment, inputs.len(), |instance| instance.validate(&inputs))
-                .map_err(|e| self.module_failed(&deployment, e))?;
+                .map_err(|e| {
+                let e = self.module_failed(&deployment, e);
+                WireError::new(
+                    e.code,
+                    format!("{}; nothing of the request for partition {partition} was stored", e.message),
+                )
+            })?;
             let metrics = self.plugins.metrics(name);
             let rejected = verdicts.iter().filter(|v| v.is_some()).count() as u64;
             metrics.records_out.fetch_add(inputs.len() as u64 - rejected, std::sync::atomic::Ordering::Relaxed);
@@ -353,7 +362,7 @@ impl Broker {
                 return Err(WireError::new(
                     ErrorCode::InvalidRecord,
                     format!(
-                        "record {index} of the produce request to topic {:?} was rejected by validator module {name:?} v{}: {reason}; nothing of the request was stored",
+                        "record {index} of the produce request to topic {:?} partition {partition} was rejected by validator module {name:?} v{}: {reason}; nothing of the request for that partition was stored",
                         topic.name, deployment.active_version
                     ),
                 ));
@@ -389,7 +398,7 @@ impl Broker {
                 }
             });
         }
-        WireError::new(error.code, format!("{}; nothing of the request was stored", error.message))
+        error
     }
 
     /// Splits a batch the client left without a partition: the topic's partitioner module
@@ -418,7 +427,10 @@ impl Broker {
                 let partitions = self
                     .plugins
                     .call_pooled(&deployment, inputs.len(), |instance| instance.partition(&inputs, topic.partitions))
-                    .map_err(|e| self.module_failed(&deployment, e))?;
+                    .map_err(|e| {
+                        let e = self.module_failed(&deployment, e);
+                        WireError::new(e.code, format!("{}; nothing of the request was stored", e.message))
+                    })?;
                 self.plugins
                     .metrics(&deployment.name)
                     .records_out

@@ -315,7 +315,7 @@ async fn given_a_json_shape_validator_then_a_batch_with_an_invalid_record_is_rej
     let err = admin.produce_unassigned("payments", &records, weir_sdk::Acks::All).await.unwrap_err().to_string();
     println!("validator rejection: {err}");
     assert!(
-        err.contains(r#"record 2 of the produce request to topic "payments" was rejected by validator module "payment-shape" v1: field "id" must be integer, got "three""#),
+        err.contains(r#"record 2 of the produce request to topic "payments" partition 0 was rejected by validator module "payment-shape" v1: field "id" must be integer, got "three""#),
         "{err}"
     );
     assert_eq!(admin.describe_topic("payments").await.unwrap().partitions[0].high_watermark, 0, "nothing stored");
