@@ -420,22 +420,10 @@ mod tests {
         for schema in earlier {
             // Earlier versions go in under NONE, so the case tests only the last step.
             let saved = state.subject_compatibility.insert("s".into(), Compatibility::None);
-            state
-                .apply(RegistryCommand::Register {
-                    references: Vec::new(),
-                    subject: "s".into(),
-                    schema_type: SchemaType::Avro,
-                    schema: schema.clone(),
-                })
-                .unwrap();
+            register_schema(&mut state, "s", SchemaType::Avro, schema.clone()).unwrap();
             state.subject_compatibility.insert("s".into(), saved.unwrap());
         }
-        let outcome = state.apply(RegistryCommand::Register {
-            references: Vec::new(),
-            subject: "s".into(),
-            schema_type: SchemaType::Avro,
-            schema: last.clone(),
-        });
+        let outcome = register_schema(&mut state, "s", SchemaType::Avro, last.clone());
         match (compatible, &outcome) {
             (true, Ok(_)) => {}
             (false, Err(RegistryError::Incompatible(_))) => {}
@@ -489,24 +477,12 @@ mod tests {
             .unwrap();
         let (last, earlier) = versions.split_last().unwrap();
         for schema in earlier {
-            state
-                .apply(RegistryCommand::Register {
-                    references: Vec::new(),
-                    subject: "j".into(),
-                    schema_type: SchemaType::Json,
-                    schema: schema.to_string(),
-                })
-                .unwrap();
+            register_schema(&mut state, "j", SchemaType::Json, schema.to_string()).unwrap();
         }
         state
             .apply(RegistryCommand::SetCompatibility { subject: Some("j".into()), level: level.parse().unwrap() })
             .unwrap();
-        let outcome = state.apply(RegistryCommand::Register {
-            references: Vec::new(),
-            subject: "j".into(),
-            schema_type: SchemaType::Json,
-            schema: last.to_string(),
-        });
+        let outcome = register_schema(&mut state, "j", SchemaType::Json, last.to_string());
         match (compatible, &outcome) {
             (true, Ok(_)) => {}
             (false, Err(RegistryError::Incompatible(_))) => {}
@@ -537,12 +513,7 @@ mod tests {
         check_json("BACKWARD_TRANSITIVE", &[open, optional_added, required_added], false);
         check_json("NONE", &[open, retyped], true);
         let mut state = RegistryState::default();
-        let bad = state.apply(RegistryCommand::Register {
-            references: Vec::new(),
-            subject: "j".into(),
-            schema_type: SchemaType::Json,
-            schema: r#"{"type": 12}"#.into(),
-        });
+        let bad = register_schema(&mut state, "j", SchemaType::Json, r#"{"type": 12}"#);
         assert!(matches!(bad, Err(RegistryError::InvalidSchema(_))), "{bad:?}");
     }
 
@@ -550,12 +521,7 @@ mod tests {
     fn ids_are_shared_across_subjects_and_deletes_follow_confluent_rules() {
         let mut s = RegistryState::default();
         let register = |s: &mut RegistryState, subject: &str, schema: String| {
-            s.apply(RegistryCommand::Register {
-                references: Vec::new(),
-                subject: subject.into(),
-                schema_type: SchemaType::Avro,
-                schema,
-            })
+            register_schema(s, subject, SchemaType::Avro, schema)
         };
         assert_eq!(register(&mut s, "x-value", a()), Ok(RegistryOutcome::Registered { id: 1, version: 1 }));
         // The same schema, written differently, under another subject keeps its id.
@@ -583,16 +549,27 @@ mod tests {
         );
     }
 
+    fn register_schema(
+        state: &mut RegistryState,
+        subject: &str,
+        schema_type: SchemaType,
+        schema: impl Into<String>,
+    ) -> Result<RegistryOutcome, RegistryError> {
+        let schema = schema.into();
+        state.apply(RegistryCommand::Register { subject: subject.into(), schema_type, schema, references: Vec::new() })
+    }
+
     fn register_with(
         state: &mut RegistryState,
         subject: &str,
         schema: &str,
         references: Vec<SchemaReference>,
     ) -> Result<RegistryOutcome, RegistryError> {
+        let schema = schema.into();
         state.apply(RegistryCommand::Register {
             subject: subject.into(),
             schema_type: SchemaType::Avro,
-            schema: schema.into(),
+            schema,
             references,
         })
     }
