@@ -165,8 +165,45 @@ pub struct ProduceArgs {
     acks: AcksArg,
     #[arg(long, default_value = "none")]
     compression: Compression,
+    /// How keys and values are written in the input lines: raw bytes (anything but the line
+    /// break and the key separator), hex, or base64.
+    #[arg(long, value_enum, default_value = "raw")]
+    encoding: Encoding,
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+/// How a key or value is written as text, for `weir produce` and `weir consume`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The bytes as they are.
+    Raw,
+    /// Two hex digits per byte.
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+impl Encoding {
+    pub fn decode(self, text: &[u8]) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        match self {
+            Encoding::Raw => Ok(text.to_vec()),
+            Encoding::Hex => hex::decode(text).map_err(|e| format!("not hex: {e}")),
+            Encoding::Base64 => {
+                base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("not base64: {e}"))
+            }
+        }
+    }
+
+    pub fn encode(self, bytes: &[u8]) -> Vec<u8> {
+        use base64::Engine as _;
+        match self {
+            Encoding::Raw => bytes.to_vec(),
+            Encoding::Hex => hex::encode(bytes).into_bytes(),
+            Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes).into_bytes(),
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -218,18 +255,32 @@ fn input_records(args: &ProduceArgs) -> anyhow::Result<impl Iterator<Item = anyh
     };
     let headers: Vec<(String, Option<Bytes>)> =
         args.headers.iter().map(|(k, v)| (k.clone(), Some(Bytes::from(v.clone())))).collect();
-    Ok(reader.lines().map(move |line| {
+    let (encoding, separator) = (args.encoding, args.key_separator.as_deref().map(str::as_bytes));
+    Ok(reader.split(b'\n').enumerate().map(move |(index, line)| {
         let line = line.context("reading input")?;
-        let (key, value) = match &args.key_separator {
-            Some(sep) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(Bytes::from(k.to_owned())), v.to_owned()),
-                None => bail!("line {:?} has no key separator {sep:?}", line),
+        let number = index + 1;
+        let (key, value) = match separator {
+            Some(sep) => match find(&line, sep) {
+                Some(at) => (Some(&line[..at]), &line[at + sep.len()..]),
+                None => bail!("line {number} has no key separator {:?}", String::from_utf8_lossy(sep)),
             },
-            None => (None, line),
+            None => (None, &line[..]),
         };
+        let key = key
+            .map(|k| encoding.decode(k).map_err(|e| anyhow::anyhow!("line {number}: the key is {e}")))
+            .transpose()?;
+        let value = encoding.decode(value).map_err(|e| anyhow::anyhow!("line {number}: the value is {e}"))?;
         let timestamp = weir_sdk::producer::now_ms();
-        Ok(Record { key, value: Some(Bytes::from(value)), headers: headers.clone(), timestamp })
+        Ok(Record { key: key.map(Bytes::from), value: Some(Bytes::from(value)), headers: headers.clone(), timestamp })
     }))
+}
+
+/// The first position of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 async fn produce_unassigned(client: Client, args: &ProduceArgs) -> anyhow::Result<()> {
@@ -272,6 +323,10 @@ pub struct ConsumeArgs {
     count: Option<u64>,
     #[arg(long, value_enum, default_value = "value")]
     format: Format,
+    /// How keys, values and header values are printed: raw bytes, hex, or base64 (in `json`,
+    /// raw bytes that are not UTF-8 are shown lossily; choose hex or base64 to keep them).
+    #[arg(long, value_enum, default_value = "raw")]
+    encoding: Encoding,
     /// Run this transform deployment on the broker over what is read (a consume-time filter or
     /// map); only its outputs are sent.
     #[arg(long)]
@@ -350,7 +405,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             if args.count.is_some_and(|c| printed >= c) {
                 break;
             }
-            print_record(&mut out, args.format, &r)?;
+            print_record(&mut out, args.format, args.encoding, &r)?;
             printed += 1;
         }
         out.flush()?;
@@ -358,12 +413,24 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_record(out: &mut impl Write, format: Format, r: &weir_sdk::ConsumedRecord) -> std::io::Result<()> {
-    let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+fn print_record(
+    out: &mut impl Write,
+    format: Format,
+    encoding: Encoding,
+    r: &weir_sdk::ConsumedRecord,
+) -> std::io::Result<()> {
+    let bytes = |b: &Option<Bytes>| b.as_ref().map(|b| encoding.encode(b));
+    let text = |b: &Option<Bytes>| bytes(b).map(|b| String::from_utf8_lossy(&b).into_owned());
     match format {
-        Format::Value => writeln!(out, "{}", text(&r.record.value).unwrap_or_default()),
+        Format::Value => {
+            out.write_all(&bytes(&r.record.value).unwrap_or_default())?;
+            out.write_all(b"\n")
+        }
         Format::KeyValue => {
-            writeln!(out, "{}\t{}", text(&r.record.key).unwrap_or_default(), text(&r.record.value).unwrap_or_default())
+            out.write_all(&bytes(&r.record.key).unwrap_or_default())?;
+            out.write_all(b"\t")?;
+            out.write_all(&bytes(&r.record.value).unwrap_or_default())?;
+            out.write_all(b"\n")
         }
         Format::Json => {
             let headers: serde_json::Map<String, serde_json::Value> = r
@@ -383,5 +450,27 @@ fn print_record(out: &mut impl Write, format: Format, r: &weir_sdk::ConsumedReco
             });
             writeln!(out, "{json}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_round_trip_any_bytes() {
+        let all: Vec<u8> = (0..=255).collect();
+        for encoding in [Encoding::Raw, Encoding::Hex, Encoding::Base64] {
+            assert_eq!(encoding.decode(&encoding.encode(&all)).unwrap(), all, "{encoding:?}");
+        }
+        assert_eq!(Encoding::Hex.encode(b"\x00\xff"), b"00ff");
+        assert!(Encoding::Hex.decode(b"zz").unwrap_err().contains("not hex"));
+        assert!(Encoding::Base64.decode(b"***").unwrap_err().contains("not base64"));
+    }
+
+    #[test]
+    fn key_separator_is_found_in_bytes() {
+        assert_eq!(find(b"\xffk|v", b"|"), Some(2));
+        assert_eq!(find(b"kv", b"||"), None);
     }
 }

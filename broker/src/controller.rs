@@ -70,7 +70,7 @@ impl Controller {
         let log = RaftLog::open(db).map_err(storage)?;
         let state = Arc::new(RwLock::new(State::default()));
         let machine =
-            StateMachine { state: state.clone(), limits, last_applied: None, membership: StoredMembership::default() };
+            StateMachine { state: state.clone(), last_applied: None, membership: StoredMembership::default() };
         let config = openraft::Config {
             cluster_name: "weir".into(),
             heartbeat_interval: 100,
@@ -94,11 +94,16 @@ impl Controller {
         Ok(Self { raft, state, limits, propose: Arc::new(Mutex::new(())) })
     }
 
-    /// Validates a command against the current state, then commits it through Raft.
+    /// Validates a command against the broker's limits and the current state, then commits it
+    /// through Raft. Limits are checked here only: applying a committed entry never reads them.
     pub async fn propose(&self, command: Command) -> Result<Event, WireError> {
         let _serial = self.propose.lock().await;
         // Dry-run on a copy: a rejected command never reaches the log.
-        self.state().clone().apply(command.clone(), &self.limits)?;
+        {
+            let state = self.state();
+            state.check_limits(&command, &self.limits)?;
+            state.clone().apply(command.clone())?;
+        }
         self.replicate(command).await
     }
 
@@ -280,7 +285,6 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
 
 struct StateMachine {
     state: Arc<RwLock<State>>,
-    limits: Limits,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
 }
@@ -337,7 +341,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(Applied(None)),
-                EntryPayload::Normal(command) => out.push(Applied(Some(state.apply(command, &self.limits)))),
+                EntryPayload::Normal(command) => out.push(Applied(Some(state.apply(command)))),
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     out.push(Applied(None));
@@ -350,7 +354,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         StateMachine {
             state: Arc::new(RwLock::new(self.state.read().expect("metadata lock").clone())),
-            limits: self.limits,
             last_applied: self.last_applied,
             membership: self.membership.clone(),
         }

@@ -521,6 +521,21 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Removes every group's committed offsets for a deleted topic.
+    pub fn delete_topic_offsets(&self, topic: &str) -> Result<usize, GroupError> {
+        let mut map = self.offsets.lock().expect("offsets lock");
+        let doomed: Vec<GroupPartition> = map.keys().filter(|(_, t, _)| t == topic).cloned().collect();
+        let mut batch = self.db.batch();
+        for (group, topic, partition) in &doomed {
+            batch.remove(&self.store, offset_key(group, topic, *partition));
+        }
+        batch.commit().map_err(|_| GroupError::Storage)?;
+        for key in &doomed {
+            map.remove(key);
+        }
+        Ok(doomed.len())
+    }
+
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
         let groups = self.groups.lock().expect("groups lock");
         let mut out: Vec<_> = groups.iter().map(|(id, g)| (id.clone(), g.protocol_type.clone(), g.state)).collect();

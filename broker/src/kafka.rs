@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,38 +153,7 @@ pub struct KafkaConfig {
 pub struct KafkaContext {
     pub broker: Broker,
     pub groups: GroupCoordinator,
-    pub producer_ids: ProducerIds,
     pub config: Arc<KafkaConfig>,
-}
-
-/// Hands out producer ids for idempotent producers; the counter is durable, so ids are never
-/// reused across restarts.
-#[derive(Clone)]
-pub struct ProducerIds {
-    next: Arc<AtomicI64>,
-    db: fjall::Database,
-    meta: fjall::Keyspace,
-}
-
-impl ProducerIds {
-    const KEY: &'static str = "next_producer_id";
-
-    pub fn open(db: &fjall::Database) -> Result<Self, fjall::Error> {
-        let meta = db.keyspace("broker_meta", fjall::KeyspaceCreateOptions::default)?;
-        let next = match meta.get(Self::KEY)? {
-            Some(v) if v.len() == 8 => i64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")),
-            _ => 1000,
-        };
-        Ok(Self { next: Arc::new(AtomicI64::new(next)), db: db.clone(), meta })
-    }
-
-    pub fn allocate(&self) -> Result<i64, WireError> {
-        let id = self.next.fetch_add(1, Ordering::SeqCst);
-        let storage = |e: fjall::Error| WireError::new(ErrorCode::Storage, format!("producer id counter: {e}"));
-        self.meta.insert(Self::KEY, (id + 1).to_be_bytes()).map_err(storage)?;
-        self.db.persist(fjall::PersistMode::SyncData).map_err(storage)?;
-        Ok(id)
-    }
 }
 
 pub struct KafkaServer {
@@ -256,40 +224,26 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: KafkaConte
         }
         let mut buf = BytesMut::zeroed(size as usize);
         reader.read_exact(&mut buf).await?;
-        let mut request = buf.freeze();
         let (tx, rx) = oneshot::channel();
         order_tx.send(rx).await?;
         let ctx = ctx.clone();
-        let api_key_raw = i16::from_be_bytes([request[0], request[1]]);
-        let api_version = i16::from_be_bytes([request[2], request[3]]);
-        let correlation_id = i32::from_be_bytes([request[4], request[5], request[6], request[7]]);
-        let supported = supported_versions();
-        // An ApiVersions request of a newer version than ours lands here too: clients expect
-        // exactly this v0-encoded error with our version list, and retry with a version from it.
-        let Some((api_key, _, _)) = supported
-            .iter()
-            .find(|(k, min, max)| *k as i16 == api_key_raw && (*min..=*max).contains(&api_version))
-            .copied()
-        else {
-            tracing::debug!(%remote, api_key_raw, api_version, "unsupported kafka api or version");
-            let _ = tx.send(Some(unsupported_response(correlation_id)));
-            continue;
-        };
-        let header = match RequestHeader::decode(&mut request, api_key.request_header_version(api_version)) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(%remote, error = %e, "malformed kafka request header; closing");
-                break;
+        let (header, api_key, api_version, body) = match decode_request(buf.freeze()) {
+            Ok(Decoded { header, api_key, api_version, body }) => (header, api_key, api_version, body),
+            Err(DecodeError::Unsupported { correlation_id, api_key, api_version }) => {
+                // An ApiVersions request of a newer version than ours lands here too: clients
+                // expect exactly this v0-encoded error with our version list, and retry with a
+                // version from it.
+                tracing::debug!(%remote, api_key, api_version, "unsupported kafka api or version");
+                let _ = tx.send(Some(unsupported_response(correlation_id)));
+                continue;
             }
-        };
-        let body = match RequestKind::decode(api_key, &mut request, api_version) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::debug!(%remote, ?api_key, api_version, error = %e, "malformed kafka request; closing");
+            Err(DecodeError::Malformed(e)) => {
+                tracing::debug!(%remote, error = %e, "malformed kafka request; closing");
                 let _ = tx.send(None);
                 break;
             }
         };
+        let correlation_id = header.correlation_id;
         let client_id = header.client_id.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default();
         let request_ctx =
             RequestContext { api_key, api_version, correlation_id, client_id, client_host: client_host.clone() };
@@ -390,8 +344,10 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
         ),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator(ctx, req, r)),
         RequestKind::InitProducerId(_) => {
-            let response = match ctx.producer_ids.allocate() {
-                Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
+            let response = match ctx.broker.init_producer_id().await {
+                Ok(id) => InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(id.producer_id))
+                    .with_producer_epoch(id.producer_epoch),
                 Err(e) => InitProducerIdResponse::default()
                     .with_error_code(wire_code(&e))
                     .with_producer_id(ProducerId(-1))
@@ -1201,18 +1157,47 @@ pub async fn group_ticker(groups: GroupCoordinator, mut stop: tokio::sync::watch
     }
 }
 
-/// Decodes a request the way the listener does; the fuzz target and tests call it. Never
-/// panics: every input gives a request or an error.
-pub fn decode_request(mut bytes: Bytes) -> anyhow::Result<(RequestHeader, RequestKind)> {
-    anyhow::ensure!(bytes.len() >= 8, "request of {} bytes is shorter than its 8-byte header", bytes.len());
+/// A request as the listener reads it.
+#[derive(Debug)]
+pub struct Decoded {
+    pub header: RequestHeader,
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub body: RequestKind,
+}
+
+#[derive(Debug)]
+pub enum DecodeError {
+    /// An API or version this listener does not implement; answered, not fatal.
+    Unsupported { correlation_id: i32, api_key: i16, api_version: i16 },
+    /// Bytes that are not a request; the connection cannot be resynchronised.
+    Malformed(anyhow::Error),
+}
+
+/// Decodes one request (the bytes after its size prefix). The listener and the fuzz target
+/// both call this, so what is fuzzed is what serves. Never panics: every input gives a request
+/// or an error.
+pub fn decode_request(mut bytes: Bytes) -> Result<Decoded, DecodeError> {
+    if bytes.len() < 8 {
+        return Err(DecodeError::Malformed(anyhow::anyhow!(
+            "request of {} bytes is shorter than its 8-byte header",
+            bytes.len()
+        )));
+    }
     let api_key_raw = (&bytes[..2]).get_i16();
     let api_version = (&bytes[2..4]).get_i16();
-    let api_key = ApiKey::try_from(api_key_raw).map_err(|_| anyhow::anyhow!("unknown api key {api_key_raw}"))?;
-    let valid = api_key.valid_versions();
-    anyhow::ensure!((valid.min..=valid.max).contains(&api_version), "api {api_key:?} has no version {api_version}");
-    let header = RequestHeader::decode(&mut bytes, api_key.request_header_version(api_version))?;
-    let body = RequestKind::decode(api_key, &mut bytes, api_version)?;
-    Ok((header, body))
+    let correlation_id = (&bytes[4..8]).get_i32();
+    let Some((api_key, _, _)) = supported_versions()
+        .into_iter()
+        .find(|(k, min, max)| *k as i16 == api_key_raw && (*min..=*max).contains(&api_version))
+    else {
+        return Err(DecodeError::Unsupported { correlation_id, api_key: api_key_raw, api_version });
+    };
+    let header = RequestHeader::decode(&mut bytes, api_key.request_header_version(api_version))
+        .map_err(|e| DecodeError::Malformed(anyhow::anyhow!("request header: {e}")))?;
+    let body = RequestKind::decode(api_key, &mut bytes, api_version)
+        .map_err(|e| DecodeError::Malformed(anyhow::anyhow!("{api_key:?} v{api_version}: {e}")))?;
+    Ok(Decoded { header, api_key, api_version, body })
 }
 
 #[cfg(test)]

@@ -92,6 +92,25 @@ impl PartitionState {
     }
 }
 
+/// What the writer thread is asked to do, in queue order.
+enum WriterJob {
+    Append(AppendJob),
+    /// Drops producer states (and their stored copies); answers how many were dropped.
+    ForgetProducers {
+        which: ProducerFilter,
+        reply: oneshot::Sender<Result<usize, WireError>>,
+    },
+}
+
+/// Which producer states to drop.
+#[derive(Debug, Clone, Copy)]
+pub enum ProducerFilter {
+    /// Every partition of a deleted topic.
+    Topic(u64),
+    /// Producers idle for longer than `expiration_ms` at `now_ms`.
+    IdleAt { now_ms: i64, expiration_ms: i64 },
+}
+
 /// One append: validated batches for one partition.
 struct AppendJob {
     partition: Arc<PartitionState>,
@@ -107,17 +126,20 @@ pub struct LogStore {
     partitions: Arc<DashMap<PartitionId, Arc<PartitionState>>>,
     writer: Arc<WriterHandle>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
+    /// The largest producer id found in the stored producer states at open (-1: none).
+    producer_id_max: i64,
+    producer_store: Keyspace,
 }
 
 /// The writer thread's queue; dropping the last store handle stops and joins the thread, so
 /// the database can be opened again in the same process.
 struct WriterHandle {
-    jobs: Option<std::sync::mpsc::SyncSender<AppendJob>>,
+    jobs: Option<std::sync::mpsc::SyncSender<WriterJob>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WriterHandle {
-    fn jobs(&self) -> &std::sync::mpsc::SyncSender<AppendJob> {
+    fn jobs(&self) -> &std::sync::mpsc::SyncSender<WriterJob> {
         self.jobs.as_ref().expect("the writer queue lives as long as the handle")
     }
 }
@@ -182,22 +204,42 @@ impl LogStore {
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer_store = db.keyspace("producer_state", KeyspaceCreateOptions::default)?;
         let mut producers = HashMap::new();
+        let opened_at_ms = weir_sdk::producer::now_ms();
         for guard in producer_store.iter() {
             let (key, value) = guard.into_inner()?;
             match (parse_producer_key(&key), serde_json::from_slice::<ProducerState>(&value)) {
-                (Some(k), Ok(state)) => {
+                (Some(k), Ok(mut state)) => {
+                    // Written before appends carried their time: count from now.
+                    if state.last_append_ms == 0 {
+                        state.last_append_ms = opened_at_ms;
+                    }
                     producers.insert(k, state);
                 }
                 _ => tracing::warn!("skipping an unreadable producer state record"),
             }
         }
-        let writer = Writer { db: db.clone(), log: log.clone(), dirty: dirty.clone(), producer_store, producers };
+        let producer_id_max = producers.keys().map(|(_, pid)| *pid).max().unwrap_or(-1);
+        let writer = Writer {
+            db: db.clone(),
+            log: log.clone(),
+            dirty: dirty.clone(),
+            producer_store: producer_store.clone(),
+            producers,
+        };
         let thread = std::thread::Builder::new()
             .name("weir-log-writer".into())
             .spawn(move || writer.run(jobs))
             .expect("spawn log writer thread");
         let writer = Arc::new(WriterHandle { jobs: Some(tx), thread: Some(thread) });
-        let store = Self { db: db.clone(), log, partitions: Arc::new(DashMap::new()), writer, dirty };
+        let store = Self {
+            db: db.clone(),
+            log,
+            partitions: Arc::new(DashMap::new()),
+            writer,
+            dirty,
+            producer_id_max,
+            producer_store,
+        };
         Ok((store, db))
     }
 
@@ -250,6 +292,12 @@ impl LogStore {
         Ok(state)
     }
 
+    /// The largest producer id with stored state when the store was opened (-1: none), so
+    /// that new ids are allocated above every id the log already knows.
+    pub fn producer_id_max(&self) -> i64 {
+        self.producer_id_max
+    }
+
     pub fn partition(&self, id: PartitionId) -> Option<Arc<PartitionState>> {
         self.partitions.get(&id).map(|p| p.clone())
     }
@@ -275,7 +323,24 @@ impl LogStore {
         fsync: bool,
     ) -> Result<impl std::future::Future<Output = Result<i64, WireError>> + Send + 'static, WireError> {
         let (reply, rx) = oneshot::channel();
-        let job = AppendJob { partition, batches, fsync, reply };
+        self.submit(WriterJob::Append(AppendJob { partition, batches, fsync, reply })).await?;
+        Ok(async move { rx.await.map_err(|_| storage_error("log writer dropped the append"))? })
+    }
+
+    /// Drops idempotent producers' states: of a deleted topic, or idle past their expiration.
+    /// Goes through the writer, so no append of the same producer is staged meanwhile.
+    pub async fn forget_producers(&self, which: ProducerFilter) -> Result<usize, WireError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(WriterJob::ForgetProducers { which, reply }).await?;
+        rx.await.map_err(|_| storage_error("log writer dropped the request"))?
+    }
+
+    /// The number of stored idempotent producer states of a topic's partitions.
+    pub fn producer_count(&self, topic_id: u64) -> usize {
+        self.producer_store.prefix(topic_id.to_be_bytes()).count()
+    }
+
+    async fn submit(&self, job: WriterJob) -> Result<(), WireError> {
         match self.writer.jobs().try_send(job) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
@@ -289,7 +354,7 @@ impl LogStore {
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(storage_error("log writer stopped")),
         }
-        Ok(async move { rx.await.map_err(|_| storage_error("log writer dropped the append"))? })
+        Ok(())
     }
 
     /// Fsyncs the journal if anything was written without fsync since the last call.
@@ -452,24 +517,64 @@ impl LogStore {
 }
 
 impl Writer {
-    fn run(mut self, jobs: std::sync::mpsc::Receiver<AppendJob>) {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<WriterJob>) {
         while let Ok(first) = jobs.recv() {
-            let mut group = vec![first];
-            let mut bytes: usize = group[0].batches.iter().map(|(h, _)| h.total_bytes).sum();
-            while group.len() < GROUP_COMMIT_JOBS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
-                match jobs.try_recv() {
-                    Ok(job) => {
-                        bytes += job.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>();
-                        group.push(job);
+            let mut group = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            // Appends queued behind each other share one write batch; any other job ends the
+            // group and runs after it, so jobs take effect in queue order.
+            let mut other = None;
+            while let Some(job) = next.take() {
+                match job {
+                    WriterJob::Append(append) => {
+                        bytes += append.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>();
+                        group.push(append);
                     }
-                    Err(_) => break,
+                    job @ WriterJob::ForgetProducers { .. } => {
+                        other = Some(job);
+                        break;
+                    }
+                }
+                if group.len() < GROUP_COMMIT_JOBS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
+                    next = jobs.try_recv().ok();
                 }
             }
-            self.commit_group(group);
+            if !group.is_empty() {
+                self.commit_group(group);
+            }
+            if let Some(WriterJob::ForgetProducers { which, reply }) = other {
+                let _ = reply.send(self.forget_producers(which));
+            }
         }
     }
 
+    fn forget_producers(&mut self, which: ProducerFilter) -> Result<usize, WireError> {
+        let doomed: Vec<(PartitionId, i64)> = self
+            .producers
+            .iter()
+            .filter(|((id, _), state)| match which {
+                ProducerFilter::Topic(topic_id) => id.topic_id == topic_id,
+                ProducerFilter::IdleAt { now_ms, expiration_ms } => state.expired(now_ms, expiration_ms),
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let mut write = self.db.batch();
+        for (id, producer_id) in &doomed {
+            write.remove(&self.producer_store, producer_key(*id, *producer_id));
+        }
+        write.commit().map_err(storage_error)?;
+        for key in &doomed {
+            self.producers.remove(key);
+        }
+        Ok(doomed.len())
+    }
+
     fn commit_group(&mut self, group: Vec<AppendJob>) {
+        let now_ms = weir_sdk::producer::now_ms();
         let mut write = self.db.batch();
         let mut fsync = false;
         // Next offsets and producer states as this group assigns them; applied only after the
@@ -480,7 +585,7 @@ impl Writer {
         for job in &group {
             let id = job.partition.id;
             let start = *next.entry(id).or_insert_with(|| job.partition.end_offset());
-            match self.stage(job, start, &mut producers) {
+            match self.stage(job, start, now_ms, &mut producers) {
                 Ok(staged) => {
                     for (offset, stored) in &staged.batches {
                         write.insert(&self.log, id.key(*offset).to_vec(), stored.clone());
@@ -535,6 +640,7 @@ impl Writer {
         &self,
         job: &AppendJob,
         start: i64,
+        now_ms: i64,
         producers: &mut HashMap<(PartitionId, i64), ProducerState>,
     ) -> Result<Staged, WireError> {
         let id = job.partition.id;
@@ -569,6 +675,7 @@ impl Writer {
                             header.base_sequence,
                             last_sequence,
                             end,
+                            now_ms,
                         );
                         staged_producers.insert(pid, state);
                     }

@@ -44,6 +44,14 @@ pub enum Command {
     Registry(RegistryCommand),
     /// A module deployment change; see `deployments.rs`.
     Module(ModuleCommand),
+    /// Takes the next `count` producer ids for a broker to hand out to idempotent producers,
+    /// so ids stay unique across brokers and restarts. `at_least` skips ids below it (ids a
+    /// broker finds in use in its storage).
+    AllocateProducerIds {
+        count: u32,
+        #[serde(default)]
+        at_least: i64,
+    },
 }
 
 /// What applying a command changed.
@@ -59,9 +67,16 @@ pub enum Event {
     Registry(RegistryOutcome),
     /// The deployment after the change (as it was, for a removal).
     Module(Deployment),
+    /// Producer ids `first .. first + count` belong to the proposer.
+    ProducerIds {
+        first: i64,
+        count: u32,
+    },
 }
 
-/// Limits checked when a command is applied.
+/// The broker's configured limits. They are checked when a command is proposed
+/// ([`State::check_limits`]), never when a committed command is applied: applying an entry
+/// depends only on the log, so a restart with lower limits replays the same state.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Limits {
     pub partitions_per_topic_max: u32,
@@ -69,7 +84,7 @@ pub struct Limits {
     pub message_bytes_max: u32,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub topics: BTreeMap<String, Topic>,
     pub next_topic_id: u64,
@@ -79,25 +94,72 @@ pub struct State {
     /// Module deployments by name.
     #[serde(default)]
     pub modules: BTreeMap<String, Deployment>,
+    /// The first producer id not yet handed out in a block; ids are never reused.
+    #[serde(default = "first_producer_id")]
+    pub next_producer_id: i64,
 }
 
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            topics: BTreeMap::new(),
+            next_topic_id: 0,
+            registry: RegistryState::default(),
+            modules: BTreeMap::new(),
+            next_producer_id: first_producer_id(),
+        }
+    }
+}
+
+/// Producer ids below this were never handed out (earlier versions started here too).
+fn first_producer_id() -> i64 {
+    1000
+}
+
+/// Largest block of producer ids one command may take.
+pub const PRODUCER_ID_BLOCK_MAX: u32 = 1_000_000;
+
 impl State {
-    pub fn apply(&mut self, command: Command, limits: &Limits) -> Result<Event, WireError> {
+    /// Checks a command against the broker's configured limits, before it is proposed. A
+    /// command that passes here and [`State::apply`] on a copy of the state is committed.
+    pub fn check_limits(&self, command: &Command, limits: &Limits) -> Result<(), WireError> {
+        match command {
+            Command::CreateTopic { name, partitions, config } => {
+                validate_partitions(*partitions, limits)?;
+                validate_config_limits(config, limits)?;
+                if !self.topics.contains_key(name) && self.topics.len() >= limits.topics_max {
+                    return Err(WireError::new(
+                        ErrorCode::LimitReached,
+                        format!("the broker holds max.topics = {} topics", limits.topics_max),
+                    ));
+                }
+                Ok(())
+            }
+            Command::AlterTopic { partitions, config, .. } => {
+                validate_partitions(*partitions, limits)?;
+                validate_config_limits(config, limits)
+            }
+            Command::DeleteTopic { .. }
+            | Command::Registry(_)
+            | Command::Module(_)
+            | Command::AllocateProducerIds { .. } => Ok(()),
+        }
+    }
+
+    /// Applies a committed command. Depends only on the state and the command (never on
+    /// configuration), so replaying the same log always rebuilds the same state.
+    pub fn apply(&mut self, command: Command) -> Result<Event, WireError> {
         match command {
             Command::CreateTopic { name, partitions, config } => {
                 validate_topic_name(&name)?;
-                validate_partitions(partitions, limits)?;
-                validate_config(&config, limits)?;
+                if partitions == 0 {
+                    return Err(WireError::new(ErrorCode::InvalidPartitions, "a topic needs at least one partition"));
+                }
+                validate_config(&config)?;
                 if self.topics.contains_key(&name) {
                     return Err(WireError::new(
                         ErrorCode::TopicAlreadyExists,
                         format!("topic {name:?} already exists"),
-                    ));
-                }
-                if self.topics.len() >= limits.topics_max {
-                    return Err(WireError::new(
-                        ErrorCode::LimitReached,
-                        format!("the broker holds max.topics = {} topics", limits.topics_max),
                     ));
                 }
                 self.next_topic_id += 1;
@@ -111,7 +173,6 @@ impl State {
             }
             Command::AlterTopic { name, partitions, config } => {
                 let topic = self.topics.get_mut(&name).ok_or_else(|| unknown_topic(&name))?;
-                validate_partitions(partitions, limits)?;
                 if partitions < topic.partitions {
                     return Err(WireError::new(
                         ErrorCode::InvalidPartitions,
@@ -121,7 +182,7 @@ impl State {
                         ),
                     ));
                 }
-                validate_config(&config, limits)?;
+                validate_config(&config)?;
                 let before = topic.clone();
                 topic.partitions = partitions;
                 topic.config = config;
@@ -135,6 +196,20 @@ impl State {
                 .map(Event::Registry)
                 .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("schema registry: {e}"))),
             Command::Module(command) => deployments::apply(&mut self.modules, &self.topics, command).map(Event::Module),
+            Command::AllocateProducerIds { count, at_least } => {
+                if count == 0 || count > PRODUCER_ID_BLOCK_MAX {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("a producer id block holds 1 to {PRODUCER_ID_BLOCK_MAX} ids, not {count}"),
+                    ));
+                }
+                let first = self.next_producer_id.max(at_least);
+                let next = first
+                    .checked_add(i64::from(count))
+                    .ok_or_else(|| WireError::new(ErrorCode::LimitReached, "producer ids are exhausted"))?;
+                self.next_producer_id = next;
+                Ok(Event::ProducerIds { first, count })
+            }
         }
     }
 
@@ -177,13 +252,25 @@ fn validate_partitions(partitions: u32, limits: &Limits) -> Result<(), WireError
     Ok(())
 }
 
-fn validate_config(config: &TopicConfig, limits: &Limits) -> Result<(), WireError> {
-    let invalid = |message: String| Err(WireError::new(ErrorCode::InvalidConfig, message));
-    if config.max_message_bytes < 64 || config.max_message_bytes > limits.message_bytes_max {
-        return invalid(format!(
-            "max.message.bytes = {} is out of range: 64 to the broker's message.bytes.max = {}",
-            config.max_message_bytes, limits.message_bytes_max
+/// The broker's limit on a topic's config, checked when a command is proposed.
+fn validate_config_limits(config: &TopicConfig, limits: &Limits) -> Result<(), WireError> {
+    if config.max_message_bytes > limits.message_bytes_max {
+        return Err(WireError::new(
+            ErrorCode::InvalidConfig,
+            format!(
+                "max.message.bytes = {} is out of range: 64 to the broker's message.bytes.max = {}",
+                config.max_message_bytes, limits.message_bytes_max
+            ),
         ));
+    }
+    Ok(())
+}
+
+/// Rules of a topic config that hold whatever the broker's configuration.
+fn validate_config(config: &TopicConfig) -> Result<(), WireError> {
+    let invalid = |message: String| Err(WireError::new(ErrorCode::InvalidConfig, message));
+    if config.max_message_bytes < 64 {
+        return invalid(format!("max.message.bytes = {} is out of range: at least 64", config.max_message_bytes));
     }
     if let weir_sdk::FlushMode::IntervalMs(ms) = config.flush {
         if ms == 0 || ms > 3_600_000 {
@@ -203,8 +290,13 @@ mod tests {
         Command::CreateTopic { name: name.into(), partitions, config: TopicConfig::default() }
     }
 
+    /// As the controller does: limits when proposed, then the rules of the state.
     fn check(state: &mut State, command: Command, expected: Result<(), ErrorCode>) {
-        let got = state.apply(command.clone(), &LIMITS).map(|_| ()).map_err(|e| e.code);
+        let got = state
+            .check_limits(&command, &LIMITS)
+            .and_then(|()| state.apply(command.clone()))
+            .map(|_| ())
+            .map_err(|e| e.code);
         assert_eq!(got, expected, "{command:?}");
     }
 
@@ -242,5 +334,63 @@ mod tests {
         check(&mut s, Command::DeleteTopic { name: "orders".into() }, Ok(()));
         check(&mut s, create("orders", 1), Ok(()));
         assert_eq!(s.topic("orders").unwrap().id, 4, "ids are never reused");
+    }
+
+    /// Replaying one committed log into fresh state machines gives the same state, whatever
+    /// limits the broker runs with now: a restart with lower limits keeps every topic's id.
+    #[test]
+    fn replay_depends_only_on_the_log() {
+        let big = TopicConfig { max_message_bytes: 4 << 20, ..TopicConfig::default() };
+        let log = vec![
+            create("a", 8),
+            Command::CreateTopic { name: "big".into(), partitions: 2, config: big },
+            create("b", 1),
+            Command::DeleteTopic { name: "a".into() },
+            Command::AllocateProducerIds { count: 1000, at_least: 0 },
+            create("c", 600),
+            Command::AllocateProducerIds { count: 10, at_least: 5000 },
+        ];
+        let mut first = State::default();
+        for command in &log {
+            first.check_limits(command, &LIMITS).unwrap();
+            first.apply(command.clone()).unwrap();
+        }
+        // The same entries, replayed as a restart with far lower limits would.
+        let lower = Limits { partitions_per_topic_max: 4, topics_max: 1, message_bytes_max: 1 << 20 };
+        let mut replayed = State::default();
+        for command in &log {
+            replayed.apply(command.clone()).expect("a committed entry applies on replay");
+        }
+        assert_eq!(replayed, first);
+        assert_eq!(replayed.topic("c").unwrap().id, 4);
+        assert_eq!(replayed.topic("big").unwrap().id, 2);
+        assert_eq!(replayed.next_producer_id, 5010);
+        // The lower limits hold for what is proposed next.
+        let err = replayed.check_limits(&create("d", 1), &lower).unwrap_err();
+        assert_eq!(err.code, ErrorCode::LimitReached);
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut s = State::default();
+        let Event::ProducerIds { first: a, count } =
+            s.apply(Command::AllocateProducerIds { count: 100, at_least: 0 }).unwrap()
+        else {
+            panic!("a block")
+        };
+        assert_eq!((a, count), (1000, 100));
+        let Event::ProducerIds { first: b, .. } =
+            s.apply(Command::AllocateProducerIds { count: 5, at_least: 0 }).unwrap()
+        else {
+            panic!("a block")
+        };
+        assert_eq!(b, 1100);
+        let Event::ProducerIds { first: c, .. } =
+            s.apply(Command::AllocateProducerIds { count: 5, at_least: 7000 }).unwrap()
+        else {
+            panic!("a block")
+        };
+        assert_eq!(c, 7000, "ids found in use are skipped");
+        assert!(s.apply(Command::AllocateProducerIds { count: 0, at_least: 0 }).is_err());
     }
 }

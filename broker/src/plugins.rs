@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +49,18 @@ struct Inner {
     metrics: DashMap<String, Arc<Metrics>>,
     pools: DashMap<(String, u32), Arc<Mutex<Vec<Instance>>>>,
     schemas: Arc<dyn SchemaLookup>,
+    controller: Controller,
+    /// Transform tasks running now.
+    tasks_running: Arc<AtomicUsize>,
+}
+
+/// Counts a transform task as running while it lives.
+pub struct RunningTask(Arc<AtomicUsize>);
+
+impl Drop for RunningTask {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The schema registry in the controller's state, for the schema-lookup host import.
@@ -86,9 +98,22 @@ impl Plugins {
                 compiled: DashMap::new(),
                 metrics: DashMap::new(),
                 pools: DashMap::new(),
-                schemas: Arc::new(RegistrySchemas(controller)),
+                schemas: Arc::new(RegistrySchemas(controller.clone())),
+                controller,
+                tasks_running: Arc::default(),
             }),
         })
+    }
+
+    /// Marks a transform task as started; it counts as running until the value is dropped.
+    pub fn task_started(&self) -> RunningTask {
+        self.inner.tasks_running.fetch_add(1, Ordering::AcqRel);
+        RunningTask(self.inner.tasks_running.clone())
+    }
+
+    /// Transform tasks running now (across deployments and partitions).
+    pub fn transform_tasks_running(&self) -> usize {
+        self.inner.tasks_running.load(Ordering::Acquire)
     }
 
     pub fn config(&self) -> &PluginConfig {
@@ -204,7 +229,12 @@ impl Plugins {
         Some(i64::from_be_bytes(value.as_ref().try_into().ok()?))
     }
 
+    /// Stores a transform's next input offset. Progress through a topic that no longer exists
+    /// is not stored (a task may finish a batch after its input topic was deleted).
     pub fn set_progress(&self, name: &str, topic: &str, partition: u32, next_offset: i64) -> Result<(), WireError> {
+        if !self.inner.controller.state().topics.contains_key(topic) {
+            return Ok(());
+        }
         self.metrics(name)
             .progress
             .lock()
@@ -225,6 +255,39 @@ impl Plugins {
             let _ = self.inner.progress.remove(key);
         }
     }
+}
+
+impl Plugins {
+    /// Drops every deployment's progress through a deleted topic.
+    pub fn clear_topic_progress(&self, topic: &str) -> Result<(), WireError> {
+        let storage = |e: fjall::Error| WireError::new(ErrorCode::Storage, format!("clearing transform progress: {e}"));
+        let mut doomed = Vec::new();
+        for guard in self.inner.progress.iter() {
+            let key = guard.key().map_err(storage)?;
+            if parse_progress_topic(&key) == Some(topic.as_bytes()) {
+                doomed.push(key);
+            }
+        }
+        for key in doomed {
+            self.inner.progress.remove(key).map_err(storage)?;
+        }
+        for metrics in self.inner.metrics.iter() {
+            let prefix = format!("{topic}/");
+            metrics.progress.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| !k.starts_with(&prefix));
+        }
+        Ok(())
+    }
+
+    /// Whether any deployment has stored progress through `topic`.
+    pub fn has_topic_progress(&self, topic: &str) -> bool {
+        self.inner.progress.iter().any(|g| g.key().is_ok_and(|k| parse_progress_topic(&k) == Some(topic.as_bytes())))
+    }
+}
+
+/// The topic part of a progress key (`deployment \0 topic \0 partition`).
+fn parse_progress_topic(key: &[u8]) -> Option<&[u8]> {
+    let rest = &key[key.iter().position(|b| *b == 0)? + 1..];
+    rest.get(..rest.len().checked_sub(5)?)
 }
 
 fn progress_key(name: &str, topic: &str, partition: u32) -> Vec<u8> {

@@ -190,6 +190,7 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
         FrameKind::ListOffsets => reply(frame.kind, &broker.list_offsets(frame.header()?)?),
         FrameKind::DeployModule => reply(frame.kind, &broker.deploy_module(frame.header()?, frame.payload).await?),
         FrameKind::ListModules => reply(frame.kind, &broker.list_modules()),
+        FrameKind::InitProducerId => reply(frame.kind, &broker.init_producer_id().await?),
         FrameKind::DescribeModule => {
             let req: ModuleNameRequest = frame.header()?;
             reply(frame.kind, &broker.describe_module(&req.name)?)

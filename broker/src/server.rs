@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
-use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer, ProducerIds};
+use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer};
 use crate::log::{LogStore, FLUSH_TICK};
 use crate::metadata::Limits;
 use crate::plugins::{PluginConfig, Plugins};
@@ -52,6 +52,9 @@ pub struct ServeConfig {
     pub module_failures_max: u32,
     /// Largest plugin component accepted (it travels in one frame).
     pub module_bytes_max: usize,
+    /// An idempotent producer idle this long loses its sequence state (Kafka's
+    /// `producer.id.expiration.ms`, default 7 days).
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -79,6 +82,7 @@ impl Default for ServeConfig {
             module_memory_bytes: weir_runtime::Limits::default().memory_bytes,
             module_failures_max: 5,
             module_bytes_max: 8 * 1024 * 1024,
+            producer_id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -152,6 +156,10 @@ impl ServeConfig {
             ),
         )?;
         check(
+            (1000..=365 * 24 * 3600 * 1000).contains(&self.producer_id_expiration_ms),
+            format!("producer_id_expiration_ms = {} must be 1 s to 365 days", self.producer_id_expiration_ms),
+        )?;
+        check(
             self.retention_check_ms >= 10,
             format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
         )?;
@@ -169,9 +177,16 @@ pub struct Running {
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     controller: Controller,
+    broker: Broker,
 }
 
 impl Running {
+    /// The broker service, for in-process callers (tests, benches).
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Stops every listener and background task this start began, and the controller.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
@@ -197,6 +212,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         node_id: config.node_id,
         fetch_wait_ms_max: config.fetch_wait_ms_max,
         fetch_bytes_max: config.fetch_bytes_max,
+        producer_id_expiration_ms: config.producer_id_expiration_ms,
     };
     let groups = GroupCoordinator::open(&db).context("opening group offsets")?;
     let plugins = Plugins::open(
@@ -232,7 +248,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let quic_addr = server.local_addr()?;
 
     let mut tasks = Vec::new();
-    let producer_ids = ProducerIds::open(&db).context("opening producer ids")?;
     let kafka = KafkaServer::bind(config.kafka_addr)
         .await
         .with_context(|| format!("binding the Kafka listener on tcp {}", config.kafka_addr))?;
@@ -245,8 +260,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         in_flight_per_connection_max: 64,
         node_id: config.node_id as i32,
     };
-    let kafka_ctx =
-        KafkaContext { broker: broker.clone(), groups: groups.clone(), producer_ids, config: Arc::new(kafka_config) };
+    let kafka_ctx = KafkaContext { broker: broker.clone(), groups: groups.clone(), config: Arc::new(kafka_config) };
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     {
@@ -292,16 +306,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(flush_loop(broker.clone(), shutdown_rx.clone())));
-    {
-        let broker = broker.clone();
-        let mut stop = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = crate::transforms::supervise(broker) => {}
-                _ = stop.changed() => {}
-            }
-        }));
-    }
+    tasks.push(tokio::spawn(crate::transforms::supervise(broker.clone(), shutdown_rx.clone())));
 
     Ok(Running {
         quic_addr,
@@ -312,6 +317,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         shutdown,
         tasks,
         controller,
+        broker,
     })
 }
 
@@ -325,6 +331,11 @@ async fn retention_loop(broker: Broker, every: Duration, mut stop: tokio::sync::
         let b = broker.clone();
         let now = weir_sdk::producer::now_ms();
         let _ = tokio::task::spawn_blocking(move || b.enforce_retention(now)).await;
+        match broker.expire_producers(now).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "idle idempotent producers expired"),
+            Err(e) => tracing::error!(error = %e, "expiring idle producers failed"),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use weir_runtime::{Limits, PluginKind};
 use crate::controller::Controller;
 use crate::deployments::{self, Deployment, DeploymentSpec, DeploymentVersion, ModuleCommand};
 use crate::groups::GroupCoordinator;
-use crate::log::{LogStore, PartitionId, PartitionState};
+use crate::log::{LogStore, PartitionId, PartitionState, ProducerFilter};
 use crate::metadata::{Command, Event, Topic};
 use crate::plugins::{input_records, Plugins};
 
@@ -26,6 +26,9 @@ pub struct ServiceConfig {
     /// Longest a fetch may be held waiting for data, whatever the client asks.
     pub fetch_wait_ms_max: u32,
     pub fetch_bytes_max: u32,
+    /// An idempotent producer idle this long loses its sequence state (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
 }
 
 #[derive(Clone)]
@@ -37,6 +40,17 @@ pub struct Broker {
     /// Parsed schemas by id, for topics with schema validation.
     validator: Arc<Validator>,
     plugins: Plugins,
+    /// Producer ids of the block this broker took from the controller and has not handed out.
+    producer_ids: Arc<tokio::sync::Mutex<std::ops::Range<i64>>>,
+}
+
+/// Producer ids taken from the controller per proposal (as Kafka's AllocateProducerIds).
+const PRODUCER_ID_BLOCK: u32 = 1000;
+
+/// The error for a controller event that does not belong to the command proposed: a bug, but
+/// one that fails the request rather than the broker.
+fn mismatched(command: &str, event: &Event) -> WireError {
+    WireError::new(ErrorCode::Internal, format!("the controller answered {command} with {event:?}"))
 }
 
 impl Broker {
@@ -48,7 +62,15 @@ impl Broker {
         groups: GroupCoordinator,
         plugins: Plugins,
     ) -> Result<Self, WireError> {
-        let broker = Self { config, controller, log, groups, validator: Arc::default(), plugins };
+        let broker = Self {
+            config,
+            controller,
+            log,
+            groups,
+            validator: Arc::default(),
+            plugins,
+            producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)),
+        };
         let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
         for topic in &topics {
             broker.open_partitions(topic)?;
@@ -117,26 +139,52 @@ impl Broker {
                 config: request.config,
             })
             .await?;
-        let Event::TopicCreated(topic) = event else { unreachable!("create yields TopicCreated") };
+        let Event::TopicCreated(topic) = event else { return Err(mismatched("CreateTopic", &event)) };
         self.open_partitions(&topic)?;
         tracing::info!(topic = %topic.name, partitions = topic.partitions, "topic created");
         self.describe(&topic)
     }
 
+    /// Deletes a topic with everything stored about it: its partitions' batches, the
+    /// producer states of its partitions, consumer groups' committed offsets for it and
+    /// transforms' progress through it, so a topic created again under the name starts clean.
     pub async fn delete_topic(&self, name: &str) -> Result<(), WireError> {
         let event = self.controller.propose(Command::DeleteTopic { name: name.to_owned() }).await?;
-        let Event::TopicDeleted(topic) = event else { unreachable!("delete yields TopicDeleted") };
-        let log = self.log.clone();
+        let Event::TopicDeleted(topic) = event else { return Err(mismatched("DeleteTopic", &event)) };
+        self.log.forget_producers(ProducerFilter::Topic(topic.id)).await?;
+        let (log, groups, plugins) = (self.log.clone(), self.groups.clone(), self.plugins.clone());
+        let deleted = topic.clone();
         tokio::task::spawn_blocking(move || {
-            for partition in 0..topic.partitions {
-                log.delete_partition(PartitionId { topic_id: topic.id, partition })?;
+            for partition in 0..deleted.partitions {
+                log.delete_partition(PartitionId { topic_id: deleted.id, partition })?;
             }
-            Ok::<_, WireError>(())
+            groups
+                .delete_topic_offsets(&deleted.name)
+                .map_err(|e| WireError::new(ErrorCode::Storage, format!("deleting committed offsets: {e:?}")))?;
+            plugins.clear_topic_progress(&deleted.name)
         })
         .await
         .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
-        tracing::info!(topic = %name, "topic deleted");
+        tracing::info!(topic = %name, id = topic.id, "topic deleted");
         Ok(())
+    }
+
+    /// A new producer identity for an idempotent producer, from the block of ids this broker
+    /// took from the controller; takes a new block when it is used up.
+    pub async fn init_producer_id(&self) -> Result<InitProducerIdResponse, WireError> {
+        let mut block = self.producer_ids.lock().await;
+        if block.is_empty() {
+            let at_least = self.log.producer_id_max().saturating_add(1);
+            let command = Command::AllocateProducerIds { count: PRODUCER_ID_BLOCK, at_least };
+            let event = self.controller.propose(command).await?;
+            let Event::ProducerIds { first, count } = event else {
+                return Err(mismatched("AllocateProducerIds", &event));
+            };
+            *block = first..first + i64::from(count);
+        }
+        let producer_id = block.start;
+        block.start += 1;
+        Ok(InitProducerIdResponse { producer_id, producer_epoch: 0 })
     }
 
     pub fn list_topics(&self) -> Vec<String> {
@@ -168,7 +216,7 @@ impl Broker {
         let config = topic.config.clone().with_entries(request.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let partitions = request.partitions.unwrap_or(topic.partitions);
         let event = self.controller.propose(Command::AlterTopic { name: request.name, partitions, config }).await?;
-        let Event::TopicAltered { after, .. } = event else { unreachable!("alter yields TopicAltered") };
+        let Event::TopicAltered { after, .. } = event else { return Err(mismatched("AlterTopic", &event)) };
         self.open_partitions(&after)?;
         self.describe(&after)
     }
@@ -524,7 +572,7 @@ impl Broker {
             }
         }
         let event = self.controller.propose(Command::Module(command)).await?;
-        let Event::Module(deployment) = event else { unreachable!("deploy yields Module") };
+        let Event::Module(deployment) = event else { return Err(mismatched("Deploy", &event)) };
         self.plugins.metrics(&deployment.name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(module = %deployment.name, version = deployment.active_version, kind = kind.as_str(), sha256 = %module.sha256(), "module deployed");
         Ok(self.describe_deployment(&deployment))
@@ -538,9 +586,8 @@ impl Broker {
             ModuleAction::Rollback => ModuleCommand::Rollback { name: name.clone() },
             ModuleAction::Remove => ModuleCommand::Remove { name: name.clone() },
         };
-        let Event::Module(deployment) = self.controller.propose(Command::Module(command)).await? else {
-            unreachable!("module commands yield Module")
-        };
+        let event = self.controller.propose(Command::Module(command)).await?;
+        let Event::Module(deployment) = event else { return Err(mismatched("a module command", &event)) };
         let description = self.describe_deployment(&deployment);
         match action {
             ModuleAction::Remove => {
@@ -772,6 +819,12 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Drops the sequence state of idempotent producers idle past the expiration.
+    pub async fn expire_producers(&self, now_ms: i64) -> Result<usize, WireError> {
+        let expiration_ms = i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        self.log.forget_producers(ProducerFilter::IdleAt { now_ms, expiration_ms }).await
     }
 
     /// The shortest flush interval among topics that flush on an interval.

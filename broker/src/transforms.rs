@@ -43,9 +43,10 @@ struct TaskKey {
     partition: u32,
 }
 
-/// Starts and stops transform tasks to match the deployments in the metadata, until the
-/// process ends.
-pub async fn supervise(broker: Broker) {
+/// Starts and stops transform tasks to match the deployments in the metadata, until `stop`
+/// changes (or its sender is gone); then aborts every task it started and waits for each to
+/// end, so a stopped broker runs no transform.
+pub async fn supervise(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut running: HashMap<TaskKey, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         let mut desired = HashSet::new();
@@ -70,16 +71,26 @@ pub async fn supervise(broker: Broker) {
             keep
         });
         for key in desired {
-            if !running.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                let key = slot.key().clone();
                 tracing::info!(module = %key.name, version = key.version, topic = %key.topic, partition = key.partition, "transform task started");
-                running.insert(key.clone(), tokio::spawn(run_partition(broker.clone(), key)));
+                let running_task = broker.plugins().task_started();
+                slot.insert(tokio::spawn(run_partition(broker.clone(), key, running_task)));
             }
         }
-        tokio::time::sleep(RECONCILE_EVERY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    for (_, task) in running.drain() {
+        task.abort();
+        let _ = task.await;
     }
 }
 
-async fn run_partition(broker: Broker, key: TaskKey) {
+/// Runs one task; `_running` counts it among the running transform tasks until it ends.
+async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::RunningTask) {
     let Some(deployment) = broker.deployments().into_iter().find(|d| d.name == key.name) else { return };
     let label = format!("{}@{}/{}[{}]", key.name, key.version, key.topic, key.partition);
     let plugins = broker.plugins().clone();

@@ -200,19 +200,23 @@ pub struct ConsumedRecord {
     pub record: Record,
 }
 
-/// A record as `kafka-protocol` encodes it: no producer id, so no idempotence.
-fn kafka_record(r: &Record, offset: i64, base_offset: i64) -> KafkaRecord {
+/// A record as `kafka-protocol` encodes it. Without a producer (`-1, -1, -1`) the batch has no
+/// idempotence; with one, the batch header carries the producer id, epoch and first sequence.
+fn kafka_record(r: &Record, offset: i64, base_offset: i64, producer: (i64, i16, i32)) -> KafkaRecord {
+    let (producer_id, producer_epoch, base_sequence) = producer;
+    let delta = i32::try_from(offset - base_offset).unwrap_or(i32::MAX);
     KafkaRecord {
         transactional: false,
         control: false,
         delete_horizon: false,
         partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
+        producer_id,
+        producer_epoch,
         timestamp_type: TimestampType::Creation,
         offset,
-        // The encoder wants offset - sequence constant within a batch.
-        sequence: (offset - base_offset) as i32 - 1,
+        // The encoder takes the batch's base sequence from the first record and wants
+        // offset - sequence constant within a batch.
+        sequence: base_sequence.wrapping_add(delta),
         timestamp: r.timestamp,
         key: r.key.clone(),
         value: r.value.clone(),
@@ -222,8 +226,28 @@ fn kafka_record(r: &Record, offset: i64, base_offset: i64) -> KafkaRecord {
 
 /// Encodes records as one RecordBatch v2 with base offset 0 (the broker assigns the real one).
 pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes, WireError> {
+    encode_with_producer(records, compression, (-1, -1, -1))
+}
+
+/// As [`encode_batch`], for an idempotent producer: the batch carries the producer id, epoch
+/// and the sequence number of its first record.
+pub fn encode_idempotent_batch(
+    records: &[Record],
+    compression: Compression,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<Bytes, WireError> {
+    encode_with_producer(records, compression, (producer_id, producer_epoch, base_sequence))
+}
+
+fn encode_with_producer(
+    records: &[Record],
+    compression: Compression,
+    producer: (i64, i16, i32),
+) -> Result<Bytes, WireError> {
     let kafka_records: Vec<KafkaRecord> =
-        records.iter().enumerate().map(|(i, r)| kafka_record(r, i as i64, 0)).collect();
+        records.iter().enumerate().map(|(i, r)| kafka_record(r, i as i64, 0, producer)).collect();
     // Sized up front so the encoder never grows (and copies) the buffer for uncompressed data.
     let estimate: usize = records
         .iter()
@@ -248,7 +272,8 @@ pub fn encode_batch_at_offsets(records: &[(i64, Record)]) -> Result<Bytes, WireE
     let Some(&(base, _)) = records.first() else {
         return Err(WireError::new(ErrorCode::InvalidRequest, "a record batch needs at least one record"));
     };
-    let kafka_records: Vec<KafkaRecord> = records.iter().map(|(offset, r)| kafka_record(r, *offset, base)).collect();
+    let kafka_records: Vec<KafkaRecord> =
+        records.iter().map(|(offset, r)| kafka_record(r, *offset, base, (-1, -1, -1))).collect();
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,

@@ -330,6 +330,11 @@ impl Admin {
         Ok(resp.partitions)
     }
 
+    /// A new producer id and epoch, for an idempotent producer.
+    pub async fn init_producer_id(&self) -> Result<InitProducerIdResponse, ClientError> {
+        Ok(self.client.call(FrameKind::InitProducerId, &Empty {}, Bytes::new()).await?.0)
+    }
+
     /// Deploys a plugin component (a new version if the name is deployed already).
     pub async fn deploy_module(
         &self,

@@ -14,11 +14,16 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::batch::{encode_batch, Compression, Record};
+use crate::batch::{encode_batch, encode_idempotent_batch, Compression, Record};
 use crate::client::{Admin, Client, PendingResponse};
 use crate::error::ClientError;
+use crate::error::ErrorCode;
 use crate::partitioner::partition_for_key;
 use crate::wire::{Acks, Frame, FrameKind, ProducePartition, ProduceRequest, ProduceResponse};
+
+/// Largest number of batches of one partition an idempotent producer has in flight: the
+/// broker remembers this many per producer to answer retries (as Kafka).
+const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -37,8 +42,14 @@ pub struct ProducerConfig {
     pub request_timeout_ms: u32,
     /// Batches of one partition sent before the first is acknowledged. Above 1, a batch that
     /// fails and is retried can land after one sent later (as in Kafka without idempotence);
-    /// set 1 when order across retries matters more than throughput.
+    /// set 1 when order across retries matters more than throughput. With idempotence the
+    /// broker keeps order and drops duplicates for up to 5 in flight.
     pub max_in_flight_per_partition: usize,
+    /// Idempotent producer (as Kafka's `enable.idempotence`, on by default with `acks=all`):
+    /// the producer takes a producer id from the broker and numbers its batches per
+    /// partition, so a batch retried after a lost answer or a broker restart is stored once
+    /// and in order. Applies only with `acks=all`.
+    pub enable_idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -53,6 +64,7 @@ impl Default for ProducerConfig {
             buffer_bytes: 64 * 1024 * 1024,
             request_timeout_ms: 30_000,
             max_in_flight_per_partition: 5,
+            enable_idempotence: true,
         }
     }
 }
@@ -84,7 +96,21 @@ impl Future for DeliveryFuture {
 enum Command {
     Send { topic: String, partition: Option<u32>, record: Record, reply: Reply, permit: OwnedSemaphorePermit },
     Flush(oneshot::Sender<()>),
-    BatchDone(TopicPartition),
+    BatchDone { tp: TopicPartition, failed: bool },
+}
+
+/// An idempotent producer's identity and the first sequence number of a batch.
+#[derive(Debug, Clone, Copy)]
+struct Sequenced {
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+/// Records sealed into one batch, numbered when the producer is idempotent.
+struct Sealed {
+    records: Vec<Pending>,
+    sequence: Option<Sequenced>,
 }
 
 type TopicPartition = (String, u32);
@@ -97,7 +123,12 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub fn new(client: Client, config: ProducerConfig) -> Self {
+    pub fn new(client: Client, mut config: ProducerConfig) -> Self {
+        if config.enable_idempotence && config.acks == Acks::All {
+            config.max_in_flight_per_partition = config.max_in_flight_per_partition.clamp(1, IDEMPOTENT_IN_FLIGHT_MAX);
+        } else {
+            config.enable_idempotence = false;
+        }
         let (tx, rx) = mpsc::channel(4096);
         let buffer = Arc::new(Semaphore::new(config.buffer_bytes));
         let buffer_bytes = config.buffer_bytes;
@@ -111,6 +142,7 @@ impl Producer {
             queues: HashMap::new(),
             senders: HashMap::new(),
             flush_waiters: Vec::new(),
+            identity: None,
         };
         tokio::spawn(worker.run(rx));
         Self { tx, buffer, buffer_bytes }
@@ -159,8 +191,10 @@ struct Queue {
     open: Vec<Pending>,
     open_bytes: usize,
     opened_at: Option<Instant>,
-    sealed: VecDeque<Vec<Pending>>,
+    sealed: VecDeque<Sealed>,
     in_flight: usize,
+    /// The next batch's first sequence number (idempotent producers).
+    next_sequence: i32,
 }
 
 struct Worker {
@@ -172,8 +206,10 @@ struct Worker {
     sticky: HashMap<String, u32>,
     queues: HashMap<TopicPartition, Queue>,
     /// One sender task per partition opens its requests' streams in batch order.
-    senders: HashMap<TopicPartition, mpsc::UnboundedSender<Vec<Pending>>>,
+    senders: HashMap<TopicPartition, mpsc::UnboundedSender<Sealed>>,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    /// The producer id and epoch of an idempotent producer, taken before its first batch.
+    identity: Option<(i64, i16)>,
 }
 
 impl Worker {
@@ -217,9 +253,17 @@ impl Worker {
                         self.flush_waiters.push(waiter);
                         self.answer_flush_waiters();
                     }
-                    Command::BatchDone(tp) => {
+                    Command::BatchDone { tp, failed } => {
                         if let Some(q) = self.queues.get_mut(&tp) {
                             q.in_flight -= 1;
+                        }
+                        if failed && self.config.enable_idempotence {
+                            // A batch given up on leaves a gap in its partition's sequence:
+                            // start again as a new producer, numbering from 0 everywhere.
+                            self.identity = None;
+                            for q in self.queues.values_mut() {
+                                q.next_sequence = 0;
+                            }
                         }
                         self.dispatch(&tp);
                         self.answer_flush_waiters();
@@ -244,6 +288,15 @@ impl Worker {
                 return;
             }
         };
+        if self.config.enable_idempotence && self.identity.is_none() {
+            match self.admin.init_producer_id().await {
+                Ok(id) => self.identity = Some((id.producer_id, id.producer_epoch)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
         let partition = match partition {
             Some(p) if p >= count => {
                 let _ = reply.send(Err(ClientError::Invalid(format!(
@@ -295,7 +348,15 @@ impl Worker {
         if queue.open.is_empty() {
             return;
         }
-        queue.sealed.push_back(std::mem::take(&mut queue.open));
+        let records = std::mem::take(&mut queue.open);
+        let sequence = self.identity.filter(|_| self.config.enable_idempotence).map(|(producer_id, producer_epoch)| {
+            let base_sequence = queue.next_sequence;
+            // Sequences wrap at i32::MAX, as Kafka's do.
+            let count = i32::try_from(records.len()).unwrap_or(i32::MAX);
+            queue.next_sequence = base_sequence.wrapping_add(count) & i32::MAX;
+            Sequenced { producer_id, producer_epoch, base_sequence }
+        });
+        queue.sealed.push_back(Sealed { records, sequence });
         queue.open_bytes = 0;
         queue.opened_at = None;
         if let (Some(count), Some(sticky)) = (self.partition_counts.get(&tp.0), self.sticky.get_mut(&tp.0)) {
@@ -344,13 +405,19 @@ async fn partition_sender(
     client: Client,
     config: ProducerConfig,
     tp: TopicPartition,
-    mut batches: mpsc::UnboundedReceiver<Vec<Pending>>,
+    mut batches: mpsc::UnboundedReceiver<Sealed>,
     done: mpsc::Sender<Command>,
 ) {
     while let Some(batch) = batches.recv().await {
         let (records, replies): (Vec<Record>, Vec<(Reply, OwnedSemaphorePermit)>) =
-            batch.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
-        let frame = encode_batch(&records, config.compression).map(|payload| {
+            batch.records.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
+        let encoded = match batch.sequence {
+            Some(s) => {
+                encode_idempotent_batch(&records, config.compression, s.producer_id, s.producer_epoch, s.base_sequence)
+            }
+            None => encode_batch(&records, config.compression),
+        };
+        let frame = encoded.map(|payload| {
             let request = ProduceRequest {
                 topic: tp.0.clone(),
                 acks: config.acks,
@@ -370,6 +437,7 @@ async fn partition_sender(
                 (Err(e), _) => Err(ClientError::from(e)),
                 (Ok(_), None) => unreachable!("an encoded batch is always sent"),
             };
+            let failed = outcome.is_err();
             for (i, (reply, _permit)) in replies.into_iter().enumerate() {
                 let offset = match &outcome {
                     Ok(base) if *base < 0 => Ok(-1),
@@ -378,7 +446,7 @@ async fn partition_sender(
                 };
                 let _ = reply.send(offset.map(|offset| Delivery { topic: tp.0.clone(), partition: tp.1, offset }));
             }
-            let _ = done.send(Command::BatchDone(tp)).await;
+            let _ = done.send(Command::BatchDone { tp, failed }).await;
         });
     }
 }
@@ -401,7 +469,7 @@ async fn finish_batch(
     loop {
         match attempt {
             Ok(base) => return Ok(base),
-            Err(e) if e.is_retriable() && Instant::now() + config.retry_backoff < deadline => {
+            Err(e) if retriable(config, &e) && Instant::now() + config.retry_backoff < deadline => {
                 tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "produce failed, retrying");
                 tokio::time::sleep(config.retry_backoff).await;
             }
@@ -413,6 +481,14 @@ async fn finish_batch(
             Err(e) => Err(e),
         };
     }
+}
+
+/// Whether a failed attempt is worth another. For an idempotent producer an out-of-order
+/// sequence means an earlier batch of the partition is being retried too (after a lost
+/// connection, batches are resent in no fixed order): once it lands, this one fits.
+fn retriable(config: &ProducerConfig, e: &ClientError) -> bool {
+    e.is_retriable()
+        || (config.enable_idempotence && matches!(e, ClientError::Broker(w) if w.code == ErrorCode::OutOfOrderSequence))
 }
 
 async fn read_produce_response(pending: PendingResponse) -> Result<i64, ClientError> {

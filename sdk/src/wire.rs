@@ -44,6 +44,7 @@ pub enum FrameKind {
     ListModules = 16,
     DescribeModule = 17,
     ModuleAction = 18,
+    InitProducerId = 19,
 }
 
 impl FrameKind {
@@ -68,6 +69,7 @@ impl FrameKind {
             16 => Self::ListModules,
             17 => Self::DescribeModule,
             18 => Self::ModuleAction,
+            19 => Self::InitProducerId,
             _ => return None,
         })
     }
@@ -495,6 +497,14 @@ pub struct ListOffsetsPartition {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Empty {}
+
+/// A new producer identity for an idempotent producer (request: [`Empty`]). Ids are handed
+/// out by the controller in blocks, so they are unique across brokers and restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitProducerIdResponse {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
 
 // ---- consumer groups: Kafka's classic group protocol, shared with Kafka clients ------------------
 

@@ -163,3 +163,37 @@ async fn given_the_cli_then_topics_produce_and_consume_script_like_kcat() {
     assert!(ok);
     assert!(out.trim().is_empty(), "{out}");
 }
+
+#[tokio::test]
+async fn given_binary_input_then_the_cli_produces_and_consumes_any_bytes() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, _, err) = broker.cli(&["topic", "create", "bytes", "--partitions", "1"], None);
+    assert!(ok, "{err}");
+    // Raw lines may hold any byte but the line break: invalid UTF-8, NUL, 0xff.
+    let raw: &[u8] = b"k\xff|\x00\xfe\xffvalue\nplain|text\n";
+    let (ok, _, err) = broker.cli_bytes(&["produce", "bytes", "--key-separator", "|"], raw);
+    assert!(ok, "raw bytes are produced as they are: {err}");
+    // Hex and base64 carry line breaks too.
+    let (ok, _, err) = broker.cli_bytes(&["produce", "bytes", "--encoding", "hex"], b"0a0d00ff\n");
+    assert!(ok, "{err}");
+    let (ok, _, err) = broker.cli_bytes(&["produce", "bytes", "--encoding", "base64"], b"CgAK\n");
+    assert!(ok, "{err}");
+
+    let (ok, out, err) =
+        broker.cli_bytes(&["consume", "bytes", "--end", "--format", "key-value", "--encoding", "hex"], b"");
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = std::str::from_utf8(&out).expect("hex is text").lines().collect();
+    assert_eq!(lines, ["6bff\t00feff76616c7565", "706c61696e\t74657874", "\t0a0d00ff", "\t0a000a"]);
+    let (ok, out, _) = broker.cli_bytes(&["consume", "bytes", "--end", "--count", "1"], b"");
+    assert!(ok);
+    assert_eq!(out, b"\x00\xfe\xffvalue\n", "raw values are printed byte for byte");
+    let (ok, out, _) =
+        broker.cli_bytes(&["consume", "bytes", "--end", "--format", "json", "--encoding", "base64"], b"");
+    assert!(ok);
+    let first: serde_json::Value = serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(first["value"], "AP7/dmFsdWU=");
+
+    let (ok, _, err) = broker.cli_bytes(&["produce", "bytes", "--encoding", "hex"], b"abc\n");
+    assert!(!ok, "odd hex is refused");
+    assert!(err.contains("line 1: the value is not hex"), "{err}");
+}

@@ -160,6 +160,12 @@ impl BrokerProcess {
 
     /// Runs the `weir` CLI against this broker; returns (exit ok, stdout, stderr).
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let (ok, stdout, stderr) = self.cli_bytes(args, stdin.unwrap_or_default().as_bytes());
+        (ok, String::from_utf8_lossy(&stdout).into_owned(), stderr)
+    }
+
+    /// As [`BrokerProcess::cli`], with any bytes in and out.
+    pub fn cli_bytes(&self, args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
         let mut child = Command::new(weir_bin())
             .args(args)
             .arg("--bootstrap")
@@ -174,16 +180,10 @@ impl BrokerProcess {
         {
             use std::io::Write;
             let mut input = child.stdin.take().expect("stdin");
-            if let Some(text) = stdin {
-                input.write_all(text.as_bytes()).expect("write stdin");
-            }
+            input.write_all(stdin).expect("write stdin");
         }
         let out = child.wait_with_output().expect("cli output");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 

@@ -1,0 +1,190 @@
+//! The broker core in process: a real `weir serve` start (listeners on port 0, its own data
+//! folder) driven through the Rust client and the service, restarted in the same folder.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_broker::groups::CommittedOffset;
+use weir_broker::server::{start, Running, ServeConfig};
+use weir_sdk::wire::{CreateTopicRequest, DeployModuleRequest, OffsetSpec};
+use weir_sdk::{
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, Record, TlsTrust,
+    TopicConfig,
+};
+
+fn config(data_dir: &Path) -> ServeConfig {
+    let any = "127.0.0.1:0".parse().expect("address");
+    ServeConfig {
+        data_dir: data_dir.to_path_buf(),
+        quic_addr: any,
+        kafka_addr: any,
+        registry_addr: any,
+        ..ServeConfig::default()
+    }
+}
+
+async fn client(running: &Running) -> Client {
+    let config = ClientConfig::new(running.quic_addr.to_string(), TlsTrust::CaFile(running.cert_path.clone()));
+    Client::connect(config).await.expect("connect")
+}
+
+async fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn produce(client: &Client, topic: &str, partition: u32, values: &[&str]) {
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut deliveries = Vec::new();
+    for v in values {
+        let record = Record { value: Some(Bytes::from(v.to_string())), ..Record::default() };
+        deliveries.push(producer.send(topic, Some(partition), record).await.expect("queue"));
+    }
+    for d in deliveries {
+        d.await.expect("delivered");
+    }
+}
+
+async fn read_all(client: &Client, topic: &str, partition: u32, count: usize) -> Vec<Bytes> {
+    let mut consumer =
+        Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    consumer.assign(topic, vec![partition], OffsetSpec::Earliest).await.expect("assign");
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while values.len() < count {
+        assert!(Instant::now() < deadline, "read {} of {count} records of {topic}", values.len());
+        for r in consumer.poll(Duration::from_millis(200)).await.expect("poll") {
+            values.push(r.record.value.expect("value"));
+        }
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_topics_when_restarted_with_lower_limits_then_every_topic_keeps_its_id_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = TopicConfig { max_message_bytes: 4 << 20, ..TopicConfig::default() };
+    let mut ids = Vec::new();
+    {
+        let running = start(config(dir.path())).await.expect("start");
+        let client = client(&running).await;
+        let admin = Admin::new(client.clone());
+        for (name, config) in
+            [("big", big.clone()), ("second", TopicConfig::default()), ("third", TopicConfig::default())]
+        {
+            ids.push(admin.create_topic(name, 1, config).await.expect("create").id);
+            produce(&client, name, 0, &[name, "more"]).await;
+        }
+        client.close();
+        running.stop().await;
+    }
+    // Fewer topics allowed and smaller batches than the topics were created with.
+    let lower = ServeConfig { topics_max: 1, message_bytes_max: 1 << 20, ..config(dir.path()) };
+    let running = start(lower).await.expect("restart with lower limits");
+    let client = client(&running).await;
+    let admin = Admin::new(client.clone());
+    for (name, id) in ["big", "second", "third"].into_iter().zip(&ids) {
+        let description = admin.describe_topic(name).await.expect("topic survives the restart");
+        assert_eq!(description.id, *id, "topic {name} keeps its id");
+        let values = read_all(&client, name, 0, 2).await;
+        assert_eq!(values, vec![Bytes::from(name), Bytes::from("more")], "topic {name} serves its own records");
+    }
+    assert_eq!(admin.describe_topic("big").await.unwrap().config.max_message_bytes, 4 << 20);
+    // The lower limits hold for what is proposed now.
+    let refused = admin.create_topic("fourth", 1, TopicConfig::default()).await.expect_err("over topics_max");
+    assert!(refused.to_string().contains("max.topics = 1"), "{refused}");
+    client.close();
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_idempotent_producers_offsets_and_transform_progress_when_topic_deleted_then_nothing_of_it_remains() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path())).await.expect("start");
+    let client = client(&running).await;
+    let admin = Admin::new(client.clone());
+    let broker = running.broker().clone();
+    admin.create_topic("src", 2, TopicConfig::default()).await.unwrap();
+    admin.create_topic("dst", 1, TopicConfig::default()).await.unwrap();
+    let id = admin.describe_topic("src").await.unwrap().id;
+
+    let module = weir_runtime::dev::build_plugin("weir-module-identity");
+    let request = DeployModuleRequest {
+        name: "copy".into(),
+        kind: "transform".into(),
+        inputs: vec!["src".into()],
+        output: Some("dst".into()),
+        topic: None,
+        params: Default::default(),
+        deadline_ms: None,
+        memory_bytes: None,
+        dead_letter_topic: None,
+        failures_max: None,
+    };
+    admin.deploy_module(&request, Bytes::from(std::fs::read(module).unwrap())).await.expect("deploy");
+    produce(&client, "src", 0, &["a", "b"]).await;
+    produce(&client, "src", 1, &["c"]).await;
+    assert!(broker.log().producer_count(id) > 0, "the default producer is idempotent and leaves state");
+    broker
+        .groups()
+        .commit("readers", -1, "", vec![("src".into(), 0, CommittedOffset { offset: 2, metadata: None })])
+        .expect("commit");
+    wait_until(Duration::from_secs(60), "the transform's progress through src", || {
+        broker.plugins().has_topic_progress("src")
+    })
+    .await;
+
+    admin.delete_topic("src").await.expect("delete");
+    assert_eq!(broker.log().producer_count(id), 0, "producer states of a deleted topic are gone");
+    assert!(broker.groups().committed("readers", None).is_empty(), "committed offsets of a deleted topic are gone");
+    // The transform task may still be winding down; none of it is stored once it stops.
+    wait_until(Duration::from_secs(10), "progress of a deleted topic to be gone", || {
+        !broker.plugins().has_topic_progress("src")
+    })
+    .await;
+
+    // Created again, the name starts clean.
+    broker
+        .create_topic(CreateTopicRequest { name: "src".into(), partitions: 1, config: TopicConfig::default() })
+        .await
+        .unwrap();
+    assert!(broker.groups().committed("readers", None).is_empty());
+    client.close();
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_running_transforms_when_broker_stops_then_no_transform_task_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path())).await.expect("start");
+    let client = client(&running).await;
+    let admin = Admin::new(client.clone());
+    let plugins = running.broker().plugins().clone();
+    admin.create_topic("in", 4, TopicConfig::default()).await.unwrap();
+    admin.create_topic("out", 1, TopicConfig::default()).await.unwrap();
+    let module = weir_runtime::dev::build_plugin("weir-module-identity");
+    let request = DeployModuleRequest {
+        name: "identity".into(),
+        kind: "transform".into(),
+        inputs: vec!["in".into()],
+        output: Some("out".into()),
+        topic: None,
+        params: Default::default(),
+        deadline_ms: None,
+        memory_bytes: None,
+        dead_letter_topic: None,
+        failures_max: None,
+    };
+    admin.deploy_module(&request, Bytes::from(std::fs::read(module).unwrap())).await.expect("deploy");
+    wait_until(Duration::from_secs(30), "one transform task per input partition", || {
+        plugins.transform_tasks_running() == 4
+    })
+    .await;
+    client.close();
+    running.stop().await;
+    assert_eq!(plugins.transform_tasks_running(), 0, "stop ends every transform task it started");
+}
