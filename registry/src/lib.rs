@@ -4,6 +4,7 @@
 //! `state` and `compat` are pure; `api` serves HTTP over any [`api::Backend`], which the broker
 //! implements by replicating [`state::RegistryCommand`]s through its controller.
 
+#[cfg(feature = "api")]
 pub mod api;
 pub mod compat;
 pub mod schema;

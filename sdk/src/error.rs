@@ -135,6 +135,7 @@ impl WireError {
 }
 
 /// Errors of the Rust client.
+#[cfg(feature = "client")]
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
@@ -153,6 +154,7 @@ pub enum ClientError {
     Closed,
 }
 
+#[cfg(feature = "client")]
 impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

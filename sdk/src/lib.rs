@@ -1,20 +1,32 @@
 //! Weir's Rust SDK: the native protocol's wire types and the async client (producer, consumer,
-//! admin) that speaks it over QUIC.
+//! admin) that speaks it over QUIC. Without the default `client` feature: the wire types, the
+//! batch codec and the partitioner alone.
 
 pub mod batch;
+#[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
 pub mod consumer;
 pub mod error;
+#[cfg(feature = "client")]
 pub mod group;
 pub mod partitioner;
+#[cfg(feature = "client")]
 pub mod producer;
+#[cfg(feature = "client")]
 mod tls;
 pub mod wire;
 
 pub use batch::{Compression, ConsumedRecord, Record};
+#[cfg(feature = "client")]
 pub use client::{Admin, Client, ClientConfig, TlsTrust};
+#[cfg(feature = "client")]
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset};
-pub use error::{ClientError, ErrorCode, WireError};
+#[cfg(feature = "client")]
+pub use error::ClientError;
+pub use error::{ErrorCode, WireError};
+#[cfg(feature = "client")]
 pub use group::{GroupConsumer, GroupConsumerConfig};
+#[cfg(feature = "client")]
 pub use producer::{Delivery, Producer, ProducerConfig};
-pub use wire::{Acks, FlushMode, OffsetSpec, TopicConfig};
+pub use wire::{now_ms, Acks, FlushMode, OffsetSpec, TopicConfig};

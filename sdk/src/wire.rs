@@ -593,6 +593,13 @@ pub struct OffsetFetchResponse {
     pub offsets: Vec<PartitionOffset>,
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Runs every decoder a broker applies to untrusted bytes; the fuzz target and the seeded
 /// property test call it. Panics only if a decoder does.
 pub fn fuzz_decode(data: &[u8]) {

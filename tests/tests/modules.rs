@@ -38,7 +38,7 @@ fn record(key: Option<&str>, value: &str) -> Record {
         key: key.map(|k| Bytes::from(k.to_owned())),
         value: Some(Bytes::from(value.to_owned())),
         headers: vec![],
-        timestamp: weir_sdk::producer::now_ms(),
+        timestamp: weir_sdk::now_ms(),
     }
 }
 

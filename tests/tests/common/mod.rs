@@ -20,7 +20,7 @@ pub fn weir_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile> dir");
     let bin = dir.join("weir");
-    assert!(bin.exists(), "{} is missing: build it first with `cargo build -p weir-broker --bin weir`", bin.display());
+    assert!(bin.exists(), "{} is missing: build it first with `cargo build -p weir-cli --bin weir`", bin.display());
     bin
 }
 

@@ -31,7 +31,7 @@ use weir_registry::state::{RegistryCommand, RegistryOutcome};
 use weir_registry::RegistryError;
 use weir_sdk::{ErrorCode, WireError};
 
-use crate::metadata::{Command, Event, Limits, State};
+use weir_meta::metadata::{Command, Event, Limits, State};
 
 /// What applying one Raft entry produced; `None` for entries that carry no command.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

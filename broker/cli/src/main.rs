@@ -1,6 +1,7 @@
 //! `weir`: the broker (`weir serve`) and its client commands, in one binary.
 
-use weir_broker::{bench, cli, module_cli, schema_cli, server};
+use weir_broker::server;
+use weir_cli::{bench, cli, module_cli, schema_cli};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -14,11 +14,11 @@ use weir_registry::validate::{SubjectNameStrategy, Validator};
 use weir_runtime::{Limits, PluginKind};
 
 use crate::controller::Controller;
-use crate::deployments::{self, Deployment, DeploymentSpec, DeploymentVersion, ModuleCommand};
 use crate::groups::GroupCoordinator;
 use crate::log::{LogStore, PartitionId, PartitionState, ProducerFilter};
-use crate::metadata::{Command, Event, Topic};
 use crate::plugins::{input_records, Plugins};
+use weir_meta::deployments::{self, Deployment, DeploymentSpec, DeploymentVersion, ModuleCommand};
+use weir_meta::metadata::{Command, Event, Topic};
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -538,7 +538,7 @@ impl Broker {
             version: 0,
             sha256: module.sha256().to_owned(),
             size_bytes: bytes.len() as u64,
-            deployed_at_ms: weir_sdk::producer::now_ms(),
+            deployed_at_ms: weir_sdk::now_ms(),
             spec,
         };
         let command = ModuleCommand::Deploy { name: request.name.clone(), version };

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use weir_runtime::{Limits, PluginKind};
+use weir_plugin_types::{Limits, PluginKind};
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::metadata::{validate_topic_name, Topic};

@@ -44,7 +44,7 @@ impl ConnectArgs {
         if let Some(fp) = &self.cert_sha256 {
             return Ok(TlsTrust::Fingerprint(fp.clone()));
         }
-        let local = crate::tls::cert_path(&self.data_dir);
+        let local = weir_broker::tls::cert_path(&self.data_dir);
         if local.exists() {
             return Ok(TlsTrust::CaFile(local));
         }
@@ -270,7 +270,7 @@ fn input_records(args: &ProduceArgs) -> anyhow::Result<impl Iterator<Item = anyh
             .map(|k| encoding.decode(k).map_err(|e| anyhow::anyhow!("line {number}: the key is {e}")))
             .transpose()?;
         let value = encoding.decode(value).map_err(|e| anyhow::anyhow!("line {number}: the value is {e}"))?;
-        let timestamp = weir_sdk::producer::now_ms();
+        let timestamp = weir_sdk::now_ms();
         Ok(Record { key: key.map(Bytes::from), value: Some(Bytes::from(value)), headers: headers.clone(), timestamp })
     }))
 }

@@ -22,10 +22,10 @@ use weir_sdk::batch::{decode_batches, encode_batch, Compression, Record};
 use weir_sdk::wire::{Acks, FetchPartition, FetchRequest, ProducePartition, ProduceRequest};
 use weir_sdk::{ErrorCode, WireError};
 
-use crate::deployments::Deployment;
-use crate::metadata::Command;
 use crate::plugins::input_records;
 use crate::service::Broker;
+use weir_meta::deployments::Deployment;
+use weir_meta::metadata::Command;
 
 /// Input read per call: one fetch of up to this many bytes is one batch for the module.
 const FETCH_BYTES: u32 = 1 << 20;
@@ -287,7 +287,7 @@ fn still_current(broker: &Broker, key: &TaskKey) -> bool {
 async fn pause(broker: &Broker, deployment: &Deployment, failures: u32, last_error: &str) {
     let reason = format!("{failures} consecutive failed batches, the last: {last_error}");
     tracing::warn!(module = %deployment.name, %reason, "pausing module deployment");
-    let command = crate::deployments::ModuleCommand::Pause { name: deployment.name.clone(), reason };
+    let command = weir_meta::deployments::ModuleCommand::Pause { name: deployment.name.clone(), reason };
     if let Err(e) = broker.controller().propose(Command::Module(command)).await {
         tracing::error!(module = %deployment.name, error = %e, "pausing a failing module deployment");
     }

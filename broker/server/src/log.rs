@@ -204,7 +204,7 @@ impl LogStore {
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer_store = db.keyspace("producer_state", KeyspaceCreateOptions::default)?;
         let mut producers = HashMap::new();
-        let opened_at_ms = weir_sdk::producer::now_ms();
+        let opened_at_ms = weir_sdk::now_ms();
         for guard in producer_store.iter() {
             let (key, value) = guard.into_inner()?;
             match (parse_producer_key(&key), serde_json::from_slice::<ProducerState>(&value)) {
@@ -574,7 +574,7 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<AppendJob>) {
-        let now_ms = weir_sdk::producer::now_ms();
+        let now_ms = weir_sdk::now_ms();
         let mut write = self.db.batch();
         let mut fsync = false;
         // Next offsets and producer states as this group assigns them; applied only after the

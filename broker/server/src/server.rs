@@ -13,10 +13,10 @@ use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
 use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer};
 use crate::log::{LogStore, FLUSH_TICK};
-use crate::metadata::Limits;
 use crate::plugins::{PluginConfig, Plugins};
 use crate::quic::{QuicConfig, QuicServer};
 use crate::service::{Broker, ServiceConfig};
+use weir_meta::metadata::Limits;
 
 /// Settings of `weir serve`. Read from an optional TOML file; command-line flags win.
 #[derive(Debug, Clone, Deserialize)]
@@ -329,7 +329,7 @@ async fn retention_loop(broker: Broker, every: Duration, mut stop: tokio::sync::
             _ = stop.changed() => return,
         }
         let b = broker.clone();
-        let now = weir_sdk::producer::now_ms();
+        let now = weir_sdk::now_ms();
         let _ = tokio::task::spawn_blocking(move || b.enforce_retention(now)).await;
         match broker.expire_producers(now).await {
             Ok(0) => {}

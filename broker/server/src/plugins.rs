@@ -19,7 +19,7 @@ use weir_sdk::wire::ModuleMetrics;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::controller::Controller;
-use crate::deployments::{Deployment, DeploymentVersion};
+use weir_meta::deployments::{Deployment, DeploymentVersion};
 
 #[derive(Debug, Clone)]
 pub struct PluginConfig {

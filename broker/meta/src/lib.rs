@@ -1,0 +1,7 @@
+//! The cluster metadata: what the controller's Raft log replicates and its state machine
+//! applies. Pure: no I/O, no clock, no configuration read while applying, so replaying the
+//! same log always rebuilds the same state. No dependency on the Wasm runtime, the network
+//! or storage (the crate's dependencies are the arrows that keep it so).
+
+pub mod deployments;
+pub mod metadata;
