@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use weir_broker::log::{LogStore, PartitionId};
 use weir_broker::plugins::input_records;
 use weir_broker::transforms::output_records;
 use weir_runtime::dev::{identity_instance, native_identity};
 use weir_runtime::TransformResults;
 use weir_sdk::batch::{decode_batches, encode_batch, validate_batch, Compression, Record};
+use weir_storage::{PartitionId, Storage};
 
 const RECORDS: usize = 1000;
 
@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let (log, _db) = LogStore::open(dir.path(), 64).expect("log store");
+    let log = Storage::open(dir.path(), 64).expect("storage").log;
     let input = log.open_partition(PartitionId { topic_id: 1, partition: 0 }).expect("input partition");
     let output = log.open_partition(PartitionId { topic_id: 2, partition: 0 }).expect("output partition");
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");

@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -25,13 +24,21 @@ use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership, Vote,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use weir_registry::state::{RegistryCommand, RegistryOutcome};
 use weir_registry::RegistryError;
 use weir_sdk::{ErrorCode, WireError};
+use weir_storage::raft::RaftStore;
 
 use weir_meta::metadata::{Command, Event, Limits, State};
+
+/// A snapshot of the metadata is taken after this many entries since the last one; the log
+/// behind it is then compacted, keeping [`LOG_KEPT_BEHIND_SNAPSHOT`] entries for followers
+/// that are a little behind.
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 1000;
 
 /// What applying one Raft entry produced; `None` for entries that carry no command.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -61,23 +68,34 @@ pub struct Controller {
     limits: Limits,
     /// Serializes proposals, so the dry-run sees the state the proposal will apply to.
     propose: Arc<Mutex<()>>,
+    store: RaftStore,
 }
 
 impl Controller {
-    /// Opens the Raft storage, starts the group, makes this node its single voter on first
-    /// start, and waits until it leads.
-    pub async fn open(db: &Database, node_id: NodeId, limits: Limits) -> Result<Self, WireError> {
-        let log = RaftLog::open(db).map_err(storage)?;
-        let state = Arc::new(RwLock::new(State::default()));
-        let machine =
-            StateMachine { state: state.clone(), last_applied: None, membership: StoredMembership::default() };
+    /// Opens the Raft storage, restores the newest snapshot, starts the group (which replays
+    /// the log after the snapshot), makes this node its single voter on first start, and waits
+    /// until it leads.
+    pub async fn open(store: RaftStore, node_id: NodeId, limits: Limits) -> Result<Self, WireError> {
+        let log = RaftLog { store: store.clone() };
+        let held = store.clone();
+        let mut machine = StateMachine {
+            state: Arc::new(RwLock::new(State::default())),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            store,
+        };
+        if let Some(StoredSnapshot { meta, data }) = machine.stored_snapshot().map_err(storage)? {
+            machine.restore(&meta, &data).map_err(storage)?;
+            tracing::info!(last_applied = ?meta.last_log_id, "controller state restored from its snapshot");
+        }
+        let state = machine.state.clone();
         let config = openraft::Config {
             cluster_name: "weir".into(),
             heartbeat_interval: 100,
             election_timeout_min: 200,
             election_timeout_max: 400,
-            // Metadata is small; the log is replayed on start rather than snapshotted.
-            snapshot_policy: openraft::SnapshotPolicy::Never,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+            max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(storage)?);
@@ -91,7 +109,7 @@ impl Controller {
             .await
             .map_err(storage)?;
         tracing::info!(node_id, topics = state.read().expect("metadata lock").topics.len(), "controller is leader");
-        Ok(Self { raft, state, limits, propose: Arc::new(Mutex::new(())) })
+        Ok(Self { raft, state, limits, propose: Arc::new(Mutex::new(())), store: held })
     }
 
     /// Validates a command against the broker's limits and the current state, then commits it
@@ -133,66 +151,45 @@ impl Controller {
         RegistryBackend { controller: self.clone() }
     }
 
+    /// Raft log entries held on disk: at most about [`SNAPSHOT_EVERY_ENTRIES`] +
+    /// [`LOG_KEPT_BEHIND_SNAPSHOT`] once snapshots compact it.
+    pub fn log_entries_held(&self) -> usize {
+        self.store.entry_count()
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }
 }
 
-// ---- Raft log storage in fjall -----------------------------------------------------------------
+// ---- Raft log storage ------------------------------------------------------------------------------
 
+/// openraft's log storage over the broker's [`RaftStore`]: entries and metadata as JSON.
 #[derive(Clone)]
 struct RaftLog {
-    db: Database,
-    entries: Keyspace,
-    meta: Keyspace,
+    store: RaftStore,
 }
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
+const SNAPSHOT: &str = "snapshot";
+
+fn read_json<T: DeserializeOwned>(store: &RaftStore, key: &str) -> Result<Option<T>, AnyError> {
+    match store.meta(key).map_err(io_error)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io_error),
+        None => Ok(None),
+    }
+}
+
+fn write_json<T: Serialize>(store: &RaftStore, key: &str, value: &T) -> Result<(), AnyError> {
+    store.put_meta(key, &serde_json::to_vec(value).map_err(io_error)?).map_err(io_error)
+}
 
 impl RaftLog {
-    fn open(db: &Database) -> Result<Self, fjall::Error> {
-        Ok(Self {
-            db: db.clone(),
-            entries: db.keyspace("raft_log", KeyspaceCreateOptions::default)?,
-            meta: db.keyspace("raft_meta", KeyspaceCreateOptions::default)?,
-        })
-    }
-
-    fn read_meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, AnyError> {
-        match self.meta.get(key).map_err(io_error)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io_error),
-            None => Ok(None),
-        }
-    }
-
-    fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), AnyError> {
-        self.meta.insert(key, serde_json::to_vec(value).map_err(io_error)?).map_err(io_error)?;
-        self.db.persist(PersistMode::SyncAll).map_err(io_error)
-    }
-
-    // openraft's error type is what its traits return.
-    #[allow(clippy::result_large_err)]
-    fn remove_entries(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StorageError<NodeId>> {
-        let keys: Vec<_> = self
-            .entries
-            .range(range)
-            .map(|g| g.key())
-            .collect::<Result<_, _>>()
-            .map_err(|e| StorageIOError::write_logs(io_error(e)))?;
-        for key in keys {
-            self.entries.remove(key).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
-        }
-        Ok(())
-    }
-
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, AnyError> {
-        match self.entries.last_key_value() {
-            Some(guard) => {
-                let value = guard.value().map_err(io_error)?;
-                Ok(Some(serde_json::from_slice(&value).map_err(io_error)?))
-            }
+        match self.store.last_entry().map_err(io_error)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(io_error)?)),
             None => Ok(None),
         }
     }
@@ -204,22 +201,19 @@ impl RaftLogReader<TypeConfig> for RaftLog {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let start = match range.start_bound() {
-            std::ops::Bound::Included(i) => *i,
-            std::ops::Bound::Excluded(i) => i + 1,
-            std::ops::Bound::Unbounded => 0,
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
         };
-        let mut out = Vec::new();
-        for guard in self.entries.range(start.to_be_bytes()..) {
-            let (key, value) = guard.into_inner().map_err(|e| StorageIOError::read_logs(io_error(e)))?;
-            let index = u64::from_be_bytes(
-                key.as_ref().try_into().map_err(|_| StorageIOError::read_logs(io_error("bad key")))?,
-            );
-            if !range.contains(&index) {
-                break;
-            }
-            out.push(serde_json::from_slice(&value).map_err(|e| StorageIOError::read_logs(io_error(e)))?);
+        let stored = self
+            .store
+            .entries(start, |index| range.contains(&index))
+            .map_err(|e| StorageIOError::read_logs(io_error(e)))?;
+        let mut entries = Vec::with_capacity(stored.len());
+        for bytes in &stored {
+            entries.push(serde_json::from_slice(bytes).map_err(|e| StorageIOError::read_logs(io_error(e)))?);
         }
-        Ok(out)
+        Ok(entries)
     }
 }
 
@@ -228,7 +222,7 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged_log_id: Option<LogId<NodeId>> =
-            self.read_meta(LAST_PURGED).map_err(StorageIOError::read_logs)?;
+            read_json(&self.store, LAST_PURGED).map_err(StorageIOError::read_logs)?;
         let last = self.last_entry().map_err(StorageIOError::read_logs)?.map(|e| e.log_id);
         Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
     }
@@ -238,21 +232,21 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(VOTE, vote).map_err(StorageIOError::write_vote)?;
+        write_json(&self.store, VOTE, vote).map_err(StorageIOError::write_vote)?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.read_meta(VOTE).map_err(StorageIOError::read_vote)?)
+        Ok(read_json(&self.store, VOTE).map_err(StorageIOError::read_vote)?)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(COMMITTED, &committed).map_err(StorageIOError::write_logs)?;
+        write_json(&self.store, COMMITTED, &committed).map_err(StorageIOError::write_logs)?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.read_meta::<Option<LogId<NodeId>>>(COMMITTED).map_err(StorageIOError::read_logs)?.flatten())
+        Ok(read_json::<Option<LogId<NodeId>>>(&self.store, COMMITTED).map_err(StorageIOError::read_logs)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
@@ -260,24 +254,26 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = self.db.batch();
+        let mut encoded = Vec::new();
         for entry in entries {
             let value = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
-            batch.insert(&self.entries, entry.log_id.index.to_be_bytes(), value);
+            encoded.push((entry.log_id.index, value));
         }
-        let outcome = batch.commit().and_then(|()| self.db.persist(PersistMode::SyncAll));
+        let outcome = self.store.append(encoded);
         callback.log_io_completed(outcome.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
         outcome.map_err(|e| StorageIOError::write_logs(io_error(e)))?;
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.remove_entries(log_id.index.to_be_bytes()..)
+        self.store.remove_from(log_id.index).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(LAST_PURGED, &Some(log_id)).map_err(StorageIOError::write_logs)?;
-        self.remove_entries(..=log_id.index.to_be_bytes())
+        write_json(&self.store, LAST_PURGED, &Some(log_id)).map_err(StorageIOError::write_logs)?;
+        self.store.remove_through(log_id.index).map_err(|e| StorageIOError::write_logs(io_error(e)))?;
+        Ok(())
     }
 }
 
@@ -287,8 +283,11 @@ struct StateMachine {
     state: Arc<RwLock<State>>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
+    /// Where snapshots are kept.
+    store: RaftStore,
 }
 
+/// The metadata state as a snapshot holds it.
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     state: State,
@@ -296,8 +295,32 @@ struct SnapshotData {
     membership: StoredMembership<NodeId, BasicNode>,
 }
 
+/// A snapshot as stored: openraft's description of it and the encoded [`SnapshotData`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
 impl StateMachine {
     // openraft's error type is what its traits return; boxing it here would only unbox again.
+    #[allow(clippy::result_large_err)]
+    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError<NodeId>> {
+        Ok(read_json(&self.store, SNAPSHOT).map_err(StorageIOError::read_state_machine)?)
+    }
+
+    /// Replaces the state with a snapshot's.
+    #[allow(clippy::result_large_err)]
+    fn restore(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<(), StorageError<NodeId>> {
+        let data: SnapshotData =
+            serde_json::from_slice(data).map_err(|e| StorageIOError::read_state_machine(io_error(e)))?;
+        *self.state.write().expect("metadata lock poisoned") = data.state;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    /// Encodes the state as it is, stores it as the current snapshot, and returns it.
     #[allow(clippy::result_large_err)]
     fn snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let data = SnapshotData {
@@ -309,8 +332,12 @@ impl StateMachine {
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
-            snapshot_id: format!("{:?}", self.last_applied),
+            snapshot_id: format!("{}", self.last_applied.map_or(0, |id| id.index)),
         };
+        let stored = StoredSnapshot { meta: meta.clone(), data: bytes.clone() };
+        write_json(&self.store, SNAPSHOT, &stored)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        tracing::debug!(last_applied = ?self.last_applied, bytes = bytes.len(), "controller snapshot stored");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
@@ -356,6 +383,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state: Arc::new(RwLock::new(self.state.read().expect("metadata lock").clone())),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
+            store: self.store.clone(),
         }
     }
 
@@ -368,16 +396,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
-        let data: SnapshotData =
-            serde_json::from_slice(snapshot.get_ref()).map_err(|e| StorageIOError::write_state_machine(io_error(e)))?;
-        *self.state.write().expect("metadata lock poisoned") = data.state;
-        self.last_applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
+        let data = snapshot.into_inner();
+        self.restore(meta, &data)?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        write_json(&self.store, SNAPSHOT, &stored)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(Some(self.snapshot()?))
+        Ok(self.stored_snapshot()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }
 

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::oneshot;
+pub use weir_storage::offsets::CommittedOffset;
+use weir_storage::offsets::{GroupPartition, OffsetStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
@@ -94,12 +95,6 @@ pub struct GroupDescription {
     pub protocol_name: String,
     pub generation_id: i32,
     pub members: Vec<MemberDescription>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommittedOffset {
-    pub offset: i64,
-    pub metadata: Option<String>,
 }
 
 struct Member {
@@ -247,50 +242,19 @@ impl Group {
     }
 }
 
-/// (group, topic, partition).
-type GroupPartition = (String, String, u32);
-
 #[derive(Clone)]
 pub struct GroupCoordinator {
     groups: Arc<Mutex<HashMap<String, Group>>>,
     offsets: Arc<Mutex<BTreeMap<GroupPartition, CommittedOffset>>>,
-    db: Database,
-    store: Keyspace,
-}
-
-fn offset_key(group: &str, topic: &str, partition: u32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(group.len() + topic.len() + 6);
-    key.extend_from_slice(group.as_bytes());
-    key.push(0);
-    key.extend_from_slice(topic.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&partition.to_be_bytes());
-    key
-}
-
-fn parse_offset_key(key: &[u8]) -> Option<(String, String, u32)> {
-    let (group, rest) = key.split_at(key.iter().position(|b| *b == 0)?);
-    let rest = &rest[1..];
-    let (topic, rest) = rest.split_at(rest.iter().position(|b| *b == 0)?);
-    let partition = u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?);
-    Some((String::from_utf8(group.to_vec()).ok()?, String::from_utf8(topic.to_vec()).ok()?, partition))
+    store: OffsetStore,
 }
 
 impl GroupCoordinator {
-    pub fn open(db: &Database) -> Result<Self, fjall::Error> {
-        let store = db.keyspace("group_offsets", KeyspaceCreateOptions::default)?;
-        let mut offsets = BTreeMap::new();
-        for guard in store.iter() {
-            let (key, value) = guard.into_inner()?;
-            match (parse_offset_key(&key), serde_json::from_slice::<CommittedOffset>(&value)) {
-                (Some(k), Ok(v)) => {
-                    offsets.insert(k, v);
-                }
-                _ => tracing::warn!("skipping an unreadable committed offset record"),
-            }
-        }
+    /// Loads the committed offsets of every group from the store.
+    pub fn open(store: OffsetStore) -> Result<Self, weir_storage::StorageError> {
+        let offsets: BTreeMap<GroupPartition, CommittedOffset> = store.load()?.into_iter().collect();
         tracing::info!(committed = offsets.len(), "group offsets recovered");
-        Ok(Self { groups: Arc::default(), offsets: Arc::new(Mutex::new(offsets)), db: db.clone(), store })
+        Ok(Self { groups: Arc::default(), offsets: Arc::new(Mutex::new(offsets)), store })
     }
 
     /// Expires members whose session ran out and completes overdue rebalances. Called by a
@@ -478,13 +442,7 @@ impl GroupCoordinator {
                 return Err(GroupError::UnknownMember);
             }
         }
-        let mut batch = self.db.batch();
-        for (topic, partition, committed) in &offsets {
-            let value = serde_json::to_vec(committed).map_err(|_| GroupError::Storage)?;
-            batch.insert(&self.store, offset_key(group_id, topic, *partition), value);
-        }
-        batch.commit().map_err(|_| GroupError::Storage)?;
-        self.db.persist(PersistMode::SyncData).map_err(|_| GroupError::Storage)?;
+        self.store.commit(group_id, &offsets).map_err(|_| GroupError::Storage)?;
         let mut map = self.offsets.lock().expect("offsets lock");
         for (topic, partition, committed) in offsets {
             map.insert((group_id.to_owned(), topic, partition), committed);
@@ -513,27 +471,25 @@ impl GroupCoordinator {
     }
 
     pub fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), GroupError> {
-        let mut map = self.offsets.lock().expect("offsets lock");
-        for (topic, partition) in partitions {
-            self.store.remove(offset_key(group_id, topic, *partition)).map_err(|_| GroupError::Storage)?;
-            map.remove(&(group_id.to_owned(), topic.clone(), *partition));
-        }
-        Ok(())
+        let doomed: Vec<GroupPartition> =
+            partitions.iter().map(|(topic, partition)| (group_id.to_owned(), topic.clone(), *partition)).collect();
+        self.remove(&doomed)
     }
 
     /// Removes every group's committed offsets for a deleted topic.
-    pub fn delete_topic_offsets(&self, topic: &str) -> Result<usize, GroupError> {
+    pub fn delete_topic_offsets(&self, topic: &str) -> Result<(), GroupError> {
+        let doomed: Vec<GroupPartition> =
+            self.offsets.lock().expect("offsets lock").keys().filter(|(_, t, _)| t == topic).cloned().collect();
+        self.remove(&doomed)
+    }
+
+    fn remove(&self, doomed: &[GroupPartition]) -> Result<(), GroupError> {
         let mut map = self.offsets.lock().expect("offsets lock");
-        let doomed: Vec<GroupPartition> = map.keys().filter(|(_, t, _)| t == topic).cloned().collect();
-        let mut batch = self.db.batch();
-        for (group, topic, partition) in &doomed {
-            batch.remove(&self.store, offset_key(group, topic, *partition));
-        }
-        batch.commit().map_err(|_| GroupError::Storage)?;
-        for key in &doomed {
+        self.store.remove(doomed).map_err(|_| GroupError::Storage)?;
+        for key in doomed {
             map.remove(key);
         }
-        Ok(doomed.len())
+        Ok(())
     }
 
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
@@ -639,8 +595,8 @@ mod tests {
     #[tokio::test]
     async fn two_members_join_one_generation_and_sync_assignments() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::builder(dir.path()).open().unwrap();
-        let c = GroupCoordinator::open(&db).unwrap();
+        let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
+        let c = GroupCoordinator::open(storage.offsets).unwrap();
         spawn_ticker(&c);
         let (a, b) = tokio::join!(c.join(join_request("g", "")), c.join(join_request("g", "")));
         let (a, b) = (a.unwrap(), b.unwrap());
@@ -676,15 +632,15 @@ mod tests {
     async fn committed_offsets_survive_reopen_and_check_generation() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = Database::builder(dir.path()).open().unwrap();
-            let c = GroupCoordinator::open(&db).unwrap();
+            let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
+            let c = GroupCoordinator::open(storage.offsets).unwrap();
             let committed = CommittedOffset { offset: 42, metadata: None };
             assert_eq!(c.commit("solo", -1, "", vec![("t".into(), 3, committed.clone())]), Ok(()));
             assert_eq!(c.commit("solo", 5, "m", vec![("t".into(), 3, committed)]), Err(GroupError::UnknownMember));
             assert_eq!(c.delete("missing"), Err(GroupError::GroupIdNotFound));
         }
-        let db = Database::builder(dir.path()).open().unwrap();
-        let c = GroupCoordinator::open(&db).unwrap();
+        let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
+        let c = GroupCoordinator::open(storage.offsets).unwrap();
         let got = c.committed("solo", Some(&[("t".into(), 3), ("t".into(), 4)]));
         assert_eq!(got[0].2.as_ref().map(|c| c.offset), Some(42));
         assert_eq!(got[1].2, None);

@@ -5,9 +5,7 @@
 
 pub mod controller;
 pub mod groups;
-pub mod idempotence;
 pub mod kafka;
-pub mod log;
 pub mod plugins;
 pub mod quic;
 pub mod server;

@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use weir_runtime::{
     CallError, Counters, InputRecord, Instance, InstanceConfig, Limits, Module, PluginKind, Runtime, RuntimeConfig,
     SchemaLookup,
 };
 use weir_sdk::wire::ModuleMetrics;
 use weir_sdk::{ErrorCode, WireError};
+use weir_storage::modules::ModuleStore;
 
 use crate::controller::Controller;
 use weir_meta::deployments::{Deployment, DeploymentVersion};
@@ -43,8 +43,7 @@ pub struct Plugins {
 struct Inner {
     runtime: Runtime,
     config: PluginConfig,
-    blobs: Keyspace,
-    progress: Keyspace,
+    store: ModuleStore,
     compiled: DashMap<String, Module>,
     metrics: DashMap<String, Arc<Metrics>>,
     pools: DashMap<(String, u32), Arc<Mutex<Vec<Instance>>>>,
@@ -80,12 +79,7 @@ impl SchemaLookup for RegistrySchemas {
 }
 
 impl Plugins {
-    pub fn open(db: &Database, config: PluginConfig, controller: Controller) -> Result<Self, WireError> {
-        let storage = |e: fjall::Error| WireError::new(ErrorCode::Storage, format!("module store: {e}"));
-        let blobs = db
-            .keyspace("module_blobs", || KeyspaceCreateOptions::default().with_kv_separation(Some(Default::default())))
-            .map_err(storage)?;
-        let progress = db.keyspace("module_progress", KeyspaceCreateOptions::default).map_err(storage)?;
+    pub fn open(store: ModuleStore, config: PluginConfig, controller: Controller) -> Result<Self, WireError> {
         let runtime =
             Runtime::new(RuntimeConfig { cache_dir: config.cache_dir.clone(), epoch_tick: Duration::from_millis(10) })
                 .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
@@ -93,8 +87,7 @@ impl Plugins {
             inner: Arc::new(Inner {
                 runtime,
                 config,
-                blobs,
-                progress,
+                store,
                 compiled: DashMap::new(),
                 metrics: DashMap::new(),
                 pools: DashMap::new(),
@@ -135,8 +128,8 @@ impl Plugins {
             .load(bytes, kind)
             .map_err(|e| WireError::new(ErrorCode::InvalidModule, e.to_string()))?;
         self.inner
-            .blobs
-            .insert(module.sha256(), bytes)
+            .store
+            .put_blob(module.sha256(), bytes)
             .map_err(|e| WireError::new(ErrorCode::Storage, format!("storing the module: {e}")))?;
         self.inner.compiled.insert(module.sha256().to_owned(), module.clone());
         Ok(module)
@@ -150,8 +143,8 @@ impl Plugins {
         }
         let bytes = self
             .inner
-            .blobs
-            .get(&version.sha256)
+            .store
+            .blob(&version.sha256)
             .map_err(|e| WireError::new(ErrorCode::Storage, format!("reading module {}: {e}", version.sha256)))?
             .ok_or_else(|| {
                 WireError::new(
@@ -224,9 +217,9 @@ impl Plugins {
         })
     }
 
-    pub fn progress(&self, name: &str, topic: &str, partition: u32) -> Option<i64> {
-        let value = self.inner.progress.get(progress_key(name, topic, partition)).ok()??;
-        Some(i64::from_be_bytes(value.as_ref().try_into().ok()?))
+    /// A transform's next input offset through a partition, if it has stored one.
+    pub fn progress(&self, name: &str, topic: &str, partition: u32) -> Result<Option<i64>, WireError> {
+        self.inner.store.progress(name, topic, partition).map_err(|e| storage("reading transform progress", e))
     }
 
     /// Stores a transform's next input offset. Progress through a topic that no longer exists
@@ -241,63 +234,34 @@ impl Plugins {
             .unwrap_or_else(|e| e.into_inner())
             .insert(format!("{topic}/{partition}"), next_offset);
         self.inner
-            .progress
-            .insert(progress_key(name, topic, partition), next_offset.to_be_bytes())
-            .map_err(|e| WireError::new(ErrorCode::Storage, format!("storing transform progress: {e}")))
+            .store
+            .set_progress(name, topic, partition, next_offset)
+            .map_err(|e| storage("storing transform progress", e))
     }
 
     /// Drops a removed deployment's progress, so a new deployment of that name starts afresh.
-    pub fn clear_progress(&self, name: &str) {
-        let prefix = format!("{name}\0");
-        let keys: Vec<_> =
-            self.inner.progress.prefix(prefix.as_bytes()).filter_map(|g| g.into_inner().ok().map(|(k, _)| k)).collect();
-        for key in keys {
-            let _ = self.inner.progress.remove(key);
-        }
+    pub fn clear_progress(&self, name: &str) -> Result<(), WireError> {
+        self.inner.store.clear_deployment(name).map_err(|e| storage("clearing transform progress", e))
     }
-}
 
-impl Plugins {
     /// Drops every deployment's progress through a deleted topic.
     pub fn clear_topic_progress(&self, topic: &str) -> Result<(), WireError> {
-        let storage = |e: fjall::Error| WireError::new(ErrorCode::Storage, format!("clearing transform progress: {e}"));
-        let mut doomed = Vec::new();
-        for guard in self.inner.progress.iter() {
-            let key = guard.key().map_err(storage)?;
-            if parse_progress_topic(&key) == Some(topic.as_bytes()) {
-                doomed.push(key);
-            }
-        }
-        for key in doomed {
-            self.inner.progress.remove(key).map_err(storage)?;
-        }
+        self.inner.store.clear_topic(topic).map_err(|e| storage("clearing transform progress", e))?;
+        let prefix = format!("{topic}/");
         for metrics in self.inner.metrics.iter() {
-            let prefix = format!("{topic}/");
             metrics.progress.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| !k.starts_with(&prefix));
         }
         Ok(())
     }
 
     /// Whether any deployment has stored progress through `topic`.
-    pub fn has_topic_progress(&self, topic: &str) -> bool {
-        self.inner.progress.iter().any(|g| g.key().is_ok_and(|k| parse_progress_topic(&k) == Some(topic.as_bytes())))
+    pub fn has_topic_progress(&self, topic: &str) -> Result<bool, WireError> {
+        self.inner.store.has_topic(topic).map_err(|e| storage("reading transform progress", e))
     }
 }
 
-/// The topic part of a progress key (`deployment \0 topic \0 partition`).
-fn parse_progress_topic(key: &[u8]) -> Option<&[u8]> {
-    let rest = &key[key.iter().position(|b| *b == 0)? + 1..];
-    rest.get(..rest.len().checked_sub(5)?)
-}
-
-fn progress_key(name: &str, topic: &str, partition: u32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(name.len() + topic.len() + 6);
-    key.extend_from_slice(name.as_bytes());
-    key.push(0);
-    key.extend_from_slice(topic.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&partition.to_be_bytes());
-    key
+fn storage(what: &str, e: weir_storage::StorageError) -> WireError {
+    WireError::new(ErrorCode::Storage, format!("{what}: {e}"))
 }
 
 /// One deployment's counters since the broker started.

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
 use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer};
-use crate::log::{LogStore, FLUSH_TICK};
 use crate::plugins::{PluginConfig, Plugins};
 use crate::quic::{QuicConfig, QuicServer};
 use crate::service::{Broker, ServiceConfig};
 use weir_meta::metadata::Limits;
+use weir_storage::log::FLUSH_TICK;
 
 /// Settings of `weir serve`. Read from an optional TOML file; command-line flags win.
 #[derive(Debug, Clone, Deserialize)]
@@ -200,23 +200,24 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let (log, db) =
-        LogStore::open(&config.data_dir.join("db"), config.append_queue_depth).context("opening the log store")?;
+    let storage = weir_storage::Storage::open(&config.data_dir.join("db"), config.append_queue_depth)
+        .context("opening the broker's storage")?;
     let limits = Limits {
         partitions_per_topic_max: config.partitions_per_topic_max,
         topics_max: config.topics_max,
         message_bytes_max: config.message_bytes_max,
     };
-    let controller = Controller::open(&db, config.node_id, limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let controller =
+        Controller::open(storage.raft, config.node_id, limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let service_config = ServiceConfig {
         node_id: config.node_id,
         fetch_wait_ms_max: config.fetch_wait_ms_max,
         fetch_bytes_max: config.fetch_bytes_max,
         producer_id_expiration_ms: config.producer_id_expiration_ms,
     };
-    let groups = GroupCoordinator::open(&db).context("opening group offsets")?;
+    let groups = GroupCoordinator::open(storage.offsets).context("opening group offsets")?;
     let plugins = Plugins::open(
-        &db,
+        storage.modules,
         PluginConfig {
             cache_dir: config.data_dir.join("module-cache"),
             limits: weir_runtime::Limits {
@@ -229,7 +230,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         controller.clone(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let broker = Broker::new(service_config, controller.clone(), log, groups.clone(), plugins)
+    let broker = Broker::new(service_config, controller.clone(), storage.log, groups.clone(), plugins)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];

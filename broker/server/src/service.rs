@@ -15,10 +15,10 @@ use weir_runtime::{Limits, PluginKind};
 
 use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
-use crate::log::{LogStore, PartitionId, PartitionState, ProducerFilter};
 use crate::plugins::{input_records, Plugins};
 use weir_meta::deployments::{self, Deployment, DeploymentSpec, DeploymentVersion, ModuleCommand};
 use weir_meta::metadata::{Command, Event, Topic};
+use weir_storage::log::{LogStore, PartitionId, PartitionState, ProducerFilter};
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -592,7 +592,7 @@ impl Broker {
         match action {
             ModuleAction::Remove => {
                 self.plugins.forget(&name);
-                self.plugins.clear_progress(&name);
+                self.plugins.clear_progress(&name)?;
             }
             ModuleAction::Resume | ModuleAction::Rollback => {
                 self.plugins.metrics(&name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);

@@ -105,8 +105,13 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
     };
     let spec = deployment.active().spec.clone();
     let mut next = match plugins.progress(&key.name, &key.topic, key.partition) {
-        Some(offset) => offset,
-        None => broker.offsets(&key.topic, key.partition).map_or(0, |(start, _)| start),
+        Ok(Some(offset)) => offset,
+        Ok(None) => broker.offsets(&key.topic, key.partition).map_or(0, |(start, _)| start),
+        Err(e) => {
+            metrics.set_last_error(e.message.clone());
+            tracing::error!(module = %key.name, error = %e, "transform cannot read its progress");
+            return;
+        }
     };
     loop {
         let request = FetchRequest {

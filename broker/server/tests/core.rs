@@ -134,7 +134,7 @@ async fn given_idempotent_producers_offsets_and_transform_progress_when_topic_de
         .commit("readers", -1, "", vec![("src".into(), 0, CommittedOffset { offset: 2, metadata: None })])
         .expect("commit");
     wait_until(Duration::from_secs(60), "the transform's progress through src", || {
-        broker.plugins().has_topic_progress("src")
+        broker.plugins().has_topic_progress("src").unwrap()
     })
     .await;
 
@@ -143,7 +143,7 @@ async fn given_idempotent_producers_offsets_and_transform_progress_when_topic_de
     assert!(broker.groups().committed("readers", None).is_empty(), "committed offsets of a deleted topic are gone");
     // The transform task may still be winding down; none of it is stored once it stops.
     wait_until(Duration::from_secs(10), "progress of a deleted topic to be gone", || {
-        !broker.plugins().has_topic_progress("src")
+        !broker.plugins().has_topic_progress("src").unwrap()
     })
     .await;
 
@@ -187,4 +187,48 @@ async fn given_running_transforms_when_broker_stops_then_no_transform_task_is_le
     client.close();
     running.stop().await;
     assert_eq!(plugins.transform_tasks_running(), 0, "stop ends every transform task it started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_thousands_of_metadata_commands_when_restarted_then_a_snapshot_restores_the_state_and_the_log_is_compacted(
+) {
+    use weir_broker::controller::{LOG_KEPT_BEHIND_SNAPSHOT, SNAPSHOT_EVERY_ENTRIES};
+    let dir = tempfile::tempdir().unwrap();
+    let commands = 3 * SNAPSHOT_EVERY_ENTRIES;
+    let kept_id;
+    {
+        let running = start(config(dir.path())).await.expect("start");
+        let broker = running.broker().clone();
+        kept_id = broker
+            .create_topic(CreateTopicRequest { name: "kept".into(), partitions: 3, config: TopicConfig::default() })
+            .await
+            .unwrap()
+            .id;
+        for i in 0..commands / 2 {
+            let name = format!("churn-{i}");
+            let request = CreateTopicRequest { name: name.clone(), partitions: 1, config: TopicConfig::default() };
+            broker.create_topic(request).await.unwrap();
+            broker.delete_topic(&name).await.unwrap();
+        }
+        let controller = broker.controller().clone();
+        let bound = usize::try_from(SNAPSHOT_EVERY_ENTRIES + LOG_KEPT_BEHIND_SNAPSHOT).unwrap();
+        wait_until(Duration::from_secs(30), "the Raft log compacted behind a snapshot", || {
+            controller.log_entries_held() <= bound
+        })
+        .await;
+        running.stop().await;
+    }
+    let running = start(config(dir.path())).await.expect("restart");
+    let controller = running.broker().controller().clone();
+    let state = controller.state().clone();
+    assert_eq!(state.topics.keys().collect::<Vec<_>>(), ["kept"], "only the kept topic exists");
+    assert_eq!(state.topics["kept"].id, kept_id);
+    assert_eq!(state.next_topic_id, kept_id + commands / 2, "every topic id ever given is remembered");
+    let created = running
+        .broker()
+        .create_topic(CreateTopicRequest { name: "after".into(), partitions: 1, config: TopicConfig::default() })
+        .await
+        .unwrap();
+    assert_eq!(created.id, kept_id + commands / 2 + 1, "ids go on after the snapshot");
+    running.stop().await;
 }

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
-use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,41 +26,26 @@ use weir_sdk::batch::{set_base_offset, validate_batch, BatchHeader};
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::idempotence::{self, ProducerState, Verdict};
+pub use crate::keys::PartitionId;
+use crate::keys::{keyspace, log_key, parse_log_key, parse_producer_key, producer_key, topic_prefix, LOG_KEY_BYTES};
+use crate::StorageError;
 
-const KEY_BYTES: usize = 20;
 /// Upper bound of appends gathered into one write batch.
 const GROUP_COMMIT_JOBS_MAX: usize = 1024;
 const GROUP_COMMIT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// A partition's identity in storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartitionId {
-    pub topic_id: u64,
-    pub partition: u32,
-}
-
-impl PartitionId {
-    fn key(self, offset: i64) -> [u8; KEY_BYTES] {
-        let mut key = [0u8; KEY_BYTES];
-        key[..8].copy_from_slice(&self.topic_id.to_be_bytes());
-        key[8..12].copy_from_slice(&self.partition.to_be_bytes());
-        key[12..].copy_from_slice(&(offset as u64).to_be_bytes());
-        key
-    }
-
-    fn first_key(self) -> [u8; KEY_BYTES] {
-        self.key(0)
-    }
-
-    fn last_key(self) -> [u8; KEY_BYTES] {
-        self.key(i64::MAX)
-    }
-}
-
+/// The base offset of a log key; a key of another shape reads as offset 0 (keys are only
+/// ever written by [`log_key`]).
 fn offset_of_key(key: &[u8]) -> i64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&key[12..KEY_BYTES]);
-    u64::from_be_bytes(b) as i64
+    parse_log_key(key).map_or(0, |(_, offset)| offset)
+}
+
+fn first_key(id: PartitionId) -> [u8; LOG_KEY_BYTES] {
+    log_key(id, 0)
+}
+
+fn last_key(id: PartitionId) -> [u8; LOG_KEY_BYTES] {
+    log_key(id, i64::MAX)
 }
 
 /// In-memory view of one partition, kept in step with the log by the writer and retention.
@@ -163,46 +147,20 @@ struct Writer {
     producers: HashMap<(PartitionId, i64), ProducerState>,
 }
 
-fn producer_key(id: PartitionId, producer_id: i64) -> Vec<u8> {
-    let mut key = id.key(0)[..12].to_vec();
-    key.extend_from_slice(&producer_id.to_be_bytes());
-    key
-}
-
-fn parse_producer_key(key: &[u8]) -> Option<(PartitionId, i64)> {
-    if key.len() != 20 {
-        return None;
-    }
-    Some((
-        PartitionId {
-            topic_id: u64::from_be_bytes(key[..8].try_into().ok()?),
-            partition: u32::from_be_bytes(key[8..12].try_into().ok()?),
-        },
-        i64::from_be_bytes(key[12..20].try_into().ok()?),
-    ))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("fjall: {0}")]
-    Fjall(#[from] fjall::Error),
-}
-
 fn storage_error(e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Storage, format!("storage: {e}"))
 }
 
 impl LogStore {
-    /// Opens (or creates) the database under `dir`. `queue_depth` bounds appends waiting for the
-    /// writer.
-    pub fn open(dir: &Path, queue_depth: usize) -> Result<(Self, Database), StorageError> {
-        let db = Database::builder(dir).open()?;
-        let log = db.keyspace("log", || {
+    /// Opens the partition logs of the database and starts their writer thread.
+    /// `queue_depth` bounds appends waiting for the writer.
+    pub(crate) fn open(db: &Database, queue_depth: usize) -> Result<Self, StorageError> {
+        let log = db.keyspace(keyspace::LOG, || {
             KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
         })?;
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let producer_store = db.keyspace("producer_state", KeyspaceCreateOptions::default)?;
+        let producer_store = db.keyspace(keyspace::PRODUCER_STATE, KeyspaceCreateOptions::default)?;
         let mut producers = HashMap::new();
         let opened_at_ms = weir_sdk::now_ms();
         for guard in producer_store.iter() {
@@ -240,7 +198,7 @@ impl LogStore {
             producer_id_max,
             producer_store,
         };
-        Ok((store, db))
+        Ok(store)
     }
 
     /// Loads a partition's state from the log, dropping a torn or corrupt newest batch.
@@ -248,7 +206,7 @@ impl LogStore {
         if let Some(p) = self.partitions.get(&id) {
             return Ok(p.clone());
         }
-        let range = id.first_key()..=id.last_key();
+        let range = first_key(id)..=last_key(id);
         let mut end_offset = 0;
         loop {
             let Some(last) = self.log.range(range.clone()).next_back() else { break };
@@ -337,7 +295,7 @@ impl LogStore {
 
     /// The number of stored idempotent producer states of a topic's partitions.
     pub fn producer_count(&self, topic_id: u64) -> usize {
-        self.producer_store.prefix(topic_id.to_be_bytes()).count()
+        self.producer_store.prefix(topic_prefix(topic_id)).count()
     }
 
     async fn submit(&self, job: WriterJob) -> Result<(), WireError> {
@@ -390,7 +348,7 @@ impl LogStore {
         let id = partition.id;
         let seek_from = self
             .log
-            .range(id.first_key()..=id.key(offset))
+            .range(first_key(id)..=log_key(id, offset))
             .next_back()
             .map(|g| g.key().map(|k| offset_of_key(&k)))
             .transpose()
@@ -398,7 +356,7 @@ impl LogStore {
             .unwrap_or(start);
         let mut out = Vec::new();
         let mut total = 0usize;
-        let range = (Bound::Included(id.key(seek_from)), Bound::Excluded(id.key(end)));
+        let range = (Bound::Included(log_key(id, seek_from)), Bound::Excluded(log_key(id, end)));
         for guard in self.log.range(range) {
             let (key, value) = guard.into_inner().map_err(storage_error)?;
             let bytes: Bytes = value.into();
@@ -436,7 +394,7 @@ impl LogStore {
         timestamp_ms: i64,
     ) -> Result<Option<(i64, i64)>, WireError> {
         let id = partition.id;
-        for guard in self.log.range(id.first_key()..=id.last_key()) {
+        for guard in self.log.range(first_key(id)..=last_key(id)) {
             let value: Bytes = guard.value().map_err(storage_error)?.into();
             let header = validate_batch(&value)?;
             if header.max_timestamp < timestamp_ms {
@@ -463,7 +421,7 @@ impl LogStore {
         let id = partition.id;
         let end = partition.end_offset();
         let mut deleted = 0;
-        for guard in self.log.range(id.first_key()..id.key(end)) {
+        for guard in self.log.range(first_key(id)..log_key(id, end)) {
             let (key, value) = guard.into_inner().map_err(storage_error)?;
             let header = validate_batch(&value)?;
             if header.last_offset() + 1 >= end {
@@ -498,7 +456,7 @@ impl LogStore {
         self.partitions.remove(&id);
         let keys: Vec<_> = self
             .log
-            .range(id.first_key()..=id.last_key())
+            .range(first_key(id)..=last_key(id))
             .map(|g| g.key())
             .collect::<Result<_, _>>()
             .map_err(storage_error)?;
@@ -511,7 +469,7 @@ impl LogStore {
     /// Test and tooling hook: writes raw bytes as the value at a key, bypassing validation.
     #[cfg(test)]
     fn write_raw(&self, id: PartitionId, offset: i64, bytes: &[u8]) {
-        self.log.insert(id.key(offset).to_vec(), bytes.to_vec()).unwrap();
+        self.log.insert(log_key(id, offset).to_vec(), bytes.to_vec()).unwrap();
         self.db.persist(PersistMode::SyncAll).unwrap();
     }
 }
@@ -588,7 +546,7 @@ impl Writer {
             match self.stage(job, start, now_ms, &mut producers) {
                 Ok(staged) => {
                     for (offset, stored) in &staged.batches {
-                        write.insert(&self.log, id.key(*offset).to_vec(), stored.clone());
+                        write.insert(&self.log, log_key(id, *offset).to_vec(), stored.clone());
                     }
                     next.insert(id, staged.end);
                     fsync |= job.fsync && !staged.batches.is_empty();
@@ -707,6 +665,7 @@ pub const FLUSH_TICK: Duration = Duration::from_millis(20);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use weir_sdk::batch::{encode_batch, Compression, Record};
 
     fn batch(n: usize, timestamp: i64) -> (BatchHeader, Bytes) {
@@ -719,11 +678,17 @@ mod tests {
 
     const P: PartitionId = PartitionId { topic_id: 1, partition: 0 };
 
+    /// The log store of a database in `dir`, and the database (kept open by the caller).
+    fn open_store(dir: &Path) -> (LogStore, Database) {
+        let storage = crate::Storage::open(dir, 16).unwrap();
+        (storage.log, storage.db)
+    }
+
     #[tokio::test]
     async fn offsets_are_dense_and_continue_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+            let (store, _db) = open_store(dir.path());
             let p = store.open_partition(P).unwrap();
             assert_eq!(store.append(p.clone(), vec![batch(3, 1)], true).await.unwrap(), 0);
             assert_eq!(store.append(p.clone(), vec![batch(2, 1), batch(1, 1)], true).await.unwrap(), 3);
@@ -732,7 +697,7 @@ mod tests {
             assert_eq!(read.len(), 2, "the batch holding offset 4 and the one after");
             assert_eq!(validate_batch(&read[0]).unwrap().base_offset, 3);
         }
-        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let (store, _db) = open_store(dir.path());
         let p = store.open_partition(P).unwrap();
         assert_eq!(p.end_offset(), 6);
         assert_eq!(store.append(p, vec![batch(1, 1)], true).await.unwrap(), 6);
@@ -743,7 +708,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good_end;
         {
-            let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+            let (store, _db) = open_store(dir.path());
             let p = store.open_partition(P).unwrap();
             store.append(p.clone(), vec![batch(3, 1)], true).await.unwrap();
             store.append(p.clone(), vec![batch(3, 1)], true).await.unwrap();
@@ -754,7 +719,7 @@ mod tests {
             torn = Bytes::from(torn_vec);
             store.write_raw(P, good_end, &torn[..torn.len() - 7]);
         }
-        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let (store, _db) = open_store(dir.path());
         let p = store.open_partition(P).unwrap();
         assert_eq!(p.end_offset(), good_end, "only the torn batch is gone");
         assert_eq!(store.read(&p, 0, 1 << 20, true).unwrap().len(), 2);
@@ -763,7 +728,7 @@ mod tests {
     #[tokio::test]
     async fn retention_deletes_from_the_front_but_keeps_the_newest_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let (store, _db) = open_store(dir.path());
         let p = store.open_partition(P).unwrap();
         for _ in 0..5 {
             store.append(p.clone(), vec![batch(2, 1_000)], false).await.unwrap();
@@ -795,7 +760,7 @@ mod tests {
     async fn idempotent_producer_duplicates_are_dropped_and_gaps_rejected_across_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+            let (store, _db) = open_store(dir.path());
             let p = store.open_partition(P).unwrap();
             assert_eq!(store.append(p.clone(), vec![idempotent_batch(3, 7, 0, 0)], true).await.unwrap(), 0);
             assert_eq!(store.append(p.clone(), vec![idempotent_batch(2, 7, 0, 3)], true).await.unwrap(), 3);
@@ -806,7 +771,7 @@ mod tests {
             );
             assert_eq!(p.end_offset(), 5, "and is not stored twice");
         }
-        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let (store, _db) = open_store(dir.path());
         let p = store.open_partition(P).unwrap();
         assert_eq!(
             store.append(p.clone(), vec![idempotent_batch(2, 7, 0, 3)], true).await.unwrap(),
@@ -823,7 +788,7 @@ mod tests {
     #[tokio::test]
     async fn read_rejects_offsets_outside_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _db) = LogStore::open(dir.path(), 16).unwrap();
+        let (store, _db) = open_store(dir.path());
         let p = store.open_partition(P).unwrap();
         store.append(p.clone(), vec![batch(2, 1)], true).await.unwrap();
         assert_eq!(store.read(&p, -1, 100, true).unwrap_err().code, ErrorCode::OffsetOutOfRange);

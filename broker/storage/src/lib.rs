@@ -1,0 +1,62 @@
+//! Weir's storage: everything a broker keeps on disk, in one fjall `Database` per broker.
+//!
+//! - [`log::LogStore`]: partition logs (group-committed by one writer thread) and idempotent
+//!   producers' sequence state, written in the same batch as the records it describes.
+//! - [`offsets::OffsetStore`]: consumer groups' committed offsets.
+//! - [`modules::ModuleStore`]: plugin components by content hash and transforms' progress.
+//! - [`raft::RaftStore`]: the controller's Raft log, vote, committed id and snapshot, as bytes
+//!   (the controller owns their encoding).
+//!
+//! *Boundary*: this is the only crate of the broker that depends on fjall; every key is made
+//! by [`keys`].
+
+pub mod idempotence;
+pub mod keys;
+pub mod log;
+pub mod modules;
+pub mod offsets;
+pub mod raft;
+
+use std::path::Path;
+
+use fjall::Database;
+
+pub use keys::PartitionId;
+
+/// Errors of the stores that are not answered to a client as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
+    #[error("stored {what} is unreadable: {why}")]
+    Corrupt { what: &'static str, why: String },
+    #[error("encoding {what}: {why}")]
+    Encode { what: &'static str, why: String },
+}
+
+/// The stores of one broker, sharing one database.
+pub struct Storage {
+    pub log: log::LogStore,
+    pub offsets: offsets::OffsetStore,
+    pub modules: modules::ModuleStore,
+    pub raft: raft::RaftStore,
+    /// Kept so tests can hold the database open across a store's drop.
+    #[cfg(test)]
+    pub(crate) db: Database,
+}
+
+impl Storage {
+    /// Opens (or creates) the database in `dir`. `append_queue_depth` bounds appends waiting
+    /// for the log writer.
+    pub fn open(dir: &Path, append_queue_depth: usize) -> Result<Self, StorageError> {
+        let db = Database::builder(dir).open()?;
+        Ok(Self {
+            log: log::LogStore::open(&db, append_queue_depth)?,
+            offsets: offsets::OffsetStore::open(&db)?,
+            modules: modules::ModuleStore::open(&db)?,
+            raft: raft::RaftStore::open(&db)?,
+            #[cfg(test)]
+            db,
+        })
+    }
+}
