@@ -284,6 +284,23 @@ pub fn encode_batch_at_offsets(records: &[(i64, Record)]) -> Result<Bytes, WireE
     Ok(buf.freeze())
 }
 
+/// Decodes one batch whose header was parsed and CRC checked already into its records (the
+/// decoder checks the CRC again; nothing else is repeated).
+pub fn decode_batch_records(batch: Bytes) -> Result<Vec<Record>, WireError> {
+    let mut buf = batch;
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| corrupt(format!("decoding record batch: {e}")))?;
+        out.extend(set.records.into_iter().map(|r| Record {
+            key: r.key,
+            value: r.value,
+            headers: r.headers.into_iter().map(|(k, v)| (k.as_str().to_owned(), v)).collect(),
+            timestamp: r.timestamp,
+        }));
+    }
+    Ok(out)
+}
+
 /// Decodes back-to-back batches into records, keeping those at or after `from_offset`.
 pub fn decode_batches(
     topic: &str,

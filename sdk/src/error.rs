@@ -60,6 +60,8 @@ pub enum ErrorCode {
     /// A plugin failed on the request's records (trap, deadline, memory cap), or its
     /// deployment is paused after repeated failures.
     ModuleFailed = 35,
+    /// A replication factor the cluster cannot give (more replicas than brokers).
+    InvalidReplicationFactor = 36,
 }
 
 impl ErrorCode {
@@ -115,6 +117,7 @@ impl TryFrom<u16> for ErrorCode {
             33 => UnknownModule,
             34 => InvalidModule,
             35 => ModuleFailed,
+            36 => InvalidReplicationFactor,
             other => return Err(format!("unknown error code {other}")),
         })
     }

@@ -150,7 +150,7 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
             let mut record_delivery = |outcome: Result<Instant, weir_sdk::ClientError>| -> anyhow::Result<()> {
                 let sent_at = outcome?;
                 sent.fetch_add(1, Ordering::Relaxed);
-                let _ = histogram.record((sent_at.elapsed().as_micros() as u64).max(1));
+                let _ = histogram.record(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
                 Ok(())
             };
             let value = Bytes::from(vec![b'x'; load.record_bytes]);
@@ -323,7 +323,7 @@ async fn e2e(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
         for r in records {
             if let Some(v) = &r.record.value {
                 let sent = u128::from_be_bytes(v[..16].try_into().expect("16 bytes"));
-                let _ = histogram.record(((now.saturating_sub(sent)) / 1000).max(1) as u64);
+                let _ = histogram.record(u64::try_from((now.saturating_sub(sent) / 1000).max(1)).unwrap_or(u64::MAX));
                 received += 1;
             }
         }
@@ -389,7 +389,7 @@ async fn quinn_baseline(total_bytes: u64, chunk: usize) -> anyhow::Result<(f64, 
     // Keep a few streams in flight, as a producer with several partitions would.
     let mut in_flight = tokio::task::JoinSet::new();
     while sent < total_bytes {
-        let n = (total_bytes - sent).min(chunk as u64) as usize;
+        let n = usize::try_from((total_bytes - sent).min(chunk as u64)).unwrap_or(chunk);
         let (mut send, mut recv) = conn.open_bi().await?;
         let data = data.slice(..n);
         in_flight.spawn(async move {
@@ -421,7 +421,7 @@ fn fjall_baseline(count: u64, record_bytes: usize, batch_bytes: usize) -> anyhow
         fjall::KeyspaceCreateOptions::default().with_kv_separation(Some(fjall::KvSeparationOptions::default()))
     })?;
     let per_batch = (batch_bytes / record_bytes).max(1) as u64;
-    let value = vec![b'x'; record_bytes * per_batch as usize];
+    let value = vec![b'x'; record_bytes * usize::try_from(per_batch).unwrap_or(1)];
     let start = Instant::now();
     let mut key = 0u64;
     while key < count {

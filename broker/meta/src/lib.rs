@@ -3,5 +3,8 @@
 //! same log always rebuilds the same state. No dependency on the Wasm runtime, the network
 //! or storage (the crate's dependencies are the arrows that keep it so).
 
+// Non-test code states why a value fits where it is narrowed, and never unwraps.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::cast_possible_truncation))]
+
 pub mod deployments;
 pub mod metadata;

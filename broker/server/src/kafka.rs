@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
@@ -18,13 +17,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use weir_sdk::wire::{
-    AlterTopicRequest, CreateTopicRequest, FetchPartition, FetchRequest as WeirFetch,
-    ListOffsetsRequest as WeirListOffsets, OffsetSpec, ProducePartition, ProduceRequest as WeirProduce, TopicConfig,
+    AlterTopicRequest, FetchPartition, FetchRequest as WeirFetch, ListOffsetsRequest as WeirListOffsets, OffsetSpec,
 };
-use weir_sdk::{Acks, ErrorCode, WireError};
+use weir_sdk::{ErrorCode, WireError};
 
 use crate::groups::{CommittedOffset, GroupCoordinator, GroupError, GroupState, JoinRequest};
-use crate::service::Broker;
+use crate::service::{Broker, CommitError, ConfigChange, FetchedPartition, NewTopic, Produce};
 
 /// Kafka error codes this front end sends (`org.apache.kafka.common.protocol.Errors`).
 mod code {
@@ -75,6 +73,7 @@ fn wire_code(e: &WireError) -> i16 {
         ErrorCode::DuplicateSequence => code::DUPLICATE_SEQUENCE_NUMBER,
         ErrorCode::InvalidProducerEpoch => code::INVALID_PRODUCER_EPOCH,
         ErrorCode::InvalidRecord => code::INVALID_RECORD,
+        ErrorCode::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }
@@ -286,7 +285,11 @@ fn encode_response(ctx: &RequestContext, response: ResponseKind) -> Bytes {
         tracing::error!(api_key = ?ctx.api_key, version = ctx.api_version, error = %e, "encoding a kafka response failed");
         return unsupported_response(ctx.correlation_id);
     }
-    out.put_i32(body.len() as i32);
+    let Ok(size) = i32::try_from(body.len()) else {
+        tracing::error!(api_key = ?ctx.api_key, bytes = body.len(), "a kafka response over 2 GiB cannot be framed");
+        return unsupported_response(ctx.correlation_id);
+    };
+    out.put_i32(size);
     out.extend_from_slice(&body);
     out.freeze()
 }
@@ -300,7 +303,8 @@ fn unsupported_response(correlation_id: i32) -> Bytes {
     let mut body = BytesMut::new();
     body.put_i32(correlation_id);
     response.encode(&mut body, 0).expect("ApiVersions v0 encodes");
-    out.put_i32(body.len() as i32);
+    // An ApiVersions answer is a few hundred bytes.
+    out.put_i32(i32::try_from(body.len()).expect("a few hundred bytes"));
     out.extend_from_slice(&body);
     out.freeze()
 }
@@ -508,19 +512,7 @@ async fn metadata(ctx: &KafkaContext, version: i16, r: MetadataRequest) -> Metad
     };
     let mut topics = Vec::with_capacity(names.len());
     for name in names {
-        let mut described = broker.describe_topic(&name);
-        if matches!(&described, Err(e) if e.code == ErrorCode::UnknownTopic)
-            && r.allow_auto_topic_creation
-            && r.topics.is_some()
-        {
-            let created = broker
-                .create_topic(CreateTopicRequest { name: name.clone(), partitions: 1, config: TopicConfig::default() })
-                .await;
-            described = match created {
-                Err(e) if e.code == ErrorCode::TopicAlreadyExists => broker.describe_topic(&name),
-                other => other,
-            };
-        }
+        let described = broker.topic_for_metadata(&name, r.allow_auto_topic_creation && r.topics.is_some()).await;
         let topic = match described {
             Ok(d) => {
                 metadata_response::MetadataResponseTopic::default().with_name(Some(TopicName(s(name)))).with_partitions(
@@ -563,27 +555,20 @@ async fn produce_enqueue(
     r: ProduceRequest,
 ) -> impl std::future::Future<Output = (i16, ProduceResponse)> + Send + 'static {
     let acks = r.acks;
-    let weir_acks = match acks {
-        0 => Acks::None,
-        1 => Acks::Leader,
-        _ => Acks::All,
-    };
     let mut topics = Vec::new();
     for topic in r.topic_data {
         let name = topic.name.0.as_str().to_owned();
         let mut partitions = Vec::new();
         for p in topic.partition_data {
             let records = p.records.unwrap_or_default();
-            let request = WeirProduce {
-                topic: name.clone(),
-                acks: weir_acks,
-                timeout_ms: r.timeout_ms.max(0) as u32,
-                partitions: vec![ProducePartition { partition: p.index.max(0) as u32, bytes: records.len() as u32 }],
-            };
-            let queued = if p.index < 0 {
-                Err(WireError::new(ErrorCode::UnknownPartition, format!("partition {} does not exist", p.index)))
-            } else {
-                ctx.broker.produce_enqueue(request, records).await
+            let queued = match u32::try_from(p.index) {
+                Ok(partition) => {
+                    let request = Produce { topic: name.clone(), partitions: vec![(Some(partition), records)] };
+                    ctx.broker.produce_enqueue(request).await
+                }
+                Err(_) => {
+                    Err(WireError::new(ErrorCode::UnknownPartition, format!("partition {} does not exist", p.index)))
+                }
             };
             partitions.push((p.index, queued));
         }
@@ -595,14 +580,10 @@ async fn produce_enqueue(
             let mut partition_responses = Vec::new();
             for (index, queued) in partitions {
                 let outcome = match queued {
-                    Ok(pending) => {
-                        let mut response = pending.await;
-                        let p = response.partitions.pop().expect("one partition per request");
-                        match p.error {
-                            Some(e) => Err(e),
-                            None => Ok(p.base_offset),
-                        }
-                    }
+                    Ok(pending) => pending.await.pop().map_or_else(
+                        || Err(WireError::new(ErrorCode::Internal, "the service answered no partition")),
+                        |p| p.base_offset,
+                    ),
                     Err(e) => Err(e),
                 };
                 let response =
@@ -645,22 +626,20 @@ async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchRespon
             })
             .collect(),
     };
-    let (response, chunks) = match ctx.broker.fetch(request).await {
-        Ok(answer) => answer,
+    let fetched = match ctx.broker.fetch(request).await {
+        Ok(fetched) => fetched,
         Err(e) => return FetchResponse::default().with_error_code(wire_code(&e)),
     };
-    let mut chunks = chunks.into_iter();
     let mut by_topic: BTreeMap<String, Vec<fetch_response::PartitionData>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    for p in response.partitions {
-        // The partition's batches, stored bytes as they are, back to back.
-        let mut records = BytesMut::with_capacity(p.bytes as usize);
-        let mut taken = 0usize;
-        while taken < p.bytes as usize {
-            let Some(chunk) = chunks.next() else { break };
-            taken += chunk.len();
-            records.extend_from_slice(&chunk);
-        }
+    for FetchedPartition { answer: p, batches } in fetched {
+        // The partition's batches, stored bytes as they are, back to back: the crate's message
+        // type holds one buffer per partition, so more than one batch is copied into one.
+        let records = match batches.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        };
         let data = fetch_response::PartitionData::default()
             .with_partition_index(p.partition as i32)
             .with_high_watermark(p.high_watermark)
@@ -668,7 +647,7 @@ async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchRespon
             .with_log_start_offset(if version >= 5 { p.log_start_offset } else { -1 })
             .with_error_code(p.error.as_ref().map_or(code::NONE, wire_code))
             .with_preferred_read_replica(BrokerId(-1))
-            .with_records(Some(records.freeze()));
+            .with_records(Some(records));
         if !by_topic.contains_key(&p.topic) {
             order.push(p.topic.clone());
         }
@@ -739,30 +718,19 @@ async fn create_topics(ctx: &KafkaContext, version: i16, r: CreateTopicsRequest)
             .iter()
             .filter_map(|c| c.value.as_ref().map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned())))
             .collect();
-        let outcome = async {
-            if t.replication_factor > 1 {
-                return Err((
-                    code::INVALID_REPLICATION_FACTOR,
-                    format!("replication factor {} exceeds the 1 broker of this cluster", t.replication_factor),
-                ));
-            }
-            let config = TopicConfig::default()
-                .with_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .map_err(|e| (wire_code(&e), e.message))?;
-            let partitions = if t.num_partitions < 0 { 1 } else { t.num_partitions as u32 };
-            if r.validate_only {
-                return Ok(partitions);
-            }
-            ctx.broker
-                .create_topic(CreateTopicRequest { name: name.clone(), partitions, config })
-                .await
-                .map(|d| d.partitions.len() as u32)
-                .map_err(|e| (wire_code(&e), e.message))
-        }
-        .await;
+        let new = NewTopic {
+            name,
+            partitions: u32::try_from(t.num_partitions).ok(),
+            replication_factor: u32::try_from(t.replication_factor).ok(),
+            config: entries,
+            validate_only: r.validate_only,
+        };
+        let outcome = ctx.broker.create_topic_as_asked(new).await.map_err(|e| (wire_code(&e), e.message));
         let result = create_topics_response::CreatableTopicResult::default().with_name(t.name);
         results.push(match outcome {
-            Ok(partitions) if version >= 5 => result.with_num_partitions(partitions as i32).with_replication_factor(1),
+            Ok(partitions) if version >= 5 => {
+                result.with_num_partitions(i32::try_from(partitions).unwrap_or(i32::MAX)).with_replication_factor(1)
+            }
             Ok(_) => result,
             Err((code, message)) => result.with_error_code(code).with_error_message(Some(s(message))),
         });
@@ -819,22 +787,14 @@ fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest)
             let result = describe_configs_response::DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            let entries: Result<Vec<(String, String)>, WireError> = match res.resource_type {
-                RESOURCE_TOPIC => ctx.broker.describe_topic(res.resource_name.as_str()).map(|d| {
-                    let mut e = d.config.entries();
-                    e.push(("cleanup.policy".into(), "delete".into()));
-                    e
-                }),
-                RESOURCE_BROKER => Ok(vec![
-                    ("broker.id".into(), ctx.config.node_id.to_string()),
-                    ("auto.create.topics.enable".into(), "true".into()),
-                ]),
+            let entries = match res.resource_type {
+                RESOURCE_TOPIC => ctx.broker.topic_configs(res.resource_name.as_str()),
+                RESOURCE_BROKER => Ok(ctx.broker.broker_configs()),
                 other => Err(WireError::new(
                     ErrorCode::InvalidRequest,
                     format!("config resource type {other} is not supported"),
                 )),
             };
-            let defaults: BTreeMap<String, String> = TopicConfig::default().entries().into_iter().collect();
             match entries {
                 Ok(entries) => {
                     let wanted = res
@@ -844,12 +804,13 @@ fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest)
                     result.with_configs(
                         entries
                             .into_iter()
-                            .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
-                            .map(|(k, v)| {
-                                let source = config_source(&defaults, &k, &v);
+                            .filter(|e| wanted.as_ref().is_none_or(|w| w.contains(&e.name)))
+                            .map(|e| {
+                                // Kafka's ConfigSource: DEFAULT_CONFIG (5) or DYNAMIC_TOPIC_CONFIG (1).
+                                let source = if e.is_default { 5 } else { 1 };
                                 describe_configs_response::DescribeConfigsResourceResult::default()
-                                    .with_name(s(k))
-                                    .with_value(Some(s(v)))
+                                    .with_name(s(e.name))
+                                    .with_value(Some(s(e.value)))
                                     .with_config_source(source)
                                     .with_config_type(if version >= 3 { 2 } else { 0 })
                             })
@@ -863,45 +824,16 @@ fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest)
     DescribeConfigsResponse::default().with_results(results)
 }
 
-/// Kafka's ConfigSource: 1 (DYNAMIC_TOPIC_CONFIG) for a value set on the topic, 5
-/// (DEFAULT_CONFIG) for a default, so clients that list only modified configs see the set ones.
-fn config_source(defaults: &BTreeMap<String, String>, key: &str, value: &str) -> i8 {
-    match defaults.get(key) {
-        Some(default) if default == value => 5,
-        Some(_) => 1,
-        None => 5,
-    }
-}
-
-async fn alter_topic_config(
-    ctx: &KafkaContext,
-    topic: &str,
-    entries: BTreeMap<String, String>,
-    validate_only: bool,
-) -> Result<(), WireError> {
-    let current = ctx.broker.describe_topic(topic)?;
-    if validate_only {
-        return current.config.with_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map(|_| ());
-    }
-    ctx.broker
-        .alter_topic(AlterTopicRequest { name: topic.to_owned(), partitions: None, config: entries })
-        .await
-        .map(|_| ())
-}
-
 async fn alter_configs(ctx: &KafkaContext, r: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for res in r.resources {
-        // AlterConfigs replaces the whole config: unset keys return to their defaults.
-        let mut entries: BTreeMap<String, String> = TopicConfig::default().entries().into_iter().collect();
-        entries.remove("flush.interval.ms");
-        for c in &res.configs {
-            if let Some(v) = &c.value {
-                entries.insert(c.name.as_str().to_owned(), v.as_str().to_owned());
-            }
-        }
+        let given: Vec<(String, String)> = res
+            .configs
+            .iter()
+            .filter_map(|c| c.value.as_ref().map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned())))
+            .collect();
         let outcome = if res.resource_type == RESOURCE_TOPIC {
-            alter_topic_config(ctx, res.resource_name.as_str(), entries, r.validate_only).await
+            ctx.broker.replace_topic_config(res.resource_name.as_str(), given, r.validate_only).await
         } else {
             Err(WireError::new(ErrorCode::InvalidConfig, "only topic configs can be altered"))
         };
@@ -920,36 +852,25 @@ async fn incremental_alter_configs(
     ctx: &KafkaContext,
     r: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let defaults: BTreeMap<String, String> = TopicConfig::default().entries().into_iter().collect();
     let mut responses = Vec::new();
     for res in r.resources {
-        let mut entries = BTreeMap::new();
-        let mut bad_op = None;
-        for c in &res.configs {
-            let name = c.name.as_str().to_owned();
-            match c.config_operation {
-                0 => {
-                    entries.insert(name, c.value.as_ref().map(|v| v.as_str().to_owned()).unwrap_or_default());
-                }
-                1 => {
-                    if let Some(default) = defaults.get(&name) {
-                        entries.insert(name, default.clone());
-                    }
-                }
-                op => bad_op = Some(op),
-            }
-        }
-        let outcome = match (bad_op, res.resource_type) {
-            (Some(op), _) => Err(WireError::new(
-                ErrorCode::InvalidConfig,
-                format!(
-                    "config operation {op} (APPEND/SUBTRACT) applies to list configs; topic configs here are scalar"
-                ),
-            )),
-            (None, RESOURCE_TOPIC) => {
-                alter_topic_config(ctx, res.resource_name.as_str(), entries, r.validate_only).await
-            }
-            (None, _) => Err(WireError::new(ErrorCode::InvalidConfig, "only topic configs can be altered")),
+        let changes: Vec<(String, ConfigChange)> = res
+            .configs
+            .iter()
+            .map(|c| {
+                let value = c.value.as_ref().map(|v| v.as_str().to_owned()).unwrap_or_default();
+                let change = match c.config_operation {
+                    0 => ConfigChange::Set(value),
+                    1 => ConfigChange::Delete,
+                    2 => ConfigChange::Append(value),
+                    _ => ConfigChange::Subtract(value),
+                };
+                (c.name.as_str().to_owned(), change)
+            })
+            .collect();
+        let outcome = match res.resource_type {
+            RESOURCE_TOPIC => ctx.broker.alter_topic_config(res.resource_name.as_str(), changes, r.validate_only).await,
+            _ => Err(WireError::new(ErrorCode::InvalidConfig, "only topic configs can be altered")),
         };
         let response = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
@@ -1019,14 +940,14 @@ async fn join_group(ctx: &KafkaContext, req: &RequestContext, r: JoinGroupReques
 }
 
 fn offset_commit(ctx: &KafkaContext, r: OffsetCommitRequest) -> OffsetCommitResponse {
-    let offsets: Vec<(String, u32, CommittedOffset)> = r
+    let offsets: Vec<(String, i32, CommittedOffset)> = r
         .topics
         .iter()
         .flat_map(|t| {
             t.partitions.iter().map(|p| {
                 (
                     t.name.0.as_str().to_owned(),
-                    p.partition_index.max(0) as u32,
+                    p.partition_index,
                     CommittedOffset {
                         offset: p.committed_offset,
                         metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_owned()),
@@ -1035,43 +956,35 @@ fn offset_commit(ctx: &KafkaContext, r: OffsetCommitRequest) -> OffsetCommitResp
             })
         })
         .collect();
-    let unknown: Vec<(String, i32)> = r
-        .topics
-        .iter()
-        .flat_map(|t| {
-            let count = ctx.broker.describe_topic(t.name.0.as_str()).map(|d| d.partitions.len() as i32).unwrap_or(0);
-            t.partitions
-                .iter()
-                .filter(move |p| p.partition_index < 0 || p.partition_index >= count)
-                .map(move |p| (t.name.0.as_str().to_owned(), p.partition_index))
-        })
-        .collect();
-    let outcome = if unknown.is_empty() {
-        ctx.groups.commit(r.group_id.0.as_str(), r.generation_id_or_member_epoch, r.member_id.as_str(), offsets)
-    } else {
-        Ok(())
+    let outcome = ctx.broker.commit_offsets(
+        r.group_id.0.as_str(),
+        r.generation_id_or_member_epoch,
+        r.member_id.as_str(),
+        offsets,
+    );
+    let code_for = |topic: &str, partition: i32| match &outcome {
+        Ok(()) => code::NONE,
+        Err(CommitError::Group(e)) => group_code(*e),
+        // Nothing was stored: the unknown partitions say why, the others that the request was refused.
+        Err(CommitError::UnknownPartitions { unknown, .. }) => {
+            if unknown.iter().any(|(t, p)| t == topic && *p == partition) {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                code::INVALID_REQUEST
+            }
+        }
     };
     let topics = r
         .topics
         .into_iter()
         .map(|t| {
-            let name = t.name.0.as_str().to_owned();
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = if !unknown.is_empty() {
-                        if unknown.contains(&(name.clone(), p.partition_index)) {
-                            code::UNKNOWN_TOPIC_OR_PARTITION
-                        } else {
-                            code::INVALID_REQUEST
-                        }
-                    } else {
-                        result_code(&outcome)
-                    };
                     offset_commit_response::OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(code)
+                        .with_error_code(code_for(t.name.0.as_str(), p.partition_index))
                 })
                 .collect();
             offset_commit_response::OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
@@ -1144,17 +1057,6 @@ fn offset_fetch(ctx: &KafkaContext, req: &RequestContext, r: OffsetFetchRequest)
         offset_fetch_response::OffsetFetchResponseTopic,
         offset_fetch_response::OffsetFetchResponsePartition
     ))
-}
-
-/// Expires group members and completes overdue rebalances.
-pub async fn group_ticker(groups: GroupCoordinator, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => groups.tick(std::time::Instant::now()),
-            _ = stop.changed() => return,
-        }
-    }
 }
 
 /// A request as the listener reads it.

@@ -3,6 +3,9 @@
 //! plugin host and transform tasks, partition logs, and `weir serve`'s start-up. The `weir`
 //! command line (client commands, bench) is the `weir-cli` crate.
 
+// Non-test code states why a value fits where it is narrowed, and never unwraps.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::cast_possible_truncation))]
+
 pub mod controller;
 pub mod groups;
 pub mod kafka;

@@ -310,7 +310,7 @@ impl Metrics {
         error: Option<&CallError>,
         memory_high_water_bytes: u64,
     ) -> u32 {
-        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.records_in.fetch_add(records as u64, Ordering::Relaxed);
         self.call_time_us_total.fetch_add(us, Ordering::Relaxed);
@@ -357,21 +357,27 @@ impl Metrics {
 
 /// Records as plugins see them, from decoded batch records.
 pub fn input_records(records: &[weir_sdk::batch::ConsumedRecord]) -> Vec<InputRecord> {
-    records
-        .iter()
-        .map(|r| InputRecord {
-            topic: r.topic.clone(),
-            partition: r.partition,
-            offset: r.offset,
-            timestamp: r.record.timestamp,
-            key: r.record.key.as_ref().map(|b| b.to_vec()),
-            value: r.record.value.as_ref().map(|b| b.to_vec()),
-            headers: r
-                .record
-                .headers
-                .iter()
-                .map(|(k, v)| weir_runtime::Header { key: k.clone(), value: v.as_ref().map(|b| b.to_vec()) })
-                .collect(),
-        })
-        .collect()
+    records.iter().map(|r| input_record(&r.topic, r.partition, r.offset, &r.record)).collect()
+}
+
+/// Records of a produce request, not stored yet: each one's offset is its index in the
+/// request.
+pub fn request_input_records(topic: &str, partition: u32, records: &[weir_sdk::batch::Record]) -> Vec<InputRecord> {
+    (0i64..).zip(records).map(|(index, r)| input_record(topic, partition, index, r)).collect()
+}
+
+fn input_record(topic: &str, partition: u32, offset: i64, r: &weir_sdk::batch::Record) -> InputRecord {
+    InputRecord {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        timestamp: r.timestamp,
+        key: r.key.as_ref().map(|b| b.to_vec()),
+        value: r.value.as_ref().map(|b| b.to_vec()),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| weir_runtime::Header { key: k.clone(), value: v.as_ref().map(|b| b.to_vec()) })
+            .collect(),
+    }
 }

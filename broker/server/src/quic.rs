@@ -12,7 +12,7 @@ use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::groups::{CommittedOffset, GroupError, JoinRequest};
-use crate::service::Broker;
+use crate::service::{Broker, CommitError, Produce};
 
 #[derive(Debug, Clone)]
 pub struct QuicConfig {
@@ -31,7 +31,9 @@ impl QuicServer {
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
         let mut transport = weir_sdk::client::transport_config();
-        transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(config.streams_per_connection_max as u32));
+        transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(
+            u32::try_from(config.streams_per_connection_max).unwrap_or(u32::MAX),
+        ));
         server_config.transport_config(Arc::new(transport));
         let endpoint = quinn::Endpoint::server(server_config, config.addr)?;
         Ok(Self { endpoint })
@@ -106,11 +108,8 @@ async fn serve_stream(
     }
     let outcome = match frame {
         Ok(frame) if frame.kind == FrameKind::Produce => {
-            let queued_produce = match frame.header::<ProduceRequest>() {
-                Ok(request) => {
-                    let acks = request.acks;
-                    broker.produce_enqueue(request, frame.payload).await.map(|pending| (acks, pending))
-                }
+            let queued_produce = match frame.header::<ProduceRequest>().and_then(|r| produce_input(r, &frame.payload)) {
+                Ok((acks, request)) => broker.produce_enqueue(request).await.map(|pending| (acks, pending)),
                 Err(e) => Err(e),
             };
             drop(queued);
@@ -120,7 +119,25 @@ async fn serve_stream(
                     return Ok(());
                 }
                 Ok((_, pending)) => {
-                    let response = pending.await;
+                    let partitions = pending
+                        .await
+                        .into_iter()
+                        .map(|p| match p.base_offset {
+                            Ok(base_offset) => ProducePartitionResponse {
+                                partition: p.partition,
+                                base_offset,
+                                log_append_time_ms: -1,
+                                error: None,
+                            },
+                            Err(e) => ProducePartitionResponse {
+                                partition: p.partition,
+                                base_offset: -1,
+                                log_append_time_ms: -1,
+                                error: Some(e),
+                            },
+                        })
+                        .collect();
+                    let response = ProduceResponse { partitions };
                     Ok(Some((Frame::new(FrameKind::Produce, &response, Bytes::new()), Vec::new())))
                 }
                 Err(e) => Err(e),
@@ -158,11 +175,34 @@ fn response_chunks(frame: &Frame, extra: Vec<Bytes>) -> Vec<Bytes> {
     let payload_len: usize = extra.iter().map(Bytes::len).sum();
     let mut head = Frame { kind: frame.kind, header: frame.header.clone(), payload: Bytes::new() }.encode();
     let total = head.len() - 4 + payload_len;
-    head[..4].copy_from_slice(&(total as u32).to_be_bytes());
+    // Bounded by frame_bytes_max (at most 1 GiB, checked at start).
+    head[..4].copy_from_slice(&u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes());
     let mut chunks = Vec::with_capacity(extra.len() + 1);
     chunks.push(head.freeze());
     chunks.extend(extra);
     chunks
+}
+
+/// The service's produce input from a Produce frame: the payload split by the byte counts the
+/// header declares, which must add up to the payload. The acks level stays here: it decides
+/// whether this front end answers at all.
+fn produce_input(request: ProduceRequest, payload: &Bytes) -> Result<(Acks, Produce), WireError> {
+    let declared: u64 = request.partitions.iter().map(|p| u64::from(p.bytes)).sum();
+    if declared != payload.len() as u64 {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("produce request declares {declared} bytes of batches but carries {}", payload.len()),
+        ));
+    }
+    let mut at = 0usize;
+    let mut partitions = Vec::with_capacity(request.partitions.len());
+    for p in &request.partitions {
+        let len = p.bytes as usize;
+        let partition = (p.partition != PARTITION_UNASSIGNED).then_some(p.partition);
+        partitions.push((partition, payload.slice(at..at + len)));
+        at += len;
+    }
+    Ok((request.acks, Produce { topic: request.topic, partitions }))
 }
 
 /// Decodes the request, calls the service, encodes the response. `None`: send nothing.
@@ -184,8 +224,14 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
         FrameKind::AlterTopic => reply(frame.kind, &broker.alter_topic(frame.header()?).await?),
         FrameKind::Produce => return Err(WireError::new(ErrorCode::Internal, "produce is served by serve_stream")),
         FrameKind::Fetch => {
-            let (response, chunks) = broker.fetch(frame.header()?).await?;
-            return Ok(Some((reply(frame.kind, &response), chunks)));
+            let fetched = broker.fetch(frame.header()?).await?;
+            let mut partitions = Vec::with_capacity(fetched.len());
+            let mut chunks = Vec::new();
+            for p in fetched {
+                partitions.push(p.answer);
+                chunks.extend(p.batches);
+            }
+            return Ok(Some((reply(frame.kind, &FetchResponse { partitions }), chunks)));
         }
         FrameKind::ListOffsets => reply(frame.kind, &broker.list_offsets(frame.header()?)?),
         FrameKind::DeployModule => reply(frame.kind, &broker.deploy_module(frame.header()?, frame.payload).await?),
@@ -254,23 +300,18 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
         }
         FrameKind::OffsetCommit => {
             let req: OffsetCommitRequest = frame.header()?;
-            for o in &req.offsets {
-                broker.describe_topic(&o.topic).and_then(|d| {
-                    if o.partition as usize >= d.partitions.len() {
-                        return Err(WireError::new(
-                            ErrorCode::UnknownPartition,
-                            format!("partition {} of {:?} does not exist", o.partition, o.topic),
-                        ));
-                    }
-                    Ok(())
-                })?;
-            }
             let offsets = req
                 .offsets
                 .into_iter()
-                .map(|o| (o.topic, o.partition, CommittedOffset { offset: o.offset, metadata: None }))
+                .map(|o| {
+                    let partition = i32::try_from(o.partition).unwrap_or(i32::MAX);
+                    (o.topic, partition, CommittedOffset { offset: o.offset, metadata: None })
+                })
                 .collect();
-            broker.groups().commit(&req.group_id, req.generation_id, &req.member_id, offsets).map_err(group_error)?;
+            broker.commit_offsets(&req.group_id, req.generation_id, &req.member_id, offsets).map_err(|e| match e {
+                CommitError::UnknownPartitions { first, .. } => first,
+                CommitError::Group(e) => group_error(e),
+            })?;
             reply(frame.kind, &Empty {})
         }
         FrameKind::OffsetFetch => {

@@ -55,6 +55,12 @@ pub struct ServeConfig {
     /// An idempotent producer idle this long loses its sequence state (Kafka's
     /// `producer.id.expiration.ms`, default 7 days).
     pub producer_id_expiration_ms: u64,
+    /// Whether a client's metadata request may create a topic it names (Kafka's
+    /// `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created without a count: auto-created, or by a Kafka client that
+    /// leaves the count to the broker (Kafka's `num.partitions`).
+    pub default_partitions: u32,
 }
 
 impl Default for ServeConfig {
@@ -83,6 +89,8 @@ impl Default for ServeConfig {
             module_failures_max: 5,
             module_bytes_max: 8 * 1024 * 1024,
             producer_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            auto_create_topics: true,
+            default_partitions: 1,
         }
     }
 }
@@ -160,6 +168,13 @@ impl ServeConfig {
             format!("producer_id_expiration_ms = {} must be 1 s to 365 days", self.producer_id_expiration_ms),
         )?;
         check(
+            (1..=self.partitions_per_topic_max).contains(&self.default_partitions),
+            format!(
+                "default_partitions = {} must be 1 to partitions_per_topic_max = {}",
+                self.default_partitions, self.partitions_per_topic_max
+            ),
+        )?;
+        check(
             self.retention_check_ms >= 10,
             format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
         )?;
@@ -214,6 +229,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         fetch_wait_ms_max: config.fetch_wait_ms_max,
         fetch_bytes_max: config.fetch_bytes_max,
         producer_id_expiration_ms: config.producer_id_expiration_ms,
+        auto_create_topics: config.auto_create_topics,
+        default_partitions: config.default_partitions,
     };
     let groups = GroupCoordinator::open(storage.offsets).context("opening group offsets")?;
     let plugins = Plugins::open(
@@ -259,7 +276,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         request_bytes_max: config.kafka_request_bytes_max,
         connections_max: config.connections_max,
         in_flight_per_connection_max: 64,
-        node_id: config.node_id as i32,
+        node_id: i32::try_from(config.node_id).context("node_id must fit a Kafka broker id (i32)")?,
     };
     let kafka_ctx = KafkaContext { broker: broker.clone(), groups: groups.clone(), config: Arc::new(kafka_config) };
 
@@ -273,7 +290,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             }
         }));
     }
-    tasks.push(tokio::spawn(crate::kafka::group_ticker(groups, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::service::group_ticker(broker.clone(), shutdown_rx.clone())));
 
     let registry = tokio::net::TcpListener::bind(config.registry_addr)
         .await

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use weir_runtime::{InputRecord, PluginKind, TransformResults};
 use weir_sdk::batch::{decode_batches, encode_batch, Compression, Record};
-use weir_sdk::wire::{Acks, FetchPartition, FetchRequest, ProducePartition, ProduceRequest};
+use weir_sdk::wire::{FetchPartition, FetchRequest};
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::plugins::input_records;
-use crate::service::Broker;
+use crate::service::{Broker, Produce};
 use weir_meta::deployments::Deployment;
 use weir_meta::metadata::Command;
 
@@ -126,15 +126,21 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
                 module: None,
             }],
         };
-        let (response, chunks) = match broker.fetch(request).await {
-            Ok(fetched) => fetched,
+        let fetched = match broker.fetch(request).await.map(|mut f| f.pop()) {
+            Ok(Some(fetched)) => fetched,
+            Ok(None) => {
+                metrics
+                    .set_last_error(format!("reading {}[{}]: no answer for the partition", key.topic, key.partition));
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
             Err(e) => {
                 metrics.set_last_error(format!("reading {}[{}]: {e}", key.topic, key.partition));
                 tokio::time::sleep(RETRY_AFTER).await;
                 continue;
             }
         };
-        let answer = &response.partitions[0];
+        let answer = &fetched.answer;
         if let Some(e) = &answer.error {
             if e.code == ErrorCode::OffsetOutOfRange {
                 // Retention removed what was not read yet, or the log is shorter than stored
@@ -149,7 +155,7 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
         }
         let mut records = Vec::new();
         let mut batch_end = next;
-        for chunk in chunks {
+        for chunk in fetched.batches {
             if let Ok(header) = weir_sdk::batch::BatchHeader::parse(&chunk) {
                 batch_end = batch_end.max(header.last_offset() + 1);
             }
@@ -319,7 +325,7 @@ fn dead_letter(deployment: &Deployment, input: &InputRecord, reason: &str) -> Re
 /// Appends records to `topic` and waits until they are durable. A record goes to the
 /// partition its key hashes to, or without a key to its source partition (modulo the count).
 async fn write(broker: &Broker, topic: &str, records: Vec<(u32, Record)>) -> Result<(), WireError> {
-    let partitions = broker.describe_topic(topic)?.partitions.len() as u32;
+    let partitions = u32::try_from(broker.describe_topic(topic)?.partitions.len()).unwrap_or(u32::MAX);
     let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
     for (source_partition, record) in records {
         let p = match &record.key {
@@ -329,7 +335,6 @@ async fn write(broker: &Broker, topic: &str, records: Vec<(u32, Record)>) -> Res
         by_partition.entry(p).or_default().push(record);
     }
     let mut entries = Vec::new();
-    let mut payload = Vec::new();
     for (partition, records) in by_partition {
         let mut start = 0;
         while start < records.len() {
@@ -343,16 +348,13 @@ async fn write(broker: &Broker, topic: &str, records: Vec<(u32, Record)>) -> Res
                     records[end].value.as_ref().map_or(0, Bytes::len) + records[end].key.as_ref().map_or(0, Bytes::len);
                 end += 1;
             }
-            let batch = encode_batch(&records[start..end], Compression::None)?;
-            entries.push(ProducePartition { partition, bytes: batch.len() as u32 });
-            payload.push(batch);
+            entries.push((Some(partition), encode_batch(&records[start..end], Compression::None)?));
             start = end;
         }
     }
-    let request = ProduceRequest { topic: topic.to_owned(), acks: Acks::All, timeout_ms: 30_000, partitions: entries };
-    let response = broker.produce_enqueue(request, Bytes::from(payload.concat())).await?.await;
-    match response.partitions.into_iter().find_map(|p| p.error) {
-        Some(e) => Err(e),
-        None => Ok(()),
+    let request = Produce { topic: topic.to_owned(), partitions: entries };
+    for produced in broker.produce_enqueue(request).await?.await {
+        produced.base_offset?;
     }
+    Ok(())
 }

@@ -10,6 +10,9 @@
 //! *Boundary*: this is the only crate of the broker that depends on fjall; every key is made
 //! by [`keys`].
 
+// Non-test code states why a value fits where it is narrowed, and never unwraps.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::cast_possible_truncation))]
+
 pub mod idempotence;
 pub mod keys;
 pub mod log;

@@ -371,6 +371,16 @@ impl LogStore {
                     ),
                 )
             })?;
+            let key_offset = offset_of_key(&key);
+            if header.base_offset != key_offset {
+                return Err(WireError::new(
+                    ErrorCode::CorruptBatch,
+                    format!(
+                        "stored batch under offset {key_offset} of partition {} says base offset {}",
+                        id.partition, header.base_offset
+                    ),
+                ));
+            }
             if header.last_offset() < offset {
                 continue;
             }
@@ -572,6 +582,12 @@ impl Writer {
             for job in &group {
                 let end = next[&job.partition.id];
                 job.partition.end_offset.send_if_modified(|current| {
+                    // Invariant: a partition's end offset only moves forward.
+                    assert!(
+                        end >= *current,
+                        "end offset of {:?} would move back from {current} to {end}",
+                        job.partition.id
+                    );
                     let moved = *current != end;
                     *current = end;
                     moved
@@ -642,6 +658,12 @@ impl Writer {
             let mut stored = bytes.to_vec();
             set_base_offset(&mut stored, end);
             debug_assert!(validate_batch(&stored).is_ok(), "batch stays valid with its assigned offset");
+            // Invariant: offsets are dense and increasing; a batch is stored under its base offset.
+            // (BatchHeader::parse refuses a negative last offset delta, so a count is at least 1.)
+            assert!(header.offset_count() > 0, "a parsed batch holds at least one offset");
+            if let Some((previous, _)) = batches.last() {
+                assert!(*previous < end, "offsets increase within an append");
+            }
             base.get_or_insert(end);
             batches.push((end, stored));
             end += header.offset_count();

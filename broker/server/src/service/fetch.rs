@@ -1,0 +1,194 @@
+//! Fetch and list offsets: stored batches as they are (or through a consume-time module),
+//! long-polling on the partitions' end offsets.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_sdk::wire::*;
+use weir_sdk::{ErrorCode, WireError};
+
+use weir_runtime::PluginKind;
+
+use crate::plugins::input_records;
+use weir_meta::deployments::{self};
+use weir_meta::metadata::Topic;
+
+use super::Broker;
+
+impl Broker {
+    /// Reads every partition asked for; long-polls until `min_bytes` are available or
+    /// `max_wait_ms` (capped by the broker's `fetch_wait_ms_max`) passes. One answer per
+    /// partition asked for, in order, each with its own batches.
+    pub async fn fetch(&self, request: FetchRequest) -> Result<Vec<FetchedPartition>, WireError> {
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(self.config.fetch_wait_ms_max)));
+        let deadline = Instant::now() + wait;
+        loop {
+            // Subscribe before reading so an append between the read and the wait is not missed.
+            let mut watchers: Vec<_> = request
+                .partitions
+                .iter()
+                .filter_map(|p| self.topic(&p.topic).ok().and_then(|t| self.partition(&t, p.partition).ok()))
+                .map(|s| s.subscribe())
+                .collect();
+            let fetched = self.fetch_once(&request);
+            let total: usize = fetched.iter().map(|p| p.answer.bytes as usize).sum();
+            let any_error = fetched.iter().any(|p| p.answer.error.is_some());
+            // A fetch module that dropped everything it read still moved the consumer on.
+            let skipped = fetched
+                .iter()
+                .zip(&request.partitions)
+                .any(|(p, asked)| p.answer.next_offset.is_some_and(|next| next > asked.offset));
+            let now = Instant::now();
+            if total >= request.min_bytes as usize || any_error || skipped || now >= deadline || watchers.is_empty() {
+                return Ok(fetched);
+            }
+            let changed = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+            let _ = tokio::time::timeout(deadline - now, changed).await;
+        }
+    }
+
+    pub(super) fn fetch_once(&self, request: &FetchRequest) -> Vec<FetchedPartition> {
+        let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
+        let mut total = 0usize;
+        let mut partitions = Vec::with_capacity(request.partitions.len());
+        for p in &request.partitions {
+            let mut answer = FetchPartitionResponse {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                high_watermark: -1,
+                log_start_offset: -1,
+                bytes: 0,
+                error: None,
+                next_offset: None,
+            };
+            let outcome = self.topic(&p.topic).and_then(|topic| {
+                let state = self.partition(&topic, p.partition)?;
+                answer.high_watermark = state.end_offset();
+                answer.log_start_offset = state.log_start_offset();
+                let room = max_bytes.saturating_sub(total).min(p.max_bytes as usize);
+                // Only the response's first batch may exceed the limits, as in Kafka.
+                let batches = self.log.read(&state, p.offset, room, total == 0)?;
+                match &p.module {
+                    Some(name) if !batches.is_empty() => {
+                        let (filtered, next) = self.run_fetch_module(name, &topic, p.partition, p.offset, batches)?;
+                        answer.next_offset = Some(next);
+                        Ok(filtered)
+                    }
+                    _ => Ok(batches),
+                }
+            });
+            let batches = match outcome {
+                Ok(batches) => {
+                    let bytes: usize = batches.iter().map(Bytes::len).sum();
+                    // Bounded by fetch_bytes_max (a u32) but for one first batch, itself
+                    // bounded by max.message.bytes (a u32).
+                    answer.bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                    total += bytes;
+                    batches
+                }
+                Err(e) => {
+                    answer.error = Some(e);
+                    Vec::new()
+                }
+            };
+            partitions.push(FetchedPartition { answer, batches });
+        }
+        partitions
+    }
+
+    /// Runs a transform deployment over batches read for a consumer: one output batch per input
+    /// batch, its records keeping their inputs' offsets; the offset after the last input
+    /// record, from which the consumer goes on.
+    pub(super) fn run_fetch_module(
+        &self,
+        name: &str,
+        topic: &Topic,
+        partition: u32,
+        from_offset: i64,
+        batches: Vec<Bytes>,
+    ) -> Result<(Vec<Bytes>, i64), WireError> {
+        let deployment =
+            self.controller.state().modules.get(name).cloned().ok_or_else(|| deployments::unknown(name))?;
+        if deployment.kind != PluginKind::Transform {
+            return Err(WireError::new(
+                ErrorCode::InvalidModule,
+                format!("module {name:?} is a {}; a fetch runs transforms", deployment.kind.as_str()),
+            ));
+        }
+        if let Some(reason) = &deployment.paused {
+            return Err(WireError::new(ErrorCode::ModuleFailed, format!("module {name:?} is paused ({reason})")));
+        }
+        let mut out = Vec::with_capacity(batches.len());
+        let mut next = from_offset;
+        for batch in batches {
+            let header = weir_sdk::batch::BatchHeader::parse(&batch)?;
+            next = next.max(header.last_offset() + 1);
+            let records = weir_sdk::batch::decode_batches(&topic.name, partition, batch, from_offset)?;
+            if records.is_empty() {
+                continue;
+            }
+            let inputs = input_records(&records);
+            let results = self
+                .plugins
+                .call_pooled(&deployment, inputs.len(), |instance| instance.transform(&inputs))
+                .map_err(|e| self.module_failed(&deployment, e))?;
+            let mut kept = Vec::new();
+            for (input, result) in inputs.iter().zip(results) {
+                let outputs = result.map_err(|reason| {
+                    WireError::new(
+                        ErrorCode::ModuleFailed,
+                        format!("module {name:?} failed on the record at offset {}: {reason}", input.offset),
+                    )
+                })?;
+                for o in outputs {
+                    let record = weir_sdk::batch::Record {
+                        key: o.key.map(Bytes::from),
+                        value: o.value.map(Bytes::from),
+                        headers: o.headers.into_iter().map(|h| (h.key, h.value.map(Bytes::from))).collect(),
+                        timestamp: o.timestamp.unwrap_or(input.timestamp),
+                    };
+                    kept.push((input.offset, record));
+                }
+            }
+            self.plugins.metrics(name).records_out.fetch_add(kept.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if !kept.is_empty() {
+                out.push(weir_sdk::batch::encode_batch_at_offsets(&kept)?);
+            }
+        }
+        Ok((out, next))
+    }
+
+    pub fn list_offsets(&self, request: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {
+        let topic = self.topic(&request.topic)?;
+        let partitions = request
+            .partitions
+            .iter()
+            .map(|&partition| {
+                let outcome = self.partition(&topic, partition).and_then(|state| match request.spec {
+                    OffsetSpec::Earliest => Ok((state.log_start_offset(), -1)),
+                    OffsetSpec::Latest => Ok((state.end_offset(), -1)),
+                    OffsetSpec::Timestamp(ts) => Ok(self.log.offset_for_timestamp(&state, ts)?.unwrap_or((-1, -1))),
+                });
+                match outcome {
+                    Ok((offset, timestamp)) => ListOffsetsPartition { partition, offset, timestamp, error: None },
+                    Err(e) => ListOffsetsPartition { partition, offset: -1, timestamp: -1, error: Some(e) },
+                }
+            })
+            .collect();
+        Ok(ListOffsetsResponse { partitions })
+    }
+
+    /// The partition's log start and end offsets.
+    pub fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), WireError> {
+        let state = self.partition(&self.topic(topic)?, partition)?;
+        Ok((state.log_start_offset(), state.end_offset()))
+    }
+}
+
+/// One partition's answer to a fetch: offsets and error as the wire describes them, and the
+/// stored batches, whole and as stored (or a consume-time module's outputs).
+#[derive(Debug, Clone)]
+pub struct FetchedPartition {
+    pub answer: FetchPartitionResponse,
+    pub batches: Vec<Bytes>,
+}

@@ -1,0 +1,144 @@
+//! The broker service: every rule about topics, produce, fetch, offsets, groups and modules
+//! lives here, in one module per concern, and every front end (native QUIC, Kafka; the console
+//! and CLI through them) calls it.
+
+use std::sync::Arc;
+
+use weir_sdk::{ErrorCode, WireError};
+
+use weir_registry::validate::Validator;
+
+use crate::controller::Controller;
+use crate::groups::GroupCoordinator;
+use crate::plugins::Plugins;
+use weir_meta::deployments::Deployment;
+use weir_meta::metadata::{Event, Topic};
+use weir_storage::log::{LogStore, PartitionId, PartitionState};
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub node_id: u64,
+    /// Longest a fetch may be held waiting for data, whatever the client asks.
+    pub fetch_wait_ms_max: u32,
+    pub fetch_bytes_max: u32,
+    /// An idempotent producer idle this long loses its sequence state (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
+    /// Whether a client's metadata request may create a topic it names (Kafka's
+    /// `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created without a count (Kafka's `num.partitions`).
+    pub default_partitions: u32,
+}
+
+#[derive(Clone)]
+pub struct Broker {
+    config: ServiceConfig,
+    controller: Controller,
+    log: LogStore,
+    groups: GroupCoordinator,
+    /// Parsed schemas by id, for topics with schema validation.
+    validator: Arc<Validator>,
+    plugins: Plugins,
+    /// Producer ids of the block this broker took from the controller and has not handed out.
+    producer_ids: Arc<tokio::sync::Mutex<std::ops::Range<i64>>>,
+}
+
+/// Producer ids taken from the controller per proposal (as Kafka's AllocateProducerIds).
+const PRODUCER_ID_BLOCK: u32 = 1000;
+
+/// The error for a controller event that does not belong to the command proposed: a bug, but
+/// one that fails the request rather than the broker.
+fn mismatched(command: &str, event: &Event) -> WireError {
+    WireError::new(ErrorCode::Internal, format!("the controller answered {command} with {event:?}"))
+}
+
+mod fetch;
+mod groups;
+mod maintenance;
+mod modules;
+mod produce;
+mod topics;
+
+pub use fetch::FetchedPartition;
+pub use groups::{group_ticker, CommitError};
+pub use produce::{Produce, Produced, ProducedBatches};
+pub use topics::{ConfigChange, ConfigEntry, NewTopic};
+
+impl Broker {
+    /// Opens the partitions of every known topic (recovering torn tails).
+    pub fn new(
+        config: ServiceConfig,
+        controller: Controller,
+        log: LogStore,
+        groups: GroupCoordinator,
+        plugins: Plugins,
+    ) -> Result<Self, WireError> {
+        let broker = Self {
+            config,
+            controller,
+            log,
+            groups,
+            validator: Arc::default(),
+            plugins,
+            producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)),
+        };
+        let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
+        for topic in &topics {
+            broker.open_partitions(topic)?;
+        }
+        Ok(broker)
+    }
+
+    fn open_partitions(&self, topic: &Topic) -> Result<(), WireError> {
+        for partition in 0..topic.partitions {
+            self.log.open_partition(PartitionId { topic_id: topic.id, partition })?;
+        }
+        Ok(())
+    }
+
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    /// Consumer groups and committed offsets, shared by every front end.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
+    pub fn deployments(&self) -> Vec<Deployment> {
+        self.controller.state().modules.values().cloned().collect()
+    }
+
+    pub fn topics(&self) -> Vec<Topic> {
+        self.controller.state().topics.values().cloned().collect()
+    }
+
+    fn topic(&self, name: &str) -> Result<Topic, WireError> {
+        self.controller.state().topic(name).cloned()
+    }
+
+    fn partition(&self, topic: &Topic, partition: u32) -> Result<Arc<PartitionState>, WireError> {
+        if partition >= topic.partitions {
+            return Err(WireError::new(
+                ErrorCode::UnknownPartition,
+                format!(
+                    "partition {partition} does not exist: topic {:?} has partitions 0 to {}",
+                    topic.name,
+                    topic.partitions - 1
+                ),
+            ));
+        }
+        self.log.partition(PartitionId { topic_id: topic.id, partition }).ok_or_else(|| {
+            WireError::new(ErrorCode::Internal, format!("partition {partition} of {:?} is not open", topic.name))
+        })
+    }
+}

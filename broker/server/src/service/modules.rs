@@ -1,0 +1,180 @@
+//! Module deployments: deploy, pause, resume, roll back, remove, describe; the failure count
+//! that pauses a deployment.
+
+use bytes::Bytes;
+use weir_sdk::wire::*;
+use weir_sdk::{ErrorCode, WireError};
+
+use weir_runtime::{Limits, PluginKind};
+
+use weir_meta::deployments::{self, Deployment, DeploymentSpec, DeploymentVersion, ModuleCommand};
+use weir_meta::metadata::{Command, Event, Topic};
+
+use super::{mismatched, Broker};
+
+impl Broker {
+    /// Active deployments of `kind` serving `topic`.
+    pub(super) fn deployments_on(&self, topic: &Topic, kind: PluginKind) -> Vec<Deployment> {
+        self.controller
+            .state()
+            .modules
+            .values()
+            .filter(|d| d.kind == kind && d.active().spec.topic.as_deref() == Some(topic.name.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Counts a failed call; pauses the deployment once it has failed `failures_max` times in a row.
+    pub(crate) fn module_failed(&self, deployment: &Deployment, error: WireError) -> WireError {
+        let failures =
+            self.plugins.metrics(&deployment.name).failures_consecutive.load(std::sync::atomic::Ordering::Relaxed);
+        let failures_max = deployment.active().spec.failures_max;
+        if failures >= failures_max && deployment.paused.is_none() {
+            let reason = format!("{failures} consecutive failures, the last: {}", error.message);
+            tracing::warn!(module = %deployment.name, %reason, "pausing module deployment");
+            let controller = self.controller.clone();
+            let name = deployment.name.clone();
+            tokio::spawn(async move {
+                if let Err(e) = controller.propose(Command::Module(ModuleCommand::Pause { name, reason })).await {
+                    tracing::error!(error = %e, "pausing a failing module deployment");
+                }
+            });
+        }
+        error
+    }
+
+    pub async fn deploy_module(
+        &self,
+        request: DeployModuleRequest,
+        bytes: Bytes,
+    ) -> Result<ModuleDescription, WireError> {
+        let invalid = |m: String| WireError::new(ErrorCode::InvalidModule, m);
+        let kind = PluginKind::parse(&request.kind).map_err(invalid)?;
+        deployments::validate_name(&request.name)?;
+        let plugins = self.plugins.clone();
+        let upload = bytes.clone();
+        let module = tokio::task::spawn_blocking(move || plugins.accept(&upload, kind))
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
+        let defaults = self.plugins.config();
+        let dead_letter_topic = request.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", request.name));
+        let spec = DeploymentSpec {
+            kind,
+            inputs: request.inputs,
+            output: request.output,
+            topic: request.topic,
+            params: request.params,
+            limits: Limits {
+                deadline_ms: request.deadline_ms.unwrap_or(defaults.limits.deadline_ms),
+                memory_bytes: request.memory_bytes.unwrap_or(defaults.limits.memory_bytes),
+            },
+            dead_letter_topic: dead_letter_topic.clone(),
+            failures_max: request.failures_max.unwrap_or(defaults.failures_max),
+        };
+        let version = DeploymentVersion {
+            version: 0,
+            sha256: module.sha256().to_owned(),
+            size_bytes: bytes.len() as u64,
+            deployed_at_ms: weir_sdk::now_ms(),
+            spec,
+        };
+        let command = ModuleCommand::Deploy { name: request.name.clone(), version };
+        // Check the deployment before creating its dead-letter topic, so that a refused deploy
+        // leaves nothing behind.
+        {
+            let state = self.controller.state();
+            let mut topics = state.topics.clone();
+            topics.entry(dead_letter_topic.clone()).or_insert_with(|| Topic {
+                id: 0,
+                name: dead_letter_topic.clone(),
+                partitions: 1,
+                config: TopicConfig::default(),
+            });
+            deployments::apply(&mut state.modules.clone(), &topics, command.clone())?;
+        }
+        if self.topic(&dead_letter_topic).is_err() {
+            let created = self
+                .create_topic(CreateTopicRequest {
+                    name: dead_letter_topic.clone(),
+                    partitions: 1,
+                    config: TopicConfig::default(),
+                })
+                .await;
+            match created {
+                Ok(_) => {
+                    tracing::info!(topic = %dead_letter_topic, module = %request.name, "dead-letter topic created")
+                }
+                Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let event = self.controller.propose(Command::Module(command)).await?;
+        let Event::Module(deployment) = event else { return Err(mismatched("Deploy", &event)) };
+        self.plugins.metrics(&deployment.name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(module = %deployment.name, version = deployment.active_version, kind = kind.as_str(), sha256 = %module.sha256(), "module deployed");
+        Ok(self.describe_deployment(&deployment))
+    }
+
+    pub async fn module_action(&self, name: &str, action: ModuleAction) -> Result<ModuleDescription, WireError> {
+        let name = name.to_owned();
+        let command = match action {
+            ModuleAction::Pause => ModuleCommand::Pause { name: name.clone(), reason: "paused by an operator".into() },
+            ModuleAction::Resume => ModuleCommand::Resume { name: name.clone() },
+            ModuleAction::Rollback => ModuleCommand::Rollback { name: name.clone() },
+            ModuleAction::Remove => ModuleCommand::Remove { name: name.clone() },
+        };
+        let event = self.controller.propose(Command::Module(command)).await?;
+        let Event::Module(deployment) = event else { return Err(mismatched("a module command", &event)) };
+        let description = self.describe_deployment(&deployment);
+        match action {
+            ModuleAction::Remove => {
+                self.plugins.forget(&name);
+                self.plugins.clear_progress(&name)?;
+            }
+            ModuleAction::Resume | ModuleAction::Rollback => {
+                self.plugins.metrics(&name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            ModuleAction::Pause => {}
+        }
+        tracing::info!(module = %name, ?action, version = deployment.active_version, "module deployment changed");
+        Ok(description)
+    }
+
+    pub fn list_modules(&self) -> ListModulesResponse {
+        ListModulesResponse { modules: self.deployments().iter().map(|d| self.describe_deployment(d)).collect() }
+    }
+
+    pub fn describe_module(&self, name: &str) -> Result<ModuleDescription, WireError> {
+        let state = self.controller.state();
+        let deployment = state.modules.get(name).ok_or_else(|| deployments::unknown(name))?;
+        Ok(self.describe_deployment(deployment))
+    }
+
+    pub(super) fn describe_deployment(&self, d: &Deployment) -> ModuleDescription {
+        ModuleDescription {
+            name: d.name.clone(),
+            kind: d.kind.as_str().to_owned(),
+            active_version: d.active_version,
+            versions: d
+                .versions
+                .iter()
+                .map(|v| ModuleVersionDescription {
+                    version: v.version,
+                    sha256: v.sha256.clone(),
+                    size_bytes: v.size_bytes,
+                    deployed_at_ms: v.deployed_at_ms,
+                    inputs: v.spec.inputs.clone(),
+                    output: v.spec.output.clone(),
+                    topic: v.spec.topic.clone(),
+                    params: v.spec.params.clone(),
+                    deadline_ms: v.spec.limits.deadline_ms,
+                    memory_bytes: v.spec.limits.memory_bytes,
+                    dead_letter_topic: v.spec.dead_letter_topic.clone(),
+                    failures_max: v.spec.failures_max,
+                })
+                .collect(),
+            paused: d.paused.clone(),
+            metrics: self.plugins.metrics(&d.name).snapshot(),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Produce: batches checked (size, CRC, schemas, validator modules), placed by the
+//! partitioner when the client left the partition open, and queued on the log in request
+//! order; producer ids for idempotent producers.
+
+use bytes::Bytes;
+use weir_sdk::batch::{decode_batch_records, split_batches, BatchHeader, Record};
+use weir_sdk::wire::*;
+use weir_sdk::{ErrorCode, FlushMode, WireError};
+
+use weir_registry::validate::SubjectNameStrategy;
+
+use weir_runtime::PluginKind;
+
+use crate::plugins::request_input_records;
+use weir_meta::metadata::{Command, Event, Topic};
+
+use super::{mismatched, Broker, PRODUCER_ID_BLOCK};
+
+impl Broker {
+    /// A new producer identity for an idempotent producer, from the block of ids this broker
+    /// took from the controller; takes a new block when it is used up.
+    pub async fn init_producer_id(&self) -> Result<InitProducerIdResponse, WireError> {
+        let mut block = self.producer_ids.lock().await;
+        if block.is_empty() {
+            let at_least = self.log.producer_id_max().saturating_add(1);
+            let command = Command::AllocateProducerIds { count: PRODUCER_ID_BLOCK, at_least };
+            let event = self.controller.propose(command).await?;
+            let Event::ProducerIds { first, count } = event else {
+                return Err(mismatched("AllocateProducerIds", &event));
+            };
+            *block = first..first + i64::from(count);
+        }
+        let producer_id = block.start;
+        block.start += 1;
+        Ok(InitProducerIdResponse { producer_id, producer_epoch: 0 })
+    }
+
+    /// The first half of a produce: checks every partition's batches and queues the appends,
+    /// in request order, and returns the future of the outcome. A front end that calls this
+    /// for one request after another, and awaits the futures later, pipelines requests without
+    /// reordering them. Nothing of a partition is appended unless all its batches pass.
+    pub async fn produce_enqueue(
+        &self,
+        request: Produce,
+    ) -> Result<impl std::future::Future<Output = Vec<Produced>> + Send + 'static, WireError> {
+        let topic = self.topic(&request.topic)?;
+        let fsync = topic.config.flush == FlushMode::Always;
+        let mut pending = Vec::with_capacity(request.partitions.len());
+        for (asked, bytes) in request.partitions {
+            let parsed = match ProducedBatches::parse(&bytes) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    pending.push((asked.unwrap_or(PARTITION_UNASSIGNED), Err(e)));
+                    continue;
+                }
+            };
+            let assigned = match asked {
+                Some(partition) => vec![(partition, parsed)],
+                None => match self.assign_partitions(&topic, &parsed) {
+                    Ok(assigned) => assigned,
+                    Err(e) => {
+                        pending.push((PARTITION_UNASSIGNED, Err(e)));
+                        continue;
+                    }
+                },
+            };
+            for (partition, parsed) in assigned {
+                let queued = match self
+                    .partition(&topic, partition)
+                    .and_then(|state| self.check_batches(&topic, partition, &parsed).map(|()| state))
+                {
+                    Ok(state) => self.log.enqueue(state, parsed.batches, fsync).await,
+                    Err(e) => Err(e),
+                };
+                pending.push((partition, queued));
+            }
+        }
+        let topic_name = topic.name;
+        Ok(async move {
+            let mut produced = Vec::with_capacity(pending.len());
+            for (partition, queued) in pending {
+                let base_offset = match queued {
+                    Ok(appended) => appended.await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &base_offset {
+                    tracing::debug!(topic = %topic_name, partition, error = %e, "produce rejected");
+                }
+                produced.push(Produced { partition, base_offset });
+            }
+            produced
+        })
+    }
+
+    /// Every batch within `max.message.bytes`, at least one batch, and the records accepted by
+    /// the topic's schema checks and validator modules.
+    pub(super) fn check_batches(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        parsed: &ProducedBatches,
+    ) -> Result<(), WireError> {
+        if parsed.batches.is_empty() {
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                "produce request holds no record batch for a partition",
+            ));
+        }
+        for (header, _) in &parsed.batches {
+            if header.total_bytes > topic.config.max_message_bytes as usize {
+                return Err(WireError::new(
+                    ErrorCode::MessageTooLarge,
+                    format!(
+                        "record batch of {} bytes exceeds max.message.bytes = {} of topic {:?}",
+                        header.total_bytes, topic.config.max_message_bytes, topic.name
+                    ),
+                ));
+            }
+        }
+        if topic.config.value_schema_validation || topic.config.key_schema_validation {
+            self.validate_records(topic, partition, parsed)?;
+        }
+        self.validate_with_modules(topic, partition, parsed)
+    }
+
+    /// Schema validation: every record of every batch must carry a registered schema id of its
+    /// subject and decode with it; the first failure rejects the whole request for the
+    /// partition, naming the record.
+    pub(super) fn validate_records(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        parsed: &ProducedBatches,
+    ) -> Result<(), WireError> {
+        let strategy =
+            SubjectNameStrategy::parse(&topic.config.subject_name_strategy).unwrap_or(SubjectNameStrategy::TopicName);
+        let state = self.controller.state();
+        for (index, r) in parsed.records()?.iter().enumerate() {
+            let outcome = if topic.config.key_schema_validation {
+                self.validator.check(&state.registry, &topic.name, true, strategy, r.key.as_deref())
+            } else {
+                Ok(())
+            }
+            .and_then(|()| {
+                if topic.config.value_schema_validation {
+                    self.validator.check(&state.registry, &topic.name, false, strategy, r.value.as_deref())
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(why) = outcome {
+                return Err(WireError::new(
+                    ErrorCode::InvalidRecord,
+                    format!("record {index} of the produce request to topic {:?} partition {partition} failed schema validation: {why}; nothing of the request for that partition was stored", topic.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validator modules deployed on the topic: every record must be accepted by each; the first
+    /// rejection rejects the request for the partition, naming the record and the reason.
+    pub(super) fn validate_with_modules(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        parsed: &ProducedBatches,
+    ) -> Result<(), WireError> {
+        let validators = self.deployments_on(topic, PluginKind::Validator);
+        if validators.is_empty() {
+            return Ok(());
+        }
+        let mut inputs = request_input_records(&topic.name, partition, parsed.records()?);
+        for (index, input) in inputs.iter_mut().enumerate() {
+            // Offsets are given on append; a validator sees the record's index in the request.
+            input.offset = index as i64;
+        }
+        for deployment in validators {
+            let name = &deployment.name;
+            if let Some(reason) = &deployment.paused {
+                return Err(WireError::new(
+                    ErrorCode::ModuleFailed,
+                    format!("validator module {name:?} of topic {:?} is paused ({reason}); resume or remove it. Nothing of the request for partition {partition} was stored", topic.name),
+                ));
+            }
+            let verdicts = self
+                .plugins
+                .call_pooled(&deployment, inputs.len(), |instance| instance.validate(&inputs))
+                .map_err(|e| {
+                let e = self.module_failed(&deployment, e);
+                WireError::new(
+                    e.code,
+                    format!("{}; nothing of the request for partition {partition} was stored", e.message),
+                )
+            })?;
+            let metrics = self.plugins.metrics(name);
+            let rejected = verdicts.iter().filter(|v| v.is_some()).count() as u64;
+            metrics.records_out.fetch_add(inputs.len() as u64 - rejected, std::sync::atomic::Ordering::Relaxed);
+            if let Some((index, reason)) = verdicts.iter().enumerate().find_map(|(i, v)| v.as_ref().map(|r| (i, r))) {
+                metrics.records_rejected.fetch_add(rejected, std::sync::atomic::Ordering::Relaxed);
+                return Err(WireError::new(
+                    ErrorCode::InvalidRecord,
+                    format!(
+                        "record {index} of the produce request to topic {:?} partition {partition} was rejected by validator module {name:?} v{}: {reason}; nothing of the request for that partition was stored",
+                        topic.name, deployment.active_version
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits a batch the client left without a partition: the topic's partitioner module
+    /// picks each record's partition, or, without one, Kafka's murmur2 of the key (records
+    /// without a key go round the partitions). One new batch per partition.
+    pub(super) fn assign_partitions(
+        &self,
+        topic: &Topic,
+        parsed: &ProducedBatches,
+    ) -> Result<Vec<(u32, ProducedBatches)>, WireError> {
+        if parsed.batches.iter().any(|(header, _)| header.producer_id >= 0) {
+            return Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                "an idempotent batch must name its partition: the broker cannot split it and keep its sequence numbers",
+            ));
+        }
+        let records = parsed.records()?;
+        let partitions: Vec<u32> = match self.deployments_on(topic, PluginKind::Partitioner).into_iter().next() {
+            Some(deployment) => {
+                if let Some(reason) = &deployment.paused {
+                    return Err(WireError::new(
+                        ErrorCode::ModuleFailed,
+                        format!("partitioner module {:?} of topic {:?} is paused ({reason}); resume or remove it, or name the partition. Nothing of the request was stored", deployment.name, topic.name),
+                    ));
+                }
+                let inputs = request_input_records(&topic.name, 0, records);
+                let partitions = self
+                    .plugins
+                    .call_pooled(&deployment, inputs.len(), |instance| instance.partition(&inputs, topic.partitions))
+                    .map_err(|e| {
+                        let e = self.module_failed(&deployment, e);
+                        WireError::new(e.code, format!("{}; nothing of the request was stored", e.message))
+                    })?;
+                self.plugins
+                    .metrics(&deployment.name)
+                    .records_out
+                    .fetch_add(inputs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                partitions
+            }
+            None => records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| match &r.key {
+                    Some(key) => weir_sdk::partitioner::partition_for_key(key, topic.partitions),
+                    // Keyless records go round the partitions.
+                    None => u32::try_from(i % topic.partitions as usize).unwrap_or(0),
+                })
+                .collect(),
+        };
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<Record>> = Default::default();
+        for (record, partition) in records.iter().zip(partitions) {
+            by_partition.entry(partition).or_default().push(record.clone());
+        }
+        by_partition
+            .into_iter()
+            .map(|(p, records)| {
+                let batch = weir_sdk::batch::encode_batch(&records, weir_sdk::batch::Compression::None)?;
+                Ok((p, ProducedBatches::parse(&batch)?))
+            })
+            .collect()
+    }
+
+    // ---- module deployments -------------------------------------------------------------------
+}
+
+/// A produce request as the service takes it, whichever protocol carried it: per entry, the
+/// partition (`None`: the broker places each record) and that entry's batches, back to back.
+#[derive(Debug, Clone)]
+pub struct Produce {
+    pub topic: String,
+    pub partitions: Vec<(Option<u32>, Bytes)>,
+}
+
+/// What became of one partition's batches: the base offset they got, or why nothing of them
+/// was stored. `partition` is [`PARTITION_UNASSIGNED`] when the broker could not place records
+/// it was asked to place.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    pub partition: u32,
+    pub base_offset: Result<i64, WireError>,
+}
+
+/// A partition's batches of one produce request, parsed once: each batch's header (its CRC
+/// checked here, once) and, decoded on first need (schema checks, validators, partitioners)
+/// and then kept, its records.
+pub struct ProducedBatches {
+    batches: Vec<(BatchHeader, Bytes)>,
+    records: std::sync::OnceLock<Result<Vec<Record>, WireError>>,
+}
+
+impl ProducedBatches {
+    pub fn parse(bytes: &Bytes) -> Result<Self, WireError> {
+        let mut batches = Vec::new();
+        let mut at = 0usize;
+        for (header, batch) in split_batches(bytes)? {
+            batches.push((header, bytes.slice(at..at + batch.len())));
+            at += batch.len();
+        }
+        Ok(Self { batches, records: std::sync::OnceLock::new() })
+    }
+
+    /// The records of every batch, in order; decoded once.
+    pub fn records(&self) -> Result<&[Record], WireError> {
+        self.records
+            .get_or_init(|| {
+                let mut out = Vec::new();
+                for (_, batch) in &self.batches {
+                    out.extend(decode_batch_records(batch.clone())?);
+                }
+                Ok(out)
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+}

@@ -1,0 +1,253 @@
+//! Topics: create, describe, alter and delete, with everything stored about a deleted topic.
+
+use weir_sdk::wire::*;
+use weir_sdk::{ErrorCode, WireError};
+
+use weir_meta::metadata::{Command, Event, Topic};
+use weir_storage::log::{PartitionId, ProducerFilter};
+
+use super::{mismatched, Broker};
+
+impl Broker {
+    pub async fn create_topic(&self, request: CreateTopicRequest) -> Result<TopicDescription, WireError> {
+        let event = self
+            .controller
+            .propose(Command::CreateTopic {
+                name: request.name,
+                partitions: request.partitions,
+                config: request.config,
+            })
+            .await?;
+        let Event::TopicCreated(topic) = event else { return Err(mismatched("CreateTopic", &event)) };
+        self.open_partitions(&topic)?;
+        tracing::info!(topic = %topic.name, partitions = topic.partitions, "topic created");
+        self.describe(&topic)
+    }
+
+    /// Deletes a topic with everything stored about it: its partitions' batches, the
+    /// producer states of its partitions, consumer groups' committed offsets for it and
+    /// transforms' progress through it, so a topic created again under the name starts clean.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), WireError> {
+        let event = self.controller.propose(Command::DeleteTopic { name: name.to_owned() }).await?;
+        let Event::TopicDeleted(topic) = event else { return Err(mismatched("DeleteTopic", &event)) };
+        self.log.forget_producers(ProducerFilter::Topic(topic.id)).await?;
+        let (log, groups, plugins) = (self.log.clone(), self.groups.clone(), self.plugins.clone());
+        let deleted = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            for partition in 0..deleted.partitions {
+                log.delete_partition(PartitionId { topic_id: deleted.id, partition })?;
+            }
+            groups
+                .delete_topic_offsets(&deleted.name)
+                .map_err(|e| WireError::new(ErrorCode::Storage, format!("deleting committed offsets: {e:?}")))?;
+            plugins.clear_topic_progress(&deleted.name)
+        })
+        .await
+        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
+        tracing::info!(topic = %name, id = topic.id, "topic deleted");
+        Ok(())
+    }
+
+    pub fn list_topics(&self) -> Vec<String> {
+        self.controller.state().topics.keys().cloned().collect()
+    }
+
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, WireError> {
+        self.describe(&self.topic(name)?)
+    }
+
+    pub(super) fn describe(&self, topic: &Topic) -> Result<TopicDescription, WireError> {
+        let partitions = (0..topic.partitions)
+            .map(|p| {
+                let state = self.partition(topic, p)?;
+                Ok(PartitionDescription {
+                    partition: p,
+                    leader: self.config.node_id,
+                    log_start_offset: state.log_start_offset(),
+                    high_watermark: state.end_offset(),
+                    size_bytes: state.size_bytes(),
+                })
+            })
+            .collect::<Result<_, WireError>>()?;
+        Ok(TopicDescription { name: topic.name.clone(), id: topic.id, partitions, config: topic.config.clone() })
+    }
+
+    pub async fn alter_topic(&self, request: AlterTopicRequest) -> Result<TopicDescription, WireError> {
+        let topic = self.topic(&request.name)?;
+        let config = topic.config.clone().with_entries(request.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let partitions = request.partitions.unwrap_or(topic.partitions);
+        let event = self.controller.propose(Command::AlterTopic { name: request.name, partitions, config }).await?;
+        let Event::TopicAltered { after, .. } = event else { return Err(mismatched("AlterTopic", &event)) };
+        self.open_partitions(&after)?;
+        self.describe(&after)
+    }
+}
+
+/// A config entry as a topic has it: its value, and whether that is the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: String,
+    pub is_default: bool,
+}
+
+/// One change of an incremental config alteration (Kafka's IncrementalAlterConfigs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    Set(String),
+    /// Back to the default.
+    Delete,
+    /// List operations; every topic config here is a scalar, so these are refused.
+    Append(String),
+    Subtract(String),
+}
+
+/// A topic to create as an admin client asks for it: the partition count and replication
+/// factor may be left to the broker.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: Option<u32>,
+    pub replication_factor: Option<u32>,
+    pub config: Vec<(String, String)>,
+    pub validate_only: bool,
+}
+
+impl Broker {
+    /// Creates a topic as an admin client asks (Kafka's CreateTopics): a partition count left
+    /// open is the broker's `default_partitions`; a replication factor above the brokers there
+    /// are is refused; with `validate_only` nothing is created. Returns the partition count.
+    pub async fn create_topic_as_asked(&self, new: NewTopic) -> Result<u32, WireError> {
+        let brokers = 1;
+        if let Some(factor) = new.replication_factor.filter(|f| *f > brokers) {
+            return Err(WireError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {factor} exceeds the {brokers} broker of this cluster"),
+            ));
+        }
+        let config = TopicConfig::default().with_entries(new.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let partitions = new.partitions.unwrap_or(self.config.default_partitions);
+        if new.validate_only {
+            let command = Command::CreateTopic { name: new.name, partitions, config };
+            let state = self.controller.state();
+            state.clone().apply(command)?;
+            return Ok(partitions);
+        }
+        let created = self.create_topic(CreateTopicRequest { name: new.name, partitions, config }).await?;
+        Ok(u32::try_from(created.partitions.len()).unwrap_or(u32::MAX))
+    }
+
+    /// A topic for a client's metadata request: created first, with the broker's default
+    /// partition count, when it does not exist, the client allows it and the broker's
+    /// `auto_create_topics` is on (Kafka's `auto.create.topics.enable`).
+    pub async fn topic_for_metadata(&self, name: &str, allow_auto_create: bool) -> Result<TopicDescription, WireError> {
+        match self.describe_topic(name) {
+            Err(e) if e.code == ErrorCode::UnknownTopic && allow_auto_create && self.config.auto_create_topics => {
+                let request = CreateTopicRequest {
+                    name: name.to_owned(),
+                    partitions: self.config.default_partitions,
+                    config: TopicConfig::default(),
+                };
+                match self.create_topic(request).await {
+                    Err(e) if e.code == ErrorCode::TopicAlreadyExists => self.describe_topic(name),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Every config of a topic with its value, as Kafka's DescribeConfigs lists them.
+    pub fn topic_configs(&self, name: &str) -> Result<Vec<ConfigEntry>, WireError> {
+        let topic = self.topic(name)?;
+        let defaults: std::collections::BTreeMap<String, String> =
+            TopicConfig::default().entries().into_iter().collect();
+        let mut entries: Vec<ConfigEntry> = topic
+            .config
+            .entries()
+            .into_iter()
+            .map(|(name, value)| {
+                let is_default = defaults.get(&name).is_none_or(|d| *d == value);
+                ConfigEntry { name, value, is_default }
+            })
+            .collect();
+        // Weir deletes by retention only; compaction is not offered.
+        entries.push(ConfigEntry { name: "cleanup.policy".into(), value: "delete".into(), is_default: true });
+        Ok(entries)
+    }
+
+    /// The broker's own configs, as Kafka's DescribeConfigs lists them.
+    pub fn broker_configs(&self) -> Vec<ConfigEntry> {
+        let entry = |name: &str, value: String| ConfigEntry { name: name.into(), value, is_default: false };
+        vec![
+            entry("broker.id", self.config.node_id.to_string()),
+            entry("auto.create.topics.enable", self.config.auto_create_topics.to_string()),
+            entry("num.partitions", self.config.default_partitions.to_string()),
+        ]
+    }
+
+    /// Replaces a topic's whole config (Kafka's AlterConfigs): keys not given return to their
+    /// defaults. With `validate_only`, only checks.
+    pub async fn replace_topic_config(
+        &self,
+        name: &str,
+        given: Vec<(String, String)>,
+        validate_only: bool,
+    ) -> Result<(), WireError> {
+        let mut entries: std::collections::BTreeMap<String, String> =
+            TopicConfig::default().entries().into_iter().collect();
+        // The default flushes on every append; an interval is set only when asked for.
+        entries.remove("flush.interval.ms");
+        entries.extend(given);
+        self.change_config(name, entries, validate_only).await
+    }
+
+    /// Changes some configs of a topic (Kafka's IncrementalAlterConfigs); the others keep their
+    /// values. With `validate_only`, only checks.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    ) -> Result<(), WireError> {
+        let defaults: std::collections::BTreeMap<String, String> =
+            TopicConfig::default().entries().into_iter().collect();
+        let mut entries = std::collections::BTreeMap::new();
+        for (key, change) in changes {
+            match change {
+                ConfigChange::Set(value) => {
+                    entries.insert(key, value);
+                }
+                ConfigChange::Delete => {
+                    if let Some(default) = defaults.get(&key) {
+                        entries.insert(key, default.clone());
+                    }
+                }
+                ConfigChange::Append(_) | ConfigChange::Subtract(_) => {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidConfig,
+                        format!(
+                            "config {key}: APPEND and SUBTRACT apply to list configs; topic configs here are scalar"
+                        ),
+                    ))
+                }
+            }
+        }
+        self.change_config(name, entries, validate_only).await
+    }
+
+    async fn change_config(
+        &self,
+        name: &str,
+        entries: std::collections::BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), WireError> {
+        if validate_only {
+            let topic = self.topic(name)?;
+            return topic.config.with_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map(|_| ());
+        }
+        self.alter_topic(AlterTopicRequest { name: name.to_owned(), partitions: None, config: entries })
+            .await
+            .map(|_| ())
+    }
+}
