@@ -21,17 +21,6 @@ pub enum SubjectNameStrategy {
     TopicRecordName,
 }
 
-impl SubjectNameStrategy {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "TopicNameStrategy" => Some(Self::TopicName),
-            "RecordNameStrategy" => Some(Self::RecordName),
-            "TopicRecordNameStrategy" => Some(Self::TopicRecordName),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Default)]
 pub struct Validator {
     schemas: Mutex<HashMap<u32, Arc<AvroSchema>>>,

@@ -219,9 +219,43 @@ pub struct TopicConfig {
     pub value_schema_validation: bool,
     /// The same for record keys.
     pub key_schema_validation: bool,
-    /// How the subject is named: `TopicNameStrategy` (`<topic>-value`), `RecordNameStrategy`
-    /// (the record's full name) or `TopicRecordNameStrategy` (`<topic>-<full name>`).
-    pub subject_name_strategy: String,
+    /// How the subject of a record's schema is named.
+    pub subject_name_strategy: SubjectNameStrategy,
+}
+
+/// How the schema registry subject of a record is named (Confluent's strategies, by their
+/// names on the wire and in stored configs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubjectNameStrategy {
+    /// `<topic>-value` / `<topic>-key`.
+    #[default]
+    #[serde(rename = "TopicNameStrategy")]
+    TopicName,
+    /// The record's full name.
+    #[serde(rename = "RecordNameStrategy")]
+    RecordName,
+    /// `<topic>-<full name>`.
+    #[serde(rename = "TopicRecordNameStrategy")]
+    TopicRecordName,
+}
+
+impl SubjectNameStrategy {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "TopicNameStrategy" => Some(Self::TopicName),
+            "RecordNameStrategy" => Some(Self::RecordName),
+            "TopicRecordNameStrategy" => Some(Self::TopicRecordName),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TopicName => "TopicNameStrategy",
+            Self::RecordName => "RecordNameStrategy",
+            Self::TopicRecordName => "TopicRecordNameStrategy",
+        }
+    }
 }
 
 impl Default for TopicConfig {
@@ -229,7 +263,7 @@ impl Default for TopicConfig {
         Self {
             value_schema_validation: false,
             key_schema_validation: false,
-            subject_name_strategy: "TopicNameStrategy".into(),
+            subject_name_strategy: SubjectNameStrategy::TopicName,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             max_message_bytes: 1024 * 1024,
@@ -289,10 +323,11 @@ impl TopicConfig {
                         self.key_schema_validation = on;
                     }
                 }
-                "subject.name.strategy" => match value {
-                    "TopicNameStrategy" | "RecordNameStrategy" | "TopicRecordNameStrategy" => self.subject_name_strategy = value.to_owned(),
-                    _ => return Err(invalid("expected TopicNameStrategy, RecordNameStrategy or TopicRecordNameStrategy")),
-                },
+                "subject.name.strategy" => {
+                    self.subject_name_strategy = SubjectNameStrategy::parse(value).ok_or_else(|| {
+                        invalid("expected TopicNameStrategy, RecordNameStrategy or TopicRecordNameStrategy")
+                    })?
+                }
                 _ => {
                     return Err(invalid(
                         "unknown key; known keys are retention.ms, retention.bytes, max.message.bytes, flush.mode, flush.interval.ms, value.schema.validation, key.schema.validation, subject.name.strategy",
@@ -313,7 +348,7 @@ impl TopicConfig {
             ("max.message.bytes".to_owned(), self.max_message_bytes.to_string()),
             ("value.schema.validation".to_owned(), self.value_schema_validation.to_string()),
             ("key.schema.validation".to_owned(), self.key_schema_validation.to_string()),
-            ("subject.name.strategy".to_owned(), self.subject_name_strategy.clone()),
+            ("subject.name.strategy".to_owned(), self.subject_name_strategy.as_str().to_owned()),
         ];
         match self.flush {
             FlushMode::Always => out.push(("flush.mode".into(), "always".into())),

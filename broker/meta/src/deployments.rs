@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use weir_plugin_types::{Limits, PluginKind};
 use weir_sdk::{ErrorCode, WireError};
 
-use crate::metadata::{validate_topic_name, Topic};
+use crate::metadata::{check_name, Topic};
 
 /// Versions kept per deployment; older ones are forgotten (rollback reaches this far back).
 pub const VERSIONS_KEPT: usize = 16;
@@ -171,18 +171,16 @@ fn invalid(message: String) -> WireError {
 
 pub fn validate_name(name: &str) -> Result<(), WireError> {
     // Module names follow topic names' rules: they name the default dead-letter topic.
-    validate_topic_name(name).map_err(|e| invalid(e.message.replacen("topic name", "module name", 1)))
+    check_name("module name", name).map_err(invalid)
 }
 
 fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, Topic>) -> Result<(), WireError> {
+    // `what` names the topic's role: "input topic", "topic", ...
     let must_exist = |what: &str, topic: &str| {
         if topics.contains_key(topic) {
             Ok(())
         } else {
-            Err(WireError::new(
-                ErrorCode::UnknownTopic,
-                format!("{what} topic {topic:?} does not exist; create it first"),
-            ))
+            Err(WireError::new(ErrorCode::UnknownTopic, format!("{what} {topic:?} does not exist; create it first")))
         }
     };
     match spec.kind {
@@ -201,11 +199,11 @@ fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, Topic>) -> Res
                 ));
             }
             for input in &spec.inputs {
-                must_exist("input", input)?;
+                must_exist("input topic", input)?;
             }
             let output =
                 spec.output.as_deref().ok_or_else(|| invalid("a transform needs an output topic (--output)".into()))?;
-            must_exist("output", output)?;
+            must_exist("output topic", output)?;
             if spec.inputs.iter().any(|i| i == output) {
                 return Err(invalid(format!(
                     "topic {output:?} is both input and output; the transform would feed itself"
@@ -222,7 +220,7 @@ fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, Topic>) -> Res
                 .topic
                 .as_deref()
                 .ok_or_else(|| invalid(format!("a {} needs the topic it serves (--topic)", spec.kind.as_str())))?;
-            must_exist("", topic).map_err(|e| WireError::new(e.code, e.message.replacen(" topic", "topic", 1)))?;
+            must_exist("topic", topic)?;
             if !spec.inputs.is_empty() || spec.output.is_some() {
                 return Err(invalid(format!(
                     "--input/--output are for transforms; a {} takes --topic",
@@ -231,8 +229,8 @@ fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, Topic>) -> Res
             }
         }
     }
-    must_exist("dead-letter", &spec.dead_letter_topic)?;
-    spec.limits.validate().map_err(invalid)?;
+    must_exist("dead-letter topic", &spec.dead_letter_topic)?;
+    spec.limits.validate().map_err(|e| invalid(e.to_string()))?;
     if spec.failures_max == 0 || spec.failures_max > 1_000_000 {
         return Err(invalid(format!("failures.max = {} is out of range: 1 to 1000000", spec.failures_max)));
     }

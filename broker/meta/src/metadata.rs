@@ -223,7 +223,13 @@ pub fn unknown_topic(name: &str) -> WireError {
 }
 
 pub fn validate_topic_name(name: &str) -> Result<(), WireError> {
-    let invalid = |why: String| Err(WireError::new(ErrorCode::InvalidTopicName, format!("topic name {name:?} {why}")));
+    check_name("topic name", name).map_err(|message| WireError::new(ErrorCode::InvalidTopicName, message))
+}
+
+/// Kafka's rules for a topic name, which module names follow too (a module names its default
+/// dead-letter topic); the message begins with `what`.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let invalid = |why: String| Err(format!("{what} {name:?} {why}"));
     if name.is_empty() {
         return invalid("is empty".into());
     }

@@ -116,13 +116,17 @@ impl Controller {
     /// through Raft. Limits are checked here only: applying a committed entry never reads them.
     pub async fn propose(&self, command: Command) -> Result<Event, WireError> {
         let _serial = self.propose.lock().await;
-        // Dry-run on a copy: a rejected command never reaches the log.
-        {
-            let state = self.state();
-            state.check_limits(&command, &self.limits)?;
-            state.clone().apply(command.clone())?;
-        }
+        self.check(&command)?;
         self.replicate(command).await
+    }
+
+    /// Checks a command as [`Controller::propose`] does, without proposing it: the broker's
+    /// limits, then a dry run on a copy of the state, so a rejected command never reaches the
+    /// log.
+    pub fn check(&self, command: &Command) -> Result<(), WireError> {
+        let state = self.state();
+        state.check_limits(command, &self.limits)?;
+        state.clone().apply(command.clone()).map(|_| ())
     }
 
     /// As [`Controller::propose`], for schema registry commands, keeping the registry's errors.

@@ -151,7 +151,7 @@ impl ServeConfig {
         )?;
         weir_runtime::Limits { deadline_ms: self.module_deadline_ms, memory_bytes: self.module_memory_bytes }
             .validate()
-            .map_err(|e| anyhow::anyhow!("invalid config: module_{}", e.replacen('.', "_", 1)))?;
+            .map_err(|e| anyhow::anyhow!("invalid config: {}", e.as_setting("module_")))?;
         check(
             (1..=1_000_000).contains(&self.module_failures_max),
             format!("module_failures_max = {} must be 1 to 1000000", self.module_failures_max),

@@ -37,6 +37,24 @@ async fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bo
     }
 }
 
+/// Deploys the identity plugin as a transform from `input` to `output`.
+async fn deploy_identity(admin: &Admin, name: &str, input: &str, output: &str) {
+    let module = weir_runtime::dev::build_plugin("weir-module-identity");
+    let request = DeployModuleRequest {
+        name: name.into(),
+        kind: "transform".into(),
+        inputs: vec![input.into()],
+        output: Some(output.into()),
+        topic: None,
+        params: Default::default(),
+        deadline_ms: None,
+        memory_bytes: None,
+        dead_letter_topic: None,
+        failures_max: None,
+    };
+    admin.deploy_module(&request, Bytes::from(std::fs::read(module).unwrap())).await.expect("deploy");
+}
+
 async fn produce(client: &Client, topic: &str, partition: u32, values: &[&str]) {
     let producer = Producer::new(client.clone(), ProducerConfig::default());
     let mut deliveries = Vec::new();
@@ -112,20 +130,7 @@ async fn given_idempotent_producers_offsets_and_transform_progress_when_topic_de
     admin.create_topic("dst", 1, TopicConfig::default()).await.unwrap();
     let id = admin.describe_topic("src").await.unwrap().id;
 
-    let module = weir_runtime::dev::build_plugin("weir-module-identity");
-    let request = DeployModuleRequest {
-        name: "copy".into(),
-        kind: "transform".into(),
-        inputs: vec!["src".into()],
-        output: Some("dst".into()),
-        topic: None,
-        params: Default::default(),
-        deadline_ms: None,
-        memory_bytes: None,
-        dead_letter_topic: None,
-        failures_max: None,
-    };
-    admin.deploy_module(&request, Bytes::from(std::fs::read(module).unwrap())).await.expect("deploy");
+    deploy_identity(&admin, "copy", "src", "dst").await;
     produce(&client, "src", 0, &["a", "b"]).await;
     produce(&client, "src", 1, &["c"]).await;
     assert!(broker.log().producer_count(id) > 0, "the default producer is idempotent and leaves state");
@@ -166,20 +171,7 @@ async fn given_running_transforms_when_broker_stops_then_no_transform_task_is_le
     let plugins = running.broker().plugins().clone();
     admin.create_topic("in", 4, TopicConfig::default()).await.unwrap();
     admin.create_topic("out", 1, TopicConfig::default()).await.unwrap();
-    let module = weir_runtime::dev::build_plugin("weir-module-identity");
-    let request = DeployModuleRequest {
-        name: "identity".into(),
-        kind: "transform".into(),
-        inputs: vec!["in".into()],
-        output: Some("out".into()),
-        topic: None,
-        params: Default::default(),
-        deadline_ms: None,
-        memory_bytes: None,
-        dead_letter_topic: None,
-        failures_max: None,
-    };
-    admin.deploy_module(&request, Bytes::from(std::fs::read(module).unwrap())).await.expect("deploy");
+    deploy_identity(&admin, "identity", "in", "out").await;
     wait_until(Duration::from_secs(30), "one transform task per input partition", || {
         plugins.transform_tasks_running() == 4
     })
@@ -230,5 +222,78 @@ async fn given_thousands_of_metadata_commands_when_restarted_then_a_snapshot_res
         .await
         .unwrap();
     assert_eq!(created.id, kept_id + commands / 2 + 1, "ids go on after the snapshot");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_admin_requests_as_kafka_sends_them_then_the_service_applies_the_rules_for_every_front_end() {
+    use weir_broker::service::{CommitError, ConfigChange, NewTopic};
+    use weir_sdk::ErrorCode;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(ServeConfig { default_partitions: 3, ..config(dir.path()) }).await.expect("start");
+    let broker = running.broker().clone();
+    let code = |r: Result<u32, weir_sdk::WireError>| r.map_err(|e| e.code);
+    let new = |name: &str, partitions: Option<u32>, replication_factor: Option<u32>, validate_only: bool| NewTopic {
+        name: name.into(),
+        partitions,
+        replication_factor,
+        config: vec![("retention.ms".into(), "1000".into())],
+        validate_only,
+    };
+
+    // Auto-creation: only when the client allows it, with the broker's default partitions.
+    let created = broker.topic_for_metadata("auto", true).await.unwrap();
+    assert_eq!(created.partitions.len(), 3);
+    assert_eq!(broker.topic_for_metadata("not-asked", false).await.unwrap_err().code, ErrorCode::UnknownTopic);
+
+    // CreateTopics: counts left open are the broker's; replication within the brokers there are.
+    assert_eq!(code(broker.create_topic_as_asked(new("t", None, None, false)).await), Ok(3));
+    assert_eq!(code(broker.create_topic_as_asked(new("t2", Some(2), Some(1), false)).await), Ok(2));
+    let too_many = broker.create_topic_as_asked(new("t3", None, Some(3), false)).await;
+    assert_eq!(code(too_many), Err(ErrorCode::InvalidReplicationFactor));
+    assert_eq!(
+        code(broker.create_topic_as_asked(new("t4", Some(0), None, false)).await),
+        Err(ErrorCode::InvalidPartitions)
+    );
+    assert_eq!(code(broker.create_topic_as_asked(new("dry", Some(5), None, true)).await), Ok(5));
+    assert!(broker.describe_topic("dry").is_err(), "validate_only creates nothing");
+    assert_eq!(
+        code(broker.create_topic_as_asked(new("t", None, None, true)).await),
+        Err(ErrorCode::TopicAlreadyExists)
+    );
+
+    // Incremental changes keep the other keys; a whole replacement resets them to defaults.
+    let value = |key: &str| {
+        broker.topic_configs("t").unwrap().into_iter().find(|e| e.name == key).map(|e| (e.value, e.is_default)).unwrap()
+    };
+    broker
+        .alter_topic_config("t", vec![("max.message.bytes".into(), ConfigChange::Set("2048".into()))], false)
+        .await
+        .unwrap();
+    assert_eq!(value("max.message.bytes"), ("2048".into(), false));
+    assert_eq!(value("retention.ms"), ("1000".into(), false), "an increment keeps what it does not name");
+    broker.replace_topic_config("t", vec![("max.message.bytes".into(), "4096".into())], false).await.unwrap();
+    assert_eq!(value("retention.ms"), ("604800000".into(), true), "a replacement resets what it does not name");
+    broker.alter_topic_config("t", vec![("max.message.bytes".into(), ConfigChange::Delete)], false).await.unwrap();
+    assert!(value("max.message.bytes").1, "deleted: back to the default");
+    let list_op = vec![("retention.ms".into(), ConfigChange::Append("1".into()))];
+    assert_eq!(broker.alter_topic_config("t", list_op, false).await.unwrap_err().code, ErrorCode::InvalidConfig);
+    let dry = vec![("retention.ms".into(), ConfigChange::Set("5".into()))];
+    broker.alter_topic_config("t", dry, true).await.unwrap();
+    assert_eq!(value("retention.ms").0, "604800000", "validate_only changes nothing");
+
+    // Offset commits: a partition that does not exist fails the commit whole, for either protocol.
+    let at = |offset| CommittedOffset { offset, metadata: None };
+    let refused = broker.commit_offsets("g", -1, "", vec![("t".into(), 0, at(1)), ("t".into(), 3, at(1))]);
+    match refused {
+        Err(CommitError::UnknownPartitions { unknown, first }) => {
+            assert_eq!(unknown, vec![("t".to_owned(), 3)]);
+            assert_eq!(first.code, ErrorCode::UnknownPartition);
+        }
+        other => panic!("expected unknown partitions, got {other:?}"),
+    }
+    assert!(broker.groups().committed("g", None).is_empty(), "nothing of a refused commit is stored");
+    broker.commit_offsets("g", -1, "", vec![("t".into(), 2, at(7))]).unwrap();
+    assert_eq!(broker.groups().committed("g", None)[0].2.as_ref().map(|c| c.offset), Some(7));
     running.stop().await;
 }

@@ -12,12 +12,12 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, UnknownKind> {
         match s {
             "transform" => Ok(Self::Transform),
             "partitioner" => Ok(Self::Partitioner),
             "validator" => Ok(Self::Validator),
-            other => Err(format!("unknown module kind {other:?}: use transform, partitioner or validator")),
+            other => Err(UnknownKind(other.to_owned())),
         }
     }
 
@@ -58,17 +58,72 @@ impl Limits {
     pub const DEADLINE_MS_MAX: u64 = 60_000;
     pub const MEMORY_BYTES_MAX: u64 = 4 << 30;
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitsError> {
         if self.deadline_ms == 0 || self.deadline_ms > Self::DEADLINE_MS_MAX {
-            return Err(format!("deadline.ms = {} is out of range: 1 to {}", self.deadline_ms, Self::DEADLINE_MS_MAX));
+            return Err(LimitsError::DeadlineMs(self.deadline_ms));
         }
         if self.memory_bytes < (1 << 20) || self.memory_bytes > Self::MEMORY_BYTES_MAX {
-            return Err(format!(
-                "memory.bytes = {} is out of range: 1 MiB to {} bytes",
-                self.memory_bytes,
-                Self::MEMORY_BYTES_MAX
-            ));
+            return Err(LimitsError::MemoryBytes(self.memory_bytes));
         }
         Ok(())
+    }
+}
+
+/// A module kind that is not one of Weir's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKind(pub String);
+
+impl std::fmt::Display for UnknownKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown module kind {:?}: use transform, partitioner or validator", self.0)
+    }
+}
+
+impl std::error::Error for UnknownKind {}
+
+/// A call limit out of its range; says which and what the range is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitsError {
+    DeadlineMs(u64),
+    MemoryBytes(u64),
+}
+
+impl LimitsError {
+    /// The limit's name after a prefix (`deadline_ms`, `memory_bytes`), as settings spell it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Self::DeadlineMs(_) => "deadline_ms",
+            Self::MemoryBytes(_) => "memory_bytes",
+        }
+    }
+
+    fn range(self) -> String {
+        match self {
+            Self::DeadlineMs(_) => format!("1 to {}", Limits::DEADLINE_MS_MAX),
+            Self::MemoryBytes(_) => format!("1 MiB to {} bytes", Limits::MEMORY_BYTES_MAX),
+        }
+    }
+}
+
+impl std::fmt::Display for LimitsError {
+    /// As a deployment's settings spell it (`deadline.ms`, `memory.bytes`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, value) = match *self {
+            Self::DeadlineMs(v) => ("deadline.ms", v),
+            Self::MemoryBytes(v) => ("memory.bytes", v),
+        };
+        write!(f, "{name} = {value} is out of range: {}", self.range())
+    }
+}
+
+impl std::error::Error for LimitsError {}
+
+impl LimitsError {
+    /// As the broker's config spells it, after `prefix` (`module_deadline_ms`).
+    pub fn as_setting(self, prefix: &str) -> String {
+        let value = match self {
+            Self::DeadlineMs(v) | Self::MemoryBytes(v) => v,
+        };
+        format!("{prefix}{} = {value} is out of range: {}", self.setting(), self.range())
     }
 }

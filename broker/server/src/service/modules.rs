@@ -49,7 +49,7 @@ impl Broker {
         bytes: Bytes,
     ) -> Result<ModuleDescription, WireError> {
         let invalid = |m: String| WireError::new(ErrorCode::InvalidModule, m);
-        let kind = PluginKind::parse(&request.kind).map_err(invalid)?;
+        let kind = PluginKind::parse(&request.kind).map_err(|e| invalid(e.to_string()))?;
         deployments::validate_name(&request.name)?;
         let plugins = self.plugins.clone();
         let upload = bytes.clone();

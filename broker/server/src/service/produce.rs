@@ -132,8 +132,11 @@ impl Broker {
         partition: u32,
         parsed: &ProducedBatches,
     ) -> Result<(), WireError> {
-        let strategy =
-            SubjectNameStrategy::parse(&topic.config.subject_name_strategy).unwrap_or(SubjectNameStrategy::TopicName);
+        let strategy = match topic.config.subject_name_strategy {
+            weir_sdk::wire::SubjectNameStrategy::TopicName => SubjectNameStrategy::TopicName,
+            weir_sdk::wire::SubjectNameStrategy::RecordName => SubjectNameStrategy::RecordName,
+            weir_sdk::wire::SubjectNameStrategy::TopicRecordName => SubjectNameStrategy::TopicRecordName,
+        };
         let state = self.controller.state();
         for (index, r) in parsed.records()?.iter().enumerate() {
             let outcome = if topic.config.key_schema_validation {

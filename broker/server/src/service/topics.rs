@@ -119,18 +119,16 @@ impl Broker {
     /// are is refused; with `validate_only` nothing is created. Returns the partition count.
     pub async fn create_topic_as_asked(&self, new: NewTopic) -> Result<u32, WireError> {
         let brokers = 1;
-        if let Some(factor) = new.replication_factor.filter(|f| *f > brokers) {
+        if let Some(factor) = new.replication_factor.filter(|f| *f == 0 || *f > brokers) {
             return Err(WireError::new(
                 ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {factor} exceeds the {brokers} broker of this cluster"),
+                format!("replication factor {factor} is out of range: 1 to the {brokers} broker of this cluster"),
             ));
         }
         let config = TopicConfig::default().with_entries(new.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let partitions = new.partitions.unwrap_or(self.config.default_partitions);
         if new.validate_only {
-            let command = Command::CreateTopic { name: new.name, partitions, config };
-            let state = self.controller.state();
-            state.clone().apply(command)?;
+            self.controller.check(&Command::CreateTopic { name: new.name, partitions, config })?;
             return Ok(partitions);
         }
         let created = self.create_topic(CreateTopicRequest { name: new.name, partitions, config }).await?;
