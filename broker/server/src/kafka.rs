@@ -16,13 +16,11 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use weir_sdk::wire::{
-    AlterTopicRequest, FetchPartition, FetchRequest as WeirFetch, ListOffsetsRequest as WeirListOffsets, OffsetSpec,
-};
+use weir_sdk::wire::OffsetSpec;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::groups::{CommittedOffset, GroupCoordinator, GroupError, GroupState, JoinRequest};
-use crate::service::{Broker, CommitError, ConfigChange, FetchedPartition, NewTopic, Produce};
+use crate::service::{Broker, CommitError, ConfigChange, Fetch, FetchFrom, NewTopic, Produce};
 
 /// Kafka error codes this front end sends (`org.apache.kafka.common.protocol.Errors`).
 mod code {
@@ -608,19 +606,21 @@ async fn produce_enqueue(
 }
 
 async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchResponse {
-    let request = WeirFetch {
-        max_wait_ms: r.max_wait_ms.max(0) as u32,
-        min_bytes: r.min_bytes.max(0) as u32,
-        max_bytes: if r.max_bytes > 0 { r.max_bytes as u32 } else { u32::MAX },
+    let non_negative = |n: i32| u32::try_from(n).unwrap_or(0);
+    let request = Fetch {
+        max_wait_ms: non_negative(r.max_wait_ms),
+        min_bytes: non_negative(r.min_bytes),
+        max_bytes: u32::try_from(r.max_bytes).ok().filter(|b| *b > 0).unwrap_or(u32::MAX),
         partitions: r
             .topics
             .iter()
             .flat_map(|t| {
-                t.partitions.iter().map(|p| FetchPartition {
+                t.partitions.iter().map(|p| FetchFrom {
                     topic: t.topic.0.as_str().to_owned(),
-                    partition: p.partition.max(0) as u32,
+                    // A negative partition does not exist: u32::MAX is refused as unknown.
+                    partition: u32::try_from(p.partition).unwrap_or(u32::MAX),
                     offset: p.fetch_offset,
-                    max_bytes: p.partition_max_bytes.max(0) as u32,
+                    max_bytes: non_negative(p.partition_max_bytes),
                     module: None,
                 })
             })
@@ -632,10 +632,10 @@ async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchRespon
     };
     let mut by_topic: BTreeMap<String, Vec<fetch_response::PartitionData>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    for FetchedPartition { answer: p, batches } in fetched {
+    for p in fetched {
         // The partition's batches, stored bytes as they are, back to back: the crate's message
         // type holds one buffer per partition, so more than one batch is copied into one.
-        let records = match batches.as_slice() {
+        let records = match p.batches.as_slice() {
             [] => Bytes::new(),
             [one] => one.clone(),
             many => Bytes::from(many.concat()),
@@ -683,23 +683,20 @@ fn list_offsets(ctx: &KafkaContext, version: i16, r: ListOffsetsRequest) -> List
                     let response = list_offsets_response::ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
                         .with_leader_epoch(if version >= 4 { 0 } else { -1 });
-                    if p.partition_index < 0 {
+                    let Ok(partition) = u32::try_from(p.partition_index) else {
                         return response
                             .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
                             .with_offset(-1)
                             .with_timestamp(-1);
-                    }
-                    let answer = ctx.broker.list_offsets(WeirListOffsets {
-                        topic: name.clone(),
-                        partitions: vec![p.partition_index as u32],
-                        spec,
-                    });
-                    match answer.map(|mut a| a.partitions.pop().expect("one partition")) {
-                        Ok(a) => match a.error {
-                            Some(e) => response.with_error_code(wire_code(&e)).with_offset(-1).with_timestamp(-1),
-                            None => response.with_offset(a.offset).with_timestamp(a.timestamp),
-                        },
-                        Err(e) => response.with_error_code(wire_code(&e)).with_offset(-1).with_timestamp(-1),
+                    };
+                    match ctx.broker.list_offsets(&name, &[partition], spec).map(|mut a| a.pop().map(|l| l.found)) {
+                        Ok(Some(Ok((offset, timestamp)))) => response.with_offset(offset).with_timestamp(timestamp),
+                        Ok(Some(Err(e))) | Err(e) => {
+                            response.with_error_code(wire_code(&e)).with_offset(-1).with_timestamp(-1)
+                        }
+                        Ok(None) => {
+                            response.with_error_code(code::UNKNOWN_SERVER_ERROR).with_offset(-1).with_timestamp(-1)
+                        }
                     }
                 })
                 .collect();
@@ -757,16 +754,8 @@ async fn delete_topics(ctx: &KafkaContext, version: i16, r: DeleteTopicsRequest)
 async fn create_partitions(ctx: &KafkaContext, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in r.topics {
-        let request = AlterTopicRequest {
-            name: t.name.0.as_str().to_owned(),
-            partitions: Some(t.count.max(0) as u32),
-            config: BTreeMap::new(),
-        };
-        let outcome = if r.validate_only {
-            ctx.broker.describe_topic(&request.name).map(|_| ())
-        } else {
-            ctx.broker.alter_topic(request).await.map(|_| ())
-        };
+        let count = u32::try_from(t.count).unwrap_or(0);
+        let outcome = ctx.broker.add_partitions(t.name.0.as_str(), count, r.validate_only).await;
         let result = create_partitions_response::CreatePartitionsTopicResult::default().with_name(t.name);
         results.push(match outcome {
             Ok(()) => result,

@@ -12,7 +12,7 @@ use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::groups::{CommittedOffset, GroupError, JoinRequest};
-use crate::service::{Broker, CommitError, Produce};
+use crate::service::{Broker, CommitError, Fetch, FetchFrom, ListedOffset, Produce, TopicInfo};
 
 #[derive(Debug, Clone)]
 pub struct QuicConfig {
@@ -205,12 +205,34 @@ fn produce_input(request: ProduceRequest, payload: &Bytes) -> Result<(Acks, Prod
     Ok((request.acks, Produce { topic: request.topic, partitions }))
 }
 
+fn topic_description(t: TopicInfo) -> TopicDescription {
+    TopicDescription {
+        name: t.name,
+        id: t.id,
+        partitions: t
+            .partitions
+            .into_iter()
+            .map(|p| PartitionDescription {
+                partition: p.partition,
+                leader: p.leader,
+                log_start_offset: p.log_start_offset,
+                high_watermark: p.high_watermark,
+                size_bytes: p.size_bytes,
+            })
+            .collect(),
+        config: t.config,
+    }
+}
+
 /// Decodes the request, calls the service, encodes the response. `None`: send nothing.
 async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Bytes>)>, WireError> {
     let empty = Bytes::new;
     let reply = |kind, header: &dyn erased::Header| Frame { kind, header: header.json(), payload: empty() };
     let response = match frame.kind {
-        FrameKind::CreateTopic => reply(frame.kind, &broker.create_topic(frame.header()?).await?),
+        FrameKind::CreateTopic => {
+            let req: CreateTopicRequest = frame.header()?;
+            reply(frame.kind, &topic_description(broker.create_topic(&req.name, req.partitions, req.config).await?))
+        }
         FrameKind::DeleteTopic => {
             let req: TopicNameRequest = frame.header()?;
             broker.delete_topic(&req.name).await?;
@@ -219,24 +241,70 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
         FrameKind::ListTopics => reply(frame.kind, &ListTopicsResponse { topics: broker.list_topics() }),
         FrameKind::DescribeTopic => {
             let req: TopicNameRequest = frame.header()?;
-            reply(frame.kind, &broker.describe_topic(&req.name)?)
+            reply(frame.kind, &topic_description(broker.describe_topic(&req.name)?))
         }
-        FrameKind::AlterTopic => reply(frame.kind, &broker.alter_topic(frame.header()?).await?),
+        FrameKind::AlterTopic => {
+            let req: AlterTopicRequest = frame.header()?;
+            reply(frame.kind, &topic_description(broker.alter_topic(&req.name, req.partitions, &req.config).await?))
+        }
         FrameKind::Produce => return Err(WireError::new(ErrorCode::Internal, "produce is served by serve_stream")),
         FrameKind::Fetch => {
-            let fetched = broker.fetch(frame.header()?).await?;
+            let req: FetchRequest = frame.header()?;
+            let fetch = Fetch {
+                max_wait_ms: req.max_wait_ms,
+                min_bytes: req.min_bytes,
+                max_bytes: req.max_bytes,
+                partitions: req
+                    .partitions
+                    .into_iter()
+                    .map(|p| FetchFrom {
+                        topic: p.topic,
+                        partition: p.partition,
+                        offset: p.offset,
+                        max_bytes: p.max_bytes,
+                        module: p.module,
+                    })
+                    .collect(),
+            };
+            let fetched = broker.fetch(fetch).await?;
             let mut partitions = Vec::with_capacity(fetched.len());
             let mut chunks = Vec::new();
             for p in fetched {
-                partitions.push(p.answer);
+                partitions.push(FetchPartitionResponse {
+                    // Bounded by fetch_bytes_max, or by one batch's max.message.bytes (u32s).
+                    bytes: u32::try_from(p.bytes()).unwrap_or(u32::MAX),
+                    topic: p.topic,
+                    partition: p.partition,
+                    high_watermark: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                    error: p.error,
+                    next_offset: p.next_offset,
+                });
                 chunks.extend(p.batches);
             }
             return Ok(Some((reply(frame.kind, &FetchResponse { partitions }), chunks)));
         }
-        FrameKind::ListOffsets => reply(frame.kind, &broker.list_offsets(frame.header()?)?),
+        FrameKind::ListOffsets => {
+            let req: ListOffsetsRequest = frame.header()?;
+            let partitions = broker
+                .list_offsets(&req.topic, &req.partitions, req.spec)?
+                .into_iter()
+                .map(|ListedOffset { partition, found }| match found {
+                    Ok((offset, timestamp)) => ListOffsetsPartition { partition, offset, timestamp, error: None },
+                    Err(e) => ListOffsetsPartition { partition, offset: -1, timestamp: -1, error: Some(e) },
+                })
+                .collect();
+            reply(frame.kind, &ListOffsetsResponse { partitions })
+        }
         FrameKind::DeployModule => reply(frame.kind, &broker.deploy_module(frame.header()?, frame.payload).await?),
         FrameKind::ListModules => reply(frame.kind, &broker.list_modules()),
-        FrameKind::InitProducerId => reply(frame.kind, &broker.init_producer_id().await?),
+        FrameKind::InitProducerId => {
+            let id = broker.init_producer_id().await?;
+            reply(
+                frame.kind,
+                &InitProducerIdResponse { producer_id: id.producer_id, producer_epoch: id.producer_epoch },
+            )
+        }
         FrameKind::DescribeModule => {
             let req: ModuleNameRequest = frame.header()?;
             reply(frame.kind, &broker.describe_module(&req.name)?)

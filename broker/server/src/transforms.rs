@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use weir_runtime::{InputRecord, PluginKind, TransformResults};
 use weir_sdk::batch::{decode_batches, encode_batch, Compression, Record};
-use weir_sdk::wire::{FetchPartition, FetchRequest};
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::plugins::input_records;
-use crate::service::{Broker, Produce};
+use crate::service::{Broker, Fetch, FetchFrom, Produce};
 use weir_meta::deployments::Deployment;
 use weir_meta::metadata::Command;
 
@@ -114,11 +113,11 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
         }
     };
     loop {
-        let request = FetchRequest {
+        let request = Fetch {
             max_wait_ms: 500,
             min_bytes: 1,
             max_bytes: FETCH_BYTES,
-            partitions: vec![FetchPartition {
+            partitions: vec![FetchFrom {
                 topic: key.topic.clone(),
                 partition: key.partition,
                 offset: next,
@@ -140,7 +139,7 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
                 continue;
             }
         };
-        let answer = &fetched.answer;
+        let answer = &fetched;
         if let Some(e) = &answer.error {
             if e.code == ErrorCode::OffsetOutOfRange {
                 // Retention removed what was not read yet, or the log is shorter than stored

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use weir_broker::groups::CommittedOffset;
 use weir_broker::server::{start, Running, ServeConfig};
-use weir_sdk::wire::{CreateTopicRequest, DeployModuleRequest, OffsetSpec};
+use weir_sdk::wire::{DeployModuleRequest, OffsetSpec};
 use weir_sdk::{
     Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, Record, TlsTrust,
     TopicConfig,
@@ -153,10 +153,7 @@ async fn given_idempotent_producers_offsets_and_transform_progress_when_topic_de
     .await;
 
     // Created again, the name starts clean.
-    broker
-        .create_topic(CreateTopicRequest { name: "src".into(), partitions: 1, config: TopicConfig::default() })
-        .await
-        .unwrap();
+    broker.create_topic("src", 1, TopicConfig::default()).await.unwrap();
     assert!(broker.groups().committed("readers", None).is_empty());
     client.close();
     running.stop().await;
@@ -191,15 +188,10 @@ async fn given_thousands_of_metadata_commands_when_restarted_then_a_snapshot_res
     {
         let running = start(config(dir.path())).await.expect("start");
         let broker = running.broker().clone();
-        kept_id = broker
-            .create_topic(CreateTopicRequest { name: "kept".into(), partitions: 3, config: TopicConfig::default() })
-            .await
-            .unwrap()
-            .id;
+        kept_id = broker.create_topic("kept", 3, TopicConfig::default()).await.unwrap().id;
         for i in 0..commands / 2 {
             let name = format!("churn-{i}");
-            let request = CreateTopicRequest { name: name.clone(), partitions: 1, config: TopicConfig::default() };
-            broker.create_topic(request).await.unwrap();
+            broker.create_topic(&name, 1, TopicConfig::default()).await.unwrap();
             broker.delete_topic(&name).await.unwrap();
         }
         let controller = broker.controller().clone();
@@ -216,11 +208,7 @@ async fn given_thousands_of_metadata_commands_when_restarted_then_a_snapshot_res
     assert_eq!(state.topics.keys().collect::<Vec<_>>(), ["kept"], "only the kept topic exists");
     assert_eq!(state.topics["kept"].id, kept_id);
     assert_eq!(state.next_topic_id, kept_id + commands / 2, "every topic id ever given is remembered");
-    let created = running
-        .broker()
-        .create_topic(CreateTopicRequest { name: "after".into(), partitions: 1, config: TopicConfig::default() })
-        .await
-        .unwrap();
+    let created = running.broker().create_topic("after", 1, TopicConfig::default()).await.unwrap();
     assert_eq!(created.id, kept_id + commands / 2 + 1, "ids go on after the snapshot");
     running.stop().await;
 }

@@ -19,7 +19,7 @@ impl Broker {
     /// Reads every partition asked for; long-polls until `min_bytes` are available or
     /// `max_wait_ms` (capped by the broker's `fetch_wait_ms_max`) passes. One answer per
     /// partition asked for, in order, each with its own batches.
-    pub async fn fetch(&self, request: FetchRequest) -> Result<Vec<FetchedPartition>, WireError> {
+    pub async fn fetch(&self, request: Fetch) -> Result<Vec<FetchedPartition>, WireError> {
         let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(self.config.fetch_wait_ms_max)));
         let deadline = Instant::now() + wait;
         loop {
@@ -31,13 +31,13 @@ impl Broker {
                 .map(|s| s.subscribe())
                 .collect();
             let fetched = self.fetch_once(&request);
-            let total: usize = fetched.iter().map(|p| p.answer.bytes as usize).sum();
-            let any_error = fetched.iter().any(|p| p.answer.error.is_some());
+            let total: usize = fetched.iter().map(FetchedPartition::bytes).sum();
+            let any_error = fetched.iter().any(|p| p.error.is_some());
             // A fetch module that dropped everything it read still moved the consumer on.
             let skipped = fetched
                 .iter()
                 .zip(&request.partitions)
-                .any(|(p, asked)| p.answer.next_offset.is_some_and(|next| next > asked.offset));
+                .any(|(p, asked)| p.next_offset.is_some_and(|next| next > asked.offset));
             let now = Instant::now();
             if total >= request.min_bytes as usize || any_error || skipped || now >= deadline || watchers.is_empty() {
                 return Ok(fetched);
@@ -47,19 +47,19 @@ impl Broker {
         }
     }
 
-    pub(super) fn fetch_once(&self, request: &FetchRequest) -> Vec<FetchedPartition> {
+    pub(super) fn fetch_once(&self, request: &Fetch) -> Vec<FetchedPartition> {
         let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
         let mut total = 0usize;
         let mut partitions = Vec::with_capacity(request.partitions.len());
         for p in &request.partitions {
-            let mut answer = FetchPartitionResponse {
+            let mut answer = FetchedPartition {
                 topic: p.topic.clone(),
                 partition: p.partition,
                 high_watermark: -1,
                 log_start_offset: -1,
-                bytes: 0,
-                error: None,
                 next_offset: None,
+                error: None,
+                batches: Vec::new(),
             };
             let outcome = self.topic(&p.topic).and_then(|topic| {
                 let state = self.partition(&topic, p.partition)?;
@@ -77,21 +77,14 @@ impl Broker {
                     _ => Ok(batches),
                 }
             });
-            let batches = match outcome {
+            match outcome {
                 Ok(batches) => {
-                    let bytes: usize = batches.iter().map(Bytes::len).sum();
-                    // Bounded by fetch_bytes_max (a u32) but for one first batch, itself
-                    // bounded by max.message.bytes (a u32).
-                    answer.bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-                    total += bytes;
-                    batches
+                    answer.batches = batches;
+                    total += answer.bytes();
                 }
-                Err(e) => {
-                    answer.error = Some(e);
-                    Vec::new()
-                }
-            };
-            partitions.push(FetchedPartition { answer, batches });
+                Err(e) => answer.error = Some(e),
+            }
+            partitions.push(answer);
         }
         partitions
     }
@@ -158,24 +151,27 @@ impl Broker {
         Ok((out, next))
     }
 
-    pub fn list_offsets(&self, request: ListOffsetsRequest) -> Result<ListOffsetsResponse, WireError> {
-        let topic = self.topic(&request.topic)?;
-        let partitions = request
-            .partitions
+    /// Per partition: the offset `spec` names and, for a timestamp, the timestamp of the record
+    /// found (`-1, -1` when no record is at or after it).
+    pub fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        spec: OffsetSpec,
+    ) -> Result<Vec<ListedOffset>, WireError> {
+        let topic = self.topic(topic)?;
+        let partitions = partitions
             .iter()
             .map(|&partition| {
-                let outcome = self.partition(&topic, partition).and_then(|state| match request.spec {
+                let outcome = self.partition(&topic, partition).and_then(|state| match spec {
                     OffsetSpec::Earliest => Ok((state.log_start_offset(), -1)),
                     OffsetSpec::Latest => Ok((state.end_offset(), -1)),
                     OffsetSpec::Timestamp(ts) => Ok(self.log.offset_for_timestamp(&state, ts)?.unwrap_or((-1, -1))),
                 });
-                match outcome {
-                    Ok((offset, timestamp)) => ListOffsetsPartition { partition, offset, timestamp, error: None },
-                    Err(e) => ListOffsetsPartition { partition, offset: -1, timestamp: -1, error: Some(e) },
-                }
+                ListedOffset { partition, found: outcome }
             })
             .collect();
-        Ok(ListOffsetsResponse { partitions })
+        Ok(partitions)
     }
 
     /// The partition's log start and end offsets.
@@ -185,10 +181,55 @@ impl Broker {
     }
 }
 
-/// One partition's answer to a fetch: offsets and error as the wire describes them, and the
+/// A fetch as the service takes it, whichever protocol carried it.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// Longest the fetch waits for `min_bytes` (capped by the broker's `fetch_wait_ms_max`).
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    /// Bytes of the whole answer (capped by the broker's `fetch_bytes_max`); only the first
+    /// batch of the answer may exceed it.
+    pub max_bytes: u32,
+    pub partitions: Vec<FetchFrom>,
+}
+
+/// Where to read one partition from.
+#[derive(Debug, Clone)]
+pub struct FetchFrom {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub max_bytes: u32,
+    /// A transform deployment to run over what is read (a consume-time module).
+    pub module: Option<String>,
+}
+
+/// One partition's answer to a fetch: its offsets, or why it could not be read, and the
 /// stored batches, whole and as stored (or a consume-time module's outputs).
 #[derive(Debug, Clone)]
 pub struct FetchedPartition {
-    pub answer: FetchPartitionResponse,
+    pub topic: String,
+    pub partition: u32,
+    /// `-1` when the partition could not be read.
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// With a consume-time module: where to read next (its outputs keep their inputs'
+    /// offsets, so the last output says nothing of inputs it dropped).
+    pub next_offset: Option<i64>,
+    pub error: Option<WireError>,
     pub batches: Vec<Bytes>,
+}
+
+impl FetchedPartition {
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(Bytes::len).sum()
+    }
+}
+
+/// One partition's answer to a list-offsets request: `(offset, timestamp)`, the timestamp
+/// only for a search by time (`-1` otherwise, and `-1, -1` when no record is that late).
+#[derive(Debug, Clone)]
+pub struct ListedOffset {
+    pub partition: u32,
+    pub found: Result<(i64, i64), WireError>,
 }

@@ -60,10 +60,10 @@ mod modules;
 mod produce;
 mod topics;
 
-pub use fetch::FetchedPartition;
+pub use fetch::{Fetch, FetchFrom, FetchedPartition, ListedOffset};
 pub use groups::{group_ticker, CommitError};
-pub use produce::{Produce, Produced, ProducedBatches};
-pub use topics::{ConfigChange, ConfigEntry, NewTopic};
+pub use produce::{Produce, Produced, ProducedBatches, ProducerIdentity};
+pub use topics::{ConfigChange, ConfigEntry, NewTopic, PartitionInfo, TopicInfo};
 
 impl Broker {
     /// Opens the partitions of every known topic (recovering torn tails).

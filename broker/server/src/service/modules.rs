@@ -93,13 +93,7 @@ impl Broker {
             deployments::apply(&mut state.modules.clone(), &topics, command.clone())?;
         }
         if self.topic(&dead_letter_topic).is_err() {
-            let created = self
-                .create_topic(CreateTopicRequest {
-                    name: dead_letter_topic.clone(),
-                    partitions: 1,
-                    config: TopicConfig::default(),
-                })
-                .await;
+            let created = self.create_topic(&dead_letter_topic, 1, TopicConfig::default()).await;
             match created {
                 Ok(_) => {
                     tracing::info!(topic = %dead_letter_topic, module = %request.name, "dead-letter topic created")

@@ -19,7 +19,7 @@ use super::{mismatched, Broker, PRODUCER_ID_BLOCK};
 impl Broker {
     /// A new producer identity for an idempotent producer, from the block of ids this broker
     /// took from the controller; takes a new block when it is used up.
-    pub async fn init_producer_id(&self) -> Result<InitProducerIdResponse, WireError> {
+    pub async fn init_producer_id(&self) -> Result<ProducerIdentity, WireError> {
         let mut block = self.producer_ids.lock().await;
         if block.is_empty() {
             let at_least = self.log.producer_id_max().saturating_add(1);
@@ -32,7 +32,7 @@ impl Broker {
         }
         let producer_id = block.start;
         block.start += 1;
-        Ok(InitProducerIdResponse { producer_id, producer_epoch: 0 })
+        Ok(ProducerIdentity { producer_id, producer_epoch: 0 })
     }
 
     /// The first half of a produce: checks every partition's batches and queues the appends,
@@ -325,4 +325,11 @@ impl ProducedBatches {
             .as_deref()
             .map_err(Clone::clone)
     }
+}
+
+/// An idempotent producer's identity: an id no other producer had, and its epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
 }

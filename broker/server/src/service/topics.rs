@@ -1,6 +1,8 @@
 //! Topics: create, describe, alter and delete, with everything stored about a deleted topic.
 
-use weir_sdk::wire::*;
+use std::collections::BTreeMap;
+
+use weir_sdk::wire::TopicConfig;
 use weir_sdk::{ErrorCode, WireError};
 
 use weir_meta::metadata::{Command, Event, Topic};
@@ -9,15 +11,8 @@ use weir_storage::log::{PartitionId, ProducerFilter};
 use super::{mismatched, Broker};
 
 impl Broker {
-    pub async fn create_topic(&self, request: CreateTopicRequest) -> Result<TopicDescription, WireError> {
-        let event = self
-            .controller
-            .propose(Command::CreateTopic {
-                name: request.name,
-                partitions: request.partitions,
-                config: request.config,
-            })
-            .await?;
+    pub async fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<TopicInfo, WireError> {
+        let event = self.controller.propose(Command::CreateTopic { name: name.to_owned(), partitions, config }).await?;
         let Event::TopicCreated(topic) = event else { return Err(mismatched("CreateTopic", &event)) };
         self.open_partitions(&topic)?;
         tracing::info!(topic = %topic.name, partitions = topic.partitions, "topic created");
@@ -52,15 +47,15 @@ impl Broker {
         self.controller.state().topics.keys().cloned().collect()
     }
 
-    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, WireError> {
+    pub fn describe_topic(&self, name: &str) -> Result<TopicInfo, WireError> {
         self.describe(&self.topic(name)?)
     }
 
-    pub(super) fn describe(&self, topic: &Topic) -> Result<TopicDescription, WireError> {
+    pub(super) fn describe(&self, topic: &Topic) -> Result<TopicInfo, WireError> {
         let partitions = (0..topic.partitions)
             .map(|p| {
                 let state = self.partition(topic, p)?;
-                Ok(PartitionDescription {
+                Ok(PartitionInfo {
                     partition: p,
                     leader: self.config.node_id,
                     log_start_offset: state.log_start_offset(),
@@ -69,18 +64,63 @@ impl Broker {
                 })
             })
             .collect::<Result<_, WireError>>()?;
-        Ok(TopicDescription { name: topic.name.clone(), id: topic.id, partitions, config: topic.config.clone() })
+        Ok(TopicInfo { name: topic.name.clone(), id: topic.id, partitions, config: topic.config.clone() })
     }
 
-    pub async fn alter_topic(&self, request: AlterTopicRequest) -> Result<TopicDescription, WireError> {
-        let topic = self.topic(&request.name)?;
-        let config = topic.config.clone().with_entries(request.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-        let partitions = request.partitions.unwrap_or(topic.partitions);
-        let event = self.controller.propose(Command::AlterTopic { name: request.name, partitions, config }).await?;
+    /// Changes a topic's partition count (it can only grow) and the config keys given.
+    pub async fn alter_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        config: &BTreeMap<String, String>,
+    ) -> Result<TopicInfo, WireError> {
+        let command = self.alter_command(name, partitions, config)?;
+        let event = self.controller.propose(command).await?;
         let Event::TopicAltered { after, .. } = event else { return Err(mismatched("AlterTopic", &event)) };
         self.open_partitions(&after)?;
         self.describe(&after)
     }
+
+    fn alter_command(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Command, WireError> {
+        let topic = self.topic(name)?;
+        let config = topic.config.clone().with_entries(config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let partitions = partitions.unwrap_or(topic.partitions);
+        Ok(Command::AlterTopic { name: name.to_owned(), partitions, config })
+    }
+
+    /// Grows a topic to `count` partitions (Kafka's CreatePartitions); with `validate_only`,
+    /// only checks.
+    pub async fn add_partitions(&self, name: &str, count: u32, validate_only: bool) -> Result<(), WireError> {
+        if validate_only {
+            return self.controller.check(&self.alter_command(name, Some(count), &BTreeMap::new())?);
+        }
+        self.alter_topic(name, Some(count), &BTreeMap::new()).await.map(|_| ())
+    }
+}
+
+/// A topic as the service describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicInfo {
+    pub name: String,
+    /// Never reused: a topic created again under the name has another id.
+    pub id: u64,
+    pub partitions: Vec<PartitionInfo>,
+    pub config: TopicConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// The broker that leads the partition.
+    pub leader: u64,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub size_bytes: u64,
 }
 
 /// A config entry as a topic has it: its value, and whether that is the default.
@@ -131,22 +171,17 @@ impl Broker {
             self.controller.check(&Command::CreateTopic { name: new.name, partitions, config })?;
             return Ok(partitions);
         }
-        let created = self.create_topic(CreateTopicRequest { name: new.name, partitions, config }).await?;
+        let created = self.create_topic(&new.name, partitions, config).await?;
         Ok(u32::try_from(created.partitions.len()).unwrap_or(u32::MAX))
     }
 
     /// A topic for a client's metadata request: created first, with the broker's default
     /// partition count, when it does not exist, the client allows it and the broker's
     /// `auto_create_topics` is on (Kafka's `auto.create.topics.enable`).
-    pub async fn topic_for_metadata(&self, name: &str, allow_auto_create: bool) -> Result<TopicDescription, WireError> {
+    pub async fn topic_for_metadata(&self, name: &str, allow_auto_create: bool) -> Result<TopicInfo, WireError> {
         match self.describe_topic(name) {
             Err(e) if e.code == ErrorCode::UnknownTopic && allow_auto_create && self.config.auto_create_topics => {
-                let request = CreateTopicRequest {
-                    name: name.to_owned(),
-                    partitions: self.config.default_partitions,
-                    config: TopicConfig::default(),
-                };
-                match self.create_topic(request).await {
+                match self.create_topic(name, self.config.default_partitions, TopicConfig::default()).await {
                     Err(e) if e.code == ErrorCode::TopicAlreadyExists => self.describe_topic(name),
                     other => other,
                 }
@@ -241,11 +276,8 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), WireError> {
         if validate_only {
-            let topic = self.topic(name)?;
-            return topic.config.with_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map(|_| ());
+            return self.controller.check(&self.alter_command(name, None, &entries)?);
         }
-        self.alter_topic(AlterTopicRequest { name: name.to_owned(), partitions: None, config: entries })
-            .await
-            .map(|_| ())
+        self.alter_topic(name, None, &entries).await.map(|_| ())
     }
 }
