@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use weir_plugin_types::{Limits, PluginKind};
 use weir_sdk::{ErrorCode, WireError};
 
-use crate::metadata::{check_name, Topic};
+use crate::topic::{check_name, Topic};
 
 /// Versions kept per deployment; older ones are forgotten (rollback reaches this far back).
 pub const VERSIONS_KEPT: usize = 16;

@@ -8,3 +8,4 @@
 
 pub mod deployments;
 pub mod metadata;
+pub mod topic;

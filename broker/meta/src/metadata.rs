@@ -11,18 +11,7 @@ use weir_sdk::wire::TopicConfig;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::deployments::{self, Deployment, ModuleCommand};
-
-/// Longest topic name, as in Kafka.
-pub const TOPIC_NAME_BYTES_LIMIT: usize = 249;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Topic {
-    /// Never reused, so a topic created again under an old name starts with an empty log.
-    pub id: u64,
-    pub name: String,
-    pub partitions: u32,
-    pub config: TopicConfig,
-}
+pub use crate::topic::{unknown_topic, validate_topic_name, Topic, TOPIC_NAME_BYTES_LIMIT};
 
 #[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,33 +205,6 @@ impl State {
     pub fn topic(&self, name: &str) -> Result<&Topic, WireError> {
         self.topics.get(name).ok_or_else(|| unknown_topic(name))
     }
-}
-
-pub fn unknown_topic(name: &str) -> WireError {
-    WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
-}
-
-pub fn validate_topic_name(name: &str) -> Result<(), WireError> {
-    check_name("topic name", name).map_err(|message| WireError::new(ErrorCode::InvalidTopicName, message))
-}
-
-/// Kafka's rules for a topic name, which module names follow too (a module names its default
-/// dead-letter topic); the message begins with `what`.
-pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let invalid = |why: String| Err(format!("{what} {name:?} {why}"));
-    if name.is_empty() {
-        return invalid("is empty".into());
-    }
-    if name.len() > TOPIC_NAME_BYTES_LIMIT {
-        return invalid(format!("is {} bytes long; the limit is {TOPIC_NAME_BYTES_LIMIT}", name.len()));
-    }
-    if name == "." || name == ".." {
-        return invalid("is reserved".into());
-    }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return invalid(format!("holds {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"));
-    }
-    Ok(())
 }
 
 fn validate_partitions(partitions: u32, limits: &Limits) -> Result<(), WireError> {

@@ -1,0 +1,45 @@
+//! A topic as the metadata holds it, and the rules for names (topics', and modules', which
+//! name their dead-letter topics). Shared by the metadata and the deployments, below both.
+
+use serde::{Deserialize, Serialize};
+use weir_sdk::wire::TopicConfig;
+use weir_sdk::{ErrorCode, WireError};
+
+/// Longest topic name, as in Kafka.
+pub const TOPIC_NAME_BYTES_LIMIT: usize = 249;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Topic {
+    /// Never reused, so a topic created again under an old name starts with an empty log.
+    pub id: u64,
+    pub name: String,
+    pub partitions: u32,
+    pub config: TopicConfig,
+}
+
+pub fn unknown_topic(name: &str) -> WireError {
+    WireError::new(ErrorCode::UnknownTopic, format!("unknown topic {name:?}"))
+}
+
+pub fn validate_topic_name(name: &str) -> Result<(), WireError> {
+    check_name("topic name", name).map_err(|message| WireError::new(ErrorCode::InvalidTopicName, message))
+}
+
+/// Kafka's rules for a topic name, which module names follow too (a module names its default
+/// dead-letter topic); the message begins with `what`.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let invalid = |why: String| Err(format!("{what} {name:?} {why}"));
+    if name.is_empty() {
+        return invalid("is empty".into());
+    }
+    if name.len() > TOPIC_NAME_BYTES_LIMIT {
+        return invalid(format!("is {} bytes long; the limit is {TOPIC_NAME_BYTES_LIMIT}", name.len()));
+    }
+    if name == "." || name == ".." {
+        return invalid("is reserved".into());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return invalid(format!("holds {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
