@@ -21,6 +21,14 @@ pub enum SubjectNameStrategy {
     TopicRecordName,
 }
 
+/// Bounds what decoding one Avro record may allocate: no string, bytes or array of a record
+/// longer than `bytes` (elements, for arrays). apache-avro otherwise reserves what a record's
+/// length field claims, so ten bytes claiming 2^29 array items asked for tens of GB. Set once
+/// per process, before the first decode; later calls keep the first value, which is returned.
+pub fn limit_decoded_allocation(bytes: usize) -> usize {
+    apache_avro::util::max_allocation_bytes(bytes)
+}
+
 #[derive(Default)]
 pub struct Validator {
     schemas: Mutex<HashMap<u32, Arc<AvroSchema>>>,

@@ -284,13 +284,37 @@ pub fn encode_batch_at_offsets(records: &[(i64, Record)]) -> Result<Bytes, WireE
     Ok(buf.freeze())
 }
 
+/// Decompressed record data a decoder holds at most for one batch when the caller names no
+/// other bound (clients; the broker passes its `batch_decompressed_bytes_max`).
+pub const DECOMPRESSED_BATCH_BYTES_DEFAULT: usize = 256 << 20;
+
+/// The codec of a batch (attributes bits 0-2).
+fn codec_of(header: &BatchHeader) -> Result<KafkaCompression, WireError> {
+    Ok(match header.attributes & 0x07 {
+        0 => KafkaCompression::None,
+        1 => KafkaCompression::Gzip,
+        2 => KafkaCompression::Snappy,
+        3 => KafkaCompression::Lz4,
+        4 => KafkaCompression::Zstd,
+        other => return Err(corrupt(format!("record batch names compression codec {other}, which does not exist"))),
+    })
+}
+
+/// How many bytes a batch's record data inflates to, counted without keeping them; refused
+/// past `limit` (a bomb) or when it does not decompress.
+pub fn inflated_batch_len(header: &BatchHeader, batch: &Bytes, limit: usize) -> Result<usize, WireError> {
+    let payload = batch.slice(BATCH_HEADER_BYTES.min(header.total_bytes)..header.total_bytes);
+    crate::inflate::inflated_len(&payload, codec_of(header)?, limit).map_err(|e| corrupt(e.to_string()))
+}
+
 /// Decodes one batch whose header was parsed and CRC checked already into its records (the
-/// decoder checks the CRC again; nothing else is repeated).
-pub fn decode_batch_records(batch: Bytes) -> Result<Vec<Record>, WireError> {
+/// decoder checks the CRC again; nothing else is repeated). Record data is decompressed within
+/// `limit` bytes.
+pub fn decode_batch_records(batch: Bytes, limit: usize) -> Result<Vec<Record>, WireError> {
     let mut buf = batch;
     let mut out = Vec::new();
     while !buf.is_empty() {
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| corrupt(format!("decoding record batch: {e}")))?;
+        let set = decode_one(&mut buf, limit)?;
         out.extend(set.records.into_iter().map(|r| Record {
             key: r.key,
             value: r.value,
@@ -301,18 +325,39 @@ pub fn decode_batch_records(batch: Bytes) -> Result<Vec<Record>, WireError> {
     Ok(out)
 }
 
-/// Decodes back-to-back batches into records, keeping those at or after `from_offset`.
+/// Decodes the batch at the front of `buf`, decompressing its records within `limit` bytes.
+fn decode_one(buf: &mut Bytes, limit: usize) -> Result<kafka_protocol::records::RecordSet, WireError> {
+    let inflate = |data: &mut Bytes, compression: KafkaCompression| {
+        crate::inflate::inflate(data, compression, limit).map_err(anyhow::Error::from)
+    };
+    RecordBatchDecoder::decode_with_custom_compression(buf, Some(inflate))
+        .map_err(|e| corrupt(format!("decoding record batch: {e}")))
+}
+
+/// Decodes back-to-back batches into records, keeping those at or after `from_offset`, within
+/// [`DECOMPRESSED_BATCH_BYTES_DEFAULT`] of record data per batch.
 pub fn decode_batches(
     topic: &str,
     partition: u32,
     bytes: Bytes,
     from_offset: i64,
 ) -> Result<Vec<ConsumedRecord>, WireError> {
+    decode_batches_within(topic, partition, bytes, from_offset, DECOMPRESSED_BATCH_BYTES_DEFAULT)
+}
+
+/// As [`decode_batches`], decompressing at most `limit` bytes of record data per batch.
+pub fn decode_batches_within(
+    topic: &str,
+    partition: u32,
+    bytes: Bytes,
+    from_offset: i64,
+    limit: usize,
+) -> Result<Vec<ConsumedRecord>, WireError> {
     let mut out = Vec::new();
     let mut buf = bytes;
     while !buf.is_empty() {
         validate_batch(&buf)?;
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| corrupt(format!("decoding record batch: {e}")))?;
+        let set = decode_one(&mut buf, limit)?;
         for r in set.records {
             if r.offset < from_offset {
                 continue;

@@ -10,6 +10,7 @@ pub mod consumer;
 pub mod error;
 #[cfg(feature = "client")]
 pub mod group;
+pub mod inflate;
 pub mod partitioner;
 #[cfg(feature = "client")]
 pub mod producer;

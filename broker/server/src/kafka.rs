@@ -413,9 +413,12 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
             ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups))
         }
         RequestKind::DescribeGroups(r) => {
+            // Each group once, however often the request names it.
+            let mut seen = std::collections::HashSet::new();
             let groups = r
                 .groups
                 .iter()
+                .filter(|id| seen.insert(id.0.as_str().to_owned()))
                 .map(|id| match ctx.groups.describe(id.0.as_str()) {
                     Some(d) => describe_groups_response::DescribedGroup::default()
                         .with_group_id(id.clone())
@@ -504,9 +507,18 @@ fn state_name(state: GroupState) -> &'static str {
 
 async fn metadata(ctx: &KafkaContext, version: i16, r: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
+    // Each topic once, however often the request names it (as Kafka does): the answer stays in
+    // proportion to the topics, not to the request's repetitions.
     let names: Vec<String> = match &r.topics {
         None => broker.list_topics(),
-        Some(topics) => topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_owned())).collect(),
+        Some(topics) => {
+            let mut seen = std::collections::HashSet::new();
+            topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_owned()))
+                .filter(|name| seen.insert(name.clone()))
+                .collect()
+        }
     };
     let mut topics = Vec::with_capacity(names.len());
     for name in names {

@@ -61,6 +61,9 @@ pub struct ServeConfig {
     /// Partitions of a topic created without a count: auto-created, or by a Kafka client that
     /// leaves the count to the broker (Kafka's `num.partitions`).
     pub default_partitions: u32,
+    /// Most bytes one record batch may decompress to (a decompression bomb is refused at
+    /// produce, never stored); at least `message_bytes_max`.
+    pub batch_decompressed_bytes_max: usize,
 }
 
 impl Default for ServeConfig {
@@ -91,6 +94,7 @@ impl Default for ServeConfig {
             producer_id_expiration_ms: 7 * 24 * 3600 * 1000,
             auto_create_topics: true,
             default_partitions: 1,
+            batch_decompressed_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -175,6 +179,14 @@ impl ServeConfig {
             ),
         )?;
         check(
+            self.batch_decompressed_bytes_max >= self.message_bytes_max as usize
+                && self.batch_decompressed_bytes_max <= 1 << 30,
+            format!(
+                "batch_decompressed_bytes_max = {} must be message_bytes_max = {} to 1 GiB",
+                self.batch_decompressed_bytes_max, self.message_bytes_max
+            ),
+        )?;
+        check(
             self.retention_check_ms >= 10,
             format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
         )?;
@@ -215,6 +227,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // A record is never larger than the largest batch: nor is anything decoding one allocates.
+    let avro_limit = weir_registry::validate::limit_decoded_allocation(config.message_bytes_max as usize);
+    tracing::debug!(avro_limit, "Avro decode allocation limit");
     let storage = weir_storage::Storage::open(&config.data_dir.join("db"), config.append_queue_depth)
         .context("opening the broker's storage")?;
     let limits = Limits {
@@ -231,6 +246,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         producer_id_expiration_ms: config.producer_id_expiration_ms,
         auto_create_topics: config.auto_create_topics,
         default_partitions: config.default_partitions,
+        batch_decompressed_bytes_max: config.batch_decompressed_bytes_max,
     };
     let groups = GroupCoordinator::open(storage.offsets).context("opening group offsets")?;
     let plugins = Plugins::open(

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use weir_runtime::{InputRecord, PluginKind, TransformResults};
-use weir_sdk::batch::{decode_batches, encode_batch, Compression, Record};
+use weir_sdk::batch::{decode_batches_within, encode_batch, Compression, Record};
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::plugins::input_records;
@@ -158,7 +158,7 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
             if let Ok(header) = weir_sdk::batch::BatchHeader::parse(&chunk) {
                 batch_end = batch_end.max(header.last_offset() + 1);
             }
-            match decode_batches(&key.topic, key.partition, chunk, next) {
+            match decode_batches_within(&key.topic, key.partition, chunk, next, broker.batch_decompressed_bytes_max()) {
                 Ok(decoded) => records.extend(decoded),
                 Err(e) => {
                     metrics.set_last_error(format!("decoding {}[{}] at {next}: {e}", key.topic, key.partition));

@@ -397,11 +397,13 @@ impl LogStore {
     }
 
     /// The first offset whose record has a timestamp at or after `timestamp_ms`, and that
-    /// record's timestamp; `None` when there is none.
+    /// record's timestamp; `None` when there is none. A batch's records are decompressed within
+    /// `inflated_bytes_max`.
     pub fn offset_for_timestamp(
         &self,
         partition: &PartitionState,
         timestamp_ms: i64,
+        inflated_bytes_max: usize,
     ) -> Result<Option<(i64, i64)>, WireError> {
         let id = partition.id;
         for guard in self.log.range(first_key(id)..=last_key(id)) {
@@ -410,7 +412,7 @@ impl LogStore {
             if header.max_timestamp < timestamp_ms {
                 continue;
             }
-            let records = weir_sdk::batch::decode_batches("", id.partition, value, 0)?;
+            let records = weir_sdk::batch::decode_batches_within("", id.partition, value, 0, inflated_bytes_max)?;
             if let Some(r) = records.iter().find(|r| r.record.timestamp >= timestamp_ms) {
                 return Ok(Some((r.offset, r.record.timestamp)));
             }

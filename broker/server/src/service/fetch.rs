@@ -116,7 +116,13 @@ impl Broker {
         for batch in batches {
             let header = weir_sdk::batch::BatchHeader::parse(&batch)?;
             next = next.max(header.last_offset() + 1);
-            let records = weir_sdk::batch::decode_batches(&topic.name, partition, batch, from_offset)?;
+            let records = weir_sdk::batch::decode_batches_within(
+                &topic.name,
+                partition,
+                batch,
+                from_offset,
+                self.config.batch_decompressed_bytes_max,
+            )?;
             if records.is_empty() {
                 continue;
             }
@@ -166,7 +172,10 @@ impl Broker {
                 let outcome = self.partition(&topic, partition).and_then(|state| match spec {
                     OffsetSpec::Earliest => Ok((state.log_start_offset(), -1)),
                     OffsetSpec::Latest => Ok((state.end_offset(), -1)),
-                    OffsetSpec::Timestamp(ts) => Ok(self.log.offset_for_timestamp(&state, ts)?.unwrap_or((-1, -1))),
+                    OffsetSpec::Timestamp(ts) => Ok(self
+                        .log
+                        .offset_for_timestamp(&state, ts, self.config.batch_decompressed_bytes_max)?
+                        .unwrap_or((-1, -1))),
                 });
                 ListedOffset { partition, found: outcome }
             })

@@ -29,6 +29,9 @@ pub struct ServiceConfig {
     pub auto_create_topics: bool,
     /// Partitions of a topic created without a count (Kafka's `num.partitions`).
     pub default_partitions: u32,
+    /// Most bytes one batch's record data may inflate to wherever the broker decompresses it
+    /// (produce checks, partitioners, validators, schema checks, transforms, timestamps).
+    pub batch_decompressed_bytes_max: usize,
 }
 
 #[derive(Clone)]
@@ -95,6 +98,11 @@ impl Broker {
             self.log.open_partition(PartitionId { topic_id: topic.id, partition })?;
         }
         Ok(())
+    }
+
+    /// The bound on one batch's decompressed record data.
+    pub fn batch_decompressed_bytes_max(&self) -> usize {
+        self.config.batch_decompressed_bytes_max
     }
 
     pub fn log(&self) -> &LogStore {

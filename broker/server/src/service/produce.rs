@@ -3,7 +3,7 @@
 //! order; producer ids for idempotent producers.
 
 use bytes::Bytes;
-use weir_sdk::batch::{decode_batch_records, split_batches, BatchHeader, Record};
+use weir_sdk::batch::{decode_batch_records, inflated_batch_len, split_batches, BatchHeader, Record};
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, FlushMode, WireError};
 
@@ -47,7 +47,7 @@ impl Broker {
         let fsync = topic.config.flush == FlushMode::Always;
         let mut pending = Vec::with_capacity(request.partitions.len());
         for (asked, bytes) in request.partitions {
-            let parsed = match ProducedBatches::parse(&bytes) {
+            let parsed = match ProducedBatches::parse(&bytes, self.config.batch_decompressed_bytes_max) {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     pending.push((asked.unwrap_or(PARTITION_UNASSIGNED), Err(e)));
@@ -268,7 +268,7 @@ impl Broker {
             .into_iter()
             .map(|(p, records)| {
                 let batch = weir_sdk::batch::encode_batch(&records, weir_sdk::batch::Compression::None)?;
-                Ok((p, ProducedBatches::parse(&batch)?))
+                Ok((p, ProducedBatches::parse(&batch, self.config.batch_decompressed_bytes_max)?))
             })
             .collect()
     }
@@ -294,22 +294,28 @@ pub struct Produced {
 }
 
 /// A partition's batches of one produce request, parsed once: each batch's header (its CRC
-/// checked here, once) and, decoded on first need (schema checks, validators, partitioners)
-/// and then kept, its records.
+/// checked here, once; a compressed batch's record data counted as it inflates, and refused
+/// past `inflated_bytes_max`, so a decompression bomb is never stored) and, decoded on first
+/// need (schema checks, validators, partitioners) and then kept, its records.
 pub struct ProducedBatches {
     batches: Vec<(BatchHeader, Bytes)>,
+    inflated_bytes_max: usize,
     records: std::sync::OnceLock<Result<Vec<Record>, WireError>>,
 }
 
 impl ProducedBatches {
-    pub fn parse(bytes: &Bytes) -> Result<Self, WireError> {
+    pub fn parse(bytes: &Bytes, inflated_bytes_max: usize) -> Result<Self, WireError> {
         let mut batches = Vec::new();
         let mut at = 0usize;
         for (header, batch) in split_batches(bytes)? {
-            batches.push((header, bytes.slice(at..at + batch.len())));
+            let batch = bytes.slice(at..at + batch.len());
             at += batch.len();
+            if header.attributes & 0x07 != 0 {
+                inflated_batch_len(&header, &batch, inflated_bytes_max)?;
+            }
+            batches.push((header, batch));
         }
-        Ok(Self { batches, records: std::sync::OnceLock::new() })
+        Ok(Self { batches, inflated_bytes_max, records: std::sync::OnceLock::new() })
     }
 
     /// The records of every batch, in order; decoded once.
@@ -318,7 +324,7 @@ impl ProducedBatches {
             .get_or_init(|| {
                 let mut out = Vec::new();
                 for (_, batch) in &self.batches {
-                    out.extend(decode_batch_records(batch.clone())?);
+                    out.extend(decode_batch_records(batch.clone(), self.inflated_bytes_max)?);
                 }
                 Ok(out)
             })

@@ -1,0 +1,188 @@
+//! Hostile input against a real broker (issue #10, started): each test sends exactly the
+//! hostile input, asserts the clear error, that the broker lives with bounded memory (the peak
+//! is printed), and that a well-behaved client beside it kept producing and fetching.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::BrokerProcess;
+use weir_sdk::batch::{encode_batch, Compression, Record};
+use weir_sdk::wire::{Acks, FrameKind, OffsetSpec, ProducePartition, ProduceRequest, ProduceResponse};
+use weir_sdk::{Admin, Consumer, ConsumerConfig, ErrorCode, Producer, ProducerConfig, TopicConfig};
+
+/// The bound on one produce or fetch of the well-behaved client while the attack runs.
+const WELL_BEHAVED_BOUND: Duration = Duration::from_secs(5);
+
+/// Produces and reads back one record at a time until `stop`; returns how many round trips it
+/// made and the slowest.
+fn well_behaved(broker: &BrokerProcess, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, Duration)> {
+    let config = broker.client_config();
+    tokio::spawn(async move {
+        let client = weir_sdk::Client::connect(config).await.expect("connect");
+        let producer = Producer::new(client.clone(), ProducerConfig::default());
+        let mut consumer = Consumer::new(client, ConsumerConfig::default());
+        consumer.assign("calm", vec![0], OffsetSpec::Earliest).await.expect("assign");
+        let (mut trips, mut slowest) = (0u64, Duration::ZERO);
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let record = Record { value: Some(Bytes::from(format!("calm-{trips}"))), ..Record::default() };
+            producer.send("calm", Some(0), record).await.expect("queue").await.expect("produced");
+            let mut got = Vec::new();
+            while got.is_empty() {
+                got = consumer.poll(Duration::from_millis(200)).await.expect("poll");
+            }
+            slowest = slowest.max(started.elapsed());
+            trips += 1;
+        }
+        (trips, slowest)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_zstd_decompression_bomb_when_produced_then_it_is_refused_unstored_and_others_keep_working() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    admin.create_topic("bombs", 1, TopicConfig::default()).await.unwrap();
+    admin.create_topic("calm", 1, TopicConfig::default()).await.unwrap();
+
+    // One record of 100 MiB of zeros, zstd: a few KiB on the wire, well under
+    // max.message.bytes, past the broker's default batch_decompressed_bytes_max of 64 MiB.
+    let record = Record { value: Some(Bytes::from(vec![0u8; 100 << 20])), ..Record::default() };
+    let bomb = encode_batch(&[record], Compression::Zstd).unwrap();
+    assert!(bomb.len() < 64 << 10, "the bomb is {} bytes on the wire", bomb.len());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let calm = well_behaved(&broker, stop.clone());
+    let refused = Arc::new(AtomicU64::new(0));
+    for _ in 0..5 {
+        let request = ProduceRequest {
+            topic: "bombs".into(),
+            acks: Acks::All,
+            timeout_ms: 30_000,
+            partitions: vec![ProducePartition { partition: 0, bytes: u32::try_from(bomb.len()).unwrap() }],
+        };
+        let (response, _): (ProduceResponse, _) =
+            client.call(FrameKind::Produce, &request, bomb.clone()).await.expect("an answer, not a dead broker");
+        let error = response.partitions[0].error.clone().expect("the bomb is refused");
+        assert_eq!(error.code, ErrorCode::CorruptBatch, "{error}");
+        assert!(error.message.contains("batch_decompressed_bytes_max"), "names the limit: {error}");
+        refused.fetch_add(1, Ordering::Relaxed);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (trips, slowest) = calm.await.unwrap();
+
+    let end = admin.list_offsets("bombs", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset;
+    assert_eq!(end, 0, "nothing of a refused bomb is stored");
+    let peak = broker.peak_rss_bytes().expect("broker alive");
+    eprintln!(
+        "bombs refused {} / well-behaved round trips {trips}, slowest {slowest:?} / broker peak RSS {} MiB",
+        refused.load(Ordering::Relaxed),
+        peak >> 20
+    );
+    assert!(trips > 0, "the well-behaved client made no round trip: a vacuous run");
+    assert!(slowest < WELL_BEHAVED_BOUND, "a well-behaved round trip took {slowest:?}");
+    assert!(peak < 1 << 30, "the broker's peak RSS reached {} MiB", peak >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_avro_record_claiming_2_pow_29_items_when_validated_then_it_is_refused_and_the_broker_lives() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, _, err) = broker
+        .cli(&["topic", "create", "avro-bomb", "--partitions", "1", "--config", "value.schema.validation=true"], None);
+    assert!(ok, "{err}");
+    let client = broker.client().await;
+    Admin::new(client.clone()).create_topic("calm", 1, TopicConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("nulls.avsc");
+    std::fs::write(&schema_file, r#"{"type":"array","items":"null"}"#).unwrap();
+    let mut register = std::process::Command::new(common::weir_bin());
+    register
+        .args(["schema", "register", "avro-bomb-value", "--file", schema_file.to_str().unwrap(), "--registry"])
+        .arg(broker.registry_url());
+    let (ok, out, err) = common::run_with_deadline(&mut register, Duration::from_secs(30));
+    assert!(ok, "{out} {err}");
+
+    // Confluent framing (magic 0, schema id 1: the first schema of a fresh registry), then one
+    // array block claiming 2^29 items (zigzag varint) of null, which take no bytes, and the end.
+    let mut value = vec![0u8, 0, 0, 0, 1];
+    value.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04, 0x00]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let calm = well_behaved(&broker, stop.clone());
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for _ in 0..3 {
+        let record = Record { value: Some(Bytes::from(value.clone())), ..Record::default() };
+        let outcome = producer.send("avro-bomb", Some(0), record).await.expect("queue").await;
+        let error = match outcome {
+            Err(weir_sdk::ClientError::Broker(e)) => e,
+            other => panic!("expected the record refused, got {other:?}"),
+        };
+        assert_eq!(error.code, ErrorCode::InvalidRecord, "{error}");
+        assert!(error.message.contains("schema validation"), "{error}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (trips, slowest) = calm.await.unwrap();
+    let peak = broker.peak_rss_bytes().expect("the broker is alive");
+    eprintln!(
+        "avro bombs refused 3 / well-behaved round trips {trips}, slowest {slowest:?} / broker peak RSS {} MiB",
+        peak >> 20
+    );
+    assert!(trips > 0, "the well-behaved client made no round trip: a vacuous run");
+    assert!(slowest < WELL_BEHAVED_BOUND, "a well-behaved round trip took {slowest:?}");
+    assert!(peak < 1 << 30, "the broker's peak RSS reached {} MiB", peak >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_kafka_requests_repeating_one_entry_then_answers_stay_in_proportion_to_distinct_entries() {
+    use bytes::BytesMut;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::{Read, Write};
+
+    let broker = BrokerProcess::start(&[]);
+    Admin::new(broker.client().await).create_topic("wide", 1000, TopicConfig::default()).await.unwrap();
+    let mut stream = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut call = |api_key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| -> (usize, Bytes) {
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .encode(&mut buf, api_key.request_header_version(version))
+            .unwrap();
+        body(&mut buf);
+        let sent = buf.len();
+        stream.write_all(&i32::try_from(sent).unwrap().to_be_bytes()).unwrap();
+        stream.write_all(&buf).unwrap();
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size).unwrap();
+        let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+        stream.read_exact(&mut answer).unwrap();
+        let mut answer = Bytes::from(answer);
+        ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).unwrap();
+        (sent, answer)
+    };
+
+    // Metadata naming one 1,000-partition topic 10,000 times: one topic in the answer.
+    let topic =
+        metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("wide"))));
+    let request = MetadataRequest::default().with_topics(Some(vec![topic; 10_000]));
+    let (sent, mut answer) = call(ApiKey::Metadata, 9, &|buf| request.encode(buf, 9).unwrap());
+    let answer_bytes = answer.len();
+    let response = MetadataResponse::decode(&mut answer, 9).unwrap();
+    assert_eq!(response.topics.len(), 1, "each topic once");
+    assert_eq!(response.topics[0].partitions.len(), 1000);
+    eprintln!("metadata: request {sent} bytes, answer {answer_bytes} bytes");
+    assert!(answer_bytes < 4 * sent, "the answer ({answer_bytes} bytes) is in proportion to the request ({sent})");
+
+    // DescribeGroups repeating one group id: one group in the answer.
+    let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("g")); 10_000]);
+    let (_, mut answer) = call(ApiKey::DescribeGroups, 5, &|buf| request.encode(buf, 5).unwrap());
+    assert_eq!(DescribeGroupsResponse::decode(&mut answer, 5).unwrap().groups.len(), 1, "each group once");
+    assert!(broker.peak_rss_bytes().expect("alive") < 1 << 30);
+}
