@@ -644,8 +644,14 @@ pub fn fuzz_decode(data: &[u8]) {
     let _ = frame.header::<CreateTopicRequest>();
     let _ = frame.header::<AlterTopicRequest>();
     let _ = frame.header::<ListOffsetsRequest>();
-    let _ = crate::batch::split_batches(&frame.payload);
-    let _ = crate::batch::decode_batches("fuzz", 0, frame.payload.clone(), 0);
+    if let Ok(batches) = crate::batch::split_batches(&frame.payload) {
+        for (header, batch) in batches {
+            let batch = Bytes::copy_from_slice(batch);
+            let _ = crate::batch::inflated_batch_len(&header, &batch, 1 << 20);
+            let _ = crate::batch::decode_batch_records(batch, 1 << 20);
+        }
+    }
+    let _ = crate::batch::decode_batches_within("fuzz", 0, frame.payload.clone(), 0, 1 << 20);
 }
 
 #[cfg(test)]

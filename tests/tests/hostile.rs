@@ -184,5 +184,32 @@ async fn given_kafka_requests_repeating_one_entry_then_answers_stay_in_proportio
     let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("g")); 10_000]);
     let (_, mut answer) = call(ApiKey::DescribeGroups, 5, &|buf| request.encode(buf, 5).unwrap());
     assert_eq!(DescribeGroupsResponse::decode(&mut answer, 5).unwrap().groups.len(), 1, "each group once");
+
+    // Fetch repeating one partition that holds 64 KiB: the partition is read and answered once.
+    let producer = Producer::new(broker.client().await, ProducerConfig::default());
+    let record = Record { value: Some(Bytes::from(vec![b'x'; 64 << 10])), ..Record::default() };
+    producer.send("wide", Some(0), record).await.unwrap().await.unwrap();
+    let partition = fetch_request::FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20);
+    let topic = fetch_request::FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("wide")))
+        .with_partitions(vec![partition; 5_000]);
+    let request = FetchRequest::default().with_max_bytes(1 << 30).with_max_wait_ms(0).with_topics(vec![topic]);
+    let (_, mut answer) = call(ApiKey::Fetch, 12, &|buf| request.encode(buf, 12).unwrap());
+    let answer_bytes = answer.len();
+    let response = FetchResponse::decode(&mut answer, 12).unwrap();
+    assert_eq!(response.responses[0].partitions.len(), 1, "each partition once");
+    assert!(answer_bytes < 256 << 10, "one copy of the data, not 5,000: {answer_bytes} bytes");
+
+    // ListOffsets by timestamp repeating one partition: searched once, the repeats refused.
+    let partition = list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(0);
+    let topic = list_offsets_request::ListOffsetsTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("wide")))
+        .with_partitions(vec![partition; 1_000]);
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![topic]);
+    let (_, mut answer) = call(ApiKey::ListOffsets, 7, &|buf| request.encode(buf, 7).unwrap());
+    let response = ListOffsetsResponse::decode(&mut answer, 7).unwrap();
+    let partitions = &response.topics[0].partitions;
+    assert_eq!((partitions[0].error_code, partitions[0].offset), (0, 0), "the first is answered");
+    assert!(partitions[1..].iter().all(|p| p.error_code == 42), "repeats get INVALID_REQUEST");
     assert!(broker.peak_rss_bytes().expect("alive") < 1 << 30);
 }

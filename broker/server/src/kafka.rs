@@ -682,8 +682,7 @@ fn list_offsets(ctx: &KafkaContext, version: i16, r: ListOffsetsRequest) -> List
         .topics
         .into_iter()
         .map(|t| {
-            let name = t.name.0.as_str().to_owned();
-            let partitions = t
+            let entries: Vec<(u32, OffsetSpec)> = t
                 .partitions
                 .iter()
                 .map(|p| {
@@ -692,23 +691,27 @@ fn list_offsets(ctx: &KafkaContext, version: i16, r: ListOffsetsRequest) -> List
                         -2 | -4 | -5 => OffsetSpec::Earliest,
                         ts => OffsetSpec::Timestamp(ts),
                     };
+                    // A negative partition does not exist: u32::MAX is answered as unknown.
+                    (u32::try_from(p.partition_index).unwrap_or(u32::MAX), spec)
+                })
+                .collect();
+            let listed = ctx.broker.list_offsets(t.name.0.as_str(), &entries);
+            let partitions = t
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
                     let response = list_offsets_response::ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index)
                         .with_leader_epoch(if version >= 4 { 0 } else { -1 });
-                    let Ok(partition) = u32::try_from(p.partition_index) else {
-                        return response
-                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
-                            .with_offset(-1)
-                            .with_timestamp(-1);
+                    let found = match &listed {
+                        Ok(listed) => listed.get(i).map(|l| l.found.clone()),
+                        Err(e) => Some(Err(e.clone())),
                     };
-                    match ctx.broker.list_offsets(&name, &[partition], spec).map(|mut a| a.pop().map(|l| l.found)) {
-                        Ok(Some(Ok((offset, timestamp)))) => response.with_offset(offset).with_timestamp(timestamp),
-                        Ok(Some(Err(e))) | Err(e) => {
-                            response.with_error_code(wire_code(&e)).with_offset(-1).with_timestamp(-1)
-                        }
-                        Ok(None) => {
-                            response.with_error_code(code::UNKNOWN_SERVER_ERROR).with_offset(-1).with_timestamp(-1)
-                        }
+                    match found {
+                        Some(Ok((offset, timestamp))) => response.with_offset(offset).with_timestamp(timestamp),
+                        Some(Err(e)) => response.with_error_code(wire_code(&e)).with_offset(-1).with_timestamp(-1),
+                        None => response.with_error_code(code::UNKNOWN_SERVER_ERROR).with_offset(-1).with_timestamp(-1),
                     }
                 })
                 .collect();
@@ -1001,7 +1004,12 @@ fn offset_fetch(ctx: &KafkaContext, req: &RequestContext, r: OffsetFetchRequest)
     let lookup = |group: &str, topics: Option<Vec<(String, Vec<i32>)>>| -> Vec<(String, Vec<Committed>)> {
         let wanted: Option<Vec<(String, u32)>> = topics
             .as_ref()
-            .map(|ts| ts.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), (*p).max(0) as u32))).collect());
+            // A negative partition has no committed offset (u32::MAX is no partition).
+            .map(|ts| {
+                ts.iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), u32::try_from(*p).unwrap_or(u32::MAX))))
+                    .collect()
+            });
         let found = ctx.groups.committed(group, wanted.as_deref());
         let mut by_topic: BTreeMap<String, Vec<Committed>> = BTreeMap::new();
         for (topic, partition, committed) in found {

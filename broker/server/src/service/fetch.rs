@@ -19,7 +19,11 @@ impl Broker {
     /// Reads every partition asked for; long-polls until `min_bytes` are available or
     /// `max_wait_ms` (capped by the broker's `fetch_wait_ms_max`) passes. One answer per
     /// partition asked for, in order, each with its own batches.
-    pub async fn fetch(&self, request: Fetch) -> Result<Vec<FetchedPartition>, WireError> {
+    /// A partition named twice is read once (the first time), as Kafka's fetch sessions key
+    /// partitions, so a request cannot multiply its answer by repeating one.
+    pub async fn fetch(&self, mut request: Fetch) -> Result<Vec<FetchedPartition>, WireError> {
+        let mut seen = std::collections::HashSet::new();
+        request.partitions.retain(|p| seen.insert((p.topic.clone(), p.partition)));
         let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(self.config.fetch_wait_ms_max)));
         let deadline = Instant::now() + wait;
         loop {
@@ -157,19 +161,24 @@ impl Broker {
         Ok((out, next))
     }
 
-    /// Per partition: the offset `spec` names and, for a timestamp, the timestamp of the record
-    /// found (`-1, -1` when no record is at or after it).
-    pub fn list_offsets(
-        &self,
-        topic: &str,
-        partitions: &[u32],
-        spec: OffsetSpec,
-    ) -> Result<Vec<ListedOffset>, WireError> {
+    /// Per entry, in order: the offset its spec names and, for a timestamp, the timestamp of
+    /// the record found (`-1, -1` when no record is at or after it). A partition named twice is
+    /// answered once; its repeats get an error (as Kafka answers INVALID_REQUEST), so a request
+    /// cannot multiply the work of a timestamp search.
+    pub fn list_offsets(&self, topic: &str, entries: &[(u32, OffsetSpec)]) -> Result<Vec<ListedOffset>, WireError> {
         let topic = self.topic(topic)?;
-        let partitions = partitions
+        let mut seen = std::collections::HashSet::new();
+        let listed = entries
             .iter()
-            .map(|&partition| {
-                let outcome = self.partition(&topic, partition).and_then(|state| match spec {
+            .map(|&(partition, spec)| {
+                if !seen.insert(partition) {
+                    let e = WireError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("partition {partition} is named more than once; name each partition once"),
+                    );
+                    return ListedOffset { partition, found: Err(e) };
+                }
+                let found = self.partition(&topic, partition).and_then(|state| match spec {
                     OffsetSpec::Earliest => Ok((state.log_start_offset(), -1)),
                     OffsetSpec::Latest => Ok((state.end_offset(), -1)),
                     OffsetSpec::Timestamp(ts) => Ok(self
@@ -177,10 +186,10 @@ impl Broker {
                         .offset_for_timestamp(&state, ts, self.config.batch_decompressed_bytes_max)?
                         .unwrap_or((-1, -1))),
                 });
-                ListedOffset { partition, found: outcome }
+                ListedOffset { partition, found }
             })
             .collect();
-        Ok(partitions)
+        Ok(listed)
     }
 
     /// The partition's log start and end offsets.
