@@ -62,6 +62,8 @@ pub enum ErrorCode {
     ModuleFailed = 35,
     /// A replication factor the cluster cannot give (more replicas than brokers).
     InvalidReplicationFactor = 36,
+    /// A record timestamp further ahead of the broker's clock than it accepts.
+    InvalidTimestamp = 37,
 }
 
 impl ErrorCode {
@@ -118,6 +120,7 @@ impl TryFrom<u16> for ErrorCode {
             34 => InvalidModule,
             35 => ModuleFailed,
             36 => InvalidReplicationFactor,
+            37 => InvalidTimestamp,
             other => return Err(format!("unknown error code {other}")),
         })
     }

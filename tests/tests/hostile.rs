@@ -213,3 +213,45 @@ async fn given_kafka_requests_repeating_one_entry_then_answers_stay_in_proportio
     assert!(partitions[1..].iter().all(|p| p.error_code == 42), "repeats get INVALID_REQUEST");
     assert!(broker.peak_rss_bytes().expect("alive") < 1 << 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_batches_that_lie_about_their_records_or_their_time_then_they_are_refused() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    Admin::new(client.clone()).create_topic("lies", 1, TopicConfig::default()).await.unwrap();
+    let produce = |batch: Bytes| {
+        let client = client.clone();
+        async move {
+            let request = ProduceRequest {
+                topic: "lies".into(),
+                acks: Acks::All,
+                timeout_ms: 30_000,
+                partitions: vec![ProducePartition { partition: 0, bytes: u32::try_from(batch.len()).unwrap() }],
+            };
+            let (response, _): (ProduceResponse, _) = client.call(FrameKind::Produce, &request, batch).await.unwrap();
+            response.partitions[0].error.clone()
+        }
+    };
+    let now = weir_sdk::now_ms();
+    let at = |timestamp: i64| Record { value: Some(Bytes::from_static(b"v")), timestamp, ..Record::default() };
+
+    // Two records whose header claims a last offset delta of 99: it would take 100 offsets.
+    let mut wide = encode_batch(&[at(now), at(now)], Compression::None).unwrap().to_vec();
+    wide[23..27].copy_from_slice(&99i32.to_be_bytes());
+    let crc = crc32c::crc32c(&wide[21..]);
+    wide[17..21].copy_from_slice(&crc.to_be_bytes());
+    let error = produce(Bytes::from(wide)).await.expect("refused");
+    assert_eq!(error.code, ErrorCode::CorruptBatch, "{error}");
+    assert!(error.message.contains("spans 100 offsets"), "{error}");
+
+    // A year ahead of the broker's clock would hold off time retention of the partition.
+    let error = produce(encode_batch(&[at(now + 365 * 24 * 3600 * 1000)], Compression::None).unwrap()).await;
+    let error = error.expect("refused");
+    assert_eq!(error.code, ErrorCode::InvalidTimestamp, "{error}");
+    assert!(error.message.contains("message_timestamp_after_max_ms"), "{error}");
+    // A minute ahead (clock skew) and long ago are fine.
+    assert_eq!(produce(encode_batch(&[at(now + 60_000)], Compression::None).unwrap()).await, None);
+    assert_eq!(produce(encode_batch(&[at(1)], Compression::None).unwrap()).await, None);
+    let end = Admin::new(client).list_offsets("lies", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset;
+    assert_eq!(end, 2, "only the two honest batches are stored");
+}

@@ -44,6 +44,7 @@ mod code {
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_TIMESTAMP: i16 = 32;
     pub const INVALID_REQUEST: i16 = 42;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
@@ -72,6 +73,7 @@ fn wire_code(e: &WireError) -> i16 {
         ErrorCode::InvalidProducerEpoch => code::INVALID_PRODUCER_EPOCH,
         ErrorCode::InvalidRecord => code::INVALID_RECORD,
         ErrorCode::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
+        ErrorCode::InvalidTimestamp => code::INVALID_TIMESTAMP,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }

@@ -64,6 +64,10 @@ pub struct ServeConfig {
     /// Most bytes one record batch may decompress to (a decompression bomb is refused at
     /// produce, never stored); at least `message_bytes_max`.
     pub batch_decompressed_bytes_max: usize,
+    /// How far ahead of the broker's clock a record's create time may be (Kafka's
+    /// `log.message.timestamp.after.max.ms`); a batch stamped further ahead is refused, since
+    /// it would hold off time retention.
+    pub message_timestamp_after_max_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -95,6 +99,7 @@ impl Default for ServeConfig {
             auto_create_topics: true,
             default_partitions: 1,
             batch_decompressed_bytes_max: 64 * 1024 * 1024,
+            message_timestamp_after_max_ms: 3_600_000,
         }
     }
 }
@@ -187,6 +192,10 @@ impl ServeConfig {
             ),
         )?;
         check(
+            (1000..=10 * 365 * 24 * 3600 * 1000).contains(&self.message_timestamp_after_max_ms),
+            format!("message_timestamp_after_max_ms = {} must be 1 s to 10 years", self.message_timestamp_after_max_ms),
+        )?;
+        check(
             self.retention_check_ms >= 10,
             format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
         )?;
@@ -247,6 +256,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         auto_create_topics: config.auto_create_topics,
         default_partitions: config.default_partitions,
         batch_decompressed_bytes_max: config.batch_decompressed_bytes_max,
+        // Checked below 10 years at start.
+        message_timestamp_after_max_ms: i64::try_from(config.message_timestamp_after_max_ms).unwrap_or(i64::MAX),
     };
     let groups = GroupCoordinator::open(storage.offsets).context("opening group offsets")?;
     let plugins = Plugins::open(

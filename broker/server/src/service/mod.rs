@@ -32,6 +32,8 @@ pub struct ServiceConfig {
     /// Most bytes one batch's record data may inflate to wherever the broker decompresses it
     /// (produce checks, partitioners, validators, schema checks, transforms, timestamps).
     pub batch_decompressed_bytes_max: usize,
+    /// How far ahead of the broker's clock a record's create time may be.
+    pub message_timestamp_after_max_ms: i64,
 }
 
 #[derive(Clone)]

@@ -106,7 +106,31 @@ impl Broker {
                 "produce request holds no record batch for a partition",
             ));
         }
+        let latest_ms = weir_sdk::now_ms().saturating_add(self.config.message_timestamp_after_max_ms);
         for (header, _) in &parsed.batches {
+            // Kafka's v2 rule: a producer's batch holds every offset it spans.
+            if i64::from(header.record_count) != header.offset_count() {
+                return Err(WireError::new(
+                    ErrorCode::CorruptBatch,
+                    format!(
+                        "record batch holds {} records but spans {} offsets (last offset delta {})",
+                        header.record_count,
+                        header.offset_count(),
+                        header.last_offset_delta
+                    ),
+                ));
+            }
+            // Create-time stamps far ahead would hold off time retention (as Kafka's
+            // log.message.timestamp.after.max.ms); attribute bit 3 marks log-append time.
+            if header.attributes & 0x08 == 0 && header.max_timestamp > latest_ms {
+                return Err(WireError::new(
+                    ErrorCode::InvalidTimestamp,
+                    format!(
+                        "record timestamp {} is more than message_timestamp_after_max_ms = {} ahead of the broker's clock",
+                        header.max_timestamp, self.config.message_timestamp_after_max_ms
+                    ),
+                ));
+            }
             if header.total_bytes > topic.config.max_message_bytes as usize {
                 return Err(WireError::new(
                     ErrorCode::MessageTooLarge,
