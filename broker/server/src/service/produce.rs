@@ -92,8 +92,10 @@ impl Broker {
         })
     }
 
-    /// Every batch within `max.message.bytes`, at least one batch, and the records accepted by
-    /// the topic's schema checks and validator modules.
+    /// At least one batch; each within `max.message.bytes` (checked first, on the header
+    /// alone), holding a record for every offset it spans, stamped no further ahead than the
+    /// broker accepts, and inflating within `batch_decompressed_bytes_max` (counted, nothing
+    /// kept); then the records accepted by the topic's schema checks and validator modules.
     pub(super) fn check_batches(
         &self,
         topic: &Topic,
@@ -139,6 +141,11 @@ impl Broker {
                         header.total_bytes, topic.config.max_message_bytes, topic.name
                     ),
                 ));
+            }
+        }
+        for (header, batch) in &parsed.batches {
+            if header.attributes & 0x07 != 0 {
+                inflated_batch_len(header, batch, parsed.inflated_bytes_max)?;
             }
         }
         if topic.config.value_schema_validation || topic.config.key_schema_validation {
@@ -318,9 +325,9 @@ pub struct Produced {
 }
 
 /// A partition's batches of one produce request, parsed once: each batch's header (its CRC
-/// checked here, once; a compressed batch's record data counted as it inflates, and refused
-/// past `inflated_bytes_max`, so a decompression bomb is never stored) and, decoded on first
-/// need (schema checks, validators, partitioners) and then kept, its records.
+/// checked here, once) and, decoded on first need (schema checks, validators, partitioners)
+/// within `inflated_bytes_max` and then kept, its records. `Broker::check_batches` counts a
+/// compressed batch's inflation before anything is stored, so a decompression bomb never is.
 pub struct ProducedBatches {
     batches: Vec<(BatchHeader, Bytes)>,
     inflated_bytes_max: usize,
@@ -334,9 +341,6 @@ impl ProducedBatches {
         for (header, batch) in split_batches(bytes)? {
             let batch = bytes.slice(at..at + batch.len());
             at += batch.len();
-            if header.attributes & 0x07 != 0 {
-                inflated_batch_len(&header, &batch, inflated_bytes_max)?;
-            }
             batches.push((header, batch));
         }
         Ok(Self { batches, inflated_bytes_max, records: std::sync::OnceLock::new() })
