@@ -42,6 +42,24 @@ fn well_behaved(broker: &BrokerProcess, stop: Arc<AtomicBool>) -> tokio::task::J
     })
 }
 
+/// Stops the well-behaved client, reports its round trips and the broker's peak RSS beside
+/// `what` the attack did, and checks that the client made round trips within the bound and the
+/// broker lives with bounded memory.
+async fn assert_calm_beside(
+    broker: &BrokerProcess,
+    stop: &AtomicBool,
+    calm: tokio::task::JoinHandle<(u64, Duration)>,
+    what: &str,
+) {
+    stop.store(true, Ordering::Relaxed);
+    let (trips, slowest) = calm.await.unwrap();
+    let peak = broker.peak_rss_bytes().expect("the broker is alive");
+    eprintln!("{what} / well-behaved round trips {trips}, slowest {slowest:?} / broker peak RSS {} MiB", peak >> 20);
+    assert!(trips > 0, "the well-behaved client made no round trip: a vacuous run");
+    assert!(slowest < WELL_BEHAVED_BOUND, "a well-behaved round trip took {slowest:?}");
+    assert!(peak < 1 << 30, "the broker's peak RSS reached {} MiB", peak >> 20);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_a_zstd_decompression_bomb_when_produced_then_it_is_refused_unstored_and_others_keep_working() {
     let broker = BrokerProcess::start(&[]);
@@ -73,20 +91,10 @@ async fn given_a_zstd_decompression_bomb_when_produced_then_it_is_refused_unstor
         assert!(error.message.contains("batch_decompressed_bytes_max"), "names the limit: {error}");
         refused.fetch_add(1, Ordering::Relaxed);
     }
-    stop.store(true, Ordering::Relaxed);
-    let (trips, slowest) = calm.await.unwrap();
-
     let end = admin.list_offsets("bombs", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset;
     assert_eq!(end, 0, "nothing of a refused bomb is stored");
-    let peak = broker.peak_rss_bytes().expect("broker alive");
-    eprintln!(
-        "bombs refused {} / well-behaved round trips {trips}, slowest {slowest:?} / broker peak RSS {} MiB",
-        refused.load(Ordering::Relaxed),
-        peak >> 20
-    );
-    assert!(trips > 0, "the well-behaved client made no round trip: a vacuous run");
-    assert!(slowest < WELL_BEHAVED_BOUND, "a well-behaved round trip took {slowest:?}");
-    assert!(peak < 1 << 30, "the broker's peak RSS reached {} MiB", peak >> 20);
+    let what = format!("zstd bombs refused {}", refused.load(Ordering::Relaxed));
+    assert_calm_beside(&broker, &stop, calm, &what).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,16 +132,7 @@ async fn given_an_avro_record_claiming_2_pow_29_items_when_validated_then_it_is_
         assert_eq!(error.code, ErrorCode::InvalidRecord, "{error}");
         assert!(error.message.contains("schema validation"), "{error}");
     }
-    stop.store(true, Ordering::Relaxed);
-    let (trips, slowest) = calm.await.unwrap();
-    let peak = broker.peak_rss_bytes().expect("the broker is alive");
-    eprintln!(
-        "avro bombs refused 3 / well-behaved round trips {trips}, slowest {slowest:?} / broker peak RSS {} MiB",
-        peak >> 20
-    );
-    assert!(trips > 0, "the well-behaved client made no round trip: a vacuous run");
-    assert!(slowest < WELL_BEHAVED_BOUND, "a well-behaved round trip took {slowest:?}");
-    assert!(peak < 1 << 30, "the broker's peak RSS reached {} MiB", peak >> 20);
+    assert_calm_beside(&broker, &stop, calm, "avro bombs refused 3").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,8 +193,7 @@ impl Broker {
     /// Every config of a topic with its value, as Kafka's DescribeConfigs lists them.
     pub fn topic_configs(&self, name: &str) -> Result<Vec<ConfigEntry>, WireError> {
         let topic = self.topic(name)?;
-        let defaults: std::collections::BTreeMap<String, String> =
-            TopicConfig::default().entries().into_iter().collect();
+        let defaults = default_entries();
         let mut entries: Vec<ConfigEntry> = topic
             .config
             .entries()
@@ -227,8 +226,7 @@ impl Broker {
         given: Vec<(String, String)>,
         validate_only: bool,
     ) -> Result<(), WireError> {
-        let mut entries: std::collections::BTreeMap<String, String> =
-            TopicConfig::default().entries().into_iter().collect();
+        let mut entries = default_entries();
         // The default flushes on every append; an interval is set only when asked for.
         entries.remove("flush.interval.ms");
         entries.extend(given);
@@ -243,8 +241,7 @@ impl Broker {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     ) -> Result<(), WireError> {
-        let defaults: std::collections::BTreeMap<String, String> =
-            TopicConfig::default().entries().into_iter().collect();
+        let defaults = default_entries();
         let mut entries = std::collections::BTreeMap::new();
         for (key, change) in changes {
             match change {
@@ -280,4 +277,9 @@ impl Broker {
         }
         self.alter_topic(name, None, &entries).await.map(|_| ())
     }
+}
+
+/// Every topic config key with its default value.
+fn default_entries() -> BTreeMap<String, String> {
+    TopicConfig::default().entries().into_iter().collect()
 }
