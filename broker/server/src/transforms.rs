@@ -154,20 +154,54 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
         }
         let mut records = Vec::new();
         let mut batch_end = next;
+        // Stored batches whose records do not decode go to the dead-letter topic whole, with
+        // the reason; the task moves past them.
+        let mut undecodable = Vec::new();
+        let mut undecodable_end = next;
         for chunk in fetched.batches {
-            if let Ok(header) = weir_sdk::batch::BatchHeader::parse(&chunk) {
+            let header = weir_sdk::batch::BatchHeader::parse(&chunk).ok();
+            if let Some(header) = &header {
                 batch_end = batch_end.max(header.last_offset() + 1);
             }
-            match decode_batches_within(&key.topic, key.partition, chunk, next, broker.batch_decompressed_bytes_max()) {
+            let decoded = decode_batches_within(
+                &key.topic,
+                key.partition,
+                chunk.clone(),
+                next,
+                broker.batch_decompressed_bytes_max(),
+            );
+            match decoded {
                 Ok(decoded) => records.extend(decoded),
                 Err(e) => {
-                    metrics.set_last_error(format!("decoding {}[{}] at {next}: {e}", key.topic, key.partition));
-                    tracing::error!(module = %key.name, error = %e, "stored batch does not decode");
+                    let at = header.as_ref().map_or(next, |h| h.base_offset);
+                    let reason = format!("the stored batch at offset {at} does not decode: {e}");
+                    metrics.set_last_error(format!("{}[{}]: {reason}", key.topic, key.partition));
+                    tracing::error!(module = %key.name, topic = %key.topic, partition = key.partition, offset = at, error = %e, "stored batch does not decode; dead-lettering it");
+                    undecodable_end = undecodable_end.max(header.map_or(next, |h| h.last_offset() + 1));
+                    undecodable.push((key.partition, undecodable_letter(&deployment, &key, at, chunk, &reason)));
                 }
             }
         }
+        if !undecodable.is_empty() {
+            let count = undecodable.len() as u64;
+            if let Err(e) = write(&broker, &spec.dead_letter_topic, undecodable).await {
+                let reason = format!("dead-lettering undecodable batches: {e}");
+                metrics.set_last_error(reason.clone());
+                let failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= spec.failures_max {
+                    pause(&broker, &deployment, failures, &reason).await;
+                    return;
+                }
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            }
+            metrics.records_dead_lettered.fetch_add(count, Ordering::Relaxed);
+        }
         if records.is_empty() {
             next = batch_end;
+            if let Err(e) = plugins.set_progress(&key.name, &key.topic, key.partition, next) {
+                metrics.set_last_error(e.message);
+            }
             continue;
         }
         // Once a deploy, rollback or pause has returned, no batch goes to the old version: the
@@ -241,7 +275,7 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
         }
         metrics.records_out.fetch_add(out_count as u64, Ordering::Relaxed);
         metrics.records_dead_lettered.fetch_add(dead_count as u64, Ordering::Relaxed);
-        next = records.last().map_or(batch_end, |r| r.offset + 1);
+        next = records.last().map_or(batch_end, |r| r.offset + 1).max(undecodable_end);
         if let Err(e) = plugins.set_progress(&key.name, &key.topic, key.partition, next) {
             metrics.set_last_error(e.message);
         }
@@ -318,6 +352,25 @@ fn dead_letter(deployment: &Deployment, input: &InputRecord, reason: &str) -> Re
         value: input.value.clone().map(Bytes::from),
         headers,
         timestamp: input.timestamp,
+    }
+}
+
+/// A dead letter for a stored batch whose records do not decode: the batch's bytes as the
+/// value, with the same headers as other dead letters (the offset is the batch's base offset).
+fn undecodable_letter(deployment: &Deployment, key: &TaskKey, offset: i64, batch: Bytes, reason: &str) -> Record {
+    let headers = [
+        ("weir.module", deployment.name.clone()),
+        ("weir.module.version", deployment.active_version.to_string()),
+        ("weir.source.topic", key.topic.clone()),
+        ("weir.source.partition", key.partition.to_string()),
+        ("weir.source.offset", offset.to_string()),
+        ("weir.error", reason.to_owned()),
+    ];
+    Record {
+        key: None,
+        value: Some(batch),
+        headers: headers.into_iter().map(|(k, v)| (k.to_owned(), Some(Bytes::from(v)))).collect(),
+        timestamp: weir_sdk::now_ms(),
     }
 }
 

@@ -285,3 +285,56 @@ async fn given_admin_requests_as_kafka_sends_them_then_the_service_applies_the_r
     assert_eq!(broker.groups().committed("g", None)[0].2.as_ref().map(|c| c.offset), Some(7));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_stored_batch_that_does_not_decode_when_a_transform_reads_it_then_it_is_dead_lettered_with_the_reason()
+{
+    use weir_sdk::wire::{Acks, FrameKind, ProducePartition, ProduceRequest, ProduceResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path())).await.expect("start");
+    let client = client(&running).await;
+    let admin = Admin::new(client.clone());
+    admin.create_topic("raw", 1, TopicConfig::default()).await.unwrap();
+    admin.create_topic("clean", 1, TopicConfig::default()).await.unwrap();
+    deploy_identity(&admin, "mend", "raw", "clean").await;
+
+    // A batch with an intact header and CRC whose record data is garbage.
+    let record = Record { value: Some(Bytes::from_static(b"fine")), ..Record::default() };
+    let mut broken = weir_sdk::batch::encode_batch(&[record], weir_sdk::Compression::None).unwrap().to_vec();
+    for b in &mut broken[61..] {
+        *b = 0xff;
+    }
+    let crc = crc32c::crc32c(&broken[21..]);
+    broken[17..21].copy_from_slice(&crc.to_be_bytes());
+    let broken = Bytes::from(broken);
+    let request = ProduceRequest {
+        topic: "raw".into(),
+        acks: Acks::All,
+        timeout_ms: 30_000,
+        partitions: vec![ProducePartition { partition: 0, bytes: u32::try_from(broken.len()).unwrap() }],
+    };
+    let (response, _): (ProduceResponse, _) = client.call(FrameKind::Produce, &request, broken.clone()).await.unwrap();
+    assert!(response.partitions[0].error.is_none(), "stored: records are not decoded at produce yet");
+    produce(&client, "raw", 0, &["after"]).await;
+
+    let dead = read_all(&client, "mend.dlq", 0, 1).await;
+    assert_eq!(dead[0], broken, "the batch, whole, is the dead letter's value");
+    let mut consumer =
+        Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    consumer.assign("mend.dlq", vec![0], OffsetSpec::Earliest).await.unwrap();
+    let letter = consumer.poll(Duration::from_secs(5)).await.unwrap().remove(0);
+    let header = |name: &str| {
+        letter
+            .record
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.clone())
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    assert!(header("weir.error").unwrap().contains("does not decode"), "{:?}", header("weir.error"));
+    assert_eq!(header("weir.source.offset").as_deref(), Some("0"));
+    assert_eq!(read_all(&client, "clean", 0, 1).await, vec![Bytes::from("after")], "the task went on past it");
+    client.close();
+    running.stop().await;
+}

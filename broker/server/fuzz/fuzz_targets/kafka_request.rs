@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run kafka_request` (from broker/): every request body the Kafka listener
+//! `cargo +nightly fuzz run kafka_request` (from broker/server/): every request body the Kafka listener
 //! could read must decode to a request or an error, never a panic or an abort.
 #![no_main]
 
