@@ -42,6 +42,37 @@ fn well_behaved(broker: &BrokerProcess, stop: Arc<AtomicBool>) -> tokio::task::J
     })
 }
 
+/// Sends one Kafka request on `stream` and reads its answer: (bytes sent, the answer after its
+/// header).
+fn kafka_call(
+    stream: &mut std::net::TcpStream,
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: &dyn Fn(&mut bytes::BytesMut),
+) -> (usize, Bytes) {
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use std::io::{Read, Write};
+    let mut buf = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .encode(&mut buf, api_key.request_header_version(version))
+        .unwrap();
+    body(&mut buf);
+    let sent = buf.len();
+    stream.write_all(&i32::try_from(sent).unwrap().to_be_bytes()).unwrap();
+    stream.write_all(&buf).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+    stream.read_exact(&mut answer).unwrap();
+    let mut answer = Bytes::from(answer);
+    ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).unwrap();
+    (sent, answer)
+}
+
 /// Stops the well-behaved client, reports its round trips and the broker's peak RSS beside
 /// `what` the attack did, and checks that the client made round trips within the bound and the
 /// broker lives with bounded memory.
@@ -140,32 +171,13 @@ async fn given_kafka_requests_repeating_one_entry_then_answers_stay_in_proportio
     use bytes::BytesMut;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use std::io::{Read, Write};
 
     let broker = BrokerProcess::start(&[]);
     Admin::new(broker.client().await).create_topic("wide", 1000, TopicConfig::default()).await.unwrap();
     let mut stream = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut call = |api_key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| -> (usize, Bytes) {
-        let mut buf = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(7)
-            .encode(&mut buf, api_key.request_header_version(version))
-            .unwrap();
-        body(&mut buf);
-        let sent = buf.len();
-        stream.write_all(&i32::try_from(sent).unwrap().to_be_bytes()).unwrap();
-        stream.write_all(&buf).unwrap();
-        let mut size = [0u8; 4];
-        stream.read_exact(&mut size).unwrap();
-        let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
-        stream.read_exact(&mut answer).unwrap();
-        let mut answer = Bytes::from(answer);
-        ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).unwrap();
-        (sent, answer)
-    };
+    let mut call =
+        |api_key: ApiKey, version: i16, body: &dyn Fn(&mut BytesMut)| kafka_call(&mut stream, api_key, version, body);
 
     // Metadata naming one 1,000-partition topic 10,000 times: one topic in the answer.
     let topic =
@@ -253,4 +265,36 @@ async fn given_batches_that_lie_about_their_records_or_their_time_then_they_are_
     assert_eq!(produce(encode_batch(&[at(1)], Compression::None).unwrap()).await, None);
     let end = Admin::new(client).list_offsets("lies", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset;
     assert_eq!(end, 2, "only the two honest batches are stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_group_joins_with_outsized_metadata_or_timeouts_then_they_are_refused() {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    let broker = BrokerProcess::start(&[]);
+    let mut stream = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let join = |metadata: usize, rebalance_timeout_ms: i32| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(rebalance_timeout_ms)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from(vec![0u8; metadata]))])
+    };
+    for (request, why) in
+        [(join(2 << 20, 10_000), "2 MiB of member metadata"), (join(16, i32::MAX), "a rebalance timeout of 24 days")]
+    {
+        let (_, mut answer) = kafka_call(&mut stream, ApiKey::JoinGroup, 5, &|buf| request.encode(buf, 5).unwrap());
+        let response = JoinGroupResponse::decode(&mut answer, 5).unwrap();
+        assert_eq!(response.error_code, 42, "{why} is INVALID_REQUEST");
+    }
+    let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("g"))]);
+    let (_, mut answer) = kafka_call(&mut stream, ApiKey::DescribeGroups, 5, &|buf| request.encode(buf, 5).unwrap());
+    let described = DescribeGroupsResponse::decode(&mut answer, 5).unwrap();
+    assert_eq!(described.groups[0].group_state.as_str(), "Dead", "a refused join leaves no group behind");
+    assert!(broker.peak_rss_bytes().expect("alive") < 1 << 30);
 }

@@ -38,10 +38,21 @@ pub enum GroupError {
     Storage,
     #[error("the coordinator stopped before the rebalance completed")]
     CoordinatorNotAvailable,
+    #[error("rebalance timeout is out of range (at most 1800000 ms)")]
+    InvalidRebalanceTimeout,
+    #[error("member metadata and assignments are limited to 1 MiB per member")]
+    MetadataTooLarge,
+    #[error("the group has its most members (1000)")]
+    GroupMaxSizeReached,
 }
 
 pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
 pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
+pub const REBALANCE_TIMEOUT_MS_MAX: i32 = 1_800_000;
+/// A member's protocol metadata, and an assignment, together at most this many bytes.
+pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
+/// Members of one group (Kafka's `group.max.size`).
+pub const MEMBERS_PER_GROUP_MAX: usize = 1000;
 /// How long a brand-new group waits for more members before its first rebalance completes.
 const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(500);
 
@@ -274,6 +285,9 @@ impl GroupCoordinator {
             }
             group.maybe_complete_join(now);
         }
+        // A group without members is forgotten (its committed offsets stay, and still list
+        // and describe it), so groups a client names and leaves do not pile up.
+        groups.retain(|_, group| !group.members.is_empty());
     }
 
     pub async fn join(&self, request: JoinRequest) -> Result<JoinResponse, GroupError> {
@@ -285,6 +299,16 @@ impl GroupCoordinator {
         }
         let rebalance_timeout_ms =
             if request.rebalance_timeout_ms > 0 { request.rebalance_timeout_ms } else { request.session_timeout_ms };
+        if rebalance_timeout_ms > REBALANCE_TIMEOUT_MS_MAX {
+            return Err(GroupError::InvalidRebalanceTimeout);
+        }
+        let metadata_bytes: usize = request.protocols.iter().map(|(name, m)| name.len() + m.len()).sum();
+        if metadata_bytes > MEMBER_METADATA_BYTES_MAX {
+            return Err(GroupError::MetadataTooLarge);
+        }
+        // Copied, so a member does not keep the whole request it came in alive.
+        let protocols: Vec<(String, Bytes)> =
+            request.protocols.iter().map(|(name, m)| (name.clone(), Bytes::copy_from_slice(m))).collect();
         let (tx, rx) = oneshot::channel();
         let now = Instant::now();
         {
@@ -294,6 +318,9 @@ impl GroupCoordinator {
                 group.protocol_type = request.protocol_type.clone();
             } else if group.protocol_type != request.protocol_type {
                 return Err(GroupError::InconsistentProtocol);
+            }
+            if request.member_id.is_empty() && group.members.len() >= MEMBERS_PER_GROUP_MAX {
+                return Err(GroupError::GroupMaxSizeReached);
             }
             let member_id = if request.member_id.is_empty() {
                 format!(
@@ -317,7 +344,7 @@ impl GroupCoordinator {
                 sync_waiter: None,
                 assignment: Bytes::new(),
             });
-            member.protocols = request.protocols.clone();
+            member.protocols = protocols;
             member.session_timeout = Duration::from_millis(request.session_timeout_ms as u64);
             member.rebalance_timeout = Duration::from_millis(rebalance_timeout_ms as u64);
             member.last_seen = now;
@@ -337,6 +364,12 @@ impl GroupCoordinator {
         member_id: &str,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<Bytes, GroupError> {
+        if assignments.iter().any(|(id, a)| id.len() + a.len() > MEMBER_METADATA_BYTES_MAX) {
+            return Err(GroupError::MetadataTooLarge);
+        }
+        // Copied, so an assignment does not keep the whole request it came in alive.
+        let assignments: Vec<(String, Bytes)> =
+            assignments.into_iter().map(|(id, a)| (id, Bytes::copy_from_slice(&a))).collect();
         let (tx, rx) = oneshot::channel();
         {
             let mut groups = self.groups.lock().expect("groups lock");
@@ -646,5 +679,29 @@ mod tests {
         assert_eq!(got[1].2, None);
         assert_eq!(c.delete("solo"), Ok(()));
         assert!(c.committed("solo", None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn joins_are_bounded_and_groups_without_members_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
+        let c = GroupCoordinator::open(storage.offsets).unwrap();
+        let long = JoinRequest { rebalance_timeout_ms: REBALANCE_TIMEOUT_MS_MAX + 1, ..join_request("g", "") };
+        assert_eq!(c.join(long).await.unwrap_err(), GroupError::InvalidRebalanceTimeout);
+        let fat = JoinRequest {
+            protocols: vec![("range".into(), Bytes::from(vec![0u8; MEMBER_METADATA_BYTES_MAX + 1]))],
+            ..join_request("g", "")
+        };
+        assert_eq!(c.join(fat).await.unwrap_err(), GroupError::MetadataTooLarge);
+        assert!(c.describe("g").is_none(), "a refused join leaves no group behind");
+
+        spawn_ticker(&c);
+        let joined = c.join(join_request("g", "")).await.unwrap();
+        assert_eq!(c.leave("g", std::slice::from_ref(&joined.member_id)), vec![Ok(())]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.groups.lock().expect("groups lock").contains_key("g") {
+            assert!(Instant::now() < deadline, "a group without members is forgotten by the ticker");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -52,6 +52,7 @@ mod code {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const INVALID_RECORD: i16 = 87;
 }
 
@@ -90,6 +91,8 @@ fn group_code(e: GroupError) -> i16 {
         GroupError::InvalidGroupId => code::INVALID_GROUP_ID,
         GroupError::Storage => code::KAFKA_STORAGE_ERROR,
         GroupError::CoordinatorNotAvailable => code::COORDINATOR_NOT_AVAILABLE,
+        GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge => code::INVALID_REQUEST,
+        GroupError::GroupMaxSizeReached => code::GROUP_MAX_SIZE_REACHED,
     }
 }
 

@@ -410,6 +410,8 @@ fn group_error(e: GroupError) -> WireError {
         GroupError::InvalidGroupId => ErrorCode::InvalidGroupId,
         GroupError::Storage => ErrorCode::Storage,
         GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+        GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge => ErrorCode::InvalidRequest,
+        GroupError::GroupMaxSizeReached => ErrorCode::LimitReached,
     };
     WireError::new(code, e.to_string())
 }
