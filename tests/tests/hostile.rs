@@ -298,3 +298,42 @@ async fn given_group_joins_with_outsized_metadata_or_timeouts_then_they_are_refu
     assert_eq!(described.groups[0].group_state.as_str(), "Dead", "a refused join leaves no group behind");
     assert!(broker.peak_rss_bytes().expect("alive") < 1 << 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_idle_or_trickling_kafka_connections_then_the_broker_closes_them() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "kafka_connection_idle_ms_max = 500\n").unwrap();
+    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let closed_within = |stream: &mut std::net::TcpStream| {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        let read = stream.read(&mut byte);
+        assert!(matches!(read, Ok(0)) || read.is_err(), "the broker closes the connection: {read:?}");
+        started.elapsed()
+    };
+    // Connected and silent.
+    let mut idle = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
+    let waited = closed_within(&mut idle);
+    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+    // A request that announces 100 bytes and never sends them.
+    let mut trickle = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
+    trickle.write_all(&100i32.to_be_bytes()).unwrap();
+    trickle.write_all(&[0, 18, 0, 3]).unwrap();
+    let waited = closed_within(&mut trickle);
+    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+    eprintln!("idle and trickling connections closed; the last after {waited:?}");
+    // A client that talks is served as before.
+    let mut busy = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = kafka_protocol::messages::ApiVersionsRequest::default();
+    let (_, mut answer) = kafka_call(&mut busy, kafka_protocol::messages::ApiKey::ApiVersions, 0, &|buf| {
+        kafka_protocol::protocol::Encodable::encode(&request, buf, 0).unwrap()
+    });
+    let versions =
+        <kafka_protocol::messages::ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut answer, 0)
+            .unwrap();
+    assert_eq!(versions.error_code, 0);
+}

@@ -149,6 +149,9 @@ pub struct KafkaConfig {
     pub connections_max: usize,
     pub in_flight_per_connection_max: usize,
     pub node_id: i32,
+    /// A connection that sends no whole request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`); a request trickled in slower than that is cut off too.
+    pub idle_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -213,19 +216,29 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: KafkaConte
         Ok::<_, std::io::Error>(())
     });
     let client_host = format!("/{}", remote.ip());
+    let idle = ctx.config.idle_timeout;
     loop {
-        let size = match reader.read_i32().await {
-            Ok(size) => size,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(e.into()),
+        // The next request, whole, within the idle timeout: an idle or trickling client does
+        // not hold its connection (and its slot under connections_max) for ever.
+        let size = match tokio::time::timeout(idle, reader.read_i32()).await {
+            Err(_) => {
+                tracing::debug!(%remote, idle_ms = idle.as_millis(), "kafka connection idle; closing it");
+                break;
+            }
+            Ok(Ok(size)) => size,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Ok(Err(e)) => return Err(e.into()),
         };
-        if size < 8 || size as usize > ctx.config.request_bytes_max {
+        let Some(size) = usize::try_from(size).ok().filter(|s| (8..=ctx.config.request_bytes_max).contains(s)) else {
             // As Kafka does (socket.request.max.bytes): the stream cannot be resynchronised.
             tracing::warn!(%remote, size, limit = ctx.config.request_bytes_max, "kafka request size outside 8 ..= kafka request_bytes_max; closing the connection");
             break;
+        };
+        let mut buf = BytesMut::zeroed(size);
+        if tokio::time::timeout(idle, reader.read_exact(&mut buf)).await.is_err() {
+            tracing::debug!(%remote, size, "kafka request not sent whole within the idle timeout; closing");
+            break;
         }
-        let mut buf = BytesMut::zeroed(size as usize);
-        reader.read_exact(&mut buf).await?;
         let (tx, rx) = oneshot::channel();
         order_tx.send(rx).await?;
         let ctx = ctx.clone();

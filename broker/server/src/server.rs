@@ -68,6 +68,9 @@ pub struct ServeConfig {
     /// `log.message.timestamp.after.max.ms`); a batch stamped further ahead is refused, since
     /// it would hold off time retention.
     pub message_timestamp_after_max_ms: u64,
+    /// A Kafka connection that sends no whole request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`, default 10 minutes).
+    pub kafka_connection_idle_ms_max: u64,
 }
 
 impl Default for ServeConfig {
@@ -100,6 +103,7 @@ impl Default for ServeConfig {
             default_partitions: 1,
             batch_decompressed_bytes_max: 64 * 1024 * 1024,
             message_timestamp_after_max_ms: 3_600_000,
+            kafka_connection_idle_ms_max: 600_000,
         }
     }
 }
@@ -194,6 +198,10 @@ impl ServeConfig {
         check(
             (1000..=10 * 365 * 24 * 3600 * 1000).contains(&self.message_timestamp_after_max_ms),
             format!("message_timestamp_after_max_ms = {} must be 1 s to 10 years", self.message_timestamp_after_max_ms),
+        )?;
+        check(
+            (100..=24 * 3600 * 1000).contains(&self.kafka_connection_idle_ms_max),
+            format!("kafka_connection_idle_ms_max = {} must be 100 ms to 1 day", self.kafka_connection_idle_ms_max),
         )?;
         check(
             self.retention_check_ms >= 10,
@@ -303,6 +311,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         request_bytes_max: config.kafka_request_bytes_max,
         connections_max: config.connections_max,
         in_flight_per_connection_max: 64,
+        idle_timeout: Duration::from_millis(config.kafka_connection_idle_ms_max),
         node_id: i32::try_from(config.node_id).context("node_id must fit a Kafka broker id (i32)")?,
     };
     let kafka_ctx = KafkaContext { broker: broker.clone(), groups: groups.clone(), config: Arc::new(kafka_config) };
