@@ -21,7 +21,7 @@ use weir_runtime::{InputRecord, PluginKind, TransformResults};
 use weir_sdk::batch::{decode_batches_within, encode_batch, Compression, Record};
 use weir_sdk::{ErrorCode, WireError};
 
-use crate::plugins::input_records;
+use crate::plugins::{input_records, Metrics};
 use crate::service::{Broker, Fetch, FetchFrom, Produce};
 use weir_meta::deployments::Deployment;
 use weir_meta::metadata::Command;
@@ -185,14 +185,11 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
         if !undecodable.is_empty() {
             let count = undecodable.len() as u64;
             if let Err(e) = write(&broker, &spec.dead_letter_topic, undecodable).await {
-                let reason = format!("dead-lettering undecodable batches: {e}");
-                metrics.set_last_error(reason.clone());
-                let failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-                if failures >= spec.failures_max {
-                    pause(&broker, &deployment, failures, &reason).await;
+                if write_failed(&broker, &deployment, &metrics, format!("dead-lettering undecodable batches: {e}"))
+                    .await
+                {
                     return;
                 }
-                tokio::time::sleep(RETRY_AFTER).await;
                 continue;
             }
             metrics.records_dead_lettered.fetch_add(count, Ordering::Relaxed);
@@ -263,14 +260,9 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
         if let Err(e) = written {
             // Not durable: keep the progress and try the batch again (outputs already written
             // may be written twice: at-least-once).
-            let reason = format!("writing outputs: {e}");
-            metrics.set_last_error(reason.clone());
-            let failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-            if failures >= spec.failures_max {
-                pause(&broker, &deployment, failures, &reason).await;
+            if write_failed(&broker, &deployment, &metrics, format!("writing outputs: {e}")).await {
                 return;
             }
-            tokio::time::sleep(RETRY_AFTER).await;
             continue;
         }
         metrics.records_out.fetch_add(out_count as u64, Ordering::Relaxed);
@@ -353,6 +345,19 @@ fn dead_letter(deployment: &Deployment, input: &InputRecord, reason: &str) -> Re
         headers,
         timestamp: input.timestamp,
     }
+}
+
+/// Counts a failed write: pauses the deployment once `failures_max` writes in a row failed
+/// (true: the task ends), otherwise waits before the batch is tried again.
+async fn write_failed(broker: &Broker, deployment: &Deployment, metrics: &Metrics, reason: String) -> bool {
+    metrics.set_last_error(reason.clone());
+    let failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+    if failures >= deployment.active().spec.failures_max {
+        pause(broker, deployment, failures, &reason).await;
+        return true;
+    }
+    tokio::time::sleep(RETRY_AFTER).await;
+    false
 }
 
 /// A dead letter for a stored batch whose records do not decode: the batch's bytes as the
