@@ -202,6 +202,9 @@ pub fn read_length_prefix(buf: &[u8], frame_bytes_limit: usize) -> Result<usize,
 
 // ---- messages -------------------------------------------------------------------------------
 
+/// The longest finite `retention.ms` (100 years); `-1` keeps batches for ever.
+pub const RETENTION_MS_MAX: u64 = 100 * 365 * 24 * 3600 * 1000;
+
 /// Topic configuration. Every field has a default, so a create request names only what it sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -296,7 +299,12 @@ impl TopicConfig {
                 }
             };
             match key {
-                "retention.ms" => self.retention_ms = unlimited_or_u64()?,
+                "retention.ms" => {
+                    self.retention_ms = unlimited_or_u64()?;
+                    if self.retention_ms.is_some_and(|ms| ms > RETENTION_MS_MAX) {
+                        return Err(invalid("longer than 100 years (3153600000000 ms); use -1 to keep batches for ever"));
+                    }
+                }
                 "retention.bytes" => self.retention_bytes = unlimited_or_u64()?,
                 "max.message.bytes" => {
                     self.max_message_bytes = value.parse().map_err(|_| invalid("expected a positive integer number of bytes"))?
@@ -733,6 +741,13 @@ mod tests {
         assert!(err.message.contains("retention.bytes"), "{err}");
         let err = TopicConfig::default().with_entries([("colour", "red")]).unwrap_err();
         assert!(err.message.contains("unknown key"), "{err}");
+        let err = TopicConfig::default().with_entries([("retention.ms", "9223372036854775807")]).unwrap_err();
+        assert!(err.message.contains("100 years"), "{err}");
+        let century = RETENTION_MS_MAX.to_string();
+        assert_eq!(
+            TopicConfig::default().with_entries([("retention.ms", century.as_str())]).unwrap().retention_ms,
+            Some(RETENTION_MS_MAX)
+        );
     }
 
     #[test]
