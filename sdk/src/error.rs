@@ -64,6 +64,8 @@ pub enum ErrorCode {
     InvalidReplicationFactor = 36,
     /// A record timestamp further ahead of the broker's clock than it accepts.
     InvalidTimestamp = 37,
+    /// A batch names a producer id this cluster never handed out.
+    UnknownProducerId = 38,
 }
 
 impl ErrorCode {
@@ -121,6 +123,7 @@ impl TryFrom<u16> for ErrorCode {
             35 => ModuleFailed,
             36 => InvalidReplicationFactor,
             37 => InvalidTimestamp,
+            38 => UnknownProducerId,
             other => return Err(format!("unknown error code {other}")),
         })
     }

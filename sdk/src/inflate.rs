@@ -59,8 +59,10 @@ fn run(
         Compression::None => counted.inner = Some(Box::new(compressed.clone().reader())),
         Compression::Gzip => counted.inner = Some(Box::new(flate2::read::GzDecoder::new(compressed.clone().reader()))),
         Compression::Zstd => {
-            counted.inner =
-                Some(Box::new(zstd::stream::read::Decoder::new(compressed.clone().reader()).map_err(corrupt)?))
+            let mut decoder = zstd::stream::read::Decoder::new(compressed.clone().reader()).map_err(corrupt)?;
+            // A frame names the window its decoder must hold: a claim, capped by the limit.
+            decoder.window_log_max(window_log_for(limit)).map_err(corrupt)?;
+            counted.inner = Some(Box::new(decoder))
         }
         Compression::Lz4 => {
             counted.inner = Some(Box::new(lz4::Decoder::new(compressed.clone().reader()).map_err(corrupt)?))
@@ -72,6 +74,15 @@ fn run(
         return Err(InflateError::TooLarge { codec: name, limit });
     }
     Ok(())
+}
+
+/// The largest zstd window (a power of two) a frame may ask its decoder to hold: the smallest
+/// that holds `limit` bytes, but at least 8 MiB (what producers' compressors use at their usual
+/// levels, whatever the batch size) and at most zstd's own 128 MiB. A frame asking for more
+/// is refused before the decoder allocates the window.
+fn window_log_for(limit: usize) -> u32 {
+    let log = usize::BITS - limit.saturating_sub(1).leading_zeros();
+    log.clamp(23, 27)
 }
 
 /// A reader that counts what it hands out.
@@ -157,6 +168,24 @@ mod tests {
             let err = inflated_len(&payload, compression, 99_999).unwrap_err();
             assert!(matches!(err, InflateError::TooLarge { limit: 99_999, .. }), "{compression:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_window_past_the_limit_is_refused() {
+        // Streamed without a known size, the frame names a 128 MiB window for 1 KiB of data;
+        // at a 1 MiB limit the cap is 8 MiB.
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.set_parameter(zstd::zstd_safe::CParameter::WindowLog(27)).unwrap();
+        encoder.include_contentsize(false).unwrap();
+        encoder.write_all(&[1u8; 1024]).unwrap();
+        let frame = Bytes::from(encoder.finish().unwrap());
+        assert_eq!(inflate(&frame, Compression::Zstd, 256 << 20).unwrap().len(), 1024);
+        let refused = inflate(&frame, Compression::Zstd, 1 << 20).unwrap_err();
+        assert!(matches!(refused, InflateError::Corrupt { codec: "zstd", .. }), "{refused}");
+        assert_eq!(window_log_for(1 << 20), 23, "never below 8 MiB");
+        assert_eq!(window_log_for((16 << 20) + 1), 25);
+        assert_eq!(window_log_for(64 << 20), 26);
+        assert_eq!(window_log_for(1 << 30), 27, "never above zstd's own maximum");
     }
 
     #[test]

@@ -337,3 +337,37 @@ async fn given_idle_or_trickling_kafka_connections_then_the_broker_closes_them()
             .unwrap();
     assert_eq!(versions.error_code, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_batches_under_producer_ids_never_handed_out_then_they_are_refused_and_ids_go_on() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    admin.create_topic("pids", 1, TopicConfig::default()).await.unwrap();
+    let record = [Record { value: Some(Bytes::from_static(b"v")), timestamp: weir_sdk::now_ms(), ..Record::default() }];
+    let granted = admin.init_producer_id().await.unwrap().producer_id;
+    // Next to i64::MAX (which, stored, would exhaust allocation) and the id handed out next
+    // (which, stored, would break the producer that gets it).
+    for planted in [i64::MAX - 5, granted + 1, 7] {
+        let batch = weir_sdk::batch::encode_idempotent_batch(&record, Compression::None, planted, 0, 0).unwrap();
+        let request = ProduceRequest {
+            topic: "pids".into(),
+            acks: Acks::All,
+            timeout_ms: 30_000,
+            partitions: vec![ProducePartition { partition: 0, bytes: u32::try_from(batch.len()).unwrap() }],
+        };
+        let (response, _): (ProduceResponse, _) = client.call(FrameKind::Produce, &request, batch).await.unwrap();
+        let error = response.partitions[0].error.clone().expect("refused");
+        assert_eq!(error.code, ErrorCode::UnknownProducerId, "producer id {planted}: {error}");
+    }
+    let batch = weir_sdk::batch::encode_idempotent_batch(&record, Compression::None, granted, 0, 0).unwrap();
+    let request = ProduceRequest {
+        topic: "pids".into(),
+        acks: Acks::All,
+        timeout_ms: 30_000,
+        partitions: vec![ProducePartition { partition: 0, bytes: u32::try_from(batch.len()).unwrap() }],
+    };
+    let (response, _): (ProduceResponse, _) = client.call(FrameKind::Produce, &request, batch).await.unwrap();
+    assert_eq!(response.partitions[0].error, None, "the granted id produces");
+    assert_eq!(admin.init_producer_id().await.unwrap().producer_id, granted + 1, "ids go on");
+}

@@ -100,9 +100,11 @@ impl Default for State {
     }
 }
 
-/// Producer ids below this were never handed out (earlier versions started here too).
+/// Producer ids below this are never handed out (earlier versions started here too).
+pub const FIRST_PRODUCER_ID: i64 = 1000;
+
 fn first_producer_id() -> i64 {
-    1000
+    FIRST_PRODUCER_ID
 }
 
 /// Largest block of producer ids one command may take.

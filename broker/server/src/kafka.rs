@@ -50,6 +50,7 @@ mod code {
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
@@ -75,6 +76,7 @@ fn wire_code(e: &WireError) -> i16 {
         ErrorCode::InvalidRecord => code::INVALID_RECORD,
         ErrorCode::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
         ErrorCode::InvalidTimestamp => code::INVALID_TIMESTAMP,
+        ErrorCode::UnknownProducerId => code::UNKNOWN_PRODUCER_ID,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }

@@ -47,6 +47,9 @@ pub struct Broker {
     plugins: Plugins,
     /// Producer ids of the block this broker took from the controller and has not handed out.
     producer_ids: Arc<tokio::sync::Mutex<std::ops::Range<i64>>>,
+    /// The same range, readable without waiting: ids in it are not handed out yet, so no batch
+    /// may carry them.
+    unissued_producer_ids: Arc<std::sync::Mutex<std::ops::Range<i64>>>,
 }
 
 /// Producer ids taken from the controller per proposal (as Kafka's AllocateProducerIds).
@@ -87,6 +90,7 @@ impl Broker {
             validator: Arc::default(),
             plugins,
             producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)),
+            unissued_producer_ids: Arc::new(std::sync::Mutex::new(0..0)),
         };
         let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
         for topic in &topics {

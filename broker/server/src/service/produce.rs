@@ -12,7 +12,7 @@ use weir_registry::validate::SubjectNameStrategy;
 use weir_runtime::PluginKind;
 
 use crate::plugins::request_input_records;
-use weir_meta::metadata::{Command, Event, Topic};
+use weir_meta::metadata::{Command, Event, Topic, FIRST_PRODUCER_ID};
 
 use super::{mismatched, Broker, PRODUCER_ID_BLOCK};
 
@@ -22,7 +22,7 @@ impl Broker {
     pub async fn init_producer_id(&self) -> Result<ProducerIdentity, WireError> {
         let mut block = self.producer_ids.lock().await;
         if block.is_empty() {
-            let at_least = self.log.producer_id_max().saturating_add(1);
+            let at_least = self.stored_producer_id_max().saturating_add(1);
             let command = Command::AllocateProducerIds { count: PRODUCER_ID_BLOCK, at_least };
             let event = self.controller.propose(command).await?;
             let Event::ProducerIds { first, count } = event else {
@@ -32,7 +32,20 @@ impl Broker {
         }
         let producer_id = block.start;
         block.start += 1;
+        *self.unissued_producer_ids.lock().unwrap_or_else(|e| e.into_inner()) = block.clone();
         Ok(ProducerIdentity { producer_id, producer_epoch: 0 })
+    }
+
+    /// The largest producer id with stored state, so new ids are handed out above it: ids that
+    /// earlier versions handed out. A stored id too large to be one (half of i64) is ignored,
+    /// so no stored state can exhaust the id space.
+    fn stored_producer_id_max(&self) -> i64 {
+        let max = self.log.producer_id_max();
+        if max >= i64::MAX / 2 {
+            tracing::warn!(producer_id = max, "ignoring an implausible stored producer id when allocating ids");
+            return -1;
+        }
+        max
     }
 
     /// The first half of a produce: checks every partition's batches and queues the appends,
@@ -109,6 +122,25 @@ impl Broker {
             ));
         }
         let latest_ms = weir_sdk::now_ms().saturating_add(self.config.message_timestamp_after_max_ms);
+        if parsed.batches.iter().any(|(header, _)| header.producer_id >= 0) {
+            // Ids this cluster handed out (or with state here from before) only: a client cannot
+            // plant sequence state under an id a producer is given later, nor one near i64::MAX.
+            let allocated = FIRST_PRODUCER_ID
+                ..self.controller.state().next_producer_id.max(self.stored_producer_id_max().saturating_add(1));
+            let unissued = self.unissued_producer_ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let handed_out = |id: &i64| allocated.contains(id) && !unissued.contains(id);
+            if let Some((header, _)) =
+                parsed.batches.iter().find(|(h, _)| h.producer_id >= 0 && !handed_out(&h.producer_id))
+            {
+                return Err(WireError::new(
+                    ErrorCode::UnknownProducerId,
+                    format!(
+                        "producer id {} was never handed out by this cluster; an idempotent producer takes one with InitProducerId",
+                        header.producer_id
+                    ),
+                ));
+            }
+        }
         for (header, _) in &parsed.batches {
             // Kafka's v2 rule: a producer's batch holds every offset it spans.
             if i64::from(header.record_count) != header.offset_count() {
