@@ -46,6 +46,8 @@ pub enum RegistryError {
     BadRequest(String),
     #[error("{0}")]
     ReferenceExists(String),
+    #[error("{0}")]
+    LimitReached(String),
     #[error("Error in the backend data store: {0}")]
     Store(String),
 }
@@ -68,6 +70,8 @@ impl RegistryError {
             Self::InvalidMode(_) => (422, 42204),
             Self::OperationNotPermitted(_) => (422, 42205),
             Self::ReferenceExists(_) => (422, 42206),
+            // Not a Confluent code: Confluent's registry has no such limits.
+            Self::LimitReached(_) => (422, 42290),
             Self::BadRequest(_) => (400, 400),
             Self::Store(_) => (500, 50001),
         }

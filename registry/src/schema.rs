@@ -80,18 +80,29 @@ const AVRO_PRIMITIVES: &[&str] = &["null", "boolean", "int", "long", "float", "d
 
 /// An Avro schema with each referenced named type written out where it is first used, so
 /// that the result parses, resolves and decodes on its own. `definitions` are the referenced
-/// schemas' texts (themselves already inlined).
-pub fn inline_avro_references(text: &str, definitions: &[String]) -> Result<String, RegistryError> {
-    let invalid = |why: String| RegistryError::InvalidSchema(format!("Invalid schema {text}: {why}"));
+/// schemas' texts, every one the references bring in transitively, each named type once. The
+/// types written out may add up to `bytes_max` bytes of schema text.
+pub fn inline_avro_references(text: &str, definitions: &[&str], bytes_max: usize) -> Result<String, RegistryError> {
+    let invalid = |why: String| RegistryError::InvalidSchema(format!("Invalid schema: {why}"));
     let mut by_name = std::collections::HashMap::new();
     for definition in definitions {
         let value: serde_json::Value = serde_json::from_str(definition).map_err(|e| invalid(e.to_string()))?;
         let name = full_name_of(&value, "").ok_or_else(|| invalid("a referenced schema is not a named type".into()))?;
-        by_name.insert(name, value);
+        match by_name.entry(name) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((value, definition.len()));
+            }
+            std::collections::hash_map::Entry::Occupied(slot) if slot.get().0 != value => {
+                return Err(invalid(format!("two referenced schemas define {} differently", slot.key())));
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {}
+        }
     }
     let mut schema: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
     let mut defined = std::collections::HashSet::new();
-    inline(&mut schema, "", &by_name, &mut defined);
+    let mut budget = bytes_max.saturating_sub(text.len());
+    inline(&mut schema, "", &by_name, &mut defined, &mut budget)
+        .map_err(|()| invalid(format!("with its references written out it exceeds {bytes_max} bytes")))?;
     serde_json::to_string(&schema).map_err(|e| invalid(e.to_string()))
 }
 
@@ -104,12 +115,15 @@ fn full_name_of(value: &serde_json::Value, enclosing: &str) -> Option<String> {
     Some(if namespace.is_empty() { name.to_owned() } else { format!("{namespace}.{name}") })
 }
 
+/// Writes out referenced types where first used; `Err` once the written-out text would pass
+/// `budget` bytes.
 fn inline(
     value: &mut serde_json::Value,
     namespace: &str,
-    definitions: &std::collections::HashMap<String, serde_json::Value>,
+    definitions: &std::collections::HashMap<String, (serde_json::Value, usize)>,
     defined: &mut std::collections::HashSet<String>,
-) {
+    budget: &mut usize,
+) -> Result<(), ()> {
     use serde_json::Value;
     match value {
         Value::String(s) if !AVRO_PRIMITIVES.contains(&s.as_str()) => {
@@ -118,16 +132,20 @@ fn inline(
                 if name.contains('.') || namespace.is_empty() { name.clone() } else { format!("{namespace}.{name}") };
             for candidate in [full, name.clone()] {
                 if defined.contains(&candidate) {
-                    return;
+                    return Ok(());
                 }
-                if let Some(definition) = definitions.get(&candidate) {
+                if let Some((definition, len)) = definitions.get(&candidate) {
+                    *budget = budget.checked_sub(*len).ok_or(())?;
                     *value = definition.clone();
-                    inline(value, namespace, definitions, defined);
-                    return;
+                    return inline(value, namespace, definitions, defined, budget);
                 }
             }
         }
-        Value::Array(union) => union.iter_mut().for_each(|branch| inline(branch, namespace, definitions, defined)),
+        Value::Array(union) => {
+            for branch in union {
+                inline(branch, namespace, definitions, defined, budget)?;
+            }
+        }
         Value::Object(object) => {
             let kind = object.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
             let mut inner_namespace = namespace.to_owned();
@@ -142,29 +160,30 @@ fn inline(
                     if let Some(Value::Array(fields)) = object.get_mut("fields") {
                         for field in fields {
                             if let Some(t) = field.get_mut("type") {
-                                inline(t, &inner_namespace, definitions, defined);
+                                inline(t, &inner_namespace, definitions, defined, budget)?;
                             }
                         }
                     }
                 }
                 "array" => {
                     if let Some(items) = object.get_mut("items") {
-                        inline(items, namespace, definitions, defined);
+                        inline(items, namespace, definitions, defined, budget)?;
                     }
                 }
                 "map" => {
                     if let Some(values) = object.get_mut("values") {
-                        inline(values, namespace, definitions, defined);
+                        inline(values, namespace, definitions, defined, budget)?;
                     }
                 }
                 "enum" | "fixed" => {}
                 _ => {
                     if let Some(t) = object.get_mut("type") {
-                        inline(t, namespace, definitions, defined);
+                        inline(t, namespace, definitions, defined, budget)?;
                     }
                 }
             }
         }
         _ => {}
     }
+    Ok(())
 }

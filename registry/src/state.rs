@@ -24,6 +24,37 @@ pub struct StoredSchema {
 
 /// How deep references may nest (a reference to a schema with references, ...).
 pub const REFERENCE_DEPTH_MAX: usize = 32;
+/// How many distinct schemas one schema's references may bring in, counted transitively.
+pub const REFERENCES_RESOLVED_MAX: usize = 1_000;
+/// Largest schema text with its references written out, in bytes (the API's body limit).
+pub const RESOLVED_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// A reference list names each type once and each subject version once, as Confluent requires.
+fn check_distinct(references: &[SchemaReference]) -> Result<(), RegistryError> {
+    if references.len() > REFERENCES_RESOLVED_MAX {
+        return Err(RegistryError::InvalidSchema(format!(
+            "Invalid schema: {} references; at most {REFERENCES_RESOLVED_MAX} are allowed",
+            references.len()
+        )));
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut versions = std::collections::HashSet::new();
+    for r in references {
+        if !names.insert(r.name.as_str()) {
+            return Err(RegistryError::InvalidSchema(format!(
+                "Invalid schema: reference name {:?} appears more than once",
+                r.name
+            )));
+        }
+        if !versions.insert((r.subject.as_str(), r.version)) {
+            return Err(RegistryError::InvalidSchema(format!(
+                "Invalid schema: subject {} version {} is referenced more than once",
+                r.subject, r.version
+            )));
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubjectVersion {
@@ -98,6 +129,30 @@ pub enum RegistryCommand {
     },
 }
 
+/// A command worked out by [`RegistryState::plan`], for [`RegistryState::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The schema is already this live version of the subject: nothing changes.
+    Existing { id: u32, version: u32 },
+    /// A new version of `subject` holding schema `id`; with `schema` when the id is new.
+    NewVersion { subject: String, id: u32, schema: Option<StoredSchema> },
+    /// Any other command: checked and applied at commit, in time linear in the state.
+    Other(RegistryCommand),
+}
+
+/// What the broker lets the registry hold, checked when a command is proposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    pub versions_per_subject_max: usize,
+    pub schemas_max: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        Self { versions_per_subject_max: 1_000, schemas_max: 100_000 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RegistryOutcome {
     Registered { id: u32, version: u32 },
@@ -149,21 +204,17 @@ impl RegistryState {
     }
 
     /// The schema text with its references written out (Avro), so it stands on its own.
+    ///
+    /// Every schema the references bring in, transitively, is looked up once (a diamond of
+    /// references costs its distinct schemas, not its paths) and written out once. A reference
+    /// list may not name one type or one subject version twice; at most
+    /// [`REFERENCES_RESOLVED_MAX`] schemas, [`REFERENCE_DEPTH_MAX`] levels and
+    /// [`RESOLVED_BYTES_MAX`] bytes of schema text are resolved.
     pub fn resolve(
         &self,
         schema_type: SchemaType,
         text: &str,
         references: &[SchemaReference],
-    ) -> Result<String, RegistryError> {
-        self.resolve_at(schema_type, text, references, 0)
-    }
-
-    fn resolve_at(
-        &self,
-        schema_type: SchemaType,
-        text: &str,
-        references: &[SchemaReference],
-        depth: usize,
     ) -> Result<String, RegistryError> {
         if references.is_empty() {
             return Ok(text.to_owned());
@@ -173,22 +224,53 @@ impl RegistryState {
                 "Invalid schema: this registry supports references between AVRO schemas only".into(),
             ));
         }
-        if depth >= REFERENCE_DEPTH_MAX {
-            return Err(RegistryError::InvalidSchema(format!(
-                "Invalid schema: references nest deeper than {REFERENCE_DEPTH_MAX} levels"
-            )));
+        check_distinct(references)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut definitions = Vec::new();
+        let mut bytes = text.len();
+        let mut level: Vec<&SchemaReference> = references.iter().collect();
+        let mut depth = 0;
+        while !level.is_empty() {
+            if depth >= REFERENCE_DEPTH_MAX {
+                return Err(RegistryError::InvalidSchema(format!(
+                    "Invalid schema: references nest deeper than {REFERENCE_DEPTH_MAX} levels"
+                )));
+            }
+            let mut next = Vec::new();
+            for r in level {
+                if !seen.insert((r.subject.as_str(), r.version)) {
+                    continue;
+                }
+                if seen.len() > REFERENCES_RESOLVED_MAX {
+                    return Err(RegistryError::InvalidSchema(format!(
+                        "Invalid schema: its references bring in more than {REFERENCES_RESOLVED_MAX} schemas"
+                    )));
+                }
+                let stored = self.version_schema(&r.subject, r.version).map_err(|_| {
+                    RegistryError::InvalidSchema(format!(
+                        "Invalid schema: reference {:?} names subject {} version {}, which is not registered",
+                        r.name, r.subject, r.version
+                    ))
+                })?;
+                if stored.schema_type != SchemaType::Avro {
+                    return Err(RegistryError::InvalidSchema(format!(
+                        "Invalid schema: reference {:?} names subject {} version {}, which is not an AVRO schema",
+                        r.name, r.subject, r.version
+                    )));
+                }
+                bytes += stored.schema.len();
+                if bytes > RESOLVED_BYTES_MAX {
+                    return Err(RegistryError::InvalidSchema(format!(
+                        "Invalid schema: with its references written out it exceeds {RESOLVED_BYTES_MAX} bytes"
+                    )));
+                }
+                definitions.push(stored.schema.as_str());
+                next.extend(stored.references.iter());
+            }
+            level = next;
+            depth += 1;
         }
-        let mut definitions = Vec::with_capacity(references.len());
-        for r in references {
-            let stored = self.version_schema(&r.subject, r.version).map_err(|_| {
-                RegistryError::InvalidSchema(format!(
-                    "Invalid schema: reference {:?} names subject {} version {}, which is not registered",
-                    r.name, r.subject, r.version
-                ))
-            })?;
-            definitions.push(self.resolve_at(stored.schema_type, &stored.schema, &stored.references, depth + 1)?);
-        }
-        inline_avro_references(text, &definitions)
+        inline_avro_references(text, &definitions, RESOLVED_BYTES_MAX)
     }
 
     /// A stored schema parsed with its references.
@@ -248,94 +330,124 @@ impl RegistryState {
         self.schemas.get(&v.id).ok_or(RegistryError::SchemaNotFound(v.id))
     }
 
+    /// Applies a command: [`RegistryState::plan`] then [`RegistryState::commit`].
     pub fn apply(&mut self, command: RegistryCommand) -> Result<RegistryOutcome, RegistryError> {
-        match command {
-            RegistryCommand::Register { subject, schema_type, schema, references } => {
-                if self.mode(Some(&subject)) == Mode::ReadOnly {
-                    return Err(RegistryError::OperationNotPermitted(format!(
-                        "Subject {subject} is in read-only mode"
-                    )));
-                }
-                let parsed = ParsedSchema::parse(schema_type, &self.resolve(schema_type, &schema, &references)?)?;
-                if let Some(existing) = self.find_in_subject(&subject, schema_type, &parsed.canonical, &references) {
-                    return Ok(RegistryOutcome::Registered { id: existing.id, version: existing.version });
-                }
-                let problems = self.check(&subject, &parsed, None)?;
-                if !problems.is_empty() {
-                    return Err(RegistryError::Incompatible(problems));
-                }
-                let id = match self.id_of(schema_type, &parsed.canonical, &references) {
-                    Some(id) => id,
-                    None => {
-                        self.next_id += 1;
-                        let id = self.next_id;
-                        self.schemas
-                            .insert(id, StoredSchema { schema_type, schema, canonical: parsed.canonical, references });
-                        id
+        let plan = self.plan(command)?;
+        self.commit(plan)
+    }
+
+    /// Works a command out against the state without changing it: resolving references,
+    /// parsing and compatibility checks happen here, so a caller may hold only a read lock
+    /// while they run.
+    pub fn plan(&self, command: RegistryCommand) -> Result<Plan, RegistryError> {
+        let RegistryCommand::Register { subject, schema_type, schema, references } = command else {
+            self.check_other(&command)?;
+            return Ok(Plan::Other(command));
+        };
+        if self.mode(Some(&subject)) == Mode::ReadOnly {
+            return Err(RegistryError::OperationNotPermitted(format!("Subject {subject} is in read-only mode")));
+        }
+        let parsed = ParsedSchema::parse(schema_type, &self.resolve(schema_type, &schema, &references)?)?;
+        if let Some(existing) = self.find_in_subject(&subject, schema_type, &parsed.canonical, &references) {
+            return Ok(Plan::Existing { id: existing.id, version: existing.version });
+        }
+        let problems = self.check(&subject, &parsed, None)?;
+        if !problems.is_empty() {
+            return Err(RegistryError::Incompatible(problems));
+        }
+        Ok(match self.id_of(schema_type, &parsed.canonical, &references) {
+            Some(id) => Plan::NewVersion { subject, id, schema: None },
+            None => Plan::NewVersion {
+                subject,
+                id: self.next_id + 1,
+                schema: Some(StoredSchema { schema_type, schema, canonical: parsed.canonical, references }),
+            },
+        })
+    }
+
+    /// The broker's limits on what a plan would add: versions per subject (soft-deleted ones
+    /// count until permanently deleted) and schemas in all.
+    pub fn check_limits(&self, plan: &Plan, limits: &RegistryLimits) -> Result<(), RegistryError> {
+        let Plan::NewVersion { subject, schema, .. } = plan else {
+            return Ok(());
+        };
+        let versions = self.subjects.get(subject).map_or(0, Vec::len);
+        if versions >= limits.versions_per_subject_max {
+            return Err(RegistryError::LimitReached(format!(
+                "Subject {subject} holds {versions} versions (soft-deleted ones count until permanently deleted); schema.versions.per.subject.max is {}",
+                limits.versions_per_subject_max
+            )));
+        }
+        if schema.is_some() && self.schemas.len() >= limits.schemas_max {
+            return Err(RegistryError::LimitReached(format!(
+                "The registry holds {} schemas; schemas.max is {}",
+                self.schemas.len(),
+                limits.schemas_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Commits a plan made against this very state (nothing applied in between).
+    pub fn commit(&mut self, plan: Plan) -> Result<RegistryOutcome, RegistryError> {
+        let command = match plan {
+            Plan::Existing { id, version } => return Ok(RegistryOutcome::Registered { id, version }),
+            Plan::NewVersion { subject, id, schema } => {
+                if let Some(schema) = schema {
+                    if id != self.next_id + 1 {
+                        return Err(RegistryError::Store(format!(
+                            "a registration planned schema id {id} but the next id is {}",
+                            self.next_id + 1
+                        )));
                     }
-                };
+                    self.next_id = id;
+                    self.schemas.insert(id, schema);
+                } else if !self.schemas.contains_key(&id) {
+                    return Err(RegistryError::SchemaNotFound(id));
+                }
                 let versions = self.subjects.entry(subject).or_default();
                 let version = versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
                 versions.push(SubjectVersion { version, id, deleted: false });
-                Ok(RegistryOutcome::Registered { id, version })
+                return Ok(RegistryOutcome::Registered { id, version });
+            }
+            Plan::Other(command) => command,
+        };
+        self.check_other(&command)?;
+        match command {
+            RegistryCommand::Register { .. } => {
+                Err(RegistryError::Store("a registration reached commit without a plan".into()))
             }
             RegistryCommand::DeleteVersion { subject, version, permanent } => {
                 let versions =
-                    self.subjects.get_mut(&subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.clone()))?;
+                    self.subjects.get_mut(&subject).ok_or(RegistryError::SubjectNotFound(subject.clone()))?;
                 let position = versions
                     .iter()
                     .position(|v| v.version == version)
                     .ok_or(RegistryError::VersionNotFound(version))?;
                 if permanent {
-                    if !versions[position].deleted {
-                        return Err(RegistryError::VersionNotSoftDeleted(subject, version));
-                    }
                     versions.remove(position);
                     if versions.is_empty() {
                         self.subjects.remove(&subject);
                     }
                 } else {
-                    if versions[position].deleted {
-                        return Err(RegistryError::VersionSoftDeleted(subject, version));
-                    }
-                    if let Some((by, by_version)) = self.referenced_by(&subject, Some(version)) {
-                        return Err(RegistryError::ReferenceExists(format!(
-                            "One or more references exist to the schema {{subject={subject},version={version}}}: {by} version {by_version}"
-                        )));
-                    }
-                    let versions = self.subjects.get_mut(&subject).expect("checked above");
                     versions[position].deleted = true;
                 }
                 Ok(RegistryOutcome::DeletedVersions(vec![version]))
             }
             RegistryCommand::DeleteSubject { subject, permanent } => {
                 let versions =
-                    self.subjects.get_mut(&subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.clone()))?;
-                let all_deleted = versions.iter().all(|v| v.deleted);
-                let deleted: Vec<u32>;
-                if permanent {
-                    if !all_deleted {
-                        return Err(RegistryError::SubjectNotSoftDeleted(subject));
-                    }
-                    deleted = versions.iter().map(|v| v.version).collect();
+                    self.subjects.get_mut(&subject).ok_or(RegistryError::SubjectNotFound(subject.clone()))?;
+                let deleted: Vec<u32> = if permanent {
+                    let deleted = versions.iter().map(|v| v.version).collect();
                     self.subjects.remove(&subject);
                     self.subject_compatibility.remove(&subject);
                     self.subject_mode.remove(&subject);
+                    deleted
                 } else {
-                    if all_deleted {
-                        return Err(RegistryError::SubjectSoftDeleted(subject));
-                    }
-                    if let Some((by, by_version)) = self.referenced_by(&subject, None) {
-                        return Err(RegistryError::ReferenceExists(format!(
-                            "One or more references exist to the schema {{subject={subject}}}: {by} version {by_version}"
-                        )));
-                    }
-                    let versions = self.subjects.get_mut(&subject).expect("checked above");
-                    deleted = versions.iter().filter(|v| !v.deleted).map(|v| v.version).collect();
-                    for v in versions.iter_mut() {
-                        v.deleted = true;
-                    }
-                }
+                    let deleted = versions.iter().filter(|v| !v.deleted).map(|v| v.version).collect();
+                    versions.iter_mut().for_each(|v| v.deleted = true);
+                    deleted
+                };
                 Ok(RegistryOutcome::DeletedVersions(deleted))
             }
             RegistryCommand::SetCompatibility { subject, level } => {
@@ -363,6 +475,50 @@ impl RegistryState {
                 }
                 Ok(RegistryOutcome::Mode(mode))
             }
+        }
+    }
+
+    /// Whether a command other than a registration applies to this state, and if not why;
+    /// reads only, in time linear in the state.
+    fn check_other(&self, command: &RegistryCommand) -> Result<(), RegistryError> {
+        match command {
+            RegistryCommand::DeleteVersion { subject, version, permanent } => {
+                let versions =
+                    self.subjects.get(subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.clone()))?;
+                let found =
+                    versions.iter().find(|v| v.version == *version).ok_or(RegistryError::VersionNotFound(*version))?;
+                match (permanent, found.deleted) {
+                    (true, false) => Err(RegistryError::VersionNotSoftDeleted(subject.clone(), *version)),
+                    (false, true) => Err(RegistryError::VersionSoftDeleted(subject.clone(), *version)),
+                    (true, true) => Ok(()),
+                    (false, false) => match self.referenced_by(subject, Some(*version)) {
+                        Some((by, by_version)) => Err(RegistryError::ReferenceExists(format!(
+                            "One or more references exist to the schema {{subject={subject},version={version}}}: {by} version {by_version}"
+                        ))),
+                        None => Ok(()),
+                    },
+                }
+            }
+            RegistryCommand::DeleteSubject { subject, permanent } => {
+                let versions =
+                    self.subjects.get(subject).ok_or_else(|| RegistryError::SubjectNotFound(subject.clone()))?;
+                let all_deleted = versions.iter().all(|v| v.deleted);
+                match (permanent, all_deleted) {
+                    (true, false) => Err(RegistryError::SubjectNotSoftDeleted(subject.clone())),
+                    (false, true) => Err(RegistryError::SubjectSoftDeleted(subject.clone())),
+                    (true, true) => Ok(()),
+                    (false, false) => match self.referenced_by(subject, None) {
+                        Some((by, by_version)) => Err(RegistryError::ReferenceExists(format!(
+                            "One or more references exist to the schema {{subject={subject}}}: {by} version {by_version}"
+                        ))),
+                        None => Ok(()),
+                    },
+                }
+            }
+            RegistryCommand::DeleteCompatibility { subject } if !self.subject_compatibility.contains_key(subject) => {
+                Err(RegistryError::SubjectNotFound(subject.clone()))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -628,5 +784,104 @@ mod tests {
         );
         register_with(&mut state, "address", &address3, vec![]).unwrap();
         assert!(matches!(register_with(&mut state, "user", USER, address_ref(3)), Err(RegistryError::Incompatible(_))));
+    }
+
+    fn reference(name: &str, subject: &str) -> SchemaReference {
+        SchemaReference { name: name.into(), subject: subject.into(), version: 1 }
+    }
+
+    fn named(name: &str, fields: &[(&str, &str)]) -> String {
+        let fields: Vec<String> = fields.iter().map(|(f, t)| format!(r#"{{"name":"{f}","type":"{t}"}}"#)).collect();
+        format!(r#"{{"type":"record","name":"{name}","fields":[{}]}}"#, fields.join(","))
+    }
+
+    /// Level i's record has two fields whose types (Xi, Yi) each hold level i+1's record: a
+    /// resolution that followed paths instead of schemas would do 2^levels lookups.
+    fn diamonds(state: &mut RegistryState, levels: usize) -> Result<RegistryOutcome, RegistryError> {
+        let mut last =
+            register_with(state, &format!("s{levels}"), &named(&format!("S{levels}"), &[("n", "int")]), vec![])?;
+        for i in (0..levels).rev() {
+            let below = format!("S{}", i + 1);
+            for side in ["X", "Y"] {
+                register_with(
+                    state,
+                    &format!("{side}{i}"),
+                    &named(&format!("{side}{i}"), &[("v", &below)]),
+                    vec![reference(&below, &format!("s{}", i + 1))],
+                )?;
+            }
+            last = register_with(
+                state,
+                &format!("s{i}"),
+                &named(&format!("S{i}"), &[("x", &format!("X{i}")), ("y", &format!("Y{i}"))]),
+                vec![reference(&format!("X{i}"), &format!("X{i}")), reference(&format!("Y{i}"), &format!("Y{i}"))],
+            )?;
+        }
+        Ok(last)
+    }
+
+    #[test]
+    fn references_resolve_each_schema_once_and_refuse_duplicates_and_excess() {
+        let mut state = RegistryState::default();
+        // 15 diamond levels: 2^15 paths to the bottom, 46 distinct schemas. Each is written
+        // out once, so the top one parses (a named type may be defined only once in Avro).
+        let top = diamonds(&mut state, 15).expect("a diamond of references registers");
+        let RegistryOutcome::Registered { id, .. } = top else { panic!("{top:?}") };
+        let resolved = state.parse_stored(&state.schemas[&id]).unwrap();
+        assert_eq!(resolved.canonical.matches(r#""name":"S15""#).count(), 1);
+        // The same reference twice, by name or by subject version, is refused.
+        let twice = vec![reference("S1", "s1"), reference("S1", "s1")];
+        let e = register_with(&mut state, "dup", &named("D", &[("a", "S1")]), twice).unwrap_err().to_string();
+        assert!(e.contains("appears more than once"), "{e}");
+        let twice = vec![reference("S1", "s1"), reference("Other", "s1")];
+        let e = register_with(&mut state, "dup", &named("D", &[("a", "S1")]), twice).unwrap_err().to_string();
+        assert!(e.contains("subject s1 version 1 is referenced more than once"), "{e}");
+        // Text past the resolved-size limit is refused, naming the limit.
+        let mut state = RegistryState::default();
+        let big = format!(
+            r#"{{"type":"record","name":"Big","fields":[{{"name":"a","type":"int","doc":"{}"}}]}}"#,
+            "x".repeat(RESOLVED_BYTES_MAX / 2 + 1)
+        );
+        register_with(&mut state, "big", &big, vec![]).unwrap();
+        let e = register_with(&mut state, "two", &big.replace("Big", "Big2"), vec![reference("Big", "big")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("exceeds {RESOLVED_BYTES_MAX} bytes")), "{e}");
+    }
+
+    #[test]
+    fn plans_commit_as_apply_does_and_limits_count_versions_and_schemas() {
+        let mut applied = RegistryState::default();
+        let mut committed = RegistryState::default();
+        let commands = [a(), b(), a(), c()].map(|schema| RegistryCommand::Register {
+            subject: "s".into(),
+            schema_type: SchemaType::Avro,
+            schema,
+            references: vec![],
+        });
+        for command in commands {
+            let outcome = applied.apply(command.clone());
+            let plan = committed.plan(command);
+            assert_eq!(plan.and_then(|p| committed.commit(p)), outcome);
+        }
+        assert_eq!(applied, committed);
+        let limits = RegistryLimits { versions_per_subject_max: 2, schemas_max: 2 };
+        let register = |schema: String, subject: &str| RegistryCommand::Register {
+            subject: subject.into(),
+            schema_type: SchemaType::Avro,
+            schema,
+            references: vec![],
+        };
+        // Re-registering an existing version is always allowed; a third version is not.
+        let existing = applied.plan(register(a(), "s")).unwrap();
+        assert_eq!(applied.check_limits(&existing, &limits), Ok(()));
+        let third = applied.plan(register(union_name(), "s")).unwrap();
+        let e = applied.check_limits(&third, &limits).unwrap_err();
+        assert_eq!(e.status_and_code(), (422, 42290));
+        assert!(e.to_string().contains("schema.versions.per.subject.max is 2"), "{e}");
+        // An existing schema under a new subject adds no schema; a new one is past schemas.max.
+        assert_eq!(applied.check_limits(&applied.plan(register(a(), "t")).unwrap(), &limits), Ok(()));
+        let e = applied.check_limits(&applied.plan(register(int_n(), "t")).unwrap(), &limits).unwrap_err();
+        assert!(e.to_string().contains("schemas.max is 2"), "{e}");
     }
 }

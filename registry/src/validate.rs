@@ -35,6 +35,33 @@ pub struct Validator {
     json_schemas: Mutex<HashMap<u32, Arc<jsonschema::Validator>>>,
 }
 
+/// A registered schema, compiled, that records are checked with.
+#[derive(Clone)]
+pub enum Compiled {
+    Avro(Arc<AvroSchema>),
+    Json(Arc<jsonschema::Validator>),
+}
+
+fn part_name(is_key: bool) -> &'static str {
+    if is_key {
+        "key"
+    } else {
+        "value"
+    }
+}
+
+/// The schema id a key or value carries in Confluent's wire format.
+pub fn schema_id(is_key: bool, bytes: Option<&[u8]>) -> Result<u32, String> {
+    let part = part_name(is_key);
+    let bytes = bytes.ok_or_else(|| format!("{part} is null but the topic requires schema-validated {part}s"))?;
+    if bytes.len() < 5 || bytes[0] != 0 {
+        return Err(format!(
+            "{part} does not start with the schema registry wire format (magic byte 0 and a 4-byte schema id)"
+        ));
+    }
+    Ok(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]))
+}
+
 impl Validator {
     /// Checks one record's key or value; the error says what is wrong, for the caller to
     /// prefix with the record's position.
@@ -46,82 +73,65 @@ impl Validator {
         strategy: SubjectNameStrategy,
         bytes: Option<&[u8]>,
     ) -> Result<(), String> {
-        let part = if is_key { "key" } else { "value" };
-        let bytes = bytes.ok_or_else(|| format!("{part} is null but the topic requires schema-validated {part}s"))?;
-        if bytes.len() < 5 || bytes[0] != 0 {
-            return Err(format!(
-                "{part} does not start with the schema registry wire format (magic byte 0 and a 4-byte schema id)"
-            ));
-        }
-        let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let id = schema_id(is_key, bytes)?;
+        let schema = self.schema_for(state, topic, is_key, strategy, id)?;
+        check_datum(&schema, is_key, id, bytes)
+    }
+
+    /// The schema `id`, once it is known to be registered for the subject a key or value of
+    /// `topic` has under `strategy`. The only step that reads the registry's state: a caller
+    /// holding a lock on it looks up each distinct id of a request, lets go, then checks the
+    /// records with [`check_datum`]. A schema is resolved and compiled once per process.
+    pub fn schema_for(
+        &self,
+        state: &RegistryState,
+        topic: &str,
+        is_key: bool,
+        strategy: SubjectNameStrategy,
+        id: u32,
+    ) -> Result<Compiled, String> {
+        let part = part_name(is_key);
         let stored =
             state.schemas.get(&id).ok_or_else(|| format!("{part} names schema id {id}, which is not registered"))?;
-        let registered_for = |subject: String| -> Result<(), String> {
-            if state.live_versions(&subject).iter().any(|v| v.id == id) {
-                Ok(())
-            } else {
-                Err(format!("{part} names schema id {id}, which is not registered for subject {subject}"))
-            }
-        };
-        if stored.schema_type == SchemaType::Json {
+        let (compiled, subject) = if stored.schema_type == SchemaType::Json {
             let subject = match strategy {
                 SubjectNameStrategy::TopicName => format!("{topic}-{part}"),
                 _ => return Err("record-name subject strategies need a named (Avro) schema".into()),
             };
-            registered_for(subject)?;
-            let validator = self.json_schema(id, &stored.schema)?;
-            let document: serde_json::Value = serde_json::from_slice(&bytes[5..])
-                .map_err(|e| format!("{part} is not JSON after its schema id {id}: {e}"))?;
-            if !validator.is_valid(&document) {
-                return Err(format!("{part} does not match JSON schema id {id}"));
-            }
-            return Ok(());
-        }
-        let schema = self.schema(id, || {
-            state
-                .resolve(stored.schema_type, &stored.schema, &stored.references)
-                .map_err(|e| format!("registered schema {id} does not resolve: {e}"))
-        })?;
-        let subject = match strategy {
-            SubjectNameStrategy::TopicName => format!("{topic}-{part}"),
-            SubjectNameStrategy::RecordName => full_name(&schema)?,
-            SubjectNameStrategy::TopicRecordName => format!("{topic}-{}", full_name(&schema)?),
+            (Compiled::Json(self.json_schema(id, &stored.schema)?), subject)
+        } else {
+            let schema = self.schema(id, || {
+                state
+                    .resolve(stored.schema_type, &stored.schema, &stored.references)
+                    .map_err(|e| format!("registered schema {id} does not resolve: {e}"))
+            })?;
+            let subject = match strategy {
+                SubjectNameStrategy::TopicName => format!("{topic}-{part}"),
+                SubjectNameStrategy::RecordName => full_name(&schema)?,
+                SubjectNameStrategy::TopicRecordName => format!("{topic}-{}", full_name(&schema)?),
+            };
+            (Compiled::Avro(schema), subject)
         };
-        registered_for(subject)?;
-        let mut datum = &bytes[5..];
-        let value = apache_avro::from_avro_datum(&schema, &mut datum, None)
-            .map_err(|e| format!("{part} does not decode with schema id {id}: {e}"))?;
-        // apache-avro 0.21 reads a string cut short as null instead of failing; checking the
-        // value against the schema catches that and any other partial read.
-        if !value.validate(&schema) {
-            return Err(format!(
-                "{part} does not decode with schema id {id}: the datum is truncated or does not match the schema"
-            ));
+        if !state.live_versions(&subject).iter().any(|v| v.id == id) {
+            return Err(format!("{part} names schema id {id}, which is not registered for subject {subject}"));
         }
-        if !datum.is_empty() {
-            return Err(format!("{part} has {} bytes left over after decoding with schema id {id}", datum.len()));
-        }
-        Ok(())
+        Ok(compiled)
     }
 
     /// The parsed schema of `id`, parsed from `text()` the first time.
     fn schema(&self, id: u32, text: impl FnOnce() -> Result<String, String>) -> Result<Arc<AvroSchema>, String> {
-        let mut cache = self.schemas.lock().expect("schema cache lock");
-        if let Some(schema) = cache.get(&id) {
+        if let Some(schema) = self.schemas.lock().expect("schema cache lock").get(&id) {
             return Ok(schema.clone());
         }
         let schema = Arc::new(
             AvroSchema::parse_str(&text()?).map_err(|e| format!("registered schema {id} does not parse: {e}"))?,
         );
-        cache.insert(id, schema.clone());
+        self.schemas.lock().expect("schema cache lock").insert(id, schema.clone());
         Ok(schema)
     }
-}
 
-impl Validator {
     fn json_schema(&self, id: u32, text: &str) -> Result<Arc<jsonschema::Validator>, String> {
-        let mut cache = self.json_schemas.lock().expect("schema cache lock");
-        if let Some(v) = cache.get(&id) {
+        if let Some(v) = self.json_schemas.lock().expect("schema cache lock").get(&id) {
             return Ok(v.clone());
         }
         let value: serde_json::Value =
@@ -129,9 +139,40 @@ impl Validator {
         let validator = Arc::new(
             jsonschema::validator_for(&value).map_err(|e| format!("registered schema {id} does not compile: {e}"))?,
         );
-        cache.insert(id, validator.clone());
+        self.json_schemas.lock().expect("schema cache lock").insert(id, validator.clone());
         Ok(validator)
     }
+}
+
+/// Checks a key or value (wire format included) against the schema its id names.
+pub fn check_datum(schema: &Compiled, is_key: bool, id: u32, bytes: Option<&[u8]>) -> Result<(), String> {
+    let part = part_name(is_key);
+    let datum = bytes.and_then(|b| b.get(5..)).ok_or_else(|| format!("{part} is shorter than its schema id"))?;
+    match schema {
+        Compiled::Json(validator) => {
+            let document: serde_json::Value = serde_json::from_slice(datum)
+                .map_err(|e| format!("{part} is not JSON after its schema id {id}: {e}"))?;
+            if !validator.is_valid(&document) {
+                return Err(format!("{part} does not match JSON schema id {id}"));
+            }
+        }
+        Compiled::Avro(schema) => {
+            let mut datum = datum;
+            let value = apache_avro::from_avro_datum(schema, &mut datum, None)
+                .map_err(|e| format!("{part} does not decode with schema id {id}: {e}"))?;
+            // apache-avro 0.21 reads a string cut short as null instead of failing; checking the
+            // value against the schema catches that and any other partial read.
+            if !value.validate(schema) {
+                return Err(format!(
+                    "{part} does not decode with schema id {id}: the datum is truncated or does not match the schema"
+                ));
+            }
+            if !datum.is_empty() {
+                return Err(format!("{part} has {} bytes left over after decoding with schema id {id}", datum.len()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn full_name(schema: &AvroSchema) -> Result<String, String> {

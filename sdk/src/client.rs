@@ -184,6 +184,12 @@ impl Client {
 
 /// Reads one frame, checking the length prefix against the limit before reading the rest.
 pub async fn read_frame(recv: &mut quinn::RecvStream, frame_bytes_limit: usize) -> Result<Frame, WireError> {
+    let declared = read_frame_length(recv, frame_bytes_limit).await?;
+    read_frame_body(recv, declared).await
+}
+
+/// Reads a frame's length prefix: the bytes that follow it, within the limit.
+pub async fn read_frame_length(recv: &mut quinn::RecvStream, frame_bytes_limit: usize) -> Result<usize, WireError> {
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -198,7 +204,11 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, frame_bytes_limit: usize) 
             Err(e) => return Err(WireError::new(ErrorCode::MalformedFrame, format!("reading frame: {e}"))),
         }
     }
-    let declared = read_length_prefix(&prefix, frame_bytes_limit)?;
+    read_length_prefix(&prefix, frame_bytes_limit)
+}
+
+/// Reads the `declared` bytes of a frame after its length prefix.
+pub async fn read_frame_body(recv: &mut quinn::RecvStream, declared: usize) -> Result<Frame, WireError> {
     // Keep the chunks quinn hands over; join them once at the end, growing only with the bytes
     // that actually arrived rather than trusting `declared` up front.
     let mut chunks: Vec<Bytes> = Vec::new();

@@ -304,7 +304,7 @@ async fn given_idle_or_trickling_kafka_connections_then_the_broker_closes_them()
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "kafka_connection_idle_ms_max = 500\n").unwrap();
+    std::fs::write(&config, "connection_idle_ms_max = 500\n").unwrap();
     let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
     let closed_within = |stream: &mut std::net::TcpStream| {
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -370,4 +370,196 @@ async fn given_batches_under_producer_ids_never_handed_out_then_they_are_refused
     let (response, _): (ProduceResponse, _) = client.call(FrameKind::Produce, &request, batch).await.unwrap();
     assert_eq!(response.partitions[0].error, None, "the granted id produces");
     assert_eq!(admin.init_producer_id().await.unwrap().producer_id, granted + 1, "ids go on");
+}
+
+/// Registers `schema` (with `references`, each `[name, subject]` at version 1) under `subject`
+/// over the registry's REST API; returns (status, body).
+fn register_schema(addr: &str, subject: &str, schema: &str, references: &[[&str; 2]]) -> (u16, serde_json::Value) {
+    let references: Vec<_> = references
+        .iter()
+        .map(|[name, subject]| serde_json::json!({"name": name, "subject": subject, "version": 1}))
+        .collect();
+    let body = serde_json::json!({"schema": schema, "references": references}).to_string();
+    let (status, text) = common::http(addr, "POST", &format!("/subjects/{subject}/versions"), body.as_bytes());
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+fn record_schema(name: &str, fields: &[(&str, &str)]) -> String {
+    let fields: Vec<_> = fields.iter().map(|(f, t)| serde_json::json!({"name": f, "type": t})).collect();
+    serde_json::json!({"type": "record", "name": name, "fields": fields}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_schema_references_that_fan_out_or_repeat_then_they_resolve_once_or_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "schema_versions_per_subject_max = 3\n").unwrap();
+    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let client = broker.client().await;
+    Admin::new(client.clone()).create_topic("calm", 1, TopicConfig::default()).await.unwrap();
+    let (ok, _, err) = broker
+        .cli(&["topic", "create", "diamond", "--partitions", "1", "--config", "value.schema.validation=true"], None);
+    assert!(ok, "{err}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let calm = well_behaved(&broker, stop.clone());
+
+    // 15 levels of diamonds: S_i has fields of types X_i and Y_i, each holding S_(i+1). Followed
+    // path by path that is 2^15 resolutions under the metadata lock; schema by schema, 46.
+    const LEVELS: usize = 15;
+    let addr = broker.registry_addr.to_string();
+    let top = tokio::task::spawn_blocking(move || {
+        let bottom = format!("S{LEVELS}");
+        let (status, body) =
+            register_schema(&addr, &format!("s{LEVELS}"), &record_schema(&bottom, &[("n", "int")]), &[]);
+        assert_eq!(status, 200, "{body}");
+        let mut last = body;
+        for i in (0..LEVELS).rev() {
+            let below = format!("S{}", i + 1);
+            let below_subject = format!("s{}", i + 1);
+            for side in ["X", "Y"] {
+                let name = format!("{side}{i}");
+                let (status, body) =
+                    register_schema(&addr, &name, &record_schema(&name, &[("v", &below)]), &[[&below, &below_subject]]);
+                assert_eq!(status, 200, "{body}");
+            }
+            let (x, y) = (format!("X{i}"), format!("Y{i}"));
+            let schema = record_schema(&format!("S{i}"), &[("x", &x), ("y", &y)]);
+            let subject = if i == 0 { "diamond-value".to_owned() } else { format!("s{i}") };
+            let (status, body) = register_schema(&addr, &subject, &schema, &[[&x, &x], [&y, &y]]);
+            assert_eq!(status, 200, "{body}");
+            last = body;
+        }
+        // The same type twice in one reference list is refused, naming it.
+        let (status, body) =
+            register_schema(&addr, "dup", &record_schema("D", &[("a", "X0")]), &[["X0", "X0"], ["X0", "X0"]]);
+        assert_eq!((status, body["error_code"].as_u64()), (422, Some(42201)), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("appears more than once"), "{body}");
+        // A subject holds at most schema_versions_per_subject_max versions.
+        let mut refused = None;
+        for n in 0..4 {
+            let schema = record_schema("V", &[("a", "int")])
+                .replace("\"int\"}", &format!("\"int\"}},{{\"name\":\"f{n}\",\"type\":\"int\",\"default\":0}}"));
+            let (status, body) = register_schema(&addr, "versions", &schema, &[]);
+            if status != 200 {
+                refused = Some((n, status, body));
+                break;
+            }
+        }
+        let (n, status, body) = refused.expect("a fourth version is refused");
+        assert_eq!((n, status, body["error_code"].as_u64()), (3, 422, Some(42290)), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("schema.versions.per.subject.max is 3"), "{body}");
+        last["id"].as_u64().unwrap()
+    })
+    .await
+    .unwrap();
+
+    // A record of the top schema: 2^15 ints (0 is one byte each). The broker decodes it with
+    // the resolved schema; one byte short, it is refused.
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    let mut value = vec![0u8];
+    value.extend_from_slice(&u32::try_from(top).unwrap().to_be_bytes());
+    value.extend(std::iter::repeat_n(0u8, 1 << LEVELS));
+    let record = Record { value: Some(Bytes::from(value.clone())), ..Record::default() };
+    producer.send("diamond", Some(0), record).await.expect("queue").await.expect("a valid record lands");
+    value.pop();
+    let record = Record { value: Some(Bytes::from(value)), ..Record::default() };
+    match producer.send("diamond", Some(0), record).await.expect("queue").await {
+        Err(weir_sdk::ClientError::Broker(e)) => assert_eq!(e.code, ErrorCode::InvalidRecord, "{e}"),
+        other => panic!("a truncated record is refused, got {other:?}"),
+    }
+    assert_calm_beside(&broker, &stop, calm, "46 schemas in 15 reference diamonds, duplicates and excess refused")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_client_pushing_more_than_its_budget_or_its_connections_then_it_is_held_to_them() {
+    use std::io::Read;
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "frame_bytes_max = {}\nkafka_request_bytes_max = {}\nmessage_bytes_max = {MIB}\nfetch_bytes_max = {MIB}\nmodule_bytes_max = {MIB}\nconnection_bytes_max = {}\naddress_bytes_max = {}\nbroker_bytes_max = {}\nconnections_per_address_max = 5\nconnection_idle_ms_max = 3000\n",
+            4 * MIB,
+            4 * MIB,
+            8 * MIB,
+            16 * MIB,
+            32 * MIB
+        ),
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let admin = Admin::new(broker.client().await);
+    admin.create_topic("calm", 1, TopicConfig::default()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let calm = well_behaved(&broker, stop.clone());
+    let rss_before = broker.peak_rss_bytes().unwrap();
+
+    // One connection opens 32 streams and sends a 3 MiB frame on each, 96 MiB in all, and
+    // reads no answer. Without a budget the broker read every frame into memory.
+    let attacker = weir_sdk::Client::connect(broker.client_config()).await.unwrap();
+    let conn = attacker.connection().await.unwrap();
+    let mut writers = Vec::new();
+    for _ in 0..32 {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        writers.push(tokio::spawn(async move {
+            let mut frame = u32::try_from(3 * MIB).unwrap().to_be_bytes().to_vec();
+            frame.resize(4 + 3 * MIB, 0);
+            let _ = send.write_all(&frame).await;
+            std::future::pending::<()>().await;
+            drop(recv);
+        }));
+    }
+    // The broker reads two frames (8 MiB of budget, held until their answers are taken) and
+    // closes the connection at the third.
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn.closed()).await.expect("the broker closes it");
+    let reason = closed.to_string();
+    assert!(reason.contains("connection_bytes_max = 8388608"), "{reason}");
+    writers.iter().for_each(tokio::task::JoinHandle::abort);
+    let rss_attack = broker.peak_rss_bytes().unwrap();
+    eprintln!(
+        "96 MiB pushed on one connection: closed ({reason}); broker peak RSS {} MiB before, {} MiB after",
+        rss_before >> 20,
+        rss_attack >> 20
+    );
+    assert!(
+        rss_attack < rss_before + 64 * MIB as u64,
+        "the broker grew from {} to {} MiB",
+        rss_before >> 20,
+        rss_attack >> 20
+    );
+
+    // Five connections per address, QUIC and Kafka together: the calm client and the admin
+    // client hold two.
+    let mut kafka: Vec<std::net::TcpStream> =
+        (0..3).map(|_| std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap()).collect();
+    for stream in &mut kafka {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let request = kafka_protocol::messages::ApiVersionsRequest::default();
+        let (_, answer) = kafka_call(stream, kafka_protocol::messages::ApiKey::ApiVersions, 0, &|buf| {
+            kafka_protocol::protocol::Encodable::encode(&request, buf, 0).unwrap()
+        });
+        assert!(!answer.is_empty(), "a connection within the cap is served");
+    }
+    let mut fifth = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read = fifth.read(&mut [0u8; 1]);
+    assert!(matches!(read, Ok(0)) || read.is_err(), "a sixth connection is closed: {read:?}");
+    let extra = weir_sdk::Client::connect(broker.client_config()).await.unwrap();
+    let extra = extra.connection().await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), extra.closed()).await.expect("closed").to_string();
+    assert!(closed.contains("connections_per_address_max = 5"), "{closed}");
+    // A closed connection makes room again.
+    drop(kafka.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
+    again.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = kafka_protocol::messages::ApiVersionsRequest::default();
+    let (_, answer) = kafka_call(&mut again, kafka_protocol::messages::ApiKey::ApiVersions, 0, &|buf| {
+        kafka_protocol::protocol::Encodable::encode(&request, buf, 0).unwrap()
+    });
+    assert!(!answer.is_empty());
+    drop(admin);
+    assert_calm_beside(&broker, &stop, calm, "budget and per-address connection cap held").await;
 }

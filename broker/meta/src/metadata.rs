@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use weir_registry::state::{RegistryCommand, RegistryOutcome, RegistryState};
+use weir_registry::state::{Plan, RegistryCommand, RegistryLimits, RegistryOutcome, RegistryState};
+use weir_registry::RegistryError;
 use weir_sdk::wire::TopicConfig;
 use weir_sdk::{ErrorCode, WireError};
 
@@ -71,6 +72,24 @@ pub struct Limits {
     pub partitions_per_topic_max: u32,
     pub topics_max: usize,
     pub message_bytes_max: u32,
+    /// Versions a registry subject may hold, soft-deleted ones included.
+    pub schema_versions_per_subject_max: usize,
+    /// Schemas (distinct ids) the registry may hold.
+    pub schemas_max: usize,
+}
+
+impl Limits {
+    pub fn registry(&self) -> RegistryLimits {
+        RegistryLimits { versions_per_subject_max: self.schema_versions_per_subject_max, schemas_max: self.schemas_max }
+    }
+}
+
+/// A command with its costly part worked out by [`State::prepare`].
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// A registry command planned against the state (or refused).
+    Registry(Result<Plan, RegistryError>),
+    Command(Command),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +117,12 @@ impl Default for State {
             next_producer_id: first_producer_id(),
         }
     }
+}
+
+// The controller checks registry commands before it proposes them, so this error is reached
+// only if replay differs from the first check.
+fn registry_error(e: RegistryError) -> WireError {
+    WireError::new(ErrorCode::InvalidRequest, format!("schema registry: {e}"))
 }
 
 /// Producer ids below this are never handed out (earlier versions started here too).
@@ -134,6 +159,28 @@ impl State {
             | Command::Registry(_)
             | Command::Module(_)
             | Command::AllocateProducerIds { .. } => Ok(()),
+        }
+    }
+
+    /// Works out the costly part of a command reading the state only: a schema registration's
+    /// reference resolution, parsing and compatibility checks. The state machine holds its
+    /// read lock for this and its write lock only for [`State::apply_prepared`], so readers
+    /// (produce, fetch) never wait behind a registration's work.
+    pub fn prepare(&self, command: Command) -> Prepared {
+        match command {
+            Command::Registry(command) => Prepared::Registry(self.registry.plan(command)),
+            command => Prepared::Command(command),
+        }
+    }
+
+    /// Applies a prepared command to the state it was prepared against; the same as
+    /// [`State::apply`] of the command.
+    pub fn apply_prepared(&mut self, prepared: Prepared) -> Result<Event, WireError> {
+        match prepared {
+            Prepared::Registry(plan) => {
+                plan.and_then(|plan| self.registry.commit(plan)).map(Event::Registry).map_err(registry_error)
+            }
+            Prepared::Command(command) => self.apply(command),
         }
     }
 
@@ -181,11 +228,7 @@ impl State {
             }
             // The controller dry-runs registry commands and proposes only those that apply, so
             // this error is reached only if replay differs from the first apply.
-            Command::Registry(command) => self
-                .registry
-                .apply(command)
-                .map(Event::Registry)
-                .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("schema registry: {e}"))),
+            Command::Registry(command) => self.registry.apply(command).map(Event::Registry).map_err(registry_error),
             Command::Module(command) => deployments::apply(&mut self.modules, &self.topics, command).map(Event::Module),
             Command::AllocateProducerIds { count, at_least } => {
                 if count == 0 || count > PRODUCER_ID_BLOCK_MAX {
@@ -254,7 +297,13 @@ fn validate_config(config: &TopicConfig) -> Result<(), WireError> {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { partitions_per_topic_max: 1000, topics_max: 3, message_bytes_max: 8 << 20 };
+    const LIMITS: Limits = Limits {
+        partitions_per_topic_max: 1000,
+        topics_max: 3,
+        message_bytes_max: 8 << 20,
+        schema_versions_per_subject_max: 1000,
+        schemas_max: 1000,
+    };
 
     fn create(name: &str, partitions: u32) -> Command {
         Command::CreateTopic { name: name.into(), partitions, config: TopicConfig::default() }
@@ -326,7 +375,13 @@ mod tests {
             first.apply(command.clone()).unwrap();
         }
         // The same entries, replayed as a restart with far lower limits would.
-        let lower = Limits { partitions_per_topic_max: 4, topics_max: 1, message_bytes_max: 1 << 20 };
+        let lower = Limits {
+            partitions_per_topic_max: 4,
+            topics_max: 1,
+            message_bytes_max: 1 << 20,
+            schema_versions_per_subject_max: 1,
+            schemas_max: 1,
+        };
         let mut replayed = State::default();
         for command in &log {
             replayed.apply(command.clone()).expect("a committed entry applies on replay");

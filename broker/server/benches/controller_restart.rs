@@ -11,7 +11,13 @@ use weir_meta::metadata::{Command, Limits};
 use weir_sdk::TopicConfig;
 use weir_storage::Storage;
 
-const LIMITS: Limits = Limits { partitions_per_topic_max: 1000, topics_max: 10_000, message_bytes_max: 8 << 20 };
+const LIMITS: Limits = Limits {
+    partitions_per_topic_max: 1000,
+    topics_max: 10_000,
+    message_bytes_max: 8 << 20,
+    schema_versions_per_subject_max: 1000,
+    schemas_max: 100_000,
+};
 
 fn main() {
     let commands: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(100_000);

@@ -132,7 +132,11 @@ impl Controller {
     /// As [`Controller::propose`], for schema registry commands, keeping the registry's errors.
     pub async fn propose_registry(&self, command: RegistryCommand) -> Result<RegistryOutcome, RegistryError> {
         let _serial = self.propose.lock().await;
-        self.state().registry.clone().apply(command.clone())?;
+        {
+            let state = self.state();
+            let plan = state.registry.plan(command.clone())?;
+            state.registry.check_limits(&plan, &self.limits.registry())?;
+        }
         match self.replicate(Command::Registry(command)).await {
             Ok(Event::Registry(outcome)) => Ok(outcome),
             Ok(other) => Err(RegistryError::Store(format!("unexpected controller event {other:?}"))),
@@ -367,12 +371,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut out = Vec::new();
-        let mut state = self.state.write().expect("metadata lock poisoned");
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(Applied(None)),
-                EntryPayload::Normal(command) => out.push(Applied(Some(state.apply(command)))),
+                EntryPayload::Normal(command) => {
+                    // This is the only writer: the state cannot change between the two locks.
+                    let prepared = self.state.read().expect("metadata lock poisoned").prepare(command);
+                    let applied = self.state.write().expect("metadata lock poisoned").apply_prepared(prepared);
+                    out.push(Applied(Some(applied)));
+                }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     out.push(Applied(None));

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use weir_sdk::wire::OffsetSpec;
 use weir_sdk::{ErrorCode, WireError};
 
+use crate::budget::{Budgets, ConnectionBudget, Held};
 use crate::groups::{CommittedOffset, GroupCoordinator, GroupError, GroupState, JoinRequest};
 use crate::service::{Broker, CommitError, ConfigChange, Fetch, FetchFrom, NewTopic, Produce};
 
@@ -154,6 +155,8 @@ pub struct KafkaConfig {
     /// A connection that sends no whole request for this long is closed (Kafka's
     /// `connections.max.idle.ms`); a request trickled in slower than that is cut off too.
     pub idle_timeout: std::time::Duration,
+    /// Budget a Fetch takes for its answer, on top of the request's bytes.
+    pub fetch_answer_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -161,6 +164,7 @@ pub struct KafkaContext {
     pub broker: Broker,
     pub groups: GroupCoordinator,
     pub config: Arc<KafkaConfig>,
+    pub budgets: Budgets,
 }
 
 pub struct KafkaServer {
@@ -178,11 +182,19 @@ impl KafkaServer {
 
     pub async fn serve(self, ctx: KafkaContext) {
         let connections = Arc::new(Semaphore::new(ctx.config.connections_max));
+        let mut back_off = ACCEPT_BACK_OFF_MIN;
         loop {
             let (stream, remote) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    back_off = ACCEPT_BACK_OFF_MIN;
+                    accepted
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "kafka accept failed");
+                    // Out of file descriptors (EMFILE) or another accept failure: wait before
+                    // trying again instead of spinning on the error.
+                    tracing::warn!(error = %e, back_off_ms = back_off.as_millis(), "kafka accept failed; backing off");
+                    tokio::time::sleep(back_off).await;
+                    back_off = (back_off * 2).min(ACCEPT_BACK_OFF_MAX);
                     continue;
                 }
             };
@@ -190,10 +202,17 @@ impl KafkaServer {
                 tracing::warn!(%remote, limit = ctx.config.connections_max, "refusing kafka connection: kafka connections_max reached");
                 continue;
             };
+            let budget = match ctx.budgets.connect(remote.ip()) {
+                Ok(budget) => budget,
+                Err(e) => {
+                    tracing::warn!(%remote, "refusing kafka connection: {e}");
+                    continue;
+                }
+            };
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = serve_connection(stream, remote, ctx).await {
+                if let Err(e) = serve_connection(stream, remote, ctx, budget).await {
                     tracing::debug!(%remote, error = %e, "kafka connection ended");
                 }
             });
@@ -201,24 +220,45 @@ impl KafkaServer {
     }
 }
 
-async fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: KafkaContext) -> anyhow::Result<()> {
+/// Shortest and longest wait after a failed accept.
+const ACCEPT_BACK_OFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACK_OFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    ctx: KafkaContext,
+    budget: ConnectionBudget,
+) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
-    // Responses in request order: the reader queues one receiver per request.
+    // Responses in request order: the reader queues one receiver per request, with the budget
+    // the request holds until its answer is written.
     let (order_tx, mut order_rx) =
-        mpsc::channel::<oneshot::Receiver<Option<Bytes>>>(ctx.config.in_flight_per_connection_max);
+        mpsc::channel::<(oneshot::Receiver<Option<Bytes>>, Held)>(ctx.config.in_flight_per_connection_max);
+    let idle = ctx.config.idle_timeout;
     let writer_task = tokio::spawn(async move {
-        while let Some(rx) = order_rx.recv().await {
+        while let Some((rx, held)) = order_rx.recv().await {
             match rx.await {
-                Ok(Some(bytes)) => writer.write_all(&bytes).await?,
+                // A client that does not take its answers within the idle timeout loses the
+                // connection, and gives back the budget its requests hold.
+                Ok(Some(bytes)) => match tokio::time::timeout(idle, writer.write_all(&bytes)).await {
+                    Ok(written) => written?,
+                    Err(_) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the client did not take an answer within the idle timeout",
+                        ))
+                    }
+                },
                 Ok(None) => {}
                 Err(_) => break,
             }
+            drop(held);
         }
         Ok::<_, std::io::Error>(())
     });
     let client_host = format!("/{}", remote.ip());
-    let idle = ctx.config.idle_timeout;
     loop {
         // The next request, whole, within the idle timeout: an idle or trickling client does
         // not hold its connection (and its slot under connections_max) for ever.
@@ -236,15 +276,34 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, ctx: KafkaConte
             tracing::warn!(%remote, size, limit = ctx.config.request_bytes_max, "kafka request size outside 8 ..= kafka request_bytes_max; closing the connection");
             break;
         };
+        // The request's bytes are taken from the connection's budget before they are read;
+        // out of budget, this connection is not read from until earlier answers are sent.
+        let mut held = match budget.take(size).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(%remote, "kafka request refused: {e}; closing the connection");
+                break;
+            }
+        };
         let mut buf = BytesMut::zeroed(size);
         if tokio::time::timeout(idle, reader.read_exact(&mut buf)).await.is_err() {
             tracing::debug!(%remote, size, "kafka request not sent whole within the idle timeout; closing");
             break;
         }
         let (tx, rx) = oneshot::channel();
-        order_tx.send(rx).await?;
+        let decoded = decode_request(buf.freeze());
+        if matches!(decoded, Ok(Decoded { body: RequestKind::Fetch(_), .. })) {
+            match budget.take(ctx.config.fetch_answer_bytes).await {
+                Ok(answer) => held.add(answer),
+                Err(e) => {
+                    tracing::warn!(%remote, "kafka fetch refused: {e}; closing the connection");
+                    break;
+                }
+            }
+        }
+        order_tx.send((rx, held)).await?;
         let ctx = ctx.clone();
-        let (header, api_key, api_version, body) = match decode_request(buf.freeze()) {
+        let (header, api_key, api_version, body) = match decoded {
             Ok(Decoded { header, api_key, api_version, body }) => (header, api_key, api_version, body),
             Err(DecodeError::Unsupported { correlation_id, api_key, api_version }) => {
                 // An ApiVersions request of a newer version than ours lands here too: clients

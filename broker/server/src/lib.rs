@@ -6,6 +6,7 @@
 // Non-test code states why a value fits where it is narrowed, and never unwraps.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::cast_possible_truncation))]
 
+pub mod budget;
 pub mod controller;
 pub mod groups;
 pub mod kafka;

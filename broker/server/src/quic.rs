@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, Semaphore};
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, WireError};
 
+use crate::budget::{Budgets, ConnectionBudget, Held, OverBudget};
 use crate::groups::{CommittedOffset, GroupError, JoinRequest};
 use crate::service::{Broker, CommitError, Fetch, FetchFrom, ListedOffset, Produce, TopicInfo};
 
@@ -20,7 +21,16 @@ pub struct QuicConfig {
     pub frame_bytes_limit: usize,
     pub connections_max: usize,
     pub streams_per_connection_max: usize,
+    /// A connection that opens no stream, sends no whole frame, or does not take an answer
+    /// for this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Budget a Fetch takes for its answer, on top of the request's bytes.
+    pub fetch_answer_bytes: usize,
 }
+
+/// Application close codes the broker sends.
+const CLOSE_IDLE: u32 = 1;
+const CLOSE_LIMIT: u32 = 2;
 
 pub struct QuicServer {
     endpoint: quinn::Endpoint,
@@ -31,6 +41,10 @@ impl QuicServer {
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic));
         let mut transport = weir_sdk::client::transport_config();
+        // What quinn buffers of a connection's unread frames: the broker reads a connection's
+        // frames only as its budget allows, and the rest waits in the client's send buffer.
+        transport.stream_receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
+        transport.receive_window(quinn::VarInt::from_u32(16 * 1024 * 1024));
         transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(
             u32::try_from(config.streams_per_connection_max).unwrap_or(u32::MAX),
         ));
@@ -43,7 +57,7 @@ impl QuicServer {
         self.endpoint.local_addr()
     }
 
-    pub async fn serve(&self, broker: Broker, config: QuicConfig) {
+    pub async fn serve(&self, broker: Broker, config: QuicConfig, budgets: Budgets) {
         let connections = Arc::new(Semaphore::new(config.connections_max));
         while let Some(incoming) = self.endpoint.accept().await {
             let Ok(permit) = connections.clone().try_acquire_owned() else {
@@ -51,12 +65,20 @@ impl QuicServer {
                 incoming.refuse();
                 continue;
             };
-            let (broker, config) = (broker.clone(), config.clone());
+            let (broker, config, budgets) = (broker.clone(), config.clone(), budgets.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                match incoming.await {
-                    Ok(conn) => serve_connection(conn, broker, config).await,
-                    Err(e) => tracing::debug!(error = %e, "handshake failed"),
+                let conn = match incoming.await {
+                    Ok(conn) => conn,
+                    Err(e) => return tracing::debug!(error = %e, "handshake failed"),
+                };
+                // Counted once the handshake has shown the address is the client's.
+                match budgets.connect(conn.remote_address().ip()) {
+                    Ok(budget) => serve_connection(conn, broker, config, Arc::new(budget)).await,
+                    Err(e) => {
+                        tracing::warn!(remote = %conn.remote_address(), "refusing connection: {e}");
+                        conn.close(quinn::VarInt::from_u32(CLOSE_LIMIT), e.to_string().as_bytes());
+                    }
                 }
             });
         }
@@ -67,30 +89,72 @@ impl QuicServer {
     }
 }
 
-/// Streams are accepted in the order the client opened them. Each stream waits for the one
-/// before it to have queued its appends before queueing its own, so produce requests pipelined
-/// on one connection are appended in the order they were sent.
-async fn serve_connection(conn: quinn::Connection, broker: Broker, config: QuicConfig) {
+/// Streams are accepted in the order the client opened them and read side by side, each frame
+/// within the connection's budget (see [`crate::budget`]). Each stream waits for the one
+/// before it to have queued its appends before queueing its own, so produce requests
+/// pipelined on one connection are appended in the order they were sent.
+async fn serve_connection(conn: quinn::Connection, broker: Broker, config: QuicConfig, budget: Arc<ConnectionBudget>) {
     let remote = conn.remote_address();
     tracing::debug!(%remote, "connection opened");
     let mut previous: Option<oneshot::Receiver<()>> = None;
     loop {
-        let (send, recv) = match conn.accept_bi().await {
-            Ok(streams) => streams,
-            Err(e) => {
+        let (send, recv) = match tokio::time::timeout(config.idle_timeout, conn.accept_bi()).await {
+            Ok(Ok(streams)) => streams,
+            Ok(Err(e)) => {
                 tracing::debug!(%remote, reason = %e, "connection closed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "connection idle; closing it");
+                conn.close(quinn::VarInt::from_u32(CLOSE_IDLE), b"no request within connection_idle_ms_max");
                 return;
             }
         };
         let (queued, next) = oneshot::channel();
         let turn = previous.replace(next);
-        let (broker, config) = (broker.clone(), config.clone());
+        let (broker, config, budget, conn) = (broker.clone(), config.clone(), budget.clone(), conn.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(send, recv, &broker, &config, turn, queued).await {
+            if let Err(e) = serve_stream(send, recv, &broker, &config, &budget, turn, queued).await {
                 tracing::debug!(%remote, error = %e, "stream ended early");
+                if e.downcast_ref::<IdleStream>().is_some() {
+                    conn.close(quinn::VarInt::from_u32(CLOSE_IDLE), e.to_string().as_bytes());
+                } else if let Some(over) = e.downcast_ref::<OverBudget>() {
+                    tracing::warn!(%remote, "closing connection: {over}");
+                    conn.close(quinn::VarInt::from_u32(CLOSE_LIMIT), over.to_string().as_bytes());
+                }
             }
         });
     }
+}
+
+/// A stream that did not send its frame, or take its answer, within the idle timeout.
+#[derive(Debug)]
+struct IdleStream(&'static str);
+
+impl std::fmt::Display for IdleStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} within connection_idle_ms_max", self.0)
+    }
+}
+
+impl std::error::Error for IdleStream {}
+
+/// Reads a frame if the connection's budget has room for it. A frame that does not fit ends
+/// the connection ([`OverBudget`]): see [`crate::budget`] for why a QUIC stream does not wait.
+async fn read_frame_within(
+    recv: &mut quinn::RecvStream,
+    config: &QuicConfig,
+    budget: &ConnectionBudget,
+) -> anyhow::Result<Result<(Frame, Held), WireError>> {
+    let idle = || IdleStream("no whole frame arrived");
+    let length = weir_sdk::client::read_frame_length(recv, config.frame_bytes_limit);
+    let declared = match tokio::time::timeout(config.idle_timeout, length).await.map_err(|_| idle())? {
+        Ok(declared) => declared,
+        Err(e) => return Ok(Err(e)),
+    };
+    let held = budget.take_or_refuse(declared + 4, config.idle_timeout).await?;
+    let body = weir_sdk::client::read_frame_body(recv, declared);
+    Ok(tokio::time::timeout(config.idle_timeout, body).await.map_err(|_| idle())?.map(|frame| (frame, held)))
 }
 
 async fn serve_stream(
@@ -98,10 +162,17 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     broker: &Broker,
     config: &QuicConfig,
+    budget: &ConnectionBudget,
     turn: Option<oneshot::Receiver<()>>,
     queued: oneshot::Sender<()>,
 ) -> anyhow::Result<()> {
-    let frame = weir_sdk::client::read_frame(&mut recv, config.frame_bytes_limit).await;
+    let (frame, mut held) = match read_frame_within(&mut recv, config, budget).await? {
+        Ok((frame, held)) => (Ok(frame), held),
+        Err(e) => (Err(e), Held::default()),
+    };
+    if matches!(&frame, Ok(f) if f.kind == FrameKind::Fetch) {
+        held.add(budget.take_or_refuse(config.fetch_answer_bytes, config.idle_timeout).await?);
+    }
     if let Some(turn) = turn {
         // Dropped or sent, either way the previous stream has queued what it had to.
         let _ = turn.await;
@@ -159,10 +230,19 @@ async fn serve_stream(
         Ok(None) => return Ok(()),
         Err(e) => response_chunks(&Frame::error(&e), Vec::new()),
     };
-    send.write_all_chunks(&mut chunks).await?;
-    send.finish()?;
-    // Wait for the peer to take the response before the stream is dropped.
-    let _ = send.stopped().await;
+    // The answer, taken by the peer before the stream is dropped, within the idle timeout:
+    // a client that does not read its answers gives back the budget they hold.
+    let answer = async {
+        send.write_all_chunks(&mut chunks).await?;
+        send.finish()?;
+        let _ = send.stopped().await;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(config.idle_timeout, answer).await {
+        Ok(sent) => sent?,
+        Err(_) => return Err(IdleStream("the answer was not taken").into()),
+    }
+    drop(held);
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use std::sync::Arc;
 
+use crate::budget::{BudgetConfig, Budgets};
 use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
 use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer};
@@ -68,9 +69,25 @@ pub struct ServeConfig {
     /// `log.message.timestamp.after.max.ms`); a batch stamped further ahead is refused, since
     /// it would hold off time retention.
     pub message_timestamp_after_max_ms: u64,
-    /// A Kafka connection that sends no whole request for this long is closed (Kafka's
-    /// `connections.max.idle.ms`, default 10 minutes).
-    pub kafka_connection_idle_ms_max: u64,
+    /// A connection (QUIC or Kafka) that sends no whole request, or does not take an answer,
+    /// for this long is closed (Kafka's `connections.max.idle.ms`, default 10 minutes).
+    #[serde(alias = "kafka_connection_idle_ms_max")]
+    pub connection_idle_ms_max: u64,
+    /// Versions one registry subject may hold, soft-deleted ones included until permanently
+    /// deleted.
+    pub schema_versions_per_subject_max: usize,
+    /// Schemas (distinct ids) the registry may hold.
+    pub schemas_max: usize,
+    /// Connections one client address may hold open, QUIC and Kafka together (Kafka's
+    /// `max.connections.per.ip`).
+    pub connections_per_address_max: usize,
+    /// Bytes one connection may make the broker hold: requests read and not yet answered, and
+    /// room for fetch answers. Past it the connection is not read from until answers go out.
+    pub connection_bytes_max: usize,
+    /// The same, for all connections of one client address together.
+    pub address_bytes_max: usize,
+    /// The same, for all connections together (Kafka's `queued.max.request.bytes`).
+    pub broker_bytes_max: usize,
 }
 
 impl Default for ServeConfig {
@@ -103,7 +120,13 @@ impl Default for ServeConfig {
             default_partitions: 1,
             batch_decompressed_bytes_max: 64 * 1024 * 1024,
             message_timestamp_after_max_ms: 3_600_000,
-            kafka_connection_idle_ms_max: 600_000,
+            connection_idle_ms_max: 600_000,
+            schema_versions_per_subject_max: weir_registry::state::RegistryLimits::default().versions_per_subject_max,
+            schemas_max: weir_registry::state::RegistryLimits::default().schemas_max,
+            connections_per_address_max: 256,
+            connection_bytes_max: 128 * 1024 * 1024,
+            address_bytes_max: 512 * 1024 * 1024,
+            broker_bytes_max: 2048 * 1024 * 1024,
         }
     }
 }
@@ -112,6 +135,12 @@ impl ServeConfig {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Budget a fetch takes for its answer: the answer holds up to `fetch_bytes_max`, or one
+    /// batch of up to `message_bytes_max` when the first is larger, and its headers.
+    pub fn fetch_answer_bytes(&self) -> usize {
+        (self.fetch_bytes_max.max(self.message_bytes_max) as usize) + 64 * 1024
     }
 
     /// Rejects limits that cannot work or would exhaust memory, naming the setting.
@@ -159,6 +188,43 @@ impl ServeConfig {
             format!("topics_max = {} must be 1 to 1000000", self.topics_max),
         )?;
         check(
+            (1..=1_000_000).contains(&self.schema_versions_per_subject_max),
+            format!("schema_versions_per_subject_max = {} must be 1 to 1000000", self.schema_versions_per_subject_max),
+        )?;
+        check(
+            (1..=10_000_000).contains(&self.schemas_max),
+            format!("schemas_max = {} must be 1 to 10000000", self.schemas_max),
+        )?;
+        check(
+            (1..=self.connections_max).contains(&self.connections_per_address_max),
+            format!(
+                "connections_per_address_max = {} must be 1 to connections_max = {}",
+                self.connections_per_address_max, self.connections_max
+            ),
+        )?;
+        let one_request = self.kafka_request_bytes_max.max(self.frame_bytes_max) + self.fetch_answer_bytes();
+        check(
+            self.connection_bytes_max >= one_request,
+            format!(
+                "connection_bytes_max = {} must hold the largest request (kafka_request_bytes_max or frame_bytes_max) and a fetch answer: at least {one_request}",
+                self.connection_bytes_max
+            ),
+        )?;
+        check(
+            self.address_bytes_max >= self.connection_bytes_max,
+            format!(
+                "address_bytes_max = {} must be at least connection_bytes_max = {}",
+                self.address_bytes_max, self.connection_bytes_max
+            ),
+        )?;
+        check(
+            self.broker_bytes_max >= self.address_bytes_max && self.broker_bytes_max <= 1 << 40,
+            format!(
+                "broker_bytes_max = {} must be at least address_bytes_max = {} and at most 1 TiB",
+                self.broker_bytes_max, self.address_bytes_max
+            ),
+        )?;
+        check(
             (1..=1_000_000).contains(&self.append_queue_depth),
             format!("append_queue_depth = {} must be 1 to 1000000", self.append_queue_depth),
         )?;
@@ -200,8 +266,8 @@ impl ServeConfig {
             format!("message_timestamp_after_max_ms = {} must be 1 s to 10 years", self.message_timestamp_after_max_ms),
         )?;
         check(
-            (100..=24 * 3600 * 1000).contains(&self.kafka_connection_idle_ms_max),
-            format!("kafka_connection_idle_ms_max = {} must be 100 ms to 1 day", self.kafka_connection_idle_ms_max),
+            (100..=24 * 3600 * 1000).contains(&self.connection_idle_ms_max),
+            format!("connection_idle_ms_max = {} must be 100 ms to 1 day", self.connection_idle_ms_max),
         )?;
         check(
             self.retention_check_ms >= 10,
@@ -253,6 +319,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         partitions_per_topic_max: config.partitions_per_topic_max,
         topics_max: config.topics_max,
         message_bytes_max: config.message_bytes_max,
+        schema_versions_per_subject_max: config.schema_versions_per_subject_max,
+        schemas_max: config.schemas_max,
     };
     let controller =
         Controller::open(storage.raft, config.node_id, limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -295,6 +363,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         frame_bytes_limit: config.frame_bytes_max,
         connections_max: config.connections_max,
         streams_per_connection_max: config.streams_per_connection_max,
+        idle_timeout: Duration::from_millis(config.connection_idle_ms_max),
+        fetch_answer_bytes: config.fetch_answer_bytes(),
     };
     let server = QuicServer::bind(&quic_config, crate::tls::server_crypto(&identity, weir_sdk::wire::ALPN)?)
         .with_context(|| format!("binding the QUIC listener on udp {}", config.quic_addr))?;
@@ -311,10 +381,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         request_bytes_max: config.kafka_request_bytes_max,
         connections_max: config.connections_max,
         in_flight_per_connection_max: 64,
-        idle_timeout: Duration::from_millis(config.kafka_connection_idle_ms_max),
+        idle_timeout: Duration::from_millis(config.connection_idle_ms_max),
+        fetch_answer_bytes: config.fetch_answer_bytes(),
         node_id: i32::try_from(config.node_id).context("node_id must fit a Kafka broker id (i32)")?,
     };
-    let kafka_ctx = KafkaContext { broker: broker.clone(), groups: groups.clone(), config: Arc::new(kafka_config) };
+    let budgets = Budgets::new(BudgetConfig {
+        connection_bytes_max: config.connection_bytes_max,
+        address_bytes_max: config.address_bytes_max,
+        broker_bytes_max: config.broker_bytes_max,
+        connections_per_address_max: config.connections_per_address_max,
+    });
+    let kafka_ctx = KafkaContext {
+        broker: broker.clone(),
+        groups: groups.clone(),
+        config: Arc::new(kafka_config),
+        budgets: budgets.clone(),
+    };
 
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     {
@@ -349,7 +431,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             tokio::select! {
-                _ = server.serve(broker, quic_config) => {}
+                _ = server.serve(broker, quic_config, budgets) => {}
                 _ = stop.changed() => server.close(),
             }
         }));

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,16 +24,6 @@ pub fn weir_bin() -> PathBuf {
     bin
 }
 
-/// A UDP port on 127.0.0.1 that was free a moment ago.
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port").local_addr().expect("local addr").port()
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free TCP port").local_addr().expect("local addr").port()
-}
-
 pub struct BrokerProcess {
     pub data_dir: PathBuf,
     pub quic_addr: SocketAddr,
@@ -49,9 +39,10 @@ impl BrokerProcess {
     pub fn start(extra_args: &[&str]) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().to_path_buf();
-        let quic_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().expect("address");
-        let kafka_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().expect("address");
-        let registry_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().expect("address");
+        // Port 0: the broker binds free ports itself and prints them, so brokers started in
+        // parallel never race for a port; a restart asks for the same ports again.
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let (quic_addr, kafka_addr, registry_addr) = (any, any, any);
         let mut broker = Self {
             data_dir,
             quic_addr,
@@ -85,17 +76,36 @@ impl BrokerProcess {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("native QUIC") {
-                    let _ = tx.send(line.clone());
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            let mut addrs = Vec::new();
+            for line in lines.by_ref() {
+                for scheme in ["udp://", "tcp://", "http://"] {
+                    if let Some((_, rest)) = line.split_once(scheme) {
+                        addrs.push(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                    }
+                }
+                if addrs.len() == 3 {
+                    let _ = tx.send(addrs);
+                    break;
                 }
             }
+            // Keep draining, so the broker never blocks on a full pipe.
+            lines.for_each(drop);
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => assert!(line.contains(&self.quic_addr.to_string()), "broker listens where asked: {line}"),
+            Ok(addrs) => {
+                let parse = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("listener address {a:?}: {e}"));
+                for (asked, got) in
+                    [&mut self.quic_addr, &mut self.kafka_addr, &mut self.registry_addr].into_iter().zip(&addrs)
+                {
+                    let got = parse(got);
+                    assert!(asked.port() == 0 || *asked == got, "broker listens where asked: {asked} vs {got}");
+                    *asked = got;
+                }
+            }
             Err(_) => {
                 let _ = child.kill();
-                panic!("weir serve did not report its QUIC listener within 30 s");
+                panic!("weir serve did not report its listeners within 30 s");
             }
         }
         self.child = Some(child);
@@ -254,4 +264,23 @@ where
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    use std::io::{Read, Write};
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

@@ -7,7 +7,9 @@ use weir_sdk::batch::{decode_batch_records, inflated_batch_len, split_batches, B
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, FlushMode, WireError};
 
-use weir_registry::validate::SubjectNameStrategy;
+use std::collections::HashMap;
+
+use weir_registry::validate::{check_datum, schema_id, Compiled, SubjectNameStrategy};
 
 use weir_runtime::PluginKind;
 
@@ -200,25 +202,37 @@ impl Broker {
             weir_sdk::wire::SubjectNameStrategy::RecordName => SubjectNameStrategy::RecordName,
             weir_sdk::wire::SubjectNameStrategy::TopicRecordName => SubjectNameStrategy::TopicRecordName,
         };
-        let state = self.controller.state();
-        for (index, r) in parsed.records()?.iter().enumerate() {
-            let outcome = if topic.config.key_schema_validation {
-                self.validator.check(&state.registry, &topic.name, true, strategy, r.key.as_deref())
-            } else {
-                Ok(())
-            }
-            .and_then(|()| {
-                if topic.config.value_schema_validation {
-                    self.validator.check(&state.registry, &topic.name, false, strategy, r.value.as_deref())
-                } else {
-                    Ok(())
+        let records = parsed.records()?;
+        let parts = [(true, topic.config.key_schema_validation), (false, topic.config.value_schema_validation)];
+        // The metadata lock is held only to look up each distinct schema id; records are
+        // decoded after it is let go, so a large batch never holds up a Raft apply.
+        let mut schemas: HashMap<(bool, u32), Result<Compiled, String>> = HashMap::new();
+        {
+            let state = self.controller.state();
+            for r in records {
+                for (is_key, _) in parts.iter().filter(|(_, on)| *on) {
+                    if let Ok(id) = schema_id(*is_key, part_of(r, *is_key)) {
+                        schemas.entry((*is_key, id)).or_insert_with(|| {
+                            self.validator.schema_for(&state.registry, &topic.name, *is_key, strategy, id)
+                        });
+                    }
                 }
-            });
-            if let Err(why) = outcome {
-                return Err(WireError::new(
-                    ErrorCode::InvalidRecord,
-                    format!("record {index} of the produce request to topic {:?} partition {partition} failed schema validation: {why}; nothing of the request for that partition was stored", topic.name),
-                ));
+            }
+        }
+        for (index, r) in records.iter().enumerate() {
+            for (is_key, _) in parts.iter().filter(|(_, on)| *on) {
+                let bytes = part_of(r, *is_key);
+                let outcome = schema_id(*is_key, bytes).and_then(|id| {
+                    let schema =
+                        schemas.get(&(*is_key, id)).cloned().unwrap_or_else(|| Err("schema not looked up".into()))?;
+                    check_datum(&schema, *is_key, id, bytes)
+                });
+                if let Err(why) = outcome {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidRecord,
+                        format!("record {index} of the produce request to topic {:?} partition {partition} failed schema validation: {why}; nothing of the request for that partition was stored", topic.name),
+                    ));
+                }
             }
         }
         Ok(())
@@ -398,4 +412,13 @@ impl ProducedBatches {
 pub struct ProducerIdentity {
     pub producer_id: i64,
     pub producer_epoch: i16,
+}
+
+/// A record's key or value.
+fn part_of(r: &Record, is_key: bool) -> Option<&[u8]> {
+    if is_key {
+        r.key.as_deref()
+    } else {
+        r.value.as_deref()
+    }
 }
