@@ -563,3 +563,93 @@ async fn given_a_client_pushing_more_than_its_budget_or_its_connections_then_it_
     drop(admin);
     assert_calm_beside(&broker, &stop, calm, "budget and per-address connection cap held").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_slow_registry_http_clients_then_their_connections_are_cut_and_others_are_served() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "http_header_timeout_ms = 500\nhttp_request_timeout_ms = 1000\n").unwrap();
+    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    Admin::new(broker.client().await).create_topic("calm", 1, TopicConfig::default()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let calm = well_behaved(&broker, stop.clone());
+    let addr = broker.registry_addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let read_all = |stream: &mut std::net::TcpStream| {
+            stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let started = Instant::now();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            (started.elapsed(), String::from_utf8_lossy(&answer).into_owned())
+        };
+        // Slowloris: half a header, then nothing.
+        let mut slow_header = std::net::TcpStream::connect(&addr).unwrap();
+        slow_header.write_all(b"GET /subjects HTTP/1.1\r\nHost: weir\r\nX-Slow: ").unwrap();
+        let (waited, _) = read_all(&mut slow_header);
+        assert!(waited < Duration::from_secs(10), "a half-sent header holds the connection {waited:?}");
+        // A body announced at 100 bytes, 10 sent: 408 with Confluent's error body.
+        let mut slow_body = std::net::TcpStream::connect(&addr).unwrap();
+        let head = "POST /subjects/s/versions HTTP/1.1\r\nHost: weir\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"schema\":";
+        slow_body.write_all(head.as_bytes()).unwrap();
+        let (waited, answer) = read_all(&mut slow_body);
+        assert!(waited < Duration::from_secs(10), "a trickled body holds the connection {waited:?}");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("http_request_timeout_ms = 1000"), "{answer}");
+        // An idle keep-alive connection after one answer is closed too.
+        let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+        idle.write_all(b"GET /subjects HTTP/1.1\r\nHost: weir\r\n\r\n").unwrap();
+        let (waited, answer) = read_all(&mut idle);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(waited < Duration::from_secs(10), "an idle keep-alive connection stays {waited:?}");
+        // And a client that talks is served.
+        let (status, body) = common::http(&addr, "GET", "/subjects", b"");
+        assert_eq!((status, body.as_str()), (200, "[]"));
+    })
+    .await
+    .unwrap();
+    assert_calm_beside(&broker, &stop, calm, "slow registry clients cut off").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_offset_commits_with_outsized_metadata_or_too_many_groups_then_they_are_refused() {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::{ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "groups_max = 2\n").unwrap();
+    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let admin = Admin::new(broker.client().await);
+    admin.create_topic("calm", 1, TopicConfig::default()).await.unwrap();
+    admin.create_topic("t", 1, TopicConfig::default()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let calm = well_behaved(&broker, stop.clone());
+    let bootstrap = broker.kafka_bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(bootstrap).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut commit = |group: &str, metadata: usize| -> i16 {
+            let request = OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.into())))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(0)
+                        .with_committed_metadata(Some(StrBytes::from_string("m".repeat(metadata))))])]);
+            let (_, mut answer) =
+                kafka_call(&mut stream, ApiKey::OffsetCommit, 2, &|buf| request.encode(buf, 2).unwrap());
+            OffsetCommitResponse::decode(&mut answer, 2).unwrap().topics[0].partitions[0].error_code
+        };
+        assert_eq!(commit("g1", 5000), 12, "OFFSET_METADATA_TOO_LARGE past 4096 bytes");
+        assert_eq!(commit("g1", 4096), 0);
+        assert_eq!(commit("g2", 0), 0);
+        assert_eq!(commit("g3", 0), 44, "POLICY_VIOLATION past groups_max");
+        assert_eq!(commit("g1", 0), 0, "an existing group still commits");
+    })
+    .await
+    .unwrap();
+    assert_calm_beside(&broker, &stop, calm, "offset metadata and group count bounded").await;
+}

@@ -44,6 +44,10 @@ pub enum GroupError {
     MetadataTooLarge,
     #[error("the group has its most members (1000)")]
     GroupMaxSizeReached,
+    #[error("an offset's metadata is limited to 4096 bytes (Kafka's offset.metadata.max.bytes)")]
+    OffsetMetadataTooLarge,
+    #[error("the broker holds groups_max groups (with members or committed offsets); delete unused groups")]
+    GroupsMaxReached,
 }
 
 pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
@@ -53,6 +57,27 @@ pub const REBALANCE_TIMEOUT_MS_MAX: i32 = 1_800_000;
 pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
 /// Members of one group (Kafka's `group.max.size`).
 pub const MEMBERS_PER_GROUP_MAX: usize = 1000;
+/// Bytes of one committed offset's metadata (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+/// What the coordinator lets clients create.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimits {
+    /// Groups with members or committed offsets.
+    pub groups_max: usize,
+    /// Committed offsets of a group without members are dropped this long after they were
+    /// committed (Kafka's `offsets.retention.minutes`).
+    pub offsets_retention_ms: i64,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        Self { groups_max: 100_000, offsets_retention_ms: 7 * 24 * 3600 * 1000 }
+    }
+}
+
+/// Committed offsets by group, then by (topic, partition).
+type Offsets = BTreeMap<String, BTreeMap<(String, u32), CommittedOffset>>;
 /// How long a brand-new group waits for more members before its first rebalance completes.
 const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(500);
 
@@ -256,16 +281,63 @@ impl Group {
 #[derive(Clone)]
 pub struct GroupCoordinator {
     groups: Arc<Mutex<HashMap<String, Group>>>,
-    offsets: Arc<Mutex<BTreeMap<GroupPartition, CommittedOffset>>>,
+    offsets: Arc<Mutex<Offsets>>,
     store: OffsetStore,
+    limits: GroupLimits,
 }
 
 impl GroupCoordinator {
     /// Loads the committed offsets of every group from the store.
-    pub fn open(store: OffsetStore) -> Result<Self, weir_storage::StorageError> {
-        let offsets: BTreeMap<GroupPartition, CommittedOffset> = store.load()?.into_iter().collect();
-        tracing::info!(committed = offsets.len(), "group offsets recovered");
-        Ok(Self { groups: Arc::default(), offsets: Arc::new(Mutex::new(offsets)), store })
+    pub fn open(store: OffsetStore, limits: GroupLimits) -> Result<Self, weir_storage::StorageError> {
+        let mut offsets = Offsets::new();
+        let now = weir_sdk::wire::now_ms();
+        let mut count = 0usize;
+        for ((group, topic, partition), mut committed) in store.load()? {
+            // Records of earlier versions have no commit time: their retention starts now.
+            if committed.commit_time_ms == 0 {
+                committed.commit_time_ms = now;
+            }
+            offsets.entry(group).or_default().insert((topic, partition), committed);
+            count += 1;
+        }
+        tracing::info!(committed = count, groups = offsets.len(), "group offsets recovered");
+        Ok(Self { groups: Arc::default(), offsets: Arc::new(Mutex::new(offsets)), store, limits })
+    }
+
+    /// Whether `group_id` may be created: the broker holds fewer than `groups_max` groups.
+    /// Both locks are held by the caller, in the order groups, offsets.
+    fn may_create(&self, groups: &HashMap<String, Group>, offsets: &Offsets, group_id: &str) -> bool {
+        if groups.contains_key(group_id) || offsets.contains_key(group_id) {
+            return true;
+        }
+        // Groups with members and no offsets, plus groups with offsets.
+        let without_offsets = groups.keys().filter(|g| !offsets.contains_key(*g)).count();
+        without_offsets + offsets.len() < self.limits.groups_max
+    }
+
+    /// Drops the committed offsets of groups without members that were committed longer than
+    /// `offsets_retention_ms` before `now_ms`; returns how many.
+    pub fn expire_offsets(&self, now_ms: i64) -> Result<usize, GroupError> {
+        let active: std::collections::HashSet<String> = {
+            let groups = self.groups.lock().expect("groups lock");
+            groups.iter().filter(|(_, g)| !g.members.is_empty()).map(|(id, _)| id.clone()).collect()
+        };
+        let cutoff = now_ms.saturating_sub(self.limits.offsets_retention_ms);
+        let doomed: Vec<GroupPartition> = {
+            let offsets = self.offsets.lock().expect("offsets lock");
+            offsets
+                .iter()
+                .filter(|(group, _)| !active.contains(*group))
+                .flat_map(|(group, partitions)| {
+                    partitions
+                        .iter()
+                        .filter(|(_, c)| c.commit_time_ms < cutoff)
+                        .map(|((topic, partition), _)| (group.clone(), topic.clone(), *partition))
+                })
+                .collect()
+        };
+        self.remove(&doomed)?;
+        Ok(doomed.len())
     }
 
     /// Expires members whose session ran out and completes overdue rebalances. Called by a
@@ -313,6 +385,9 @@ impl GroupCoordinator {
         let now = Instant::now();
         {
             let mut groups = self.groups.lock().expect("groups lock");
+            if !self.may_create(&groups, &self.offsets.lock().expect("offsets lock"), &request.group_id) {
+                return Err(GroupError::GroupsMaxReached);
+            }
             let group = groups.entry(request.group_id.clone()).or_insert_with(Group::new);
             if group.members.is_empty() {
                 group.protocol_type = request.protocol_type.clone();
@@ -455,8 +530,14 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        if offsets.iter().any(|(_, _, c)| c.metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)) {
+            return Err(GroupError::OffsetMetadataTooLarge);
+        }
         {
             let groups = self.groups.lock().expect("groups lock");
+            if !self.may_create(&groups, &self.offsets.lock().expect("offsets lock"), group_id) {
+                return Err(GroupError::GroupsMaxReached);
+            }
             if let Some(group) = groups.get(group_id) {
                 if !group.members.is_empty() || generation_id >= 0 {
                     if !group.members.contains_key(member_id) {
@@ -477,8 +558,9 @@ impl GroupCoordinator {
         }
         self.store.commit(group_id, &offsets).map_err(|_| GroupError::Storage)?;
         let mut map = self.offsets.lock().expect("offsets lock");
+        let group = map.entry(group_id.to_owned()).or_default();
         for (topic, partition, committed) in offsets {
-            map.insert((group_id.to_owned(), topic, partition), committed);
+            group.insert((topic, partition), committed);
         }
         Ok(())
     }
@@ -490,16 +572,13 @@ impl GroupCoordinator {
         partitions: Option<&[(String, u32)]>,
     ) -> Vec<(String, u32, Option<CommittedOffset>)> {
         let map = self.offsets.lock().expect("offsets lock");
+        let group = map.get(group_id);
         match partitions {
             Some(list) => list
                 .iter()
-                .map(|(t, p)| (t.clone(), *p, map.get(&(group_id.to_owned(), t.clone(), *p)).cloned()))
+                .map(|(t, p)| (t.clone(), *p, group.and_then(|g| g.get(&(t.clone(), *p))).cloned()))
                 .collect(),
-            None => map
-                .iter()
-                .filter(|((g, _, _), _)| g == group_id)
-                .map(|((_, t, p), c)| (t.clone(), *p, Some(c.clone())))
-                .collect(),
+            None => group.into_iter().flatten().map(|((t, p), c)| (t.clone(), *p, Some(c.clone()))).collect(),
         }
     }
 
@@ -511,37 +590,52 @@ impl GroupCoordinator {
 
     /// Removes every group's committed offsets for a deleted topic.
     pub fn delete_topic_offsets(&self, topic: &str) -> Result<(), GroupError> {
-        let doomed: Vec<GroupPartition> =
-            self.offsets.lock().expect("offsets lock").keys().filter(|(_, t, _)| t == topic).cloned().collect();
+        let doomed: Vec<GroupPartition> = self
+            .offsets
+            .lock()
+            .expect("offsets lock")
+            .iter()
+            .flat_map(|(g, partitions)| {
+                partitions.keys().filter(|(t, _)| t == topic).map(|(t, p)| (g.clone(), t.clone(), *p))
+            })
+            .collect();
         self.remove(&doomed)
     }
 
     fn remove(&self, doomed: &[GroupPartition]) -> Result<(), GroupError> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
         let mut map = self.offsets.lock().expect("offsets lock");
         self.store.remove(doomed).map_err(|_| GroupError::Storage)?;
-        for key in doomed {
-            map.remove(key);
+        for (group, topic, partition) in doomed {
+            if let Some(partitions) = map.get_mut(group) {
+                partitions.remove(&(topic.clone(), *partition));
+                if partitions.is_empty() {
+                    map.remove(group);
+                }
+            }
         }
         Ok(())
     }
 
+    /// Every group: with members, or with committed offsets only (Empty). Each lock is held
+    /// only to copy what it guards.
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
-        let groups = self.groups.lock().expect("groups lock");
-        let mut out: Vec<_> = groups.iter().map(|(id, g)| (id.clone(), g.protocol_type.clone(), g.state)).collect();
-        let offsets = self.offsets.lock().expect("offsets lock");
-        for (g, _, _) in offsets.keys() {
-            if !out.iter().any(|(id, _, _)| id == g) {
-                out.push((g.clone(), "consumer".into(), GroupState::Empty));
-            }
+        let mut out: BTreeMap<String, (String, GroupState)> = {
+            let groups = self.groups.lock().expect("groups lock");
+            groups.iter().map(|(id, g)| (id.clone(), (g.protocol_type.clone(), g.state))).collect()
+        };
+        let with_offsets: Vec<String> = self.offsets.lock().expect("offsets lock").keys().cloned().collect();
+        for g in with_offsets {
+            out.entry(g).or_insert_with(|| ("consumer".into(), GroupState::Empty));
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out.dedup_by(|a, b| a.0 == b.0);
-        out
+        out.into_iter().map(|(id, (protocol_type, state))| (id, protocol_type, state)).collect()
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let known_by_offsets = self.offsets.lock().expect("offsets lock").contains_key(group_id);
         let groups = self.groups.lock().expect("groups lock");
-        let known_by_offsets = self.offsets.lock().expect("offsets lock").keys().any(|(g, _, _)| g == group_id);
         match groups.get(group_id) {
             Some(g) => Some(GroupDescription {
                 group_id: group_id.to_owned(),
@@ -580,7 +674,7 @@ impl GroupCoordinator {
 
     /// Deletes a group with no members and its committed offsets.
     pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
-        let known_by_offsets = self.offsets.lock().expect("offsets lock").keys().any(|(g, _, _)| g == group_id);
+        let known_by_offsets = self.offsets.lock().expect("offsets lock").contains_key(group_id);
         {
             let mut groups = self.groups.lock().expect("groups lock");
             match groups.get(group_id) {
@@ -629,7 +723,7 @@ mod tests {
     async fn two_members_join_one_generation_and_sync_assignments() {
         let dir = tempfile::tempdir().unwrap();
         let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-        let c = GroupCoordinator::open(storage.offsets).unwrap();
+        let c = GroupCoordinator::open(storage.offsets, GroupLimits::default()).unwrap();
         spawn_ticker(&c);
         let (a, b) = tokio::join!(c.join(join_request("g", "")), c.join(join_request("g", "")));
         let (a, b) = (a.unwrap(), b.unwrap());
@@ -666,14 +760,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-            let c = GroupCoordinator::open(storage.offsets).unwrap();
-            let committed = CommittedOffset { offset: 42, metadata: None };
+            let c = GroupCoordinator::open(storage.offsets, GroupLimits::default()).unwrap();
+            let committed = CommittedOffset { offset: 42, metadata: None, commit_time_ms: 1 };
             assert_eq!(c.commit("solo", -1, "", vec![("t".into(), 3, committed.clone())]), Ok(()));
             assert_eq!(c.commit("solo", 5, "m", vec![("t".into(), 3, committed)]), Err(GroupError::UnknownMember));
             assert_eq!(c.delete("missing"), Err(GroupError::GroupIdNotFound));
         }
         let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-        let c = GroupCoordinator::open(storage.offsets).unwrap();
+        let c = GroupCoordinator::open(storage.offsets, GroupLimits::default()).unwrap();
         let got = c.committed("solo", Some(&[("t".into(), 3), ("t".into(), 4)]));
         assert_eq!(got[0].2.as_ref().map(|c| c.offset), Some(42));
         assert_eq!(got[1].2, None);
@@ -685,7 +779,7 @@ mod tests {
     async fn joins_are_bounded_and_groups_without_members_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-        let c = GroupCoordinator::open(storage.offsets).unwrap();
+        let c = GroupCoordinator::open(storage.offsets, GroupLimits::default()).unwrap();
         let long = JoinRequest { rebalance_timeout_ms: REBALANCE_TIMEOUT_MS_MAX + 1, ..join_request("g", "") };
         assert_eq!(c.join(long).await.unwrap_err(), GroupError::InvalidRebalanceTimeout);
         let fat = JoinRequest {
@@ -703,5 +797,39 @@ mod tests {
             assert!(Instant::now() < deadline, "a group without members is forgotten by the ticker");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn offsets_have_a_metadata_limit_groups_a_count_limit_and_idle_offsets_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = GroupLimits { groups_max: 2, offsets_retention_ms: 1_000 };
+        let at = |offset, commit_time_ms, metadata: usize| {
+            let metadata = (metadata > 0).then(|| "m".repeat(metadata));
+            vec![("t".to_owned(), 0, CommittedOffset { offset, metadata, commit_time_ms })]
+        };
+        {
+            let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
+            let c = GroupCoordinator::open(storage.offsets, limits).unwrap();
+            assert_eq!(
+                c.commit("a", -1, "", at(1, 10_000, OFFSET_METADATA_BYTES_MAX + 1)),
+                Err(GroupError::OffsetMetadataTooLarge)
+            );
+            assert!(c.describe("a").is_none(), "a refused commit leaves nothing behind");
+            c.commit("a", -1, "", at(1, 10_000, OFFSET_METADATA_BYTES_MAX)).unwrap();
+            c.commit("b", -1, "", at(2, 10_500, 0)).unwrap();
+            assert_eq!(c.commit("c", -1, "", at(3, 10_500, 0)), Err(GroupError::GroupsMaxReached));
+            assert_eq!(c.join(join_request("c", "")).await.unwrap_err(), GroupError::GroupsMaxReached);
+            c.commit("a", -1, "", at(4, 10_000, 0)).unwrap();
+            // At 11,200 ms only a's offset (committed at 10,000) is past its 1 s retention.
+            assert_eq!(c.expire_offsets(11_200), Ok(1));
+            assert!(c.committed("a", None).is_empty());
+            assert_eq!(c.committed("b", None).len(), 1);
+            assert_eq!(c.list().len(), 1);
+            c.commit("c", -1, "", at(5, 11_200, 0)).unwrap();
+        }
+        let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
+        let c = GroupCoordinator::open(storage.offsets, limits).unwrap();
+        let groups: Vec<String> = c.list().into_iter().map(|(g, _, _)| g).collect();
+        assert_eq!(groups, ["b", "c"], "the expiry was durable");
     }
 }

@@ -32,6 +32,7 @@ mod code {
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const ILLEGAL_GENERATION: i16 = 22;
@@ -47,6 +48,7 @@ mod code {
     pub const INVALID_CONFIG: i16 = 40;
     pub const INVALID_TIMESTAMP: i16 = 32;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -96,6 +98,8 @@ fn group_code(e: GroupError) -> i16 {
         GroupError::CoordinatorNotAvailable => code::COORDINATOR_NOT_AVAILABLE,
         GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge => code::INVALID_REQUEST,
         GroupError::GroupMaxSizeReached => code::GROUP_MAX_SIZE_REACHED,
+        GroupError::OffsetMetadataTooLarge => code::OFFSET_METADATA_TOO_LARGE,
+        GroupError::GroupsMaxReached => code::POLICY_VIOLATION,
     }
 }
 
@@ -1034,6 +1038,7 @@ fn offset_commit(ctx: &KafkaContext, r: OffsetCommitRequest) -> OffsetCommitResp
                     CommittedOffset {
                         offset: p.committed_offset,
                         metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_owned()),
+                        commit_time_ms: weir_sdk::wire::now_ms(),
                     },
                 )
             })

@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod controller;
 pub mod groups;
+pub mod http;
 pub mod kafka;
 pub mod plugins;
 pub mod quic;

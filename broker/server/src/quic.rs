@@ -453,7 +453,11 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
                 .into_iter()
                 .map(|o| {
                     let partition = i32::try_from(o.partition).unwrap_or(i32::MAX);
-                    (o.topic, partition, CommittedOffset { offset: o.offset, metadata: None })
+                    (
+                        o.topic,
+                        partition,
+                        CommittedOffset { offset: o.offset, metadata: None, commit_time_ms: weir_sdk::wire::now_ms() },
+                    )
                 })
                 .collect();
             broker.commit_offsets(&req.group_id, req.generation_id, &req.member_id, offsets).map_err(|e| match e {
@@ -491,7 +495,8 @@ fn group_error(e: GroupError) -> WireError {
         GroupError::Storage => ErrorCode::Storage,
         GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
         GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge => ErrorCode::InvalidRequest,
-        GroupError::GroupMaxSizeReached => ErrorCode::LimitReached,
+        GroupError::GroupMaxSizeReached | GroupError::GroupsMaxReached => ErrorCode::LimitReached,
+        GroupError::OffsetMetadataTooLarge => ErrorCode::InvalidRequest,
     };
     WireError::new(code, e.to_string())
 }

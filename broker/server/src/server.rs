@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::budget::{BudgetConfig, Budgets};
 use crate::controller::Controller;
-use crate::groups::GroupCoordinator;
+use crate::groups::{GroupCoordinator, GroupLimits};
 use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer};
 use crate::plugins::{PluginConfig, Plugins};
 use crate::quic::{QuicConfig, QuicServer};
@@ -88,6 +88,16 @@ pub struct ServeConfig {
     pub address_bytes_max: usize,
     /// The same, for all connections together (Kafka's `queued.max.request.bytes`).
     pub broker_bytes_max: usize,
+    /// A registry HTTP client must send a request's headers within this long (an idle
+    /// keep-alive connection too).
+    pub http_header_timeout_ms: u64,
+    /// A registry HTTP request, body included, is answered within this long (408 past it).
+    pub http_request_timeout_ms: u64,
+    /// Consumer groups (with members or committed offsets) the broker holds.
+    pub groups_max: usize,
+    /// Committed offsets of a group without members are dropped this long after they were
+    /// committed (Kafka's `offsets.retention.minutes`, 7 days).
+    pub offsets_retention_ms: i64,
 }
 
 impl Default for ServeConfig {
@@ -127,6 +137,10 @@ impl Default for ServeConfig {
             connection_bytes_max: 128 * 1024 * 1024,
             address_bytes_max: 512 * 1024 * 1024,
             broker_bytes_max: 2048 * 1024 * 1024,
+            http_header_timeout_ms: 30_000,
+            http_request_timeout_ms: 60_000,
+            groups_max: GroupLimits::default().groups_max,
+            offsets_retention_ms: GroupLimits::default().offsets_retention_ms,
         }
     }
 }
@@ -224,6 +238,20 @@ impl ServeConfig {
                 self.broker_bytes_max, self.address_bytes_max
             ),
         )?;
+        check(
+            (1..=10_000_000).contains(&self.groups_max),
+            format!("groups_max = {} must be 1 to 10000000", self.groups_max),
+        )?;
+        check(
+            (60_000..=100 * 365 * 24 * 3_600_000).contains(&self.offsets_retention_ms),
+            format!("offsets_retention_ms = {} must be 1 minute to 100 years", self.offsets_retention_ms),
+        )?;
+        for (name, value) in [
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_request_timeout_ms", self.http_request_timeout_ms),
+        ] {
+            check((100..=3_600_000).contains(&value), format!("{name} = {value} must be 100 ms to 1 hour"))?;
+        }
         check(
             (1..=1_000_000).contains(&self.append_queue_depth),
             format!("append_queue_depth = {} must be 1 to 1000000", self.append_queue_depth),
@@ -335,7 +363,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         // Checked below 10 years at start.
         message_timestamp_after_max_ms: i64::try_from(config.message_timestamp_after_max_ms).unwrap_or(i64::MAX),
     };
-    let groups = GroupCoordinator::open(storage.offsets).context("opening group offsets")?;
+    let group_limits = GroupLimits { groups_max: config.groups_max, offsets_retention_ms: config.offsets_retention_ms };
+    let groups = GroupCoordinator::open(storage.offsets, group_limits).context("opening group offsets")?;
     let plugins = Plugins::open(
         storage.modules,
         PluginConfig {
@@ -416,15 +445,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let registry_addr = registry.local_addr()?;
     {
         let app = weir_registry::api::router(controller.registry_backend());
-        let mut stop = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.changed().await;
-            };
-            if let Err(e) = axum::serve(registry, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "schema registry server failed");
-            }
-        }));
+        let limits = crate::http::HttpLimits {
+            connections_max: config.connections_max,
+            header_timeout: Duration::from_millis(config.http_header_timeout_ms),
+            request_timeout: Duration::from_millis(config.http_request_timeout_ms),
+        };
+        tasks.push(tokio::spawn(crate::http::serve(registry, app, budgets.clone(), limits, shutdown_rx.clone())));
     }
     {
         let broker = broker.clone();
@@ -438,6 +464,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     }
     tasks.push(tokio::spawn(retention_loop(
         broker.clone(),
+        groups.clone(),
         Duration::from_millis(config.retention_check_ms),
         shutdown_rx.clone(),
     )));
@@ -457,7 +484,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     })
 }
 
-async fn retention_loop(broker: Broker, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn retention_loop(
+    broker: Broker,
+    groups: GroupCoordinator,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -471,6 +503,11 @@ async fn retention_loop(broker: Broker, every: Duration, mut stop: tokio::sync::
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "idle idempotent producers expired"),
             Err(e) => tracing::error!(error = %e, "expiring idle producers failed"),
+        }
+        match groups.expire_offsets(now) {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "committed offsets of groups without members expired"),
+            Err(e) => tracing::error!(error = %e, "expiring committed offsets failed"),
         }
     }
 }

@@ -136,7 +136,12 @@ async fn given_idempotent_producers_offsets_and_transform_progress_when_topic_de
     assert!(broker.log().producer_count(id) > 0, "the default producer is idempotent and leaves state");
     broker
         .groups()
-        .commit("readers", -1, "", vec![("src".into(), 0, CommittedOffset { offset: 2, metadata: None })])
+        .commit(
+            "readers",
+            -1,
+            "",
+            vec![("src".into(), 0, CommittedOffset { offset: 2, metadata: None, commit_time_ms: 1 })],
+        )
         .expect("commit");
     wait_until(Duration::from_secs(60), "the transform's progress through src", || {
         broker.plugins().has_topic_progress("src").unwrap()
@@ -271,7 +276,7 @@ async fn given_admin_requests_as_kafka_sends_them_then_the_service_applies_the_r
     assert_eq!(value("retention.ms").0, "604800000", "validate_only changes nothing");
 
     // Offset commits: a partition that does not exist fails the commit whole, for either protocol.
-    let at = |offset| CommittedOffset { offset, metadata: None };
+    let at = |offset| CommittedOffset { offset, metadata: None, commit_time_ms: 1 };
     let refused = broker.commit_offsets("g", -1, "", vec![("t".into(), 0, at(1)), ("t".into(), 3, at(1))]);
     match refused {
         Err(CommitError::UnknownPartitions { unknown, first }) => {

@@ -11,6 +11,9 @@ use crate::StorageError;
 pub struct CommittedOffset {
     pub offset: i64,
     pub metadata: Option<String>,
+    /// When it was committed (ms since the epoch); 0 in records of earlier versions.
+    #[serde(default)]
+    pub commit_time_ms: i64,
 }
 
 /// (group, topic, partition).
