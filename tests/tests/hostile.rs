@@ -263,6 +263,33 @@ async fn given_batches_that_lie_about_their_records_or_their_time_then_they_are_
     // A minute ahead (clock skew) and long ago are fine.
     assert_eq!(produce(encode_batch(&[at(now + 60_000)], Compression::None).unwrap()).await, None);
     assert_eq!(produce(encode_batch(&[at(1)], Compression::None).unwrap()).await, None);
+
+    // Intact header and CRC over record data that does not decode: refused at produce, over
+    // QUIC and over Kafka, so no consumer ever meets it.
+    let mut garbage = encode_batch(&[at(now)], Compression::None).unwrap().to_vec();
+    garbage[61..].iter_mut().for_each(|b| *b = 0xff);
+    let crc = crc32c::crc32c(&garbage[21..]);
+    garbage[17..21].copy_from_slice(&crc.to_be_bytes());
+    let error = produce(Bytes::from(garbage.clone())).await.expect("refused");
+    assert_eq!(error.code, ErrorCode::CorruptBatch, "{error}");
+    let bootstrap = broker.kafka_bootstrap();
+    let kafka_code = tokio::task::spawn_blocking(move || {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+        use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+        let mut stream = std::net::TcpStream::connect(bootstrap).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("lies"))).with_partition_data(
+                vec![PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(garbage)))],
+            ),
+        ]);
+        let (_, mut answer) = kafka_call(&mut stream, ApiKey::Produce, 3, &|buf| request.encode(buf, 3).unwrap());
+        ProduceResponse::decode(&mut answer, 3).unwrap().responses[0].partition_responses[0].error_code
+    })
+    .await
+    .unwrap();
+    assert_eq!(kafka_code, 2, "CORRUPT_MESSAGE");
     let end = Admin::new(client).list_offsets("lies", vec![0], OffsetSpec::Latest).await.unwrap()[0].offset;
     assert_eq!(end, 2, "only the two honest batches are stored");
 }

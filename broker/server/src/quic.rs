@@ -119,8 +119,11 @@ async fn serve_connection(conn: quinn::Connection, broker: Broker, config: QuicC
                 if e.downcast_ref::<IdleStream>().is_some() {
                     conn.close(quinn::VarInt::from_u32(CLOSE_IDLE), e.to_string().as_bytes());
                 } else if let Some(over) = e.downcast_ref::<OverBudget>() {
-                    tracing::warn!(%remote, "closing connection: {over}");
-                    conn.close(quinn::VarInt::from_u32(CLOSE_LIMIT), over.to_string().as_bytes());
+                    // Once per connection: its other streams fail the same way as it closes.
+                    if conn.close_reason().is_none() {
+                        tracing::warn!(%remote, "closing connection: {over}");
+                        conn.close(quinn::VarInt::from_u32(CLOSE_LIMIT), over.to_string().as_bytes());
+                    }
                 }
             }
         });

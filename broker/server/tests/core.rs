@@ -319,7 +319,15 @@ async fn given_a_stored_batch_that_does_not_decode_when_a_transform_reads_it_the
         partitions: vec![ProducePartition { partition: 0, bytes: u32::try_from(broken.len()).unwrap() }],
     };
     let (response, _): (ProduceResponse, _) = client.call(FrameKind::Produce, &request, broken.clone()).await.unwrap();
-    assert!(response.partitions[0].error.is_none(), "stored: records are not decoded at produce yet");
+    let refused = response.partitions[0].error.clone().expect("produce decodes records and refuses the batch");
+    assert_eq!(refused.code, weir_sdk::ErrorCode::CorruptBatch, "{refused}");
+    // Such a batch may still be in a log written before produce decoded records: put it there
+    // directly, as such a version would have.
+    let broker = running.broker();
+    let topic_id = broker.topics().into_iter().find(|t| t.name == "raw").unwrap().id;
+    let state = broker.log().partition(weir_storage::PartitionId { topic_id, partition: 0 }).unwrap();
+    let header = weir_sdk::batch::validate_batch(&broken).unwrap();
+    broker.log().enqueue(state, vec![(header, broken.clone())], true).await.unwrap().await.unwrap();
     produce(&client, "raw", 0, &["after"]).await;
 
     let dead = read_all(&client, "mend.dlq", 0, 1).await;

@@ -3,9 +3,12 @@
 //! order; producer ids for idempotent producers.
 
 use bytes::Bytes;
-use weir_sdk::batch::{decode_batch_records, inflated_batch_len, split_batches, BatchHeader, Record};
+use std::sync::Arc;
+
+use weir_sdk::batch::{decode_batch_records, split_batches, BatchHeader, Record};
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, FlushMode, WireError};
+use weir_storage::log::PartitionState;
 
 use std::collections::HashMap;
 
@@ -69,22 +72,22 @@ impl Broker {
                     continue;
                 }
             };
-            let assigned = match asked {
-                Some(partition) => vec![(partition, parsed)],
-                None => match self.assign_partitions(&topic, &parsed) {
-                    Ok(assigned) => assigned,
-                    Err(e) => {
-                        pending.push((PARTITION_UNASSIGNED, Err(e)));
-                        continue;
-                    }
-                },
+            // Decoding records (decompressing up to batch_decompressed_bytes_max) and module
+            // calls run off the async runtime, so they never hold up other connections.
+            let checked = if parsed.is_heavy() || self.has_produce_modules(&topic) {
+                let (broker, topic) = (self.clone(), topic.clone());
+                tokio::task::spawn_blocking(move || broker.check_partition_input(&topic, asked, parsed))
+                    .await
+                    .unwrap_or_else(|e| {
+                        let why = format!("checking produced batches failed: {e}");
+                        vec![(asked.unwrap_or(PARTITION_UNASSIGNED), Err(WireError::new(ErrorCode::Internal, why)))]
+                    })
+            } else {
+                self.check_partition_input(&topic, asked, parsed)
             };
-            for (partition, parsed) in assigned {
-                let queued = match self
-                    .partition(&topic, partition)
-                    .and_then(|state| self.check_batches(&topic, partition, &parsed).map(|()| state))
-                {
-                    Ok(state) => self.log.enqueue(state, parsed.batches, fsync).await,
+            for (partition, checked) in checked {
+                let queued = match checked {
+                    Ok((state, batches)) => self.log.enqueue(state, batches, fsync).await,
                     Err(e) => Err(e),
                 };
                 pending.push((partition, queued));
@@ -107,10 +110,45 @@ impl Broker {
         })
     }
 
+    /// One partition's input of a produce request, checked and placed: the partition the
+    /// client asked for, or those the topic's partitioner gives each record.
+    #[allow(clippy::type_complexity)]
+    fn check_partition_input(
+        &self,
+        topic: &Topic,
+        asked: Option<u32>,
+        parsed: ProducedBatches,
+    ) -> Vec<(u32, Result<(Arc<PartitionState>, Vec<(BatchHeader, Bytes)>), WireError>)> {
+        let assigned = match asked {
+            Some(partition) => vec![(partition, parsed)],
+            None => match self.assign_partitions(topic, &parsed) {
+                Ok(assigned) => assigned,
+                Err(e) => return vec![(PARTITION_UNASSIGNED, Err(e))],
+            },
+        };
+        assigned
+            .into_iter()
+            .map(|(partition, parsed)| {
+                let checked = self
+                    .partition(topic, partition)
+                    .and_then(|state| self.check_batches(topic, partition, &parsed).map(|()| (state, parsed.batches)));
+                (partition, checked)
+            })
+            .collect()
+    }
+
+    /// Whether the topic has partitioner or validator modules, which produce calls.
+    fn has_produce_modules(&self, topic: &Topic) -> bool {
+        self.controller.state().modules.values().any(|d| {
+            matches!(d.kind, PluginKind::Validator | PluginKind::Partitioner)
+                && d.active().spec.topic.as_deref() == Some(topic.name.as_str())
+        })
+    }
+
     /// At least one batch; each within `max.message.bytes` (checked first, on the header
     /// alone), holding a record for every offset it spans, stamped no further ahead than the
-    /// broker accepts, and inflating within `batch_decompressed_bytes_max` (counted, nothing
-    /// kept); then the records accepted by the topic's schema checks and validator modules.
+    /// broker accepts, and with every record decoding within `batch_decompressed_bytes_max`;
+    /// then the records accepted by the topic's schema checks and validator modules.
     pub(super) fn check_batches(
         &self,
         topic: &Topic,
@@ -177,10 +215,15 @@ impl Broker {
                 ));
             }
         }
-        for (header, batch) in &parsed.batches {
-            if header.attributes & 0x07 != 0 {
-                inflated_batch_len(header, batch, parsed.inflated_bytes_max)?;
-            }
+        // Every record decodes, within the decompression bound, as Kafka's log validator
+        // checks: no consumer ever meets a stored batch it cannot read.
+        let records = parsed.records()?;
+        let claimed: i64 = parsed.batches.iter().map(|(h, _)| i64::from(h.record_count)).sum();
+        if i64::try_from(records.len()).ok() != Some(claimed) {
+            return Err(WireError::new(
+                ErrorCode::CorruptBatch,
+                format!("record batches claim {claimed} records but {} decode", records.len()),
+            ));
         }
         if topic.config.value_schema_validation || topic.config.key_schema_validation {
             self.validate_records(topic, partition, parsed)?;
@@ -371,9 +414,10 @@ pub struct Produced {
 }
 
 /// A partition's batches of one produce request, parsed once: each batch's header (its CRC
-/// checked here, once) and, decoded on first need (schema checks, validators, partitioners)
-/// within `inflated_bytes_max` and then kept, its records. `Broker::check_batches` counts a
-/// compressed batch's inflation before anything is stored, so a decompression bomb never is.
+/// checked here, once) and its records, decoded once within `inflated_bytes_max` and then
+/// kept for the schema checks, validators and partitioners. `Broker::check_batches` decodes
+/// them before anything is stored, so neither a decompression bomb nor a batch whose records
+/// do not decode ever is.
 pub struct ProducedBatches {
     batches: Vec<(BatchHeader, Bytes)>,
     inflated_bytes_max: usize,
@@ -381,6 +425,12 @@ pub struct ProducedBatches {
 }
 
 impl ProducedBatches {
+    /// Batches worth checking off the async runtime: compressed, or over 256 KiB.
+    pub fn is_heavy(&self) -> bool {
+        self.batches.iter().any(|(h, _)| h.attributes & 0x07 != 0)
+            || self.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>() > 256 * 1024
+    }
+
     pub fn parse(bytes: &Bytes, inflated_bytes_max: usize) -> Result<Self, WireError> {
         let mut batches = Vec::new();
         let mut at = 0usize;
