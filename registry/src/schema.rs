@@ -33,6 +33,63 @@ impl SchemaType {
     }
 }
 
+/// Parses an Avro schema without letting apache-avro panic: apache-avro 0.21 unwraps its
+/// check of a named type's name and aliases, so names are checked here first (the error names
+/// the bad one), and any other panic of the parser becomes an error.
+pub fn parse_avro(text: &str) -> Result<AvroSchema, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    check_avro_names(&value)?;
+    match std::panic::catch_unwind(|| AvroSchema::parse_str(text)) {
+        Ok(parsed) => parsed.map_err(|e| e.to_string()),
+        Err(_) => Err("the Avro schema parser failed on it".into()),
+    }
+}
+
+/// Avro's rule for a name: dot-separated parts, each `[A-Za-z_][A-Za-z0-9_]*`.
+fn valid_avro_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+/// Every name, namespace and alias of a named type or a field follows Avro's rule.
+fn check_avro_names(value: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => items.iter().try_for_each(check_avro_names),
+        // A schema object (it has a type) or a field; a default value is data, not schema.
+        Value::Object(object) if object.contains_key("type") => {
+            let names = object.get("name").into_iter().chain(
+                object
+                    .get("aliases")
+                    .into_iter()
+                    .flat_map(|a| a.as_array().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_else(|| vec![a])),
+            );
+            for name in names {
+                match name.as_str() {
+                    Some(n) if valid_avro_name(n) => {}
+                    _ => {
+                        return Err(format!("{name} is not a valid Avro name ([A-Za-z_][A-Za-z0-9_]*, dot-separated)"))
+                    }
+                }
+            }
+            if let Some(namespace) = object.get("namespace") {
+                match namespace.as_str() {
+                    Some("") => {}
+                    Some(ns) if valid_avro_name(ns) => {}
+                    _ => return Err(format!("{namespace} is not a valid Avro namespace")),
+                }
+            }
+            object.iter().filter(|(key, _)| *key != "default").try_for_each(|(_, v)| check_avro_names(v))
+        }
+        Value::Object(object) => object.values().try_for_each(check_avro_names),
+        _ => Ok(()),
+    }
+}
+
 /// A parsed schema and its canonical form.
 #[derive(Debug, Clone)]
 pub struct ParsedSchema {
@@ -46,7 +103,7 @@ impl ParsedSchema {
     pub fn parse(schema_type: SchemaType, text: &str) -> Result<Self, RegistryError> {
         match schema_type {
             SchemaType::Avro => {
-                let avro = AvroSchema::parse_str(text)
+                let avro = parse_avro(text)
                     .map_err(|e| RegistryError::InvalidSchema(format!("Invalid schema {text}: {e}")))?;
                 // Avro's Parsing Canonical Form drops defaults and aliases, which compatibility
                 // depends on; the normalized full JSON keeps them while ignoring layout.

@@ -124,7 +124,7 @@ impl Validator {
             return Ok(schema.clone());
         }
         let schema = Arc::new(
-            AvroSchema::parse_str(&text()?).map_err(|e| format!("registered schema {id} does not parse: {e}"))?,
+            crate::schema::parse_avro(&text()?).map_err(|e| format!("registered schema {id} does not parse: {e}"))?,
         );
         self.schemas.lock().expect("schema cache lock").insert(id, schema.clone());
         Ok(schema)
@@ -249,5 +249,94 @@ mod tests {
         check_case(&state, Some(&framed(1, br#"{"id": 7}"#)), Ok(()));
         check_case(&state, Some(&framed(1, br#"{"id": "seven"}"#)), Err("does not match JSON schema id 1"));
         check_case(&state, Some(&framed(1, b"{oops")), Err("is not JSON"));
+    }
+
+    /// A seeded stand-in for a fuzzer, run with the tests (`WEIR_FUZZ_SEED` replays one):
+    /// mutated schema texts never panic the parser or a registration, and mutated records never
+    /// panic validation, nor make it allocate past the decode limit (set as the broker sets it).
+    #[test]
+    fn mutated_schemas_and_records_never_panic_the_registry() {
+        use rand::{Rng, SeedableRng};
+        limit_decoded_allocation(1 << 20);
+        let seed: u64 = std::env::var("WEIR_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xa5a0);
+        eprintln!("registry property test seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let schemas = [
+            U,
+            r#"{"type":"record","name":"R","namespace":"n","fields":[{"name":"u","type":["null","string","long"]},{"name":"a","type":{"type":"array","items":"int"}},{"name":"m","type":{"type":"map","values":"double"}},{"name":"e","type":{"type":"enum","name":"E","symbols":["A","B"]}},{"name":"f","type":{"type":"fixed","name":"F","size":4}},{"name":"b","type":"bytes"},{"name":"nested","type":{"type":"record","name":"Inner","fields":[{"name":"x","type":"float"}]}}]}"#,
+            r#"{"type":"array","items":"null"}"#,
+            r#"{"type":"map","values":{"type":"array","items":"string"}}"#,
+        ];
+        let mut state = RegistryState::default();
+        state
+            .apply(RegistryCommand::SetCompatibility { subject: None, level: crate::compat::Compatibility::None })
+            .unwrap();
+        for (i, schema) in schemas.iter().enumerate() {
+            state
+                .apply(RegistryCommand::Register {
+                    references: Vec::new(),
+                    subject: "orders-value".into(),
+                    schema_type: SchemaType::Avro,
+                    schema: (*schema).into(),
+                })
+                .unwrap_or_else(|e| panic!("seed schema {i}: {e}"));
+        }
+        // Valid datums of each schema, to mutate.
+        let datums: [&[u8]; 4] = [
+            &[4, b'h', b'i'],
+            &[2, 2, b'x', 2, 14, 0, 2, 2, b'k', 0, 0, 0, 0, 0, 0, 240, 63, 0, 2, 1, 2, 3, 4, 2, 9, 0, 0, 128, 63],
+            &[6, 0],
+            &[2, 2, b'k', 2, 2, b'v', 0, 0],
+        ];
+        // apache-avro 0.21 panicked on these; they are refused naming the bad name.
+        for bad in [
+            r#"{"type":"record","name":"a-b","fields":[]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"f","type":{"type":"enum","name":"E","aliases":["x y"],"symbols":["A"]}}]}"#,
+        ] {
+            let e = crate::schema::ParsedSchema::parse(SchemaType::Avro, bad).unwrap_err().to_string();
+            assert!(e.contains("is not a valid Avro name"), "{e}");
+        }
+        let with_default = r#"{"type":"record","name":"R","fields":[{"name":"p","type":{"type":"record","name":"P","fields":[{"name":"name","type":"string"}]},"default":{"name":"not a name"}}]}"#;
+        assert!(crate::schema::ParsedSchema::parse(SchemaType::Avro, with_default).is_ok(), "defaults are data");
+        let validator = Validator::default();
+        for (id, datum) in datums.iter().enumerate() {
+            let id = u32::try_from(id).unwrap() + 1;
+            let ok = validator.check(&state, "orders", false, SubjectNameStrategy::TopicName, Some(&framed(id, datum)));
+            assert_eq!(ok, Ok(()), "seed datum of schema {id}");
+        }
+        for _ in 0..20_000 {
+            let pick = rng.gen_range(0..datums.len());
+            let mut datum = datums[pick].to_vec();
+            for _ in 0..rng.gen_range(1..4) {
+                if datum.is_empty() || rng.gen_bool(0.2) {
+                    datum.push(rng.gen());
+                } else {
+                    let at = rng.gen_range(0..datum.len());
+                    datum[at] = rng.gen();
+                }
+            }
+            let id = u32::try_from(pick).unwrap() + 1;
+            let _ = validator.check(&state, "orders", false, SubjectNameStrategy::TopicName, Some(&framed(id, &datum)));
+            // Schema texts: bytes changed, cut short or repeated, as a hostile registration sends.
+            let mut text = schemas[rng.gen_range(0..schemas.len())].as_bytes().to_vec();
+            let at = rng.gen_range(0..text.len());
+            match rng.gen_range(0..3) {
+                0 => text[at] = rng.gen(),
+                1 => text.truncate(at),
+                _ => {
+                    let piece = text[at..].to_vec();
+                    text.extend_from_slice(&piece);
+                }
+            }
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let _ = crate::schema::ParsedSchema::parse(SchemaType::Avro, &text);
+            let _ = crate::schema::ParsedSchema::parse(SchemaType::Json, &text);
+            let _ = state.plan(RegistryCommand::Register {
+                references: Vec::new(),
+                subject: "fuzz".into(),
+                schema_type: SchemaType::Avro,
+                schema: text,
+            });
+        }
     }
 }

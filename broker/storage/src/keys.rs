@@ -6,6 +6,9 @@
 pub mod keyspace {
     /// Partition logs: [`super::log_key`] → a RecordBatch v2 with its assigned base offset.
     pub const LOG: &str = "log";
+    /// Partition time indexes: [`super::time_index_key`] → the base offset (i64 big-endian) of
+    /// the batch that raised the partition's largest timestamp to the key's.
+    pub const TIME_INDEX: &str = "time_index";
     /// Idempotent producers: [`super::producer_key`] → JSON `ProducerState`.
     pub const PRODUCER_STATE: &str = "producer_state";
     /// Committed offsets: [`super::group_offset_key`] → JSON `CommittedOffset`.
@@ -44,6 +47,22 @@ pub fn log_key(id: PartitionId, offset: i64) -> [u8; LOG_KEY_BYTES] {
 pub fn parse_log_key(key: &[u8]) -> Option<(PartitionId, i64)> {
     let (id, rest) = parse_partition(key)?;
     Some((id, i64::from_be_bytes(rest.try_into().ok()?)))
+}
+
+/// `topic id u64 | partition u32 | timestamp`, the timestamp's sign bit flipped so that a
+/// partition's entries sort by timestamp, negative ones first.
+pub fn time_index_key(id: PartitionId, timestamp: i64) -> [u8; LOG_KEY_BYTES] {
+    let mut key = log_key(id, 0);
+    let sortable = u64::from_be_bytes(timestamp.to_be_bytes()) ^ (1 << 63);
+    key[12..].copy_from_slice(&sortable.to_be_bytes());
+    key
+}
+
+/// The timestamp of a time index key.
+pub fn parse_time_index_key(key: &[u8]) -> Option<(PartitionId, i64)> {
+    let (id, rest) = parse_partition(key)?;
+    let sortable = u64::from_be_bytes(rest.try_into().ok()?) ^ (1 << 63);
+    Some((id, i64::from_be_bytes(sortable.to_be_bytes())))
 }
 
 /// `topic id u64 | partition u32 | producer id i64`.
@@ -147,6 +166,13 @@ mod tests {
         assert_eq!(parse_log_key(b"short"), None);
         assert_eq!(parse_raft_index_key(&raft_index_key(42)), Some(42));
         assert!(raft_index_key(255) < raft_index_key(256));
+        let stamps = [i64::MIN, -1, 0, 1, 1_700_000_000_000, i64::MAX];
+        for pair in stamps.windows(2) {
+            assert!(time_index_key(P, pair[0]) < time_index_key(P, pair[1]), "{pair:?} sort");
+        }
+        for t in stamps {
+            assert_eq!(parse_time_index_key(&time_index_key(P, t)), Some((P, t)));
+        }
     }
 
     #[test]

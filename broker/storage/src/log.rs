@@ -11,6 +11,12 @@
 //!
 //! *Invariant*: a partition's next offset is only ever read from the log itself (its last batch)
 //! and retention never deletes a partition's last batch, so offsets continue after a restart.
+//!
+//! A second keyspace, `time_index`, holds an entry for each batch that raised its partition's
+//! largest timestamp, written in the same write batch as the batch: the first entry at or after
+//! a timestamp names the first batch holding a record that late, so a timestamp lookup is one
+//! seek and one batch, not a scan of the partition. Retention drops the entries of deleted
+//! batches but the last, which says from where on a retained batch may be the answer.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -27,7 +33,10 @@ use weir_sdk::{ErrorCode, WireError};
 
 use crate::idempotence::{self, ProducerState, Verdict};
 pub use crate::keys::PartitionId;
-use crate::keys::{keyspace, log_key, parse_log_key, parse_producer_key, producer_key, topic_prefix, LOG_KEY_BYTES};
+use crate::keys::{
+    keyspace, log_key, parse_log_key, parse_producer_key, parse_time_index_key, producer_key, time_index_key,
+    topic_prefix, LOG_KEY_BYTES,
+};
 use crate::StorageError;
 
 /// Upper bound of appends gathered into one write batch.
@@ -38,6 +47,11 @@ const GROUP_COMMIT_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// ever written by [`log_key`]).
 fn offset_of_key(key: &[u8]) -> i64 {
     parse_log_key(key).map_or(0, |(_, offset)| offset)
+}
+
+/// The base offset a time index entry names.
+fn indexed_offset(value: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(value.try_into().ok()?))
 }
 
 fn first_key(id: PartitionId) -> [u8; LOG_KEY_BYTES] {
@@ -55,6 +69,8 @@ pub struct PartitionState {
     size_bytes: AtomicU64,
     /// The next offset to assign; also the high watermark on a single node.
     end_offset: watch::Sender<i64>,
+    /// The largest timestamp of any batch appended (i64::MIN: none); the time index's last key.
+    max_timestamp: AtomicI64,
 }
 
 impl PartitionState {
@@ -68,6 +84,11 @@ impl PartitionState {
 
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The largest timestamp of any batch appended (i64::MIN: none).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
     }
 
     /// A receiver that wakes when the end offset moves.
@@ -107,6 +128,7 @@ struct AppendJob {
 pub struct LogStore {
     db: Database,
     log: Keyspace,
+    time_index: Keyspace,
     partitions: Arc<DashMap<PartitionId, Arc<PartitionState>>>,
     writer: Arc<WriterHandle>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
@@ -141,6 +163,7 @@ impl Drop for WriterHandle {
 struct Writer {
     db: Database,
     log: Keyspace,
+    time_index: Keyspace,
     dirty: Arc<std::sync::atomic::AtomicBool>,
     /// Idempotent producers' state per partition, mirrored in the `producer_state` keyspace.
     producer_store: Keyspace,
@@ -158,6 +181,7 @@ impl LogStore {
         let log = db.keyspace(keyspace::LOG, || {
             KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
         })?;
+        let time_index = db.keyspace(keyspace::TIME_INDEX, KeyspaceCreateOptions::default)?;
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer_store = db.keyspace(keyspace::PRODUCER_STATE, KeyspaceCreateOptions::default)?;
@@ -180,6 +204,7 @@ impl LogStore {
         let writer = Writer {
             db: db.clone(),
             log: log.clone(),
+            time_index: time_index.clone(),
             dirty: dirty.clone(),
             producer_store: producer_store.clone(),
             producers,
@@ -192,6 +217,7 @@ impl LogStore {
         let store = Self {
             db: db.clone(),
             log,
+            time_index,
             partitions: Arc::new(DashMap::new()),
             writer,
             dirty,
@@ -232,11 +258,13 @@ impl LogStore {
         for guard in self.log.range(range) {
             size_bytes += u64::from(guard.size().map_err(storage_error)?);
         }
+        let max_timestamp = self.recover_time_index(id, end_offset)?;
         let state = Arc::new(PartitionState {
             id,
             log_start_offset: AtomicI64::new(log_start_offset),
             size_bytes: AtomicU64::new(size_bytes),
             end_offset: watch::channel(end_offset).0,
+            max_timestamp: AtomicI64::new(max_timestamp),
         });
         tracing::debug!(
             topic_id = id.topic_id,
@@ -248,6 +276,33 @@ impl LogStore {
         );
         self.partitions.insert(id, state.clone());
         Ok(state)
+    }
+
+    /// The partition's largest timestamp, from its time index: entries of batches past the log's
+    /// end (a torn batch dropped on recovery) are removed first. A log written before the index
+    /// existed gets it built from its batches' headers, once.
+    fn recover_time_index(&self, id: PartitionId, end_offset: i64) -> Result<i64, WireError> {
+        let entries = time_index_key(id, i64::MIN)..=time_index_key(id, i64::MAX);
+        while let Some(last) = self.time_index.range(entries.clone()).next_back() {
+            let (key, value) = last.into_inner().map_err(storage_error)?;
+            match (parse_time_index_key(&key), indexed_offset(&value)) {
+                (Some((_, timestamp)), Some(offset)) if offset < end_offset => return Ok(timestamp),
+                _ => self.time_index.remove(key).map_err(storage_error)?,
+            }
+        }
+        let mut max = i64::MIN;
+        let mut write = self.db.batch();
+        for guard in self.log.range(first_key(id)..log_key(id, end_offset)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let header = BatchHeader::parse(&value)
+                .map_err(|e| storage_error(format!("building the time index of partition {}: {e}", id.partition)))?;
+            if header.max_timestamp > max {
+                max = header.max_timestamp;
+                write.insert(&self.time_index, time_index_key(id, max), offset_of_key(&key).to_be_bytes());
+            }
+        }
+        write.commit().map_err(storage_error)?;
+        Ok(max)
     }
 
     /// The largest producer id with stored state when the store was opened (-1: none), so
@@ -401,7 +456,9 @@ impl LogStore {
     }
 
     /// The first offset whose record has a timestamp at or after `timestamp_ms`, and that
-    /// record's timestamp; `None` when there is none. A batch's records are decompressed within
+    /// record's timestamp; `None` when there is none. The time index names the first batch
+    /// that late; when retention has deleted it, retained batches are read from the log start
+    /// up to the next indexed one. A batch's records are decompressed within
     /// `inflated_bytes_max`.
     pub fn offset_for_timestamp(
         &self,
@@ -410,7 +467,12 @@ impl LogStore {
         inflated_bytes_max: usize,
     ) -> Result<Option<(i64, i64)>, WireError> {
         let id = partition.id;
-        for guard in self.log.range(first_key(id)..=last_key(id)) {
+        let (start, end) = (partition.log_start_offset(), partition.end_offset());
+        let entries = time_index_key(id, timestamp_ms)..=time_index_key(id, i64::MAX);
+        let Some(first) = self.time_index.range(entries).next() else { return Ok(None) };
+        let (_, value) = first.into_inner().map_err(storage_error)?;
+        let indexed = indexed_offset(&value).ok_or_else(|| storage_error("a time index entry is not an offset"))?;
+        for guard in self.log.range(log_key(id, indexed.max(start))..log_key(id, end)) {
             let value: Bytes = guard.value().map_err(storage_error)?.into();
             let header = validate_batch(&value)?;
             if header.max_timestamp < timestamp_ms {
@@ -422,6 +484,23 @@ impl LogStore {
             }
         }
         Ok(None)
+    }
+
+    /// Drops the time index entries of batches below `log_start_offset` but the last of them.
+    fn prune_time_index(&self, id: PartitionId, log_start_offset: i64) -> Result<(), WireError> {
+        let mut below = Vec::new();
+        for guard in self.time_index.range(time_index_key(id, i64::MIN)..=time_index_key(id, i64::MAX)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            if indexed_offset(&value).is_some_and(|offset| offset >= log_start_offset) {
+                break;
+            }
+            below.push(key);
+        }
+        below.pop();
+        for key in below {
+            self.time_index.remove(key).map_err(storage_error)?;
+        }
+        Ok(())
     }
 
     /// Deletes whole batches from the front while they are older than `retention_ms` or the
@@ -456,6 +535,7 @@ impl LogStore {
             deleted += 1;
         }
         if deleted > 0 {
+            self.prune_time_index(id, partition.log_start_offset())?;
             tracing::info!(
                 topic_id = id.topic_id,
                 partition = id.partition,
@@ -478,6 +558,15 @@ impl LogStore {
             .map_err(storage_error)?;
         for key in keys {
             self.log.remove(key).map_err(storage_error)?;
+        }
+        let entries: Vec<_> = self
+            .time_index
+            .range(time_index_key(id, i64::MIN)..=time_index_key(id, i64::MAX))
+            .map(|g| g.key())
+            .collect::<Result<_, _>>()
+            .map_err(storage_error)?;
+        for key in entries {
+            self.time_index.remove(key).map_err(storage_error)?;
         }
         Ok(())
     }
@@ -555,14 +644,21 @@ impl Writer {
         // commit succeeds.
         let mut next: HashMap<PartitionId, i64> = HashMap::new();
         let mut producers: HashMap<(PartitionId, i64), ProducerState> = HashMap::new();
+        // Each partition's largest timestamp as this group raises it.
+        let mut max_timestamps: HashMap<PartitionId, i64> = HashMap::new();
         let mut outcomes = Vec::with_capacity(group.len());
         for job in &group {
             let id = job.partition.id;
             let start = *next.entry(id).or_insert_with(|| job.partition.end_offset());
             match self.stage(job, start, now_ms, &mut producers) {
                 Ok(staged) => {
-                    for (offset, stored) in &staged.batches {
+                    let max = max_timestamps.entry(id).or_insert_with(|| job.partition.max_timestamp());
+                    for (offset, stored, timestamp) in &staged.batches {
                         write.insert(&self.log, log_key(id, *offset).to_vec(), stored.clone());
+                        if *timestamp > *max {
+                            *max = *timestamp;
+                            write.insert(&self.time_index, time_index_key(id, *timestamp), offset.to_be_bytes());
+                        }
                     }
                     next.insert(id, staged.end);
                     fsync |= job.fsync && !staged.batches.is_empty();
@@ -585,6 +681,11 @@ impl Writer {
         }
         if result.is_ok() {
             self.producers.extend(producers);
+            for job in &group {
+                if let Some(max) = max_timestamps.get(&job.partition.id) {
+                    job.partition.max_timestamp.fetch_max(*max, Ordering::AcqRel);
+                }
+            }
             for job in &group {
                 let end = next[&job.partition.id];
                 job.partition.end_offset.send_if_modified(|current| {
@@ -667,11 +768,11 @@ impl Writer {
             // Invariant: offsets are dense and increasing; a batch is stored under its base offset.
             // (BatchHeader::parse refuses a negative last offset delta, so a count is at least 1.)
             assert!(header.offset_count() > 0, "a parsed batch holds at least one offset");
-            if let Some((previous, _)) = batches.last() {
+            if let Some((previous, _, _)) = batches.last() {
                 assert!(*previous < end, "offsets increase within an append");
             }
             base.get_or_insert(end);
-            batches.push((end, stored));
+            batches.push((end, stored, header.max_timestamp));
             end += header.offset_count();
             added += header.total_bytes as u64;
         }
@@ -683,7 +784,8 @@ impl Writer {
 struct Staged {
     base: i64,
     end: i64,
-    batches: Vec<(i64, Vec<u8>)>,
+    /// (base offset, stored bytes, largest timestamp) of each batch appended.
+    batches: Vec<(i64, Vec<u8>, i64)>,
     added: u64,
 }
 
@@ -773,6 +875,59 @@ mod tests {
     }
 
     /// A batch of `n` records from idempotent producer `pid`, starting at `sequence`.
+    /// Entries in the time index of partition `P`: (timestamp, base offset).
+    fn index_entries(store: &LogStore) -> Vec<(i64, i64)> {
+        store
+            .time_index
+            .range(time_index_key(P, i64::MIN)..=time_index_key(P, i64::MAX))
+            .map(|g| {
+                let (k, v) = g.into_inner().unwrap();
+                (parse_time_index_key(&k).unwrap().1, indexed_offset(&v).unwrap())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn timestamp_lookups_seek_the_time_index_across_retention_restart_and_an_older_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let find = |store: &LogStore, p: &PartitionState, t| store.offset_for_timestamp(p, t, 1 << 20).unwrap();
+        {
+            let (store, _db) = open_store(dir.path());
+            let p = store.open_partition(P).unwrap();
+            // Batches of 2 records at times 100, 300, 200 (late), 500: offsets 0, 2, 4, 6.
+            for t in [100, 300, 200, 500] {
+                store.append(p.clone(), vec![batch(2, t)], false).await.unwrap();
+            }
+            assert_eq!(index_entries(&store), [(100, 0), (300, 2), (500, 6)], "only batches that raise the max");
+            assert_eq!(find(&store, &p, 50), Some((0, 100)));
+            assert_eq!(find(&store, &p, 150), Some((2, 300)), "the first record at or after, in offset order");
+            assert_eq!(find(&store, &p, 300), Some((2, 300)));
+            assert_eq!(find(&store, &p, 301), Some((6, 500)));
+            assert_eq!(find(&store, &p, 501), None);
+            // Retention deletes the batches at 0 and 2; the index keeps the last entry below the
+            // new start, and a lookup reads retained batches from the start.
+            assert_eq!(store.enforce_retention(&p, None, Some(2 * p.size_bytes() / 4), 0).unwrap(), 2);
+            assert_eq!(p.log_start_offset(), 4);
+            assert_eq!(index_entries(&store), [(300, 2), (500, 6)]);
+            assert_eq!(find(&store, &p, 150), Some((4, 200)), "the retained late batch answers");
+            assert_eq!(find(&store, &p, 250), Some((6, 500)));
+        }
+        // A restart recovers the largest timestamp; a log without an index gets one built.
+        let (store, _db) = open_store(dir.path());
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(p.max_timestamp(), 500);
+        let keys: Vec<_> = store.time_index.iter().map(|g| g.key().unwrap()).collect();
+        for key in keys {
+            store.time_index.remove(key).unwrap();
+        }
+        store.partitions.remove(&P);
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(index_entries(&store), [(200, 4), (500, 6)]);
+        assert_eq!(find(&store, &p, 150), Some((4, 200)));
+        store.delete_partition(P).unwrap();
+        assert!(index_entries(&store).is_empty(), "a deleted partition leaves no index behind");
+    }
+
     fn idempotent_batch(n: usize, pid: i64, epoch: i16, sequence: i32) -> (BatchHeader, Bytes) {
         let (_, bytes) = batch(n, 1);
         let mut b = bytes.to_vec();

@@ -34,7 +34,15 @@ impl Broker {
                 .filter_map(|p| self.topic(&p.topic).ok().and_then(|t| self.partition(&t, p.partition).ok()))
                 .map(|s| s.subscribe())
                 .collect();
-            let fetched = self.fetch_once(&request);
+            // Fetch modules run off the async runtime, as produce's do.
+            let fetched = if request.partitions.iter().any(|p| p.module.is_some()) {
+                let (broker, request) = (self.clone(), request.clone());
+                tokio::task::spawn_blocking(move || broker.fetch_once(&request))
+                    .await
+                    .map_err(|e| WireError::new(ErrorCode::Internal, format!("running fetch modules failed: {e}")))?
+            } else {
+                self.fetch_once(&request)
+            };
             let total: usize = fetched.iter().map(FetchedPartition::bytes).sum();
             let any_error = fetched.iter().any(|p| p.error.is_some());
             // A fetch module that dropped everything it read still moved the consumer on.

@@ -4,7 +4,7 @@
 //! issue #10; `decode_records` adds decoding every record of every batch, as Kafka's log
 //! validator does, so that no batch whose records cannot be read is ever stored.
 //! Batches of 1000 records of 1 KiB (1 MiB), uncompressed and lz4.
-//! `cargo bench -p weir-broker --bench produce_validation`.
+//! `cargo bench -p weir-sdk --bench produce_validation`.
 
 use std::time::Duration;
 
