@@ -62,7 +62,7 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind) -> Result<Module, RuntimeError> {
     check_header(bytes)?;
     let sha256: Arc<str> = hex::encode(Sha256::digest(bytes)).into();
-    let component = compile(runtime, bytes, &sha256)?;
+    let (component, unsaved) = compile(runtime, bytes, &sha256)?;
     let ty = component.component_type();
     let engine = runtime.engine();
     for (name, _) in ty.imports(engine) {
@@ -79,7 +79,26 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind) -> Result<
             kind.as_str()
         )));
     }
+    // Only a component that passed every check leaves a compiled artifact behind.
+    if let Some(unsaved) = unsaved {
+        unsaved.save()?;
+    }
     Ok(Module { component, kind, sha256 })
+}
+
+/// A compiled artifact not yet written to the cache.
+struct Unsaved {
+    path: PathBuf,
+    artifact: Vec<u8>,
+}
+
+impl Unsaved {
+    fn save(self) -> Result<(), RuntimeError> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, &self.artifact)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|source| RuntimeError::Cache { path: self.path.clone(), source })
+    }
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
@@ -121,7 +140,9 @@ fn check_import(name: &str) -> Result<(), RuntimeError> {
 
 /// Compiles, or loads the artifact an earlier compile left in the cache. The artifact's name
 /// holds the module hash and the engine's compatibility hash, so an upgraded engine recompiles.
-fn compile(runtime: &Runtime, bytes: &[u8], sha256: &str) -> Result<Component, RuntimeError> {
+/// The component, from the cache or compiled now; a fresh compile comes with its artifact for
+/// the caller to save once the component is accepted.
+fn compile(runtime: &Runtime, bytes: &[u8], sha256: &str) -> Result<(Component, Option<Unsaved>), RuntimeError> {
     use std::hash::{Hash, Hasher};
     let engine = runtime.engine();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -133,7 +154,7 @@ fn compile(runtime: &Runtime, bytes: &[u8], sha256: &str) -> Result<Component, R
         // writes to the cache folder.
         #[allow(unsafe_code)]
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
+            Ok(component) => return Ok((component, None)),
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "cached module unusable; recompiling"),
         }
     }
@@ -143,13 +164,11 @@ fn compile(runtime: &Runtime, bytes: &[u8], sha256: &str) -> Result<Component, R
             e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
         ))
     })?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &artifact)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|source| RuntimeError::Cache { path: path.clone(), source })?;
     // SAFETY: as above; the artifact was produced by this engine a moment ago.
     #[allow(unsafe_code)]
-    unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| RuntimeError::Engine(e.to_string()))
+    let component =
+        unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| RuntimeError::Engine(e.to_string()))?;
+    Ok((component, Some(Unsaved { path, artifact })))
 }
 
 #[cfg(test)]
@@ -165,6 +184,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = runtime(dir.path()).load(bytes, PluginKind::Transform).err().expect("must be refused").to_string();
         assert!(err.contains(expected_error), "{err:?} should mention {expected_error:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "a refused component leaves no compiled artifact behind: {left:?}");
     }
 
     #[test]

@@ -161,6 +161,8 @@ pub struct KafkaConfig {
     pub idle_timeout: std::time::Duration,
     /// Budget a Fetch takes for its answer, on top of the request's bytes.
     pub fetch_answer_bytes: usize,
+    /// Largest answer sent; past it the connection is closed.
+    pub response_bytes_max: usize,
 }
 
 #[derive(Clone)]
@@ -325,22 +327,33 @@ async fn serve_connection(
         };
         let correlation_id = header.correlation_id;
         let client_id = header.client_id.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default();
-        let request_ctx =
-            RequestContext { api_key, api_version, correlation_id, client_id, client_host: client_host.clone() };
+        let request_ctx = RequestContext {
+            api_key,
+            api_version,
+            correlation_id,
+            client_id,
+            client_host: client_host.clone(),
+            response_bytes_max: ctx.config.response_bytes_max,
+        };
         // Produce queues its appends here, before the next request is read, to keep order.
         if let RequestKind::Produce(produce) = body {
             let pending = produce_enqueue(&ctx, api_version, produce).await;
             tokio::spawn(async move {
                 let (acks, response) = pending.await;
-                let bytes =
-                    if acks == 0 { None } else { Some(encode_response(&request_ctx, ResponseKind::Produce(response))) };
-                let _ = tx.send(bytes);
+                if acks == 0 {
+                    let _ = tx.send(None);
+                } else if let Some(bytes) = encode_response(&request_ctx, ResponseKind::Produce(response)) {
+                    let _ = tx.send(Some(bytes));
+                }
+                // Otherwise `tx` is dropped unsent, which closes the connection.
             });
             continue;
         }
         tokio::spawn(async move {
             let response = handle(&ctx, &request_ctx, body).await;
-            let _ = tx.send(Some(encode_response(&request_ctx, response)));
+            if let Some(bytes) = encode_response(&request_ctx, response) {
+                let _ = tx.send(Some(bytes));
+            }
         });
     }
     drop(order_tx);
@@ -354,9 +367,68 @@ struct RequestContext {
     correlation_id: i32,
     client_id: String,
     client_host: String,
+    response_bytes_max: usize,
 }
 
-fn encode_response(ctx: &RequestContext, response: ResponseKind) -> Bytes {
+/// The encoded size of a response body, without encoding it.
+fn response_size(response: &ResponseKind, version: i16) -> anyhow::Result<usize> {
+    macro_rules! sizes {
+        ($($kind:ident),*) => {
+            match response {
+                $(ResponseKind::$kind(r) => r.compute_size(version),)*
+                _ => Ok(0),
+            }
+        };
+    }
+    sizes!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        OffsetCommit,
+        OffsetFetch,
+        FindCoordinator,
+        JoinGroup,
+        Heartbeat,
+        LeaveGroup,
+        SyncGroup,
+        DescribeGroups,
+        ListGroups,
+        ApiVersions,
+        CreateTopics,
+        DeleteTopics,
+        DeleteGroups,
+        InitProducerId,
+        DescribeConfigs,
+        AlterConfigs,
+        CreatePartitions,
+        OffsetDelete,
+        IncrementalAlterConfigs,
+        DescribeCluster
+    )
+}
+
+/// Encodes a response; `None` when it would exceed `response_bytes_max` (the caller closes
+/// the connection, as Kafka does with what it cannot frame), sized before anything is
+/// encoded.
+fn encode_response(ctx: &RequestContext, response: ResponseKind) -> Option<Bytes> {
+    match response_size(&response, ctx.api_version) {
+        Ok(size) if size > ctx.response_bytes_max => {
+            tracing::warn!(
+                api_key = ?ctx.api_key,
+                bytes = size,
+                limit = ctx.response_bytes_max,
+                client_id = %ctx.client_id,
+                "a kafka answer would exceed response_bytes_max; closing the connection instead"
+            );
+            return None;
+        }
+        _ => {}
+    }
+    Some(encode_response_body(ctx, response))
+}
+
+fn encode_response_body(ctx: &RequestContext, response: ResponseKind) -> Bytes {
     let mut body = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(ctx.correlation_id);
     let header_version = ctx.api_key.response_header_version(ctx.api_version);
@@ -1389,5 +1461,31 @@ mod tests {
             }
             let _ = decode_request(Bytes::from(input));
         }
+    }
+
+    #[test]
+    fn answers_past_response_bytes_max_are_refused_before_they_are_encoded() {
+        let ctx = |limit| RequestContext {
+            api_key: ApiKey::Metadata,
+            api_version: 9,
+            correlation_id: 3,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            response_bytes_max: limit,
+        };
+        let topics: Vec<_> = (0..100)
+            .map(|i| {
+                metadata_response::MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(format!("topic-{i}")))))
+                    .with_partitions(vec![metadata_response::MetadataResponsePartition::default(); 100])
+            })
+            .collect();
+        let response = || ResponseKind::Metadata(MetadataResponse::default().with_topics(topics.clone()));
+        let size = response_size(&response(), 9).unwrap();
+        assert!(size > 100_000, "{size}");
+        assert!(encode_response(&ctx(size - 1), response()).is_none());
+        let encoded = encode_response(&ctx(size), response()).expect("within the limit");
+        // The 4-byte size prefix and the response header (correlation id, tagged fields).
+        assert_eq!(encoded.len(), 4 + 4 + 1 + size);
     }
 }

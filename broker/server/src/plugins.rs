@@ -51,6 +51,9 @@ struct Inner {
     controller: Controller,
     /// Transform tasks running now.
     tasks_running: Arc<AtomicUsize>,
+    /// Held by a deploy or removal from storing a component to deciding whether it is used, so
+    /// one deploy's cleanup never drops a component another is about to use.
+    changes: tokio::sync::Mutex<()>,
 }
 
 /// Counts a transform task as running while it lives.
@@ -94,6 +97,7 @@ impl Plugins {
                 schemas: Arc::new(RegistrySchemas(controller.clone())),
                 controller,
                 tasks_running: Arc::default(),
+                changes: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -168,6 +172,41 @@ impl Plugins {
     pub fn forget(&self, name: &str) {
         self.inner.metrics.remove(name);
         self.inner.pools.retain(|(n, _), _| n != name);
+    }
+
+    /// Drops a component no deployment uses any more: its stored bytes, its compiled form in
+    /// memory and its compiled artifacts in the cache. What a refused deploy or a removed
+    /// deployment leaves behind goes this way.
+    pub fn drop_unused(&self, sha256: &str) -> Result<(), WireError> {
+        let used =
+            self.inner.controller.state().modules.values().any(|d| d.versions.iter().any(|v| v.sha256 == sha256));
+        if used {
+            return Ok(());
+        }
+        self.inner
+            .store
+            .remove_blob(sha256)
+            .map_err(|e| WireError::new(ErrorCode::Storage, format!("removing an unused module: {e}")))?;
+        self.inner.compiled.remove(sha256);
+        if let Ok(entries) = std::fs::read_dir(&self.inner.config.cache_dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&format!("{sha256}-")) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        tracing::info!(sha256, "unused module component removed");
+        Ok(())
+    }
+
+    /// Serializes deploys and removals (see `changes`).
+    pub async fn lock_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.changes.lock().await
+    }
+
+    /// Whether the component's bytes are stored.
+    pub fn has_blob(&self, sha256: &str) -> bool {
+        self.inner.store.blob(sha256).ok().flatten().is_some()
     }
 
     /// A fresh instance of the deployment's active version.

@@ -229,7 +229,10 @@ async fn serve_stream(
         }
     };
     let mut chunks = match outcome {
-        Ok(Some((frame, extra))) => response_chunks(&frame, extra),
+        Ok(Some((frame, extra))) => match answer_too_large(&frame, &extra, config.frame_bytes_limit) {
+            None => response_chunks(&frame, extra),
+            Some(e) => response_chunks(&Frame::error(&e), Vec::new()),
+        },
         Ok(None) => return Ok(()),
         Err(e) => response_chunks(&Frame::error(&e), Vec::new()),
     };
@@ -247,6 +250,22 @@ async fn serve_stream(
     }
     drop(held);
     Ok(())
+}
+
+/// An answer a client could not read (its header past the header limit, or the frame past
+/// `frame_bytes_max`) is replaced by an error that says so, rather than sent.
+fn answer_too_large(frame: &Frame, extra: &[Bytes], frame_bytes_limit: usize) -> Option<WireError> {
+    let total = frame.encoded_len() + extra.iter().map(Bytes::len).sum::<usize>();
+    if frame.header.len() > HEADER_BYTES_LIMIT || total > frame_bytes_limit {
+        return Some(WireError::new(
+            ErrorCode::LimitReached,
+            format!(
+                "the answer would be {total} bytes with a {}-byte header; the limits are frame_bytes_max = {frame_bytes_limit} and a {HEADER_BYTES_LIMIT}-byte header: ask for less (fewer topics, partitions or bytes)",
+                frame.header.len()
+            ),
+        ));
+    }
+    None
 }
 
 fn response_chunks(frame: &Frame, extra: Vec<Bytes>) -> Vec<Bytes> {
@@ -516,5 +535,22 @@ mod erased {
         fn json(&self) -> Bytes {
             Bytes::from(serde_json::to_vec(self).expect("message types serialize"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_a_client_could_not_read_become_errors_naming_the_limit() {
+        let frame = Frame::new(FrameKind::Fetch, &Empty {}, Bytes::new());
+        let chunks = vec![Bytes::from(vec![0u8; 4096])];
+        assert!(answer_too_large(&frame, &chunks, 1 << 20).is_none());
+        let e = answer_too_large(&frame, &chunks, 4096).expect("past frame_bytes_max");
+        assert_eq!(e.code, ErrorCode::LimitReached);
+        assert!(e.message.contains("frame_bytes_max = 4096"), "{e}");
+        let wide = Frame::new(FrameKind::ListTopics, &vec!["t".repeat(1000); 2000], Bytes::new());
+        assert!(answer_too_large(&wide, &[], 1 << 30).is_some(), "a header past the header limit");
     }
 }

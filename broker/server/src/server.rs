@@ -33,6 +33,9 @@ pub struct ServeConfig {
     /// Port Kafka clients are told to connect to; default: the listener's port.
     pub kafka_advertised_port: Option<u16>,
     pub kafka_request_bytes_max: usize,
+    /// Largest answer on the Kafka listener; a request whose answer would be larger closes
+    /// its connection (there is no generic error answer), and the broker logs why.
+    pub kafka_response_bytes_max: usize,
     /// TCP address of the schema registry's REST API (Confluent-compatible).
     pub registry_addr: SocketAddr,
     pub frame_bytes_max: usize,
@@ -110,6 +113,7 @@ impl Default for ServeConfig {
             kafka_advertised_host: None,
             kafka_advertised_port: None,
             kafka_request_bytes_max: 100 * 1024 * 1024,
+            kafka_response_bytes_max: 100 * 1024 * 1024,
             registry_addr: "127.0.0.1:8081".parse().expect("literal address"),
             frame_bytes_max: weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT,
             connections_max: 1024,
@@ -163,6 +167,15 @@ impl ServeConfig {
         check(
             (1024..=1 << 30).contains(&self.frame_bytes_max),
             format!("frame_bytes_max = {} must be 1 KiB to 1 GiB", self.frame_bytes_max),
+        )?;
+        check(
+            (1024 * 1024..=1 << 30).contains(&self.kafka_response_bytes_max)
+                && self.kafka_response_bytes_max >= self.fetch_answer_bytes(),
+            format!(
+                "kafka_response_bytes_max = {} must be 1 MiB to 1 GiB and hold a fetch answer ({} bytes)",
+                self.kafka_response_bytes_max,
+                self.fetch_answer_bytes()
+            ),
         )?;
         check(
             (1024..=1 << 30).contains(&self.kafka_request_bytes_max),
@@ -412,6 +425,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         in_flight_per_connection_max: 64,
         idle_timeout: Duration::from_millis(config.connection_idle_ms_max),
         fetch_answer_bytes: config.fetch_answer_bytes(),
+        response_bytes_max: config.kafka_response_bytes_max,
         node_id: i32::try_from(config.node_id).context("node_id must fit a Kafka broker id (i32)")?,
     };
     let budgets = Budgets::new(BudgetConfig {

@@ -351,3 +351,47 @@ async fn given_a_stored_batch_that_does_not_decode_when_a_transform_reads_it_the
     client.close();
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_refused_or_removed_deployments_then_their_components_are_not_kept() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path())).await.expect("start");
+    let client = client(&running).await;
+    let admin = Admin::new(client.clone());
+    admin.create_topic("in", 1, TopicConfig::default()).await.unwrap();
+    admin.create_topic("out", 1, TopicConfig::default()).await.unwrap();
+    let bytes = Bytes::from(std::fs::read(weir_runtime::dev::build_plugin("weir-module-identity")).unwrap());
+    let sha256: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let cache = dir.path().join("module-cache");
+    let artifacts = || {
+        std::fs::read_dir(&cache)
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&sha256)).count())
+            .unwrap_or(0)
+    };
+    let request = |input: &str| DeployModuleRequest {
+        name: "mend".into(),
+        kind: "transform".into(),
+        inputs: vec![input.into()],
+        output: Some("out".into()),
+        topic: None,
+        params: Default::default(),
+        deadline_ms: None,
+        memory_bytes: None,
+        dead_letter_topic: None,
+        failures_max: None,
+    };
+    // Refused for its spec (an input topic that does not exist): nothing stored or compiled.
+    let refused = admin.deploy_module(&request("missing"), bytes.clone()).await.unwrap_err();
+    assert!(refused.to_string().contains("missing"), "{refused}");
+    assert!(!running.broker().plugins().has_blob(&sha256), "a refused deploy stores no component");
+    assert_eq!(artifacts(), 0, "a refused deploy leaves no compiled artifact");
+    // Deployed: kept; removed: dropped, bytes and artifact.
+    admin.deploy_module(&request("in"), bytes.clone()).await.unwrap();
+    assert!(running.broker().plugins().has_blob(&sha256));
+    assert_eq!(artifacts(), 1);
+    admin.module_action("mend", weir_sdk::wire::ModuleAction::Remove).await.unwrap();
+    assert!(!running.broker().plugins().has_blob(&sha256), "a removed deployment's component goes");
+    assert_eq!(artifacts(), 0);
+    running.stop().await;
+}

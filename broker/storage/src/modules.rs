@@ -27,6 +27,10 @@ impl ModuleStore {
         Ok(self.blobs.insert(sha256, bytes)?)
     }
 
+    pub fn remove_blob(&self, sha256: &str) -> Result<(), StorageError> {
+        Ok(self.blobs.remove(sha256)?)
+    }
+
     pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.blobs.get(sha256)?.map(|v| v.to_vec()))
     }

@@ -51,11 +51,8 @@ impl Broker {
         let invalid = |m: String| WireError::new(ErrorCode::InvalidModule, m);
         let kind = PluginKind::parse(&request.kind).map_err(|e| invalid(e.to_string()))?;
         deployments::validate_name(&request.name)?;
-        let plugins = self.plugins.clone();
-        let upload = bytes.clone();
-        let module = tokio::task::spawn_blocking(move || plugins.accept(&upload, kind))
-            .await
-            .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
+        let sha256: String =
+            <sha2::Sha256 as sha2::Digest>::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         let defaults = self.plugins.config();
         let dead_letter_topic = request.dead_letter_topic.unwrap_or_else(|| format!("{}.dlq", request.name));
         let spec = DeploymentSpec {
@@ -73,7 +70,7 @@ impl Broker {
         };
         let version = DeploymentVersion {
             version: 0,
-            sha256: module.sha256().to_owned(),
+            sha256: sha256.clone(),
             size_bytes: bytes.len() as u64,
             deployed_at_ms: weir_sdk::now_ms(),
             spec,
@@ -92,12 +89,39 @@ impl Broker {
             });
             deployments::apply(&mut state.modules.clone(), &topics, command.clone())?;
         }
-        if self.topic(&dead_letter_topic).is_err() {
-            let created = self.create_topic(&dead_letter_topic, 1, TopicConfig::default()).await;
-            match created {
-                Ok(_) => {
-                    tracing::info!(topic = %dead_letter_topic, module = %request.name, "dead-letter topic created")
+        // Only a deployment that passed its checks stores and compiles its component; if the
+        // deploy fails after that, a component no deployment uses is dropped again.
+        let _changes = self.plugins.lock_changes().await;
+        let plugins = self.plugins.clone();
+        let upload = bytes.clone();
+        let module = tokio::task::spawn_blocking(move || plugins.accept(&upload, kind))
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
+        match self.finish_deploy(&request.name, &dead_letter_topic, command).await {
+            Ok(deployment) => {
+                tracing::info!(module = %deployment.name, version = deployment.active_version, kind = kind.as_str(), sha256 = %module.sha256(), "module deployed");
+                Ok(self.describe_deployment(&deployment))
+            }
+            Err(e) => {
+                if let Err(cleanup) = self.plugins.drop_unused(&sha256) {
+                    tracing::warn!(error = %cleanup, "dropping the component of a failed deploy");
                 }
+                Err(e)
+            }
+        }
+    }
+
+    /// The second half of a deploy: its dead-letter topic, then the deployment itself.
+    async fn finish_deploy(
+        &self,
+        name: &str,
+        dead_letter_topic: &str,
+        command: ModuleCommand,
+    ) -> Result<Deployment, WireError> {
+        if self.topic(dead_letter_topic).is_err() {
+            let created = self.create_topic(dead_letter_topic, 1, TopicConfig::default()).await;
+            match created {
+                Ok(_) => tracing::info!(topic = %dead_letter_topic, module = %name, "dead-letter topic created"),
                 Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
                 Err(e) => return Err(e),
             }
@@ -105,8 +129,7 @@ impl Broker {
         let event = self.controller.propose(Command::Module(command)).await?;
         let Event::Module(deployment) = event else { return Err(mismatched("Deploy", &event)) };
         self.plugins.metrics(&deployment.name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(module = %deployment.name, version = deployment.active_version, kind = kind.as_str(), sha256 = %module.sha256(), "module deployed");
-        Ok(self.describe_deployment(&deployment))
+        Ok(deployment)
     }
 
     pub async fn module_action(&self, name: &str, action: ModuleAction) -> Result<ModuleDescription, WireError> {
@@ -117,6 +140,7 @@ impl Broker {
             ModuleAction::Rollback => ModuleCommand::Rollback { name: name.clone() },
             ModuleAction::Remove => ModuleCommand::Remove { name: name.clone() },
         };
+        let _changes = self.plugins.lock_changes().await;
         let event = self.controller.propose(Command::Module(command)).await?;
         let Event::Module(deployment) = event else { return Err(mismatched("a module command", &event)) };
         let description = self.describe_deployment(&deployment);
@@ -124,6 +148,9 @@ impl Broker {
             ModuleAction::Remove => {
                 self.plugins.forget(&name);
                 self.plugins.clear_progress(&name)?;
+                for version in &deployment.versions {
+                    self.plugins.drop_unused(&version.sha256)?;
+                }
             }
             ModuleAction::Resume | ModuleAction::Rollback => {
                 self.plugins.metrics(&name).failures_consecutive.store(0, std::sync::atomic::Ordering::Relaxed);
