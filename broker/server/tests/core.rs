@@ -38,9 +38,8 @@ async fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bo
 }
 
 /// Deploys the identity plugin as a transform from `input` to `output`.
-async fn deploy_identity(admin: &Admin, name: &str, input: &str, output: &str) {
-    let module = weir_runtime::dev::build_plugin("weir-module-identity");
-    let request = DeployModuleRequest {
+fn transform_request(name: &str, input: &str, output: &str) -> DeployModuleRequest {
+    DeployModuleRequest {
         name: name.into(),
         kind: "transform".into(),
         inputs: vec![input.into()],
@@ -51,7 +50,12 @@ async fn deploy_identity(admin: &Admin, name: &str, input: &str, output: &str) {
         memory_bytes: None,
         dead_letter_topic: None,
         failures_max: None,
-    };
+    }
+}
+
+async fn deploy_identity(admin: &Admin, name: &str, input: &str, output: &str) {
+    let module = weir_runtime::dev::build_plugin("weir-module-identity");
+    let request = transform_request(name, input, output);
     admin.deploy_module(&request, Bytes::from(std::fs::read(module).unwrap())).await.expect("deploy");
 }
 
@@ -369,18 +373,7 @@ async fn given_refused_or_removed_deployments_then_their_components_are_not_kept
             .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(&sha256)).count())
             .unwrap_or(0)
     };
-    let request = |input: &str| DeployModuleRequest {
-        name: "mend".into(),
-        kind: "transform".into(),
-        inputs: vec![input.into()],
-        output: Some("out".into()),
-        topic: None,
-        params: Default::default(),
-        deadline_ms: None,
-        memory_bytes: None,
-        dead_letter_topic: None,
-        failures_max: None,
-    };
+    let request = |input: &str| transform_request("mend", input, "out");
     // Refused for its spec (an input topic that does not exist): nothing stored or compiled.
     let refused = admin.deploy_module(&request("missing"), bytes.clone()).await.unwrap_err();
     assert!(refused.to_string().contains("missing"), "{refused}");
