@@ -403,3 +403,82 @@ async fn given_a_rust_group_consumer_and_a_kafka_consumer_in_one_group_then_they
     assert_eq!(their_reads, 2000);
     rust.close().await.unwrap();
 }
+
+/// Reads one answer and its header; returns the body after the header.
+fn read_answer(stream: &mut TcpStream, api_key: ApiKey, version: i16) -> (i32, Bytes) {
+    let mut body = read_response(stream).expect("an answer");
+    let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version)).unwrap();
+    (header.correlation_id, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_pipelined_requests_on_one_connection_then_they_take_effect_in_order() {
+    let broker = BrokerProcess::start(&[]);
+    Admin::new(broker.client().await).create_topic("ordered", 1, TopicConfig::default()).await.unwrap();
+    let addr = broker.kafka_bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // 1,000 offset commits sent back to back, as an async-committing consumer does; none is
+        // read until all are sent. The last one sent must be the one that stays.
+        const COMMITS: i32 = 1000;
+        let writer = {
+            let mut stream = stream.try_clone().unwrap();
+            std::thread::spawn(move || {
+                for n in 1..=COMMITS {
+                    let commit = OffsetCommitRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("pipelined")))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(StrBytes::from_static_str("ordered")))
+                            .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(i64::from(n))])]);
+                    send_request(&mut stream, ApiKey::OffsetCommit, 8, n, &commit);
+                }
+            })
+        };
+        for n in 1..=COMMITS {
+            let (correlation_id, mut body) = read_answer(&mut stream, ApiKey::OffsetCommit, 8);
+            assert_eq!(correlation_id, n, "answers in request order");
+            let answer = OffsetCommitResponse::decode(&mut body, 8).unwrap();
+            assert_eq!(answer.topics[0].partitions[0].error_code, 0);
+        }
+        writer.join().unwrap();
+        let fetch = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("pipelined")))
+            .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("ordered")))
+                .with_partition_indexes(vec![0])]));
+        send_request(&mut stream, ApiKey::OffsetFetch, 5, 0, &fetch);
+        let (_, mut body) = read_answer(&mut stream, ApiKey::OffsetFetch, 5);
+        let committed = OffsetFetchResponse::decode(&mut body, 5).unwrap().topics[0].partitions[0].committed_offset;
+        assert_eq!(committed, i64::from(COMMITS), "the last commit sent is the one kept");
+
+        // CreateTopics then Produce to the new topic, pipelined: the produce sees the topic.
+        let create = CreateTopicsRequest::default().with_timeout_ms(10_000).with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("made-then-used")))
+                .with_num_partitions(2)
+                .with_replication_factor(1),
+        ]);
+        let record = Record { value: Some(Bytes::from_static(b"first")), ..Record::default() };
+        let records = weir_sdk::batch::encode_batch(&[record], weir_sdk::Compression::None).unwrap();
+        let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("made-then-used")))
+                .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                    .with_index(1)
+                    .with_records(Some(records))]),
+        ]);
+        send_request(&mut stream, ApiKey::CreateTopics, 5, 1, &create);
+        send_request(&mut stream, ApiKey::Produce, 9, 2, &produce);
+        let (_, mut body) = read_answer(&mut stream, ApiKey::CreateTopics, 5);
+        assert_eq!(CreateTopicsResponse::decode(&mut body, 5).unwrap().topics[0].error_code, 0);
+        let (_, mut body) = read_answer(&mut stream, ApiKey::Produce, 9);
+        let produced = ProduceResponse::decode(&mut body, 9).unwrap().responses[0].partition_responses[0].clone();
+        assert_eq!((produced.error_code, produced.base_offset), (0, 0), "{produced:?}");
+    })
+    .await
+    .unwrap();
+}

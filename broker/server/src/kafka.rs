@@ -265,6 +265,7 @@ async fn serve_connection(
         Ok::<_, std::io::Error>(())
     });
     let client_host = format!("/{}", remote.ip());
+    let produces = Arc::new(tokio::sync::RwLock::new(()));
     loop {
         // The next request, whole, within the idle timeout: an idle or trickling client does
         // not hold its connection (and its slot under connections_max) for ever.
@@ -335,11 +336,18 @@ async fn serve_connection(
             client_host: client_host.clone(),
             response_bytes_max: ctx.config.response_bytes_max,
         };
-        // Produce queues its appends here, before the next request is read, to keep order.
+        // Kafka's per-connection rule: a request takes effect after the ones before it. Produce
+        // queues its appends here, before the next request is read, and holds a read guard of
+        // `produces` until they are stored; any other request first waits for the produces
+        // before it (the write guard). Fetches then run beside later requests (a long poll
+        // must not hold the connection); every other request is handled before the next one
+        // is read.
         if let RequestKind::Produce(produce) = body {
+            let stored = produces.clone().read_owned().await;
             let pending = produce_enqueue(&ctx, api_version, produce).await;
             tokio::spawn(async move {
                 let (acks, response) = pending.await;
+                drop(stored);
                 if acks == 0 {
                     let _ = tx.send(None);
                 } else if let Some(bytes) = encode_response(&request_ctx, ResponseKind::Produce(response)) {
@@ -349,12 +357,19 @@ async fn serve_connection(
             });
             continue;
         }
-        tokio::spawn(async move {
+        let earlier_produces = produces.clone().write_owned();
+        let answer = async move {
+            drop(earlier_produces.await);
             let response = handle(&ctx, &request_ctx, body).await;
             if let Some(bytes) = encode_response(&request_ctx, response) {
                 let _ = tx.send(Some(bytes));
             }
-        });
+        };
+        if matches!(api_key, ApiKey::Fetch) {
+            tokio::spawn(answer);
+        } else {
+            answer.await;
+        }
     }
     drop(order_tx);
     let _ = writer_task.await;
