@@ -224,6 +224,90 @@ pub struct TopicConfig {
     pub key_schema_validation: bool,
     /// How the subject of a record's schema is named.
     pub subject_name_strategy: SubjectNameStrategy,
+    /// Kafka topic configs set on the topic that Weir stores, checks and reports but does not
+    /// act on ([`KAFKA_TOPIC_CONFIGS`]); a config at its default is not kept.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub kafka: std::collections::BTreeMap<String, String>,
+}
+
+/// What a Kafka topic config's value must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    /// A whole number at least this.
+    Long(i64),
+    /// A number from 0 to 1.
+    Ratio,
+    Bool,
+    /// One of these.
+    Choice(&'static [&'static str]),
+    /// A comma-separated list of these.
+    List(&'static [&'static str]),
+    /// Any text.
+    Text,
+}
+
+/// Every topic config Kafka 3.7 defines that Weir does not act on, with its kind and Kafka's
+/// default: Weir accepts, checks, stores and reports them, so tools that set them work, but
+/// they change nothing (there is no compaction, one replica, no segments, no tiered storage).
+/// `retention.ms`, `retention.bytes` and `max.message.bytes` are Kafka configs Weir acts on.
+pub const KAFKA_TOPIC_CONFIGS: &[(&str, ConfigKind, &str)] = &[
+    ("cleanup.policy", ConfigKind::List(&["delete", "compact"]), "delete"),
+    (
+        "compression.type",
+        ConfigKind::Choice(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+        "producer",
+    ),
+    ("delete.retention.ms", ConfigKind::Long(0), "86400000"),
+    ("file.delete.delay.ms", ConfigKind::Long(0), "60000"),
+    ("flush.messages", ConfigKind::Long(1), "9223372036854775807"),
+    ("flush.ms", ConfigKind::Long(0), "9223372036854775807"),
+    ("follower.replication.throttled.replicas", ConfigKind::Text, ""),
+    ("index.interval.bytes", ConfigKind::Long(0), "4096"),
+    ("leader.replication.throttled.replicas", ConfigKind::Text, ""),
+    ("local.retention.bytes", ConfigKind::Long(-2), "-2"),
+    ("local.retention.ms", ConfigKind::Long(-2), "-2"),
+    ("max.compaction.lag.ms", ConfigKind::Long(1), "9223372036854775807"),
+    ("message.downconversion.enable", ConfigKind::Bool, "true"),
+    ("message.format.version", ConfigKind::Text, "3.0-IV1"),
+    ("message.timestamp.after.max.ms", ConfigKind::Long(0), "9223372036854775807"),
+    ("message.timestamp.before.max.ms", ConfigKind::Long(0), "9223372036854775807"),
+    ("message.timestamp.difference.max.ms", ConfigKind::Long(0), "9223372036854775807"),
+    ("message.timestamp.type", ConfigKind::Choice(&["CreateTime", "LogAppendTime"]), "CreateTime"),
+    ("min.cleanable.dirty.ratio", ConfigKind::Ratio, "0.5"),
+    ("min.compaction.lag.ms", ConfigKind::Long(0), "0"),
+    ("min.insync.replicas", ConfigKind::Long(1), "1"),
+    ("preallocate", ConfigKind::Bool, "false"),
+    ("remote.storage.enable", ConfigKind::Bool, "false"),
+    ("segment.bytes", ConfigKind::Long(14), "1073741824"),
+    ("segment.index.bytes", ConfigKind::Long(4), "10485760"),
+    ("segment.jitter.ms", ConfigKind::Long(0), "0"),
+    ("segment.ms", ConfigKind::Long(1), "604800000"),
+    ("unclean.leader.election.enable", ConfigKind::Bool, "false"),
+];
+
+impl ConfigKind {
+    /// Why `value` is not one of this kind, if it is not.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        match self {
+            Self::Long(min) => match value.trim().parse::<i64>() {
+                Ok(n) if n >= min => Ok(()),
+                _ => Err(format!("expected a whole number of at least {min}")),
+            },
+            Self::Ratio => match value.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+                _ => Err("expected a number from 0 to 1".into()),
+            },
+            Self::Bool => match value {
+                "true" | "false" => Ok(()),
+                _ => Err("expected true or false".into()),
+            },
+            Self::Choice(options) if options.contains(&value) => Ok(()),
+            Self::Choice(options) => Err(format!("expected one of {}", options.join(", "))),
+            Self::List(options) if !value.is_empty() && value.split(',').all(|v| options.contains(&v.trim())) => Ok(()),
+            Self::List(options) => Err(format!("expected a comma-separated list of {}", options.join(", "))),
+            Self::Text => Ok(()),
+        }
+    }
 }
 
 /// How the schema registry subject of a record is named (Confluent's strategies, by their
@@ -271,6 +355,7 @@ impl Default for TopicConfig {
             retention_bytes: None,
             max_message_bytes: 1024 * 1024,
             flush: FlushMode::Always,
+            kafka: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -336,11 +421,21 @@ impl TopicConfig {
                         invalid("expected TopicNameStrategy, RecordNameStrategy or TopicRecordNameStrategy")
                     })?
                 }
-                _ => {
-                    return Err(invalid(
-                        "unknown key; known keys are retention.ms, retention.bytes, max.message.bytes, flush.mode, flush.interval.ms, value.schema.validation, key.schema.validation, subject.name.strategy",
-                    ))
-                }
+                _ => match KAFKA_TOPIC_CONFIGS.iter().find(|(name, _, _)| *name == key) {
+                    Some((_, kind, default)) => {
+                        kind.check(value).map_err(|why| invalid(&why))?;
+                        if value == *default {
+                            self.kafka.remove(key);
+                        } else {
+                            self.kafka.insert(key.to_owned(), value.to_owned());
+                        }
+                    }
+                    None => {
+                        return Err(invalid(
+                            "not a topic config Kafka or Weir defines; Weir's own are flush.mode, flush.interval.ms, value.schema.validation, key.schema.validation, subject.name.strategy",
+                        ))
+                    }
+                },
             }
         }
         self.flush = if mode_interval { FlushMode::IntervalMs(interval_ms.unwrap_or(1000)) } else { FlushMode::Always };
@@ -364,6 +459,11 @@ impl TopicConfig {
                 out.push(("flush.mode".into(), "interval".into()));
                 out.push(("flush.interval.ms".into(), ms.to_string()));
             }
+        }
+        // Kafka's other configs: set or at their defaults.
+        for (name, _, default) in KAFKA_TOPIC_CONFIGS {
+            let value = self.kafka.get(*name).map_or(*default, String::as_str);
+            out.push(((*name).to_owned(), value.to_owned()));
         }
         out
     }
@@ -740,7 +840,32 @@ mod tests {
         assert_eq!(err.code, ErrorCode::InvalidConfig);
         assert!(err.message.contains("retention.bytes"), "{err}");
         let err = TopicConfig::default().with_entries([("colour", "red")]).unwrap_err();
-        assert!(err.message.contains("unknown key"), "{err}");
+        assert!(err.message.contains("not a topic config Kafka or Weir defines"), "{err}");
+        // Kafka's other topic configs are accepted, checked by kind, kept unless at their
+        // default, and listed.
+        let kafka = TopicConfig::default()
+            .with_entries([
+                ("message.format.version", "3.0-IV1"),
+                ("cleanup.policy", "compact,delete"),
+                ("min.insync.replicas", "2"),
+                ("min.cleanable.dirty.ratio", "0.1"),
+            ])
+            .unwrap();
+        assert_eq!(kafka.kafka.len(), 3, "the version is Kafka's default: {:?}", kafka.kafka);
+        let listed: std::collections::BTreeMap<_, _> = kafka.entries().into_iter().collect();
+        assert_eq!(listed["cleanup.policy"], "compact,delete");
+        assert_eq!(listed["segment.bytes"], "1073741824");
+        for (key, value, why) in [
+            ("min.insync.replicas", "0", "at least 1"),
+            ("cleanup.policy", "shred", "comma-separated list of delete, compact"),
+            ("message.timestamp.type", "WallClock", "CreateTime, LogAppendTime"),
+            ("preallocate", "yes", "true or false"),
+            ("min.cleanable.dirty.ratio", "2", "from 0 to 1"),
+        ] {
+            let err = TopicConfig::default().with_entries([(key, value)]).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidConfig);
+            assert!(err.message.contains(key) && err.message.contains(why), "{err}");
+        }
         let err = TopicConfig::default().with_entries([("retention.ms", "9223372036854775807")]).unwrap_err();
         assert!(err.message.contains("100 years"), "{err}");
         let century = RETENTION_MS_MAX.to_string();

@@ -482,3 +482,83 @@ async fn given_pipelined_requests_on_one_connection_then_they_take_effect_in_ord
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_kafka_topic_configs_and_bad_create_topics_then_answers_are_kafkas() {
+    let broker = BrokerProcess::start(&[]);
+    let addr = broker.kafka_bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut correlation = 0;
+        let mut create =
+            |name: &str, partitions: i32, replication: i16, configs: &[(&str, &str)], validate_only: bool| {
+                correlation += 1;
+                let topic = create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name.into())))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(replication)
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                create_topics_request::CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string((*k).into()))
+                                    .with_value(Some(StrBytes::from_string((*v).into())))
+                            })
+                            .collect(),
+                    );
+                let request = CreateTopicsRequest::default()
+                    .with_timeout_ms(10_000)
+                    .with_validate_only(validate_only)
+                    .with_topics(vec![topic]);
+                send_request(&mut stream, ApiKey::CreateTopics, 5, correlation, &request);
+                let (_, mut body) = read_answer(&mut stream, ApiKey::CreateTopics, 5);
+                let topic = CreateTopicsResponse::decode(&mut body, 5).unwrap().topics.remove(0);
+                (topic.error_code, topic.error_message.map(|m| m.to_string()).unwrap_or_default())
+            };
+        // Kafka's topic configs Weir does not act on are accepted (0092 sets message.format.version).
+        let kafka_configs =
+            [("message.format.version", "2.8"), ("cleanup.policy", "compact"), ("segment.bytes", "1048576")];
+        assert_eq!(create("configured", 2, 1, &kafka_configs, false).0, 0);
+        let (code, message) = create("configured", 2, 1, &[], false);
+        assert_eq!(code, 36, "TOPIC_ALREADY_EXISTS: {message}");
+        assert!(message.contains("already exists"), "{message}");
+        let (code, message) = create("bad-config", 1, 1, &[("colour", "red")], false);
+        assert_eq!(code, 40, "INVALID_CONFIG: {message}");
+        let (code, message) = create("bad-value", 1, 1, &[("min.insync.replicas", "zero")], false);
+        assert_eq!(code, 40, "INVALID_CONFIG: {message}");
+        let (code, message) = create("no-partitions", 0, 1, &[], false);
+        assert_eq!(code, 37, "INVALID_PARTITIONS: {message}");
+        let (code, message) = create("no-replicas", 1, 0, &[], false);
+        assert_eq!(code, 38, "INVALID_REPLICATION_FACTOR: {message}");
+        let (code, message) = create("too-many-replicas", 1, 3, &[], false);
+        assert_eq!(code, 38, "INVALID_REPLICATION_FACTOR: {message}");
+        assert!(message.contains("larger than available brokers: 1"), "{message}");
+        // Validate-only: the answer a create would get, and nothing created.
+        assert_eq!(create("dry", 3, 1, &[], true).0, 0);
+        assert_eq!(create("dry", 3, 1, &[], false).0, 0, "the validate-only request created nothing");
+
+        let describe = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("configured")),
+        ]);
+        send_request(&mut stream, ApiKey::DescribeConfigs, 4, 99, &describe);
+        let (_, mut body) = read_answer(&mut stream, ApiKey::DescribeConfigs, 4);
+        let result = DescribeConfigsResponse::decode(&mut body, 4).unwrap().results.remove(0);
+        assert_eq!(result.error_code, 0);
+        let config = |name: &str| {
+            let c = result.configs.iter().find(|c| c.name.as_str() == name).unwrap_or_else(|| panic!("{name} listed"));
+            (c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(), c.config_source)
+        };
+        // Kafka's ConfigSource: DYNAMIC_TOPIC_CONFIG (1) for what the topic sets, DEFAULT_CONFIG (5).
+        assert_eq!(config("message.format.version"), ("2.8".into(), 1));
+        assert_eq!(config("cleanup.policy"), ("compact".into(), 1));
+        assert_eq!(config("segment.bytes"), ("1048576".into(), 1));
+        assert_eq!(config("min.insync.replicas"), ("1".into(), 5));
+        assert_eq!(config("retention.ms"), ("604800000".into(), 5));
+    })
+    .await
+    .unwrap();
+}

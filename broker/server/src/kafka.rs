@@ -971,9 +971,11 @@ fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest)
             };
             match entries {
                 Ok(entries) => {
+                    // Null (or no key at all) asks for every config.
                     let wanted = res
                         .configuration_keys
                         .as_ref()
+                        .filter(|keys| !keys.is_empty())
                         .map(|keys| keys.iter().map(|k| k.as_str().to_owned()).collect::<Vec<_>>());
                     result.with_configs(
                         entries

@@ -217,9 +217,16 @@ async fn serve_stream(
                 Err(e) => Err(e),
             }
         }
-        Ok(frame) => {
+        // A request that changes or reads state takes effect before the next stream's; a
+        // fetch (a long poll) and the group calls that wait for a rebalance overlap later ones.
+        Ok(frame) if matches!(frame.kind, FrameKind::Fetch | FrameKind::JoinGroup | FrameKind::SyncGroup) => {
             drop(queued);
             handle(broker, frame).await
+        }
+        Ok(frame) => {
+            let answer = handle(broker, frame).await;
+            drop(queued);
+            answer
         }
         Err(e) => {
             drop(queued);

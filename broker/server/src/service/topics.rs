@@ -159,11 +159,21 @@ impl Broker {
     /// are is refused; with `validate_only` nothing is created. Returns the partition count.
     pub async fn create_topic_as_asked(&self, new: NewTopic) -> Result<u32, WireError> {
         let brokers = 1;
-        if let Some(factor) = new.replication_factor.filter(|f| *f == 0 || *f > brokers) {
-            return Err(WireError::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {factor} is out of range: 1 to the {brokers} broker of this cluster"),
-            ));
+        // Kafka's own messages, which clients and their tests match on.
+        match new.replication_factor {
+            Some(0) => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidReplicationFactor,
+                    "Replication factor must be larger than 0.",
+                ))
+            }
+            Some(factor) if factor > brokers => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!("Replication factor: {factor} larger than available brokers: {brokers}."),
+                ))
+            }
+            _ => {}
         }
         let config = TopicConfig::default().with_entries(new.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let partitions = new.partitions.unwrap_or(self.config.default_partitions);
@@ -194,7 +204,7 @@ impl Broker {
     pub fn topic_configs(&self, name: &str) -> Result<Vec<ConfigEntry>, WireError> {
         let topic = self.topic(name)?;
         let defaults = default_entries();
-        let mut entries: Vec<ConfigEntry> = topic
+        let entries: Vec<ConfigEntry> = topic
             .config
             .entries()
             .into_iter()
@@ -203,8 +213,6 @@ impl Broker {
                 ConfigEntry { name, value, is_default }
             })
             .collect();
-        // Weir deletes by retention only; compaction is not offered.
-        entries.push(ConfigEntry { name: "cleanup.policy".into(), value: "delete".into(), is_default: true });
         Ok(entries)
     }
 
