@@ -562,3 +562,17 @@ async fn given_kafka_topic_configs_and_bad_create_topics_then_answers_are_kafkas
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn given_confluent_kafka_delete_records_then_records_before_the_offset_are_gone() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, out, err) = run_with_deadline(
+        python_script("confluent_delete_records.py").arg(broker.kafka_bootstrap()),
+        Duration::from_secs(120),
+    );
+    eprintln!("{out}");
+    assert!(ok, "confluent-kafka delete_records: {out}{err}");
+    // The QUIC side sees the same log start.
+    let admin = Admin::new(broker.client().await);
+    assert_eq!(admin.list_offsets("purged", vec![0], OffsetSpec::Earliest).await.unwrap()[0].offset, 4);
+}

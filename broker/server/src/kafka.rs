@@ -138,6 +138,7 @@ fn supported_versions() -> Vec<(ApiKey, i16, i16)> {
         (ApiKey::OffsetDelete, 0, 0),
         (ApiKey::IncrementalAlterConfigs, 0, 1),
         (ApiKey::DescribeCluster, 0, 1),
+        (ApiKey::DeleteRecords, 0, 2),
     ];
     mine.into_iter()
         .map(|(key, min, max)| {
@@ -396,6 +397,7 @@ fn response_size(response: &ResponseKind, version: i16) -> anyhow::Result<usize>
         };
     }
     sizes!(
+        DeleteRecords,
         Produce,
         Fetch,
         ListOffsets,
@@ -499,6 +501,7 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(ctx, req.api_version, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(ctx, req.api_version, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(ctx, req.api_version, r).await),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records(ctx, r).await),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(create_partitions(ctx, r).await),
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs(ctx, req.api_version, r)),
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs(ctx, r).await),
@@ -934,6 +937,26 @@ async fn delete_topics(ctx: &KafkaContext, version: i16, r: DeleteTopicsRequest)
         });
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+async fn delete_records(ctx: &KafkaContext, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let outcome = ctx.broker.delete_records(t.name.0.as_str(), p.partition_index, p.offset).await;
+            let result = delete_records_response::DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index);
+            partitions.push(match outcome {
+                Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                Err(e) => result.with_low_watermark(-1).with_error_code(wire_code(&e)),
+            });
+        }
+        topics.push(
+            delete_records_response::DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions),
+        );
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
 }
 
 async fn create_partitions(ctx: &KafkaContext, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
@@ -1405,6 +1428,11 @@ mod tests {
                     RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
                 }
                 ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+                ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                    delete_records_request::DeleteRecordsTopic::default().with_name(topic()).with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default().with_offset(-1),
+                    ]),
+                ])),
                 other => panic!("no seed for {other:?}: add one"),
             }
         };

@@ -9,6 +9,9 @@ pub mod keyspace {
     /// Partition time indexes: [`super::time_index_key`] → the base offset (i64 big-endian) of
     /// the batch that raised the partition's largest timestamp to the key's.
     pub const TIME_INDEX: &str = "time_index";
+    /// Log starts moved by DeleteRecords: [`super::partition_key`] → the log start offset (i64
+    /// big-endian), which may lie inside a stored batch.
+    pub const LOG_START: &str = "log_start";
     /// Idempotent producers: [`super::producer_key`] → JSON `ProducerState`.
     pub const PRODUCER_STATE: &str = "producer_state";
     /// Committed offsets: [`super::group_offset_key`] → JSON `CommittedOffset`.
@@ -47,6 +50,13 @@ pub fn log_key(id: PartitionId, offset: i64) -> [u8; LOG_KEY_BYTES] {
 pub fn parse_log_key(key: &[u8]) -> Option<(PartitionId, i64)> {
     let (id, rest) = parse_partition(key)?;
     Some((id, i64::from_be_bytes(rest.try_into().ok()?)))
+}
+
+/// `topic id u64 | partition u32`.
+pub fn partition_key(id: PartitionId) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key.copy_from_slice(&log_key(id, 0)[..12]);
+    key
 }
 
 /// `topic id u64 | partition u32 | timestamp`, the timestamp's sign bit flipped so that a

@@ -34,8 +34,8 @@ use weir_sdk::{ErrorCode, WireError};
 use crate::idempotence::{self, ProducerState, Verdict};
 pub use crate::keys::PartitionId;
 use crate::keys::{
-    keyspace, log_key, parse_log_key, parse_producer_key, parse_time_index_key, producer_key, time_index_key,
-    topic_prefix, LOG_KEY_BYTES,
+    keyspace, log_key, parse_log_key, parse_producer_key, parse_time_index_key, partition_key, producer_key,
+    time_index_key, topic_prefix, LOG_KEY_BYTES,
 };
 use crate::StorageError;
 
@@ -71,6 +71,8 @@ pub struct PartitionState {
     end_offset: watch::Sender<i64>,
     /// The largest timestamp of any batch appended (i64::MIN: none); the time index's last key.
     max_timestamp: AtomicI64,
+    /// Held by retention and DeleteRecords while they delete from the front.
+    deleting: std::sync::Mutex<()>,
 }
 
 impl PartitionState {
@@ -129,6 +131,7 @@ pub struct LogStore {
     db: Database,
     log: Keyspace,
     time_index: Keyspace,
+    log_start: Keyspace,
     partitions: Arc<DashMap<PartitionId, Arc<PartitionState>>>,
     writer: Arc<WriterHandle>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
@@ -182,6 +185,7 @@ impl LogStore {
             KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
         })?;
         let time_index = db.keyspace(keyspace::TIME_INDEX, KeyspaceCreateOptions::default)?;
+        let log_start = db.keyspace(keyspace::LOG_START, KeyspaceCreateOptions::default)?;
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer_store = db.keyspace(keyspace::PRODUCER_STATE, KeyspaceCreateOptions::default)?;
@@ -218,6 +222,7 @@ impl LogStore {
             db: db.clone(),
             log,
             time_index,
+            log_start,
             partitions: Arc::new(DashMap::new()),
             writer,
             dirty,
@@ -250,10 +255,13 @@ impl LogStore {
                 }
             }
         }
-        let log_start_offset = match self.log.range(range.clone()).next() {
+        let first_stored = match self.log.range(range.clone()).next() {
             Some(first) => offset_of_key(&first.key().map_err(storage_error)?),
             None => end_offset,
         };
+        // A start moved by DeleteRecords may lie inside the first stored batch.
+        let moved = self.log_start.get(partition_key(id)).map_err(storage_error)?.and_then(|v| indexed_offset(&v));
+        let log_start_offset = moved.map_or(first_stored, |m| m.clamp(first_stored, end_offset));
         let mut size_bytes = 0u64;
         for guard in self.log.range(range) {
             size_bytes += u64::from(guard.size().map_err(storage_error)?);
@@ -265,6 +273,7 @@ impl LogStore {
             size_bytes: AtomicU64::new(size_bytes),
             end_offset: watch::channel(end_offset).0,
             max_timestamp: AtomicI64::new(max_timestamp),
+            deleting: std::sync::Mutex::new(()),
         });
         tracing::debug!(
             topic_id = id.topic_id,
@@ -472,18 +481,75 @@ impl LogStore {
         let Some(first) = self.time_index.range(entries).next() else { return Ok(None) };
         let (_, value) = first.into_inner().map_err(storage_error)?;
         let indexed = indexed_offset(&value).ok_or_else(|| storage_error("a time index entry is not an offset"))?;
-        for guard in self.log.range(log_key(id, indexed.max(start))..log_key(id, end)) {
+        // From the batch holding the later of the indexed offset and the log start (which
+        // DeleteRecords may have moved inside a batch).
+        let from = indexed.max(start);
+        let seek = self
+            .log
+            .range(first_key(id)..=log_key(id, from))
+            .next_back()
+            .map(|g| g.key().map(|k| offset_of_key(&k)))
+            .transpose()
+            .map_err(storage_error)?
+            .unwrap_or(from);
+        for guard in self.log.range(log_key(id, seek)..log_key(id, end)) {
             let value: Bytes = guard.value().map_err(storage_error)?.into();
             let header = validate_batch(&value)?;
-            if header.max_timestamp < timestamp_ms {
+            if header.max_timestamp < timestamp_ms || header.last_offset() < start {
                 continue;
             }
             let records = weir_sdk::batch::decode_batches_within("", id.partition, value, 0, inflated_bytes_max)?;
-            if let Some(r) = records.iter().find(|r| r.record.timestamp >= timestamp_ms) {
+            if let Some(r) = records.iter().find(|r| r.offset >= start && r.record.timestamp >= timestamp_ms) {
                 return Ok(Some((r.offset, r.record.timestamp)));
             }
         }
         Ok(None)
+    }
+
+    /// Moves the partition's log start up to `offset` (Kafka's DeleteRecords; -1 is the high
+    /// watermark) and returns the new start, the low watermark. Batches wholly below it are
+    /// deleted but the newest, which carries the next offset, as retention keeps it; the start
+    /// is stored first, so records below it are never readable again, after a restart too.
+    pub fn delete_records(&self, partition: &PartitionState, offset: i64) -> Result<i64, WireError> {
+        let id = partition.id;
+        let _deleting = partition.deleting.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, end) = (partition.log_start_offset(), partition.end_offset());
+        let target = if offset == -1 { end } else { offset };
+        if !(0..=end).contains(&target) {
+            return Err(WireError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "cannot delete records before offset {offset} of partition {}: it holds {start} to {end} (-1 is its end)",
+                    id.partition
+                ),
+            ));
+        }
+        if target <= start {
+            return Ok(start);
+        }
+        self.log_start.insert(partition_key(id), target.to_be_bytes()).map_err(storage_error)?;
+        self.db.persist(PersistMode::SyncData).map_err(storage_error)?;
+        partition.log_start_offset.fetch_max(target, Ordering::AcqRel);
+        let mut deleted = 0;
+        for guard in self.log.range(first_key(id)..log_key(id, target)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let header = BatchHeader::parse(&value)?;
+            if header.last_offset() >= target || header.last_offset() + 1 >= end {
+                break;
+            }
+            self.log.remove(key).map_err(storage_error)?;
+            partition.size_bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+            deleted += 1;
+        }
+        self.prune_time_index(id, target)?;
+        tracing::info!(
+            topic_id = id.topic_id,
+            partition = id.partition,
+            log_start_offset = target,
+            deleted,
+            "records deleted"
+        );
+        Ok(target)
     }
 
     /// Drops the time index entries of batches below `log_start_offset` but the last of them.
@@ -514,6 +580,7 @@ impl LogStore {
         now_ms: i64,
     ) -> Result<usize, WireError> {
         let id = partition.id;
+        let _deleting = partition.deleting.lock().unwrap_or_else(|e| e.into_inner());
         let end = partition.end_offset();
         let mut deleted = 0;
         for guard in self.log.range(first_key(id)..log_key(id, end)) {
@@ -528,8 +595,9 @@ impl LogStore {
             if !(too_old || too_big) {
                 break;
             }
-            // Readers see the new start before the batch disappears.
-            partition.log_start_offset.store(header.last_offset() + 1, Ordering::Release);
+            // Readers see the new start before the batch disappears (never a start DeleteRecords
+            // moved further).
+            partition.log_start_offset.fetch_max(header.last_offset() + 1, Ordering::AcqRel);
             self.log.remove(key).map_err(storage_error)?;
             partition.size_bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
             deleted += 1;
@@ -568,6 +636,7 @@ impl LogStore {
         for key in entries {
             self.time_index.remove(key).map_err(storage_error)?;
         }
+        self.log_start.remove(partition_key(id)).map_err(storage_error)?;
         Ok(())
     }
 
@@ -875,6 +944,33 @@ mod tests {
     }
 
     /// A batch of `n` records from idempotent producer `pid`, starting at `sequence`.
+    #[tokio::test]
+    async fn delete_records_moves_the_start_durably_even_inside_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _db) = open_store(dir.path());
+            let p = store.open_partition(P).unwrap();
+            for t in [100, 200, 300, 400] {
+                store.append(p.clone(), vec![batch(2, t)], false).await.unwrap();
+            }
+            assert_eq!(store.delete_records(&p, 3).unwrap(), 3);
+            assert_eq!(p.log_start_offset(), 3);
+            assert_eq!(store.read(&p, 2, 1 << 20, true).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+            let first = store.read(&p, 3, 1 << 20, true).unwrap();
+            assert_eq!(validate_batch(&first[0]).unwrap().base_offset, 2, "the batch holding 3 stays");
+            assert_eq!(store.offset_for_timestamp(&p, 0, 1 << 20).unwrap(), Some((3, 200)), "not below the start");
+            assert_eq!(store.delete_records(&p, 1).unwrap(), 3, "a start never moves back");
+            assert_eq!(store.delete_records(&p, 9).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+        }
+        let (store, _db) = open_store(dir.path());
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(p.log_start_offset(), 3, "the start survives a restart");
+        assert_eq!(store.delete_records(&p, -1).unwrap(), 8, "-1 deletes up to the end");
+        assert_eq!((p.log_start_offset(), p.end_offset()), (8, 8));
+        store.append(p.clone(), vec![batch(2, 500)], false).await.unwrap();
+        assert_eq!(store.read(&p, 8, 1 << 20, true).unwrap().len(), 1, "appends go on after the newest batch");
+    }
+
     /// Entries in the time index of partition `P`: (timestamp, base offset).
     fn index_entries(store: &LogStore) -> Vec<(i64, i64)> {
         store

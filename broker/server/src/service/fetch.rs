@@ -173,6 +173,20 @@ impl Broker {
     /// the record found (`-1, -1` when no record is at or after it). A partition named twice is
     /// answered once; its repeats get an error (as Kafka answers INVALID_REQUEST), so a request
     /// cannot multiply the work of a timestamp search.
+    /// Deletes a partition's records before `offset` (Kafka's DeleteRecords; -1 is the high
+    /// watermark); returns the new log start offset.
+    pub async fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, WireError> {
+        let topic = self.topic(topic)?;
+        let partition = u32::try_from(partition).map_err(|_| {
+            WireError::new(ErrorCode::UnknownPartition, format!("partition {partition} does not exist"))
+        })?;
+        let state = self.partition(&topic, partition)?;
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.delete_records(&state, offset))
+            .await
+            .map_err(|e| WireError::new(ErrorCode::Internal, format!("deleting records failed: {e}")))?
+    }
+
     pub fn list_offsets(&self, topic: &str, entries: &[(u32, OffsetSpec)]) -> Result<Vec<ListedOffset>, WireError> {
         let topic = self.topic(topic)?;
         let mut seen = std::collections::HashSet::new();
