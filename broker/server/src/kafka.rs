@@ -49,6 +49,7 @@ mod code {
     pub const INVALID_TIMESTAMP: i16 = 32;
     pub const INVALID_REQUEST: i16 = 42;
     pub const POLICY_VIOLATION: i16 = 44;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -903,15 +904,17 @@ async fn create_topics(ctx: &KafkaContext, version: i16, r: CreateTopicsRequest)
             .iter()
             .filter_map(|c| c.value.as_ref().map(|v| (c.name.as_str().to_owned(), v.as_str().to_owned())))
             .collect();
-        let new = NewTopic {
-            name,
-            partitions: u32::try_from(t.num_partitions).ok(),
-            replication_factor: u32::try_from(t.replication_factor).ok(),
-            config: entries,
-            validate_only: r.validate_only,
+        let result = create_topics_response::CreatableTopicResult::default().with_name(t.name.clone());
+        let (partitions, replication_factor) = match assigned(ctx, &t) {
+            Ok(None) => (u32::try_from(t.num_partitions).ok(), u32::try_from(t.replication_factor).ok()),
+            Ok(Some(counts)) => (Some(counts.0), Some(counts.1)),
+            Err((code, message)) => {
+                results.push(result.with_error_code(code).with_error_message(Some(s(message))));
+                continue;
+            }
         };
+        let new = NewTopic { name, partitions, replication_factor, config: entries, validate_only: r.validate_only };
         let outcome = ctx.broker.create_topic_as_asked(new).await.map_err(|e| (wire_code(&e), e.message));
-        let result = create_topics_response::CreatableTopicResult::default().with_name(t.name);
         results.push(match outcome {
             Ok(partitions) if version >= 5 => {
                 result.with_num_partitions(i32::try_from(partitions).unwrap_or(i32::MAX)).with_replication_factor(1)
@@ -921,6 +924,50 @@ async fn create_topics(ctx: &KafkaContext, version: i16, r: CreateTopicsRequest)
         });
     }
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// A CreateTopics entry's manual replica assignment, as Kafka checks it: (partitions, replicas
+/// of each) when there is one, the count and factor then left at -1, partitions numbered from
+/// 0, every replica a broker of this cluster.
+fn assigned(
+    ctx: &KafkaContext,
+    t: &create_topics_request::CreatableTopic,
+) -> Result<Option<(u32, u32)>, (i16, String)> {
+    if t.assignments.is_empty() {
+        return Ok(None);
+    }
+    if t.num_partitions != -1 || t.replication_factor != -1 {
+        return Err((
+            code::INVALID_REQUEST,
+            "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."
+                .into(),
+        ));
+    }
+    let mut replicas = None;
+    for (i, a) in t.assignments.iter().enumerate() {
+        if usize::try_from(a.partition_index).ok() != Some(i) {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                "Partitions should be a consecutive 0-based integer sequence".into(),
+            ));
+        }
+        if let Some(b) = a.broker_ids.iter().find(|b| b.0 != ctx.config.node_id) {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                format!("Unknown broker id {} in the replica assignment", b.0),
+            ));
+        }
+        let count = u32::try_from(a.broker_ids.len()).unwrap_or(u32::MAX);
+        if count == 0 || replicas.is_some_and(|r| r != count) {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                "All partitions should have the same number of replicas, at least one".into(),
+            ));
+        }
+        replicas = Some(count);
+    }
+    let partitions = u32::try_from(t.assignments.len()).unwrap_or(u32::MAX);
+    Ok(Some((partitions, replicas.unwrap_or(1))))
 }
 
 async fn delete_topics(ctx: &KafkaContext, version: i16, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
