@@ -135,11 +135,21 @@ impl TryFrom<u16> for ErrorCode {
 pub struct WireError {
     pub code: ErrorCode,
     pub message: String,
+    /// For a refused record: its index among the records the request sent for the partition
+    /// (Kafka's per-record produce errors, KIP-467).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_index: Option<u32>,
 }
 
 impl WireError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), record_index: None }
+    }
+
+    /// The same error, naming the record it is about.
+    pub fn for_record(mut self, index: usize) -> Self {
+        self.record_index = u32::try_from(index).ok();
+        self
     }
 }
 

@@ -576,3 +576,48 @@ async fn given_confluent_kafka_delete_records_then_records_before_the_offset_are
     let admin = Admin::new(broker.client().await);
     assert_eq!(admin.list_offsets("purged", vec![0], OffsetSpec::Earliest).await.unwrap()[0].offset, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_batch_with_a_record_the_topic_refuses_then_produce_names_it_as_kip_467_does() {
+    let broker = BrokerProcess::start(&[]);
+    let (ok, _, err) = broker.cli(&["topic", "create", "checked", "--config", "value.schema.validation=true"], None);
+    assert!(ok, "{err}");
+    let (status, body) = common::http(
+        &broker.registry_addr.to_string(),
+        "POST",
+        "/subjects/checked-value/versions",
+        br#"{"schema": "\"string\""}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let addr = broker.kafka_bootstrap();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // Records 0 and 2 are the string "x" under schema id 1; record 1 does not carry the
+        // schema registry wire format: the batch is refused, and the answer names record 1.
+        let valid: &[u8] = &[0, 0, 0, 0, 1, 2, b'x'];
+        let records: Vec<Record> = [valid, b"plain", valid]
+            .iter()
+            .map(|v| Record { value: Some(Bytes::copy_from_slice(v)), ..Record::default() })
+            .collect();
+        let batch = weir_sdk::batch::encode_batch(&records, weir_sdk::Compression::None).unwrap();
+        let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("checked")))
+                .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))]),
+        ]);
+        send_request(&mut stream, ApiKey::Produce, 9, 1, &produce);
+        let (_, mut body) = read_answer(&mut stream, ApiKey::Produce, 9);
+        let answer = ProduceResponse::decode(&mut body, 9).unwrap().responses[0].partition_responses[0].clone();
+        assert_eq!(answer.error_code, 87, "INVALID_RECORD: {answer:?}");
+        assert_eq!(answer.base_offset, -1);
+        assert_eq!(answer.record_errors.len(), 1, "{answer:?}");
+        assert_eq!(answer.record_errors[0].batch_index, 1);
+        let message = answer.record_errors[0].batch_index_error_message.as_ref().unwrap().to_string();
+        assert!(message.contains("record 1") && message.contains("wire format"), "{message}");
+    })
+    .await
+    .unwrap();
+}

@@ -774,9 +774,21 @@ async fn produce_enqueue(
                     produce_response::PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
                 partition_responses.push(match outcome {
                     Ok(base_offset) => response.with_base_offset(base_offset),
+                    // KIP-467: a refused record is named in record_errors.
                     Err(e) if version >= 8 => response
                         .with_base_offset(-1)
                         .with_error_code(wire_code(&e))
+                        .with_record_errors(
+                            e.record_index
+                                .and_then(|i| i32::try_from(i).ok())
+                                .map(|i| {
+                                    produce_response::BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(i)
+                                        .with_batch_index_error_message(Some(s(e.message.clone())))
+                                })
+                                .into_iter()
+                                .collect(),
+                        )
                         .with_error_message(Some(s(e.message))),
                     Err(e) => response.with_base_offset(-1).with_error_code(wire_code(&e)),
                 });

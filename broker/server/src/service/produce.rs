@@ -274,7 +274,8 @@ impl Broker {
                     return Err(WireError::new(
                         ErrorCode::InvalidRecord,
                         format!("record {index} of the produce request to topic {:?} partition {partition} failed schema validation: {why}; nothing of the request for that partition was stored", topic.name),
-                    ));
+                    )
+                    .for_record(index));
                 }
             }
         }
@@ -327,7 +328,8 @@ impl Broker {
                         "record {index} of the produce request to topic {:?} partition {partition} was rejected by validator module {name:?} v{}: {reason}; nothing of the request for that partition was stored",
                         topic.name, deployment.active_version
                     ),
-                ));
+                )
+                .for_record(index));
             }
         }
         Ok(())
