@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check of the project: formatting, clippy (warnings are errors), unit tests and
-# end-to-end tests. Installs what the tests need when it is missing, so it works on a fresh
-# machine; safe to run again.
+# Runs every check of the project: formatting, clippy (warnings are errors), unit tests,
+# end-to-end tests and librdkafka's regression suite against a real broker. Installs what the
+# tests need when it is missing, so it works on a fresh machine; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -14,6 +14,8 @@
 //! because waiting streams fill the connection's flow-control window. So a QUIC request gets
 //! its connection's budget at once or the connection is closed with the limit named; it waits
 //! a bounded time for its address's and the broker's ([`ConnectionBudget::take_or_refuse`]).
+//! A QUIC fetch's answer takes only the address's and the broker's budgets, since many
+//! consumers' long polls may share one connection.
 //!
 //! The same table caps connections per address, across the QUIC and Kafka listeners.
 
@@ -174,15 +176,34 @@ impl ConnectionBudget {
         self.take_within(bytes, Some(std::time::Duration::ZERO), Some(wait)).await
     }
 
+    /// Room for a QUIC fetch's answer: from the address's and the broker's budgets only,
+    /// waiting at most `wait`. Long polls of many consumers may share one connection, so their
+    /// answers do not count against the connection's own budget, which bounds its requests.
+    pub async fn take_shared_or_refuse(&self, bytes: usize, wait: std::time::Duration) -> Result<Held, OverBudget> {
+        self.take_tiers(bytes, 1, None, Some(wait)).await
+    }
+
     async fn take_within(
         &self,
         bytes: usize,
         own_wait: Option<std::time::Duration>,
         shared_wait: Option<std::time::Duration>,
     ) -> Result<Held, OverBudget> {
+        self.take_tiers(bytes, 0, own_wait, shared_wait).await
+    }
+
+    /// Takes `bytes` from the tiers from `first` on (0: the connection's, 1: the address's,
+    /// 2: the broker's).
+    async fn take_tiers(
+        &self,
+        bytes: usize,
+        first: usize,
+        own_wait: Option<std::time::Duration>,
+        shared_wait: Option<std::time::Duration>,
+    ) -> Result<Held, OverBudget> {
         let config = self.budgets.config;
         let limits = [config.connection_bytes_max, config.address_bytes_max, config.broker_bytes_max];
-        for (setting, limit) in SETTINGS.into_iter().zip(limits) {
+        for (setting, limit) in SETTINGS.into_iter().zip(limits).skip(first) {
             if bytes > limit {
                 return Err(OverBudget { bytes, setting, limit, spent: false });
             }
@@ -190,7 +211,7 @@ impl ConnectionBudget {
         let n = units(bytes);
         let mut held = Vec::with_capacity(3);
         let tiers = [&self.own, &self.address_budget, &self.budgets.broker];
-        for (i, semaphore) in tiers.into_iter().enumerate() {
+        for (i, semaphore) in tiers.into_iter().enumerate().skip(first) {
             let acquire = semaphore.clone().acquire_many_owned(n);
             let wait = if i == 0 { own_wait } else { shared_wait };
             // The semaphores are never closed.
@@ -286,6 +307,9 @@ mod tests {
         let refused = a1.take_or_refuse(2 * MIB, Duration::from_secs(60)).await.unwrap_err();
         assert_eq!((refused.setting, refused.spent), ("connection_bytes_max", true));
         assert!(started.elapsed() < Duration::from_secs(1), "refused at once");
+        // A fetch answer takes only the shared budgets: the full connection still gets one.
+        let answer = a1.take_shared_or_refuse(2 * MIB, wait).await.unwrap();
+        drop(answer);
         let _also = a2.take_or_refuse(3 * MIB, wait).await.unwrap();
         let refused = a2.take_or_refuse(MIB, wait).await.unwrap_err();
         assert_eq!(refused.setting, "address_bytes_max");

@@ -174,7 +174,7 @@ async fn serve_stream(
         Err(e) => (Err(e), Held::default()),
     };
     if matches!(&frame, Ok(f) if f.kind == FrameKind::Fetch) {
-        held.add(budget.take_or_refuse(config.fetch_answer_bytes, config.idle_timeout).await?);
+        held.add(budget.take_shared_or_refuse(config.fetch_answer_bytes, config.idle_timeout).await?);
     }
     if let Some(turn) = turn {
         // Dropped or sent, either way the previous stream has queued what it had to.

@@ -388,6 +388,17 @@ impl LogStore {
         Ok(false)
     }
 
+    /// The base offset of the stored batch holding `offset` (the last one starting at or before
+    /// it): one reverse seek.
+    fn batch_holding(&self, id: PartitionId, offset: i64) -> Result<Option<i64>, WireError> {
+        self.log
+            .range(first_key(id)..=log_key(id, offset))
+            .next_back()
+            .map(|g| g.key().map(|k| offset_of_key(&k)))
+            .transpose()
+            .map_err(storage_error)
+    }
+
     /// Reads batches starting with the one that holds `offset`, up to `max_bytes`; with
     /// `first_may_exceed`, the first batch is returned even when larger, so a consumer cannot get
     /// stuck behind a batch bigger than its fetch size. Each batch's CRC is checked; a corrupt
@@ -410,14 +421,7 @@ impl LogStore {
             ));
         }
         let id = partition.id;
-        let seek_from = self
-            .log
-            .range(first_key(id)..=log_key(id, offset))
-            .next_back()
-            .map(|g| g.key().map(|k| offset_of_key(&k)))
-            .transpose()
-            .map_err(storage_error)?
-            .unwrap_or(start);
+        let seek_from = self.batch_holding(id, offset)?.unwrap_or(start);
         let mut out = Vec::new();
         let mut total = 0usize;
         let range = (Bound::Included(log_key(id, seek_from)), Bound::Excluded(log_key(id, end)));
@@ -484,14 +488,7 @@ impl LogStore {
         // From the batch holding the later of the indexed offset and the log start (which
         // DeleteRecords may have moved inside a batch).
         let from = indexed.max(start);
-        let seek = self
-            .log
-            .range(first_key(id)..=log_key(id, from))
-            .next_back()
-            .map(|g| g.key().map(|k| offset_of_key(&k)))
-            .transpose()
-            .map_err(storage_error)?
-            .unwrap_or(from);
+        let seek = self.batch_holding(id, from)?.unwrap_or(from);
         for guard in self.log.range(log_key(id, seek)..log_key(id, end)) {
             let value: Bytes = guard.value().map_err(storage_error)?.into();
             let header = validate_batch(&value)?;
