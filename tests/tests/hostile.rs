@@ -680,3 +680,45 @@ async fn given_offset_commits_with_outsized_metadata_or_too_many_groups_then_the
     .unwrap();
     assert_calm_beside(&broker, &stop, calm, "offset metadata and group count bounded").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_client_taking_producer_ids_in_a_loop_then_it_is_throttled_and_others_are_not() {
+    use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "producer_ids_per_address_per_minute = 20\n").unwrap();
+    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    Admin::new(broker.client().await).create_topic("calm", 1, TopicConfig::default()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The calm producer is idempotent: it took its producer id from the same allowance.
+    let calm = well_behaved(&broker, stop.clone());
+    let bootstrap = broker.kafka_bootstrap();
+    let (granted, throttled) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(bootstrap).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (mut granted, mut throttled) = (0, None);
+        for _ in 0..40 {
+            let request = InitProducerIdRequest::default().with_transaction_timeout_ms(60_000);
+            let (_, mut answer) =
+                kafka_call(&mut stream, ApiKey::InitProducerId, 4, &|buf| request.encode(buf, 4).unwrap());
+            let answer = InitProducerIdResponse::decode(&mut answer, 4).unwrap();
+            match answer.error_code {
+                0 => granted += 1,
+                89 => {
+                    throttled = Some(answer.throttle_time_ms);
+                    break;
+                }
+                other => panic!("unexpected error {other}"),
+            }
+        }
+        (granted, throttled)
+    })
+    .await
+    .unwrap();
+    let wait = throttled.expect("THROTTLING_QUOTA_EXCEEDED within 40 calls");
+    assert!(granted <= 20, "granted {granted}");
+    assert!(wait > 0 && wait <= 3_000, "throttle_time_ms {wait}");
+    let what = format!("{granted} producer ids granted, then throttled for {wait} ms");
+    assert_calm_beside(&broker, &stop, calm, &what).await;
+}

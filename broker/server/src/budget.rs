@@ -43,6 +43,8 @@ pub struct BudgetConfig {
     pub broker_bytes_max: usize,
     /// Connections one address may hold open, on both listeners together.
     pub connections_per_address_max: usize,
+    /// Producer ids (InitProducerId) one address may take per minute, in bursts up to as many.
+    pub producer_ids_per_address_per_minute: u32,
 }
 
 /// The broker's budgets; cheap to clone.
@@ -51,6 +53,15 @@ pub struct Budgets {
     config: BudgetConfig,
     broker: Arc<Semaphore>,
     addresses: Arc<Mutex<HashMap<IpAddr, Address>>>,
+    /// Producer-id allowance per address; kept past the address's last connection, so
+    /// reconnecting does not refill it.
+    producer_ids: Arc<Mutex<HashMap<IpAddr, Bucket>>>,
+}
+
+/// A token bucket: `tokens` left at `at`, refilled at the configured rate up to the burst.
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
 }
 
 struct Address {
@@ -77,6 +88,7 @@ impl Budgets {
             config,
             broker: Arc::new(Semaphore::new(units(config.broker_bytes_max) as usize)),
             addresses: Arc::default(),
+            producer_ids: Arc::default(),
         }
     }
 
@@ -102,6 +114,26 @@ impl Budgets {
             address,
             budgets: self.clone(),
         })
+    }
+
+    /// Takes one producer id from `address`'s allowance, or says how long until one is left.
+    pub fn take_producer_id(&self, address: IpAddr, now: std::time::Instant) -> Result<(), std::time::Duration> {
+        let per_minute = f64::from(self.config.producer_ids_per_address_per_minute.max(1));
+        let per_second = per_minute / 60.0;
+        let mut buckets = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= 100_000 {
+            // Forget addresses whose allowance has refilled: they lose nothing by it.
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < per_minute);
+        }
+        let bucket = buckets.entry(address).or_insert(Bucket { tokens: per_minute, at: now });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_second).min(per_minute);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        }
     }
 
     /// Connections open from `address` now.
@@ -163,6 +195,12 @@ impl std::fmt::Display for OverBudget {
 const SETTINGS: [&str; 3] = ["connection_bytes_max", "address_bytes_max", "broker_bytes_max"];
 
 impl ConnectionBudget {
+    /// Takes one producer id from this connection's address's allowance (see
+    /// [`Budgets::take_producer_id`]).
+    pub fn take_producer_id(&self) -> Result<(), std::time::Duration> {
+        self.budgets.take_producer_id(self.address, std::time::Instant::now())
+    }
+
     /// Waits until `bytes` fit in the connection's, the address's and the broker's budgets,
     /// taken in that order. A caller takes budget for one request at a time, in the order
     /// the connection's requests arrive.
@@ -254,7 +292,25 @@ mod tests {
             address_bytes_max: 6 * MIB,
             broker_bytes_max: 8 * MIB,
             connections_per_address_max: 3,
+            producer_ids_per_address_per_minute: 60,
         })
+    }
+
+    #[test]
+    fn producer_ids_per_address_come_from_a_bucket_that_refills() {
+        let budgets = budgets();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let start = std::time::Instant::now();
+        for _ in 0..60 {
+            assert_eq!(budgets.take_producer_id(a, start), Ok(()));
+        }
+        let wait = budgets.take_producer_id(a, start).unwrap_err();
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO, "{wait:?}");
+        assert_eq!(budgets.take_producer_id(b, start), Ok(()), "other addresses have their own");
+        // 60 a minute: one more a second later, not two.
+        let later = start + Duration::from_millis(1_100);
+        assert_eq!(budgets.take_producer_id(a, later), Ok(()));
+        assert!(budgets.take_producer_id(a, later).is_err());
     }
 
     async fn waits(budget: &ConnectionBudget, bytes: usize) -> bool {

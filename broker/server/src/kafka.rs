@@ -49,6 +49,7 @@ mod code {
     pub const INVALID_TIMESTAMP: i16 = 32;
     pub const INVALID_REQUEST: i16 = 42;
     pub const POLICY_VIOLATION: i16 = 44;
+    pub const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
@@ -337,6 +338,10 @@ async fn serve_connection(
             client_id,
             client_host: client_host.clone(),
             response_bytes_max: ctx.config.response_bytes_max,
+            producer_id_wait: match api_key {
+                ApiKey::InitProducerId => budget.take_producer_id().err(),
+                _ => None,
+            },
         };
         // Kafka's per-connection rule: a request takes effect after the ones before it. Produce
         // queues its appends here, before the next request is read, and holds a read guard of
@@ -385,6 +390,8 @@ struct RequestContext {
     client_id: String,
     client_host: String,
     response_bytes_max: usize,
+    /// For an InitProducerId past the address's allowance: how long until one is left.
+    producer_id_wait: Option<std::time::Duration>,
 }
 
 /// The encoded size of a response body, without encoding it.
@@ -519,6 +526,16 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
                     .with_port(i32::from(ctx.config.advertised_port))]),
         ),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator(ctx, req, r)),
+        RequestKind::InitProducerId(_) if req.producer_id_wait.is_some() => {
+            let wait = req.producer_id_wait.unwrap_or_default();
+            ResponseKind::InitProducerId(
+                InitProducerIdResponse::default()
+                    .with_error_code(code::THROTTLING_QUOTA_EXCEEDED)
+                    .with_throttle_time_ms(i32::try_from(wait.as_millis()).unwrap_or(i32::MAX))
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            )
+        }
         RequestKind::InitProducerId(_) => {
             let response = match ctx.broker.init_producer_id().await {
                 Ok(id) => InitProducerIdResponse::default()
@@ -1576,6 +1593,7 @@ mod tests {
             client_id: "c".into(),
             client_host: "/127.0.0.1".into(),
             response_bytes_max: limit,
+            producer_id_wait: None,
         };
         let topics: Vec<_> = (0..100)
             .map(|i| {

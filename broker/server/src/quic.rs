@@ -223,6 +223,17 @@ async fn serve_stream(
             drop(queued);
             handle(broker, frame).await
         }
+        Ok(frame) if frame.kind == FrameKind::InitProducerId && budget.take_producer_id().is_err() => {
+            drop(queued);
+            let wait = budget.take_producer_id().err().unwrap_or_default();
+            Err(WireError::new(
+                ErrorCode::LimitReached,
+                format!(
+                    "this address took its producer_ids_per_address_per_minute; try again in {} ms",
+                    wait.as_millis()
+                ),
+            ))
+        }
         Ok(frame) => {
             let answer = handle(broker, frame).await;
             drop(queued);

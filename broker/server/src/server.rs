@@ -91,6 +91,9 @@ pub struct ServeConfig {
     pub address_bytes_max: usize,
     /// The same, for all connections together (Kafka's `queued.max.request.bytes`).
     pub broker_bytes_max: usize,
+    /// Producer ids (InitProducerId) one client address may take per minute, in bursts of up to
+    /// as many; past it the answer is THROTTLING_QUOTA_EXCEEDED with the wait (as KIP-936).
+    pub producer_ids_per_address_per_minute: u32,
     /// A registry HTTP client must send a request's headers within this long (an idle
     /// keep-alive connection too).
     pub http_header_timeout_ms: u64,
@@ -141,6 +144,7 @@ impl Default for ServeConfig {
             connection_bytes_max: 128 * 1024 * 1024,
             address_bytes_max: 512 * 1024 * 1024,
             broker_bytes_max: 2048 * 1024 * 1024,
+            producer_ids_per_address_per_minute: 600,
             http_header_timeout_ms: 30_000,
             http_request_timeout_ms: 60_000,
             groups_max: GroupLimits::default().groups_max,
@@ -249,6 +253,13 @@ impl ServeConfig {
             format!(
                 "broker_bytes_max = {} must be at least address_bytes_max = {} and at most 1 TiB",
                 self.broker_bytes_max, self.address_bytes_max
+            ),
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.producer_ids_per_address_per_minute),
+            format!(
+                "producer_ids_per_address_per_minute = {} must be 1 to 1000000",
+                self.producer_ids_per_address_per_minute
             ),
         )?;
         check(
@@ -433,6 +444,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         address_bytes_max: config.address_bytes_max,
         broker_bytes_max: config.broker_bytes_max,
         connections_per_address_max: config.connections_per_address_max,
+        producer_ids_per_address_per_minute: config.producer_ids_per_address_per_minute,
     });
     let kafka_ctx = KafkaContext {
         broker: broker.clone(),
