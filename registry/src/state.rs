@@ -24,6 +24,8 @@ pub struct StoredSchema {
 
 /// How deep references may nest (a reference to a schema with references, ...).
 pub const REFERENCE_DEPTH_MAX: usize = 32;
+/// Longest subject name a new subject or subject setting may have.
+pub const SUBJECT_BYTES_MAX: usize = 1024;
 /// How many distinct schemas one schema's references may bring in, counted transitively.
 pub const REFERENCES_RESOLVED_MAX: usize = 1_000;
 /// Largest schema text with its references written out, in bytes (the API's body limit).
@@ -368,6 +370,35 @@ impl RegistryState {
     /// The broker's limits on what a plan would add: versions per subject (soft-deleted ones
     /// count until permanently deleted) and schemas in all.
     pub fn check_limits(&self, plan: &Plan, limits: &RegistryLimits) -> Result<(), RegistryError> {
+        // A subject a command would add: by name, bounded in length and, with the subjects that
+        // hold only a compatibility or mode setting, in number (schemas.max bounds both).
+        let new_subject = match plan {
+            Plan::NewVersion { subject, .. } if !self.subjects.contains_key(subject) => Some(subject),
+            Plan::Other(RegistryCommand::SetCompatibility { subject: Some(s), .. })
+                if !self.subject_compatibility.contains_key(s) =>
+            {
+                Some(s)
+            }
+            Plan::Other(RegistryCommand::SetMode { subject: Some(s), .. }) if !self.subject_mode.contains_key(s) => {
+                Some(s)
+            }
+            _ => None,
+        };
+        if let Some(subject) = new_subject {
+            if subject.len() > SUBJECT_BYTES_MAX {
+                return Err(RegistryError::LimitReached(format!(
+                    "A subject name is at most {SUBJECT_BYTES_MAX} bytes; this one has {}",
+                    subject.len()
+                )));
+            }
+            let held = self.subjects.len() + self.subject_compatibility.len() + self.subject_mode.len();
+            if held >= limits.schemas_max {
+                return Err(RegistryError::LimitReached(format!(
+                    "The registry holds {held} subjects and subject settings; schemas.max ({}) bounds them too",
+                    limits.schemas_max
+                )));
+            }
+        }
         let Plan::NewVersion { subject, schema, .. } = plan else {
             return Ok(());
         };
@@ -880,8 +911,17 @@ mod tests {
         assert_eq!(e.status_and_code(), (422, 42290));
         assert!(e.to_string().contains("schema.versions.per.subject.max is 2"), "{e}");
         // An existing schema under a new subject adds no schema; a new one is past schemas.max.
-        assert_eq!(applied.check_limits(&applied.plan(register(a(), "t")).unwrap(), &limits), Ok(()));
+        let roomy = RegistryLimits { schemas_max: 3, ..limits };
+        assert_eq!(applied.check_limits(&applied.plan(register(a(), "t")).unwrap(), &roomy), Ok(()));
         let e = applied.check_limits(&applied.plan(register(int_n(), "t")).unwrap(), &limits).unwrap_err();
         assert!(e.to_string().contains("schemas.max is 2"), "{e}");
+        // New subjects, and settings for subjects, are bounded in name length and in number.
+        let e = applied.check_limits(&applied.plan(register(a(), &"x".repeat(2000))).unwrap(), &roomy).unwrap_err();
+        assert!(e.to_string().contains("at most 1024 bytes"), "{e}");
+        let setting = |s: &str| Plan::Other(RegistryCommand::SetMode { subject: Some(s.into()), mode: Mode::ReadOnly });
+        assert_eq!(applied.check_limits(&setting("u"), &roomy), Ok(()));
+        let tight = RegistryLimits { schemas_max: 1, ..limits };
+        let e = applied.check_limits(&setting("u"), &tight).unwrap_err();
+        assert!(e.to_string().contains("bounds them too"), "{e}");
     }
 }

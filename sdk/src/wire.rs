@@ -230,6 +230,9 @@ pub struct TopicConfig {
     pub kafka: std::collections::BTreeMap<String, String>,
 }
 
+/// Longest value a topic config may have.
+pub const TOPIC_CONFIG_VALUE_BYTES_MAX: usize = 1024;
+
 /// What a Kafka topic config's value must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigKind {
@@ -376,6 +379,16 @@ impl TopicConfig {
         for (key, value) in entries {
             let invalid =
                 |why: &str| WireError::new(ErrorCode::InvalidConfig, format!("topic config {key}={value:?}: {why}"));
+            // Stored with the topic in the replicated metadata: a value is short.
+            if value.len() > TOPIC_CONFIG_VALUE_BYTES_MAX {
+                return Err(WireError::new(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "topic config {key}: a value is at most {TOPIC_CONFIG_VALUE_BYTES_MAX} bytes, not {}",
+                        value.len()
+                    ),
+                ));
+            }
             let unlimited_or_u64 = || -> Result<Option<u64>, WireError> {
                 match value.parse::<i64>() {
                     Ok(-1) => Ok(None),
@@ -839,6 +852,9 @@ mod tests {
         let err = TopicConfig::default().with_entries([("retention.bytes", "lots")]).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidConfig);
         assert!(err.message.contains("retention.bytes"), "{err}");
+        let long = "x".repeat(TOPIC_CONFIG_VALUE_BYTES_MAX + 1);
+        let err = TopicConfig::default().with_entries([("message.format.version", long.as_str())]).unwrap_err();
+        assert!(err.message.contains("at most 1024 bytes"), "{err}");
         let err = TopicConfig::default().with_entries([("colour", "red")]).unwrap_err();
         assert!(err.message.contains("not a topic config Kafka or Weir defines"), "{err}");
         // Kafka's other topic configs are accepted, checked by kind, kept unless at their

@@ -17,11 +17,14 @@ use weir_sdk::{Admin, Consumer, ConsumerConfig, ErrorCode, Producer, ProducerCon
 /// The bound on one produce or fetch of the well-behaved client while the attack runs.
 const WELL_BEHAVED_BOUND: Duration = Duration::from_secs(5);
 
-/// Produces and reads back one record at a time until `stop`; returns how many round trips it
-/// made and the slowest.
-fn well_behaved(broker: &BrokerProcess, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, Duration)> {
+/// Produces and reads back one record at a time (topic `calm`) until the returned flag is set;
+/// the task returns how many round trips it made and the slowest.
+fn well_behaved(broker: &BrokerProcess) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u64, Duration)>) {
     let config = broker.client_config();
-    tokio::spawn(async move {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let calm = tokio::spawn(async move {
+        let stop = flag;
         let client = weir_sdk::Client::connect(config).await.expect("connect");
         let producer = Producer::new(client.clone(), ProducerConfig::default());
         let mut consumer = Consumer::new(client, ConsumerConfig::default());
@@ -39,7 +42,8 @@ fn well_behaved(broker: &BrokerProcess, stop: Arc<AtomicBool>) -> tokio::task::J
             trips += 1;
         }
         (trips, slowest)
-    })
+    });
+    (stop, calm)
 }
 
 /// Sends one Kafka request on `stream` and reads its answer: (bytes sent, the answer after its
@@ -105,8 +109,7 @@ async fn given_a_zstd_decompression_bomb_when_produced_then_it_is_refused_unstor
     let bomb = encode_batch(&[record], Compression::Zstd).unwrap();
     assert!(bomb.len() < 64 << 10, "the bomb is {} bytes on the wire", bomb.len());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let calm = well_behaved(&broker, stop.clone());
+    let (stop, calm) = well_behaved(&broker);
     let refused = Arc::new(AtomicU64::new(0));
     for _ in 0..5 {
         let request = ProduceRequest {
@@ -150,8 +153,7 @@ async fn given_an_avro_record_claiming_2_pow_29_items_when_validated_then_it_is_
     // array block claiming 2^29 items (zigzag varint) of null, which take no bytes, and the end.
     let mut value = vec![0u8, 0, 0, 0, 1];
     value.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04, 0x00]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let calm = well_behaved(&broker, stop.clone());
+    let (stop, calm) = well_behaved(&broker);
     let producer = Producer::new(client.clone(), ProducerConfig::default());
     for _ in 0..3 {
         let record = Record { value: Some(Bytes::from(value.clone())), ..Record::default() };
@@ -195,6 +197,14 @@ async fn given_kafka_requests_repeating_one_entry_then_answers_stay_in_proportio
     let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("g")); 10_000]);
     let (_, mut answer) = call(ApiKey::DescribeGroups, 5, &|buf| request.encode(buf, 5).unwrap());
     assert_eq!(DescribeGroupsResponse::decode(&mut answer, 5).unwrap().groups.len(), 1, "each group once");
+
+    // DescribeConfigs repeating one topic: one result, with its configs listed once.
+    let resource = describe_configs_request::DescribeConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_static_str("wide"));
+    let request = DescribeConfigsRequest::default().with_resources(vec![resource; 10_000]);
+    let (_, mut answer) = call(ApiKey::DescribeConfigs, 4, &|buf| request.encode(buf, 4).unwrap());
+    assert_eq!(DescribeConfigsResponse::decode(&mut answer, 4).unwrap().results.len(), 1, "each resource once");
 
     // Fetch repeating one partition that holds 64 KiB: the partition is read and answered once.
     let producer = Producer::new(broker.client().await, ProducerConfig::default());
@@ -329,10 +339,7 @@ async fn given_group_joins_with_outsized_metadata_or_timeouts_then_they_are_refu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_idle_or_trickling_kafka_connections_then_the_broker_closes_them() {
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "connection_idle_ms_max = 500\n").unwrap();
-    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let broker = BrokerProcess::start_with_config("connection_idle_ms_max = 500\n");
     let closed_within = |stream: &mut std::net::TcpStream| {
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let started = Instant::now();
@@ -418,17 +425,13 @@ fn record_schema(name: &str, fields: &[(&str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_schema_references_that_fan_out_or_repeat_then_they_resolve_once_or_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "schema_versions_per_subject_max = 3\n").unwrap();
-    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let broker = BrokerProcess::start_with_config("schema_versions_per_subject_max = 3\n");
     let client = broker.client().await;
     Admin::new(client.clone()).create_topic("calm", 1, TopicConfig::default()).await.unwrap();
     let (ok, _, err) = broker
         .cli(&["topic", "create", "diamond", "--partitions", "1", "--config", "value.schema.validation=true"], None);
     assert!(ok, "{err}");
-    let stop = Arc::new(AtomicBool::new(false));
-    let calm = well_behaved(&broker, stop.clone());
+    let (stop, calm) = well_behaved(&broker);
 
     // 15 levels of diamonds: S_i has fields of types X_i and Y_i, each holding S_(i+1). Followed
     // path by path that is 2^15 resolutions under the metadata lock; schema by schema, 46.
@@ -502,25 +505,17 @@ async fn given_schema_references_that_fan_out_or_repeat_then_they_resolve_once_o
 async fn given_a_client_pushing_more_than_its_budget_or_its_connections_then_it_is_held_to_them() {
     use std::io::Read;
     const MIB: usize = 1 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let broker = BrokerProcess::start_with_config(&format!(
             "frame_bytes_max = {}\nkafka_request_bytes_max = {}\nmessage_bytes_max = {MIB}\nfetch_bytes_max = {MIB}\nmodule_bytes_max = {MIB}\nconnection_bytes_max = {}\naddress_bytes_max = {}\nbroker_bytes_max = {}\nconnections_per_address_max = 5\nconnection_idle_ms_max = 3000\n",
             4 * MIB,
             4 * MIB,
             8 * MIB,
             16 * MIB,
             32 * MIB
-        ),
-    )
-    .unwrap();
-    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+        ));
     let admin = Admin::new(broker.client().await);
     admin.create_topic("calm", 1, TopicConfig::default()).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let calm = well_behaved(&broker, stop.clone());
+    let (stop, calm) = well_behaved(&broker);
     let rss_before = broker.peak_rss_bytes().unwrap();
 
     // One connection opens 32 streams and sends a 3 MiB frame on each, 96 MiB in all, and
@@ -594,13 +589,9 @@ async fn given_a_client_pushing_more_than_its_budget_or_its_connections_then_it_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_slow_registry_http_clients_then_their_connections_are_cut_and_others_are_served() {
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "http_header_timeout_ms = 500\nhttp_request_timeout_ms = 1000\n").unwrap();
-    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let broker = BrokerProcess::start_with_config("http_header_timeout_ms = 500\nhttp_request_timeout_ms = 1000\n");
     Admin::new(broker.client().await).create_topic("calm", 1, TopicConfig::default()).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let calm = well_behaved(&broker, stop.clone());
+    let (stop, calm) = well_behaved(&broker);
     let addr = broker.registry_addr.to_string();
     tokio::task::spawn_blocking(move || {
         let read_all = |stream: &mut std::net::TcpStream| {
@@ -643,15 +634,11 @@ async fn given_offset_commits_with_outsized_metadata_or_too_many_groups_then_the
     use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
     use kafka_protocol::messages::{ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName};
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "groups_max = 2\n").unwrap();
-    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let broker = BrokerProcess::start_with_config("groups_max = 2\n");
     let admin = Admin::new(broker.client().await);
     admin.create_topic("calm", 1, TopicConfig::default()).await.unwrap();
     admin.create_topic("t", 1, TopicConfig::default()).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let calm = well_behaved(&broker, stop.clone());
+    let (stop, calm) = well_behaved(&broker);
     let bootstrap = broker.kafka_bootstrap();
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(bootstrap).unwrap();
@@ -685,14 +672,10 @@ async fn given_offset_commits_with_outsized_metadata_or_too_many_groups_then_the
 async fn given_a_client_taking_producer_ids_in_a_loop_then_it_is_throttled_and_others_are_not() {
     use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse};
     use kafka_protocol::protocol::{Decodable, Encodable};
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("weir.toml");
-    std::fs::write(&config, "producer_ids_per_address_per_minute = 20\n").unwrap();
-    let broker = BrokerProcess::start(&["--config", config.to_str().unwrap()]);
+    let broker = BrokerProcess::start_with_config("producer_ids_per_address_per_minute = 20\n");
     Admin::new(broker.client().await).create_topic("calm", 1, TopicConfig::default()).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
     // The calm producer is idempotent: it took its producer id from the same allowance.
-    let calm = well_behaved(&broker, stop.clone());
+    let (stop, calm) = well_behaved(&broker);
     let bootstrap = broker.kafka_bootstrap();
     let (granted, throttled) = tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(bootstrap).unwrap();

@@ -1053,9 +1053,13 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
 fn describe_configs(ctx: &KafkaContext, version: i16, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    // Each resource is answered once: a topic named 100,000 times would otherwise cost 100,000
+    // copies of its 40-odd configs.
+    let mut seen = std::collections::HashSet::new();
     let results = r
         .resources
         .into_iter()
+        .filter(|res| seen.insert((res.resource_type, res.resource_name.clone())))
         .map(|res| {
             let result = describe_configs_response::DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)

@@ -37,7 +37,19 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts a broker with a fresh data folder.
     pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), extra_args)
+    }
+
+    /// Starts a broker with these `weir.toml` settings, written beside its data.
+    pub fn start_with_config(toml: &str) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
+        let config = temp.path().join("weir.toml");
+        std::fs::write(&config, toml).expect("write weir.toml");
+        let config = config.to_str().expect("utf-8 path").to_owned();
+        Self::start_in(temp, &["--config", &config])
+    }
+
+    fn start_in(temp: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let data_dir = temp.path().to_path_buf();
         // Port 0: the broker binds free ports itself and prints them, so brokers started in
         // parallel never race for a port; a restart asks for the same ports again.
