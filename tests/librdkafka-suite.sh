@@ -49,7 +49,7 @@ log "weir serve (debug build) with Kafka's test-cluster defaults (4 partitions p
 cargo build --workspace --bins --locked
 data=$(mktemp -d)
 printf 'default_partitions = 4\n' >"$data/weir.toml"
-target/debug/weir serve --config "$data/weir.toml" --data-dir "$data/db" --quic-addr 127.0.0.1:0 \
+"${CARGO_TARGET_DIR:-$root/target}/debug/weir" serve --config "$data/weir.toml" --data-dir "$data/db" --quic-addr 127.0.0.1:0 \
   --kafka-addr 127.0.0.1:0 --registry-addr 127.0.0.1:0 >"$data/weir.log" 2>&1 &
 broker=$!
 trap 'kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; rm -rf "$data"' EXIT

@@ -321,6 +321,11 @@ impl Admin {
         Ok(resp.topics)
     }
 
+    /// The cluster's controller as the connected broker sees it.
+    pub async fn cluster_status(&self) -> Result<ClusterStatusResponse, ClientError> {
+        Ok(self.client.call(FrameKind::ClusterStatus, &Empty {}, Bytes::new()).await?.0)
+    }
+
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
         Ok(self.client.call(FrameKind::DescribeTopic, &TopicNameRequest { name: name.into() }, Bytes::new()).await?.0)
     }

@@ -66,12 +66,29 @@ pub enum ErrorCode {
     InvalidTimestamp = 37,
     /// A batch names a producer id this cluster never handed out.
     UnknownProducerId = 38,
+    /// The cluster's controller has no leader this broker can reach (an election is under
+    /// way, or too few controller voters are up); retry.
+    NotController = 39,
+    /// The partition is led by another broker (the message names it); ask that one, after
+    /// refreshing metadata.
+    NotLeaderOrFollower = 40,
+    /// The partition has no leader: every replica that may lead is fenced; retry later.
+    LeaderNotAvailable = 41,
 }
 
 impl ErrorCode {
     /// Whether a client may retry the same request and expect a different outcome.
     pub fn is_retriable(self) -> bool {
-        matches!(self, Self::RequestTimedOut | Self::LimitReached | Self::Connection | Self::Storage)
+        matches!(
+            self,
+            Self::RequestTimedOut
+                | Self::LimitReached
+                | Self::Connection
+                | Self::Storage
+                | Self::NotController
+                | Self::NotLeaderOrFollower
+                | Self::LeaderNotAvailable
+        )
     }
 }
 
@@ -124,6 +141,9 @@ impl TryFrom<u16> for ErrorCode {
             36 => InvalidReplicationFactor,
             37 => InvalidTimestamp,
             38 => UnknownProducerId,
+            39 => NotController,
+            40 => NotLeaderOrFollower,
+            41 => LeaderNotAvailable,
             other => return Err(format!("unknown error code {other}")),
         })
     }

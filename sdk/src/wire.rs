@@ -45,6 +45,7 @@ pub enum FrameKind {
     DescribeModule = 17,
     ModuleAction = 18,
     InitProducerId = 19,
+    ClusterStatus = 20,
 }
 
 impl FrameKind {
@@ -70,6 +71,7 @@ impl FrameKind {
             17 => Self::DescribeModule,
             18 => Self::ModuleAction,
             19 => Self::InitProducerId,
+            20 => Self::ClusterStatus,
             _ => return None,
         })
     }
@@ -521,10 +523,32 @@ pub struct TopicDescription {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionDescription {
     pub partition: u32,
-    pub leader: u64,
+    /// The broker leading it; `None` while it has no leader (its replicas are fenced).
+    pub leader: Option<u64>,
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub size_bytes: u64,
+}
+
+/// The cluster's controller as the answering broker sees it (`weir cluster status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatusResponse {
+    /// The broker that answered.
+    pub node_id: u64,
+    /// The controller leader's node id; `None` during an election or without a majority.
+    pub controller_leader: Option<u64>,
+    /// The controller's Raft term as this broker knows it.
+    pub controller_term: u64,
+    /// The controller's voters with their cluster addresses.
+    pub voters: Vec<ClusterVoter>,
+    /// The last controller log entry this broker has applied to its metadata.
+    pub last_applied: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterVoter {
+    pub node_id: u64,
+    pub cluster_addr: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

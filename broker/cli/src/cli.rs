@@ -125,7 +125,11 @@ pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
             for p in d.partitions {
                 println!(
                     "  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}",
-                    p.partition, p.leader, p.log_start_offset, p.high_watermark, p.size_bytes
+                    p.partition,
+                    p.leader.map_or("none".to_owned(), |l| l.to_string()),
+                    p.log_start_offset,
+                    p.high_watermark,
+                    p.size_bytes
                 );
             }
         }

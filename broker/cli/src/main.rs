@@ -1,7 +1,7 @@
 //! `weir`: the broker (`weir serve`) and its client commands, in one binary.
 
 use weir_broker::server;
-use weir_cli::{bench, cli, module_cli, schema_cli};
+use weir_cli::{bench, cli, cluster_cli, module_cli, schema_cli};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +31,8 @@ enum Command {
     Schema(schema_cli::SchemaArgs),
     /// Deploy Wasm plugins (transforms, partitioners, validators) and manage their deployments.
     Module(module_cli::ModuleArgs),
+    /// Make the cluster CA; show the controller's voters and leader.
+    Cluster(cluster_cli::ClusterArgs),
 }
 
 #[derive(clap::Args)]
@@ -53,8 +55,22 @@ struct ServeArgs {
     /// Host Kafka clients are told to connect to (default: the listener's IP).
     #[arg(long)]
     kafka_advertised_host: Option<String>,
+    /// This broker's id, unique in its cluster.
     #[arg(long)]
     node_id: Option<u64>,
+    /// UDP address of the broker-to-broker endpoint (cluster only).
+    #[arg(long)]
+    cluster_addr: Option<SocketAddr>,
+    /// The controller's voters, `id@host:port,...` (their cluster addresses); this node among
+    /// them.
+    #[arg(long, value_delimiter = ',')]
+    controller_voters: Option<Vec<String>>,
+    /// The cluster CA file (created by the first node if missing, or by `weir cluster init`).
+    #[arg(long)]
+    cluster_ca: Option<PathBuf>,
+    /// A broker silent this long (no heartbeat reaching the controller) is fenced.
+    #[arg(long)]
+    broker_session_timeout_ms: Option<u64>,
     /// How often retention runs, in milliseconds.
     #[arg(long)]
     retention_check_ms: Option<u64>,
@@ -66,8 +82,11 @@ struct ServeArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The broker logs what it does; client commands keep stderr for their one-line errors.
-    let default_filter =
-        if matches!(cli.command, Command::Serve(_)) { "info,lsm_tree=warn,fjall=warn,apache_avro=off" } else { "warn" };
+    let default_filter = if matches!(cli.command, Command::Serve(_)) {
+        "info,lsm_tree=warn,fjall=warn,apache_avro=off,openraft=off"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
@@ -84,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Schema(args) => schema_cli::run(args).await,
             Command::Module(args) => module_cli::run(args).await,
+            Command::Cluster(args) => cluster_cli::run(args).await,
         }
     });
     match outcome {
@@ -115,6 +135,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.kafka_advertised_host {
         config.kafka_advertised_host = Some(v);
     }
+    if let Some(v) = args.cluster_addr {
+        config.cluster_addr = Some(v);
+    }
+    if let Some(v) = args.controller_voters {
+        config.controller_voters = v;
+    }
+    if let Some(v) = args.cluster_ca {
+        config.cluster_ca = Some(v);
+    }
+    if let Some(v) = args.broker_session_timeout_ms {
+        config.broker_session_timeout_ms = v;
+    }
     if let Some(v) = args.node_id {
         config.node_id = v;
     }
@@ -130,6 +162,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("  native QUIC   udp://{}  (ALPN weir/1)", running.quic_addr);
     println!("  Kafka         tcp://{}", running.kafka_addr);
     println!("  registry      http://{}  (Confluent Schema Registry API)", running.registry_addr);
+    if let Some(addr) = running.cluster_addr {
+        println!("  cluster       udp://{addr}  (mutual TLS, ALPN weir-cluster/1)");
+    }
     println!("  data          {}", data_dir.display());
     println!("  certificate   {}  sha256 {}", running.cert_path.display(), running.cert_sha256);
     println!("Ctrl-C (or SIGTERM) stops.");

@@ -252,7 +252,16 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                (n.to_string(), Topic { id: i as u64, name: n.to_string(), partitions: 3, config: Default::default() })
+                (
+                    n.to_string(),
+                    Topic {
+                        id: i as u64,
+                        name: n.to_string(),
+                        partitions: 3,
+                        config: Default::default(),
+                        assignment: Vec::new(),
+                    },
+                )
             })
             .collect()
     }

@@ -8,4 +8,5 @@
 
 pub mod deployments;
 pub mod metadata;
+pub mod replication;
 pub mod topic;

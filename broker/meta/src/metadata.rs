@@ -3,7 +3,7 @@
 //! Pure: `apply` takes a command and returns what changed, with no I/O, so the controller can run
 //! it from its replicated log and unit tests can check every rule directly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use weir_registry::state::{Plan, RegistryCommand, RegistryLimits, RegistryOutcome, RegistryState};
@@ -12,6 +12,7 @@ use weir_sdk::wire::TopicConfig;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::deployments::{self, Deployment, ModuleCommand};
+use crate::replication::{self, PartitionRegistration};
 pub use crate::topic::{unknown_topic, validate_topic_name, Topic, TOPIC_NAME_BYTES_LIMIT};
 
 #[allow(clippy::enum_variant_names)]
@@ -42,6 +43,21 @@ pub enum Command {
         #[serde(default)]
         at_least: i64,
     },
+    /// A broker (re)joins the cluster with its listener addresses: it gets a new broker
+    /// epoch, is unfenced, and leads the offline partitions it can lead.
+    RegisterBroker {
+        node_id: u64,
+        quic_addr: String,
+        kafka_host: String,
+        kafka_port: u16,
+    },
+    /// The controller fences a broker that missed its session timeout (or asked to stop): its
+    /// partitions get new leaders from their ISR. Applies only to the epoch it names, so a
+    /// broker that registered again meanwhile stays.
+    FenceBroker {
+        node_id: u64,
+        epoch: u64,
+    },
 }
 
 /// What applying a command changed.
@@ -62,6 +78,24 @@ pub enum Event {
         first: i64,
         count: u32,
     },
+    BrokerRegistered(BrokerRegistration),
+    /// The broker as fenced; `None` if the epoch was not current (nothing changed).
+    BrokerFenced(Option<BrokerRegistration>),
+}
+
+/// A broker as the controller knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node_id: u64,
+    /// Goes up each time the broker registers (a restart), across all brokers.
+    pub epoch: u64,
+    /// Its native QUIC listener, as clients reach it.
+    pub quic_addr: String,
+    /// Its Kafka listener as Kafka clients are told to reach it.
+    pub kafka_host: String,
+    pub kafka_port: u16,
+    /// Missed its session timeout: leads nothing and is in no ISR until it registers again.
+    pub fenced: bool,
 }
 
 /// The broker's configured limits. They are checked when a command is proposed
@@ -105,6 +139,11 @@ pub struct State {
     /// The first producer id not yet handed out in a block; ids are never reused.
     #[serde(default = "first_producer_id")]
     pub next_producer_id: i64,
+    /// Brokers that registered, by node id (a cluster's; none on a single node).
+    #[serde(default)]
+    pub brokers: BTreeMap<u64, BrokerRegistration>,
+    #[serde(default)]
+    pub last_broker_epoch: u64,
 }
 
 impl Default for State {
@@ -115,6 +154,8 @@ impl Default for State {
             registry: RegistryState::default(),
             modules: BTreeMap::new(),
             next_producer_id: first_producer_id(),
+            brokers: BTreeMap::new(),
+            last_broker_epoch: 0,
         }
     }
 }
@@ -158,7 +199,9 @@ impl State {
             Command::DeleteTopic { .. }
             | Command::Registry(_)
             | Command::Module(_)
-            | Command::AllocateProducerIds { .. } => Ok(()),
+            | Command::AllocateProducerIds { .. }
+            | Command::RegisterBroker { .. }
+            | Command::FenceBroker { .. } => Ok(()),
         }
     }
 
@@ -201,7 +244,9 @@ impl State {
                     ));
                 }
                 self.next_topic_id += 1;
-                let topic = Topic { id: self.next_topic_id, name: name.clone(), partitions, config };
+                let mut topic =
+                    Topic { id: self.next_topic_id, name: name.clone(), partitions, config, assignment: Vec::new() };
+                self.assign(&mut topic)?;
                 self.topics.insert(name, topic.clone());
                 Ok(Event::TopicCreated(topic))
             }
@@ -210,7 +255,7 @@ impl State {
                 Ok(Event::TopicDeleted(topic))
             }
             Command::AlterTopic { name, partitions, config } => {
-                let topic = self.topics.get_mut(&name).ok_or_else(|| unknown_topic(&name))?;
+                let topic = self.topics.get(&name).ok_or_else(|| unknown_topic(&name))?;
                 if partitions < topic.partitions {
                     return Err(WireError::new(
                         ErrorCode::InvalidPartitions,
@@ -222,9 +267,12 @@ impl State {
                 }
                 validate_config(&config)?;
                 let before = topic.clone();
-                topic.partitions = partitions;
-                topic.config = config;
-                Ok(Event::TopicAltered { before, after: topic.clone() })
+                let mut after = topic.clone();
+                after.partitions = partitions;
+                after.config = config;
+                self.assign(&mut after)?;
+                self.topics.insert(name, after.clone());
+                Ok(Event::TopicAltered { before, after })
             }
             // The controller dry-runs registry commands and proposes only those that apply, so
             // this error is reached only if replay differs from the first apply.
@@ -244,7 +292,71 @@ impl State {
                 self.next_producer_id = next;
                 Ok(Event::ProducerIds { first, count })
             }
+            Command::RegisterBroker { node_id, quic_addr, kafka_host, kafka_port } => {
+                self.last_broker_epoch += 1;
+                let registration = BrokerRegistration {
+                    node_id,
+                    epoch: self.last_broker_epoch,
+                    quic_addr,
+                    kafka_host,
+                    kafka_port,
+                    fenced: false,
+                };
+                self.brokers.insert(node_id, registration.clone());
+                let live = self.live_brokers();
+                self.each_partition(|current| replication::unfence_broker(current, &live, false));
+                Ok(Event::BrokerRegistered(registration))
+            }
+            Command::FenceBroker { node_id, epoch } => {
+                let Some(broker) = self.brokers.get_mut(&node_id).filter(|b| b.epoch == epoch && !b.fenced) else {
+                    return Ok(Event::BrokerFenced(None));
+                };
+                broker.fenced = true;
+                let fenced = broker.clone();
+                let live = self.live_brokers();
+                self.each_partition(|current| replication::fence_broker(current, node_id, &live, false));
+                Ok(Event::BrokerFenced(Some(fenced)))
+            }
         }
+    }
+
+    /// Registered brokers that are not fenced.
+    pub fn live_brokers(&self) -> BTreeSet<u64> {
+        self.brokers.values().filter(|b| !b.fenced).map(|b| b.node_id).collect()
+    }
+
+    /// Applies a replication rule to every assigned partition, keeping what it changes.
+    fn each_partition(&mut self, mut rule: impl FnMut(&PartitionRegistration) -> Option<PartitionRegistration>) {
+        for topic in self.topics.values_mut() {
+            for registration in &mut topic.assignment {
+                if let Some(next) = rule(registration) {
+                    *registration = next;
+                }
+            }
+        }
+    }
+
+    /// Gives each partition of `topic` that has none an assignment, in a cluster: one replica
+    /// (data replication between brokers is not there yet), spread over the live brokers in
+    /// node id order, starting at a place that depends on the topic id so topics spread too.
+    /// On a single node (no registered brokers) partitions stay unassigned.
+    fn assign(&self, topic: &mut Topic) -> Result<(), WireError> {
+        if self.brokers.is_empty() {
+            return Ok(());
+        }
+        let live: Vec<u64> = self.live_brokers().into_iter().collect();
+        if live.is_empty() {
+            return Err(WireError::new(
+                ErrorCode::InvalidReplicationFactor,
+                "no live broker to place the partitions on: every registered broker is fenced",
+            ));
+        }
+        let start = usize::try_from(topic.id % live.len() as u64).unwrap_or(0);
+        for partition in topic.assignment.len()..topic.partitions as usize {
+            let broker = live[(start + partition) % live.len()];
+            topic.assignment.push(PartitionRegistration::new(vec![broker]));
+        }
+        Ok(())
     }
 
     pub fn topic(&self, name: &str) -> Result<&Topic, WireError> {
@@ -417,5 +529,73 @@ mod tests {
         };
         assert_eq!(c, 7000, "ids found in use are skipped");
         assert!(s.apply(Command::AllocateProducerIds { count: 0, at_least: 0 }).is_err());
+    }
+
+    fn register(state: &mut State, node_id: u64) -> u64 {
+        let command = Command::RegisterBroker {
+            node_id,
+            quic_addr: format!("127.0.0.1:750{node_id}"),
+            kafka_host: "127.0.0.1".into(),
+            kafka_port: 9200 + node_id as u16,
+        };
+        match state.apply(command).unwrap() {
+            Event::BrokerRegistered(b) => b.epoch,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn leaders(state: &State, topic: &str) -> Vec<Option<u64>> {
+        state.topics[topic].assignment.iter().map(|r| r.leader).collect()
+    }
+
+    #[test]
+    fn a_single_nodes_topics_are_unassigned() {
+        let mut s = State::default();
+        s.apply(create("t", 3)).unwrap();
+        assert!(s.topics["t"].assignment.is_empty());
+        assert_eq!(s.topics["t"].leader(2), crate::topic::Leadership::Unassigned);
+    }
+
+    #[test]
+    fn partitions_spread_over_live_brokers_and_follow_fencing_and_registration() {
+        let mut s = State::default();
+        let epochs: Vec<u64> = (1..=3).map(|id| register(&mut s, id)).collect();
+        assert_eq!(epochs, [1, 2, 3]);
+        s.apply(create("t", 6)).unwrap();
+        // Topic id 1: placement starts at the second live broker and goes round.
+        assert_eq!(leaders(&s, "t"), [Some(2), Some(3), Some(1), Some(2), Some(3), Some(1)]);
+        assert!(s.topics["t"].assignment.iter().all(|r| r.replicas.len() == 1 && r.leader_epoch == 0));
+
+        // Fencing names an epoch: a stale one changes nothing.
+        assert_eq!(s.apply(Command::FenceBroker { node_id: 2, epoch: 99 }).unwrap(), Event::BrokerFenced(None));
+        let Event::BrokerFenced(Some(fenced)) = s.apply(Command::FenceBroker { node_id: 2, epoch: 2 }).unwrap() else {
+            panic!("fenced")
+        };
+        assert!(fenced.fenced);
+        // Broker 2 was the only replica of partitions 0 and 3: offline, their ISR remembers it.
+        assert_eq!(leaders(&s, "t"), [None, Some(3), Some(1), None, Some(3), Some(1)]);
+        assert_eq!(s.topics["t"].leader(0), crate::topic::Leadership::Offline);
+        assert_eq!(s.topics["t"].assignment[0].isr, BTreeSet::from([2]));
+        assert_eq!(s.topics["t"].assignment[0].leader_epoch, 1);
+
+        // A topic made meanwhile goes to the live brokers only; grown partitions too.
+        s.apply(create("u", 4)).unwrap();
+        assert!(leaders(&s, "u").iter().all(|l| matches!(l, Some(1) | Some(3))));
+        s.apply(Command::AlterTopic { name: "u".into(), partitions: 6, config: TopicConfig::default() }).unwrap();
+        assert_eq!(s.topics["u"].assignment.len(), 6);
+        assert!(leaders(&s, "u").iter().all(|l| matches!(l, Some(1) | Some(3))));
+
+        // Broker 2 registers again with a new epoch and leads its partitions again; the old
+        // epoch can no longer fence it.
+        assert_eq!(register(&mut s, 2), 4);
+        assert_eq!(leaders(&s, "t"), [Some(2), Some(3), Some(1), Some(2), Some(3), Some(1)]);
+        assert_eq!(s.topics["t"].assignment[0].leader_epoch, 2);
+        assert_eq!(s.apply(Command::FenceBroker { node_id: 2, epoch: 2 }).unwrap(), Event::BrokerFenced(None));
+
+        // Every broker fenced: a new topic has nowhere to go.
+        for (id, epoch) in [(1, 1), (2, 4), (3, 3)] {
+            s.apply(Command::FenceBroker { node_id: id, epoch }).unwrap();
+        }
+        assert_eq!(s.apply(create("v", 1)).unwrap_err().code, ErrorCode::InvalidReplicationFactor);
     }
 }

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use weir_sdk::wire::TopicConfig;
 use weir_sdk::{ErrorCode, WireError};
 
+use crate::replication::PartitionRegistration;
+
 /// Longest topic name, as in Kafka.
 pub const TOPIC_NAME_BYTES_LIMIT: usize = 249;
 
@@ -15,6 +17,29 @@ pub struct Topic {
     pub name: String,
     pub partitions: u32,
     pub config: TopicConfig,
+    /// Each partition's replicas, leader and epochs, in partition order, in a cluster (where
+    /// brokers register). Empty on a single node: the one broker leads every partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignment: Vec<PartitionRegistration>,
+}
+
+/// Who leads a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leadership {
+    /// No assignment: a single node's topic, led by whichever broker holds it.
+    Unassigned,
+    Led(u64),
+    /// Assigned, and no replica that may lead is live.
+    Offline,
+}
+
+impl Topic {
+    pub fn leader(&self, partition: u32) -> Leadership {
+        match self.assignment.get(partition as usize) {
+            None => Leadership::Unassigned,
+            Some(registration) => registration.leader.map_or(Leadership::Offline, Leadership::Led),
+        }
+    }
 }
 
 pub fn unknown_topic(name: &str) -> WireError {

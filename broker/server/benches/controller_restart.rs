@@ -27,7 +27,7 @@ fn main() {
         let path = dir.path().join("db");
         {
             let storage = Storage::open(&path, 16).unwrap();
-            let controller = Controller::open(storage.raft, 1, LIMITS).await.unwrap();
+            let controller = Controller::open(storage.raft, 1, LIMITS, None).await.unwrap();
             let started = Instant::now();
             for i in 0..commands / 2 {
                 let name = format!("t{i}");
@@ -45,7 +45,7 @@ fn main() {
         for run in 1..=3 {
             let storage = Storage::open(&path, 16).unwrap();
             let started = Instant::now();
-            let controller = Controller::open(storage.raft, 1, LIMITS).await.unwrap();
+            let controller = Controller::open(storage.raft, 1, LIMITS, None).await.unwrap();
             let took = started.elapsed();
             let next_topic_id = controller.state().next_topic_id;
             assert_eq!(next_topic_id, (commands / 2) as u64, "the state is rebuilt whole");

@@ -1,19 +1,26 @@
 //! The controller: an embedded openraft group that holds cluster metadata.
 //!
-//! On a single node it is a one-voter group (the cluster work adds voters and a network). Every
-//! metadata change is a [`Command`] proposed to Raft; the state machine applies it to
-//! [`State`] with the same pure rules the dry-run used. The Raft log, vote and committed index
-//! live in fjall keyspaces of the broker's one database; on start, openraft re-applies the
-//! committed log to rebuild the state.
+//! On a single node it is a one-voter group. In a cluster (`controller_voters`), the voters
+//! are the listed brokers, their Raft RPCs travel over the broker-to-broker QUIC endpoint
+//! (`cluster.rs`, mutual TLS under the cluster CA), and a command proposed on a broker that
+//! does not lead is forwarded to the leader, which checks and commits it; the proposing broker
+//! answers once its own copy of the state has applied the entry, so its client reads its own
+//! write. Every metadata change is a [`Command`] proposed to Raft; the state machine applies it
+//! to [`State`] with the same pure rules the dry-run used. The Raft log, vote and committed
+//! index live in fjall keyspaces of the broker's one database; on start, openraft re-applies
+//! the committed log to rebuild the state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::future::Future;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
+use openraft::error::{
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -61,21 +68,49 @@ fn storage(e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Storage, format!("controller: {e}"))
 }
 
+/// How long a proposal may take, leader elections and forwarding included, before it fails
+/// with `NotController` (a majority of the voters is not up, or not reachable), and how many
+/// times it tries to reach a leader within it.
+const PROPOSE_DEADLINE: Duration = Duration::from_secs(10);
+const PROPOSE_ATTEMPTS: usize = 8;
+/// How long a broker that forwarded a command waits for its own state to apply it.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// The cluster side of the controller: the broker-to-broker endpoint and the voters.
+pub struct ClusterSetup {
+    pub endpoint: quinn::Endpoint,
+    /// Every voter's node id and cluster address (`host:port`), this node's included.
+    pub voters: BTreeMap<NodeId, String>,
+}
+
 #[derive(Clone)]
 pub struct Controller {
     raft: Raft,
+    node_id: NodeId,
     state: Arc<RwLock<State>>,
     limits: Limits,
     /// Serializes proposals, so the dry-run sees the state the proposal will apply to.
     propose: Arc<Mutex<()>>,
     store: RaftStore,
+    /// `None` on a single node.
+    peers: Option<Peers>,
+    /// When each broker's heartbeat last reached this node, while it leads, with the broker
+    /// epoch it came under.
+    heartbeats: Arc<std::sync::Mutex<HashMap<NodeId, (u64, tokio::time::Instant)>>>,
 }
 
 impl Controller {
-    /// Opens the Raft storage, restores the newest snapshot, starts the group (which replays
-    /// the log after the snapshot), makes this node its single voter on first start, and waits
-    /// until it leads.
-    pub async fn open(store: RaftStore, node_id: NodeId, limits: Limits) -> Result<Self, WireError> {
+    /// Opens the Raft storage, restores the newest snapshot and starts the group (which replays
+    /// the log after the snapshot). On a single node it makes this node the one voter on first
+    /// start and waits until it leads. In a cluster every voter initializes the group with the
+    /// same voters on first start (safe: the vote decides), answers peers' RPCs on the cluster
+    /// endpoint, and waits until some voter leads.
+    pub async fn open(
+        store: RaftStore,
+        node_id: NodeId,
+        limits: Limits,
+        cluster: Option<ClusterSetup>,
+    ) -> Result<Self, WireError> {
         let log = RaftLog { store: store.clone() };
         let held = store.clone();
         let mut machine = StateMachine {
@@ -89,35 +124,98 @@ impl Controller {
             tracing::info!(last_applied = ?meta.last_log_id, "controller state restored from its snapshot");
         }
         let state = machine.state.clone();
+        // A single voter elects itself at once; in a cluster, heartbeats and elections leave
+        // room for a loaded machine (Kafka's controller waits 1 s before an election too).
+        let (heartbeat_interval, election_timeout_min, election_timeout_max) =
+            if cluster.is_some() { (250, 1000, 2000) } else { (100, 200, 400) };
         let config = openraft::Config {
             cluster_name: "weir".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 200,
-            election_timeout_max: 400,
+            heartbeat_interval,
+            election_timeout_min,
+            election_timeout_max,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
             max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(storage)?);
-        let raft = Raft::new(node_id, config, NoNetwork, log, machine).await.map_err(storage)?;
-        if !raft.is_initialized().await.map_err(storage)? {
-            let members = BTreeMap::from([(node_id, BasicNode::default())]);
-            raft.initialize(members).await.map_err(storage)?;
+        let peers = cluster.as_ref().map(|c| Peers::new(c.endpoint.clone()));
+        let network = QuicNetwork { peers: peers.clone() };
+        let raft = Raft::new(node_id, config, network, log, machine).await.map_err(storage)?;
+        let controller = Self {
+            raft,
+            node_id,
+            state,
+            limits,
+            propose: Arc::new(Mutex::new(())),
+            store: held,
+            peers,
+            heartbeats: Arc::default(),
+        };
+        let members = match &cluster {
+            None => BTreeMap::from([(node_id, BasicNode::default())]),
+            Some(c) => c.voters.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect(),
+        };
+        if let Some(c) = &cluster {
+            let answering = controller.clone();
+            tokio::spawn(crate::cluster::serve(c.endpoint.clone(), move |kind, body| {
+                let controller = answering.clone();
+                async move { controller.answer(kind, body).await }
+            }));
         }
-        raft.wait(Some(Duration::from_secs(30)))
-            .current_leader(node_id, "this node leads the controller")
-            .await
-            .map_err(storage)?;
-        tracing::info!(node_id, topics = state.read().expect("metadata lock").topics.len(), "controller is leader");
-        Ok(Self { raft, state, limits, propose: Arc::new(Mutex::new(())), store: held })
+        if cluster.is_some() {
+            // openraft's own logs repeat every failed heartbeat; this says what changed.
+            let mut metrics = controller.raft.metrics();
+            tokio::spawn(async move {
+                let mut seen = (None, 0);
+                while metrics.changed().await.is_ok() {
+                    let now = {
+                        let m = metrics.borrow();
+                        (m.current_leader, m.current_term)
+                    };
+                    if now != seen {
+                        tracing::info!(leader = ?now.0, term = now.1, "controller leader changed");
+                        seen = now;
+                    }
+                }
+            });
+        }
+        if !controller.raft.is_initialized().await.map_err(storage)? {
+            controller.raft.initialize(members).await.map_err(storage)?;
+        }
+        let state_count = |c: &Self| c.state().topics.len();
+        if cluster.is_none() {
+            controller
+                .raft
+                .wait(Some(Duration::from_secs(30)))
+                .current_leader(node_id, "this node leads the controller")
+                .await
+                .map_err(storage)?;
+            tracing::info!(node_id, topics = state_count(&controller), "controller is leader");
+        } else {
+            loop {
+                let known = controller
+                    .raft
+                    .wait(Some(Duration::from_secs(5)))
+                    .metrics(|m| m.current_leader.is_some(), "a controller leader")
+                    .await;
+                match known {
+                    Ok(m) => {
+                        tracing::info!(node_id, leader = ?m.current_leader, topics = state_count(&controller), "controller joined");
+                        break;
+                    }
+                    Err(_) => tracing::info!(node_id, "waiting for a majority of the controller voters"),
+                }
+            }
+        }
+        Ok(controller)
     }
 
     /// Validates a command against the broker's limits and the current state, then commits it
     /// through Raft. Limits are checked here only: applying a committed entry never reads them.
+    /// On a broker that does not lead the controller, the command goes to the leader, which
+    /// checks it against its state.
     pub async fn propose(&self, command: Command) -> Result<Event, WireError> {
-        let _serial = self.propose.lock().await;
-        self.check(&command)?;
-        self.replicate(command).await
+        self.submit(command).await
     }
 
     /// Checks a command as [`Controller::propose`] does, without proposing it: the broker's
@@ -131,22 +229,358 @@ impl Controller {
 
     /// As [`Controller::propose`], for schema registry commands, keeping the registry's errors.
     pub async fn propose_registry(&self, command: RegistryCommand) -> Result<RegistryOutcome, RegistryError> {
-        let _serial = self.propose.lock().await;
-        {
-            let state = self.state();
-            let plan = state.registry.plan(command.clone())?;
-            state.registry.check_limits(&plan, &self.limits.registry())?;
+        self.submit(command).await
+    }
+
+    /// Proposes here when this node leads, else forwards to the leader; retries while the
+    /// leader is unknown, unreachable before the request was sent, or no longer leads.
+    async fn submit<P: Proposal>(&self, proposal: P) -> Result<P::Out, P::Err> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
+        let mut last = String::from("no attempt");
+        for attempt in 0..PROPOSE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let (leader, addr) = match self.leader(deadline).await {
+                Ok(l) => l,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let answer = if leader == self.node_id {
+                match tokio::time::timeout_at(deadline, proposal.clone().here(self)).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        return Err(P::unavailable(format!(
+                            "not committed within {} s: is a majority of the controller voters up? The change may still be made",
+                            PROPOSE_DEADLINE.as_secs()
+                        )))
+                    }
+                }
+            } else {
+                let Some(peers) = &self.peers else {
+                    return Err(P::unavailable(format!("node {leader} leads, but this node has no cluster endpoint")));
+                };
+                let body = serde_json::to_vec(&proposal).map_err(|e| P::unavailable(e.to_string()))?;
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match peers.call_within(leader, &addr, P::KIND, &body, left).await {
+                    Ok(bytes) => match serde_json::from_slice::<Answer<P::Out, P::Err>>(&bytes) {
+                        Ok(answer) => answer,
+                        Err(e) => return Err(P::unavailable(format!("controller leader {leader} answered badly: {e}"))),
+                    },
+                    Err(PeerError::Unreachable(e)) => {
+                        last = format!("controller leader {leader} at {addr} unreachable: {e}");
+                        continue;
+                    }
+                    // The request may have been taken: retrying could apply it twice.
+                    Err(PeerError::Failed(e)) => {
+                        return Err(P::unavailable(format!(
+                            "controller leader {leader} at {addr} did not answer (is a majority of the controller voters up?): {e}; the change may or may not have been made"
+                        )))
+                    }
+                }
+            };
+            match answer {
+                Answer::Done { index, out } => {
+                    if leader != self.node_id {
+                        self.await_applied(index).await;
+                    }
+                    return Ok(out);
+                }
+                Answer::Refused(e) => return Err(e),
+                Answer::NotLeader => last = format!("node {leader} no longer leads the controller"),
+            }
         }
-        match self.replicate(Command::Registry(command)).await {
-            Ok(Event::Registry(outcome)) => Ok(outcome),
-            Ok(other) => Err(RegistryError::Store(format!("unexpected controller event {other:?}"))),
-            Err(e) => Err(RegistryError::Store(e.message)),
+        Err(P::unavailable(format!(
+            "no controller leader took the change within {} s (is a majority of the controller voters up?): {last}",
+            PROPOSE_DEADLINE.as_secs()
+        )))
+    }
+
+    /// The controller leader's node id and cluster address, waiting for an election until
+    /// `deadline`.
+    async fn leader(&self, deadline: tokio::time::Instant) -> Result<(NodeId, String), String> {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let metrics = self
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some(), "a controller leader")
+            .await
+            .map_err(|_| "no controller leader elected".to_owned())?;
+        let leader = metrics.current_leader.ok_or("no controller leader")?;
+        let addr = metrics.membership_config.membership().get_node(&leader).map(|n| n.addr.clone()).unwrap_or_default();
+        Ok((leader, addr))
+    }
+
+    async fn await_applied(&self, index: u64) {
+        let applied =
+            self.raft.wait(Some(APPLY_WAIT)).applied_index_at_least(Some(index), "the forwarded change applied").await;
+        if applied.is_err() {
+            tracing::warn!(index, "a forwarded change committed, but this node has not applied it yet");
         }
     }
 
-    async fn replicate(&self, command: Command) -> Result<Event, WireError> {
-        let response = self.raft.client_write(command).await.map_err(storage)?;
-        response.data.0.unwrap_or_else(|| Err(storage("a command entry applied without a result")))
+    /// Commits a command on this node, which must lead.
+    async fn propose_here(&self, command: Command) -> Answer<Event, WireError> {
+        let _serial = self.propose.lock().await;
+        if let Err(e) = self.check(&command) {
+            return Answer::Refused(e);
+        }
+        self.replicate(command).await
+    }
+
+    async fn propose_registry_here(&self, command: RegistryCommand) -> Answer<RegistryOutcome, RegistryError> {
+        let _serial = self.propose.lock().await;
+        {
+            let state = self.state();
+            let checked = state
+                .registry
+                .plan(command.clone())
+                .and_then(|plan| state.registry.check_limits(&plan, &self.limits.registry()));
+            if let Err(e) = checked {
+                return Answer::Refused(e);
+            }
+        }
+        match self.replicate(Command::Registry(command)).await {
+            Answer::Done { index, out: Event::Registry(outcome) } => Answer::Done { index, out: outcome },
+            Answer::Done { out, .. } => {
+                Answer::Refused(RegistryError::Store(format!("unexpected controller event {out:?}")))
+            }
+            Answer::Refused(e) => Answer::Refused(RegistryError::Store(e.message)),
+            Answer::NotLeader => Answer::NotLeader,
+        }
+    }
+
+    async fn replicate(&self, command: Command) -> Answer<Event, WireError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => match response.data.0 {
+                Some(Ok(out)) => Answer::Done { index: response.log_id.index, out },
+                Some(Err(e)) => Answer::Refused(e),
+                None => Answer::Refused(storage("a command entry applied without a result")),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Answer::NotLeader,
+            Err(e) => Answer::Refused(storage(e)),
+        }
+    }
+
+    /// Answers a peer's request on the cluster endpoint.
+    async fn answer(&self, kind: u8, body: Vec<u8>) -> Vec<u8> {
+        fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+            serde_json::to_vec(value).unwrap_or_default()
+        }
+        match kind {
+            RPC_VOTE => match serde_json::from_slice(&body) {
+                Ok(request) => encode(&self.raft.vote(request).await),
+                Err(_) => Vec::new(),
+            },
+            RPC_APPEND => match serde_json::from_slice(&body) {
+                Ok(request) => encode(&self.raft.append_entries(request).await),
+                Err(_) => Vec::new(),
+            },
+            RPC_SNAPSHOT => match serde_json::from_slice(&body) {
+                Ok(request) => encode(&self.raft.install_snapshot(request).await),
+                Err(_) => Vec::new(),
+            },
+            Command::KIND => match serde_json::from_slice::<Command>(&body) {
+                Ok(command) => encode(&command.here(self).await),
+                Err(e) => encode(&Answer::<Event, WireError>::Refused(WireError::new(
+                    ErrorCode::MalformedFrame,
+                    format!("forwarded command: {e}"),
+                ))),
+            },
+            RPC_HEARTBEAT => match serde_json::from_slice::<Heartbeat>(&body) {
+                Ok(heartbeat) => encode(&self.take_heartbeat(&heartbeat)),
+                Err(_) => Vec::new(),
+            },
+            RegistryCommand::KIND => match serde_json::from_slice::<RegistryCommand>(&body) {
+                Ok(command) => encode(&command.here(self).await),
+                Err(e) => encode(&Answer::<RegistryOutcome, RegistryError>::Refused(RegistryError::Store(format!(
+                    "forwarded registry command: {e}"
+                )))),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Answers a broker's heartbeat on the controller leader.
+    fn take_heartbeat(&self, heartbeat: &Heartbeat) -> HeartbeatAnswer {
+        if self.raft.metrics().borrow().current_leader != Some(self.node_id) {
+            return HeartbeatAnswer::NotLeader;
+        }
+        let current =
+            self.state().brokers.get(&heartbeat.node_id).is_some_and(|b| b.epoch == heartbeat.epoch && !b.fenced);
+        if !current {
+            return HeartbeatAnswer::Fenced;
+        }
+        let seen = (heartbeat.epoch, tokio::time::Instant::now());
+        self.heartbeats.lock().expect("heartbeat table").insert(heartbeat.node_id, seen);
+        HeartbeatAnswer::Alive
+    }
+
+    /// Registers this broker with the controller (a new broker epoch), retrying until the
+    /// controller takes it or `stop` is set.
+    async fn register(&self, addresses: &BrokerAddresses, stop: &tokio::sync::watch::Receiver<bool>) -> Option<u64> {
+        while !*stop.borrow() {
+            let command = Command::RegisterBroker {
+                node_id: self.node_id,
+                quic_addr: addresses.quic_addr.clone(),
+                kafka_host: addresses.kafka_host.clone(),
+                kafka_port: addresses.kafka_port,
+            };
+            match self.propose(command).await {
+                Ok(Event::BrokerRegistered(b)) => {
+                    tracing::info!(node_id = self.node_id, epoch = b.epoch, "registered with the controller");
+                    return Some(b.epoch);
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected answer to a broker registration"),
+                Err(e) => tracing::warn!(error = %e, "registering with the controller failed; trying again"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        None
+    }
+
+    /// In a cluster: registers this broker, then heartbeats the controller leader every
+    /// `session_timeout / 6` and registers again if it was fenced; and, while this node leads
+    /// the controller, fences every broker whose heartbeat has not come for
+    /// `session_timeout` (a new leader gives every broker a full session first). Returns
+    /// once this broker is registered; the loops run until `stop`.
+    pub async fn run_membership(
+        &self,
+        addresses: BrokerAddresses,
+        session_timeout: Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        if self.peers.is_none() {
+            return Vec::new();
+        }
+        let Some(epoch) = self.register(&addresses, &stop).await else { return Vec::new() };
+        let interval = (session_timeout / 6).max(Duration::from_millis(100));
+        let heartbeat = {
+            let (controller, mut stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut epoch = epoch;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stop.changed() => return,
+                    }
+                    if controller.send_heartbeat(epoch).await == HeartbeatAnswer::Fenced {
+                        tracing::warn!(
+                            node_id = controller.node_id,
+                            epoch,
+                            "fenced by the controller; registering again"
+                        );
+                        match controller.register(&addresses, &stop).await {
+                            Some(e) => epoch = e,
+                            None => return,
+                        }
+                    }
+                }
+            })
+        };
+        let fencing = {
+            let (controller, mut stop) = (self.clone(), stop);
+            tokio::spawn(async move {
+                let mut leading_since = None;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stop.changed() => return,
+                    }
+                    controller.fence_silent_brokers(&mut leading_since, session_timeout).await;
+                }
+            })
+        };
+        vec![heartbeat, fencing]
+    }
+
+    async fn send_heartbeat(&self, epoch: u64) -> HeartbeatAnswer {
+        let heartbeat = Heartbeat { node_id: self.node_id, epoch };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let Ok((leader, addr)) = self.leader(deadline).await else { return HeartbeatAnswer::NotLeader };
+        if leader == self.node_id {
+            return self.take_heartbeat(&heartbeat);
+        }
+        let (Some(peers), Ok(body)) = (&self.peers, serde_json::to_vec(&heartbeat)) else {
+            return HeartbeatAnswer::NotLeader;
+        };
+        match peers.call_within(leader, &addr, RPC_HEARTBEAT, &body, Duration::from_secs(2)).await {
+            Ok(answer) => serde_json::from_slice(&answer).unwrap_or(HeartbeatAnswer::NotLeader),
+            Err(_) => HeartbeatAnswer::NotLeader,
+        }
+    }
+
+    /// One round of the leader's fencing: every unfenced broker not heard from within
+    /// `session_timeout` is fenced. `leading_since` is when this node's current leadership
+    /// began (a new leader counts every broker as heard from then); a broker that registered
+    /// under a new epoch counts as heard from when this round first sees that epoch.
+    async fn fence_silent_brokers(&self, leading_since: &mut Option<tokio::time::Instant>, session_timeout: Duration) {
+        if self.raft.metrics().borrow().current_leader != Some(self.node_id) {
+            *leading_since = None;
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let since = *leading_since.get_or_insert(now);
+        let silent: Vec<(NodeId, u64)> = {
+            let mut heartbeats = self.heartbeats.lock().expect("heartbeat table");
+            self.state()
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .filter(|b| {
+                    let last = match heartbeats.get(&b.node_id) {
+                        Some(&(epoch, at)) if epoch == b.epoch => at.max(since),
+                        _ => {
+                            heartbeats.insert(b.node_id, (b.epoch, now));
+                            now
+                        }
+                    };
+                    now.duration_since(last) > session_timeout
+                })
+                .map(|b| (b.node_id, b.epoch))
+                .collect()
+        };
+        for (node_id, epoch) in silent {
+            match self.propose(Command::FenceBroker { node_id, epoch }).await {
+                Ok(_) => tracing::warn!(node_id, epoch, "fenced a broker that missed its session timeout"),
+                Err(e) => tracing::warn!(node_id, error = %e, "fencing a silent broker failed"),
+            }
+        }
+    }
+
+    /// Fences this broker on a clean stop, so its partitions show as led elsewhere (or
+    /// offline) at once rather than after its session timeout.
+    pub async fn leave(&self) {
+        if self.peers.is_none() {
+            return;
+        }
+        let Some(epoch) = self.state().brokers.get(&self.node_id).filter(|b| !b.fenced).map(|b| b.epoch) else {
+            return;
+        };
+        if let Err(e) = self.propose(Command::FenceBroker { node_id: self.node_id, epoch }).await {
+            tracing::warn!(error = %e, "could not leave the cluster cleanly; the controller fences this broker after its session timeout");
+        }
+    }
+
+    /// The controller as this node sees it, for `weir cluster status`.
+    pub fn status(&self) -> ControllerStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        ControllerStatus {
+            node_id: self.node_id,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            voters: membership
+                .voter_ids()
+                .map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default()))
+                .collect(),
+            last_applied: metrics.last_applied.map(|l| l.index),
+        }
     }
 
     pub fn state(&self) -> RwLockReadGuard<'_, State> {
@@ -167,6 +601,9 @@ impl Controller {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+        if let Some(peers) = &self.peers {
+            peers.endpoint.close(0u32.into(), b"shutting down");
+        }
     }
 }
 
@@ -421,50 +858,250 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-// ---- network: none yet -------------------------------------------------------------------------------
+// ---- proposals and the cluster network ------------------------------------------------------------
 
-/// A one-voter group never sends RPCs; the cluster work replaces this with QUIC on the
-/// broker-to-broker port.
-struct NoNetwork;
+/// What the cluster endpoint carries for the controller.
+const RPC_VOTE: u8 = 1;
+const RPC_APPEND: u8 = 2;
+const RPC_SNAPSHOT: u8 = 3;
+const RPC_HEARTBEAT: u8 = 6;
 
-struct Unreachable;
-
-fn unreachable_peer() -> NetworkError {
-    NetworkError::new(&std::io::Error::other("single-node controller: no peers to reach"))
+/// A broker's heartbeat to the controller leader, with the epoch it registered under.
+#[derive(Debug, Serialize, Deserialize)]
+struct Heartbeat {
+    node_id: NodeId,
+    epoch: u64,
 }
 
-impl RaftNetworkFactory<TypeConfig> for NoNetwork {
-    type Network = Unreachable;
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum HeartbeatAnswer {
+    Alive,
+    /// The broker is fenced or registered under another epoch: it registers again.
+    Fenced,
+    NotLeader,
+}
 
-    async fn new_client(&mut self, _target: NodeId, _node: &BasicNode) -> Self::Network {
-        Unreachable
+/// Where a broker's listeners are, as it registers them.
+#[derive(Debug, Clone)]
+pub struct BrokerAddresses {
+    pub quic_addr: String,
+    pub kafka_host: String,
+    pub kafka_port: u16,
+}
+
+/// The answer to a proposal, as the leader sends it back to a forwarding broker.
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer<T, E> {
+    /// Committed at this log index.
+    Done {
+        index: u64,
+        out: T,
+    },
+    Refused(E),
+    /// The node asked does not lead (any more); ask again.
+    NotLeader,
+}
+
+/// A change the controller commits: a metadata command, or a registry command that keeps its
+/// own errors.
+trait Proposal: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    type Out: Serialize + DeserializeOwned + Send;
+    type Err: Serialize + DeserializeOwned + Send;
+    /// Its request kind on the cluster endpoint.
+    const KIND: u8;
+    fn unavailable(message: String) -> Self::Err;
+    /// Checks and commits it on this node, which must lead.
+    fn here(self, controller: &Controller) -> impl Future<Output = Answer<Self::Out, Self::Err>> + Send;
+}
+
+impl Proposal for Command {
+    type Out = Event;
+    type Err = WireError;
+    const KIND: u8 = 4;
+    fn unavailable(message: String) -> WireError {
+        WireError::new(ErrorCode::NotController, message)
+    }
+    fn here(self, controller: &Controller) -> impl Future<Output = Answer<Event, WireError>> + Send {
+        controller.propose_here(self)
     }
 }
 
-impl RaftNetwork<TypeConfig> for Unreachable {
+impl Proposal for RegistryCommand {
+    type Out = RegistryOutcome;
+    type Err = RegistryError;
+    const KIND: u8 = 5;
+    fn unavailable(message: String) -> RegistryError {
+        RegistryError::Store(message)
+    }
+    fn here(self, controller: &Controller) -> impl Future<Output = Answer<RegistryOutcome, RegistryError>> + Send {
+        controller.propose_registry_here(self)
+    }
+}
+
+/// The controller as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerStatus {
+    pub node_id: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// Voter ids and their cluster addresses.
+    pub voters: BTreeMap<NodeId, String>,
+    pub last_applied: Option<u64>,
+}
+
+/// Connections to the other brokers' cluster endpoints, one per peer, made on first use and
+/// again after one is lost.
+#[derive(Clone)]
+struct Peers {
+    endpoint: quinn::Endpoint,
+    /// One slot per peer, so connecting to a peer that is down never holds up the others.
+    connections: Arc<std::sync::Mutex<HashMap<NodeId, PeerSlot>>>,
+}
+
+type PeerSlot = Arc<Mutex<Option<quinn::Connection>>>;
+
+enum PeerError {
+    /// No connection: the request was not sent.
+    Unreachable(String),
+    /// The request may have been sent; no answer came.
+    Failed(String),
+}
+
+/// How long connecting to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Peers {
+    fn new(endpoint: quinn::Endpoint) -> Self {
+        Self { endpoint, connections: Arc::new(std::sync::Mutex::new(HashMap::new())) }
+    }
+
+    fn slot(&self, target: NodeId) -> PeerSlot {
+        self.connections.lock().expect("peer table lock").entry(target).or_default().clone()
+    }
+
+    async fn connection(&self, target: NodeId, addr: &str) -> Result<quinn::Connection, PeerError> {
+        let slot = self.slot(target);
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(c.clone());
+        }
+        let unreachable = |e: String| PeerError::Unreachable(format!("node {target} at {addr}: {e}"));
+        let socket = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("no address".into()))?;
+        let connecting = self
+            .endpoint
+            .connect(socket, &crate::cluster::node_name(target))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn call_within(
+        &self,
+        target: NodeId,
+        addr: &str,
+        kind: u8,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
+        let connection = self.connection(target, addr).await?;
+        match tokio::time::timeout(timeout, crate::cluster::call(&connection, kind, body)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                *self.slot(target).lock().await = None;
+                Err(PeerError::Failed(format!("node {target} at {addr}: {e}")))
+            }
+            Err(_) => Err(PeerError::Failed(format!("node {target} at {addr}: no answer within {timeout:?}"))),
+        }
+    }
+}
+
+/// openraft's network: Raft RPCs over the cluster endpoint. On a single node there are no
+/// peers and nothing is ever sent.
+struct QuicNetwork {
+    peers: Option<Peers>,
+}
+
+struct PeerClient {
+    peers: Option<Peers>,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for QuicNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerClient { peers: self.peers.clone(), target, addr: node.addr.clone() }
+    }
+}
+
+impl PeerClient {
+    /// Sends one Raft RPC and decodes the peer's `Result`.
+    async fn rpc<Req, Resp, E>(
+        &self,
+        kind: u8,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let network = |e: String| RPCError::Network(NetworkError::new(&std::io::Error::other(e)));
+        let Some(peers) = &self.peers else {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                "single-node controller: no peers to reach",
+            ))));
+        };
+        let body = serde_json::to_vec(request).map_err(|e| network(e.to_string()))?;
+        let answer = match peers.call_within(self.target, &self.addr, kind, &body, option.hard_ttl()).await {
+            Ok(answer) => answer,
+            Err(PeerError::Unreachable(e)) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))
+            }
+            Err(PeerError::Failed(e)) => return Err(network(e)),
+        };
+        match serde_json::from_slice::<Result<Resp, E>>(&answer) {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Err(e) => Err(network(format!("node {} answered badly: {e}", self.target))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Network(unreachable_peer()))
+        self.rpc(RPC_APPEND, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        Err(RPCError::Network(unreachable_peer()))
+        self.rpc(RPC_SNAPSHOT, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Network(unreachable_peer()))
+        self.rpc(RPC_VOTE, &rpc, &option).await
     }
 }
 

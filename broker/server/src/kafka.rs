@@ -56,6 +56,9 @@ mod code {
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+    pub const NOT_CONTROLLER: i16 = 41;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
@@ -82,6 +85,9 @@ fn wire_code(e: &WireError) -> i16 {
         ErrorCode::InvalidReplicationFactor => code::INVALID_REPLICATION_FACTOR,
         ErrorCode::InvalidTimestamp => code::INVALID_TIMESTAMP,
         ErrorCode::UnknownProducerId => code::UNKNOWN_PRODUCER_ID,
+        ErrorCode::NotController => code::NOT_CONTROLLER,
+        ErrorCode::NotLeaderOrFollower => code::NOT_LEADER_OR_FOLLOWER,
+        ErrorCode::LeaderNotAvailable => code::LEADER_NOT_AVAILABLE,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }
@@ -519,11 +525,18 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
         RequestKind::DescribeCluster(_) => ResponseKind::DescribeCluster(
             DescribeClusterResponse::default()
                 .with_cluster_id(s("weir"))
-                .with_controller_id(BrokerId(ctx.config.node_id))
-                .with_brokers(vec![describe_cluster_response::DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(ctx.config.node_id))
-                    .with_host(s(ctx.config.advertised_host.clone()))
-                    .with_port(i32::from(ctx.config.advertised_port))]),
+                .with_controller_id(BrokerId(controller_id(ctx)))
+                .with_brokers(
+                    kafka_brokers(ctx)
+                        .into_iter()
+                        .map(|(id, host, port)| {
+                            describe_cluster_response::DescribeClusterBroker::default()
+                                .with_broker_id(BrokerId(id))
+                                .with_host(s(host))
+                                .with_port(port)
+                        })
+                        .collect(),
+                ),
         ),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator(ctx, req, r)),
         RequestKind::InitProducerId(_) if req.producer_id_wait.is_some() => {
@@ -720,13 +733,18 @@ async fn metadata(ctx: &KafkaContext, version: i16, r: MetadataRequest) -> Metad
                     d.partitions
                         .iter()
                         .map(|p| {
-                            let node = BrokerId(ctx.config.node_id);
+                            let ids = |ids: &[u64]| ids.iter().map(|&id| BrokerId(broker_id(id))).collect();
                             metadata_response::MetadataResponsePartition::default()
                                 .with_partition_index(p.partition as i32)
-                                .with_leader_id(node)
-                                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                                .with_replica_nodes(vec![node])
-                                .with_isr_nodes(vec![node])
+                                .with_error_code(if p.leader.is_some() {
+                                    code::NONE
+                                } else {
+                                    code::LEADER_NOT_AVAILABLE
+                                })
+                                .with_leader_id(BrokerId(p.leader.map_or(-1, broker_id)))
+                                .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
+                                .with_replica_nodes(ids(&p.replicas))
+                                .with_isr_nodes(ids(&p.isr))
                         })
                         .collect(),
                 )
@@ -739,13 +757,44 @@ async fn metadata(ctx: &KafkaContext, version: i16, r: MetadataRequest) -> Metad
     }
     // Fields a version lacks must keep their defaults, or the encoder refuses the response.
     MetadataResponse::default()
-        .with_brokers(vec![metadata_response::MetadataResponseBroker::default()
-            .with_node_id(BrokerId(ctx.config.node_id))
-            .with_host(s(ctx.config.advertised_host.clone()))
-            .with_port(i32::from(ctx.config.advertised_port))])
+        .with_brokers(
+            kafka_brokers(ctx)
+                .into_iter()
+                .map(|(id, host, port)| {
+                    metadata_response::MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(s(host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
         .with_cluster_id(if version >= 2 { Some(s("weir")) } else { None })
-        .with_controller_id(BrokerId(if version >= 1 { ctx.config.node_id } else { -1 }))
+        .with_controller_id(BrokerId(if version >= 1 { controller_id(ctx) } else { -1 }))
         .with_topics(topics)
+}
+
+/// A node id as Kafka's i32 broker id (checked at start for this broker; others register
+/// the same way).
+fn broker_id(id: u64) -> i32 {
+    i32::try_from(id).unwrap_or(-1)
+}
+
+/// The brokers Kafka clients are told about: the live registered ones in a cluster, this one
+/// alone on a single node.
+fn kafka_brokers(ctx: &KafkaContext) -> Vec<(i32, String, i32)> {
+    let live = ctx.broker.live_brokers();
+    if live.is_empty() {
+        return vec![(ctx.config.node_id, ctx.config.advertised_host.clone(), i32::from(ctx.config.advertised_port))];
+    }
+    live.into_iter().map(|b| (broker_id(b.node_id), b.kafka_host, i32::from(b.kafka_port))).collect()
+}
+
+/// The controller leader's id (this broker on a single node; -1 during an election).
+fn controller_id(ctx: &KafkaContext) -> i32 {
+    match ctx.broker.cluster_status() {
+        status if status.voters.len() <= 1 => ctx.config.node_id,
+        status => status.controller_leader.map_or(-1, broker_id),
+    }
 }
 
 /// Queues every partition's batches in request order; the returned future yields the acks
@@ -1162,24 +1211,31 @@ async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
+/// The coordinator of each group asked about: in a cluster, the broker every broker names for
+/// it (a hash of the group id over the live brokers); this broker on a single node.
 fn find_coordinator(ctx: &KafkaContext, req: &RequestContext, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let host = s(ctx.config.advertised_host.clone());
-    let port = i32::from(ctx.config.advertised_port);
-    let node = BrokerId(ctx.config.node_id);
+    let coordinator = |key: &str| match ctx.broker.group_coordinator(key) {
+        Some(b) => (BrokerId(broker_id(b.node_id)), s(b.kafka_host), i32::from(b.kafka_port)),
+        None => {
+            (BrokerId(ctx.config.node_id), s(ctx.config.advertised_host.clone()), i32::from(ctx.config.advertised_port))
+        }
+    };
     if req.api_version >= 4 {
         let coordinators = r
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let (node, host, port) = coordinator(key.as_str());
                 find_coordinator_response::Coordinator::default()
                     .with_key(key)
                     .with_node_id(node)
-                    .with_host(host.clone())
+                    .with_host(host)
                     .with_port(port)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
+    let (node, host, port) = coordinator(r.key.as_str());
     FindCoordinatorResponse::default().with_node_id(node).with_host(host).with_port(port)
 }
 

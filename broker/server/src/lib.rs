@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::cast_possible_truncation))]
 
 pub mod budget;
+pub mod cluster;
 pub mod controller;
 pub mod groups;
 pub mod http;

@@ -359,6 +359,7 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
             reply(frame.kind, &Empty {})
         }
         FrameKind::ListTopics => reply(frame.kind, &ListTopicsResponse { topics: broker.list_topics() }),
+        FrameKind::ClusterStatus => reply(frame.kind, &broker.cluster_status()),
         FrameKind::DescribeTopic => {
             let req: TopicNameRequest = frame.header()?;
             reply(frame.kind, &topic_description(broker.describe_topic(&req.name)?))

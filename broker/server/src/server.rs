@@ -1,5 +1,6 @@
 //! `weir serve`: configuration, start-up and shutdown of one broker process.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use crate::budget::{BudgetConfig, Budgets};
-use crate::controller::Controller;
+use crate::controller::{BrokerAddresses, ClusterSetup, Controller};
 use crate::groups::{GroupCoordinator, GroupLimits};
 use crate::kafka::{KafkaConfig, KafkaContext, KafkaServer};
 use crate::plugins::{PluginConfig, Plugins};
@@ -104,6 +105,37 @@ pub struct ServeConfig {
     /// Committed offsets of a group without members are dropped this long after they were
     /// committed (Kafka's `offsets.retention.minutes`, 7 days).
     pub offsets_retention_ms: i64,
+    /// UDP address of the broker-to-broker QUIC endpoint (mutual TLS under the cluster CA);
+    /// needed in a cluster.
+    pub cluster_addr: Option<SocketAddr>,
+    /// The controller's voters as `id@host:port` (their cluster addresses), this node among
+    /// them; 3 or 5 in a cluster. Empty: a single node that is its own controller.
+    pub controller_voters: Vec<String>,
+    /// The cluster CA (certificate and key in one PEM file, as `weir cluster init` writes it);
+    /// the first node to start creates it if the file is missing.
+    pub cluster_ca: Option<PathBuf>,
+    /// A broker whose heartbeats stop reaching the controller for this long is fenced: its
+    /// partitions get new leaders (Kafka's `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+}
+
+impl ServeConfig {
+    /// The controller's voters by node id; empty on a single node.
+    pub fn voters(&self) -> anyhow::Result<BTreeMap<u64, String>> {
+        let mut voters = BTreeMap::new();
+        for voter in &self.controller_voters {
+            let (id, addr) =
+                voter.split_once('@').with_context(|| format!("controller voter {voter:?} must be id@host:port"))?;
+            let id: u64 = id.trim().parse().with_context(|| format!("controller voter {voter:?}: bad node id"))?;
+            let addr = addr.trim();
+            anyhow::ensure!(
+                addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
+                "controller voter {voter:?}: the address must be host:port"
+            );
+            anyhow::ensure!(voters.insert(id, addr.to_owned()).is_none(), "controller voter {id} is listed twice");
+        }
+        Ok(voters)
+    }
 }
 
 impl Default for ServeConfig {
@@ -149,6 +181,10 @@ impl Default for ServeConfig {
             http_request_timeout_ms: 60_000,
             groups_max: GroupLimits::default().groups_max,
             offsets_retention_ms: GroupLimits::default().offsets_retention_ms,
+            cluster_addr: None,
+            controller_voters: Vec::new(),
+            cluster_ca: None,
+            broker_session_timeout_ms: 9000,
         }
     }
 }
@@ -325,6 +361,26 @@ impl ServeConfig {
             self.retention_check_ms >= 10,
             format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
         )?;
+        let voters = self.voters()?;
+        if !voters.is_empty() {
+            check(
+                (1..=7).contains(&voters.len()),
+                format!("controller_voters lists {} voters: 1 to 7 (3 or 5 in a cluster)", voters.len()),
+            )?;
+            check(
+                voters.contains_key(&self.node_id),
+                format!("controller_voters must list this node (node_id = {})", self.node_id),
+            )?;
+            check(
+                self.cluster_addr.is_some(),
+                "controller_voters needs cluster_addr (this node's cluster endpoint)".into(),
+            )?;
+            check(self.cluster_ca.is_some(), "controller_voters needs cluster_ca (the cluster CA file)".into())?;
+            check(
+                (600..=600_000).contains(&self.broker_session_timeout_ms),
+                format!("broker_session_timeout_ms = {} must be 600 to 600000", self.broker_session_timeout_ms),
+            )?;
+        }
         Ok(())
     }
 }
@@ -334,6 +390,8 @@ pub struct Running {
     pub quic_addr: SocketAddr,
     pub kafka_addr: SocketAddr,
     pub registry_addr: SocketAddr,
+    /// The broker-to-broker endpoint, in a cluster.
+    pub cluster_addr: Option<SocketAddr>,
     pub cert_path: PathBuf,
     pub cert_sha256: String,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -348,8 +406,11 @@ impl Running {
         &self.broker
     }
 
-    /// Stops every listener and background task this start began, and the controller.
+    /// Stops every listener and background task this start began, and the controller. In a
+    /// cluster the broker first asks the controller to fence it, so its partitions show as
+    /// led elsewhere (or offline) at once.
     pub async fn stop(self) {
+        self.controller.leave().await;
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -374,8 +435,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         schema_versions_per_subject_max: config.schema_versions_per_subject_max,
         schemas_max: config.schemas_max,
     };
+    let cluster = match (config.cluster_addr, config.voters()?) {
+        (Some(addr), voters) if !voters.is_empty() => {
+            let ca = config.cluster_ca.clone().context("cluster_ca is checked with controller_voters")?;
+            if crate::cluster::create_ca(&ca)? {
+                tracing::info!(path = %ca.display(), "created the cluster CA");
+            }
+            let tls = crate::cluster::node_tls(&ca, config.node_id)?;
+            let endpoint = crate::cluster::bind(addr, tls)
+                .with_context(|| format!("binding the cluster endpoint on udp {addr}"))?;
+            Some(ClusterSetup { endpoint, voters })
+        }
+        _ => None,
+    };
+    let cluster_addr = cluster.as_ref().map(|c| c.endpoint.local_addr()).transpose()?;
     let controller =
-        Controller::open(storage.raft, config.node_id, limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        Controller::open(storage.raft, config.node_id, limits, cluster).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let service_config = ServiceConfig {
         node_id: config.node_id,
         fetch_wait_ms_max: config.fetch_wait_ms_max,
@@ -446,6 +521,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         connections_per_address_max: config.connections_per_address_max,
         producer_ids_per_address_per_minute: config.producer_ids_per_address_per_minute,
     });
+    let (kafka_ctx_host, kafka_ctx_port) = (kafka_config.advertised_host.clone(), kafka_config.advertised_port);
     let kafka_ctx = KafkaContext {
         broker: broker.clone(),
         groups: groups.clone(),
@@ -496,11 +572,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     )));
     tasks.push(tokio::spawn(flush_loop(broker.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(crate::transforms::supervise(broker.clone(), shutdown_rx.clone())));
+    // In a cluster: register the listeners with the controller, heartbeat it, and (on the
+    // controller leader) fence brokers whose heartbeats stop.
+    let addresses =
+        BrokerAddresses { quic_addr: quic_addr.to_string(), kafka_host: kafka_ctx_host, kafka_port: kafka_ctx_port };
+    tasks.extend(
+        controller
+            .run_membership(addresses, Duration::from_millis(config.broker_session_timeout_ms), shutdown_rx.clone())
+            .await,
+    );
 
     Ok(Running {
         quic_addr,
         kafka_addr,
         registry_addr,
+        cluster_addr,
         cert_path: identity.cert_path.clone(),
         cert_sha256: identity.fingerprint(),
         shutdown,

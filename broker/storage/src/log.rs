@@ -283,8 +283,8 @@ impl LogStore {
             size_bytes,
             "partition opened"
         );
-        self.partitions.insert(id, state.clone());
-        Ok(state)
+        // Two opens may race (a partition opened on first use): the first one in is kept.
+        Ok(self.partitions.entry(id).or_insert(state).clone())
     }
 
     /// The partition's largest timestamp, from its time index: entries of batches past the log's

@@ -31,6 +31,8 @@ pub struct BrokerProcess {
     pub registry_addr: SocketAddr,
     pub extra_args: Vec<String>,
     child: Option<Child>,
+    /// The listener addresses a launched broker will print, until they are read.
+    pending: Option<std::sync::mpsc::Receiver<Vec<String>>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -49,26 +51,45 @@ impl BrokerProcess {
         Self::start_in(temp, &["--config", &config])
     }
 
+    /// Starts a broker process with a fresh data folder and returns at once; call
+    /// [`BrokerProcess::await_listeners`] before talking to it. Cluster nodes are started so:
+    /// each waits for a majority of the controller voters before it listens.
+    pub fn launch(extra_args: &[&str]) -> Self {
+        let mut broker = Self::unstarted(tempfile::tempdir().expect("temp dir"), extra_args);
+        broker.launch_child();
+        broker
+    }
+
     fn start_in(temp: tempfile::TempDir, extra_args: &[&str]) -> Self {
+        let mut broker = Self::unstarted(temp, extra_args);
+        broker.spawn();
+        broker
+    }
+
+    fn unstarted(temp: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let data_dir = temp.path().to_path_buf();
         // Port 0: the broker binds free ports itself and prints them, so brokers started in
         // parallel never race for a port; a restart asks for the same ports again.
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
         let (quic_addr, kafka_addr, registry_addr) = (any, any, any);
-        let mut broker = Self {
+        Self {
             data_dir,
             quic_addr,
             kafka_addr,
             registry_addr,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
+            pending: None,
             _temp: Some(temp),
-        };
-        broker.spawn();
-        broker
+        }
     }
 
     fn spawn(&mut self) {
+        self.launch_child();
+        self.await_listeners();
+    }
+
+    fn launch_child(&mut self) {
         let mut child = Command::new(weir_bin())
             .arg("serve")
             .arg("--data-dir")
@@ -80,7 +101,7 @@ impl BrokerProcess {
             .arg("--registry-addr")
             .arg(self.registry_addr.to_string())
             .args(&self.extra_args)
-            .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=info".into()))
+            .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=info,openraft=off".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -104,6 +125,13 @@ impl BrokerProcess {
             // Keep draining, so the broker never blocks on a full pipe.
             lines.for_each(drop);
         });
+        self.child = Some(child);
+        self.pending = Some(rx);
+    }
+
+    /// Waits until a launched broker prints its listeners, and takes their addresses.
+    pub fn await_listeners(&mut self) {
+        let Some(rx) = self.pending.take() else { return };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addrs) => {
                 let parse = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("listener address {a:?}: {e}"));
@@ -116,11 +144,17 @@ impl BrokerProcess {
                 }
             }
             Err(_) => {
-                let _ = child.kill();
+                self.kill9();
                 panic!("weir serve did not report its listeners within 30 s");
             }
         }
-        self.child = Some(child);
+    }
+
+    /// SIGSTOP or SIGCONT the broker process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the broker runs");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     pub fn cert_path(&self) -> PathBuf {
@@ -164,6 +198,14 @@ impl BrokerProcess {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the broker first");
         self.spawn();
+    }
+
+    /// Starts the broker again on the same ports and data folder without waiting for its
+    /// listeners (a cluster node waits for a majority of voters first); see
+    /// [`BrokerProcess::await_listeners`].
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the broker first");
+        self.launch_child();
     }
 
     /// `host:port` of the Kafka listener, as Kafka clients take it.

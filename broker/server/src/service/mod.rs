@@ -13,6 +13,7 @@ use crate::groups::GroupCoordinator;
 use crate::plugins::Plugins;
 use weir_meta::deployments::Deployment;
 use weir_meta::metadata::{Event, Topic};
+use weir_meta::topic::Leadership;
 use weir_storage::log::{LogStore, PartitionId, PartitionState};
 
 #[derive(Debug, Clone)]
@@ -151,8 +152,46 @@ impl Broker {
                 ),
             ));
         }
-        self.log.partition(PartitionId { topic_id: topic.id, partition }).ok_or_else(|| {
-            WireError::new(ErrorCode::Internal, format!("partition {partition} of {:?} is not open", topic.name))
-        })
+        self.check_leader(topic, partition)?;
+        // A topic created through another broker is opened here on first use.
+        let id = PartitionId { topic_id: topic.id, partition };
+        match self.log.partition(id) {
+            Some(state) => Ok(state),
+            None => self.log.open_partition(id),
+        }
+    }
+
+    /// The broker leading `partition` (this one on a single node).
+    pub fn leader_of(&self, topic: &Topic, partition: u32) -> Option<u64> {
+        match topic.leader(partition) {
+            Leadership::Unassigned => Some(self.config.node_id),
+            Leadership::Led(leader) => Some(leader),
+            Leadership::Offline => None,
+        }
+    }
+
+    /// Reads and writes of a partition go to its leader: another broker answers
+    /// `NotLeaderOrFollower` naming it, or `LeaderNotAvailable` while it has none.
+    fn check_leader(&self, topic: &Topic, partition: u32) -> Result<(), WireError> {
+        match self.leader_of(topic, partition) {
+            Some(leader) if leader == self.config.node_id => Ok(()),
+            Some(leader) => {
+                let state = self.controller.state();
+                let at = state.brokers.get(&leader).map_or_else(String::new, |b| {
+                    format!(" (QUIC {}, Kafka {}:{})", b.quic_addr, b.kafka_host, b.kafka_port)
+                });
+                Err(WireError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "partition {partition} of topic {:?} is led by broker {leader}{at}, not broker {}",
+                        topic.name, self.config.node_id
+                    ),
+                ))
+            }
+            None => Err(WireError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!("partition {partition} of topic {:?} has no leader: its replicas are fenced", topic.name),
+            )),
+        }
     }
 }

@@ -86,6 +86,7 @@ impl Broker {
                 name: dead_letter_topic.clone(),
                 partitions: 1,
                 config: TopicConfig::default(),
+                assignment: Vec::new(),
             });
             deployments::apply(&mut state.modules.clone(), &topics, command.clone())?;
         }

@@ -43,6 +43,39 @@ impl Broker {
         Ok(())
     }
 
+    /// The brokers Kafka clients are told about: the live registered ones in a cluster, in
+    /// node id order; empty on a single node (the answering broker is the only one).
+    pub fn live_brokers(&self) -> Vec<weir_meta::metadata::BrokerRegistration> {
+        self.controller.state().brokers.values().filter(|b| !b.fenced).cloned().collect()
+    }
+
+    /// The broker that coordinates `group`: in a cluster, one of the live brokers chosen by a
+    /// hash of the group id (every broker answers the same); `None` on a single node.
+    pub fn group_coordinator(&self, group: &str) -> Option<weir_meta::metadata::BrokerRegistration> {
+        let live = self.live_brokers();
+        if live.is_empty() {
+            return None;
+        }
+        let hash = weir_sdk::partitioner::murmur2(group.as_bytes()) & 0x7fff_ffff;
+        live.get(usize::try_from(hash).unwrap_or(0) % live.len()).cloned()
+    }
+
+    /// The controller as this broker sees it.
+    pub fn cluster_status(&self) -> weir_sdk::wire::ClusterStatusResponse {
+        let status = self.controller.status();
+        weir_sdk::wire::ClusterStatusResponse {
+            node_id: status.node_id,
+            controller_leader: status.leader,
+            controller_term: status.term,
+            voters: status
+                .voters
+                .into_iter()
+                .map(|(node_id, cluster_addr)| weir_sdk::wire::ClusterVoter { node_id, cluster_addr })
+                .collect(),
+            last_applied: status.last_applied,
+        }
+    }
+
     pub fn list_topics(&self) -> Vec<String> {
         self.controller.state().topics.keys().cloned().collect()
     }
@@ -52,15 +85,27 @@ impl Broker {
     }
 
     pub(super) fn describe(&self, topic: &Topic) -> Result<TopicInfo, WireError> {
+        // Offsets are this broker's: a partition another broker leads shows zeros here.
         let partitions = (0..topic.partitions)
             .map(|p| {
-                let state = self.partition(topic, p)?;
+                let leader = self.leader_of(topic, p);
+                let local = match leader == Some(self.config.node_id) {
+                    true => Some(self.partition(topic, p)?),
+                    false => None,
+                };
+                let (leader_epoch, replicas, isr) = match topic.assignment.get(p as usize) {
+                    Some(r) => (r.leader_epoch, r.replicas.clone(), r.isr.iter().copied().collect()),
+                    None => (0, vec![self.config.node_id], vec![self.config.node_id]),
+                };
                 Ok(PartitionInfo {
                     partition: p,
-                    leader: self.config.node_id,
-                    log_start_offset: state.log_start_offset(),
-                    high_watermark: state.end_offset(),
-                    size_bytes: state.size_bytes(),
+                    leader,
+                    leader_epoch,
+                    replicas,
+                    isr,
+                    log_start_offset: local.as_ref().map_or(0, |s| s.log_start_offset()),
+                    high_watermark: local.as_ref().map_or(0, |s| s.end_offset()),
+                    size_bytes: local.as_ref().map_or(0, |s| s.size_bytes()),
                 })
             })
             .collect::<Result<_, WireError>>()?;
@@ -116,8 +161,12 @@ pub struct TopicInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
     pub partition: u32,
-    /// The broker that leads the partition.
-    pub leader: u64,
+    /// The broker that leads the partition; `None` while none does.
+    pub leader: Option<u64>,
+    pub leader_epoch: i32,
+    /// Its replicas (the preferred leader first) and in-sync replicas.
+    pub replicas: Vec<u64>,
+    pub isr: Vec<u64>,
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub size_bytes: u64,
