@@ -7,7 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{http, python_script, run_with_deadline, wait_until, BrokerProcess};
+use common::{http, kafka_call, python_script, run_with_deadline, wait_until, BrokerProcess};
+use kafka_protocol::messages::{
+    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use weir_sdk::wire::ClusterStatusResponse;
 use weir_sdk::{Admin, ClientError, ErrorCode, TopicConfig};
 
@@ -300,6 +304,19 @@ async fn kafka_clients_reach_every_partitions_leader_and_a_fenced_brokers_partit
     assert!(ok, "confluent-kafka against the cluster failed:\n{out}\n{err}");
     eprintln!("produce and consume through the cluster: {}", out.trim());
 
+    // Every broker names the same coordinator for a group; the others refuse its requests with
+    // NOT_COORDINATOR, so a group never has two coordinators.
+    let coordinators: Vec<i32> = cluster.nodes.iter().map(|n| find_coordinator(n, "one-group")).collect();
+    assert!(coordinators.windows(2).all(|w| w[0] == w[1]), "{coordinators:?}");
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let code = heartbeat(node, "one-group");
+        if i as i32 + 1 == coordinators[0] {
+            assert_eq!(code, 25, "the coordinator knows no such member: UNKNOWN_MEMBER_ID");
+        } else {
+            assert_eq!(code, 16, "node {} is not the coordinator: NOT_COORDINATOR", i + 1);
+        }
+    }
+
     let before = cluster.leaders(0, "spread").await;
     assert_eq!(before.iter().filter(|l| l.is_some()).count(), 6);
     let victim = 2usize;
@@ -341,4 +358,25 @@ async fn kafka_clients_reach_every_partitions_leader_and_a_fenced_brokers_partit
         Duration::from_secs(120),
     );
     assert!(ok, "reading everything back after the broker returned failed:\n{out}\n{err}");
+}
+
+/// The coordinator node `node` names for `group` (FindCoordinator v1).
+fn find_coordinator(node: &BrokerProcess, group: &str) -> i32 {
+    let mut stream = std::net::TcpStream::connect(node.kafka_addr).unwrap();
+    let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_owned()));
+    let (_, mut answer) = kafka_call(&mut stream, ApiKey::FindCoordinator, 1, &|buf| request.encode(buf, 1).unwrap());
+    let response = FindCoordinatorResponse::decode(&mut answer, 1).unwrap();
+    assert_eq!(response.error_code, 0);
+    response.node_id.0
+}
+
+/// The error code of a Heartbeat v0 for an unknown member of `group`, sent to `node`.
+fn heartbeat(node: &BrokerProcess, group: &str) -> i16 {
+    let mut stream = std::net::TcpStream::connect(node.kafka_addr).unwrap();
+    let request = HeartbeatRequest::default()
+        .with_group_id(StrBytes::from_string(group.to_owned()).into())
+        .with_generation_id(1)
+        .with_member_id(StrBytes::from_static_str("nobody"));
+    let (_, mut answer) = kafka_call(&mut stream, ApiKey::Heartbeat, 0, &|buf| request.encode(buf, 0).unwrap());
+    HeartbeatResponse::decode(&mut answer, 0).unwrap().error_code
 }

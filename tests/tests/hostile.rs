@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::BrokerProcess;
+use common::{kafka_call, BrokerProcess};
 use weir_sdk::batch::{encode_batch, Compression, Record};
 use weir_sdk::wire::{Acks, FrameKind, OffsetSpec, ProducePartition, ProduceRequest, ProduceResponse};
 use weir_sdk::{Admin, Consumer, ConsumerConfig, ErrorCode, Producer, ProducerConfig, TopicConfig};
@@ -44,37 +44,6 @@ fn well_behaved(broker: &BrokerProcess) -> (Arc<AtomicBool>, tokio::task::JoinHa
         (trips, slowest)
     });
     (stop, calm)
-}
-
-/// Sends one Kafka request on `stream` and reads its answer: (bytes sent, the answer after its
-/// header).
-fn kafka_call(
-    stream: &mut std::net::TcpStream,
-    api_key: kafka_protocol::messages::ApiKey,
-    version: i16,
-    body: &dyn Fn(&mut bytes::BytesMut),
-) -> (usize, Bytes) {
-    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-    use kafka_protocol::protocol::{Decodable, Encodable};
-    use std::io::{Read, Write};
-    let mut buf = bytes::BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(7)
-        .encode(&mut buf, api_key.request_header_version(version))
-        .unwrap();
-    body(&mut buf);
-    let sent = buf.len();
-    stream.write_all(&i32::try_from(sent).unwrap().to_be_bytes()).unwrap();
-    stream.write_all(&buf).unwrap();
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).unwrap();
-    let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
-    stream.read_exact(&mut answer).unwrap();
-    let mut answer = Bytes::from(answer);
-    ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).unwrap();
-    (sent, answer)
 }
 
 /// Stops the well-behaved client, reports its round trips and the broker's peak RSS beside

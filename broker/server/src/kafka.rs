@@ -34,6 +34,7 @@ mod code {
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
@@ -560,6 +561,21 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
                     .with_producer_epoch(-1),
             };
             ResponseKind::InitProducerId(response)
+        }
+        // In a cluster a group is served by the one broker FindCoordinator names; another
+        // answers NOT_COORDINATOR, so a client that found an earlier coordinator looks again
+        // and a group never has two coordinators.
+        RequestKind::JoinGroup(r) if elsewhere(ctx, r.group_id.0.as_str()) => {
+            ResponseKind::JoinGroup(JoinGroupResponse::default().with_error_code(code::NOT_COORDINATOR))
+        }
+        RequestKind::SyncGroup(r) if elsewhere(ctx, r.group_id.0.as_str()) => {
+            ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(code::NOT_COORDINATOR))
+        }
+        RequestKind::Heartbeat(r) if elsewhere(ctx, r.group_id.0.as_str()) => {
+            ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code::NOT_COORDINATOR))
+        }
+        RequestKind::LeaveGroup(r) if elsewhere(ctx, r.group_id.0.as_str()) => {
+            ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(code::NOT_COORDINATOR))
         }
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group(ctx, req, r).await),
         RequestKind::SyncGroup(r) => {
@@ -1274,7 +1290,31 @@ async fn join_group(ctx: &KafkaContext, req: &RequestContext, r: JoinGroupReques
     }
 }
 
+/// Whether another broker coordinates `group` (in a cluster).
+fn elsewhere(ctx: &KafkaContext, group: &str) -> bool {
+    ctx.broker.group_coordinator(group).is_some_and(|b| broker_id(b.node_id) != ctx.config.node_id)
+}
+
 fn offset_commit(ctx: &KafkaContext, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    if elsewhere(ctx, r.group_id.0.as_str()) {
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                offset_commit_response::OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            offset_commit_response::OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code::NOT_COORDINATOR)
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        return OffsetCommitResponse::default().with_topics(topics);
+    }
     let offsets: Vec<(String, i32, CommittedOffset)> = r
         .topics
         .iter()
@@ -1378,6 +1418,11 @@ fn offset_fetch(ctx: &KafkaContext, req: &RequestContext, r: OffsetFetchRequest)
             .groups
             .into_iter()
             .map(|g| {
+                if elsewhere(ctx, g.group_id.0.as_str()) {
+                    return offset_fetch_response::OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(code::NOT_COORDINATOR);
+                }
                 let topics = g.topics.map(|ts| names(ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect()));
                 let found = lookup(g.group_id.0.as_str(), topics);
                 offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(
@@ -1390,6 +1435,9 @@ fn offset_fetch(ctx: &KafkaContext, req: &RequestContext, r: OffsetFetchRequest)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if elsewhere(ctx, r.group_id.0.as_str()) && req.api_version >= 2 {
+        return OffsetFetchResponse::default().with_error_code(code::NOT_COORDINATOR);
     }
     let topics = r.topics.map(|ts| names(ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect()));
     let found = lookup(r.group_id.0.as_str(), topics);

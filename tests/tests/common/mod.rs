@@ -338,3 +338,34 @@ pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) 
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// Sends one Kafka request on `stream` and reads its answer: (bytes sent, the answer after its
+/// header).
+pub fn kafka_call(
+    stream: &mut std::net::TcpStream,
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: &dyn Fn(&mut bytes::BytesMut),
+) -> (usize, bytes::Bytes) {
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use std::io::{Read, Write};
+    let mut buf = bytes::BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .encode(&mut buf, api_key.request_header_version(version))
+        .unwrap();
+    body(&mut buf);
+    let sent = buf.len();
+    stream.write_all(&i32::try_from(sent).unwrap().to_be_bytes()).unwrap();
+    stream.write_all(&buf).unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).unwrap();
+    let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
+    stream.read_exact(&mut answer).unwrap();
+    let mut answer = bytes::Bytes::from(answer);
+    ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).unwrap();
+    (sent, answer)
+}

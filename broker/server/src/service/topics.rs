@@ -205,9 +205,11 @@ pub struct NewTopic {
 impl Broker {
     /// Creates a topic as an admin client asks (Kafka's CreateTopics): a partition count left
     /// open is the broker's `default_partitions`; a replication factor above the brokers there
-    /// are is refused; with `validate_only` nothing is created. Returns the partition count.
+    /// are is refused, and in a cluster any above 1 (partitions are not replicated across
+    /// brokers yet); with `validate_only` nothing is created. Returns the partition count.
     pub async fn create_topic_as_asked(&self, new: NewTopic) -> Result<u32, WireError> {
-        let brokers = 1;
+        let live = self.live_brokers().len();
+        let brokers = u32::try_from(live.max(1)).unwrap_or(u32::MAX);
         // Kafka's own messages, which clients and their tests match on.
         match new.replication_factor {
             Some(0) => {
@@ -220,6 +222,14 @@ impl Broker {
                 return Err(WireError::new(
                     ErrorCode::InvalidReplicationFactor,
                     format!("Replication factor: {factor} larger than available brokers: {brokers}."),
+                ))
+            }
+            Some(factor) if factor > 1 => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "Replication factor: {factor} is not supported yet: Weir keeps one replica of each partition (replication across brokers is not implemented)."
+                    ),
                 ))
             }
             _ => {}
