@@ -23,6 +23,13 @@ for run in $(seq 1 "$runs"); do
       --cluster-ca "$dir/ca.pem" --quic-addr 127.0.0.1:1750$i --kafka-addr 127.0.0.1:1760$i \
       --registry-addr 127.0.0.1:1770$i >"$dir/log$i" 2>&1 &
     pids+=($!)
+    disown $!  # no "Killed" notices when a run ends
+  done
+  for i in 1 2 3; do  # every node listening (each waits for a majority first)
+    for _ in $(seq 1 300); do
+      "$weir" cluster status --bootstrap 127.0.0.1:1750$i --data-dir "$dir/d$i" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
   done
   leader=""
   for _ in $(seq 1 200); do
@@ -31,7 +38,7 @@ for run in $(seq 1 "$runs"); do
     [ -n "$leader" ] && break
     sleep 0.1
   done
-  [ -n "$leader" ] || { echo "run $run: no controller leader" >&2; exit 1; }
+  [ -n "$leader" ] || { echo "run $run: no controller leader" >&2; tail -n 5 "$dir"/log* >&2; exit 1; }
   survivor=$(( leader % 3 + 1 ))
   "$weir" topic create before --bootstrap 127.0.0.1:1750$survivor --data-dir "$dir/d$survivor" >/dev/null
   kill -9 "${pids[$((leader - 1))]}"
@@ -43,6 +50,6 @@ for run in $(seq 1 "$runs"); do
   times+=("$took")
   echo "run $run: killed controller leader node $leader; a change through node $survivor committed after $took ms"
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  sleep 0.5
 done
 printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "p50 %d ms  max %d ms  (%d runs)\n", a[int((NR+1)/2)], a[NR], NR}'

@@ -97,6 +97,12 @@ impl Cluster {
         described.partitions.iter().map(|p| p.leader).collect()
     }
 
+    /// The high watermark of `partition` as node `i` (its leader) reports it.
+    async fn leaders_view(&self, i: usize, topic: &str, partition: usize) -> i64 {
+        let described = self.admin(i).await.describe_topic(topic).await.unwrap();
+        described.partitions[partition].high_watermark
+    }
+
     async fn topics(&self, i: usize) -> Vec<String> {
         match weir_sdk::Client::connect(self.nodes[i].client_config()).await {
             Ok(client) => Admin::new(client).list_topics().await.unwrap_or_default(),
@@ -112,6 +118,19 @@ impl Cluster {
             .await;
         }
     }
+}
+
+/// Creates a topic, retrying (as a client does) while the controller answers NotController;
+/// returns the attempts it took.
+async fn create_retrying(admin: &Admin, topic: &str) -> usize {
+    for attempt in 1..=5 {
+        match admin.create_topic(topic, 1, TopicConfig::default()).await {
+            Ok(_) => return attempt,
+            Err(ClientError::Broker(e)) if e.code == ErrorCode::NotController => continue,
+            Err(e) => panic!("creating {topic}: {e}"),
+        }
+    }
+    panic!("creating {topic}: still NotController after 5 attempts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -156,15 +175,7 @@ async fn metadata_made_on_any_broker_is_on_every_broker_and_the_controller_survi
     timeline.push(format!("{:>6} ms  SIGKILL node {} (controller leader)", start.elapsed().as_millis(), leader + 1));
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let survivor = cluster.admin(survivors[0]).await;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match survivor.create_topic("after-the-kill", 2, TopicConfig::default()).await {
-            Ok(_) => break,
-            Err(ClientError::Broker(e)) if e.code == ErrorCode::NotController && attempts < 5 => continue,
-            Err(e) => panic!("after the leader's SIGKILL: {e}"),
-        }
-    }
+    let attempts = create_retrying(&survivor, "after-the-kill").await;
     timeline.push(format!(
         "{:>6} ms  first metadata change after the kill committed ({} ms after it, {attempts} attempt(s))",
         start.elapsed().as_millis(),
@@ -192,17 +203,9 @@ async fn metadata_made_on_any_broker_is_on_every_broker_and_the_controller_survi
     let others: Vec<usize> = (0..3).filter(|&i| i != all).collect();
     let other = cluster.admin(others[0]).await;
     let stopped_at = Instant::now();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match other.create_topic("while-stopped", 1, TopicConfig::default()).await {
-            Ok(_) => break,
-            Err(ClientError::Broker(e)) if e.code == ErrorCode::NotController && attempts < 5 => continue,
-            Err(e) => panic!("while the leader is stopped: {e}"),
-        }
-    }
+    let attempts = create_retrying(&other, "while-stopped").await;
     timeline.push(format!(
-        "{:>6} ms  change committed without the stopped leader ({} ms after SIGSTOP)",
+        "{:>6} ms  change committed without the stopped leader ({} ms after SIGSTOP, {attempts} attempt(s))",
         start.elapsed().as_millis(),
         stopped_at.elapsed().as_millis()
     ));
@@ -379,4 +382,127 @@ fn heartbeat(node: &BrokerProcess, group: &str) -> i16 {
         .with_member_id(StrBytes::from_static_str("nobody"));
     let (_, mut answer) = kafka_call(&mut stream, ApiKey::Heartbeat, 0, &|buf| request.encode(buf, 0).unwrap());
     HeartbeatResponse::decode(&mut answer, 0).unwrap().error_code
+}
+
+/// A validator deployed through one broker checks records on every broker that leads a
+/// partition of its topic: the others fetch its component by hash from a peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_module_deployed_through_one_broker_runs_on_the_brokers_leading_its_partitions() {
+    let validator = weir_runtime::dev::build_plugin("weir-module-json-shape-validator");
+    let cluster = Cluster::start(3);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    cluster.admin(0).await.create_topic("payments", 3, TopicConfig::default()).await.unwrap();
+    let (ok, _, err) = cluster.nodes[0].cli(
+        &[
+            "module",
+            "deploy",
+            validator.to_str().unwrap(),
+            "--name",
+            "payment-shape",
+            "--kind",
+            "validator",
+            "--topic",
+            "payments",
+            "--param",
+            "required=id",
+            "--param",
+            "types=id=integer",
+        ],
+        None,
+    );
+    assert!(ok, "deploy through node 1: {err}");
+    let leaders = cluster.leaders(0, "payments").await;
+    for (partition, leader) in leaders.iter().enumerate() {
+        let leader = leader.expect("every partition has a leader") as usize - 1;
+        let client = cluster.nodes[leader].client().await;
+        let config = weir_sdk::ProducerConfig { delivery_timeout: Duration::from_secs(2), ..Default::default() };
+        let producer = weir_sdk::Producer::new(client, config);
+        let send = |value: &'static str| {
+            let producer = &producer;
+            async move {
+                let record = weir_sdk::Record { value: Some(value.into()), ..Default::default() };
+                producer.send("payments", Some(partition as u32), record).await.unwrap().await
+            }
+        };
+        // Until the leader has fetched and compiled the component, produce waits on it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let refusal = loop {
+            match send(r#"{"id":"seven"}"#).await {
+                Err(e) if e.to_string().contains("rejected by validator module") => break e.to_string(),
+                other => {
+                    assert!(Instant::now() < deadline, "the validator never ran on node {}: {other:?}", leader + 1)
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(refusal.contains(r#"field "id" must be integer"#), "{refusal}");
+        send(r#"{"id":7}"#).await.expect("a valid record is stored");
+        eprintln!("partition {partition} on node {}: {refusal}", leader + 1);
+    }
+}
+
+/// A broker forwards produce requests for partitions another broker leads, so a native client
+/// connected to any broker writes to every partition, and a transform running on its input
+/// partition's leader writes outputs to partitions led elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn produce_is_forwarded_to_each_partitions_leader_and_transforms_write_across_brokers() {
+    let identity = weir_runtime::dev::build_plugin("weir-module-identity");
+    let cluster = Cluster::start(3);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    let admin = cluster.admin(0).await;
+    admin.create_topic("in", 3, TopicConfig::default()).await.unwrap();
+    admin.create_topic("out", 3, TopicConfig::default()).await.unwrap();
+    let (in_leaders, out_leaders) = (cluster.leaders(0, "in").await, cluster.leaders(0, "out").await);
+    assert_ne!(in_leaders, out_leaders, "the two topics are placed differently: {in_leaders:?} {out_leaders:?}");
+    let (ok, _, err) = cluster.nodes[0].cli(
+        &[
+            "module",
+            "deploy",
+            identity.to_str().unwrap(),
+            "--name",
+            "copy",
+            "--kind",
+            "transform",
+            "--input",
+            "in",
+            "--output",
+            "out",
+        ],
+        None,
+    );
+    assert!(ok, "deploy through node 1: {err}");
+
+    // One native producer connected to node 1 writes 20 records to every partition of "in":
+    // node 1 appends its own and forwards the others to their leaders, which assign offsets.
+    let producer = weir_sdk::Producer::new(cluster.nodes[0].client().await, weir_sdk::ProducerConfig::default());
+    let mut deliveries = Vec::new();
+    for i in 0..60u32 {
+        let record = weir_sdk::Record { value: Some(format!("record-{i}").into()), ..Default::default() };
+        deliveries.push((i % 3, producer.send("in", Some(i % 3), record).await.unwrap()));
+    }
+    let mut next_offset = [0i64; 3];
+    for (partition, delivery) in deliveries {
+        let delivered = delivery.await.unwrap();
+        assert_eq!(delivered.offset, next_offset[partition as usize], "offsets in order on partition {partition}");
+        next_offset[partition as usize] += 1;
+    }
+    for (partition, leader) in in_leaders.iter().enumerate() {
+        let on_leader = cluster.leaders_view(leader.unwrap() as usize - 1, "in", partition).await;
+        assert_eq!(on_leader, 20, "partition {partition} holds its 20 records on its leader");
+    }
+
+    // The transform copies each input partition to the same output partition, which another
+    // broker may lead.
+    for (partition, leader) in out_leaders.iter().enumerate() {
+        let node = leader.unwrap() as usize - 1;
+        wait_until(
+            Duration::from_secs(30),
+            &format!("20 records copied to out[{partition}] on node {}", node + 1),
+            || {
+                let cluster = &cluster;
+                async move { cluster.leaders_view(node, "out", partition).await == 20 }
+            },
+        )
+        .await;
+    }
 }

@@ -3,7 +3,7 @@
 //! Pure: `apply` takes a command and returns what changed, with no I/O, so the controller can run
 //! it from its replicated log and unit tests can check every rule directly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use weir_registry::state::{Plan, RegistryCommand, RegistryLimits, RegistryOutcome, RegistryState};
@@ -58,7 +58,17 @@ pub enum Command {
         node_id: u64,
         epoch: u64,
     },
+    /// A command proposed under an id its proposer picked: applied once however often it is
+    /// proposed (a proposer that lost the leader's answer proposes it again), and a repeat
+    /// answers what the first application did (see [`RECENT_PROPOSALS_KEPT`]).
+    Once {
+        id: String,
+        command: Box<Command>,
+    },
 }
+
+/// How many proposal ids (with their outcomes) the state keeps to answer repeats.
+pub const RECENT_PROPOSALS_KEPT: usize = 1000;
 
 /// What applying a command changed.
 #[allow(clippy::enum_variant_names)]
@@ -124,6 +134,10 @@ pub enum Prepared {
     /// A registry command planned against the state (or refused).
     Registry(Result<Plan, RegistryError>),
     Command(Command),
+    /// A [`Command::Once`] not applied before.
+    Once(String, Box<Prepared>),
+    /// A [`Command::Once`] applied before: its first outcome.
+    Repeat(Result<Event, WireError>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +158,9 @@ pub struct State {
     pub brokers: BTreeMap<u64, BrokerRegistration>,
     #[serde(default)]
     pub last_broker_epoch: u64,
+    /// The ids of the latest [`Command::Once`] proposals with their outcomes, oldest first.
+    #[serde(default)]
+    pub recent_proposals: VecDeque<(String, Result<Event, WireError>)>,
 }
 
 impl Default for State {
@@ -156,6 +173,7 @@ impl Default for State {
             next_producer_id: first_producer_id(),
             brokers: BTreeMap::new(),
             last_broker_epoch: 0,
+            recent_proposals: VecDeque::new(),
         }
     }
 }
@@ -202,6 +220,7 @@ impl State {
             | Command::AllocateProducerIds { .. }
             | Command::RegisterBroker { .. }
             | Command::FenceBroker { .. } => Ok(()),
+            Command::Once { command, .. } => self.check_limits(command, limits),
         }
     }
 
@@ -212,8 +231,25 @@ impl State {
     pub fn prepare(&self, command: Command) -> Prepared {
         match command {
             Command::Registry(command) => Prepared::Registry(self.registry.plan(command)),
+            Command::Once { id, command } => match self.proposal_outcome(&id) {
+                Some(outcome) => Prepared::Repeat(outcome),
+                None => Prepared::Once(id, Box::new(self.prepare(*command))),
+            },
             command => Prepared::Command(command),
         }
+    }
+
+    /// The outcome of the [`Command::Once`] proposal `id`, if it was applied (among the latest
+    /// [`RECENT_PROPOSALS_KEPT`]).
+    pub fn proposal_outcome(&self, id: &str) -> Option<Result<Event, WireError>> {
+        self.recent_proposals.iter().rev().find(|(seen, _)| seen == id).map(|(_, outcome)| outcome.clone())
+    }
+
+    fn remember_proposal(&mut self, id: String, outcome: &Result<Event, WireError>) {
+        if self.recent_proposals.len() >= RECENT_PROPOSALS_KEPT {
+            self.recent_proposals.pop_front();
+        }
+        self.recent_proposals.push_back((id, outcome.clone()));
     }
 
     /// Applies a prepared command to the state it was prepared against; the same as
@@ -224,6 +260,12 @@ impl State {
                 plan.and_then(|plan| self.registry.commit(plan)).map(Event::Registry).map_err(registry_error)
             }
             Prepared::Command(command) => self.apply(command),
+            Prepared::Once(id, prepared) => {
+                let outcome = self.apply_prepared(*prepared);
+                self.remember_proposal(id, &outcome);
+                outcome
+            }
+            Prepared::Repeat(outcome) => outcome,
         }
     }
 
@@ -306,6 +348,14 @@ impl State {
                 let live = self.live_brokers();
                 self.each_partition(|current| replication::unfence_broker(current, &live, false));
                 Ok(Event::BrokerRegistered(registration))
+            }
+            Command::Once { id, command } => {
+                if let Some(outcome) = self.proposal_outcome(&id) {
+                    return outcome;
+                }
+                let outcome = self.apply(*command);
+                self.remember_proposal(id, &outcome);
+                outcome
             }
             Command::FenceBroker { node_id, epoch } => {
                 let Some(broker) = self.brokers.get_mut(&node_id).filter(|b| b.epoch == epoch && !b.fenced) else {
@@ -597,5 +647,32 @@ mod tests {
             s.apply(Command::FenceBroker { node_id: id, epoch }).unwrap();
         }
         assert_eq!(s.apply(create("v", 1)).unwrap_err().code, ErrorCode::InvalidReplicationFactor);
+    }
+
+    #[test]
+    fn a_proposal_repeated_under_its_id_is_applied_once_and_answers_its_first_outcome() {
+        let once = |id: &str, command: Command| Command::Once { id: id.into(), command: Box::new(command) };
+        let mut s = State::default();
+        let first = s.apply(once("n1-1", create("t", 1))).unwrap();
+        // Proposed again (its answer was lost): the same outcome, nothing applied twice.
+        assert_eq!(s.apply(once("n1-1", create("t", 1))).unwrap(), first);
+        let mut prepared = s.clone();
+        assert_eq!(prepared.apply_prepared(s.prepare(once("n1-1", create("t", 1)))).unwrap(), first);
+        assert_eq!(s.next_topic_id, 1);
+        // A refusal repeats as the refusal.
+        let refused = s.apply(once("n1-2", create("t", 1))).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::TopicAlreadyExists);
+        s.apply(Command::DeleteTopic { name: "t".into() }).unwrap();
+        assert_eq!(
+            s.apply(once("n1-2", create("t", 1))).unwrap_err(),
+            refused,
+            "not applied now that it would succeed"
+        );
+        // Other ids apply; only the latest RECENT_PROPOSALS_KEPT are remembered.
+        for i in 0..RECENT_PROPOSALS_KEPT {
+            s.apply(once(&format!("bulk-{i}"), Command::AllocateProducerIds { count: 1, at_least: 0 })).unwrap();
+        }
+        assert_eq!(s.recent_proposals.len(), RECENT_PROPOSALS_KEPT);
+        assert!(s.proposal_outcome("n1-1").is_none() && s.proposal_outcome("bulk-0").is_some());
     }
 }

@@ -97,7 +97,25 @@ pub struct Controller {
     /// When each broker's heartbeat last reached this node, while it leads, with the broker
     /// epoch it came under.
     heartbeats: Arc<std::sync::Mutex<HashMap<NodeId, (u64, tokio::time::Instant)>>>,
+    /// Where this broker's module components are read from when a peer asks for one (emptied
+    /// at shutdown: the source holds the plugins, which hold this controller).
+    blobs: Arc<std::sync::Mutex<Option<BlobSource>>>,
+    /// The broker service's handler for its requests between brokers (emptied at shutdown too).
+    service: Arc<std::sync::Mutex<Option<ServiceHandler>>>,
+    /// Proposal ids are this prefix (node id and start time) and a counter.
+    proposal_prefix: Arc<str>,
+    proposals: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Reads a module component's bytes by SHA-256 (hex), if this broker has them.
+pub type BlobSource = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Answers the broker service's requests between brokers (kinds from [`SERVICE_KINDS`]).
+pub type ServiceHandler =
+    Arc<dyn Fn(u8, Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
+
+/// Request kinds on the cluster endpoint that belong to the broker service, not the controller.
+pub const SERVICE_KINDS: std::ops::RangeInclusive<u8> = 16..=31;
 
 impl Controller {
     /// Opens the Raft storage, restores the newest snapshot and starts the group (which replays
@@ -150,6 +168,13 @@ impl Controller {
             store: held,
             peers,
             heartbeats: Arc::default(),
+            blobs: Arc::default(),
+            service: Arc::default(),
+            proposal_prefix: {
+                let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                Arc::from(format!("{node_id}-{}", started.as_nanos()))
+            },
+            proposals: Arc::default(),
         };
         let members = match &cluster {
             None => BTreeMap::from([(node_id, BasicNode::default())]),
@@ -233,8 +258,12 @@ impl Controller {
     }
 
     /// Proposes here when this node leads, else forwards to the leader; retries while the
-    /// leader is unknown, unreachable before the request was sent, or no longer leads.
+    /// leader is unknown, unreachable, changes or does not answer, until the deadline. The
+    /// proposal carries one id through every attempt, so however often it reaches the log it
+    /// is applied once, and a repeat answers the first outcome (`Command::Once`).
     async fn submit<P: Proposal>(&self, proposal: P) -> Result<P::Out, P::Err> {
+        let id =
+            format!("{}-{}", self.proposal_prefix, self.proposals.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
         let mut last = String::from("no attempt");
         for attempt in 0..PROPOSE_ATTEMPTS {
@@ -252,7 +281,7 @@ impl Controller {
                 }
             };
             let answer = if leader == self.node_id {
-                match tokio::time::timeout_at(deadline, proposal.clone().here(self)).await {
+                match tokio::time::timeout_at(deadline, proposal.clone().here(id.clone(), self)).await {
                     Ok(answer) => answer,
                     Err(_) => {
                         return Err(P::unavailable(format!(
@@ -265,22 +294,31 @@ impl Controller {
                 let Some(peers) = &self.peers else {
                     return Err(P::unavailable(format!("node {leader} leads, but this node has no cluster endpoint")));
                 };
-                let body = serde_json::to_vec(&proposal).map_err(|e| P::unavailable(e.to_string()))?;
+                let forwarded = Forwarded { id: id.clone(), proposal: proposal.clone() };
+                let body = serde_json::to_vec(&forwarded).map_err(|e| P::unavailable(e.to_string()))?;
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                match peers.call_within(leader, &addr, P::KIND, &body, left).await {
+                // Stop waiting on a leader this node sees replaced (or gone into an election).
+                let waiter = self.raft.wait(Some(left));
+                let replaced = waiter.metrics(|m| m.current_leader != Some(leader), "the controller leader to change");
+                let called = tokio::select! {
+                    called = peers.call_within(leader, &addr, P::KIND, &body, left) => called,
+                    _ = replaced => Err(PeerError::Failed(format!("node {leader} no longer leads the controller"))),
+                };
+                match called {
                     Ok(bytes) => match serde_json::from_slice::<Answer<P::Out, P::Err>>(&bytes) {
                         Ok(answer) => answer,
-                        Err(e) => return Err(P::unavailable(format!("controller leader {leader} answered badly: {e}"))),
+                        Err(e) => {
+                            return Err(P::unavailable(format!("controller leader {leader} answered badly: {e}")))
+                        }
                     },
                     Err(PeerError::Unreachable(e)) => {
                         last = format!("controller leader {leader} at {addr} unreachable: {e}");
                         continue;
                     }
-                    // The request may have been taken: retrying could apply it twice.
+                    // It may have been taken: proposed again under its id it still applies once.
                     Err(PeerError::Failed(e)) => {
-                        return Err(P::unavailable(format!(
-                            "controller leader {leader} at {addr} did not answer (is a majority of the controller voters up?): {e}; the change may or may not have been made"
-                        )))
+                        last = format!("controller leader {leader} at {addr} did not answer: {e}");
+                        continue;
                     }
                 }
             };
@@ -324,17 +362,46 @@ impl Controller {
         }
     }
 
+    /// The first outcome of proposal `id` if it was applied, as an answer: done at this
+    /// node's applied index (the forwarding broker waits for at least that).
+    fn repeat(&self, id: &str) -> Option<Answer<Event, WireError>> {
+        let outcome = self.state().proposal_outcome(id)?;
+        let index = self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        Some(match outcome {
+            Ok(out) => Answer::Done { index, out },
+            Err(e) => Answer::Refused(e),
+        })
+    }
+
     /// Commits a command on this node, which must lead.
-    async fn propose_here(&self, command: Command) -> Answer<Event, WireError> {
+    async fn propose_here(&self, id: String, command: Command) -> Answer<Event, WireError> {
         let _serial = self.propose.lock().await;
+        if let Some(answer) = self.repeat(&id) {
+            return answer;
+        }
         if let Err(e) = self.check(&command) {
             return Answer::Refused(e);
         }
-        self.replicate(command).await
+        self.replicate(Command::Once { id, command: Box::new(command) }).await
     }
 
-    async fn propose_registry_here(&self, command: RegistryCommand) -> Answer<RegistryOutcome, RegistryError> {
+    async fn propose_registry_here(
+        &self,
+        id: String,
+        command: RegistryCommand,
+    ) -> Answer<RegistryOutcome, RegistryError> {
         let _serial = self.propose.lock().await;
+        let registry_answer = |answer: Answer<Event, WireError>| match answer {
+            Answer::Done { index, out: Event::Registry(outcome) } => Answer::Done { index, out: outcome },
+            Answer::Done { out, .. } => {
+                Answer::Refused(RegistryError::Store(format!("unexpected controller event {out:?}")))
+            }
+            Answer::Refused(e) => Answer::Refused(RegistryError::Store(e.message)),
+            Answer::NotLeader => Answer::NotLeader,
+        };
+        if let Some(answer) = self.repeat(&id) {
+            return registry_answer(answer);
+        }
         {
             let state = self.state();
             let checked = state
@@ -345,14 +412,7 @@ impl Controller {
                 return Answer::Refused(e);
             }
         }
-        match self.replicate(Command::Registry(command)).await {
-            Answer::Done { index, out: Event::Registry(outcome) } => Answer::Done { index, out: outcome },
-            Answer::Done { out, .. } => {
-                Answer::Refused(RegistryError::Store(format!("unexpected controller event {out:?}")))
-            }
-            Answer::Refused(e) => Answer::Refused(RegistryError::Store(e.message)),
-            Answer::NotLeader => Answer::NotLeader,
-        }
+        registry_answer(self.replicate(Command::Once { id, command: Box::new(Command::Registry(command)) }).await)
     }
 
     async fn replicate(&self, command: Command) -> Answer<Event, WireError> {
@@ -385,23 +445,41 @@ impl Controller {
                 Ok(request) => encode(&self.raft.install_snapshot(request).await),
                 Err(_) => Vec::new(),
             },
-            Command::KIND => match serde_json::from_slice::<Command>(&body) {
-                Ok(command) => encode(&command.here(self).await),
+            Command::KIND => match serde_json::from_slice::<Forwarded<Command>>(&body) {
+                Ok(f) => encode(&f.proposal.here(f.id, self).await),
                 Err(e) => encode(&Answer::<Event, WireError>::Refused(WireError::new(
                     ErrorCode::MalformedFrame,
                     format!("forwarded command: {e}"),
                 ))),
             },
+            RPC_BLOB => {
+                let source = self.blobs.lock().expect("blob source lock").clone();
+                let found = std::str::from_utf8(&body).ok().zip(source).and_then(|(sha256, f)| f(sha256));
+                match found {
+                    Some(mut bytes) => {
+                        bytes.insert(0, 1);
+                        bytes
+                    }
+                    None => vec![0],
+                }
+            }
             RPC_HEARTBEAT => match serde_json::from_slice::<Heartbeat>(&body) {
                 Ok(heartbeat) => encode(&self.take_heartbeat(&heartbeat)),
                 Err(_) => Vec::new(),
             },
-            RegistryCommand::KIND => match serde_json::from_slice::<RegistryCommand>(&body) {
-                Ok(command) => encode(&command.here(self).await),
+            RegistryCommand::KIND => match serde_json::from_slice::<Forwarded<RegistryCommand>>(&body) {
+                Ok(f) => encode(&f.proposal.here(f.id, self).await),
                 Err(e) => encode(&Answer::<RegistryOutcome, RegistryError>::Refused(RegistryError::Store(format!(
                     "forwarded registry command: {e}"
                 )))),
             },
+            kind if SERVICE_KINDS.contains(&kind) => {
+                let handler = self.service.lock().expect("service handler lock").clone();
+                match handler {
+                    Some(handle) => handle(kind, body).await,
+                    None => Vec::new(),
+                }
+            }
             _ => Vec::new(),
         }
     }
@@ -567,6 +645,50 @@ impl Controller {
         }
     }
 
+    /// Lets peers send the broker service's requests (set once, at start).
+    pub fn serve_service(&self, handler: ServiceHandler) {
+        *self.service.lock().expect("service handler lock") = Some(handler);
+    }
+
+    /// Sends a broker service request to broker `node` over the cluster endpoint and returns
+    /// its answer; a failure is `RequestTimedOut` (retriable) naming the broker.
+    pub async fn ask(&self, node: NodeId, kind: u8, body: &[u8], timeout: Duration) -> Result<Vec<u8>, WireError> {
+        let unreachable = |why: String| WireError::new(ErrorCode::RequestTimedOut, format!("broker {node}: {why}"));
+        let peers = self.peers.as_ref().ok_or_else(|| unreachable("this broker has no cluster endpoint".into()))?;
+        let addr = self
+            .status()
+            .voters
+            .get(&node)
+            .cloned()
+            .ok_or_else(|| unreachable("no cluster address known for it".into()))?;
+        match peers.call_within(node, &addr, kind, body, timeout).await {
+            Ok(answer) => Ok(answer),
+            Err(PeerError::Unreachable(e) | PeerError::Failed(e)) => Err(unreachable(e)),
+        }
+    }
+
+    /// Lets peers fetch this broker's module components (set once, at start).
+    pub fn serve_blobs(&self, source: BlobSource) {
+        *self.blobs.lock().expect("blob source lock") = Some(source);
+    }
+
+    /// A module component's bytes from the first voter that has them (in a cluster; `None` on
+    /// a single node or if none has them). The caller checks the bytes hash to `sha256`.
+    pub async fn fetch_blob(&self, sha256: &str) -> Option<Vec<u8>> {
+        let peers = self.peers.as_ref()?;
+        let voters = self.status().voters;
+        for (id, addr) in voters.into_iter().filter(|(id, _)| *id != self.node_id) {
+            match peers.call_within(id, &addr, RPC_BLOB, sha256.as_bytes(), Duration::from_secs(10)).await {
+                Ok(answer) if answer.first() == Some(&1) => return Some(answer[1..].to_vec()),
+                Ok(_) => {}
+                Err(PeerError::Unreachable(e) | PeerError::Failed(e)) => {
+                    tracing::debug!(node = id, error = %e, "asking a peer for a module component failed")
+                }
+            }
+        }
+        None
+    }
+
     /// The controller as this node sees it, for `weir cluster status`.
     pub fn status(&self) -> ControllerStatus {
         let metrics = self.raft.metrics().borrow().clone();
@@ -600,6 +722,8 @@ impl Controller {
     }
 
     pub async fn shutdown(&self) {
+        self.blobs.lock().expect("blob source lock").take();
+        self.service.lock().expect("service handler lock").take();
         let _ = self.raft.shutdown().await;
         if let Some(peers) = &self.peers {
             peers.endpoint.close(0u32.into(), b"shutting down");
@@ -865,6 +989,8 @@ const RPC_VOTE: u8 = 1;
 const RPC_APPEND: u8 = 2;
 const RPC_SNAPSHOT: u8 = 3;
 const RPC_HEARTBEAT: u8 = 6;
+/// Asks for a module component by SHA-256; the answer is `1` and its bytes, or `0`.
+const RPC_BLOB: u8 = 7;
 
 /// A broker's heartbeat to the controller leader, with the epoch it registered under.
 #[derive(Debug, Serialize, Deserialize)]
@@ -910,8 +1036,15 @@ trait Proposal: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// Its request kind on the cluster endpoint.
     const KIND: u8;
     fn unavailable(message: String) -> Self::Err;
-    /// Checks and commits it on this node, which must lead.
-    fn here(self, controller: &Controller) -> impl Future<Output = Answer<Self::Out, Self::Err>> + Send;
+    /// Checks and commits it on this node, which must lead, under proposal id `id`.
+    fn here(self, id: String, controller: &Controller) -> impl Future<Output = Answer<Self::Out, Self::Err>> + Send;
+}
+
+/// A proposal on its way to the leader, with the id it keeps through retries.
+#[derive(Serialize, Deserialize)]
+struct Forwarded<P> {
+    id: String,
+    proposal: P,
 }
 
 impl Proposal for Command {
@@ -921,8 +1054,8 @@ impl Proposal for Command {
     fn unavailable(message: String) -> WireError {
         WireError::new(ErrorCode::NotController, message)
     }
-    fn here(self, controller: &Controller) -> impl Future<Output = Answer<Event, WireError>> + Send {
-        controller.propose_here(self)
+    fn here(self, id: String, controller: &Controller) -> impl Future<Output = Answer<Event, WireError>> + Send {
+        controller.propose_here(id, self)
     }
 }
 
@@ -933,8 +1066,12 @@ impl Proposal for RegistryCommand {
     fn unavailable(message: String) -> RegistryError {
         RegistryError::Store(message)
     }
-    fn here(self, controller: &Controller) -> impl Future<Output = Answer<RegistryOutcome, RegistryError>> + Send {
-        controller.propose_registry_here(self)
+    fn here(
+        self,
+        id: String,
+        controller: &Controller,
+    ) -> impl Future<Output = Answer<RegistryOutcome, RegistryError>> + Send {
+        controller.propose_registry_here(id, self)
     }
 }
 

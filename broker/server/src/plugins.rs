@@ -206,7 +206,12 @@ impl Plugins {
 
     /// Whether the component's bytes are stored.
     pub fn has_blob(&self, sha256: &str) -> bool {
-        self.inner.store.blob(sha256).ok().flatten().is_some()
+        self.blob(sha256).is_some()
+    }
+
+    /// The component's stored bytes.
+    pub fn blob(&self, sha256: &str) -> Option<Vec<u8>> {
+        self.inner.store.blob(sha256).ok().flatten()
     }
 
     /// A fresh instance of the deployment's active version.

@@ -480,6 +480,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let broker = Broker::new(service_config, controller.clone(), storage.log, groups.clone(), plugins)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    {
+        // Peers fetch module components deployed through this broker from here.
+        let plugins = broker.plugins().clone();
+        controller.serve_blobs(Arc::new(move |sha256: &str| plugins.blob(sha256)));
+        // And send produce requests for partitions this broker leads.
+        let service = broker.clone();
+        controller.serve_service(Arc::new(move |kind, body| {
+            let broker = service.clone();
+            Box::pin(async move {
+                match kind {
+                    crate::service::RPC_PRODUCE => broker.answer_forwarded_produce(body).await,
+                    _ => Vec::new(),
+                }
+            })
+        }));
+    }
 
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
     if !config.quic_addr.ip().is_unspecified() {

@@ -47,12 +47,15 @@ struct TaskKey {
 /// end, so a stopped broker runs no transform.
 pub async fn supervise(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut running: HashMap<TaskKey, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut component_retry_at = HashMap::new();
     loop {
+        broker.sync_components(&mut component_retry_at).await;
         let mut desired = HashSet::new();
         for d in broker.deployments().into_iter().filter(|d| d.kind == PluginKind::Transform && d.paused.is_none()) {
             for topic in &d.active().spec.inputs {
                 let Ok(description) = broker.describe_topic(topic) else { continue };
-                for p in description.partitions {
+                // A partition's transform runs on the broker that leads it.
+                for p in description.partitions.into_iter().filter(|p| p.leader == Some(broker.node_id())) {
                     desired.insert(TaskKey {
                         name: d.name.clone(),
                         version: d.active_version,

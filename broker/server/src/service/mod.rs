@@ -71,7 +71,7 @@ mod topics;
 
 pub use fetch::{Fetch, FetchFrom, FetchedPartition, ListedOffset};
 pub use groups::{group_ticker, CommitError};
-pub use produce::{Produce, Produced, ProducedBatches, ProducerIdentity};
+pub use produce::{Produce, Produced, ProducedBatches, ProducerIdentity, RPC_PRODUCE};
 pub use topics::{ConfigChange, ConfigEntry, NewTopic, PartitionInfo, TopicInfo};
 
 impl Broker {
@@ -127,6 +127,11 @@ impl Broker {
 
     pub fn plugins(&self) -> &Plugins {
         &self.plugins
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
     }
 
     pub fn deployments(&self) -> Vec<Deployment> {

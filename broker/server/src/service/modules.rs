@@ -13,6 +13,39 @@ use weir_meta::metadata::{Command, Event, Topic};
 use super::{mismatched, Broker};
 
 impl Broker {
+    /// In a cluster: fetches, from the other brokers, the component of every deployment's
+    /// active version this broker does not hold (a deployment made through another broker),
+    /// checks that its bytes hash to the deployment's SHA-256, and compiles it here. A
+    /// component no peer could give is asked for again after 5 s (`retry_at` keeps when).
+    pub async fn sync_components(&self, retry_at: &mut std::collections::HashMap<String, tokio::time::Instant>) {
+        let now = tokio::time::Instant::now();
+        for deployment in self.deployments() {
+            let version = deployment.active().clone();
+            if self.plugins.has_blob(&version.sha256) || retry_at.get(&version.sha256).is_some_and(|at| *at > now) {
+                continue;
+            }
+            let Some(bytes) = self.controller.fetch_blob(&version.sha256).await else {
+                tracing::warn!(module = %deployment.name, sha256 = %version.sha256, "no broker could give this module's component yet");
+                retry_at.insert(version.sha256.clone(), now + std::time::Duration::from_secs(5));
+                continue;
+            };
+            let plugins = self.plugins.clone();
+            let kind = version.spec.kind;
+            let accepted = tokio::task::spawn_blocking(move || plugins.accept(&bytes, kind)).await;
+            match accepted {
+                Ok(Ok(module)) if module.sha256() == version.sha256 => {
+                    tracing::info!(module = %deployment.name, sha256 = %version.sha256, "module component fetched from a peer");
+                }
+                Ok(Ok(module)) => {
+                    tracing::warn!(module = %deployment.name, expected = %version.sha256, got = %module.sha256(), "a peer sent other bytes; dropped");
+                    let _ = self.plugins.drop_unused(module.sha256());
+                }
+                Ok(Err(e)) => tracing::warn!(module = %deployment.name, error = %e, "a fetched component was refused"),
+                Err(e) => tracing::warn!(module = %deployment.name, error = %e, "checking a fetched component failed"),
+            }
+        }
+    }
+
     /// Active deployments of `kind` serving `topic`.
     pub(super) fn deployments_on(&self, topic: &Topic, kind: PluginKind) -> Vec<Deployment> {
         self.controller

@@ -21,6 +21,26 @@ use weir_meta::metadata::{Command, Event, Topic, FIRST_PRODUCER_ID};
 
 use super::{mismatched, Broker, PRODUCER_ID_BLOCK};
 
+/// A produce forwarded to the partition's leader over the cluster endpoint.
+pub const RPC_PRODUCE: u8 = 16;
+/// How long a forwarded produce waits for the leader's answer.
+const FORWARD_PRODUCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The base offset an append gets, here or at the leader it was forwarded to.
+type Appending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, WireError>> + Send>>;
+
+/// A partition's checked input: appended here, or forwarded to the broker leading it.
+enum Checked {
+    Here(Arc<PartitionState>, Vec<(BatchHeader, Bytes)>),
+    Forward(u64, Vec<(BatchHeader, Bytes)>),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ForwardedProduce {
+    topic: String,
+    partition: u32,
+}
+
 impl Broker {
     /// A new producer identity for an idempotent producer, from the block of ids this broker
     /// took from the controller; takes a new block when it is used up.
@@ -61,6 +81,17 @@ impl Broker {
         &self,
         request: Produce,
     ) -> Result<impl std::future::Future<Output = Vec<Produced>> + Send + 'static, WireError> {
+        self.enqueue_produce(request, true).await
+    }
+
+    /// As [`Broker::produce_enqueue`]; `may_forward`: a partition led by another broker is
+    /// forwarded to it over the cluster endpoint (else refused, as a forwarded request is at
+    /// its leader, so two brokers with different views never pass a request back and forth).
+    async fn enqueue_produce(
+        &self,
+        request: Produce,
+        may_forward: bool,
+    ) -> Result<impl std::future::Future<Output = Vec<Produced>> + Send + 'static, WireError> {
         let topic = self.topic(&request.topic)?;
         let fsync = topic.config.flush == FlushMode::Always;
         let mut pending = Vec::with_capacity(request.partitions.len());
@@ -76,18 +107,23 @@ impl Broker {
             // calls run off the async runtime, so they never hold up other connections.
             let checked = if parsed.is_heavy() || self.has_produce_modules(&topic) {
                 let (broker, topic) = (self.clone(), topic.clone());
-                tokio::task::spawn_blocking(move || broker.check_partition_input(&topic, asked, parsed))
+                tokio::task::spawn_blocking(move || broker.check_partition_input(&topic, asked, parsed, may_forward))
                     .await
                     .unwrap_or_else(|e| {
                         let why = format!("checking produced batches failed: {e}");
                         vec![(asked.unwrap_or(PARTITION_UNASSIGNED), Err(WireError::new(ErrorCode::Internal, why)))]
                     })
             } else {
-                self.check_partition_input(&topic, asked, parsed)
+                self.check_partition_input(&topic, asked, parsed, may_forward)
             };
             for (partition, checked) in checked {
-                let queued = match checked {
-                    Ok((state, batches)) => self.log.enqueue(state, batches, fsync).await,
+                let queued: Result<Appending, WireError> = match checked {
+                    Ok(Checked::Here(state, batches)) => {
+                        self.log.enqueue(state, batches, fsync).await.map(|f| Box::pin(f) as Appending)
+                    }
+                    Ok(Checked::Forward(leader, batches)) => {
+                        Ok(self.forward_produce(leader, topic.name.clone(), partition, batches))
+                    }
                     Err(e) => Err(e),
                 };
                 pending.push((partition, queued));
@@ -110,15 +146,66 @@ impl Broker {
         })
     }
 
+    /// Sends a partition's batches to the broker leading it and returns the future of the
+    /// base offset they got there. The request goes out at once (in this call's order); the
+    /// leader checks them as it checks its own clients' batches.
+    fn forward_produce(
+        &self,
+        leader: u64,
+        topic: String,
+        partition: u32,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> Appending {
+        let controller = self.controller.clone();
+        let header = serde_json::to_vec(&ForwardedProduce { topic, partition }).unwrap_or_default();
+        let mut body = Vec::with_capacity(4 + header.len() + batches.iter().map(|(_, b)| b.len()).sum::<usize>());
+        body.extend_from_slice(&u32::try_from(header.len()).unwrap_or(u32::MAX).to_be_bytes());
+        body.extend_from_slice(&header);
+        for (_, batch) in &batches {
+            body.extend_from_slice(batch);
+        }
+        let sent = tokio::spawn(async move {
+            let answer = controller.ask(leader, RPC_PRODUCE, &body, FORWARD_PRODUCE_TIMEOUT).await?;
+            serde_json::from_slice::<Result<i64, WireError>>(&answer).unwrap_or_else(|e| {
+                Err(WireError::new(
+                    ErrorCode::Internal,
+                    format!("broker {leader} answered a forwarded produce badly: {e}"),
+                ))
+            })
+        });
+        Box::pin(async move {
+            sent.await.unwrap_or_else(|e| Err(WireError::new(ErrorCode::Internal, format!("forwarding: {e}"))))
+        })
+    }
+
+    /// Answers a produce another broker forwarded (`RPC_PRODUCE`): appended here if this
+    /// broker leads the partition, never forwarded again.
+    pub async fn answer_forwarded_produce(&self, body: Vec<u8>) -> Vec<u8> {
+        let outcome = async {
+            let malformed = |why: &str| WireError::new(ErrorCode::MalformedFrame, format!("forwarded produce: {why}"));
+            let length = body.get(..4).ok_or_else(|| malformed("no header length"))?;
+            let length = u32::from_be_bytes(length.try_into().map_err(|_| malformed("header length"))?) as usize;
+            let header = body.get(4..4 + length).ok_or_else(|| malformed("header past the end"))?;
+            let header: ForwardedProduce = serde_json::from_slice(header).map_err(|e| malformed(&e.to_string()))?;
+            let batches = Bytes::from(body[4 + length..].to_vec());
+            let request = Produce { topic: header.topic, partitions: vec![(Some(header.partition), batches)] };
+            let produced = self.enqueue_produce(request, false).await?.await;
+            produced.into_iter().next().map_or_else(|| Err(malformed("nothing produced")), |p| p.base_offset)
+        }
+        .await;
+        serde_json::to_vec(&outcome).unwrap_or_default()
+    }
+
     /// One partition's input of a produce request, checked and placed: the partition the
-    /// client asked for, or those the topic's partitioner gives each record.
-    #[allow(clippy::type_complexity)]
+    /// client asked for, or those the topic's partitioner gives each record. A partition led
+    /// by another broker is left to it (`Checked::Forward`) when `may_forward`.
     fn check_partition_input(
         &self,
         topic: &Topic,
         asked: Option<u32>,
         parsed: ProducedBatches,
-    ) -> Vec<(u32, Result<(Arc<PartitionState>, Vec<(BatchHeader, Bytes)>), WireError>)> {
+        may_forward: bool,
+    ) -> Vec<(u32, Result<Checked, WireError>)> {
         let assigned = match asked {
             Some(partition) => vec![(partition, parsed)],
             None => match self.assign_partitions(topic, &parsed) {
@@ -129,9 +216,13 @@ impl Broker {
         assigned
             .into_iter()
             .map(|(partition, parsed)| {
-                let checked = self
-                    .partition(topic, partition)
-                    .and_then(|state| self.check_batches(topic, partition, &parsed).map(|()| (state, parsed.batches)));
+                let elsewhere = self.leader_of(topic, partition).filter(|l| *l != self.config.node_id);
+                if let Some(leader) = elsewhere.filter(|_| may_forward && partition < topic.partitions) {
+                    return (partition, Ok(Checked::Forward(leader, parsed.batches)));
+                }
+                let checked = self.partition(topic, partition).and_then(|state| {
+                    self.check_batches(topic, partition, &parsed).map(|()| Checked::Here(state, parsed.batches))
+                });
                 (partition, checked)
             })
             .collect()
