@@ -7,6 +7,7 @@ set -euo pipefail
 runs=${1:-10}
 weir=${2:-target/release/weir}
 [ -x "$weir" ] || { echo "build it first: cargo build --release -p weir-cli --bin weir" >&2; exit 1; }
+source "$(dirname "$0")/cluster-lib.sh"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -16,21 +17,7 @@ times=()
 for run in $(seq 1 "$runs"); do
   dir=$work/run$run
   mkdir -p "$dir"
-  voters=1@127.0.0.1:17401,2@127.0.0.1:17402,3@127.0.0.1:17403
-  pids=()
-  for i in 1 2 3; do
-    "$weir" serve --node-id $i --data-dir "$dir/d$i" --cluster-addr 127.0.0.1:1740$i --controller-voters $voters \
-      --cluster-ca "$dir/ca.pem" --quic-addr 127.0.0.1:1750$i --kafka-addr 127.0.0.1:1760$i \
-      --registry-addr 127.0.0.1:1770$i >"$dir/log$i" 2>&1 &
-    pids+=($!)
-    disown $!  # no "Killed" notices when a run ends
-  done
-  for i in 1 2 3; do  # every node listening (each waits for a majority first)
-    for _ in $(seq 1 300); do
-      "$weir" cluster status --bootstrap 127.0.0.1:1750$i --data-dir "$dir/d$i" >/dev/null 2>&1 && break
-      sleep 0.1
-    done
-  done
+  start_cluster "$dir"
   leader=""
   for _ in $(seq 1 200); do
     leader=$("$weir" cluster status --json --bootstrap 127.0.0.1:17501 --data-dir "$dir/d1" 2>/dev/null \

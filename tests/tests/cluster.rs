@@ -441,9 +441,10 @@ async fn a_module_deployed_through_one_broker_runs_on_the_brokers_leading_its_pa
     }
 }
 
-/// A broker forwards produce requests for partitions another broker leads, so a native client
-/// connected to any broker writes to every partition, and a transform running on its input
-/// partition's leader writes outputs to partitions led elsewhere.
+/// A broker forwards produce, fetch and list-offsets requests for partitions another broker
+/// leads, so a native client connected to any broker writes and reads every partition, and a
+/// transform running on its input partition's leader writes outputs to partitions led
+/// elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn produce_is_forwarded_to_each_partitions_leader_and_transforms_write_across_brokers() {
     let identity = weir_runtime::dev::build_plugin("weir-module-identity");
@@ -504,5 +505,75 @@ async fn produce_is_forwarded_to_each_partitions_leader_and_transforms_write_acr
             },
         )
         .await;
+    }
+
+    // A native consumer connected to node 1 reads both topics whole, wherever each partition is led.
+    for topic in ["in", "out"] {
+        let mut consumer =
+            weir_sdk::Consumer::new(cluster.nodes[0].client().await, weir_sdk::ConsumerConfig::default());
+        consumer.assign_topic(topic, weir_sdk::OffsetSpec::Earliest).await.unwrap();
+        let mut values = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while values.len() < 60 && Instant::now() < deadline {
+            for record in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+                values.insert(String::from_utf8(record.record.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        let expected: std::collections::BTreeSet<String> = (0..60).map(|i| format!("record-{i}")).collect();
+        assert_eq!(values, expected, "{topic} read whole through node 1");
+    }
+}
+
+/// A topic deleted through one broker is forgotten by every broker: the group coordinator on
+/// another broker drops the committed offsets for it, so the topic made again under the same
+/// name starts without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deletion_through_one_broker_clears_committed_offsets_on_the_groups_coordinator() {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    };
+    let cluster = Cluster::start(3);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    cluster.admin(0).await.create_topic("gone", 1, TopicConfig::default()).await.unwrap();
+    let coordinator = find_coordinator(&cluster.nodes[0], "keeper") as usize - 1;
+    let topic = || TopicName(StrBytes::from_static_str("gone"));
+    let group = || StrBytes::from_static_str("keeper").into();
+    let committed = || {
+        let mut stream = std::net::TcpStream::connect(cluster.nodes[coordinator].kafka_addr).unwrap();
+        let request = OffsetFetchRequest::default().with_group_id(group()).with_topics(Some(vec![
+            OffsetFetchRequestTopic::default().with_name(topic()).with_partition_indexes(vec![0]),
+        ]));
+        let (_, mut answer) = kafka_call(&mut stream, ApiKey::OffsetFetch, 1, &|buf| request.encode(buf, 1).unwrap());
+        let response = OffsetFetchResponse::decode(&mut answer, 1).unwrap();
+        response.topics[0].partitions[0].committed_offset
+    };
+    let mut stream = std::net::TcpStream::connect(cluster.nodes[coordinator].kafka_addr).unwrap();
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(topic()).with_partitions(vec![
+            OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(0),
+        ])]);
+    let (_, mut answer) = kafka_call(&mut stream, ApiKey::OffsetCommit, 2, &|buf| commit.encode(buf, 2).unwrap());
+    let response = OffsetCommitResponse::decode(&mut answer, 2).unwrap();
+    assert_eq!(response.topics[0].partitions[0].error_code, 0, "committed on the coordinator");
+    assert_eq!(committed(), 0);
+
+    // Deleted and made again through another broker.
+    let other = (coordinator + 1) % 3;
+    let admin = cluster.admin(other).await;
+    admin.delete_topic("gone").await.unwrap();
+    admin.create_topic("gone", 1, TopicConfig::default()).await.unwrap();
+    cluster.wait_for_topic(&[coordinator], "gone").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while committed() != -1 {
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator (node {}) kept the deleted topic's offsets",
+            coordinator + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{kafka_call, BrokerProcess};
+use common::{kafka_call, try_kafka_call, BrokerProcess};
 use weir_sdk::batch::{encode_batch, Compression, Record};
 use weir_sdk::wire::{Acks, FrameKind, OffsetSpec, ProducePartition, ProduceRequest, ProduceResponse};
 use weir_sdk::{Admin, Consumer, ConsumerConfig, ErrorCode, Producer, ProducerConfig, TopicConfig};
@@ -522,16 +522,27 @@ async fn given_a_client_pushing_more_than_its_budget_or_its_connections_then_it_
     );
 
     // Five connections per address, QUIC and Kafka together: the calm client and the admin
-    // client hold two.
-    let mut kafka: Vec<std::net::TcpStream> =
-        (0..3).map(|_| std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap()).collect();
-    for stream in &mut kafka {
+    // client hold two. The attacker's connection counts until the broker has let go of it
+    // (its held frames answered or dropped), so the first connection may have to wait for room.
+    drop(attacker);
+    let room = Instant::now() + Duration::from_secs(10);
+    let mut kafka: Vec<std::net::TcpStream> = Vec::new();
+    while kafka.len() < 3 {
+        let mut stream = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let request = kafka_protocol::messages::ApiVersionsRequest::default();
-        let (_, answer) = kafka_call(stream, kafka_protocol::messages::ApiKey::ApiVersions, 0, &|buf| {
+        match try_kafka_call(&mut stream, kafka_protocol::messages::ApiKey::ApiVersions, 0, &|buf| {
             kafka_protocol::protocol::Encodable::encode(&request, buf, 0).unwrap()
-        });
-        assert!(!answer.is_empty(), "a connection within the cap is served");
+        }) {
+            Ok((_, answer)) => {
+                assert!(!answer.is_empty(), "a connection within the cap is served");
+                kafka.push(stream);
+            }
+            Err(e) => {
+                assert!(kafka.is_empty() && Instant::now() < room, "a connection within the cap was refused: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
     let mut fifth = std::net::TcpStream::connect(broker.kafka_bootstrap()).unwrap();
     fifth.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

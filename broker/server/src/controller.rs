@@ -19,7 +19,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use openraft::error::{
-    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    ClientWriteError, InitializeError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -68,6 +69,9 @@ fn storage(e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Storage, format!("controller: {e}"))
 }
 
+/// Applied events kept for a subscriber that is behind (it hears it lagged past them).
+const EVENTS_BUFFERED: usize = 1024;
+
 /// How long a proposal may take, leader elections and forwarding included, before it fails
 /// with `NotController` (a majority of the voters is not up, or not reachable), and how many
 /// times it tries to reach a leader within it.
@@ -94,6 +98,7 @@ pub struct Controller {
     store: RaftStore,
     /// `None` on a single node.
     peers: Option<Peers>,
+    events: tokio::sync::broadcast::Sender<Event>,
     /// When each broker's heartbeat last reached this node, while it leads, with the broker
     /// epoch it came under.
     heartbeats: Arc<std::sync::Mutex<HashMap<NodeId, (u64, tokio::time::Instant)>>>,
@@ -131,11 +136,13 @@ impl Controller {
     ) -> Result<Self, WireError> {
         let log = RaftLog { store: store.clone() };
         let held = store.clone();
+        let (events, _) = tokio::sync::broadcast::channel(EVENTS_BUFFERED);
         let mut machine = StateMachine {
             state: Arc::new(RwLock::new(State::default())),
             last_applied: None,
             membership: StoredMembership::default(),
             store,
+            events: events.clone(),
         };
         if let Some(StoredSnapshot { meta, data }) = machine.stored_snapshot().map_err(storage)? {
             machine.restore(&meta, &data).map_err(storage)?;
@@ -167,6 +174,7 @@ impl Controller {
             propose: Arc::new(Mutex::new(())),
             store: held,
             peers,
+            events,
             heartbeats: Arc::default(),
             blobs: Arc::default(),
             service: Arc::default(),
@@ -205,7 +213,15 @@ impl Controller {
             });
         }
         if !controller.raft.is_initialized().await.map_err(storage)? {
-            controller.raft.initialize(members).await.map_err(storage)?;
+            match controller.raft.initialize(members).await {
+                Ok(()) => {}
+                // A peer's vote request came first (this node answers RPCs already): the group
+                // is forming from another voter's identical initialization.
+                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                    tracing::info!(reason = %e, "another voter started the controller group first");
+                }
+                Err(e) => return Err(storage(e)),
+            }
         }
         let state_count = |c: &Self| c.state().topics.len();
         if cluster.is_none() {
@@ -645,6 +661,11 @@ impl Controller {
         }
     }
 
+    /// What each command applied from now on changed, on this node, whoever proposed it.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
     /// Lets peers send the broker service's requests (set once, at start).
     pub fn serve_service(&self, handler: ServiceHandler) {
         *self.service.lock().expect("service handler lock") = Some(handler);
@@ -854,6 +875,8 @@ struct StateMachine {
     membership: StoredMembership<NodeId, BasicNode>,
     /// Where snapshots are kept.
     store: RaftStore,
+    /// What each applied command changed, for the broker's reactions on every node.
+    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 /// The metadata state as a snapshot holds it.
@@ -940,6 +963,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     // This is the only writer: the state cannot change between the two locks.
                     let prepared = self.state.read().expect("metadata lock poisoned").prepare(command);
                     let applied = self.state.write().expect("metadata lock poisoned").apply_prepared(prepared);
+                    if let Ok(event) = &applied {
+                        // Nobody listening (a replay at start) is fine.
+                        let _ = self.events.send(event.clone());
+                    }
                     out.push(Applied(Some(applied)));
                 }
                 EntryPayload::Membership(membership) => {
@@ -957,6 +984,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             store: self.store.clone(),
+            events: self.events.clone(),
         }
     }
 

@@ -408,7 +408,8 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
         FrameKind::ListOffsets => {
             let req: ListOffsetsRequest = frame.header()?;
             let partitions = broker
-                .list_offsets(&req.topic, &req.partitions.iter().map(|p| (*p, req.spec)).collect::<Vec<_>>())?
+                .list_offsets_routed(&req.topic, &req.partitions.iter().map(|p| (*p, req.spec)).collect::<Vec<_>>())
+                .await?
                 .into_iter()
                 .map(|ListedOffset { partition, found }| match found {
                     Ok((offset, timestamp)) => ListOffsetsPartition { partition, offset, timestamp, error: None },

@@ -491,6 +491,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             Box::pin(async move {
                 match kind {
                     crate::service::RPC_PRODUCE => broker.answer_forwarded_produce(body).await,
+                    crate::service::RPC_FETCH => broker.answer_forwarded_fetch(body).await,
+                    crate::service::RPC_LIST_OFFSETS => broker.answer_forwarded_list_offsets(&body),
                     _ => Vec::new(),
                 }
             })
@@ -588,6 +590,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     )));
     tasks.push(tokio::spawn(flush_loop(broker.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(crate::transforms::supervise(broker.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::service::forget_deleted_topics(broker.clone(), shutdown_rx.clone())));
     // In a cluster: register the listeners with the controller, heartbeat it, and (on the
     // controller leader) fence brokers whose heartbeats stop.
     let addresses =

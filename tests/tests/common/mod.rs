@@ -132,7 +132,20 @@ impl BrokerProcess {
     /// Waits until a launched broker prints its listeners, and takes their addresses.
     pub fn await_listeners(&mut self) {
         let Some(rx) = self.pending.take() else { return };
-        match rx.recv_timeout(Duration::from_secs(30)) {
+        // A broker that exits (a bad flag, a port taken) is reported at once, with its status.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let received = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+                        self.child = None;
+                        panic!("weir serve exited with {status} before listening (its stderr is above)");
+                    }
+                }
+                other => break other,
+            }
+        };
+        match received {
             Ok(addrs) => {
                 let parse = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("listener address {a:?}: {e}"));
                 for (asked, got) in
@@ -347,6 +360,16 @@ pub fn kafka_call(
     version: i16,
     body: &dyn Fn(&mut bytes::BytesMut),
 ) -> (usize, bytes::Bytes) {
+    try_kafka_call(stream, api_key, version, body).expect("the broker answers the Kafka request")
+}
+
+/// As [`kafka_call`], with the connection's failure (closed by the broker, say) as an error.
+pub fn try_kafka_call(
+    stream: &mut std::net::TcpStream,
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: &dyn Fn(&mut bytes::BytesMut),
+) -> std::io::Result<(usize, bytes::Bytes)> {
     use kafka_protocol::messages::{RequestHeader, ResponseHeader};
     use kafka_protocol::protocol::{Decodable, Encodable};
     use std::io::{Read, Write};
@@ -359,13 +382,13 @@ pub fn kafka_call(
         .unwrap();
     body(&mut buf);
     let sent = buf.len();
-    stream.write_all(&i32::try_from(sent).unwrap().to_be_bytes()).unwrap();
-    stream.write_all(&buf).unwrap();
+    stream.write_all(&i32::try_from(sent).unwrap().to_be_bytes())?;
+    stream.write_all(&buf)?;
     let mut size = [0u8; 4];
-    stream.read_exact(&mut size).unwrap();
+    stream.read_exact(&mut size)?;
     let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(size)).unwrap()];
-    stream.read_exact(&mut answer).unwrap();
+    stream.read_exact(&mut answer)?;
     let mut answer = bytes::Bytes::from(answer);
     ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).unwrap();
-    (sent, answer)
+    Ok((sent, answer))
 }

@@ -15,15 +15,219 @@ use weir_meta::metadata::Topic;
 
 use super::Broker;
 
+/// A fetch forwarded to the partitions' leader over the cluster endpoint.
+pub const RPC_FETCH: u8 = 17;
+/// A list-offsets forwarded to the partition's leader.
+pub const RPC_LIST_OFFSETS: u8 = 18;
+/// How much longer than the fetch's own wait a forwarding broker waits for the leader.
+const FORWARD_FETCH_SLACK: Duration = Duration::from_secs(10);
+
+/// A forwarded fetch: the wait and sizes, and (topic, partition, offset, max bytes, module)
+/// per partition.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ForwardedFetch {
+    max_wait_ms: u32,
+    min_bytes: u32,
+    max_bytes: u32,
+    partitions: Vec<(String, u32, i64, u32, Option<String>)>,
+}
+
+/// A fetched partition as it travels back to a forwarding broker, its batches' lengths in
+/// place of the batches, which follow the header.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FetchedHeader {
+    topic: String,
+    partition: u32,
+    high_watermark: i64,
+    log_start_offset: i64,
+    next_offset: Option<i64>,
+    error: Option<WireError>,
+    batch_bytes: Vec<u32>,
+}
+
+/// `u32 header length | JSON: Result<Vec<FetchedHeader>, WireError> | batches`.
+fn encode_fetched(outcome: Result<Vec<FetchedPartition>, WireError>) -> Vec<u8> {
+    let (headers, batches): (Result<Vec<FetchedHeader>, WireError>, Vec<Bytes>) = match outcome {
+        Ok(fetched) => {
+            let mut batches = Vec::new();
+            let headers = fetched
+                .into_iter()
+                .map(|p| {
+                    let batch_bytes = p.batches.iter().map(|b| u32::try_from(b.len()).unwrap_or(u32::MAX)).collect();
+                    batches.extend(p.batches);
+                    FetchedHeader {
+                        topic: p.topic,
+                        partition: p.partition,
+                        high_watermark: p.high_watermark,
+                        log_start_offset: p.log_start_offset,
+                        next_offset: p.next_offset,
+                        error: p.error,
+                        batch_bytes,
+                    }
+                })
+                .collect();
+            (Ok(headers), batches)
+        }
+        Err(e) => (Err(e), Vec::new()),
+    };
+    let header = serde_json::to_vec(&headers).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + header.len() + batches.iter().map(Bytes::len).sum::<usize>());
+    out.extend_from_slice(&u32::try_from(header.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&header);
+    for batch in &batches {
+        out.extend_from_slice(batch);
+    }
+    out
+}
+
+/// The inverse of [`encode_fetched`]; `None` if the bytes do not add up.
+fn decode_fetched(bytes: &[u8]) -> Option<Result<Vec<FetchedPartition>, WireError>> {
+    let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let headers: Result<Vec<FetchedHeader>, WireError> =
+        serde_json::from_slice(bytes.get(4..4usize.checked_add(length)?)?).ok()?;
+    let headers = match headers {
+        Ok(h) => h,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut rest = Bytes::copy_from_slice(&bytes[4 + length..]);
+    let mut fetched = Vec::with_capacity(headers.len());
+    for h in headers {
+        let mut batches = Vec::with_capacity(h.batch_bytes.len());
+        for len in h.batch_bytes {
+            let len = len as usize;
+            if len > rest.len() {
+                return None;
+            }
+            batches.push(rest.split_to(len));
+        }
+        fetched.push(FetchedPartition {
+            topic: h.topic,
+            partition: h.partition,
+            high_watermark: h.high_watermark,
+            log_start_offset: h.log_start_offset,
+            next_offset: h.next_offset,
+            error: h.error,
+            batches,
+        });
+    }
+    rest.is_empty().then_some(Ok(fetched))
+}
+
 impl Broker {
     /// Reads every partition asked for; long-polls until `min_bytes` are available or
     /// `max_wait_ms` (capped by the broker's `fetch_wait_ms_max`) passes. One answer per
     /// partition asked for, in order, each with its own batches.
     /// A partition named twice is read once (the first time), as Kafka's fetch sessions key
     /// partitions, so a request cannot multiply its answer by repeating one.
+    ///
+    /// In a cluster, partitions another broker leads are read there (`RPC_FETCH` over the
+    /// cluster endpoint, never forwarded again); the answer waits for every broker's part.
     pub async fn fetch(&self, mut request: Fetch) -> Result<Vec<FetchedPartition>, WireError> {
         let mut seen = std::collections::HashSet::new();
         request.partitions.retain(|p| seen.insert((p.topic.clone(), p.partition)));
+        // Which broker each partition is read on: this one unless another leads it.
+        let leaders: Vec<u64> = request
+            .partitions
+            .iter()
+            .map(|p| {
+                self.topic(&p.topic)
+                    .ok()
+                    .and_then(|t| self.leader_of(&t, p.partition).filter(|_| p.partition < t.partitions))
+                    .unwrap_or(self.config.node_id)
+            })
+            .collect();
+        if leaders.iter().all(|l| *l == self.config.node_id) {
+            return self.fetch_here(request).await;
+        }
+        let mut parts: std::collections::BTreeMap<u64, Vec<usize>> = std::collections::BTreeMap::new();
+        for (i, leader) in leaders.iter().enumerate() {
+            parts.entry(*leader).or_default().push(i);
+        }
+        let answers = futures::future::join_all(parts.iter().map(|(leader, indexes)| {
+            let part = Fetch {
+                partitions: indexes.iter().map(|i| request.partitions[*i].clone()).collect(),
+                ..request.clone()
+            };
+            let leader = *leader;
+            async move {
+                if leader == self.config.node_id {
+                    self.fetch_here(part).await
+                } else {
+                    self.forward_fetch(leader, part).await
+                }
+            }
+        }))
+        .await;
+        let mut answered: Vec<Option<FetchedPartition>> = vec![None; request.partitions.len()];
+        for ((_, indexes), answer) in parts.iter().zip(answers) {
+            match answer {
+                Ok(fetched) if fetched.len() == indexes.len() => {
+                    for (i, partition) in indexes.iter().zip(fetched) {
+                        answered[*i] = Some(partition);
+                    }
+                }
+                other => {
+                    let e = other.err().unwrap_or_else(|| {
+                        WireError::new(ErrorCode::Internal, "a leader answered another number of partitions")
+                    });
+                    for i in indexes {
+                        answered[*i] = Some(FetchedPartition::failed(&request.partitions[*i], e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(answered.into_iter().flatten().collect())
+    }
+
+    /// Reads a part of a fetch on the broker leading its partitions.
+    async fn forward_fetch(&self, leader: u64, part: Fetch) -> Result<Vec<FetchedPartition>, WireError> {
+        let asked = ForwardedFetch {
+            max_wait_ms: part.max_wait_ms,
+            min_bytes: part.min_bytes,
+            max_bytes: part.max_bytes,
+            partitions: part
+                .partitions
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition, p.offset, p.max_bytes, p.module.clone()))
+                .collect(),
+        };
+        let body = serde_json::to_vec(&asked).map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+        let timeout = Duration::from_millis(u64::from(part.max_wait_ms)) + FORWARD_FETCH_SLACK;
+        let answer = self.controller.ask(leader, RPC_FETCH, &body, timeout).await?;
+        decode_fetched(&answer).ok_or_else(|| {
+            WireError::new(ErrorCode::Internal, format!("broker {leader} answered a forwarded fetch badly"))
+        })?
+    }
+
+    /// Answers a fetch another broker forwarded (`RPC_FETCH`): read here, never forwarded again.
+    pub async fn answer_forwarded_fetch(&self, body: Vec<u8>) -> Vec<u8> {
+        let outcome = match serde_json::from_slice::<ForwardedFetch>(&body) {
+            Ok(asked) => {
+                let request = Fetch {
+                    max_wait_ms: asked.max_wait_ms,
+                    min_bytes: asked.min_bytes,
+                    max_bytes: asked.max_bytes,
+                    partitions: asked
+                        .partitions
+                        .into_iter()
+                        .map(|(topic, partition, offset, max_bytes, module)| FetchFrom {
+                            topic,
+                            partition,
+                            offset,
+                            max_bytes,
+                            module,
+                        })
+                        .collect(),
+                };
+                self.fetch_here(request).await
+            }
+            Err(e) => Err(WireError::new(ErrorCode::MalformedFrame, format!("forwarded fetch: {e}"))),
+        };
+        encode_fetched(outcome)
+    }
+
+    /// [`Broker::fetch`] of partitions read on this broker.
+    async fn fetch_here(&self, request: Fetch) -> Result<Vec<FetchedPartition>, WireError> {
         let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(self.config.fetch_wait_ms_max)));
         let deadline = Instant::now() + wait;
         loop {
@@ -214,6 +418,53 @@ impl Broker {
         Ok(listed)
     }
 
+    /// As [`Broker::list_offsets`], asking the broker that leads each partition (in a
+    /// cluster; `RPC_LIST_OFFSETS` over the cluster endpoint). The native listener uses it, so
+    /// a native consumer finds its start offsets through any broker.
+    pub async fn list_offsets_routed(
+        &self,
+        topic: &str,
+        entries: &[(u32, OffsetSpec)],
+    ) -> Result<Vec<ListedOffset>, WireError> {
+        let described = self.topic(topic)?;
+        let leader =
+            |p: u32| self.leader_of(&described, p).filter(|l| *l != self.config.node_id && p < described.partitions);
+        if entries.iter().all(|(p, _)| leader(*p).is_none()) {
+            return self.list_offsets(topic, entries);
+        }
+        let mut listed = Vec::with_capacity(entries.len());
+        for &(partition, spec) in entries {
+            let found = match leader(partition) {
+                None => self.list_offsets(topic, &[(partition, spec)])?.remove(0).found,
+                Some(node) => {
+                    let body = serde_json::to_vec(&(topic, partition, spec))
+                        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+                    match self.controller.ask(node, RPC_LIST_OFFSETS, &body, FORWARD_FETCH_SLACK).await {
+                        Ok(answer) => {
+                            serde_json::from_slice::<Result<(i64, i64), WireError>>(&answer).unwrap_or_else(|e| {
+                                Err(WireError::new(ErrorCode::Internal, format!("broker {node} answered badly: {e}")))
+                            })
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            listed.push(ListedOffset { partition, found });
+        }
+        Ok(listed)
+    }
+
+    /// Answers a list-offsets another broker forwarded (`RPC_LIST_OFFSETS`), here.
+    pub fn answer_forwarded_list_offsets(&self, body: &[u8]) -> Vec<u8> {
+        let found = match serde_json::from_slice::<(String, u32, OffsetSpec)>(body) {
+            Ok((topic, partition, spec)) => {
+                self.list_offsets(&topic, &[(partition, spec)]).and_then(|mut l| l.remove(0).found)
+            }
+            Err(e) => Err(WireError::new(ErrorCode::MalformedFrame, format!("forwarded list offsets: {e}"))),
+        };
+        serde_json::to_vec(&found).unwrap_or_default()
+    }
+
     /// The partition's log start and end offsets.
     pub fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), WireError> {
         let state = self.partition(&self.topic(topic)?, partition)?;
@@ -263,6 +514,19 @@ pub struct FetchedPartition {
 impl FetchedPartition {
     pub fn bytes(&self) -> usize {
         self.batches.iter().map(Bytes::len).sum()
+    }
+
+    /// The answer for a partition that could not be read.
+    fn failed(asked: &FetchFrom, error: WireError) -> Self {
+        Self {
+            topic: asked.topic.clone(),
+            partition: asked.partition,
+            high_watermark: -1,
+            log_start_offset: -1,
+            next_offset: None,
+            error: Some(error),
+            batches: Vec::new(),
+        }
     }
 }
 

@@ -69,9 +69,10 @@ mod modules;
 mod produce;
 mod topics;
 
-pub use fetch::{Fetch, FetchFrom, FetchedPartition, ListedOffset};
+pub use fetch::{Fetch, FetchFrom, FetchedPartition, ListedOffset, RPC_FETCH, RPC_LIST_OFFSETS};
 pub use groups::{group_ticker, CommitError};
 pub use produce::{Produce, Produced, ProducedBatches, ProducerIdentity, RPC_PRODUCE};
+pub use topics::forget_deleted_topics;
 pub use topics::{ConfigChange, ConfigEntry, NewTopic, PartitionInfo, TopicInfo};
 
 impl Broker {

@@ -25,12 +25,28 @@ impl Broker {
     pub async fn delete_topic(&self, name: &str) -> Result<(), WireError> {
         let event = self.controller.propose(Command::DeleteTopic { name: name.to_owned() }).await?;
         let Event::TopicDeleted(topic) = event else { return Err(mismatched("DeleteTopic", &event)) };
+        self.forget_topic(&topic).await?;
+        tracing::info!(topic = %name, id = topic.id, "topic deleted");
+        Ok(())
+    }
+
+    /// Removes what this broker stores about a deleted topic: its partitions' batches and
+    /// producer states, committed offsets for it and transforms' progress through it (unless a
+    /// topic of the same name exists again by now). Every broker does this when it applies the
+    /// deletion (`forget_deleted_topics`); the broker that took it does it before answering.
+    /// Doing it twice is harmless.
+    pub async fn forget_topic(&self, topic: &Topic) -> Result<(), WireError> {
         self.log.forget_producers(ProducerFilter::Topic(topic.id)).await?;
         let (log, groups, plugins) = (self.log.clone(), self.groups.clone(), self.plugins.clone());
         let deleted = topic.clone();
+        let recreated = self.controller.state().topics.contains_key(&topic.name);
         tokio::task::spawn_blocking(move || {
             for partition in 0..deleted.partitions {
                 log.delete_partition(PartitionId { topic_id: deleted.id, partition })?;
+            }
+            // Offsets and progress are kept by name: a topic made again meanwhile keeps its own.
+            if recreated {
+                return Ok(());
             }
             groups
                 .delete_topic_offsets(&deleted.name)
@@ -39,7 +55,6 @@ impl Broker {
         })
         .await
         .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
-        tracing::info!(topic = %name, id = topic.id, "topic deleted");
         Ok(())
     }
 
@@ -349,4 +364,28 @@ impl Broker {
 /// Every topic config key with its default value.
 fn default_entries() -> BTreeMap<String, String> {
     TopicConfig::default().entries().into_iter().collect()
+}
+
+/// On every broker: removes what it stores about each topic the controller deletes, whichever
+/// broker took the deletion, until `stop`.
+pub async fn forget_deleted_topics(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut events = broker.controller.subscribe();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = stop.changed() => return,
+        };
+        match event {
+            Ok(Event::TopicDeleted(topic)) => {
+                if let Err(e) = broker.forget_topic(&topic).await {
+                    tracing::warn!(topic = %topic.name, id = topic.id, error = %e, "removing a deleted topic's data failed");
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "metadata events went by unseen; a deleted topic's data may stay on disk");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
