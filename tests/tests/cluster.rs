@@ -577,3 +577,60 @@ async fn a_deletion_through_one_broker_clears_committed_offsets_on_the_groups_co
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Native group members connected to different brokers form one group: group requests reach
+/// the coordinator through whichever broker a member talks to, and the members split the
+/// partitions and read them whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_group_members_on_different_brokers_form_one_group() {
+    use weir_sdk::{GroupConsumer, GroupConsumerConfig};
+    let cluster = Cluster::start(3);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    cluster.admin(0).await.create_topic("shared", 6, TopicConfig::default()).await.unwrap();
+    let coordinator = find_coordinator(&cluster.nodes[0], "natives") as usize - 1;
+    let (a_node, b_node) = ((coordinator + 1) % 3, (coordinator + 2) % 3);
+
+    let mut a = GroupConsumer::new(cluster.nodes[a_node].client().await, GroupConsumerConfig::new("natives"));
+    a.subscribe(&["shared"]).await.unwrap();
+    assert_eq!(a.assignment().len(), 6, "alone, it owns every partition");
+    let b_client = cluster.nodes[b_node].client().await;
+    let b = tokio::spawn(async move {
+        let mut b = GroupConsumer::new(b_client, GroupConsumerConfig::new("natives"));
+        b.subscribe(&["shared"]).await.unwrap();
+        b
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.assignment().len() != 3 {
+        assert!(Instant::now() < deadline, "the group did not rebalance to two members");
+        a.poll(Duration::from_millis(200)).await.unwrap();
+    }
+    let mut b = b.await.unwrap();
+    let mut owned: Vec<u32> = a.assignment().iter().chain(b.assignment()).map(|(_, p)| *p).collect();
+    owned.sort_unstable();
+    assert_eq!(
+        owned,
+        (0..6).collect::<Vec<u32>>(),
+        "members on nodes {} and {} split the partitions",
+        a_node + 1,
+        b_node + 1
+    );
+
+    let producer = weir_sdk::Producer::new(cluster.nodes[0].client().await, weir_sdk::ProducerConfig::default());
+    for i in 0..60u32 {
+        let record = weir_sdk::Record { value: Some(format!("n-{i}").into()), ..Default::default() };
+        producer.send("shared", Some(i % 6), record).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let mut read = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read.len() < 60 {
+        assert!(Instant::now() < deadline, "the two members read {} of 60 records", read.len());
+        for member in [&mut a, &mut b] {
+            for record in member.poll(Duration::from_millis(200)).await.unwrap() {
+                assert!(read.insert((record.partition, record.offset)), "read twice: {record:?}");
+            }
+        }
+    }
+    a.commit().await.unwrap();
+    b.commit().await.unwrap();
+}

@@ -345,7 +345,68 @@ fn topic_description(t: TopicInfo) -> TopicDescription {
 }
 
 /// Decodes the request, calls the service, encodes the response. `None`: send nothing.
+/// A native group request forwarded to the group's coordinator over the cluster endpoint: the
+/// request frame as the client sent it; the answer is the response frame.
+pub const RPC_GROUP_FRAME: u8 = 19;
+
+/// How long a forwarding broker waits for the coordinator (a JoinGroup waits out a rebalance,
+/// up to the 30-minute rebalance timeout).
+const GROUP_FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(31 * 60);
+
+/// The group a group request names.
+fn group_of(frame: &Frame) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        group_id: String,
+    }
+    match frame.kind {
+        FrameKind::JoinGroup
+        | FrameKind::SyncGroup
+        | FrameKind::Heartbeat
+        | FrameKind::LeaveGroup
+        | FrameKind::OffsetCommit
+        | FrameKind::OffsetFetch => frame.header::<Named>().ok().map(|n| n.group_id),
+        _ => None,
+    }
+}
+
 async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Bytes>)>, WireError> {
+    // In a cluster a group lives on its coordinator: another broker passes its requests on.
+    if let Some(coordinator) =
+        group_of(&frame).and_then(|group| broker.group_coordinator(&group)).filter(|c| c.node_id != broker.node_id())
+    {
+        let answer = broker
+            .controller()
+            .ask(coordinator.node_id, RPC_GROUP_FRAME, &frame.encode(), GROUP_FORWARD_TIMEOUT)
+            .await?;
+        let response = Frame::decode(&answer, weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT)?;
+        if response.kind == FrameKind::Error {
+            return Err(response.header()?);
+        }
+        return Ok(Some((response, Vec::new())));
+    }
+    handle_here(broker, frame).await
+}
+
+/// Answers a group request another broker forwarded (`RPC_GROUP_FRAME`), here: the response
+/// frame, or an error frame.
+pub async fn answer_forwarded_group_frame(broker: &Broker, body: &[u8]) -> Vec<u8> {
+    let answered = match Frame::decode(body, weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT) {
+        Ok(frame) if group_of(&frame).is_some() => handle_here(broker, frame).await,
+        Ok(frame) => Err(WireError::new(ErrorCode::InvalidRequest, format!("{:?} is not a group request", frame.kind))),
+        Err(e) => Err(e),
+    };
+    match answered {
+        Ok(Some((response, _))) => response.encode().to_vec(),
+        Ok(None) => {
+            Frame::error(&WireError::new(ErrorCode::Internal, "a group request had no answer")).encode().to_vec()
+        }
+        Err(e) => Frame::error(&e).encode().to_vec(),
+    }
+}
+
+/// Answers a request on this broker.
+async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Bytes>)>, WireError> {
     let empty = Bytes::new;
     let reply = |kind, header: &dyn erased::Header| Frame { kind, header: header.json(), payload: empty() };
     let response = match frame.kind {

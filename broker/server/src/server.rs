@@ -493,6 +493,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                     crate::service::RPC_PRODUCE => broker.answer_forwarded_produce(body).await,
                     crate::service::RPC_FETCH => broker.answer_forwarded_fetch(body).await,
                     crate::service::RPC_LIST_OFFSETS => broker.answer_forwarded_list_offsets(&body),
+                    crate::quic::RPC_GROUP_FRAME => crate::quic::answer_forwarded_group_frame(&broker, &body).await,
                     _ => Vec::new(),
                 }
             })
