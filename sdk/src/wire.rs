@@ -543,6 +543,30 @@ pub struct ClusterStatusResponse {
     pub voters: Vec<ClusterVoter>,
     /// The last controller log entry this broker has applied to its metadata.
     pub last_applied: Option<u64>,
+    /// The brokers registered with the controller (a cluster's), in node id order.
+    #[serde(default)]
+    pub brokers: Vec<ClusterBroker>,
+    /// Partitions without a leader (every replica that may lead is fenced), as `topic/partition`,
+    /// the first [`OFFLINE_PARTITIONS_LISTED`] of them; `offline_partitions` counts them all.
+    #[serde(default)]
+    pub offline: Vec<String>,
+    #[serde(default)]
+    pub offline_partitions: u64,
+}
+
+/// How many offline partitions a cluster status names (it counts them all).
+pub const OFFLINE_PARTITIONS_LISTED: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterBroker {
+    pub node_id: u64,
+    /// Goes up each time the broker registers.
+    pub epoch: u64,
+    /// Missed its session timeout (or stopped): leads nothing until it registers again.
+    pub fenced: bool,
+    pub quic_addr: String,
+    /// `host:port` of its Kafka listener as clients are told.
+    pub kafka_addr: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

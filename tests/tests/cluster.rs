@@ -337,6 +337,13 @@ async fn kafka_clients_reach_every_partitions_leader_and_a_fenced_brokers_partit
     })
     .await;
     eprintln!("node 3 fenced {} ms after SIGKILL (session timeout 2000 ms)", killed.elapsed().as_millis());
+    // The cluster status names the fenced broker and counts its partitions as offline.
+    let status = cluster.status(0).await.expect("node 1 answers");
+    let fenced: Vec<u64> = status.brokers.iter().filter(|b| b.fenced).map(|b| b.node_id).collect();
+    assert_eq!(fenced, [3], "{status:?}");
+    assert_eq!(status.offline_partitions, victims_partitions.len() as u64, "{status:?}");
+    let named: Vec<String> = victims_partitions.iter().map(|p| format!("spread/{p}")).collect();
+    assert_eq!(status.offline, named);
     // Its partitions answer LEADER_NOT_AVAILABLE / the native equivalent, naming why.
     // Retried as a retriable error until the delivery timeout, then reported with the reason.
     let config = weir_sdk::ProducerConfig { delivery_timeout: Duration::from_secs(2), ..Default::default() };

@@ -23,7 +23,8 @@ enum ClusterCommand {
         #[arg(long, default_value = "./weir-cluster-ca.pem")]
         ca_file: PathBuf,
     },
-    /// The controller's voters, its leader and term, as the broker at --bootstrap sees them.
+    /// The controller's voters, its leader and term, the brokers with their epochs and the
+    /// partitions without a leader, as the broker at --bootstrap sees them.
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -56,6 +57,16 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             }
             if let Some(applied) = status.last_applied {
                 println!("metadata applied through entry {applied}");
+            }
+            for broker in &status.brokers {
+                let state = if broker.fenced { "fenced" } else { "live" };
+                println!(
+                    "broker {}  epoch {}  {state}  QUIC {}  Kafka {}",
+                    broker.node_id, broker.epoch, broker.quic_addr, broker.kafka_addr
+                );
+            }
+            if status.offline_partitions > 0 {
+                println!("offline partitions: {} ({})", status.offline_partitions, status.offline.join(", "));
             }
         }
     }

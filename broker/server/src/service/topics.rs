@@ -78,6 +78,33 @@ impl Broker {
     /// The controller as this broker sees it.
     pub fn cluster_status(&self) -> weir_sdk::wire::ClusterStatusResponse {
         let status = self.controller.status();
+        let (state_brokers, offline, offline_partitions) = {
+            let state = self.controller.state();
+            let brokers = state
+                .brokers
+                .values()
+                .map(|b| weir_sdk::wire::ClusterBroker {
+                    node_id: b.node_id,
+                    epoch: b.epoch,
+                    fenced: b.fenced,
+                    quic_addr: b.quic_addr.clone(),
+                    kafka_addr: format!("{}:{}", b.kafka_host, b.kafka_port),
+                })
+                .collect();
+            let mut offline = Vec::new();
+            let mut count = 0u64;
+            for topic in state.topics.values() {
+                for (partition, registration) in topic.assignment.iter().enumerate() {
+                    if registration.leader.is_none() {
+                        count += 1;
+                        if offline.len() < weir_sdk::wire::OFFLINE_PARTITIONS_LISTED {
+                            offline.push(format!("{}/{partition}", topic.name));
+                        }
+                    }
+                }
+            }
+            (brokers, offline, count)
+        };
         weir_sdk::wire::ClusterStatusResponse {
             node_id: status.node_id,
             controller_leader: status.leader,
@@ -88,6 +115,9 @@ impl Broker {
                 .map(|(node_id, cluster_addr)| weir_sdk::wire::ClusterVoter { node_id, cluster_addr })
                 .collect(),
             last_applied: status.last_applied,
+            brokers: state_brokers,
+            offline,
+            offline_partitions,
         }
     }
 
