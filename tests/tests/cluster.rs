@@ -641,3 +641,64 @@ async fn native_group_members_on_different_brokers_form_one_group() {
     a.commit().await.unwrap();
     b.commit().await.unwrap();
 }
+
+/// Requests a broker forwards for its clients never take the streams the controller needs:
+/// 300 long-poll fetches through one broker of a partition the controller leader leads
+/// (more than a peer connection's 256 streams) while heartbeats go over the same connection.
+/// At most `FORWARDED_STREAMS_MAX` (192) are in flight; the rest wait; no broker is fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarded_long_polls_leave_the_controller_its_streams() {
+    use weir_sdk::wire::{FetchPartition, FetchRequest, Frame, FrameKind};
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("weir.toml");
+    // Small fetch answers, so 300 fetches from one address fit its byte budget.
+    std::fs::write(&config, "fetch_bytes_max = 65536\nmessage_bytes_max = 1048576\n").unwrap();
+    let cluster =
+        Cluster::start_with(3, &["--broker-session-timeout-ms", "2000", "--config", config.to_str().unwrap()]);
+    let controller = cluster.agreed_leader(&[0, 1, 2]).await;
+    cluster.admin(0).await.create_topic("quiet", 3, TopicConfig::default()).await.unwrap();
+    let leaders = cluster.leaders(0, "quiet").await;
+    let partition =
+        leaders.iter().position(|l| *l == Some(controller as u64 + 1)).expect("the controller leads one") as u32;
+    let via = (controller + 1) % 3;
+    let epochs =
+        |status: &ClusterStatusResponse| status.brokers.iter().map(|b| (b.node_id, b.epoch)).collect::<Vec<_>>();
+    let before = epochs(&cluster.status(controller).await.expect("the controller answers"));
+
+    let mut polls = Vec::new();
+    for _ in 0..2 {
+        let client = cluster.nodes[via].client().await;
+        let connection = client.connection().await.unwrap();
+        for _ in 0..150 {
+            let (mut send, mut recv) = connection.open_bi().await.unwrap();
+            let request = FetchRequest {
+                max_wait_ms: 4000,
+                min_bytes: 1,
+                max_bytes: 65536,
+                partitions: vec![FetchPartition {
+                    topic: "quiet".into(),
+                    partition,
+                    offset: 0,
+                    max_bytes: 65536,
+                    module: None,
+                }],
+            };
+            send.write_all(&Frame::new(FrameKind::Fetch, &request, bytes::Bytes::new()).encode()).await.unwrap();
+            send.finish().unwrap();
+            let keep = client.clone();
+            polls.push(tokio::spawn(async move {
+                let _keep = keep;
+                recv.read_to_end(1 << 20).await.map(|answer| answer.len())
+            }));
+        }
+    }
+    // Three session timeouts with every forwarded stream busy: heartbeats still get through.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = cluster.status(controller).await.expect("the controller answers");
+    assert!(status.brokers.iter().all(|b| !b.fenced), "a broker is fenced: {status:?}");
+    assert_eq!(epochs(&status), before, "no broker was fenced and registered again meanwhile");
+    for poll in polls {
+        let answered = poll.await.unwrap().expect("every long poll is answered");
+        assert!(answered > 0);
+    }
+}

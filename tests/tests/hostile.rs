@@ -523,7 +523,7 @@ async fn given_a_client_pushing_more_than_its_budget_or_its_connections_then_it_
 
     // Five connections per address, QUIC and Kafka together: the calm client and the admin
     // client hold two. The attacker's connection counts until the broker has let go of it
-    // (its held frames answered or dropped), so the first connection may have to wait for room.
+    // (its held frames answered or dropped), so a connection may have to wait for room.
     drop(attacker);
     let room = Instant::now() + Duration::from_secs(10);
     let mut kafka: Vec<std::net::TcpStream> = Vec::new();
@@ -539,7 +539,7 @@ async fn given_a_client_pushing_more_than_its_budget_or_its_connections_then_it_
                 kafka.push(stream);
             }
             Err(e) => {
-                assert!(kafka.is_empty() && Instant::now() < room, "a connection within the cap was refused: {e}");
+                assert!(Instant::now() < room, "a connection within the cap was refused for 10 s: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

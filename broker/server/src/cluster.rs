@@ -25,6 +25,11 @@ pub const RPC_BYTES_MAX: usize = 64 << 20;
 /// Streams one peer connection may have open at once.
 const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
+/// Of those, how many requests a broker forwards for its clients at once (fetch long polls,
+/// produce, group requests), so clients can never take the streams the controller's Raft
+/// RPCs need: at least `STREAMS_PER_CONNECTION_MAX - FORWARDED_STREAMS_MAX` stay free.
+pub const FORWARDED_STREAMS_MAX: usize = 192;
+
 /// The CA certificate's subject; a node certificate's issuer must match it (and its signature
 /// the CA's key).
 const CA_NAME: &str = "Weir cluster CA";

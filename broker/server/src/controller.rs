@@ -107,6 +107,9 @@ pub struct Controller {
     blobs: Arc<std::sync::Mutex<Option<BlobSource>>>,
     /// The broker service's handler for its requests between brokers (emptied at shutdown too).
     service: Arc<std::sync::Mutex<Option<ServiceHandler>>>,
+    /// Requests forwarded for clients ([`Controller::ask`]) in flight, at most
+    /// `cluster::FORWARDED_STREAMS_MAX`: the rest of each peer connection's streams stay for Raft.
+    forwarding: Arc<tokio::sync::Semaphore>,
     /// Proposal ids are this prefix (node id and start time) and a counter.
     proposal_prefix: Arc<str>,
     proposals: Arc<std::sync::atomic::AtomicU64>,
@@ -178,6 +181,7 @@ impl Controller {
             heartbeats: Arc::default(),
             blobs: Arc::default(),
             service: Arc::default(),
+            forwarding: Arc::new(tokio::sync::Semaphore::new(crate::cluster::FORWARDED_STREAMS_MAX)),
             proposal_prefix: {
                 let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 Arc::from(format!("{node_id}-{}", started.as_nanos()))
@@ -672,9 +676,21 @@ impl Controller {
     }
 
     /// Sends a broker service request to broker `node` over the cluster endpoint and returns
-    /// its answer; a failure is `RequestTimedOut` (retriable) naming the broker.
+    /// its answer; a failure is `RequestTimedOut` (retriable) naming the broker. Waits (within
+    /// `timeout`) while `cluster::FORWARDED_STREAMS_MAX` such requests are in flight.
     pub async fn ask(&self, node: NodeId, kind: u8, body: &[u8], timeout: Duration) -> Result<Vec<u8>, WireError> {
         let unreachable = |why: String| WireError::new(ErrorCode::RequestTimedOut, format!("broker {node}: {why}"));
+        let started = tokio::time::Instant::now();
+        let _permit = tokio::time::timeout(timeout, self.forwarding.acquire())
+            .await
+            .map_err(|_| {
+                unreachable(format!(
+                    "{} requests to other brokers are in flight (FORWARDED_STREAMS_MAX); none finished within {timeout:?}",
+                    crate::cluster::FORWARDED_STREAMS_MAX
+                ))
+            })?
+            .map_err(|_| unreachable("shutting down".into()))?;
+        let timeout = timeout.saturating_sub(started.elapsed());
         let peers = self.peers.as_ref().ok_or_else(|| unreachable("this broker has no cluster endpoint".into()))?;
         let addr = self
             .status()

@@ -379,7 +379,7 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
             .controller()
             .ask(coordinator.node_id, RPC_GROUP_FRAME, &frame.encode(), GROUP_FORWARD_TIMEOUT)
             .await?;
-        let response = Frame::decode(&answer, weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT)?;
+        let response = Frame::decode(&answer, crate::cluster::RPC_BYTES_MAX)?;
         if response.kind == FrameKind::Error {
             return Err(response.header()?);
         }
@@ -391,7 +391,7 @@ async fn handle(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec<Byte
 /// Answers a group request another broker forwarded (`RPC_GROUP_FRAME`), here: the response
 /// frame, or an error frame.
 pub async fn answer_forwarded_group_frame(broker: &Broker, body: &[u8]) -> Vec<u8> {
-    let answered = match Frame::decode(body, weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT) {
+    let answered = match Frame::decode(body, crate::cluster::RPC_BYTES_MAX) {
         Ok(frame) if group_of(&frame).is_some() => handle_here(broker, frame).await,
         Ok(frame) => Err(WireError::new(ErrorCode::InvalidRequest, format!("{:?} is not a group request", frame.kind))),
         Err(e) => Err(e),

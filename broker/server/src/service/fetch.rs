@@ -419,8 +419,8 @@ impl Broker {
     }
 
     /// As [`Broker::list_offsets`], asking the broker that leads each partition (in a
-    /// cluster; `RPC_LIST_OFFSETS` over the cluster endpoint). The native listener uses it, so
-    /// a native consumer finds its start offsets through any broker.
+    /// cluster; one `RPC_LIST_OFFSETS` over the cluster endpoint per leading broker). The
+    /// native listener uses it, so a native consumer finds its start offsets through any broker.
     pub async fn list_offsets_routed(
         &self,
         topic: &str,
@@ -432,34 +432,52 @@ impl Broker {
         if entries.iter().all(|(p, _)| leader(*p).is_none()) {
             return self.list_offsets(topic, entries);
         }
-        let mut listed = Vec::with_capacity(entries.len());
-        for &(partition, spec) in entries {
-            let found = match leader(partition) {
-                None => self.list_offsets(topic, &[(partition, spec)])?.remove(0).found,
-                Some(node) => {
-                    let body = serde_json::to_vec(&(topic, partition, spec))
-                        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
-                    match self.controller.ask(node, RPC_LIST_OFFSETS, &body, FORWARD_FETCH_SLACK).await {
-                        Ok(answer) => {
-                            serde_json::from_slice::<Result<(i64, i64), WireError>>(&answer).unwrap_or_else(|e| {
+        // Everything answered here (repeats and partitions led here included, with the same
+        // rules as a local request) but the first mention of a partition led elsewhere.
+        let mut answers = self.list_offsets(topic, entries)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut remote: std::collections::BTreeMap<u64, Vec<usize>> = std::collections::BTreeMap::new();
+        for (i, (partition, _)) in entries.iter().enumerate() {
+            if let Some(node) = leader(*partition).filter(|_| seen.insert(*partition)) {
+                remote.entry(node).or_default().push(i);
+            }
+        }
+        for (node, indexes) in remote {
+            let asked: Vec<(u32, OffsetSpec)> = indexes.iter().map(|i| entries[*i]).collect();
+            let body =
+                serde_json::to_vec(&(topic, &asked)).map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+            let found: Vec<Result<(i64, i64), WireError>> =
+                match self.controller.ask(node, RPC_LIST_OFFSETS, &body, FORWARD_FETCH_SLACK).await {
+                    Ok(answer) => {
+                        serde_json::from_slice::<Result<Vec<Result<(i64, i64), WireError>>, WireError>>(&answer)
+                            .unwrap_or_else(|e| {
                                 Err(WireError::new(ErrorCode::Internal, format!("broker {node} answered badly: {e}")))
                             })
-                        }
-                        Err(e) => Err(e),
+                            .and_then(|found| {
+                                (found.len() == asked.len()).then_some(found).ok_or_else(|| {
+                                    WireError::new(
+                                        ErrorCode::Internal,
+                                        format!("broker {node} answered another number of partitions"),
+                                    )
+                                })
+                            })
+                            .unwrap_or_else(|e| vec![Err(e); asked.len()])
                     }
-                }
-            };
-            listed.push(ListedOffset { partition, found });
+                    Err(e) => vec![Err(e); asked.len()],
+                };
+            for (i, found) in indexes.into_iter().zip(found) {
+                answers[i].found = found;
+            }
         }
-        Ok(listed)
+        Ok(answers)
     }
 
     /// Answers a list-offsets another broker forwarded (`RPC_LIST_OFFSETS`), here.
     pub fn answer_forwarded_list_offsets(&self, body: &[u8]) -> Vec<u8> {
-        let found = match serde_json::from_slice::<(String, u32, OffsetSpec)>(body) {
-            Ok((topic, partition, spec)) => {
-                self.list_offsets(&topic, &[(partition, spec)]).and_then(|mut l| l.remove(0).found)
-            }
+        let found = match serde_json::from_slice::<(String, Vec<(u32, OffsetSpec)>)>(body) {
+            Ok((topic, entries)) => self
+                .list_offsets(&topic, &entries)
+                .map(|listed| listed.into_iter().map(|l| l.found).collect::<Vec<_>>()),
             Err(e) => Err(WireError::new(ErrorCode::MalformedFrame, format!("forwarded list offsets: {e}"))),
         };
         serde_json::to_vec(&found).unwrap_or_default()
