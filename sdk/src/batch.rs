@@ -27,6 +27,8 @@ pub struct BatchHeader {
     pub base_offset: i64,
     /// Bytes of the whole batch, including the 12 bytes of offset and length.
     pub total_bytes: usize,
+    /// The leader epoch of the broker that appended the batch (-1 from a producer).
+    pub partition_leader_epoch: i32,
     pub attributes: i16,
     pub last_offset_delta: i32,
     pub first_timestamp: i64,
@@ -75,6 +77,7 @@ impl BatchHeader {
         let header = Self {
             base_offset: be_i64(buf, 0),
             total_bytes,
+            partition_leader_epoch: be_i32(buf, 12),
             attributes: i16::from_be_bytes([buf[21], buf[22]]),
             last_offset_delta: be_i32(buf, 23),
             first_timestamp: be_i64(buf, 27),
@@ -125,6 +128,12 @@ pub fn split_batches(mut buf: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, WireEr
 /// Overwrites the base offset of an encoded batch (not covered by the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Stamps the leader epoch a broker appends the batch in (outside the CRC, as the base
+/// offset is). The caller has parsed the batch, so it holds a whole header.
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
 fn corrupt(message: String) -> WireError {

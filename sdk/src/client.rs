@@ -305,7 +305,18 @@ impl Admin {
         partitions: u32,
         config: TopicConfig,
     ) -> Result<TopicDescription, ClientError> {
-        let req = CreateTopicRequest { name: name.into(), partitions, config };
+        self.create_replicated_topic(name, partitions, 1, config).await
+    }
+
+    /// Creates a topic whose partitions have `replication_factor` replicas on distinct brokers.
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        config: TopicConfig,
+    ) -> Result<TopicDescription, ClientError> {
+        let req = CreateTopicRequest { name: name.into(), partitions, config, replication_factor };
         Ok(self.client.call(FrameKind::CreateTopic, &req, Bytes::new()).await?.0)
     }
 

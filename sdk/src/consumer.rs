@@ -27,6 +27,9 @@ pub struct ConsumerConfig {
     /// A transform deployment the broker runs over what this consumer reads (a consume-time
     /// filter or map); `None` reads records as stored.
     pub module: Option<String>,
+    /// Read from the connected broker's replica of each partition where it holds one (up to
+    /// its high watermark, which may trail the leader's) rather than from the leader.
+    pub read_replica: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -36,6 +39,7 @@ impl Default for ConsumerConfig {
             partition_max_bytes: 2 * 1024 * 1024,
             offset_reset: OffsetReset::Latest,
             module: None,
+            read_replica: false,
         }
     }
 }
@@ -127,6 +131,7 @@ impl Consumer {
                     module: self.config.module.clone(),
                 })
                 .collect(),
+            replica_reads: self.config.read_replica,
         };
         let (response, mut payload): (FetchResponse, Bytes) =
             self.client.call(FrameKind::Fetch, &request, Bytes::new()).await?;

@@ -74,6 +74,16 @@ pub enum ErrorCode {
     NotLeaderOrFollower = 40,
     /// The partition has no leader: every replica that may lead is fenced; retry later.
     LeaderNotAvailable = 41,
+    /// `acks=all` was asked but fewer replicas are in sync than the topic's
+    /// `min.insync.replicas`: nothing was written; retry when the replicas are back.
+    NotEnoughReplicas = 42,
+    /// Written on the leader, but the in-sync replicas fell below `min.insync.replicas`
+    /// before they all had it: not acknowledged; a retry of an idempotent producer is stored once.
+    NotEnoughReplicasAfterAppend = 43,
+    /// The request names an older leader epoch than the partition's: refresh metadata.
+    FencedLeaderEpoch = 44,
+    /// The request names a newer leader epoch than this broker knows: it is behind; retry.
+    UnknownLeaderEpoch = 45,
 }
 
 impl ErrorCode {
@@ -88,6 +98,10 @@ impl ErrorCode {
                 | Self::NotController
                 | Self::NotLeaderOrFollower
                 | Self::LeaderNotAvailable
+                | Self::NotEnoughReplicas
+                | Self::NotEnoughReplicasAfterAppend
+                | Self::FencedLeaderEpoch
+                | Self::UnknownLeaderEpoch
         )
     }
 }
@@ -144,6 +158,10 @@ impl TryFrom<u16> for ErrorCode {
             39 => NotController,
             40 => NotLeaderOrFollower,
             41 => LeaderNotAvailable,
+            42 => NotEnoughReplicas,
+            43 => NotEnoughReplicasAfterAppend,
+            44 => FencedLeaderEpoch,
+            45 => UnknownLeaderEpoch,
             other => return Err(format!("unknown error code {other}")),
         })
     }

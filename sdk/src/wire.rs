@@ -497,6 +497,13 @@ pub struct CreateTopicRequest {
     pub partitions: u32,
     #[serde(default)]
     pub config: TopicConfig,
+    /// Replicas of each partition (a cluster's brokers; 1 on a single node).
+    #[serde(default = "one_replica")]
+    pub replication_factor: u32,
+}
+
+fn one_replica() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -528,6 +535,15 @@ pub struct PartitionDescription {
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub size_bytes: u64,
+    /// Its replicas (the preferred leader first) and in-sync replicas, in a cluster.
+    #[serde(default)]
+    pub replicas: Vec<u64>,
+    #[serde(default)]
+    pub isr: Vec<u64>,
+    /// The answering broker's log end offset of its replica (the high watermark and the
+    /// offsets above are its replica's too; zeros when it holds none).
+    #[serde(default)]
+    pub log_end_offset: i64,
 }
 
 /// The cluster's controller as the answering broker sees it (`weir cluster status`).
@@ -635,6 +651,11 @@ pub struct FetchRequest {
     /// even when it is larger, so a consumer never gets stuck.
     pub max_bytes: u32,
     pub partitions: Vec<FetchPartition>,
+    /// Read each partition from the answering broker's replica where it holds one (up to that
+    /// replica's high watermark), as Kafka consumers read from a nearby follower (KIP-392);
+    /// otherwise from the leader.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replica_reads: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

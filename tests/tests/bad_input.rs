@@ -141,6 +141,7 @@ async fn given_bad_frames_and_requests_then_typed_errors_and_the_broker_keeps_se
         min_bytes: 1,
         max_bytes: 1 << 20,
         partitions: vec![FetchPartition { topic: "ok".into(), partition: 0, offset, max_bytes: 1 << 20, module: None }],
+        replica_reads: false,
     };
     for offset in [-5, 1_000_000_000_000] {
         let (response, _): (FetchResponse, _) =

@@ -682,6 +682,7 @@ async fn forwarded_long_polls_leave_the_controller_its_streams() {
                     max_bytes: 65536,
                     module: None,
                 }],
+                replica_reads: false,
             };
             send.write_all(&Frame::new(FrameKind::Fetch, &request, bytes::Bytes::new()).encode()).await.unwrap();
             send.finish().unwrap();
@@ -701,4 +702,426 @@ async fn forwarded_long_polls_leave_the_controller_its_streams() {
         let answered = poll.await.unwrap().expect("every long poll is answered");
         assert!(answered > 0);
     }
+}
+
+/// One partition as a node describes it: (leader, replicas, ISR, high watermark, log end) of
+/// that node's replica.
+type ReplicaView = (Option<u64>, Vec<u64>, Vec<u64>, i64, i64);
+
+/// Each partition of `topic` as node `i` describes it.
+async fn replica_views(cluster: &Cluster, i: usize, topic: &str) -> Option<Vec<ReplicaView>> {
+    let client = weir_sdk::Client::connect(cluster.nodes[i].client_config()).await.ok()?;
+    let described = Admin::new(client).describe_topic(topic).await.ok()?;
+    Some(
+        described
+            .partitions
+            .into_iter()
+            .map(|p| (p.leader, p.replicas, p.isr, p.high_watermark, p.log_end_offset))
+            .collect(),
+    )
+}
+
+/// Waits until every partition of `topic` has all its replicas in sync and every replica's
+/// log ends where its high watermark does, the same on every node in `among`.
+async fn await_in_sync(cluster: &Cluster, among: &[usize], topic: &str, what: &str) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut views = Vec::new();
+        for &i in among {
+            views.push(replica_views(cluster, i, topic).await);
+        }
+        if let Some(Some(first)) = views.first() {
+            let ends: Vec<i64> = first.iter().map(|p| p.4).collect();
+            let settled = views.iter().all(|v| {
+                v.as_ref().is_some_and(|v| {
+                    v.iter()
+                        .zip(&ends)
+                        .all(|(p, end)| p.0.is_some() && p.2.len() == p.1.len() && p.3 == *end && p.4 == *end)
+                })
+            });
+            if settled {
+                return ends;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: replicas not in sync within 60 s: {views:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicated_partitions_keep_every_acknowledged_record_through_leader_sigkills_and_restarts() {
+    let mut cluster = Cluster::start_with(3, &["--broker-session-timeout-ms", "3000"]);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    let admin = cluster.admin(0).await;
+    let too_many = admin.create_replicated_topic("four", 1, 4, TopicConfig::default()).await.unwrap_err();
+    assert!(too_many.to_string().contains("larger than available brokers: 3"), "{too_many}");
+    admin.create_replicated_topic("r", 3, 3, TopicConfig::default()).await.unwrap();
+    let start = await_in_sync(&cluster, &[0, 1, 2], "r", "a new topic").await;
+    assert_eq!(start, [0, 0, 0]);
+    let views = replica_views(&cluster, 0, "r").await.unwrap();
+    let leaders: Vec<u64> = views.iter().map(|p| p.0.unwrap()).collect();
+    assert!(views.iter().all(|p| p.1.len() == 3), "three replicas each: {views:?}");
+
+    // An idempotent acks=all producer on node 1 (never killed) writes unique values to every
+    // partition while the leaders of the others' partitions are SIGKILLed and restarted.
+    let config = weir_sdk::ProducerConfig { delivery_timeout: Duration::from_secs(30), ..Default::default() };
+    let producer = weir_sdk::Producer::new(cluster.nodes[0].client().await, config);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut deliveries = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 20_000 {
+                let partition = i % 3;
+                let record = weir_sdk::Record { value: Some(format!("v-{i}").into()), ..Default::default() };
+                let delivery = producer.send("r", Some(partition), record).await.unwrap();
+                deliveries.push((partition, i, delivery));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            for (partition, i, delivery) in deliveries {
+                match delivery.await {
+                    Ok(d) => acked.push((partition, d.offset, format!("v-{i}"))),
+                    Err(e) => failed.push(format!("v-{i}: {e}")),
+                }
+            }
+            (acked, failed)
+        })
+    };
+    let began = Instant::now();
+    let mut timeline = Vec::new();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for victim_partition in [0usize, 1] {
+        let views = replica_views(&cluster, 0, "r").await.unwrap();
+        let victim = views[victim_partition].0.expect("led") as usize - 1;
+        if victim == 0 {
+            continue; // the producer's broker stays up
+        }
+        cluster.nodes[victim].kill9();
+        timeline.push(format!(
+            "{:>6} ms SIGKILL node {} (leads r/{victim_partition})",
+            began.elapsed().as_millis(),
+            victim + 1
+        ));
+        wait_until(Duration::from_secs(20), "a new leader from the ISR", || {
+            let cluster = &cluster;
+            async move {
+                replica_views(cluster, 0, "r").await.is_some_and(|v| {
+                    v[victim_partition].0.is_some_and(|l| l != victim as u64 + 1)
+                        && !v[victim_partition].2.contains(&(victim as u64 + 1))
+                })
+            }
+        })
+        .await;
+        timeline
+            .push(format!("{:>6} ms r/{victim_partition} led by another in-sync replica", began.elapsed().as_millis()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.nodes[victim].relaunch();
+        cluster.nodes[victim].await_listeners();
+        timeline.push(format!("{:>6} ms node {} restarted", began.elapsed().as_millis(), victim + 1));
+        wait_until(Duration::from_secs(30), "the restarted broker back in every ISR", || {
+            let cluster = &cluster;
+            async move {
+                replica_views(cluster, 0, "r")
+                    .await
+                    .is_some_and(|v| v.iter().all(|p| p.2.contains(&(victim as u64 + 1))))
+            }
+        })
+        .await;
+        timeline.push(format!("{:>6} ms node {} back in every ISR", began.elapsed().as_millis(), victim + 1));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = writer.await.unwrap();
+    let ends = await_in_sync(&cluster, &[0, 1, 2], "r", "after the faults").await;
+    eprintln!("timeline:\n{}", timeline.join("\n"));
+    assert!(
+        timeline.iter().filter(|t| t.contains("SIGKILL")).count() >= 1,
+        "no fault hit a leader: {timeline:?} (leaders {leaders:?})"
+    );
+
+    // Everything acknowledged is there, once, at the offset it was acknowledged with, in order.
+    let mut consumer = weir_sdk::Consumer::new(cluster.nodes[0].client().await, weir_sdk::ConsumerConfig::default());
+    consumer.assign_topic("r", weir_sdk::OffsetSpec::Earliest).await.unwrap();
+    let total: i64 = ends.iter().sum();
+    let mut read: std::collections::BTreeMap<(u32, i64), String> = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (read.len() as i64) < total && Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            let value = String::from_utf8(r.record.value.unwrap().to_vec()).unwrap();
+            assert!(
+                read.insert((r.partition, r.offset), value).is_none(),
+                "offset {} of r/{} read twice",
+                r.offset,
+                r.partition
+            );
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|(p, o, v)| read.get(&(*p, *o)) != Some(v)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let duplicates = read.values().filter(|v| !seen.insert(*v)).count();
+    let mut out_of_order = 0;
+    for partition in 0..3u32 {
+        let numbers: Vec<u32> =
+            read.range((partition, 0)..(partition + 1, 0)).map(|(_, v)| v[2..].parse().unwrap()).collect();
+        out_of_order += numbers.windows(2).filter(|w| w[0] >= w[1]).count();
+    }
+    eprintln!(
+        "acknowledged {}, failed {} {:?}, read {} (ends {ends:?}); lost {}, duplicates {duplicates}, out of order {out_of_order}",
+        acked.len(),
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        read.len(),
+        lost.len()
+    );
+    assert!(acked.len() > 100, "the run acknowledged too little to mean anything: {}", acked.len());
+    assert_eq!(read.len() as i64, total, "every record below the high watermarks read");
+    assert!(lost.is_empty(), "acknowledged but lost: {:?}", &lost[..lost.len().min(10)]);
+    assert_eq!((duplicates, out_of_order), (0, 0));
+}
+
+/// Every record of `partition` as node `i`'s replica holds it, up to `end` (its high
+/// watermark): read from that replica, not the leader (the native consumer's replica reads).
+async fn drain_replica(cluster: &Cluster, i: usize, topic: &str, partition: u32, end: i64) -> Vec<(i64, String)> {
+    let config = weir_sdk::ConsumerConfig { read_replica: true, ..Default::default() };
+    let mut consumer = weir_sdk::Consumer::new(cluster.nodes[i].client().await, config);
+    consumer.assign(topic, vec![partition], weir_sdk::OffsetSpec::Earliest).await.unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumer.position(topic, partition).unwrap_or(0) < end {
+        assert!(
+            Instant::now() < deadline,
+            "node {} gave {} records of {topic}/{partition} within 60 s",
+            i + 1,
+            read.len()
+        );
+        for r in consumer.poll(Duration::from_millis(300)).await.unwrap() {
+            read.push((r.offset, String::from_utf8(r.record.value.unwrap().to_vec()).unwrap()));
+        }
+    }
+    read
+}
+
+/// The Jepsen-style test of the replication issue: three brokers, six partitions of three
+/// replicas, `min.insync.replicas=2`; an idempotent Rust producer and an idempotent
+/// confluent-kafka producer write unique values with acks=all while a fault schedule runs
+/// (SIGKILL a partition leader, SIGKILL the controller leader, SIGSTOP a leader past its
+/// session, restart each, wipe one node's data folder and restart it). Then every partition is
+/// drained from every replica and checked: nothing acknowledged lost, no duplicates, no two
+/// values at one offset across replicas, each producer's order kept within a partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jepsen_acknowledged_writes_survive_kills_stops_and_a_wiped_replica() {
+    const PARTITIONS: u32 = 6;
+    let mut cluster = Cluster::start_with(3, &["--broker-session-timeout-ms", "3000"]);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    let admin = cluster.admin(0).await;
+    let config = TopicConfig::default().with_entries([("min.insync.replicas", "2")]).unwrap();
+    admin.create_replicated_topic("jepsen", PARTITIONS, 3, config).await.unwrap();
+    await_in_sync(&cluster, &[0, 1, 2], "jepsen", "a new topic").await;
+    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_bootstrap()).collect();
+    let began = Instant::now();
+    let mut timeline: Vec<String> = Vec::new();
+    let note = |timeline: &mut Vec<String>, what: String| {
+        let line = format!("{:>6} ms {what}", began.elapsed().as_millis());
+        eprintln!("jepsen: {line}");
+        timeline.push(line);
+    };
+
+    let python = python_script("confluent_jepsen_producer.py")
+        .args([&bootstrap.join(","), "jepsen", &PARTITIONS.to_string(), "40"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the confluent-kafka producer");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rust_producer = {
+        let (stop, client) = (stop.clone(), cluster.nodes[0].client().await);
+        tokio::spawn(async move {
+            let config = weir_sdk::ProducerConfig { delivery_timeout: Duration::from_secs(30), ..Default::default() };
+            let producer = weir_sdk::Producer::new(client, config);
+            let mut deliveries = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 50_000 {
+                let record = weir_sdk::Record { value: Some(format!("rs-{i}").into()), ..Default::default() };
+                let delivery = producer.send("jepsen", Some(i % PARTITIONS), record).await.unwrap();
+                deliveries.push((i % PARTITIONS, format!("rs-{i}"), delivery));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+            let mut outcomes = Vec::new();
+            for (partition, value, delivery) in deliveries {
+                outcomes.push((partition, value, delivery.await.map(|d| d.offset).map_err(|e| e.to_string())));
+            }
+            outcomes
+        })
+    };
+
+    let leader_of = |views: &Vec<ReplicaView>, p: usize| views[p].0.map(|l| l as usize - 1);
+    let mut hit_leaders = 0;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. SIGKILL the leader of jepsen/0; restart it.
+    let views = replica_views(&cluster, 0, "jepsen").await.expect("node 1 answers");
+    let victim = leader_of(&views, 0).expect("jepsen/0 is led");
+    let led: Vec<usize> = (0..PARTITIONS as usize).filter(|p| leader_of(&views, *p) == Some(victim)).collect();
+    cluster.nodes[victim].kill9();
+    hit_leaders += 1;
+    note(&mut timeline, format!("SIGKILL node {} (leads jepsen/{led:?})", victim + 1));
+    let survivor = (victim + 1) % 3;
+    wait_until(Duration::from_secs(30), "jepsen/0 led by another replica", || {
+        let cluster = &cluster;
+        async move {
+            replica_views(cluster, survivor, "jepsen")
+                .await
+                .is_some_and(|v| v[0].0.is_some_and(|l| l != victim as u64 + 1))
+        }
+    })
+    .await;
+    note(&mut timeline, "jepsen/0 led by another in-sync replica".into());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.nodes[victim].relaunch();
+    cluster.nodes[victim].await_listeners();
+    note(&mut timeline, format!("node {} restarted", victim + 1));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 2. SIGKILL the controller leader; restart it.
+    let controller = cluster.agreed_leader(&[0, 1, 2]).await;
+    let views = replica_views(&cluster, (controller + 1) % 3, "jepsen").await.expect("a survivor answers");
+    if views.iter().any(|p| p.0 == Some(controller as u64 + 1)) {
+        hit_leaders += 1;
+    }
+    cluster.nodes[controller].kill9();
+    note(&mut timeline, format!("SIGKILL node {} (the controller leader)", controller + 1));
+    let others: Vec<usize> = (0..3).filter(|i| *i != controller).collect();
+    let new_controller = cluster.agreed_leader(&others).await;
+    note(&mut timeline, format!("node {} leads the controller", new_controller + 1));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.nodes[controller].relaunch();
+    cluster.nodes[controller].await_listeners();
+    note(&mut timeline, format!("node {} restarted", controller + 1));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 3. SIGSTOP the leader of jepsen/1 past its session timeout; SIGCONT it.
+    let views =
+        replica_views(&cluster, 0, "jepsen").await.or(replica_views(&cluster, 1, "jepsen").await).expect("views");
+    if let Some(stopped) = leader_of(&views, 1) {
+        cluster.nodes[stopped].signal("STOP");
+        hit_leaders += 1;
+        note(&mut timeline, format!("SIGSTOP node {} (leads jepsen/1)", stopped + 1));
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        cluster.nodes[stopped].signal("CONT");
+        note(&mut timeline, format!("SIGCONT node {}", stopped + 1));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 4. Wipe one node's data folder (its cluster identity stays) and restart it: it comes back
+    // empty and must copy everything before it is in any ISR again.
+    let wiped = 2usize;
+    cluster.nodes[wiped].kill9();
+    for entry in std::fs::read_dir(&cluster.nodes[wiped].data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "tls") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    note(&mut timeline, format!("SIGKILL node {} and wipe its data folder", wiped + 1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.nodes[wiped].relaunch();
+    cluster.nodes[wiped].await_listeners();
+    note(&mut timeline, format!("node {} restarted empty", wiped + 1));
+
+    // The producers finish; the replicas settle.
+    let output = tokio::task::spawn_blocking(move || python.wait_with_output()).await.unwrap().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rust = rust_producer.await.unwrap();
+    note(&mut timeline, "producers done".into());
+    assert!(
+        output.status.success(),
+        "the confluent-kafka producer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ends = await_in_sync(&cluster, &[0, 1, 2], "jepsen", "after the faults").await;
+    note(&mut timeline, format!("every replica in sync, ends {ends:?}"));
+
+    // Acknowledged writes of both producers: (partition, offset, value).
+    let mut acked: Vec<(u32, i64, String)> = Vec::new();
+    let mut failed = 0usize;
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        match v.get("offset").and_then(|o| o.as_i64()) {
+            Some(offset) => {
+                acked.push((v["partition"].as_u64().unwrap() as u32, offset, v["value"].as_str().unwrap().into()))
+            }
+            None => failed += 1,
+        }
+    }
+    let python_acked = acked.len();
+    for (partition, value, outcome) in rust {
+        match outcome {
+            Ok(offset) => acked.push((partition, offset, value)),
+            Err(_) => failed += 1,
+        }
+    }
+    let rust_acked = acked.len() - python_acked;
+
+    // Drain every partition from every replica.
+    let (mut lost, mut duplicates, mut inconsistent, mut out_of_order) = (0usize, 0usize, 0usize, 0usize);
+    let mut logs: Vec<Vec<Vec<(i64, String)>>> = Vec::new();
+    for i in 0..3 {
+        let mut partitions = Vec::new();
+        for p in 0..PARTITIONS {
+            partitions.push(drain_replica(&cluster, i, "jepsen", p, ends[p as usize]).await);
+        }
+        logs.push(partitions);
+    }
+    for (p, first) in logs[0].iter().enumerate() {
+        for other in &logs[1..] {
+            inconsistent += first.iter().zip(&other[p]).filter(|(a, b)| a != b).count();
+            inconsistent += first.len().abs_diff(other[p].len());
+        }
+        let mut last: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for (_, value) in first {
+            let (producer, number) = value.split_once('-').unwrap();
+            let number: u64 = number.parse().unwrap();
+            if let Some(previous) = last.insert(producer, number) {
+                if previous >= number {
+                    out_of_order += 1;
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for partition in &logs[0] {
+        duplicates += partition.iter().filter(|(_, v)| !seen.insert(v.clone())).count();
+    }
+    let at: std::collections::HashMap<(u32, i64), &str> = logs[0]
+        .iter()
+        .enumerate()
+        .flat_map(|(p, records)| records.iter().map(move |(o, v)| ((p as u32, *o), v.as_str())))
+        .collect();
+    for (partition, offset, value) in &acked {
+        if at.get(&(*partition, *offset)) != Some(&value.as_str()) {
+            lost += 1;
+        }
+    }
+    eprintln!("jepsen timeline:\n{}", timeline.join("\n"));
+    eprintln!(
+        "jepsen: acknowledged {} (rust {rust_acked}, confluent-kafka {python_acked}), not acknowledged {failed}, stored {}; \
+         acknowledged-but-lost {lost}, duplicates {duplicates}, inconsistent offsets {inconsistent}, out of order {out_of_order}",
+        acked.len(),
+        logs[0].iter().map(Vec::len).sum::<usize>()
+    );
+    assert!(
+        rust_acked > 100 && python_acked > 100,
+        "a vacuous run: rust {rust_acked}, confluent-kafka {python_acked} acknowledged"
+    );
+    assert!(hit_leaders >= 2, "the faults hit {hit_leaders} partition leaders");
+    assert_eq!((lost, duplicates, inconsistent, out_of_order), (0, 0, 0, 0));
 }

@@ -238,6 +238,7 @@ async fn consume(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> 
             fetch_max_bytes: 8 << 20,
             partition_max_bytes: 4 << 20,
             module: None,
+            read_replica: false,
         },
     );
     consumer.assign(&load.topic, partitions, OffsetSpec::Earliest).await?;

@@ -74,6 +74,9 @@ enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replicas of each partition, on distinct brokers of a cluster.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u32,
         /// Topic setting key=value (retention.ms, retention.bytes, max.message.bytes, flush.mode, flush.interval.ms).
         #[arg(long = "config", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
@@ -102,9 +105,9 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
     let admin = Admin::new(args.connect.connect().await?);
     match args.command {
-        TopicCommand::Create { name, partitions, configs } => {
+        TopicCommand::Create { name, partitions, replication_factor, configs } => {
             let config = TopicConfig::default().with_entries(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-            let d = admin.create_topic(&name, partitions, config).await?;
+            let d = admin.create_replicated_topic(&name, partitions, replication_factor, config).await?;
             println!("created topic {} with {} partitions", d.name, d.partitions.len());
         }
         TopicCommand::List => {
@@ -119,16 +122,20 @@ pub async fn topic(args: TopicArgs) -> anyhow::Result<()> {
                 println!("  {k}={v}");
             }
             println!(
-                "  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}",
-                "partition", "leader", "log start", "high watermark", "bytes"
+                "  {:>9}  {:>6}  {:>12}  {:>12}  {:>14}  {:>14}  {:>14}  {:>12}",
+                "partition", "leader", "replicas", "isr", "log start", "high watermark", "log end", "bytes"
             );
+            let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             for p in d.partitions {
                 println!(
-                    "  {:>9}  {:>6}  {:>14}  {:>14}  {:>12}",
+                    "  {:>9}  {:>6}  {:>12}  {:>12}  {:>14}  {:>14}  {:>14}  {:>12}",
                     p.partition,
                     p.leader.map_or("none".to_owned(), |l| l.to_string()),
+                    ids(&p.replicas),
+                    ids(&p.isr),
                     p.log_start_offset,
                     p.high_watermark,
+                    p.log_end_offset,
                     p.size_bytes
                 );
             }

@@ -251,18 +251,7 @@ mod tests {
         ["in", "out", "dlq", "orders"]
             .iter()
             .enumerate()
-            .map(|(i, n)| {
-                (
-                    n.to_string(),
-                    Topic {
-                        id: i as u64,
-                        name: n.to_string(),
-                        partitions: 3,
-                        config: Default::default(),
-                        assignment: Vec::new(),
-                    },
-                )
-            })
+            .map(|(i, n)| (n.to_string(), Topic::new(i as u64, n.to_string(), 3, Default::default(), 1)))
             .collect()
     }
 

@@ -22,6 +22,9 @@ pub enum Command {
         name: String,
         partitions: u32,
         config: TopicConfig,
+        /// Replicas of each partition, in a cluster (at most the live brokers).
+        #[serde(default = "one")]
+        replication_factor: u32,
     },
     DeleteTopic {
         name: String,
@@ -58,6 +61,16 @@ pub enum Command {
         node_id: u64,
         epoch: u64,
     },
+    /// A partition's leader changes its ISR (Kafka's AlterPartition): compare-and-set on the
+    /// partition epoch, see [`replication::alter_partition`].
+    AlterPartition {
+        topic_id: u64,
+        partition: u32,
+        leader: u64,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: BTreeSet<u64>,
+    },
     /// A command proposed under an id its proposer picked: applied once however often it is
     /// proposed (a proposer that lost the leader's answer proposes it again), and a repeat
     /// answers what the first application did (see [`RECENT_PROPOSALS_KEPT`]).
@@ -91,6 +104,16 @@ pub enum Event {
     BrokerRegistered(BrokerRegistration),
     /// The broker as fenced; `None` if the epoch was not current (nothing changed).
     BrokerFenced(Option<BrokerRegistration>),
+    /// A partition's registration after an AlterPartition.
+    PartitionAltered {
+        topic: String,
+        partition: u32,
+        registration: PartitionRegistration,
+    },
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A broker as the controller knows it.
@@ -199,7 +222,7 @@ impl State {
     /// command that passes here and [`State::apply`] on a copy of the state is committed.
     pub fn check_limits(&self, command: &Command, limits: &Limits) -> Result<(), WireError> {
         match command {
-            Command::CreateTopic { name, partitions, config } => {
+            Command::CreateTopic { name, partitions, config, .. } => {
                 validate_partitions(*partitions, limits)?;
                 validate_config_limits(config, limits)?;
                 if !self.topics.contains_key(name) && self.topics.len() >= limits.topics_max {
@@ -219,7 +242,8 @@ impl State {
             | Command::Module(_)
             | Command::AllocateProducerIds { .. }
             | Command::RegisterBroker { .. }
-            | Command::FenceBroker { .. } => Ok(()),
+            | Command::FenceBroker { .. }
+            | Command::AlterPartition { .. } => Ok(()),
             Command::Once { command, .. } => self.check_limits(command, limits),
         }
     }
@@ -273,7 +297,7 @@ impl State {
     /// configuration), so replaying the same log always rebuilds the same state.
     pub fn apply(&mut self, command: Command) -> Result<Event, WireError> {
         match command {
-            Command::CreateTopic { name, partitions, config } => {
+            Command::CreateTopic { name, partitions, config, replication_factor } => {
                 validate_topic_name(&name)?;
                 if partitions == 0 {
                     return Err(WireError::new(ErrorCode::InvalidPartitions, "a topic needs at least one partition"));
@@ -285,10 +309,10 @@ impl State {
                         format!("topic {name:?} already exists"),
                     ));
                 }
-                self.next_topic_id += 1;
                 let mut topic =
-                    Topic { id: self.next_topic_id, name: name.clone(), partitions, config, assignment: Vec::new() };
+                    Topic::new(self.next_topic_id + 1, name.clone(), partitions, config, replication_factor);
                 self.assign(&mut topic)?;
+                self.next_topic_id += 1;
                 self.topics.insert(name, topic.clone());
                 Ok(Event::TopicCreated(topic))
             }
@@ -335,6 +359,18 @@ impl State {
                 Ok(Event::ProducerIds { first, count })
             }
             Command::RegisterBroker { node_id, quic_addr, kafka_host, kafka_port } => {
+                // A broker registering again without having been fenced restarted (maybe with
+                // an empty data folder): its old incarnation is fenced first, so it is in no
+                // ISR and leads nothing until its leaders see it caught up.
+                if self.brokers.get(&node_id).is_some_and(|b| !b.fenced) {
+                    if let Some(broker) = self.brokers.get_mut(&node_id) {
+                        broker.fenced = true;
+                    }
+                    let live = self.live_brokers();
+                    self.each_partition(|topic, current| {
+                        replication::fence_broker(current, node_id, &live, topic.unclean_election())
+                    });
+                }
                 self.last_broker_epoch += 1;
                 let registration = BrokerRegistration {
                     node_id,
@@ -346,7 +382,9 @@ impl State {
                 };
                 self.brokers.insert(node_id, registration.clone());
                 let live = self.live_brokers();
-                self.each_partition(|current| replication::unfence_broker(current, &live, false));
+                self.each_partition(|topic, current| {
+                    replication::unfence_broker(current, &live, topic.unclean_election())
+                });
                 Ok(Event::BrokerRegistered(registration))
             }
             Command::Once { id, command } => {
@@ -364,8 +402,37 @@ impl State {
                 broker.fenced = true;
                 let fenced = broker.clone();
                 let live = self.live_brokers();
-                self.each_partition(|current| replication::fence_broker(current, node_id, &live, false));
+                self.each_partition(|topic, current| {
+                    replication::fence_broker(current, node_id, &live, topic.unclean_election())
+                });
                 Ok(Event::BrokerFenced(Some(fenced)))
+            }
+            Command::AlterPartition { topic_id, partition, leader, leader_epoch, partition_epoch, isr } => {
+                let fenced: BTreeSet<u64> = self.brokers.values().filter(|b| b.fenced).map(|b| b.node_id).collect();
+                let topic =
+                    self.topics.values_mut().find(|t| t.id == topic_id).ok_or_else(|| {
+                        WireError::new(ErrorCode::UnknownTopic, format!("no topic has id {topic_id}"))
+                    })?;
+                let current = topic.assignment.get_mut(partition as usize).ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::UnknownPartition,
+                        format!("topic {:?} has no partition {partition}", topic.name),
+                    )
+                })?;
+                let request = replication::AlterIsr { leader, leader_epoch, partition_epoch, isr };
+                let next = replication::alter_partition(current, &request, &fenced).map_err(|e| {
+                    let code = match e {
+                        replication::AlterPartitionError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
+                        replication::AlterPartitionError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+                        _ => ErrorCode::InvalidRequest,
+                    };
+                    WireError::new(
+                        code,
+                        format!("AlterPartition of {:?} partition {partition} refused: {e:?}", topic.name),
+                    )
+                })?;
+                *current = next.clone();
+                Ok(Event::PartitionAltered { topic: topic.name.clone(), partition, registration: next })
             }
         }
     }
@@ -376,20 +443,25 @@ impl State {
     }
 
     /// Applies a replication rule to every assigned partition, keeping what it changes.
-    fn each_partition(&mut self, mut rule: impl FnMut(&PartitionRegistration) -> Option<PartitionRegistration>) {
+    fn each_partition(
+        &mut self,
+        mut rule: impl FnMut(&Topic, &PartitionRegistration) -> Option<PartitionRegistration>,
+    ) {
         for topic in self.topics.values_mut() {
+            let rules_of = topic.clone();
             for registration in &mut topic.assignment {
-                if let Some(next) = rule(registration) {
+                if let Some(next) = rule(&rules_of, registration) {
                     *registration = next;
                 }
             }
         }
     }
 
-    /// Gives each partition of `topic` that has none an assignment, in a cluster: one replica
-    /// (data replication between brokers is not there yet), spread over the live brokers in
-    /// node id order, starting at a place that depends on the topic id so topics spread too.
-    /// On a single node (no registered brokers) partitions stay unassigned.
+    /// Gives each partition of `topic` that has none an assignment, in a cluster: its
+    /// replication factor's replicas on distinct live brokers, in node id order from a place
+    /// that moves by one per partition (so leaders, the first replicas, spread) and depends on
+    /// the topic id (so topics spread too). On a single node (no registered brokers)
+    /// partitions stay unassigned.
     fn assign(&self, topic: &mut Topic) -> Result<(), WireError> {
         if self.brokers.is_empty() {
             return Ok(());
@@ -401,10 +473,17 @@ impl State {
                 "no live broker to place the partitions on: every registered broker is fenced",
             ));
         }
+        let factor = topic.replication_factor as usize;
+        if factor == 0 || factor > live.len() {
+            return Err(WireError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("Replication factor: {factor} larger than available brokers: {}.", live.len()),
+            ));
+        }
         let start = usize::try_from(topic.id % live.len() as u64).unwrap_or(0);
         for partition in topic.assignment.len()..topic.partitions as usize {
-            let broker = live[(start + partition) % live.len()];
-            topic.assignment.push(PartitionRegistration::new(vec![broker]));
+            let replicas = (0..factor).map(|i| live[(start + partition + i) % live.len()]).collect();
+            topic.assignment.push(PartitionRegistration::new(replicas));
         }
         Ok(())
     }
@@ -468,7 +547,7 @@ mod tests {
     };
 
     fn create(name: &str, partitions: u32) -> Command {
-        Command::CreateTopic { name: name.into(), partitions, config: TopicConfig::default() }
+        Command::CreateTopic { name: name.into(), partitions, config: TopicConfig::default(), replication_factor: 1 }
     }
 
     /// As the controller does: limits when proposed, then the rules of the state.
@@ -495,7 +574,7 @@ mod tests {
         let tiny = TopicConfig { max_message_bytes: 1, ..TopicConfig::default() };
         check(
             &mut s,
-            Command::CreateTopic { name: "tiny".into(), partitions: 1, config: tiny },
+            Command::CreateTopic { name: "tiny".into(), partitions: 1, config: tiny, replication_factor: 1 },
             Err(ErrorCode::InvalidConfig),
         );
         check(
@@ -524,7 +603,7 @@ mod tests {
         let big = TopicConfig { max_message_bytes: 4 << 20, ..TopicConfig::default() };
         let log = vec![
             create("a", 8),
-            Command::CreateTopic { name: "big".into(), partitions: 2, config: big },
+            Command::CreateTopic { name: "big".into(), partitions: 2, config: big, replication_factor: 1 },
             create("b", 1),
             Command::DeleteTopic { name: "a".into() },
             Command::AllocateProducerIds { count: 1000, at_least: 0 },
@@ -647,6 +726,49 @@ mod tests {
             s.apply(Command::FenceBroker { node_id: id, epoch }).unwrap();
         }
         assert_eq!(s.apply(create("v", 1)).unwrap_err().code, ErrorCode::InvalidReplicationFactor);
+    }
+
+    #[test]
+    fn replicated_partitions_alter_their_isr_by_compare_and_set_and_a_restarted_broker_leaves_every_isr() {
+        let mut s = State::default();
+        for id in 1..=3 {
+            register(&mut s, id);
+        }
+        let replicated = |name: &str, replication_factor| Command::CreateTopic {
+            name: name.into(),
+            partitions: 3,
+            config: TopicConfig::default(),
+            replication_factor,
+        };
+        assert_eq!(s.apply(replicated("four", 4)).unwrap_err().code, ErrorCode::InvalidReplicationFactor);
+        s.apply(replicated("t", 3)).unwrap();
+        let t = &s.topics["t"];
+        assert_eq!(t.min_insync_replicas(), 2, "the default for replicated topics");
+        let replicas: Vec<Vec<u64>> = t.assignment.iter().map(|r| r.replicas.clone()).collect();
+        assert_eq!(replicas, [vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3]], "distinct brokers, leaders spread");
+        assert!(t.assignment.iter().all(|r| r.isr.len() == 3));
+
+        let alter = |isr: &[u64], partition_epoch| Command::AlterPartition {
+            topic_id: 1,
+            partition: 0,
+            leader: 2,
+            leader_epoch: 0,
+            partition_epoch,
+            isr: isr.iter().copied().collect(),
+        };
+        let Event::PartitionAltered { registration, .. } = s.apply(alter(&[2, 3], 0)).unwrap() else { panic!() };
+        assert_eq!((registration.isr, registration.partition_epoch), (BTreeSet::from([2, 3]), 1));
+        // Built on the old partition epoch: refused, nothing changes.
+        assert_eq!(s.apply(alter(&[2], 0)).unwrap_err().code, ErrorCode::InvalidRequest);
+        assert_eq!(s.topics["t"].assignment[0].isr, BTreeSet::from([2, 3]));
+
+        // Broker 2 restarts before its session ran out (its data folder may be empty): its old
+        // incarnation is fenced, so it leads nothing and is in no ISR until it catches up.
+        register(&mut s, 2);
+        let t = &s.topics["t"];
+        assert_eq!(leaders(&s, "t"), [Some(3), Some(3), Some(1)]);
+        assert!(t.assignment.iter().all(|r| !r.isr.contains(&2)), "{:?}", t.assignment);
+        assert_eq!(t.assignment[0].leader_epoch, 1);
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub struct Topic {
     /// brokers register). Empty on a single node: the one broker leads every partition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assignment: Vec<PartitionRegistration>,
+    /// Replicas of each partition (1 on a single node).
+    #[serde(default = "one")]
+    pub replication_factor: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Who leads a partition.
@@ -34,6 +41,27 @@ pub enum Leadership {
 }
 
 impl Topic {
+    /// A topic as created: no assignment yet.
+    pub fn new(id: u64, name: String, partitions: u32, config: TopicConfig, replication_factor: u32) -> Self {
+        Self { id, name, partitions, config, assignment: Vec::new(), replication_factor }
+    }
+
+    /// The fewest in-sync replicas an `acks=all` write needs: the topic's
+    /// `min.insync.replicas` if set, else 2 (1 for a topic of one replica).
+    pub fn min_insync_replicas(&self) -> usize {
+        self.config
+            .kafka
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| (self.replication_factor as usize).min(2))
+    }
+
+    /// Whether a replica out of the ISR may lead when no in-sync one is live
+    /// (`unclean.leader.election.enable`, off by default): acknowledged records may be lost.
+    pub fn unclean_election(&self) -> bool {
+        self.config.kafka.get("unclean.leader.election.enable").is_some_and(|v| v == "true")
+    }
+
     pub fn leader(&self, partition: u32) -> Leadership {
         match self.assignment.get(partition as usize) {
             None => Leadership::Unassigned,

@@ -31,7 +31,7 @@ fn main() {
             let started = Instant::now();
             for i in 0..commands / 2 {
                 let name = format!("t{i}");
-                let create = Command::CreateTopic { name: name.clone(), partitions: 1, config: TopicConfig::default() };
+                let create = Command::CreateTopic { name: name.clone(), partitions: 1, config: TopicConfig::default(), replication_factor: 1 };
                 controller.propose(create).await.unwrap();
                 controller.propose(Command::DeleteTopic { name }).await.unwrap();
             }

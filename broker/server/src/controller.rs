@@ -102,6 +102,8 @@ pub struct Controller {
     /// When each broker's heartbeat last reached this node, while it leads, with the broker
     /// epoch it came under.
     heartbeats: Arc<std::sync::Mutex<HashMap<NodeId, (u64, tokio::time::Instant)>>>,
+    /// The broker epoch this process registered under (0: not registered yet).
+    registered_epoch: Arc<std::sync::atomic::AtomicU64>,
     /// Where this broker's module components are read from when a peer asks for one (emptied
     /// at shutdown: the source holds the plugins, which hold this controller).
     blobs: Arc<std::sync::Mutex<Option<BlobSource>>>,
@@ -179,6 +181,7 @@ impl Controller {
             peers,
             events,
             heartbeats: Arc::default(),
+            registered_epoch: Arc::default(),
             blobs: Arc::default(),
             service: Arc::default(),
             forwarding: Arc::new(tokio::sync::Semaphore::new(crate::cluster::FORWARDED_STREAMS_MAX)),
@@ -531,6 +534,7 @@ impl Controller {
             };
             match self.propose(command).await {
                 Ok(Event::BrokerRegistered(b)) => {
+                    self.registered_epoch.store(b.epoch, std::sync::atomic::Ordering::Release);
                     tracing::info!(node_id = self.node_id, epoch = b.epoch, "registered with the controller");
                     return Some(b.epoch);
                 }
@@ -567,7 +571,10 @@ impl Controller {
                         _ = tokio::time::sleep(interval) => {}
                         _ = stop.changed() => return,
                     }
-                    if controller.send_heartbeat(epoch).await == HeartbeatAnswer::Fenced {
+                    // Within a third of the session, so one slow attempt (a leader that just
+                    // died) leaves time for the next before the session runs out.
+                    let within = (session_timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(2));
+                    if controller.send_heartbeat(epoch, within).await == HeartbeatAnswer::Fenced {
                         tracing::warn!(
                             node_id = controller.node_id,
                             epoch,
@@ -597,9 +604,9 @@ impl Controller {
         vec![heartbeat, fencing]
     }
 
-    async fn send_heartbeat(&self, epoch: u64) -> HeartbeatAnswer {
+    async fn send_heartbeat(&self, epoch: u64, within: Duration) -> HeartbeatAnswer {
         let heartbeat = Heartbeat { node_id: self.node_id, epoch };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + within;
         let Ok((leader, addr)) = self.leader(deadline).await else { return HeartbeatAnswer::NotLeader };
         if leader == self.node_id {
             return self.take_heartbeat(&heartbeat);
@@ -607,7 +614,8 @@ impl Controller {
         let (Some(peers), Ok(body)) = (&self.peers, serde_json::to_vec(&heartbeat)) else {
             return HeartbeatAnswer::NotLeader;
         };
-        match peers.call_within(leader, &addr, RPC_HEARTBEAT, &body, Duration::from_secs(2)).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match peers.call_within(leader, &addr, RPC_HEARTBEAT, &body, left).await {
             Ok(answer) => serde_json::from_slice(&answer).unwrap_or(HeartbeatAnswer::NotLeader),
             Err(_) => HeartbeatAnswer::NotLeader,
         }
@@ -663,6 +671,17 @@ impl Controller {
         if let Err(e) = self.propose(Command::FenceBroker { node_id: self.node_id, epoch }).await {
             tracing::warn!(error = %e, "could not leave the cluster cleanly; the controller fences this broker after its session timeout");
         }
+    }
+
+    /// Whether this broker may lead partitions: on a single node always; in a cluster once this
+    /// process has registered and while that registration is live (a restarted broker's old
+    /// registration, which its own log may still show as leading, does not count).
+    pub fn may_lead(&self) -> bool {
+        if self.peers.is_none() {
+            return true;
+        }
+        let registered = self.registered_epoch.load(std::sync::atomic::Ordering::Acquire);
+        self.state().brokers.get(&self.node_id).is_some_and(|b| !b.fenced && b.epoch == registered)
     }
 
     /// What each command applied from now on changed, on this node, whoever proposed it.
@@ -1139,7 +1158,18 @@ struct Peers {
     connections: Arc<std::sync::Mutex<HashMap<NodeId, PeerSlot>>>,
 }
 
-type PeerSlot = Arc<Mutex<Option<quinn::Connection>>>;
+type PeerSlot = Arc<Mutex<PeerConnection>>;
+
+/// A peer's connection, or when connecting to it last failed.
+#[derive(Default)]
+struct PeerConnection {
+    connection: Option<quinn::Connection>,
+    failed_at: Option<tokio::time::Instant>,
+}
+
+/// After a failed connect, callers fail at once for this long rather than queue up behind
+/// one connect attempt after another to a peer that is down (each up to `CONNECT_TIMEOUT`).
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 
 enum PeerError {
     /// No connection: the request was not sent.
@@ -1163,9 +1193,22 @@ impl Peers {
     async fn connection(&self, target: NodeId, addr: &str) -> Result<quinn::Connection, PeerError> {
         let slot = self.slot(target);
         let mut slot = slot.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+        if let Some(c) = slot.connection.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok(c.clone());
         }
+        let unreachable = |e: String| PeerError::Unreachable(format!("node {target} at {addr}: {e}"));
+        if slot.failed_at.is_some_and(|at| at.elapsed() < RECONNECT_BACKOFF) {
+            return Err(unreachable("connecting failed just now".into()));
+        }
+        let connected = self.connect(target, addr).await;
+        match &connected {
+            Ok(connection) => *slot = PeerConnection { connection: Some(connection.clone()), failed_at: None },
+            Err(_) => *slot = PeerConnection { connection: None, failed_at: Some(tokio::time::Instant::now()) },
+        }
+        connected
+    }
+
+    async fn connect(&self, target: NodeId, addr: &str) -> Result<quinn::Connection, PeerError> {
         let unreachable = |e: String| PeerError::Unreachable(format!("node {target} at {addr}: {e}"));
         let socket = tokio::net::lookup_host(addr)
             .await
@@ -1180,7 +1223,6 @@ impl Peers {
             .await
             .map_err(|_| unreachable("connect timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
-        *slot = Some(connection.clone());
         Ok(connection)
     }
 
@@ -1192,11 +1234,16 @@ impl Peers {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerError> {
-        let connection = self.connection(target, addr).await?;
+        let started = tokio::time::Instant::now();
+        // The whole call, connecting included, within `timeout`.
+        let connection = tokio::time::timeout(timeout, self.connection(target, addr)).await.map_err(|_| {
+            PeerError::Unreachable(format!("node {target} at {addr}: not connected within {timeout:?}"))
+        })??;
+        let timeout = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(timeout, crate::cluster::call(&connection, kind, body)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
-                *self.slot(target).lock().await = None;
+                self.slot(target).lock().await.connection = None;
                 Err(PeerError::Failed(format!("node {target} at {addr}: {e}")))
             }
             Err(_) => Err(PeerError::Failed(format!("node {target} at {addr}: no answer within {timeout:?}"))),

@@ -60,6 +60,10 @@ mod code {
     pub const NOT_CONTROLLER: i16 = 41;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
@@ -89,6 +93,10 @@ fn wire_code(e: &WireError) -> i16 {
         ErrorCode::NotController => code::NOT_CONTROLLER,
         ErrorCode::NotLeaderOrFollower => code::NOT_LEADER_OR_FOLLOWER,
         ErrorCode::LeaderNotAvailable => code::LEADER_NOT_AVAILABLE,
+        ErrorCode::NotEnoughReplicas => code::NOT_ENOUGH_REPLICAS,
+        ErrorCode::NotEnoughReplicasAfterAppend => code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        ErrorCode::FencedLeaderEpoch => code::FENCED_LEADER_EPOCH,
+        ErrorCode::UnknownLeaderEpoch => code::UNKNOWN_LEADER_EPOCH,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }
@@ -829,7 +837,11 @@ async fn produce_enqueue(
             let records = p.records.unwrap_or_default();
             let queued = match u32::try_from(p.index) {
                 Ok(partition) => {
-                    let request = Produce { topic: name.clone(), partitions: vec![(Some(partition), records)] };
+                    let request = Produce {
+                        topic: name.clone(),
+                        partitions: vec![(Some(partition), records)],
+                        acks_all: acks == -1,
+                    };
                     ctx.broker.produce_enqueue(request).await
                 }
                 Err(_) => {
@@ -905,6 +917,7 @@ async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchRespon
                 })
             })
             .collect(),
+        from_replica: false,
     };
     let fetched = match ctx.broker.fetch(request).await {
         Ok(fetched) => fetched,

@@ -13,7 +13,7 @@ use weir_sdk::{ErrorCode, WireError};
 
 use crate::budget::{Budgets, ConnectionBudget, Held, OverBudget};
 use crate::groups::{CommittedOffset, GroupError, JoinRequest};
-use crate::service::{Broker, CommitError, Fetch, FetchFrom, ListedOffset, Produce, TopicInfo};
+use crate::service::{Broker, CommitError, Fetch, FetchFrom, ListedOffset, NewTopic, Produce, TopicInfo};
 
 #[derive(Debug, Clone)]
 pub struct QuicConfig {
@@ -322,7 +322,8 @@ fn produce_input(request: ProduceRequest, payload: &Bytes) -> Result<(Acks, Prod
         partitions.push((partition, payload.slice(at..at + len)));
         at += len;
     }
-    Ok((request.acks, Produce { topic: request.topic, partitions }))
+    let acks_all = request.acks == Acks::All;
+    Ok((request.acks, Produce { topic: request.topic, partitions, acks_all }))
 }
 
 fn topic_description(t: TopicInfo) -> TopicDescription {
@@ -338,6 +339,9 @@ fn topic_description(t: TopicInfo) -> TopicDescription {
                 log_start_offset: p.log_start_offset,
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
+                replicas: p.replicas,
+                isr: p.isr,
+                log_end_offset: p.log_end_offset,
             })
             .collect(),
         config: t.config,
@@ -412,7 +416,15 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
     let response = match frame.kind {
         FrameKind::CreateTopic => {
             let req: CreateTopicRequest = frame.header()?;
-            reply(frame.kind, &topic_description(broker.create_topic(&req.name, req.partitions, req.config).await?))
+            let new = NewTopic {
+                name: req.name,
+                partitions: Some(req.partitions),
+                replication_factor: Some(req.replication_factor),
+                config: Vec::new(),
+                validate_only: false,
+            };
+            let created = broker.create_topic_with(new, req.config).await?;
+            reply(frame.kind, &topic_description(created))
         }
         FrameKind::DeleteTopic => {
             let req: TopicNameRequest = frame.header()?;
@@ -447,6 +459,7 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
                         module: p.module,
                     })
                     .collect(),
+                from_replica: req.replica_reads,
             };
             let fetched = broker.fetch(fetch).await?;
             let mut partitions = Vec::with_capacity(fetched.len());

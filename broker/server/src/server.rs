@@ -480,6 +480,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let broker = Broker::new(service_config, controller.clone(), storage.log, groups.clone(), plugins)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Partition roles (leader of an epoch, follower) are taken up before any listener opens.
+    crate::service::reconcile_replication(&broker);
     {
         // Peers fetch module components deployed through this broker from here.
         let plugins = broker.plugins().clone();
@@ -494,6 +496,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                     crate::service::RPC_FETCH => broker.answer_forwarded_fetch(body).await,
                     crate::service::RPC_LIST_OFFSETS => broker.answer_forwarded_list_offsets(&body),
                     crate::quic::RPC_GROUP_FRAME => crate::quic::answer_forwarded_group_frame(&broker, &body).await,
+                    crate::service::RPC_REPLICA_FETCH => broker.answer_replica_fetch(body).await,
                     _ => Vec::new(),
                 }
             })
@@ -592,6 +595,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     tasks.push(tokio::spawn(flush_loop(broker.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(crate::transforms::supervise(broker.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(crate::service::forget_deleted_topics(broker.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::service::run_replication(broker.clone(), shutdown_rx.clone())));
     // In a cluster: register the listeners with the controller, heartbeat it, and (on the
     // controller leader) fence brokers whose heartbeats stop.
     let addresses =

@@ -127,6 +127,7 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
                 max_bytes: FETCH_BYTES,
                 module: None,
             }],
+            from_replica: false,
         };
         let fetched = match broker.fetch(request).await.map(|mut f| f.pop()) {
             Ok(Some(fetched)) => fetched,
@@ -412,7 +413,8 @@ async fn write(broker: &Broker, topic: &str, records: Vec<(u32, Record)>) -> Res
             start = end;
         }
     }
-    let request = Produce { topic: topic.to_owned(), partitions: entries };
+    // Outputs are durable on every in-sync replica before the progress past their inputs is.
+    let request = Produce { topic: topic.to_owned(), partitions: entries, acks_all: true };
     for produced in broker.produce_enqueue(request).await?.await {
         produced.base_offset?;
     }

@@ -12,6 +12,9 @@ pub mod keyspace {
     /// Log starts moved by DeleteRecords: [`super::partition_key`] → the log start offset (i64
     /// big-endian), which may lie inside a stored batch.
     pub const LOG_START: &str = "log_start";
+    /// Leader-epoch caches: [`super::epoch_key`] → the first offset (i64 big-endian) the
+    /// partition's log holds of that leader epoch.
+    pub const LEADER_EPOCH: &str = "leader_epoch";
     /// Idempotent producers: [`super::producer_key`] → JSON `ProducerState`.
     pub const PRODUCER_STATE: &str = "producer_state";
     /// Committed offsets: [`super::group_offset_key`] → JSON `CommittedOffset`.
@@ -78,6 +81,11 @@ pub fn parse_time_index_key(key: &[u8]) -> Option<(PartitionId, i64)> {
 /// `topic id u64 | partition u32 | producer id i64`.
 pub fn producer_key(id: PartitionId, producer_id: i64) -> [u8; LOG_KEY_BYTES] {
     log_key(id, producer_id)
+}
+
+/// `topic id u64 | partition u32 | leader epoch` (epochs are never negative, so they sort).
+pub fn epoch_key(id: PartitionId, epoch: i32) -> [u8; LOG_KEY_BYTES] {
+    log_key(id, i64::from(epoch))
 }
 
 pub fn parse_producer_key(key: &[u8]) -> Option<(PartitionId, i64)> {

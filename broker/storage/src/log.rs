@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,16 +28,19 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use tokio::sync::{oneshot, watch};
-use weir_sdk::batch::{set_base_offset, validate_batch, BatchHeader};
+use weir_sdk::batch::{set_base_offset, set_partition_leader_epoch, validate_batch, BatchHeader};
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::idempotence::{self, ProducerState, Verdict};
 pub use crate::keys::PartitionId;
 use crate::keys::{
-    keyspace, log_key, parse_log_key, parse_producer_key, parse_time_index_key, partition_key, producer_key,
+    epoch_key, keyspace, log_key, parse_log_key, parse_producer_key, parse_time_index_key, partition_key, producer_key,
     time_index_key, topic_prefix, LOG_KEY_BYTES,
 };
 use crate::StorageError;
+
+/// How many batches a truncation reads back to rebuild idempotent producers' states.
+const TRUNCATION_SCAN_BATCHES_MAX: usize = 10_000;
 
 /// Upper bound of appends gathered into one write batch.
 const GROUP_COMMIT_JOBS_MAX: usize = 1024;
@@ -67,8 +70,18 @@ pub struct PartitionState {
     pub id: PartitionId,
     log_start_offset: AtomicI64,
     size_bytes: AtomicU64,
-    /// The next offset to assign; also the high watermark on a single node.
+    /// The next offset to assign (the log end offset).
     end_offset: watch::Sender<i64>,
+    /// Consumers read below it. It follows the end offset unless the partition is
+    /// `replicated`, when replication sets it (the lowest log end among the in-sync replicas).
+    high_watermark: watch::Sender<i64>,
+    replicated: AtomicBool,
+    /// The leader epoch this broker appends clients' batches in, stamped on each of them; -1
+    /// while it follows another broker's log, when only [`LogStore::append_replica`] appends.
+    leader_epoch: AtomicI32,
+    /// The leader-epoch cache: (epoch, first offset of it in this log), both increasing;
+    /// kept in the `leader_epoch` keyspace, changed only by the writer.
+    epochs: std::sync::Mutex<Vec<(i32, i64)>>,
     /// The largest timestamp of any batch appended (i64::MIN: none); the time index's last key.
     max_timestamp: AtomicI64,
     /// Held by retention and DeleteRecords while they delete from the front.
@@ -93,9 +106,69 @@ impl PartitionState {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
-    /// A receiver that wakes when the end offset moves.
+    /// The offset consumers read up to (excluded).
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// A receiver that wakes when the high watermark moves (what a consumer may read).
     pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// A receiver that wakes when the log end offset moves (what a follower may copy).
+    pub fn subscribe_end(&self) -> watch::Receiver<i64> {
         self.end_offset.subscribe()
+    }
+
+    /// Appends of clients' batches go in leader epoch `epoch` from now on. `replicated`: other
+    /// brokers copy this log and the high watermark waits for them ([`Self::set_high_watermark`]);
+    /// otherwise it follows the end offset.
+    pub fn lead(&self, epoch: i32, replicated: bool) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+        self.replicated.store(replicated, Ordering::Release);
+        if !replicated {
+            let end = self.end_offset();
+            self.high_watermark.send_if_modified(|hw| std::mem::replace(hw, end) != end);
+        }
+    }
+
+    /// This broker copies the partition from its leader: clients' appends are refused and the
+    /// high watermark is what the leader says.
+    pub fn follow(&self) {
+        self.leader_epoch.store(-1, Ordering::Release);
+        self.replicated.store(true, Ordering::Release);
+    }
+
+    /// The epoch clients' batches are appended in; `None` while following.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        let epoch = self.leader_epoch.load(Ordering::Acquire);
+        (epoch >= 0).then_some(epoch)
+    }
+
+    /// Sets the high watermark of a replicated partition (never past the log end). A leader
+    /// only moves it forward; a follower takes its leader's, which may be behind its own.
+    pub fn set_high_watermark(&self, offset: i64) {
+        if !self.replicated.load(Ordering::Acquire) {
+            return;
+        }
+        let offset = offset.min(self.end_offset()).max(0);
+        self.high_watermark.send_if_modified(|hw| std::mem::replace(hw, offset) != offset);
+    }
+
+    /// The leader-epoch cache: (epoch, first offset of it), oldest first.
+    pub fn epochs(&self) -> Vec<(i32, i64)> {
+        self.epochs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record_epoch(&self, epoch: i32, start: i64) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        epochs.retain(|&(e, s)| s < start && e < epoch);
+        epochs.push((epoch, start));
+    }
+
+    fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.lock().unwrap_or_else(|e| e.into_inner()).last().map(|&(e, _)| e)
     }
 }
 
@@ -106,6 +179,12 @@ enum WriterJob {
     ForgetProducers {
         which: ProducerFilter,
         reply: oneshot::Sender<Result<usize, WireError>>,
+    },
+    /// Drops the partition's records at and past an offset; answers the new end offset.
+    Truncate {
+        partition: Arc<PartitionState>,
+        offset: i64,
+        reply: oneshot::Sender<Result<i64, WireError>>,
     },
 }
 
@@ -123,6 +202,8 @@ struct AppendJob {
     partition: Arc<PartitionState>,
     batches: Vec<(BatchHeader, Bytes)>,
     fsync: bool,
+    /// Batches copied from the leader, offsets and epochs as the leader assigned them.
+    replica: bool,
     reply: oneshot::Sender<Result<i64, WireError>>,
 }
 
@@ -132,6 +213,7 @@ pub struct LogStore {
     log: Keyspace,
     time_index: Keyspace,
     log_start: Keyspace,
+    leader_epochs: Keyspace,
     partitions: Arc<DashMap<PartitionId, Arc<PartitionState>>>,
     writer: Arc<WriterHandle>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
@@ -167,6 +249,8 @@ struct Writer {
     db: Database,
     log: Keyspace,
     time_index: Keyspace,
+    log_start: Keyspace,
+    leader_epochs: Keyspace,
     dirty: Arc<std::sync::atomic::AtomicBool>,
     /// Idempotent producers' state per partition, mirrored in the `producer_state` keyspace.
     producer_store: Keyspace,
@@ -186,6 +270,7 @@ impl LogStore {
         })?;
         let time_index = db.keyspace(keyspace::TIME_INDEX, KeyspaceCreateOptions::default)?;
         let log_start = db.keyspace(keyspace::LOG_START, KeyspaceCreateOptions::default)?;
+        let leader_epochs = db.keyspace(keyspace::LEADER_EPOCH, KeyspaceCreateOptions::default)?;
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer_store = db.keyspace(keyspace::PRODUCER_STATE, KeyspaceCreateOptions::default)?;
@@ -209,6 +294,8 @@ impl LogStore {
             db: db.clone(),
             log: log.clone(),
             time_index: time_index.clone(),
+            log_start: log_start.clone(),
+            leader_epochs: leader_epochs.clone(),
             dirty: dirty.clone(),
             producer_store: producer_store.clone(),
             producers,
@@ -223,6 +310,7 @@ impl LogStore {
             log,
             time_index,
             log_start,
+            leader_epochs,
             partitions: Arc::new(DashMap::new()),
             writer,
             dirty,
@@ -255,23 +343,32 @@ impl LogStore {
                 }
             }
         }
+        // A start moved by DeleteRecords may lie inside the first stored batch; an empty log
+        // that a follower restarted at its leader's start continues from there.
+        let moved = self.log_start.get(partition_key(id)).map_err(storage_error)?.and_then(|v| indexed_offset(&v));
         let first_stored = match self.log.range(range.clone()).next() {
             Some(first) => offset_of_key(&first.key().map_err(storage_error)?),
-            None => end_offset,
+            None => {
+                end_offset = end_offset.max(moved.unwrap_or(0));
+                end_offset
+            }
         };
-        // A start moved by DeleteRecords may lie inside the first stored batch.
-        let moved = self.log_start.get(partition_key(id)).map_err(storage_error)?.and_then(|v| indexed_offset(&v));
         let log_start_offset = moved.map_or(first_stored, |m| m.clamp(first_stored, end_offset));
         let mut size_bytes = 0u64;
         for guard in self.log.range(range) {
             size_bytes += u64::from(guard.size().map_err(storage_error)?);
         }
         let max_timestamp = self.recover_time_index(id, end_offset)?;
+        let epochs = self.recover_epochs(id, end_offset)?;
         let state = Arc::new(PartitionState {
             id,
             log_start_offset: AtomicI64::new(log_start_offset),
             size_bytes: AtomicU64::new(size_bytes),
             end_offset: watch::channel(end_offset).0,
+            high_watermark: watch::channel(end_offset).0,
+            replicated: AtomicBool::new(false),
+            leader_epoch: AtomicI32::new(0),
+            epochs: std::sync::Mutex::new(epochs),
             max_timestamp: AtomicI64::new(max_timestamp),
             deleting: std::sync::Mutex::new(()),
         });
@@ -314,6 +411,22 @@ impl LogStore {
         Ok(max)
     }
 
+    /// The partition's leader-epoch cache, without entries past the log's end (a torn batch
+    /// dropped on recovery).
+    fn recover_epochs(&self, id: PartitionId, end_offset: i64) -> Result<Vec<(i32, i64)>, WireError> {
+        let mut epochs = Vec::new();
+        for guard in self.leader_epochs.range(epoch_key(id, 0)..=epoch_key(id, i32::MAX)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            let (Some((_, epoch)), Some(start)) = (parse_log_key(&key), indexed_offset(&value)) else { continue };
+            if start >= end_offset && start > 0 {
+                self.leader_epochs.remove(key).map_err(storage_error)?;
+                continue;
+            }
+            epochs.push((i32::try_from(epoch).unwrap_or(i32::MAX), start));
+        }
+        Ok(epochs)
+    }
+
     /// The largest producer id with stored state when the store was opened (-1: none), so
     /// that new ids are allocated above every id the log already knows.
     pub fn producer_id_max(&self) -> i64 {
@@ -345,8 +458,42 @@ impl LogStore {
         fsync: bool,
     ) -> Result<impl std::future::Future<Output = Result<i64, WireError>> + Send + 'static, WireError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(WriterJob::Append(AppendJob { partition, batches, fsync, reply })).await?;
+        self.submit(WriterJob::Append(AppendJob { partition, batches, fsync, replica: false, reply })).await?;
         Ok(async move { rx.await.map_err(|_| storage_error("log writer dropped the append"))? })
+    }
+
+    /// Appends batches copied from the partition's leader, with the offsets and leader epochs
+    /// the leader gave them; the first must start at this log's end. Idempotent producers'
+    /// states follow the batches (not checked: the leader did), so this replica deduplicates
+    /// retries if it leads later. Resolves to the new log end offset.
+    pub async fn append_replica(
+        &self,
+        partition: Arc<PartitionState>,
+        batches: Vec<(BatchHeader, Bytes)>,
+        fsync: bool,
+    ) -> Result<i64, WireError> {
+        let (reply, rx) = oneshot::channel();
+        let end_of = |b: &Vec<(BatchHeader, Bytes)>| b.last().map(|(h, _)| h.last_offset() + 1);
+        let end = end_of(&batches);
+        self.submit(WriterJob::Append(AppendJob {
+            partition: partition.clone(),
+            batches,
+            fsync,
+            replica: true,
+            reply,
+        }))
+        .await?;
+        rx.await.map_err(|_| storage_error("log writer dropped the append"))??;
+        Ok(end.unwrap_or_else(|| partition.end_offset()))
+    }
+
+    /// Drops the partition's records at and past `offset` (a follower's divergent tail): the
+    /// whole batch holding `offset` goes, so the new end, which it answers, may be below it.
+    /// The time index, the leader-epoch cache and idempotent producers' states follow.
+    pub async fn truncate(&self, partition: Arc<PartitionState>, offset: i64) -> Result<i64, WireError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(WriterJob::Truncate { partition, offset, reply }).await?;
+        rx.await.map_err(|_| storage_error("log writer dropped the truncation"))?
     }
 
     /// Drops idempotent producers' states: of a deleted topic, or idle past their expiration.
@@ -403,12 +550,35 @@ impl LogStore {
     /// `first_may_exceed`, the first batch is returned even when larger, so a consumer cannot get
     /// stuck behind a batch bigger than its fetch size. Each batch's CRC is checked; a corrupt
     /// batch is reported with its location.
+    /// Only records below the high watermark are read; an offset between it and the log end
+    /// reads nothing.
     pub fn read(
         &self,
         partition: &PartitionState,
         offset: i64,
         max_bytes: usize,
         first_may_exceed: bool,
+    ) -> Result<Vec<Bytes>, WireError> {
+        self.read_below(partition, offset, max_bytes, first_may_exceed, partition.high_watermark())
+    }
+
+    /// As [`Self::read`], up to the log end: what a follower copies.
+    pub fn read_replica(
+        &self,
+        partition: &PartitionState,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, WireError> {
+        self.read_below(partition, offset, max_bytes, true, partition.end_offset())
+    }
+
+    fn read_below(
+        &self,
+        partition: &PartitionState,
+        offset: i64,
+        max_bytes: usize,
+        first_may_exceed: bool,
+        upto: i64,
     ) -> Result<Vec<Bytes>, WireError> {
         let (start, end) = (partition.log_start_offset(), partition.end_offset());
         if offset < start || offset > end {
@@ -424,7 +594,7 @@ impl LogStore {
         let seek_from = self.batch_holding(id, offset)?.unwrap_or(start);
         let mut out = Vec::new();
         let mut total = 0usize;
-        let range = (Bound::Included(log_key(id, seek_from)), Bound::Excluded(log_key(id, end)));
+        let range = (Bound::Included(log_key(id, seek_from)), Bound::Excluded(log_key(id, upto.min(end))));
         for guard in self.log.range(range) {
             let (key, value) = guard.into_inner().map_err(storage_error)?;
             let bytes: Bytes = value.into();
@@ -660,7 +830,7 @@ impl Writer {
                         bytes += append.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>();
                         group.push(append);
                     }
-                    job @ WriterJob::ForgetProducers { .. } => {
+                    job @ (WriterJob::ForgetProducers { .. } | WriterJob::Truncate { .. }) => {
                         other = Some(job);
                         break;
                     }
@@ -672,8 +842,14 @@ impl Writer {
             if !group.is_empty() {
                 self.commit_group(group);
             }
-            if let Some(WriterJob::ForgetProducers { which, reply }) = other {
-                let _ = reply.send(self.forget_producers(which));
+            match other {
+                Some(WriterJob::ForgetProducers { which, reply }) => {
+                    let _ = reply.send(self.forget_producers(which));
+                }
+                Some(WriterJob::Truncate { partition, offset, reply }) => {
+                    let _ = reply.send(self.truncate(&partition, offset));
+                }
+                _ => {}
             }
         }
     }
@@ -702,6 +878,143 @@ impl Writer {
         Ok(doomed.len())
     }
 
+    /// [`LogStore::truncate`], on the writer thread so no append is staged meanwhile.
+    fn truncate(&mut self, partition: &PartitionState, offset: i64) -> Result<i64, WireError> {
+        let id = partition.id;
+        let _deleting = partition.deleting.lock().unwrap_or_else(|e| e.into_inner());
+        let end = partition.end_offset();
+        if offset >= end {
+            return Ok(end);
+        }
+        let offset = offset.max(0);
+        // The batch holding `offset` goes whole: the new end is its base.
+        let holding = self.log.range(first_key(id)..=log_key(id, offset)).next_back();
+        let new_end = match holding {
+            Some(guard) => {
+                let (key, value) = guard.into_inner().map_err(storage_error)?;
+                let header = BatchHeader::parse(&value)?;
+                if header.last_offset() >= offset {
+                    offset_of_key(&key)
+                } else {
+                    offset
+                }
+            }
+            None => offset,
+        };
+        let mut write = self.db.batch();
+        let mut removed_bytes = 0u64;
+        for guard in self.log.range(log_key(id, new_end)..=last_key(id)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            removed_bytes += value.len() as u64;
+            write.remove(&self.log, key);
+        }
+        let mut max_timestamp = i64::MIN;
+        for guard in self.time_index.range(time_index_key(id, i64::MIN)..=time_index_key(id, i64::MAX)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            match (parse_time_index_key(&key), indexed_offset(&value)) {
+                (Some((_, timestamp)), Some(at)) if at < new_end => max_timestamp = timestamp,
+                _ => write.remove(&self.time_index, key),
+            }
+        }
+        for guard in self.leader_epochs.range(epoch_key(id, 0)..=epoch_key(id, i32::MAX)) {
+            let (key, value) = guard.into_inner().map_err(storage_error)?;
+            if indexed_offset(&value).is_none_or(|start| start >= new_end) {
+                write.remove(&self.leader_epochs, key);
+            }
+        }
+        let start = partition.log_start_offset();
+        if new_end < start {
+            write.insert(&self.log_start, partition_key(id), new_end.to_be_bytes());
+        }
+        // Idempotent producers whose state names a dropped batch are rebuilt from the batches
+        // that stay (the newest RECENT_BATCHES of each, read backwards from the new end).
+        let affected: Vec<i64> = self
+            .producers
+            .iter()
+            .filter(|((p, _), state)| *p == id && state.recent.iter().any(|&(_, _, at)| at >= new_end))
+            .map(|((_, pid), _)| *pid)
+            .collect();
+        let rebuilt = self.rebuild_producers(id, new_end, &affected)?;
+        for pid in &affected {
+            match rebuilt.get(pid) {
+                Some(state) => {
+                    let value = serde_json::to_vec(state).map_err(storage_error)?;
+                    write.insert(&self.producer_store, producer_key(id, *pid), value);
+                }
+                None => write.remove(&self.producer_store, producer_key(id, *pid)),
+            }
+        }
+        write.commit().map_err(storage_error)?;
+        self.db.persist(PersistMode::SyncData).map_err(storage_error)?;
+        for pid in affected {
+            match rebuilt.get(&pid) {
+                Some(state) => self.producers.insert((id, pid), state.clone()),
+                None => self.producers.remove(&(id, pid)),
+            };
+        }
+        partition.epochs.lock().unwrap_or_else(|e| e.into_inner()).retain(|&(_, s)| s < new_end);
+        if new_end < start {
+            partition.log_start_offset.store(new_end, Ordering::Release);
+        }
+        partition.size_bytes.fetch_sub(removed_bytes.min(partition.size_bytes()), Ordering::Relaxed);
+        partition.max_timestamp.store(max_timestamp, Ordering::Release);
+        partition.end_offset.send_if_modified(|current| std::mem::replace(current, new_end) != new_end);
+        partition.high_watermark.send_if_modified(|hw| {
+            let lowered = (*hw).min(new_end);
+            std::mem::replace(hw, lowered) != lowered
+        });
+        tracing::info!(topic_id = id.topic_id, partition = id.partition, from = end, to = new_end, "log truncated");
+        Ok(new_end)
+    }
+
+    /// The states of `producer_ids` as the partition's batches below `end` leave them: the
+    /// newest batches of each, read backwards (at most [`TRUNCATION_SCAN_BATCHES_MAX`] batches);
+    /// a producer with none there has no state.
+    fn rebuild_producers(
+        &self,
+        id: PartitionId,
+        end: i64,
+        producer_ids: &[i64],
+    ) -> Result<HashMap<i64, ProducerState>, WireError> {
+        let mut found: HashMap<i64, Vec<BatchHeader>> = HashMap::new();
+        if producer_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        for guard in self.log.range(first_key(id)..log_key(id, end)).rev().take(TRUNCATION_SCAN_BATCHES_MAX) {
+            let value = guard.value().map_err(storage_error)?;
+            let header = BatchHeader::parse(&value)?;
+            if producer_ids.contains(&header.producer_id) {
+                let newest = found.entry(header.producer_id).or_default();
+                if newest.len() < idempotence::RECENT_BATCHES {
+                    newest.push(header);
+                }
+            }
+            if found.len() == producer_ids.len() && found.values().all(|b| b.len() >= idempotence::RECENT_BATCHES) {
+                break;
+            }
+        }
+        let now_ms = weir_sdk::now_ms();
+        Ok(found
+            .into_iter()
+            .map(|(pid, mut headers)| {
+                headers.reverse();
+                let mut state: Option<ProducerState> = None;
+                for h in headers {
+                    let last = h.base_sequence.wrapping_add(h.last_offset_delta);
+                    state = Some(ProducerState::record(
+                        state.as_ref(),
+                        h.producer_epoch,
+                        h.base_sequence,
+                        last,
+                        h.base_offset,
+                        now_ms,
+                    ));
+                }
+                (pid, state.unwrap_or_default())
+            })
+            .collect())
+    }
+
     fn commit_group(&mut self, group: Vec<AppendJob>) {
         let now_ms = weir_sdk::now_ms();
         let mut write = self.db.batch();
@@ -712,6 +1025,9 @@ impl Writer {
         let mut producers: HashMap<(PartitionId, i64), ProducerState> = HashMap::new();
         // Each partition's largest timestamp as this group raises it.
         let mut max_timestamps: HashMap<PartitionId, i64> = HashMap::new();
+        // Each partition's latest leader epoch as this group writes it, and new epochs' starts.
+        let mut latest_epochs: HashMap<PartitionId, Option<i32>> = HashMap::new();
+        let mut new_epochs: Vec<(Arc<PartitionState>, i32, i64)> = Vec::new();
         let mut outcomes = Vec::with_capacity(group.len());
         for job in &group {
             let id = job.partition.id;
@@ -719,11 +1035,17 @@ impl Writer {
             match self.stage(job, start, now_ms, &mut producers) {
                 Ok(staged) => {
                     let max = max_timestamps.entry(id).or_insert_with(|| job.partition.max_timestamp());
-                    for (offset, stored, timestamp) in &staged.batches {
+                    let latest = latest_epochs.entry(id).or_insert_with(|| job.partition.latest_epoch());
+                    for (offset, stored, timestamp, epoch) in &staged.batches {
                         write.insert(&self.log, log_key(id, *offset).to_vec(), stored.clone());
                         if *timestamp > *max {
                             *max = *timestamp;
                             write.insert(&self.time_index, time_index_key(id, *timestamp), offset.to_be_bytes());
+                        }
+                        if latest.is_none_or(|l| *epoch > l) {
+                            *latest = Some(*epoch);
+                            write.insert(&self.leader_epochs, epoch_key(id, *epoch), offset.to_be_bytes());
+                            new_epochs.push((job.partition.clone(), *epoch, *offset));
                         }
                     }
                     next.insert(id, staged.end);
@@ -747,6 +1069,9 @@ impl Writer {
         }
         if result.is_ok() {
             self.producers.extend(producers);
+            for (partition, epoch, start) in &new_epochs {
+                partition.record_epoch(*epoch, *start);
+            }
             for job in &group {
                 if let Some(max) = max_timestamps.get(&job.partition.id) {
                     job.partition.max_timestamp.fetch_max(*max, Ordering::AcqRel);
@@ -765,6 +1090,9 @@ impl Writer {
                     *current = end;
                     moved
                 });
+                if !job.partition.replicated.load(Ordering::Acquire) {
+                    job.partition.high_watermark.send_if_modified(|hw| std::mem::replace(hw, end) != end);
+                }
             }
         }
         for (job, outcome) in group.into_iter().zip(outcomes) {
@@ -796,7 +1124,51 @@ impl Writer {
         let mut batches = Vec::with_capacity(job.batches.len());
         let mut added = 0u64;
         let mut staged_producers: HashMap<i64, ProducerState> = HashMap::new();
+        let epoch = if job.replica {
+            None
+        } else {
+            Some(job.partition.leader_epoch().ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!("partition {} is followed here, not led: its leader takes appends", id.partition),
+                )
+            })?)
+        };
         for (header, bytes) in &job.batches {
+            if job.replica {
+                // A copy of the leader's log: offsets as the leader gave them, contiguous.
+                if header.base_offset != end {
+                    return Err(WireError::new(
+                        ErrorCode::CorruptBatch,
+                        format!(
+                            "replicated batch of partition {} starts at offset {} but the log ends at {end}",
+                            id.partition, header.base_offset
+                        ),
+                    ));
+                }
+                if header.producer_id >= 0 && header.base_sequence >= 0 {
+                    let pid = header.producer_id;
+                    let current = staged_producers
+                        .get(&pid)
+                        .or_else(|| producers.get(&(id, pid)))
+                        .or_else(|| self.producers.get(&(id, pid)));
+                    let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
+                    let state = ProducerState::record(
+                        current,
+                        header.producer_epoch,
+                        header.base_sequence,
+                        last_sequence,
+                        end,
+                        now_ms,
+                    );
+                    staged_producers.insert(pid, state);
+                }
+                base.get_or_insert(end);
+                batches.push((end, bytes.to_vec(), header.max_timestamp, header.partition_leader_epoch.max(0)));
+                end += header.offset_count();
+                added += header.total_bytes as u64;
+                continue;
+            }
             if header.producer_id >= 0 && header.base_sequence >= 0 {
                 let pid = header.producer_id;
                 let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
@@ -830,15 +1202,17 @@ impl Writer {
             }
             let mut stored = bytes.to_vec();
             set_base_offset(&mut stored, end);
+            let epoch = epoch.unwrap_or(0);
+            set_partition_leader_epoch(&mut stored, epoch);
             debug_assert!(validate_batch(&stored).is_ok(), "batch stays valid with its assigned offset");
             // Invariant: offsets are dense and increasing; a batch is stored under its base offset.
             // (BatchHeader::parse refuses a negative last offset delta, so a count is at least 1.)
             assert!(header.offset_count() > 0, "a parsed batch holds at least one offset");
-            if let Some((previous, _, _)) = batches.last() {
+            if let Some((previous, _, _, _)) = batches.last() {
                 assert!(*previous < end, "offsets increase within an append");
             }
             base.get_or_insert(end);
-            batches.push((end, stored, header.max_timestamp));
+            batches.push((end, stored, header.max_timestamp, epoch));
             end += header.offset_count();
             added += header.total_bytes as u64;
         }
@@ -850,8 +1224,8 @@ impl Writer {
 struct Staged {
     base: i64,
     end: i64,
-    /// (base offset, stored bytes, largest timestamp) of each batch appended.
-    batches: Vec<(i64, Vec<u8>, i64)>,
+    /// (base offset, stored bytes, largest timestamp, leader epoch) of each batch appended.
+    batches: Vec<(i64, Vec<u8>, i64, i32)>,
     added: u64,
 }
 
@@ -1059,6 +1433,70 @@ mod tests {
         let fenced = store.append(p.clone(), vec![idempotent_batch(1, 7, -1, 5)], true).await.unwrap_err();
         assert_eq!(fenced.code, ErrorCode::InvalidProducerEpoch);
         assert_eq!(store.append(p.clone(), vec![idempotent_batch(1, 7, 0, 5)], true).await.unwrap(), 5);
+    }
+
+    /// The leader's batches as stored, ready for a follower to copy.
+    fn copied(store: &LogStore, p: &PartitionState, from: i64) -> Vec<(BatchHeader, Bytes)> {
+        let read = store.read_replica(p, from, usize::MAX).unwrap();
+        read.into_iter().map(|b| (validate_batch(&b).unwrap(), b)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_follower_copies_offsets_epochs_and_producers_and_truncates_a_divergent_tail() {
+        let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader, _l) = open_store(leader_dir.path());
+        let lp = leader.open_partition(P).unwrap();
+        lp.lead(3, true);
+        leader.append(lp.clone(), vec![idempotent_batch(2, 7, 0, 0), batch(1, 5)], true).await.unwrap();
+        assert_eq!((lp.end_offset(), lp.high_watermark()), (3, 0), "a replicated log waits for its followers");
+        assert!(leader.read(&lp, 0, usize::MAX, true).unwrap().is_empty(), "consumers read below the high watermark");
+        lp.lead(4, true);
+        leader.append(lp.clone(), vec![idempotent_batch(1, 7, 0, 2)], true).await.unwrap();
+        assert_eq!(lp.epochs(), vec![(3, 0), (4, 3)]);
+        {
+            let (follower, _f) = open_store(follower_dir.path());
+            let fp = follower.open_partition(P).unwrap();
+            fp.follow();
+            let refused = follower.append(fp.clone(), vec![batch(1, 5)], true).await.unwrap_err();
+            assert_eq!(refused.code, ErrorCode::NotLeaderOrFollower, "a follower takes no client appends");
+            let gap = follower.append_replica(fp.clone(), copied(&leader, &lp, 3), true).await.unwrap_err();
+            assert_eq!(gap.code, ErrorCode::CorruptBatch, "a copy must continue the log: {gap}");
+            assert_eq!(follower.append_replica(fp.clone(), copied(&leader, &lp, 0), true).await.unwrap(), 4);
+            assert_eq!(fp.epochs(), lp.epochs());
+            assert_eq!(
+                follower.read_replica(&fp, 0, usize::MAX).unwrap(),
+                leader.read_replica(&lp, 0, usize::MAX).unwrap()
+            );
+            fp.set_high_watermark(10);
+            assert_eq!(fp.high_watermark(), 4, "never past the log end");
+        }
+        // Restarted, the follower still knows its epochs, and as leader it deduplicates the
+        // producer's retry of the batch it copied.
+        let (follower, _f) = open_store(follower_dir.path());
+        let fp = follower.open_partition(P).unwrap();
+        assert_eq!(fp.epochs(), vec![(3, 0), (4, 3)]);
+        fp.lead(5, false);
+        assert_eq!(follower.append(fp.clone(), vec![idempotent_batch(1, 7, 0, 2)], true).await.unwrap(), 3);
+        assert_eq!(fp.end_offset(), 4);
+        follower.append(fp.clone(), vec![idempotent_batch(2, 7, 0, 3)], true).await.unwrap();
+        assert_eq!(fp.epochs(), vec![(3, 0), (4, 3), (5, 4)]);
+        // Truncated inside the epoch-5 batch: the whole batch goes, epoch 5 with it, and the
+        // producer's state is the copied batches' again (sequence 3 is next, not a duplicate).
+        assert_eq!(follower.truncate(fp.clone(), 5).await.unwrap(), 4);
+        assert_eq!((fp.end_offset(), fp.high_watermark()), (4, 4));
+        assert_eq!(fp.epochs(), vec![(3, 0), (4, 3)]);
+        assert_eq!(follower.append(fp.clone(), vec![idempotent_batch(1, 7, 0, 3)], true).await.unwrap(), 4);
+        assert_eq!(follower.truncate(fp.clone(), 0).await.unwrap(), 0);
+        assert!(fp.epochs().is_empty());
+        assert_eq!(
+            follower.append(fp.clone(), vec![idempotent_batch(1, 7, 0, 9)], true).await.unwrap(),
+            0,
+            "no state left"
+        );
+        drop((follower, _f));
+        let (follower, _f) = open_store(follower_dir.path());
+        let fp = follower.open_partition(P).unwrap();
+        assert_eq!((fp.end_offset(), fp.epochs()), (1, vec![(5, 0)]), "truncation is durable");
     }
 
     #[tokio::test]

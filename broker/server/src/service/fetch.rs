@@ -125,13 +125,15 @@ impl Broker {
     pub async fn fetch(&self, mut request: Fetch) -> Result<Vec<FetchedPartition>, WireError> {
         let mut seen = std::collections::HashSet::new();
         request.partitions.retain(|p| seen.insert((p.topic.clone(), p.partition)));
-        // Which broker each partition is read on: this one unless another leads it.
+        // Which broker each partition is read on: this one unless another leads it (and, for
+        // replica reads, this one holds no replica of it).
         let leaders: Vec<u64> = request
             .partitions
             .iter()
             .map(|p| {
                 self.topic(&p.topic)
                     .ok()
+                    .filter(|t| !(request.from_replica && self.holds_replica(t, p.partition)))
                     .and_then(|t| self.leader_of(&t, p.partition).filter(|_| p.partition < t.partitions))
                     .unwrap_or(self.config.node_id)
             })
@@ -218,6 +220,7 @@ impl Broker {
                             module,
                         })
                         .collect(),
+                    from_replica: false,
                 };
                 self.fetch_here(request).await
             }
@@ -235,7 +238,9 @@ impl Broker {
             let mut watchers: Vec<_> = request
                 .partitions
                 .iter()
-                .filter_map(|p| self.topic(&p.topic).ok().and_then(|t| self.partition(&t, p.partition).ok()))
+                .filter_map(|p| {
+                    self.topic(&p.topic).ok().and_then(|t| self.readable(&t, p.partition, request.from_replica).ok())
+                })
                 .map(|s| s.subscribe())
                 .collect();
             // Fetch modules run off the async runtime, as produce's do.
@@ -278,8 +283,8 @@ impl Broker {
                 batches: Vec::new(),
             };
             let outcome = self.topic(&p.topic).and_then(|topic| {
-                let state = self.partition(&topic, p.partition)?;
-                answer.high_watermark = state.end_offset();
+                let state = self.readable(&topic, p.partition, request.from_replica)?;
+                answer.high_watermark = state.high_watermark();
                 answer.log_start_offset = state.log_start_offset();
                 let room = max_bytes.saturating_sub(total).min(p.max_bytes as usize);
                 // Only the response's first batch may exceed the limits, as in Kafka.
@@ -406,7 +411,7 @@ impl Broker {
                 }
                 let found = self.partition(&topic, partition).and_then(|state| match spec {
                     OffsetSpec::Earliest => Ok((state.log_start_offset(), -1)),
-                    OffsetSpec::Latest => Ok((state.end_offset(), -1)),
+                    OffsetSpec::Latest => Ok((state.high_watermark(), -1)),
                     OffsetSpec::Timestamp(ts) => Ok(self
                         .log
                         .offset_for_timestamp(&state, ts, self.config.batch_decompressed_bytes_max)?
@@ -486,7 +491,7 @@ impl Broker {
     /// The partition's log start and end offsets.
     pub fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), WireError> {
         let state = self.partition(&self.topic(topic)?, partition)?;
-        Ok((state.log_start_offset(), state.end_offset()))
+        Ok((state.log_start_offset(), state.high_watermark()))
     }
 }
 
@@ -500,6 +505,9 @@ pub struct Fetch {
     /// batch of the answer may exceed it.
     pub max_bytes: u32,
     pub partitions: Vec<FetchFrom>,
+    /// Read partitions this broker holds a replica of here, up to its replica's high
+    /// watermark (Kafka's fetch from follower, KIP-392); the others from their leaders.
+    pub from_replica: bool,
 }
 
 /// Where to read one partition from.

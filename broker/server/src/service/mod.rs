@@ -51,6 +51,8 @@ pub struct Broker {
     /// The same range, readable without waiting: ids in it are not handed out yet, so no batch
     /// may carry them.
     unissued_producer_ids: Arc<std::sync::Mutex<std::ops::Range<i64>>>,
+    /// This broker's partition replication roles and tasks (a cluster's).
+    replication: Arc<replica::Replication>,
 }
 
 /// Producer ids taken from the controller per proposal (as Kafka's AllocateProducerIds).
@@ -67,11 +69,13 @@ mod groups;
 mod maintenance;
 mod modules;
 mod produce;
+mod replica;
 mod topics;
 
 pub use fetch::{Fetch, FetchFrom, FetchedPartition, ListedOffset, RPC_FETCH, RPC_LIST_OFFSETS};
 pub use groups::{group_ticker, CommitError};
 pub use produce::{Produce, Produced, ProducedBatches, ProducerIdentity, RPC_PRODUCE};
+pub use replica::{reconcile as reconcile_replication, run_replication, RPC_REPLICA_FETCH};
 pub use topics::forget_deleted_topics;
 pub use topics::{ConfigChange, ConfigEntry, NewTopic, PartitionInfo, TopicInfo};
 
@@ -93,6 +97,7 @@ impl Broker {
             plugins,
             producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)),
             unissued_producer_ids: Arc::new(std::sync::Mutex::new(0..0)),
+            replication: Arc::default(),
         };
         let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
         for topic in &topics {
@@ -159,12 +164,39 @@ impl Broker {
             ));
         }
         self.check_leader(topic, partition)?;
-        // A topic created through another broker is opened here on first use.
         let id = PartitionId { topic_id: topic.id, partition };
+        // In a cluster, a partition is written and read once this broker took up its
+        // leadership (stamps its epoch, tracks its followers): until then it answers as a
+        // partition whose leader is not ready.
+        if !topic.assignment.is_empty() && !self.replication.leads(id) {
+            return Err(WireError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!(
+                    "partition {partition} of topic {:?}: broker {} is taking up its leadership",
+                    topic.name, self.config.node_id
+                ),
+            ));
+        }
+        // A topic created through another broker is opened here on first use.
         match self.log.partition(id) {
             Some(state) => Ok(state),
             None => self.log.open_partition(id),
         }
+    }
+
+    /// Whether this broker holds a replica of `partition` in a cluster.
+    fn holds_replica(&self, topic: &Topic, partition: u32) -> bool {
+        topic.assignment.get(partition as usize).is_some_and(|r| r.replicas.contains(&self.config.node_id))
+    }
+
+    /// The partition to read: this broker's replica when `from_replica` and it holds one,
+    /// else the partition as [`Broker::partition`] gives it (on its leader only).
+    fn readable(&self, topic: &Topic, partition: u32, from_replica: bool) -> Result<Arc<PartitionState>, WireError> {
+        if from_replica && self.holds_replica(topic, partition) {
+            let id = PartitionId { topic_id: topic.id, partition };
+            return self.log.partition(id).map_or_else(|| self.log.open_partition(id), Ok);
+        }
+        self.partition(topic, partition)
     }
 
     /// The broker leading `partition` (this one on a single node).

@@ -114,13 +114,9 @@ impl Broker {
         {
             let state = self.controller.state();
             let mut topics = state.topics.clone();
-            topics.entry(dead_letter_topic.clone()).or_insert_with(|| Topic {
-                id: 0,
-                name: dead_letter_topic.clone(),
-                partitions: 1,
-                config: TopicConfig::default(),
-                assignment: Vec::new(),
-            });
+            topics
+                .entry(dead_letter_topic.clone())
+                .or_insert_with(|| Topic::new(0, dead_letter_topic.clone(), 1, TopicConfig::default(), 1));
             deployments::apply(&mut state.modules.clone(), &topics, command.clone())?;
         }
         // Only a deployment that passed its checks stores and compiles its component; if the

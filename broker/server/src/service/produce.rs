@@ -39,6 +39,8 @@ enum Checked {
 struct ForwardedProduce {
     topic: String,
     partition: u32,
+    #[serde(default)]
+    acks_all: bool,
 }
 
 impl Broker {
@@ -94,6 +96,7 @@ impl Broker {
     ) -> Result<impl std::future::Future<Output = Vec<Produced>> + Send + 'static, WireError> {
         let topic = self.topic(&request.topic)?;
         let fsync = topic.config.flush == FlushMode::Always;
+        let acks_all = request.acks_all;
         let mut pending = Vec::with_capacity(request.partitions.len());
         for (asked, bytes) in request.partitions {
             let parsed = match ProducedBatches::parse(&bytes, self.config.batch_decompressed_bytes_max) {
@@ -119,10 +122,10 @@ impl Broker {
             for (partition, checked) in checked {
                 let queued: Result<Appending, WireError> = match checked {
                     Ok(Checked::Here(state, batches)) => {
-                        self.log.enqueue(state, batches, fsync).await.map(|f| Box::pin(f) as Appending)
+                        self.append_here(&topic, state, batches, fsync, acks_all).await
                     }
                     Ok(Checked::Forward(leader, batches)) => {
-                        Ok(self.forward_produce(leader, topic.name.clone(), partition, batches))
+                        Ok(self.forward_produce(leader, topic.name.clone(), partition, batches, acks_all))
                     }
                     Err(e) => Err(e),
                 };
@@ -146,6 +149,31 @@ impl Broker {
         })
     }
 
+    /// Queues an append on a partition led here; with `acks_all` on a replicated partition,
+    /// refused while too few replicas are in sync, and its future waits for the in-sync
+    /// replicas to have the records.
+    async fn append_here(
+        &self,
+        topic: &Topic,
+        state: Arc<PartitionState>,
+        batches: Vec<(BatchHeader, Bytes)>,
+        fsync: bool,
+        acks_all: bool,
+    ) -> Result<Appending, WireError> {
+        let replicated_epoch = if acks_all { self.check_insync(topic, state.id)? } else { None };
+        let offsets: i64 = batches.iter().map(|(h, _)| h.offset_count()).sum();
+        let id = state.id;
+        let appended = self.log.enqueue(state, batches, fsync).await?;
+        let Some(epoch) = replicated_epoch else { return Ok(Box::pin(appended)) };
+        let broker = self.clone();
+        let min_insync = topic.min_insync_replicas();
+        Ok(Box::pin(async move {
+            let base = appended.await?;
+            broker.await_replicas(id, epoch, base + offsets, min_insync).await?;
+            Ok(base)
+        }))
+    }
+
     /// Sends a partition's batches to the broker leading it and returns the future of the
     /// base offset they got there. The request goes out at once (in this call's order); the
     /// leader checks them as it checks its own clients' batches.
@@ -155,9 +183,10 @@ impl Broker {
         topic: String,
         partition: u32,
         batches: Vec<(BatchHeader, Bytes)>,
+        acks_all: bool,
     ) -> Appending {
         let controller = self.controller.clone();
-        let header = serde_json::to_vec(&ForwardedProduce { topic, partition }).unwrap_or_default();
+        let header = serde_json::to_vec(&ForwardedProduce { topic, partition, acks_all }).unwrap_or_default();
         let mut body = Vec::with_capacity(4 + header.len() + batches.iter().map(|(_, b)| b.len()).sum::<usize>());
         body.extend_from_slice(&u32::try_from(header.len()).unwrap_or(u32::MAX).to_be_bytes());
         body.extend_from_slice(&header);
@@ -188,7 +217,11 @@ impl Broker {
             let header = body.get(4..4 + length).ok_or_else(|| malformed("header past the end"))?;
             let header: ForwardedProduce = serde_json::from_slice(header).map_err(|e| malformed(&e.to_string()))?;
             let batches = Bytes::from(body[4 + length..].to_vec());
-            let request = Produce { topic: header.topic, partitions: vec![(Some(header.partition), batches)] };
+            let request = Produce {
+                topic: header.topic,
+                partitions: vec![(Some(header.partition), batches)],
+                acks_all: header.acks_all,
+            };
             let produced = self.enqueue_produce(request, false).await?.await;
             produced.into_iter().next().map_or_else(|| Err(malformed("nothing produced")), |p| p.base_offset)
         }
@@ -495,6 +528,9 @@ impl Broker {
 pub struct Produce {
     pub topic: String,
     pub partitions: Vec<(Option<u32>, Bytes)>,
+    /// `acks=all`: answered once every in-sync replica has the records (on a replicated
+    /// partition; refused while fewer than `min.insync.replicas` are in sync).
+    pub acks_all: bool,
 }
 
 /// What became of one partition's batches: the base offset they got, or why nothing of them

@@ -12,7 +12,18 @@ use super::{mismatched, Broker};
 
 impl Broker {
     pub async fn create_topic(&self, name: &str, partitions: u32, config: TopicConfig) -> Result<TopicInfo, WireError> {
-        let event = self.controller.propose(Command::CreateTopic { name: name.to_owned(), partitions, config }).await?;
+        self.create_topic_replicated(name, partitions, 1, config).await
+    }
+
+    async fn create_topic_replicated(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        config: TopicConfig,
+    ) -> Result<TopicInfo, WireError> {
+        let command = Command::CreateTopic { name: name.to_owned(), partitions, config, replication_factor };
+        let event = self.controller.propose(command).await?;
         let Event::TopicCreated(topic) = event else { return Err(mismatched("CreateTopic", &event)) };
         self.open_partitions(&topic)?;
         tracing::info!(topic = %topic.name, partitions = topic.partitions, "topic created");
@@ -130,12 +141,18 @@ impl Broker {
     }
 
     pub(super) fn describe(&self, topic: &Topic) -> Result<TopicInfo, WireError> {
-        // Offsets are this broker's: a partition another broker leads shows zeros here.
+        // Offsets are this broker's replica's: zeros where it holds none.
         let partitions = (0..topic.partitions)
             .map(|p| {
                 let leader = self.leader_of(topic, p);
+                let replica_here =
+                    topic.assignment.get(p as usize).is_some_and(|r| r.replicas.contains(&self.config.node_id));
                 let local = match leader == Some(self.config.node_id) {
-                    true => Some(self.partition(topic, p)?),
+                    true => match self.partition(topic, p) {
+                        Err(e) if e.code == ErrorCode::LeaderNotAvailable => None,
+                        other => Some(other?),
+                    },
+                    false if replica_here => self.log.partition(PartitionId { topic_id: topic.id, partition: p }),
                     false => None,
                 };
                 let (leader_epoch, replicas, isr) = match topic.assignment.get(p as usize) {
@@ -149,8 +166,9 @@ impl Broker {
                     replicas,
                     isr,
                     log_start_offset: local.as_ref().map_or(0, |s| s.log_start_offset()),
-                    high_watermark: local.as_ref().map_or(0, |s| s.end_offset()),
+                    high_watermark: local.as_ref().map_or(0, |s| s.high_watermark()),
                     size_bytes: local.as_ref().map_or(0, |s| s.size_bytes()),
+                    log_end_offset: local.as_ref().map_or(0, |s| s.end_offset()),
                 })
             })
             .collect::<Result<_, WireError>>()?;
@@ -215,6 +233,8 @@ pub struct PartitionInfo {
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub size_bytes: u64,
+    /// This broker's replica's log end offset (0 when it holds none).
+    pub log_end_offset: i64,
 }
 
 /// A config entry as a topic has it: its value, and whether that is the default.
@@ -249,10 +269,30 @@ pub struct NewTopic {
 
 impl Broker {
     /// Creates a topic as an admin client asks (Kafka's CreateTopics): a partition count left
-    /// open is the broker's `default_partitions`; a replication factor above the brokers there
-    /// are is refused, and in a cluster any above 1 (partitions are not replicated across
-    /// brokers yet); with `validate_only` nothing is created. Returns the partition count.
+    /// open is the broker's `default_partitions`, a replication factor left open is 1; one
+    /// above the live brokers is refused; with `validate_only` nothing is created. Returns the
+    /// partition count.
     pub async fn create_topic_as_asked(&self, new: NewTopic) -> Result<u32, WireError> {
+        let config = TopicConfig::default().with_entries(new.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let validate_only = new.validate_only;
+        if validate_only {
+            let (partitions, replication_factor) = self.check_new_topic(&new)?;
+            let command = Command::CreateTopic { name: new.name, partitions, config, replication_factor };
+            self.controller.check(&command)?;
+            return Ok(partitions);
+        }
+        let created = self.create_topic_with(new, config).await?;
+        Ok(u32::try_from(created.partitions.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Creates `new` with `config` (its own config entries are not read).
+    pub async fn create_topic_with(&self, new: NewTopic, config: TopicConfig) -> Result<TopicInfo, WireError> {
+        let (partitions, replication_factor) = self.check_new_topic(&new)?;
+        self.create_topic_replicated(&new.name, partitions, replication_factor, config).await
+    }
+
+    /// The partition count and replication factor of a topic to create, defaults filled in.
+    fn check_new_topic(&self, new: &NewTopic) -> Result<(u32, u32), WireError> {
         let live = self.live_brokers().len();
         let brokers = u32::try_from(live.max(1)).unwrap_or(u32::MAX);
         // Kafka's own messages, which clients and their tests match on.
@@ -269,24 +309,9 @@ impl Broker {
                     format!("Replication factor: {factor} larger than available brokers: {brokers}."),
                 ))
             }
-            Some(factor) if factor > 1 => {
-                return Err(WireError::new(
-                    ErrorCode::InvalidReplicationFactor,
-                    format!(
-                        "Replication factor: {factor} is not supported yet: Weir keeps one replica of each partition (replication across brokers is not implemented)."
-                    ),
-                ))
-            }
             _ => {}
         }
-        let config = TopicConfig::default().with_entries(new.config.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-        let partitions = new.partitions.unwrap_or(self.config.default_partitions);
-        if new.validate_only {
-            self.controller.check(&Command::CreateTopic { name: new.name, partitions, config })?;
-            return Ok(partitions);
-        }
-        let created = self.create_topic(&new.name, partitions, config).await?;
-        Ok(u32::try_from(created.partitions.len()).unwrap_or(u32::MAX))
+        Ok((new.partitions.unwrap_or(self.config.default_partitions), new.replication_factor.unwrap_or(1)))
     }
 
     /// A topic for a client's metadata request: created first, with the broker's default

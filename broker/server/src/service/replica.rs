@@ -1,0 +1,641 @@
+//! Partition replication between brokers, as Kafka does it: followers fetch from the leader
+//! over the cluster endpoint (`RPC_REPLICA_FETCH`), the leader tracks them, moves the high
+//! watermark to the lowest log end among the in-sync replicas, and asks the controller to
+//! shrink or grow the ISR (AlterPartition); a follower whose log diverged from the leader's
+//! truncates by leader epoch (KIP-101/279) before it copies anything.
+//!
+//! The rules are `weir_meta::replication`'s (pure); this module is the I/O around them:
+//! [`reconcile`] turns the controller's partition registrations into this broker's roles
+//! (leader of an epoch, follower of a broker, neither), one fetcher task per leader copies the
+//! followed partitions, and one task per led partition keeps its high watermark and ISR.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use weir_sdk::batch::validate_batch;
+use weir_sdk::{ErrorCode, FlushMode, WireError};
+
+use weir_meta::metadata::{Command, Event, Topic};
+use weir_meta::replication::{truncation_step, EpochCache, FollowerTracker, PartitionRegistration};
+use weir_storage::log::{PartitionId, PartitionState};
+
+use super::Broker;
+
+/// A follower's fetch from a partition leader.
+pub const RPC_REPLICA_FETCH: u8 = 20;
+/// Longest a leader holds a follower's fetch when it has nothing new.
+const REPLICA_FETCH_WAIT_MS: u32 = 500;
+/// Most bytes of batches one replica fetch answer carries.
+const REPLICA_FETCH_BYTES_MAX: u32 = 8 * 1024 * 1024;
+/// A follower's pause after a failed fetch (leader unreachable, or not leading yet).
+const REPLICA_FETCH_BACKOFF: Duration = Duration::from_millis(100);
+/// Kafka's `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+pub const REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
+/// How long a leader waits after a refused AlterPartition before proposing another.
+const ALTER_PARTITION_BACKOFF: Duration = Duration::from_millis(500);
+/// How long an `acks=all` produce waits for the in-sync replicas.
+const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// This broker's replication roles and the tasks that carry them out.
+#[derive(Default)]
+pub struct Replication {
+    /// Partitions led here, with followers to track.
+    leading: Mutex<HashMap<PartitionId, Arc<Mutex<Led>>>>,
+    /// Partitions followed here: their leader and its epoch.
+    following: Mutex<HashMap<PartitionId, (u64, i32)>>,
+    /// The fetcher task of each leader followed.
+    fetchers: Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>,
+    /// The high-watermark and ISR task of each led partition.
+    keepers: Mutex<HashMap<PartitionId, tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Replication {
+    fn drop(&mut self) {
+        for (_, task) in self.fetchers.get_mut().unwrap_or_else(|e| e.into_inner()).drain() {
+            task.abort();
+        }
+        for (_, task) in self.keepers.get_mut().unwrap_or_else(|e| e.into_inner()).drain() {
+            task.abort();
+        }
+    }
+}
+
+impl Replication {
+    /// Whether this broker has taken up the leadership of `id` (in a cluster).
+    pub fn leads(&self, id: PartitionId) -> bool {
+        lock(&self.leading).contains_key(&id)
+    }
+}
+
+/// A partition this broker leads, in one leader epoch.
+struct Led {
+    topic: String,
+    registration: PartitionRegistration,
+    tracker: FollowerTracker,
+    /// An AlterPartition of this partition is on its way to the controller.
+    altering: bool,
+    /// No AlterPartition is proposed before this (after one was refused).
+    quiet_until: Option<Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(weir_sdk::now_ms()).unwrap_or(0)
+}
+
+#[derive(Serialize, Deserialize)]
+struct FetchRequest {
+    replica: u64,
+    partitions: Vec<FetchPartition>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FetchPartition {
+    topic_id: u64,
+    partition: u32,
+    fetch_offset: i64,
+    leader_epoch: i32,
+    /// The epoch of the follower's last batch: the leader checks the follower's log ends
+    /// where its own log of that epoch does.
+    last_fetched_epoch: Option<i32>,
+}
+
+/// A partition's answer; its batches follow the JSON header, `batch_bytes` long each.
+#[derive(Serialize, Deserialize)]
+struct Fetched {
+    topic_id: u64,
+    partition: u32,
+    error: Option<WireError>,
+    high_watermark: i64,
+    /// The follower's log diverged: the leader's (epoch, end offset of it) for its
+    /// `last_fetched_epoch`; `(-1, -1)` when the leader holds no epoch that old.
+    diverging: Option<(i32, i64)>,
+    batch_bytes: Vec<u32>,
+}
+
+fn encode(answers: Vec<(Fetched, Vec<Bytes>)>) -> Vec<u8> {
+    let (headers, batches): (Vec<Fetched>, Vec<Vec<Bytes>>) = answers.into_iter().unzip();
+    let header = serde_json::to_vec(&headers).unwrap_or_default();
+    let mut out = Vec::with_capacity(4 + header.len() + batches.iter().flatten().map(Bytes::len).sum::<usize>());
+    out.extend_from_slice(&u32::try_from(header.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&header);
+    for batch in batches.iter().flatten() {
+        out.extend_from_slice(batch);
+    }
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<Vec<(Fetched, Vec<Bytes>)>> {
+    let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let headers: Vec<Fetched> = serde_json::from_slice(bytes.get(4..4usize.checked_add(length)?)?).ok()?;
+    let mut rest = Bytes::copy_from_slice(&bytes[4 + length..]);
+    let mut out = Vec::with_capacity(headers.len());
+    for h in headers {
+        let mut batches = Vec::with_capacity(h.batch_bytes.len());
+        for len in &h.batch_bytes {
+            let len = *len as usize;
+            if len > rest.len() {
+                return None;
+            }
+            batches.push(rest.split_to(len));
+        }
+        out.push((h, batches));
+    }
+    rest.is_empty().then_some(out)
+}
+
+/// Brings this broker's roles in line with the controller's registrations: leads the
+/// partitions it is leader of (stamping their epoch on appends), follows the others it
+/// replicates, and starts or stops the tasks that go with them.
+pub fn reconcile(broker: &Broker) {
+    let me = broker.config.node_id;
+    let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
+    let may_lead = broker.controller.may_lead();
+    let replication = &broker.replication;
+    let mut wanted_leading = BTreeSet::new();
+    let mut wanted_following = HashMap::new();
+    for topic in &topics {
+        for (partition, registration) in topic.assignment.iter().enumerate() {
+            if !registration.replicas.contains(&me) {
+                continue;
+            }
+            let id = PartitionId { topic_id: topic.id, partition: u32::try_from(partition).unwrap_or(u32::MAX) };
+            let state = match broker.log.partition(id).map_or_else(|| broker.log.open_partition(id), Ok) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(topic = %topic.name, partition, error = %e, "cannot open a replica");
+                    continue;
+                }
+            };
+            match registration.leader {
+                // Led here by a registration of this broker that is not live (this process
+                // has not registered yet, or was fenced): not taken up.
+                Some(leader) if leader == me && !may_lead => state.follow(),
+                Some(leader) if leader == me => {
+                    wanted_leading.insert(id);
+                    let mut leading = lock(&replication.leading);
+                    let current = leading.get(&id).cloned();
+                    match current {
+                        Some(led) if lock(&led).registration.leader_epoch == registration.leader_epoch => {
+                            let mut led = lock(&led);
+                            if led.registration != *registration {
+                                led.tracker.isr = registration.isr.clone();
+                                led.registration = registration.clone();
+                                // A smaller ISR may let the high watermark move at once.
+                                let hw = led.tracker.advance_high_watermark(state.end_offset());
+                                state.set_high_watermark(hw);
+                            }
+                        }
+                        _ => {
+                            state.lead(registration.leader_epoch, registration.replicas.len() > 1);
+                            let tracker = FollowerTracker::new(
+                                me,
+                                registration,
+                                state.end_offset(),
+                                state.high_watermark(),
+                                now_ms(),
+                            );
+                            let led = Arc::new(Mutex::new(Led {
+                                topic: topic.name.clone(),
+                                registration: registration.clone(),
+                                tracker,
+                                altering: false,
+                                quiet_until: None,
+                            }));
+                            leading.insert(id, led.clone());
+                            tracing::info!(topic = %topic.name, partition, epoch = registration.leader_epoch, isr = ?registration.isr, "leading partition");
+                            if registration.replicas.len() > 1 {
+                                let task = tokio::spawn(keep_led_partition(broker.clone(), id, state.clone(), led));
+                                if let Some(old) = lock(&replication.keepers).insert(id, task) {
+                                    old.abort();
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(leader) => {
+                    state.follow();
+                    wanted_following.insert(id, (leader, registration.leader_epoch));
+                }
+                None => state.follow(),
+            }
+        }
+    }
+    {
+        let mut leading = lock(&replication.leading);
+        leading.retain(|id, _| wanted_leading.contains(id));
+        lock(&replication.keepers).retain(|id, task| {
+            let keep = wanted_leading.contains(id);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+    let leaders: BTreeSet<u64> = wanted_following.values().map(|(leader, _)| *leader).collect();
+    {
+        let mut following = lock(&replication.following);
+        for (id, (leader, epoch)) in &wanted_following {
+            if following.get(id) != Some(&(*leader, *epoch)) {
+                tracing::info!(topic_id = id.topic_id, partition = id.partition, leader, epoch, "following partition");
+            }
+        }
+        *following = wanted_following;
+    }
+    let mut fetchers = lock(&replication.fetchers);
+    fetchers.retain(|leader, task| {
+        let keep = leaders.contains(leader) && !task.is_finished();
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for leader in leaders {
+        fetchers.entry(leader).or_insert_with(|| tokio::spawn(fetch_from(broker.clone(), leader)));
+    }
+}
+
+/// Keeps this broker's roles in line with the controller's registrations until `stop`.
+pub async fn run_replication(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut events = broker.controller.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        reconcile(&broker);
+        tokio::select! {
+            _ = events.recv() => {}
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    let replication = &broker.replication;
+    for (_, task) in lock(&replication.fetchers).drain() {
+        task.abort();
+    }
+    for (_, task) in lock(&replication.keepers).drain() {
+        task.abort();
+    }
+    lock(&replication.leading).clear();
+}
+
+/// The leader's side of one led partition with followers: moves its high watermark as its own
+/// log grows (the ISR may be the leader alone) and drops followers that fall behind from the
+/// ISR. Ends when the partition is no longer led in this epoch (the task is aborted).
+async fn keep_led_partition(broker: Broker, id: PartitionId, state: Arc<PartitionState>, led: Arc<Mutex<Led>>) {
+    let mut end = state.subscribe_end();
+    let tick = Duration::from_millis(REPLICA_LAG_TIME_MAX_MS / 4);
+    loop {
+        let shrink = {
+            let mut led = lock(&led);
+            let hw = led.tracker.advance_high_watermark(state.end_offset());
+            state.set_high_watermark(hw);
+            led.tracker.maybe_shrink(now_ms(), REPLICA_LAG_TIME_MAX_MS)
+        };
+        if let Some(isr) = shrink {
+            alter_isr(&broker, id, &led, isr);
+        }
+        let _ = tokio::time::timeout(tick, end.changed()).await;
+    }
+}
+
+/// Proposes a new ISR for a led partition (one proposal at a time per partition).
+fn alter_isr(broker: &Broker, id: PartitionId, led: &Arc<Mutex<Led>>, isr: BTreeSet<u64>) {
+    let command = {
+        let mut guard = lock(led);
+        if guard.altering || guard.registration.isr == isr || guard.quiet_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        guard.altering = true;
+        tracing::info!(topic = %guard.topic, partition = id.partition, from = ?guard.registration.isr, to = ?isr, "proposing an ISR change");
+        Command::AlterPartition {
+            topic_id: id.topic_id,
+            partition: id.partition,
+            leader: broker.config.node_id,
+            leader_epoch: guard.registration.leader_epoch,
+            partition_epoch: guard.registration.partition_epoch,
+            isr,
+        }
+    };
+    let (broker, led) = (broker.clone(), led.clone());
+    tokio::spawn(async move {
+        let outcome = broker.controller.propose(command).await;
+        let mut guard = lock(&led);
+        guard.altering = false;
+        match outcome {
+            Ok(Event::PartitionAltered { registration, .. })
+                if registration.leader_epoch == guard.registration.leader_epoch
+                    && registration.partition_epoch > guard.registration.partition_epoch =>
+            {
+                guard.tracker.isr = registration.isr.clone();
+                guard.registration = registration;
+                if let Some(state) = broker.log.partition(id) {
+                    let hw = guard.tracker.advance_high_watermark(state.end_offset());
+                    state.set_high_watermark(hw);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::info!(partition = id.partition, error = %e, "ISR change refused");
+                guard.quiet_until = Some(Instant::now() + ALTER_PARTITION_BACKOFF);
+            }
+        }
+    });
+}
+
+impl Broker {
+    /// Answers a follower's fetch (`RPC_REPLICA_FETCH`) for partitions this broker leads:
+    /// checks its leader epoch and its log's divergence, records how far it has come (which
+    /// may move the high watermark and grow the ISR), and returns the batches from its log
+    /// end, long-polling while there are none.
+    pub async fn answer_replica_fetch(&self, body: Vec<u8>) -> Vec<u8> {
+        let request: FetchRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(_) => return encode(Vec::new()),
+        };
+        let deadline = Instant::now() + Duration::from_millis(u64::from(REPLICA_FETCH_WAIT_MS));
+        loop {
+            let mut watchers = Vec::new();
+            let mut answers = Vec::with_capacity(request.partitions.len());
+            let mut room = REPLICA_FETCH_BYTES_MAX as usize;
+            let mut worth_answering = false;
+            for p in &request.partitions {
+                let (answer, batches, watcher) = self.replica_fetch_partition(request.replica, p, room);
+                room = room.saturating_sub(batches.iter().map(Bytes::len).sum());
+                worth_answering |= !batches.is_empty() || answer.error.is_some() || answer.diverging.is_some();
+                watchers.extend(watcher);
+                answers.push((answer, batches));
+            }
+            let now = Instant::now();
+            if worth_answering || now >= deadline || watchers.is_empty() {
+                return encode(answers);
+            }
+            let changed = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+            let _ = tokio::time::timeout(deadline - now, changed).await;
+        }
+    }
+
+    fn replica_fetch_partition(
+        &self,
+        replica: u64,
+        p: &FetchPartition,
+        room: usize,
+    ) -> (Fetched, Vec<Bytes>, Option<tokio::sync::watch::Receiver<i64>>) {
+        let id = PartitionId { topic_id: p.topic_id, partition: p.partition };
+        let mut answer = Fetched {
+            topic_id: p.topic_id,
+            partition: p.partition,
+            error: None,
+            high_watermark: -1,
+            diverging: None,
+            batch_bytes: Vec::new(),
+        };
+        let refuse = |mut answer: Fetched, code, why: String| {
+            answer.error = Some(WireError::new(code, why));
+            (answer, Vec::new(), None)
+        };
+        let Some(led) = lock(&self.replication.leading).get(&id).cloned() else {
+            return refuse(
+                answer,
+                ErrorCode::NotLeaderOrFollower,
+                format!("broker {} does not lead {id:?}", self.config.node_id),
+            );
+        };
+        let epoch = lock(&led).registration.leader_epoch;
+        if p.leader_epoch < epoch {
+            return refuse(
+                answer,
+                ErrorCode::FencedLeaderEpoch,
+                format!("leader epoch {} is older than {epoch}", p.leader_epoch),
+            );
+        }
+        if p.leader_epoch > epoch {
+            return refuse(
+                answer,
+                ErrorCode::UnknownLeaderEpoch,
+                format!("leader epoch {} is newer than {epoch}", p.leader_epoch),
+            );
+        }
+        let Some(state) = self.log.partition(id) else {
+            return refuse(answer, ErrorCode::NotLeaderOrFollower, format!("{id:?} is not open here"));
+        };
+        let log_end = state.end_offset();
+        // Does the follower's log end where the leader's log of its last epoch ends?
+        if let Some(last) = p.last_fetched_epoch {
+            let cache = EpochCache { entries: state.epochs() };
+            match cache.end_offset_for(last, log_end) {
+                Some((held, end)) if held == last && end >= p.fetch_offset => {}
+                Some((held, end)) => {
+                    answer.diverging = Some((held, end));
+                    return (answer, Vec::new(), None);
+                }
+                None => {
+                    answer.diverging = Some((-1, -1));
+                    return (answer, Vec::new(), None);
+                }
+            }
+        }
+        if p.fetch_offset > log_end {
+            let latest = state.epochs().last().map_or(-1, |&(e, _)| e);
+            answer.diverging = Some((latest, log_end));
+            return (answer, Vec::new(), None);
+        }
+        let expand = {
+            let mut led = lock(&led);
+            led.tracker.on_fetch(replica, p.fetch_offset, log_end, now_ms());
+            let hw = led.tracker.advance_high_watermark(log_end);
+            state.set_high_watermark(hw);
+            led.tracker.maybe_expand(replica)
+        };
+        if let Some(isr) = expand {
+            alter_isr(self, id, &led, isr);
+        }
+        answer.high_watermark = state.high_watermark();
+        match self.log.read_replica(&state, p.fetch_offset, room) {
+            Ok(batches) => {
+                answer.batch_bytes = batches.iter().map(|b| u32::try_from(b.len()).unwrap_or(u32::MAX)).collect();
+                let watcher = batches.is_empty().then(|| state.subscribe_end());
+                (answer, batches, watcher)
+            }
+            Err(e) => {
+                answer.error = Some(e);
+                (answer, Vec::new(), None)
+            }
+        }
+    }
+
+    /// Before an `acks=all` append to a partition led here with followers: refused when
+    /// fewer replicas are in sync than the topic's `min.insync.replicas`. Returns the led
+    /// partition's leader epoch (`None`: not replicated, nothing to wait for).
+    pub(super) fn check_insync(&self, topic: &Topic, id: PartitionId) -> Result<Option<i32>, WireError> {
+        let Some(led) = lock(&self.replication.leading).get(&id).cloned() else { return Ok(None) };
+        let led = lock(&led);
+        if led.registration.replicas.len() <= 1 {
+            return Ok(None);
+        }
+        let (insync, min) = (led.registration.isr.len(), topic.min_insync_replicas());
+        if insync < min {
+            return Err(WireError::new(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "partition {} of topic {:?} has {insync} in-sync replicas {:?}, fewer than its min.insync.replicas = {min}",
+                    id.partition, topic.name, led.registration.isr
+                ),
+            ));
+        }
+        Ok(Some(led.registration.leader_epoch))
+    }
+
+    /// Waits until the high watermark of a led partition reaches `end` (every in-sync replica
+    /// has the records below it). Fails when the ISR falls below `min_insync`, when this broker
+    /// stops leading in `epoch`, or after [`ACKS_ALL_TIMEOUT`].
+    pub(super) fn await_replicas(
+        &self,
+        id: PartitionId,
+        epoch: i32,
+        end: i64,
+        min_insync: usize,
+    ) -> impl std::future::Future<Output = Result<(), WireError>> + Send + 'static {
+        let replication = self.replication.clone();
+        let state = self.log.partition(id);
+        async move {
+            let Some(state) = state else { return Ok(()) };
+            let mut hw = state.subscribe();
+            let deadline = tokio::time::Instant::now() + ACKS_ALL_TIMEOUT;
+            loop {
+                if *hw.borrow_and_update() >= end {
+                    return Ok(());
+                }
+                let led = lock(&replication.leading).get(&id).cloned();
+                let Some(led) = led.filter(|l| lock(l).registration.leader_epoch == epoch) else {
+                    return Err(WireError::new(
+                        ErrorCode::NotLeaderOrFollower,
+                        format!("partition {} changed leader before its replicas had the records", id.partition),
+                    ));
+                };
+                let insync = lock(&led).registration.isr.len();
+                if insync < min_insync {
+                    return Err(WireError::new(
+                        ErrorCode::NotEnoughReplicasAfterAppend,
+                        format!(
+                            "partition {}: the in-sync replicas fell to {insync}, below min.insync.replicas = {min_insync}, before they had the records",
+                            id.partition
+                        ),
+                    ));
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(WireError::new(
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "partition {}: the in-sync replicas did not have the records within {ACKS_ALL_TIMEOUT:?}",
+                            id.partition
+                        ),
+                    ));
+                }
+                let wait = (deadline - now).min(Duration::from_millis(100));
+                let _ = tokio::time::timeout(wait, hw.changed()).await;
+            }
+        }
+    }
+}
+
+/// A follower's fetcher for every partition it follows on `leader`: fetches from each one's
+/// log end, truncates a diverged tail first, appends what the leader sends and takes its high
+/// watermark. Ends when this broker follows nothing on `leader` any more.
+async fn fetch_from(broker: Broker, leader: u64) {
+    let me = broker.config.node_id;
+    loop {
+        let followed: Vec<(PartitionId, i32, Arc<PartitionState>)> = lock(&broker.replication.following)
+            .iter()
+            .filter(|(_, (l, _))| *l == leader)
+            .filter_map(|(id, (_, epoch))| broker.log.partition(*id).map(|s| (*id, *epoch, s)))
+            .collect();
+        if followed.is_empty() {
+            return;
+        }
+        let request = FetchRequest {
+            replica: me,
+            partitions: followed
+                .iter()
+                .map(|(id, epoch, state)| FetchPartition {
+                    topic_id: id.topic_id,
+                    partition: id.partition,
+                    fetch_offset: state.end_offset(),
+                    leader_epoch: *epoch,
+                    last_fetched_epoch: state.epochs().last().map(|&(e, _)| e),
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&request).unwrap_or_default();
+        let timeout = Duration::from_millis(u64::from(REPLICA_FETCH_WAIT_MS)) + Duration::from_secs(5);
+        let answers = match broker.controller.ask(leader, RPC_REPLICA_FETCH, &body, timeout).await {
+            Ok(bytes) => decode(&bytes),
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "replica fetch failed");
+                None
+            }
+        };
+        let Some(answers) = answers else {
+            tokio::time::sleep(REPLICA_FETCH_BACKOFF).await;
+            continue;
+        };
+        let mut backoff = false;
+        for (answer, batches) in answers {
+            let id = PartitionId { topic_id: answer.topic_id, partition: answer.partition };
+            let Some((_, epoch, state)) = followed.iter().find(|(f, _, _)| *f == id) else { continue };
+            // Still following this leader in this epoch?
+            if lock(&broker.replication.following).get(&id) != Some(&(leader, *epoch)) {
+                continue;
+            }
+            if let Err(e) = copy(&broker, state, answer, batches).await {
+                tracing::debug!(leader, partition = id.partition, error = %e, "replica fetch of a partition failed");
+                backoff = true;
+            }
+        }
+        if backoff {
+            tokio::time::sleep(REPLICA_FETCH_BACKOFF).await;
+        }
+    }
+}
+
+/// Applies one partition's answer to a follower's fetch.
+async fn copy(
+    broker: &Broker,
+    state: &Arc<PartitionState>,
+    answer: Fetched,
+    batches: Vec<Bytes>,
+) -> Result<(), WireError> {
+    if let Some(e) = answer.error {
+        return Err(e);
+    }
+    if let Some((epoch, end)) = answer.diverging {
+        let leader_answer = (epoch >= 0).then_some((epoch, end));
+        let step = truncation_step(&EpochCache { entries: state.epochs() }, state.end_offset(), leader_answer);
+        tracing::info!(
+            partition = state.id.partition,
+            to = step.offset,
+            log_end = state.end_offset(),
+            "truncating a diverged replica"
+        );
+        broker.log.truncate(state.clone(), step.offset).await?;
+        return Ok(());
+    }
+    if !batches.is_empty() {
+        let parsed = batches.into_iter().map(|b| validate_batch(&b).map(|h| (h, b))).collect::<Result<Vec<_>, _>>()?;
+        let fsync = broker
+            .controller
+            .state()
+            .topics
+            .values()
+            .find(|t| t.id == state.id.topic_id)
+            .is_some_and(|t| t.config.flush == FlushMode::Always);
+        broker.log.append_replica(state.clone(), parsed, fsync).await?;
+    }
+    state.set_high_watermark(answer.high_watermark);
+    Ok(())
+}
