@@ -425,7 +425,7 @@ async fn partition_sender(
             Frame::new(FrameKind::Produce, &request, payload)
         });
         let first_attempt = match &frame {
-            Ok(frame) => Some(client.send_request(frame).await),
+            Ok(frame) => Some(send_within(&client, &config, frame).await),
             Err(_) => None,
         };
         let (client, config, tp, done) = (client.clone(), config.clone(), tp.clone(), done.clone());
@@ -461,7 +461,7 @@ async fn finish_batch(
     let deadline = Instant::now() + config.delivery_timeout;
     let mut attempt = match first {
         Ok(_) if config.acks == Acks::None => return Ok(-1),
-        Ok(pending) => read_produce_response(pending).await,
+        Ok(pending) => read_within(config, pending, deadline).await,
         Err(e) => Err(e),
     };
     loop {
@@ -473,12 +473,39 @@ async fn finish_batch(
             }
             Err(e) => return Err(e),
         }
-        attempt = match client.send_request(frame).await {
+        attempt = match send_within(client, config, frame).await {
             Ok(_) if config.acks == Acks::None => return Ok(-1),
-            Ok(pending) => read_produce_response(pending).await,
+            Ok(pending) => read_within(config, pending, deadline).await,
             Err(e) => Err(e),
         };
     }
+}
+
+/// How long past the broker's own `request_timeout_ms` the producer waits for an answer
+/// before it counts the attempt as timed out (a broker or connection that went quiet).
+const ANSWER_SLACK: Duration = Duration::from_secs(5);
+
+fn timed_out(what: &str, after: Duration) -> ClientError {
+    ClientError::Broker(crate::WireError::new(ErrorCode::RequestTimedOut, format!("{what} within {after:?}")))
+}
+
+/// Opens a produce request's stream and writes it, within the request timeout (a stream can
+/// wait for credit on a connection whose peer went away).
+async fn send_within(client: &Client, config: &ProducerConfig, frame: &Frame) -> Result<PendingResponse, ClientError> {
+    let within = Duration::from_millis(u64::from(config.request_timeout_ms)) + ANSWER_SLACK;
+    tokio::time::timeout(within, client.send_request(frame))
+        .await
+        .unwrap_or_else(|_| Err(timed_out("the produce request could not be sent", within)))
+}
+
+/// Reads a produce answer within the request timeout (and the delivery deadline): a retriable
+/// timeout otherwise, so no batch waits on a broker for ever.
+async fn read_within(config: &ProducerConfig, pending: PendingResponse, deadline: Instant) -> Result<i64, ClientError> {
+    let within = (Duration::from_millis(u64::from(config.request_timeout_ms)) + ANSWER_SLACK)
+        .min(deadline.saturating_duration_since(Instant::now()));
+    tokio::time::timeout(within, read_produce_response(pending))
+        .await
+        .unwrap_or_else(|_| Err(timed_out("no answer to the produce request", within)))
 }
 
 /// Whether a failed attempt is worth another. For an idempotent producer an out-of-order

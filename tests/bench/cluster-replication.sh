@@ -11,7 +11,9 @@
 #  3. catch-up: a follower is SIGKILLed, CATCHUP_MB of records are written without it, it is
 #     restarted, and the time until its log ends where the leader's does gives its catch-up rate.
 # Usage: tests/bench/cluster-replication.sh [ROUNDS] [COUNT] [FAILOVERS] [CATCHUP_MB] [WEIR_BINARY]
-# (default 3 rounds of 200,000 records of 1 KiB, 10 failovers, 1024 MB, target/release/weir).
+# (default 3 rounds of 200,000 records of 1 KiB, 10 failovers, 1024 MB, target/release/weir;
+# 0 skips a part). SESSION_MS sets the brokers' broker_session_timeout_ms (default 9000): a
+# SIGKILLed leader is replaced once the controller fences it, so failover takes about that.
 # Ports 174xx..177xx. Needs python3 with confluent-kafka (tests/run-all.sh installs it).
 set -euo pipefail
 rounds=${1:-3}
@@ -22,9 +24,15 @@ weir=${5:-target/release/weir}
 [ -x "$weir" ] || { echo "build it first: cargo build --release -p weir-cli --bin weir" >&2; exit 1; }
 dir=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  [ -n "${KEEP_LOGS:-}" ] && mkdir -p "$KEEP_LOGS" && cp "$dir"/log* "$KEEP_LOGS"/
+  rm -rf "$dir"
+}
 trap cleanup EXIT
 source "$(dirname "$0")/cluster-lib.sh"
+serve_args=()
+[ -n "${SESSION_MS:-}" ] && serve_args=(--broker-session-timeout-ms "$SESSION_MS")
 start_cluster "$dir"
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime, in clock ticks
 ticks=$(getconf CLK_TCK)
@@ -40,14 +48,18 @@ restart() {  # node $1 again, same ports and data
   pids[i-1]=$!
   disown $!
 }
+live3() {  # node 1 lists three live brokers
+  [ "$(on 1 cluster status --json 2>/dev/null | python3 -c 'import json,sys; print(sum(1 for b in json.load(sys.stdin)["brokers"] if not b["fenced"]))' 2>/dev/null)" = 3 ]
+}
+for _ in $(seq 1 600); do live3 && break; sleep 0.1; done
 in_sync() {  # topic $1's partition 0 has all 3 replicas in its ISR, as node $2 sees it
   local isr
   isr=$(describe "$2" "$1" 2>/dev/null | awk '{print $3}')
   [ "$(echo "$isr" | tr ',' '\n' | grep -c .)" = 3 ]
 }
 
-echo "== produce, acks=all: replication factor 1 vs 3 (min.insync.replicas=2), client on the leader"
-on 1 bench baseline --count "$count" --baseline | sed 's/^/  /'
+[ "$rounds" -gt 0 ] && echo "== produce, acks=all: replication factor 1 vs 3 (min.insync.replicas=2), client on the leader"
+[ "$rounds" -gt 0 ] && on 1 bench baseline --count "$count" --baseline | sed 's/^/  /'
 for round in $(seq 1 "$rounds"); do
   for rf in 1 3; do
     topic=rf$rf-$round
@@ -67,8 +79,8 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-echo "== failover: leader SIGKILL to the first acks=all acknowledgement after it ($failovers runs)"
-on 1 topic create failover --partitions 1 --replication-factor 3 >/dev/null
+[ "$failovers" -gt 0 ] && echo "== failover: leader SIGKILL to the first acks=all acknowledgement after it ($failovers runs, session ${SESSION_MS:-9000} ms)"
+[ "$failovers" -gt 0 ] && on 1 topic create failover --partitions 1 --replication-factor 3 >/dev/null
 for run in $(seq 1 "$failovers"); do
   for _ in $(seq 1 300); do in_sync failover 1 && break; sleep 0.1; done
   leader=$(describe 1 failover | awk '{print $1}')
@@ -98,6 +110,8 @@ print(f"leader node {leader} killed; first acknowledgement after {1000 * (min(af
 PY
   restart "$leader"
 done
+[ "$catchup_mb" -gt 0 ] || exit 0
+for _ in $(seq 1 600); do live3 && break; sleep 0.1; done
 
 echo "== catch-up: a follower down for $catchup_mb MB of writes"
 on 1 topic create catchup --partitions 1 --replication-factor 3 --config retention.ms=-1 >/dev/null
@@ -106,7 +120,8 @@ leader=$(describe 1 catchup | awk '{print $1}')
 follower=$(( leader % 3 + 1 ))
 kill -9 "${pids[follower-1]}"
 records=$(( catchup_mb * 1024 ))
-on "$leader" bench produce --topic catchup --count "$records" --record-bytes 1024 --acks all 2>&1 | grep -m1 'records of' | sed 's/^/  written without it: /'
+out=$(on "$leader" bench produce --topic catchup --count "$records" --record-bytes 1024 --acks all 2>&1)
+echo "$out" | grep -m1 'records of' | sed 's/^/  written without it (acks=all; the first seconds wait for the ISR to drop it): /'
 target=$(describe "$leader" catchup | awk '{print $5}')
 restart "$follower"
 started=$(date +%s.%N)

@@ -834,7 +834,10 @@ async fn replicated_partitions_keep_every_acknowledged_record_through_leader_sig
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (acked, failed) = writer.await.unwrap();
+    let (acked, failed) = tokio::time::timeout(Duration::from_secs(120), writer)
+        .await
+        .expect("the producer's deliveries did not all end within 120 s")
+        .unwrap();
     let ends = await_in_sync(&cluster, &[0, 1, 2], "r", "after the faults").await;
     eprintln!("timeline:\n{}", timeline.join("\n"));
     assert!(
@@ -1040,7 +1043,12 @@ async fn jepsen_acknowledged_writes_survive_kills_stops_and_a_wiped_replica() {
     // The producers finish; the replicas settle.
     let output = tokio::task::spawn_blocking(move || python.wait_with_output()).await.unwrap().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let rust = rust_producer.await.unwrap();
+    // Every delivery ends within its 30 s delivery timeout: a producer still waiting after
+    // that hangs, which fails the run rather than the CI's clock.
+    let rust = tokio::time::timeout(Duration::from_secs(120), rust_producer)
+        .await
+        .expect("the Rust producer's deliveries did not all end within 120 s")
+        .unwrap();
     note(&mut timeline, "producers done".into());
     assert!(
         output.status.success(),
@@ -1124,4 +1132,123 @@ async fn jepsen_acknowledged_writes_survive_kills_stops_and_a_wiped_replica() {
     );
     assert!(hit_leaders >= 2, "the faults hit {hit_leaders} partition leaders");
     assert_eq!((lost, duplicates, inconsistent, out_of_order), (0, 0, 0, 0));
+}
+
+/// As Kafka's replication tests do: the leader of a partition of three replicas is bounced
+/// five times in a row, cleanly (SIGINT: it hands its leadership to an in-sync replica before
+/// it stops) and hard (SIGKILL), alternating, while an idempotent and a plain producer write
+/// with acks=all through a broker that stays up; every acknowledged record is then read at the
+/// offset it was acknowledged with (the plain producer may have written a retried record twice;
+/// the idempotent one never).
+/// Waits until every partition of `topic` has a leader and all its replicas in its ISR, as
+/// node 1 sees it (the logs may still be moving).
+async fn await_full_isr(cluster: &Cluster, topic: &str, what: &str) {
+    wait_until(Duration::from_secs(60), what, || async move {
+        replica_views(cluster, 0, topic)
+            .await
+            .is_some_and(|v| v.iter().all(|p| p.0.is_some() && p.2.len() == p.1.len()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_bounced_five_times_cleanly_and_hard_loses_no_acknowledged_record() {
+    let mut cluster = Cluster::start_with(3, &["--broker-session-timeout-ms", "3000"]);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    cluster.admin(0).await.create_replicated_topic("bounce", 1, 3, TopicConfig::default()).await.unwrap();
+    await_in_sync(&cluster, &[0, 1, 2], "bounce", "a new topic").await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (prefix, idempotent) in [("idem", true), ("plain", false)] {
+        let (stop, client) = (stop.clone(), cluster.nodes[0].client().await);
+        writers.push(tokio::spawn(async move {
+            let config = weir_sdk::ProducerConfig {
+                enable_idempotence: idempotent,
+                delivery_timeout: Duration::from_secs(30),
+                ..Default::default()
+            };
+            let producer = weir_sdk::Producer::new(client, config);
+            let mut deliveries = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 20_000 {
+                let value = format!("{prefix}-{i}");
+                let record = weir_sdk::Record { value: Some(value.clone().into()), ..Default::default() };
+                deliveries.push((value, producer.send("bounce", Some(0), record).await.unwrap()));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut acked = Vec::new();
+            for (value, delivery) in deliveries {
+                if let Ok(d) = delivery.await {
+                    acked.push((d.offset, value));
+                }
+            }
+            acked
+        }));
+    }
+    let mut bounced = Vec::new();
+    for round in 0..5 {
+        let leader = loop {
+            let views = replica_views(&cluster, 0, "bounce").await.expect("node 1 answers");
+            match views[0].0 {
+                Some(l) if l != 1 => break l as usize - 1,
+                // The producers' broker is not bounced: move leadership off it first.
+                Some(_) => {
+                    cluster.nodes[0].stop();
+                    cluster.nodes[0].relaunch();
+                    cluster.nodes[0].await_listeners();
+                    await_full_isr(&cluster, "bounce", "node 1 back in the ISR").await;
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let clean = round % 2 == 0;
+        let stopped = Instant::now();
+        if clean {
+            cluster.nodes[leader].stop();
+        } else {
+            cluster.nodes[leader].kill9();
+        }
+        wait_until(Duration::from_secs(30), "a new leader", || {
+            let cluster = &cluster;
+            async move {
+                replica_views(cluster, 0, "bounce")
+                    .await
+                    .is_some_and(|v| v[0].0.is_some_and(|l| l != leader as u64 + 1))
+            }
+        })
+        .await;
+        bounced.push(format!(
+            "{} bounce of node {}: new leader after {} ms",
+            if clean { "clean" } else { "hard" },
+            leader + 1,
+            stopped.elapsed().as_millis()
+        ));
+        cluster.nodes[leader].relaunch();
+        cluster.nodes[leader].await_listeners();
+        await_full_isr(&cluster, "bounce", "the bounced broker back in the ISR").await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for writer in writers {
+        let done = tokio::time::timeout(Duration::from_secs(120), writer).await;
+        acked.extend(done.expect("a producer's deliveries did not all end within 120 s").unwrap());
+    }
+    let ends = await_in_sync(&cluster, &[0, 1, 2], "bounce", "after the bounces").await;
+    let stored: std::collections::HashMap<i64, String> =
+        drain_replica(&cluster, 0, "bounce", 0, ends[0]).await.into_iter().collect();
+    let lost: Vec<_> = acked.iter().filter(|(o, v)| stored.get(o) != Some(v)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let idempotent_duplicates = stored.values().filter(|v| v.starts_with("idem-") && !seen.insert(*v)).count();
+    eprintln!(
+        "bounces:\n{}\nacknowledged {}, stored {}, lost {}, idempotent duplicates {idempotent_duplicates}",
+        bounced.join("\n"),
+        acked.len(),
+        stored.len(),
+        lost.len()
+    );
+    assert!(acked.len() > 200, "a vacuous run: {} acknowledged", acked.len());
+    assert!(lost.is_empty(), "acknowledged but lost: {:?}", &lost[..lost.len().min(10)]);
+    assert_eq!(idempotent_duplicates, 0);
 }

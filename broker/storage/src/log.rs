@@ -1135,39 +1135,15 @@ impl Writer {
             })?)
         };
         for (header, bytes) in &job.batches {
-            if job.replica {
-                // A copy of the leader's log: offsets as the leader gave them, contiguous.
-                if header.base_offset != end {
-                    return Err(WireError::new(
-                        ErrorCode::CorruptBatch,
-                        format!(
-                            "replicated batch of partition {} starts at offset {} but the log ends at {end}",
-                            id.partition, header.base_offset
-                        ),
-                    ));
-                }
-                if header.producer_id >= 0 && header.base_sequence >= 0 {
-                    let pid = header.producer_id;
-                    let current = staged_producers
-                        .get(&pid)
-                        .or_else(|| producers.get(&(id, pid)))
-                        .or_else(|| self.producers.get(&(id, pid)));
-                    let last_sequence = header.base_sequence.wrapping_add(header.last_offset_delta);
-                    let state = ProducerState::record(
-                        current,
-                        header.producer_epoch,
-                        header.base_sequence,
-                        last_sequence,
-                        end,
-                        now_ms,
-                    );
-                    staged_producers.insert(pid, state);
-                }
-                base.get_or_insert(end);
-                batches.push((end, bytes.to_vec(), header.max_timestamp, header.partition_leader_epoch.max(0)));
-                end += header.offset_count();
-                added += header.total_bytes as u64;
-                continue;
+            // A copy of the leader's log: offsets as the leader gave them, contiguous.
+            if job.replica && header.base_offset != end {
+                return Err(WireError::new(
+                    ErrorCode::CorruptBatch,
+                    format!(
+                        "replicated batch of partition {} starts at offset {} but the log ends at {end}",
+                        id.partition, header.base_offset
+                    ),
+                ));
             }
             if header.producer_id >= 0 && header.base_sequence >= 0 {
                 let pid = header.producer_id;
@@ -1176,7 +1152,12 @@ impl Writer {
                     .get(&pid)
                     .or_else(|| producers.get(&(id, pid)))
                     .or_else(|| self.producers.get(&(id, pid)));
-                match idempotence::check(current, header.producer_epoch, header.base_sequence, last_sequence)? {
+                // A copied batch was checked by the leader: its state follows it as it is.
+                let verdict = match job.replica {
+                    true => Verdict::Append,
+                    false => idempotence::check(current, header.producer_epoch, header.base_sequence, last_sequence)?,
+                };
+                match verdict {
                     Verdict::Duplicate { base_offset } => {
                         tracing::debug!(
                             partition = id.partition,
@@ -1201,9 +1182,14 @@ impl Writer {
                 }
             }
             let mut stored = bytes.to_vec();
-            set_base_offset(&mut stored, end);
-            let epoch = epoch.unwrap_or(0);
-            set_partition_leader_epoch(&mut stored, epoch);
+            let epoch = match epoch {
+                Some(epoch) => {
+                    set_base_offset(&mut stored, end);
+                    set_partition_leader_epoch(&mut stored, epoch);
+                    epoch
+                }
+                None => header.partition_leader_epoch.max(0),
+            };
             debug_assert!(validate_batch(&stored).is_ok(), "batch stays valid with its assigned offset");
             // Invariant: offsets are dense and increasing; a batch is stored under its base offset.
             // (BatchHeader::parse refuses a negative last offset delta, so a count is at least 1.)

@@ -63,6 +63,12 @@ impl Drop for Replication {
     }
 }
 
+/// The ISR the high watermark counts: the registration's, and while a change is pending,
+/// also every member of the proposed one.
+fn maximal_isr(registered: &BTreeSet<u64>, pending: Option<&BTreeSet<u64>>) -> BTreeSet<u64> {
+    registered.union(pending.unwrap_or(registered)).copied().collect()
+}
+
 impl Replication {
     /// Whether this broker has taken up the leadership of `id` (in a cluster).
     pub fn leads(&self, id: PartitionId) -> bool {
@@ -75,8 +81,12 @@ struct Led {
     topic: String,
     registration: PartitionRegistration,
     tracker: FollowerTracker,
-    /// An AlterPartition of this partition is on its way to the controller.
-    altering: bool,
+    /// An AlterPartition of this partition is on its way to the controller, with the ISR it
+    /// proposes. Until it is decided the high watermark counts the union of that ISR and the
+    /// registration's (Kafka's maximal ISR): a replica being added counts at once, so the
+    /// records acknowledged from then on are on it too, and nothing acknowledged is missing
+    /// from it when it is in the ISR (and may lead); a replica being dropped counts until it is.
+    altering: Option<BTreeSet<u64>>,
     /// No AlterPartition is proposed before this (after one was refused).
     quiet_until: Option<Instant>,
 }
@@ -185,7 +195,7 @@ pub fn reconcile(broker: &Broker) {
                         Some(led) if lock(&led).registration.leader_epoch == registration.leader_epoch => {
                             let mut led = lock(&led);
                             if led.registration != *registration {
-                                led.tracker.isr = registration.isr.clone();
+                                led.tracker.isr = maximal_isr(&registration.isr, led.altering.as_ref());
                                 led.registration = registration.clone();
                                 // A smaller ISR may let the high watermark move at once.
                                 let hw = led.tracker.advance_high_watermark(state.end_offset());
@@ -205,7 +215,7 @@ pub fn reconcile(broker: &Broker) {
                                 topic: topic.name.clone(),
                                 registration: registration.clone(),
                                 tracker,
-                                altering: false,
+                                altering: None,
                                 quiet_until: None,
                             }));
                             leading.insert(id, led.clone());
@@ -307,10 +317,14 @@ async fn keep_led_partition(broker: Broker, id: PartitionId, state: Arc<Partitio
 fn alter_isr(broker: &Broker, id: PartitionId, led: &Arc<Mutex<Led>>, isr: BTreeSet<u64>) {
     let command = {
         let mut guard = lock(led);
-        if guard.altering || guard.registration.isr == isr || guard.quiet_until.is_some_and(|t| Instant::now() < t) {
+        if guard.altering.is_some()
+            || guard.registration.isr == isr
+            || guard.quiet_until.is_some_and(|t| Instant::now() < t)
+        {
             return;
         }
-        guard.altering = true;
+        guard.tracker.isr = maximal_isr(&guard.registration.isr, Some(&isr));
+        guard.altering = Some(isr.clone());
         tracing::info!(topic = %guard.topic, partition = id.partition, from = ?guard.registration.isr, to = ?isr, "proposing an ISR change");
         Command::AlterPartition {
             topic_id: id.topic_id,
@@ -325,7 +339,7 @@ fn alter_isr(broker: &Broker, id: PartitionId, led: &Arc<Mutex<Led>>, isr: BTree
     tokio::spawn(async move {
         let outcome = broker.controller.propose(command).await;
         let mut guard = lock(&led);
-        guard.altering = false;
+        guard.altering = None;
         match outcome {
             Ok(Event::PartitionAltered { registration, .. })
                 if registration.leader_epoch == guard.registration.leader_epoch
@@ -338,9 +352,10 @@ fn alter_isr(broker: &Broker, id: PartitionId, led: &Arc<Mutex<Led>>, isr: BTree
                     state.set_high_watermark(hw);
                 }
             }
-            Ok(_) => {}
+            Ok(_) => guard.tracker.isr = guard.registration.isr.clone(),
             Err(e) => {
                 tracing::info!(partition = id.partition, error = %e, "ISR change refused");
+                guard.tracker.isr = guard.registration.isr.clone();
                 guard.quiet_until = Some(Instant::now() + ALTER_PARTITION_BACKOFF);
             }
         }
