@@ -1020,12 +1020,14 @@ async fn create_topics(ctx: &KafkaContext, version: i16, r: CreateTopicsRequest)
                 continue;
             }
         };
+        // The factor the topic gets: the one asked for, else the broker's default of one.
+        let factor = i16::try_from(replication_factor.unwrap_or(1)).unwrap_or(i16::MAX);
         let new = NewTopic { name, partitions, replication_factor, config: entries, validate_only: r.validate_only };
         let outcome = ctx.broker.create_topic_as_asked(new).await.map_err(|e| (wire_code(&e), e.message));
         results.push(match outcome {
-            Ok(partitions) if version >= 5 => {
-                result.with_num_partitions(i32::try_from(partitions).unwrap_or(i32::MAX)).with_replication_factor(1)
-            }
+            Ok(partitions) if version >= 5 => result
+                .with_num_partitions(i32::try_from(partitions).unwrap_or(i32::MAX))
+                .with_replication_factor(factor),
             Ok(_) => result,
             Err((code, message)) => result.with_error_code(code).with_error_message(Some(s(message))),
         });
