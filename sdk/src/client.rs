@@ -341,6 +341,23 @@ impl Admin {
         Ok(self.client.call(FrameKind::DescribeTopic, &TopicNameRequest { name: name.into() }, Bytes::new()).await?.0)
     }
 
+    /// Moves partitions to new replicas, or cancels moves under way; see
+    /// [`ReassignPartitionsRequest`]. Answers at once: watch `describe_topic` for the move.
+    pub async fn reassign_partitions(
+        &self,
+        request: &ReassignPartitionsRequest,
+    ) -> Result<TopicDescription, ClientError> {
+        Ok(self.client.call(FrameKind::ReassignPartitions, request, Bytes::new()).await?.0)
+    }
+
+    /// Moves leadership back to in-sync preferred replicas (of `topic`, or of every topic);
+    /// answers the partitions moved.
+    pub async fn elect_preferred_leaders(&self, topic: Option<&str>) -> Result<Vec<String>, ClientError> {
+        let request = ElectLeadersRequest { topic: topic.map(str::to_owned) };
+        let answer: ElectLeadersResponse = self.client.call(FrameKind::ElectLeaders, &request, Bytes::new()).await?.0;
+        Ok(answer.moved)
+    }
+
     pub async fn alter_topic(&self, request: &AlterTopicRequest) -> Result<TopicDescription, ClientError> {
         Ok(self.client.call(FrameKind::AlterTopic, request, Bytes::new()).await?.0)
     }

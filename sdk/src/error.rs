@@ -84,6 +84,11 @@ pub enum ErrorCode {
     FencedLeaderEpoch = 44,
     /// The request names a newer leader epoch than this broker knows: it is behind; retry.
     UnknownLeaderEpoch = 45,
+    /// A reassignment's target replicas are invalid (none, a broker twice, a broker that is
+    /// not live), or it would leave no in-sync replica to lead.
+    InvalidReplicaAssignment = 46,
+    /// A cancel of a partition reassignment when none is under way.
+    NoReassignmentInProgress = 47,
 }
 
 impl ErrorCode {
@@ -162,6 +167,8 @@ impl TryFrom<u16> for ErrorCode {
             43 => NotEnoughReplicasAfterAppend,
             44 => FencedLeaderEpoch,
             45 => UnknownLeaderEpoch,
+            46 => InvalidReplicaAssignment,
+            47 => NoReassignmentInProgress,
             other => return Err(format!("unknown error code {other}")),
         })
     }

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -94,9 +95,23 @@ impl Future for DeliveryFuture {
 }
 
 enum Command {
-    Send { topic: String, partition: Option<u32>, record: Record, reply: Reply, permit: OwnedSemaphorePermit },
+    Send {
+        topic: String,
+        partition: Option<u32>,
+        record: Record,
+        reply: Reply,
+        permit: OwnedSemaphorePermit,
+    },
     Flush(oneshot::Sender<()>),
-    BatchDone { tp: TopicPartition, failed: bool },
+    BatchDone {
+        tp: TopicPartition,
+        failed: bool,
+        retried: bool,
+    },
+    /// A batch's attempt failed and it will be sent again.
+    Retrying {
+        tp: TopicPartition,
+    },
 }
 
 /// An idempotent producer's identity and the first sequence number of a batch.
@@ -111,6 +126,9 @@ struct Sequenced {
 struct Sealed {
     records: Vec<Pending>,
     sequence: Option<Sequenced>,
+    /// Set once an earlier batch of the partition was given up on: this one follows a gap in
+    /// the sequence, so it is not sent (or retried) any more.
+    abandoned: Arc<AtomicBool>,
 }
 
 type TopicPartition = (String, u32);
@@ -191,8 +209,15 @@ struct Queue {
     opened_at: Option<Instant>,
     sealed: VecDeque<Sealed>,
     in_flight: usize,
+    /// In-flight batches being retried: an idempotent producer sends no newer batch of the
+    /// partition meanwhile (as Kafka's sender does), so a retried batch is never more than
+    /// the in-flight limit behind the newest sequence the broker has, which it remembers and
+    /// answers as a duplicate when the first attempt was stored.
+    retrying: usize,
     /// The next batch's first sequence number (idempotent producers).
     next_sequence: i32,
+    /// Shared by the batches numbered since the partition's last failure ([`Sealed::abandoned`]).
+    abandoned: Arc<AtomicBool>,
 }
 
 struct Worker {
@@ -251,16 +276,36 @@ impl Worker {
                         self.flush_waiters.push(waiter);
                         self.answer_flush_waiters();
                     }
-                    Command::BatchDone { tp, failed } => {
+                    Command::Retrying { tp } => {
+                        if let Some(q) = self.queues.get_mut(&tp) {
+                            q.retrying += 1;
+                        }
+                    }
+                    Command::BatchDone { tp, failed, retried } => {
                         if let Some(q) = self.queues.get_mut(&tp) {
                             q.in_flight -= 1;
+                            if retried {
+                                q.retrying = q.retrying.saturating_sub(1);
+                            }
                         }
                         if failed && self.config.enable_idempotence {
                             // A batch given up on leaves a gap in its partition's sequence:
-                            // start again as a new producer, numbering from 0 everywhere.
+                            // start again as a new producer, numbering from 0 everywhere. The
+                            // partition's batches numbered after the gap can never be stored:
+                            // those in flight stop retrying, those not sent fail now (rather
+                            // than each waiting out its delivery timeout).
                             self.identity = None;
                             for q in self.queues.values_mut() {
                                 q.next_sequence = 0;
+                            }
+                            if let Some(q) = self.queues.get_mut(&tp) {
+                                q.abandoned.store(true, Ordering::Release);
+                                q.abandoned = Arc::default();
+                                for batch in std::mem::take(&mut q.sealed) {
+                                    for (_, reply, _) in batch.records {
+                                        let _ = reply.send(Err(abandoned_error(&tp)));
+                                    }
+                                }
                             }
                         }
                         self.dispatch(&tp);
@@ -354,7 +399,7 @@ impl Worker {
             queue.next_sequence = base_sequence.wrapping_add(count) & i32::MAX;
             Sequenced { producer_id, producer_epoch, base_sequence }
         });
-        queue.sealed.push_back(Sealed { records, sequence });
+        queue.sealed.push_back(Sealed { records, sequence, abandoned: queue.abandoned.clone() });
         queue.open_bytes = 0;
         queue.opened_at = None;
         if let (Some(count), Some(sticky)) = (self.partition_counts.get(&tp.0), self.sticky.get_mut(&tp.0)) {
@@ -367,6 +412,9 @@ impl Worker {
 
     fn dispatch(&mut self, tp: &TopicPartition) {
         let Some(queue) = self.queues.get_mut(tp) else { return };
+        if self.config.enable_idempotence && queue.retrying > 0 {
+            return;
+        }
         while queue.in_flight < self.config.max_in_flight_per_partition.max(1) {
             let Some(batch) = queue.sealed.pop_front() else { return };
             queue.in_flight += 1;
@@ -407,6 +455,14 @@ async fn partition_sender(
     done: mpsc::Sender<Command>,
 ) {
     while let Some(batch) = batches.recv().await {
+        let abandoned = batch.abandoned.clone();
+        if abandoned.load(Ordering::Acquire) {
+            for (_, reply, _) in batch.records {
+                let _ = reply.send(Err(abandoned_error(&tp)));
+            }
+            let _ = done.send(Command::BatchDone { tp: tp.clone(), failed: false, retried: false }).await;
+            continue;
+        }
         let (records, replies): (Vec<Record>, Vec<(Reply, OwnedSemaphorePermit)>) =
             batch.records.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
         let encoded = match batch.sequence {
@@ -430,12 +486,14 @@ async fn partition_sender(
         };
         let (client, config, tp, done) = (client.clone(), config.clone(), tp.clone(), done.clone());
         tokio::spawn(async move {
+            let mut retry = Retry { done: done.clone(), retried: false, abandoned: abandoned.clone() };
             let outcome = match (frame, first_attempt) {
-                (Ok(frame), Some(first)) => finish_batch(&client, &config, &tp, &frame, first).await,
+                (Ok(frame), Some(first)) => finish_batch(&client, &config, &tp, &frame, first, &mut retry).await,
                 (Err(e), _) => Err(ClientError::from(e)),
                 (Ok(_), None) => unreachable!("an encoded batch is always sent"),
             };
-            let failed = outcome.is_err();
+            // A batch after a gap fails because of it: no new gap, no new producer id.
+            let failed = outcome.is_err() && !abandoned.load(Ordering::Acquire);
             for (i, (reply, _permit)) in replies.into_iter().enumerate() {
                 let offset = match &outcome {
                     Ok(base) if *base < 0 => Ok(-1),
@@ -444,9 +502,17 @@ async fn partition_sender(
                 };
                 let _ = reply.send(offset.map(|offset| Delivery { topic: tp.0.clone(), partition: tp.1, offset }));
             }
-            let _ = done.send(Command::BatchDone { tp, failed }).await;
+            let _ = done.send(Command::BatchDone { tp, failed, retried: retry.retried }).await;
         });
     }
+}
+
+/// What a batch's retries tell the producer, and whether it should stop retrying.
+struct Retry {
+    done: mpsc::Sender<Command>,
+    /// It was retried (the producer sends no newer batch of the partition meanwhile).
+    retried: bool,
+    abandoned: Arc<AtomicBool>,
 }
 
 /// Reads the answer to the first attempt, then retries retriable failures until the delivery
@@ -457,6 +523,7 @@ async fn finish_batch(
     tp: &TopicPartition,
     frame: &Frame,
     first: Result<PendingResponse, ClientError>,
+    retry: &mut Retry,
 ) -> Result<i64, ClientError> {
     let deadline = Instant::now() + config.delivery_timeout;
     let mut attempt = match first {
@@ -467,8 +534,16 @@ async fn finish_batch(
     loop {
         match attempt {
             Ok(base) => return Ok(base),
-            Err(e) if retriable(config, &e) && Instant::now() + config.retry_backoff < deadline => {
+            Err(e)
+                if retriable(config, &e)
+                    && Instant::now() + config.retry_backoff < deadline
+                    && !retry.abandoned.load(Ordering::Acquire) =>
+            {
                 tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "produce failed, retrying");
+                if !retry.retried {
+                    retry.retried = true;
+                    let _ = retry.done.send(Command::Retrying { tp: tp.clone() }).await;
+                }
                 tokio::time::sleep(config.retry_backoff).await;
             }
             Err(e) => return Err(e),
@@ -479,6 +554,15 @@ async fn finish_batch(
             Err(e) => Err(e),
         };
     }
+}
+
+/// The error of a record whose batch followed one given up on (a gap in its partition's
+/// sequence numbers, which the broker never fills).
+fn abandoned_error(tp: &TopicPartition) -> ClientError {
+    ClientError::Broker(crate::WireError::new(
+        ErrorCode::OutOfOrderSequence,
+        format!("an earlier batch to partition {} of {} was not delivered, so this one cannot be", tp.1, tp.0),
+    ))
 }
 
 /// How long past the broker's own `request_timeout_ms` the producer waits for an answer

@@ -46,6 +46,8 @@ pub enum FrameKind {
     ModuleAction = 18,
     InitProducerId = 19,
     ClusterStatus = 20,
+    ReassignPartitions = 21,
+    ElectLeaders = 22,
 }
 
 impl FrameKind {
@@ -72,6 +74,8 @@ impl FrameKind {
             18 => Self::ModuleAction,
             19 => Self::InitProducerId,
             20 => Self::ClusterStatus,
+            21 => Self::ReassignPartitions,
+            22 => Self::ElectLeaders,
             _ => return None,
         })
     }
@@ -544,6 +548,43 @@ pub struct PartitionDescription {
     /// offsets above are its replica's too; zeros when it holds none).
     #[serde(default)]
     pub log_end_offset: i64,
+    /// A reassignment under way: the replicas being added (copying the log) and removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<u64>,
+}
+
+/// Moves partitions of a topic to new replicas (`weir partition reassign`); answered with the
+/// topic's description right after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignPartitionsRequest {
+    pub topic: String,
+    pub partitions: Vec<PartitionMove>,
+    /// The most bytes per second a leader sends the new replicas (unthrottled if absent).
+    #[serde(default)]
+    pub throttle_bytes_per_sec: Option<u64>,
+}
+
+/// Gives the partitions of `topic` (of every topic if absent) whose preferred replica is live
+/// and in sync their leadership back (`weir partition elect-leaders`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectLeadersRequest {
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectLeadersResponse {
+    /// The partitions whose leadership moved, as `topic/partition`.
+    pub moved: Vec<String>,
+}
+
+/// One partition's target replicas, the preferred leader first; `None` cancels its move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMove {
+    pub partition: u32,
+    pub replicas: Option<Vec<u64>>,
 }
 
 /// The cluster's controller as the answering broker sees it (`weir cluster status`).
@@ -557,6 +598,10 @@ pub struct ClusterStatusResponse {
     pub controller_term: u64,
     /// The controller's voters with their cluster addresses.
     pub voters: Vec<ClusterVoter>,
+    /// Brokers that joined as learners (`weir serve --join`): they hold the metadata log and
+    /// vote in no election.
+    #[serde(default)]
+    pub learners: Vec<ClusterVoter>,
     /// The last controller log entry this broker has applied to its metadata.
     pub last_applied: Option<u64>,
     /// The brokers registered with the controller (a cluster's), in node id order.
@@ -568,6 +613,15 @@ pub struct ClusterStatusResponse {
     pub offline: Vec<String>,
     #[serde(default)]
     pub offline_partitions: u64,
+    /// Partitions with fewer in-sync replicas than replicas (the first
+    /// [`OFFLINE_PARTITIONS_LISTED`]), and how many there are.
+    #[serde(default)]
+    pub under_replicated: Vec<String>,
+    #[serde(default)]
+    pub under_replicated_partitions: u64,
+    /// Partitions with a reassignment under way.
+    #[serde(default)]
+    pub reassigning_partitions: u64,
 }
 
 /// How many offline partitions a cluster status names (it counts them all).

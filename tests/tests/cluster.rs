@@ -17,6 +17,8 @@ use weir_sdk::{Admin, ClientError, ErrorCode, TopicConfig};
 
 struct Cluster {
     nodes: Vec<BrokerProcess>,
+    /// The controller voters, `id@host:port,...`.
+    voters: String,
     _ca_dir: tempfile::TempDir,
 }
 
@@ -59,7 +61,30 @@ impl Cluster {
         for node in &mut nodes {
             node.await_listeners();
         }
-        Self { nodes, _ca_dir: ca_dir }
+        Self { nodes, voters, _ca_dir: ca_dir }
+    }
+
+    /// Starts one more broker, `node_id`, that joins the cluster as a learner through its
+    /// voters (`--join`), with more `weir serve` flags; it is `nodes[node_id - 1]`.
+    fn join(&mut self, node_id: u64, extra: &[&str]) {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (id, addr) = (node_id.to_string(), format!("127.0.0.1:{port}"));
+        let ca = self._ca_dir.path().join("cluster-ca.pem");
+        let mut args = vec![
+            "--node-id",
+            &id,
+            "--cluster-addr",
+            &addr,
+            "--join",
+            &self.voters,
+            "--cluster-ca",
+            ca.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut node = BrokerProcess::launch(&args);
+        node.await_listeners();
+        assert_eq!(self.nodes.len() as u64 + 1, node_id, "brokers join in node id order");
+        self.nodes.push(node);
     }
 
     async fn admin(&self, i: usize) -> Admin {
@@ -1114,9 +1139,15 @@ async fn jepsen_acknowledged_writes_survive_kills_stops_and_a_wiped_replica() {
         .enumerate()
         .flat_map(|(p, records)| records.iter().map(move |(o, v)| ((p as u32, *o), v.as_str())))
         .collect();
+    let stored_at: std::collections::HashMap<&str, (u32, i64)> = at.iter().map(|(k, v)| (*v, *k)).collect();
     for (partition, offset, value) in &acked {
         if at.get(&(*partition, *offset)) != Some(&value.as_str()) {
             lost += 1;
+            eprintln!(
+                "jepsen: {value} acknowledged at {partition}/{offset}; there: {:?}; {value} stored at {:?}",
+                at.get(&(*partition, *offset)),
+                stored_at.get(value.as_str())
+            );
         }
     }
     eprintln!("jepsen timeline:\n{}", timeline.join("\n"));
@@ -1247,4 +1278,571 @@ async fn a_leader_bounced_five_times_cleanly_and_hard_loses_no_acknowledged_reco
     assert!(acked.len() > 200, "a vacuous run: {} acknowledged", acked.len());
     assert!(lost.is_empty(), "acknowledged but lost: {:?}", &lost[..lost.len().min(10)]);
     assert_eq!(idempotent_duplicates, 0);
+}
+
+/// The reassignments under way as Kafka's ListPartitionReassignments (v0) on `node` answers:
+/// (topic, partition, adding, removing).
+fn list_reassignments(node: &BrokerProcess) -> Vec<(String, i32, Vec<i32>, Vec<i32>)> {
+    let mut stream = std::net::TcpStream::connect(node.kafka_addr).unwrap();
+    let request = kafka_protocol::messages::ListPartitionReassignmentsRequest::default();
+    let (_, mut answer) =
+        kafka_call(&mut stream, ApiKey::ListPartitionReassignments, 0, &|buf| request.encode(buf, 0).unwrap());
+    let response = kafka_protocol::messages::ListPartitionReassignmentsResponse::decode(&mut answer, 0).unwrap();
+    assert_eq!(response.error_code, 0);
+    let ids = |ids: &[kafka_protocol::messages::BrokerId]| ids.iter().map(|b| b.0).collect::<Vec<_>>();
+    response
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index, ids(&p.adding_replicas), ids(&p.removing_replicas)))
+        })
+        .collect()
+}
+
+/// Moves (or with `None` cancels the move of) one partition with Kafka's
+/// AlterPartitionReassignments (v0) on `node`: its error code and message.
+fn kafka_reassign(
+    node: &BrokerProcess,
+    topic: &str,
+    partition: i32,
+    replicas: Option<Vec<i32>>,
+) -> (i16, Option<String>) {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    let mut stream = std::net::TcpStream::connect(node.kafka_addr).unwrap();
+    let partition = ReassignablePartition::default()
+        .with_partition_index(partition)
+        .with_replicas(replicas.map(|r| r.into_iter().map(kafka_protocol::messages::BrokerId).collect()));
+    let request = kafka_protocol::messages::AlterPartitionReassignmentsRequest::default().with_topics(vec![
+        ReassignableTopic::default()
+            .with_name(StrBytes::from_string(topic.to_owned()).into())
+            .with_partitions(vec![partition]),
+    ]);
+    let (_, mut answer) =
+        kafka_call(&mut stream, ApiKey::AlterPartitionReassignments, 0, &|buf| request.encode(buf, 0).unwrap());
+    let response = kafka_protocol::messages::AlterPartitionReassignmentsResponse::decode(&mut answer, 0).unwrap();
+    let p = &response.responses[0].partitions[0];
+    (p.error_code, p.error_message.as_ref().map(|m| m.to_string()))
+}
+
+/// The acknowledged records of a [`spawn_writer`]: (partition, offset, value).
+type Acked = Vec<(u32, i64, String)>;
+
+/// An idempotent acks=all producer on `client` writing unique values (`v-{n}`) to partition
+/// `n % partitions` of `topic`, one every `pause`, until `stop` (at most 30,000). Its task
+/// answers the acknowledged records, after printing how many were not (with the first error)
+/// and its slowest delivery.
+fn spawn_writer(
+    client: weir_sdk::Client,
+    topic: &'static str,
+    partitions: u32,
+    pause: Duration,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Acked> {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let producer = weir_sdk::Producer::new(client, weir_sdk::ProducerConfig::default());
+        let mut deliveries = Vec::new();
+        let mut i = 0u32;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 30_000 {
+            let (partition, value) = (i % partitions, format!("v-{i}"));
+            let record = weir_sdk::Record { value: Some(value.clone().into()), ..Default::default() };
+            let delivery = producer.send(topic, Some(partition), record).await.unwrap();
+            let sent = Instant::now();
+            deliveries.push((partition, value, tokio::spawn(async move { (delivery.await, sent.elapsed()) })));
+            i += 1;
+            tokio::time::sleep(pause).await;
+        }
+        let (mut acked, mut failed, mut slowest) = (Vec::new(), Vec::new(), Duration::ZERO);
+        for (partition, value, delivery) in deliveries {
+            let (outcome, took) = delivery.await.unwrap();
+            slowest = slowest.max(took);
+            match outcome {
+                Ok(d) => acked.push((partition, d.offset, value)),
+                Err(e) => failed.push(format!("{value} to {topic}/{partition}: {e}")),
+            }
+        }
+        eprintln!(
+            "writer to {topic}: {} acknowledged, {} not ({:?}); slowest delivery {slowest:?}",
+            acked.len(),
+            failed.len(),
+            failed.first()
+        );
+        acked
+    })
+}
+
+/// Reassignment under load (the replication issue): four brokers, four partitions of two
+/// replicas; while an idempotent producer writes with acks=all and a consumer reads, every
+/// replica of every partition moves to the two other brokers with `weir partition
+/// reassign`. Nothing acknowledged is lost, the new replicas hold the same records at the
+/// same offsets, and the consumer never saw two values at one offset. Before that, a move
+/// throttled to a trickle stays under way and is canceled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_of_a_topic_moves_to_other_brokers_under_load_and_nothing_is_lost() {
+    const PARTITIONS: u32 = 4;
+    let cluster = Cluster::start_with(4, &["--broker-session-timeout-ms", "3000"]);
+    cluster.agreed_leader(&[0, 1, 2, 3]).await;
+    cluster.admin(0).await.create_replicated_topic("moving", PARTITIONS, 2, TopicConfig::default()).await.unwrap();
+    await_in_sync(&cluster, &[0, 1, 2, 3], "moving", "a new topic").await;
+    let cli = |args: Vec<String>| {
+        let node = &cluster.nodes[0];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        node.cli(&args, None)
+    };
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = spawn_writer(cluster.nodes[0].client().await, "moving", PARTITIONS, Duration::from_millis(2), &stop);
+    let consumer = {
+        let (stop, client) = (stop.clone(), cluster.nodes[1].client().await);
+        tokio::spawn(async move {
+            let mut consumer = weir_sdk::Consumer::new(client, weir_sdk::ConsumerConfig::default());
+            consumer.assign("moving", (0..PARTITIONS).collect(), weir_sdk::OffsetSpec::Earliest).await.unwrap();
+            let mut seen = Vec::new();
+            let (mut errors, deadline) = (0usize, Instant::now() + Duration::from_secs(300));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(200)).await {
+                    Ok(records) => seen.extend(records.into_iter().map(|r| {
+                        (r.partition, r.offset, String::from_utf8(r.record.value.unwrap().to_vec()).unwrap())
+                    })),
+                    // Leaders move: the consumer retries as clients do.
+                    Err(_) => {
+                        errors += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            (seen, errors)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let before = replica_views(&cluster, 0, "moving").await.unwrap();
+    // Refused moves name what is wrong.
+    let (ok, _, err) =
+        cli(vec!["partition".into(), "reassign".into(), "moving".into(), "--move".into(), "0=1,1".into()]);
+    assert!(!ok && err.contains("names a broker twice"), "{err}");
+    let (ok, _, err) =
+        cli(vec!["partition".into(), "reassign".into(), "moving".into(), "--move".into(), "0=1,9".into()]);
+    assert!(!ok && err.contains("broker 9 is not a live registered broker"), "{err}");
+    let (ok, _, err) = cli(vec!["partition".into(), "reassign".into(), "moving".into(), "--cancel".into(), "0".into()]);
+    assert!(!ok && err.contains("no reassignment is under way"), "{err}");
+
+    // A move throttled to 1 byte per second cannot catch up (a throttled replica gets one batch
+    // and then its budget's worth, and partition 0 holds 100 more batches than the producer's):
+    // it stays under way until it is canceled, and the partition is back on its replicas.
+    {
+        let one_by_one = weir_sdk::Producer::new(cluster.nodes[0].client().await, weir_sdk::ProducerConfig::default());
+        for i in 0..100 {
+            let record = weir_sdk::Record { value: Some(format!("w-{i}").into()), ..Default::default() };
+            one_by_one.send("moving", Some(0), record).await.unwrap().await.unwrap();
+        }
+    }
+    let outsider = (1..=4u64).find(|b| !before[0].1.contains(b)).unwrap();
+    let trickle = format!("0={},{},{outsider}", before[0].1[0], before[0].1[1]);
+    let (ok, out, err) = cli(vec![
+        "partition".into(),
+        "reassign".into(),
+        "moving".into(),
+        "--move".into(),
+        trickle,
+        "--throttle-bytes-per-sec".into(),
+        "1".into(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("adding {outsider}")), "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let views = replica_views(&cluster, 0, "moving").await.unwrap();
+    assert!(views[0].1.contains(&outsider) && !views[0].2.contains(&outsider), "still copying: {views:?}");
+    // Kafka's admin APIs see the move and cancel it (null replicas), as kafka-reassign-partitions does.
+    let listed = list_reassignments(&cluster.nodes[2]);
+    assert_eq!(listed, [("moving".to_owned(), 0, vec![outsider as i32], Vec::new())], "{listed:?}");
+    assert_eq!(kafka_reassign(&cluster.nodes[2], "moving", 0, None), (0, None));
+    assert!(list_reassignments(&cluster.nodes[2]).is_empty());
+    let (code, message) = kafka_reassign(&cluster.nodes[2], "moving", 0, None);
+    assert_eq!(code, 85, "NO_REASSIGNMENT_IN_PROGRESS: {message:?}");
+    let (code, message) = kafka_reassign(&cluster.nodes[2], "moving", 0, Some(vec![1, 9]));
+    assert_eq!(code, 39, "INVALID_REPLICA_ASSIGNMENT: {message:?}");
+    let views = replica_views(&cluster, 0, "moving").await.unwrap();
+    assert_eq!(views[0].1, before[0].1, "canceled: back on its replicas");
+
+    // Every replica moves: each partition to the two brokers that do not hold it.
+    let before = replica_views(&cluster, 0, "moving").await.unwrap();
+    let targets: Vec<Vec<u64>> =
+        before.iter().map(|p| (1..=4u64).rev().filter(|b| !p.1.contains(b)).collect()).collect();
+    let mut args: Vec<String> = vec!["partition".into(), "reassign".into(), "moving".into()];
+    for (partition, target) in targets.iter().enumerate() {
+        args.push("--move".into());
+        args.push(format!("{partition}={},{}", target[0], target[1]));
+    }
+    args.extend(["--throttle-bytes-per-sec".into(), "50000000".into(), "--wait".into(), "120".into()]);
+    let moved_at = Instant::now();
+    let (ok, out, err) = tokio::task::block_in_place(|| cli(args));
+    assert!(ok && out.contains("reassignment of moving done"), "{out}{err}");
+    let moved_in = moved_at.elapsed();
+    let views = replica_views(&cluster, 0, "moving").await.unwrap();
+    for (view, target) in views.iter().zip(&targets) {
+        assert_eq!(&view.1, target, "{views:?}");
+        assert_eq!(view.2.len(), 2, "both new replicas in sync: {views:?}");
+        assert!(view.0.is_some_and(|l| target.contains(&l)), "led by a new replica: {views:?}");
+    }
+    let status = cluster.status(0).await.unwrap();
+    assert_eq!(status.reassigning_partitions, 0);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = tokio::time::timeout(Duration::from_secs(240), producer)
+        .await
+        .expect("the producer's deliveries did not all end within 240 s")
+        .unwrap();
+    let (seen, consumer_errors) = consumer.await.unwrap();
+    // Each partition settled on its new replicas: led, both in sync, logs ending at the high
+    // watermark on both.
+    let settled = || async {
+        let mut ends = Vec::new();
+        for (partition, target) in targets.iter().enumerate() {
+            let mut seen = Vec::new();
+            for &node in target {
+                let view = replica_views(&cluster, node as usize - 1, "moving").await?;
+                let p = view[partition].clone();
+                (p.0.is_some() && p.2.len() == 2 && p.3 == p.4).then_some(())?;
+                seen.push(p.4);
+            }
+            (seen[0] == seen[1]).then_some(())?;
+            ends.push(seen[0]);
+        }
+        Some(ends)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ends = loop {
+        if let Some(ends) = settled().await {
+            break ends;
+        }
+        assert!(Instant::now() < deadline, "the new replicas did not settle within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let mut stored = std::collections::HashMap::new();
+    let mut inconsistent = 0usize;
+    for (partition, target) in targets.iter().enumerate() {
+        let partition = partition as u32;
+        let mut copies = Vec::new();
+        for &node in target {
+            copies
+                .push(drain_replica(&cluster, node as usize - 1, "moving", partition, ends[partition as usize]).await);
+        }
+        inconsistent += copies[0].iter().zip(&copies[1]).filter(|(a, b)| a != b).count();
+        assert_eq!(copies[0].len(), copies[1].len(), "partition {partition}: both new replicas hold the same records");
+        for (offset, value) in copies.swap_remove(0) {
+            stored.insert((partition, offset), value);
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|(p, o, v)| stored.get(&(*p, *o)) != Some(v)).collect();
+    let mut values = std::collections::HashSet::new();
+    let duplicates = stored.values().filter(|v| !values.insert(*v)).count();
+    let mut consumed = std::collections::HashMap::new();
+    let consumer_conflicts = seen
+        .iter()
+        .filter(|(p, o, v)| {
+            consumed.insert((*p, *o), v.clone()).is_some_and(|earlier| earlier != *v)
+                || stored.get(&(*p, *o)).is_some_and(|s| s != v)
+        })
+        .count();
+    eprintln!(
+        "moved in {moved_in:?}; acknowledged {}, stored {}, consumed {} ({consumer_errors} retried polls); lost {}, duplicates {duplicates}, inconsistent {inconsistent}, consumer conflicts {consumer_conflicts}",
+        acked.len(),
+        stored.len(),
+        seen.len(),
+        lost.len()
+    );
+    assert!(acked.len() > 500, "a vacuous run: {} acknowledged", acked.len());
+    assert!(!seen.is_empty(), "the consumer read nothing");
+    assert!(lost.is_empty(), "acknowledged but lost: {:?}", &lost[..lost.len().min(10)]);
+    assert_eq!((duplicates, inconsistent, consumer_conflicts), (0, 0, 0));
+}
+
+/// A network partition (the replication issue), made with the brokers' test fault layer
+/// (`--test-partition-file`: each node stops sending to the nodes on other lines of the file):
+/// the controller leader, which also leads a partition, is cut off from the two other brokers
+/// while an idempotent producer writes with acks=all through the majority. The minority cannot
+/// change metadata or acknowledge an acks=all write; the majority elects a controller, moves
+/// the partition's leadership and goes on. After healing, the minority converges: one
+/// controller, every replica back in sync, its divergent records truncated, nothing
+/// acknowledged lost and the minority's refused topic nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_minority_acknowledges_nothing_and_converges_after_healing() {
+    let faults_dir = tempfile::tempdir().unwrap();
+    let faults = faults_dir.path().join("partition");
+    std::fs::write(&faults, "").unwrap();
+    let cluster = Cluster::start_with(
+        3,
+        &["--broker-session-timeout-ms", "3000", "--test-partition-file", faults.to_str().unwrap()],
+    );
+    let x = cluster.agreed_leader(&[0, 1, 2]).await;
+    let majority: Vec<usize> = (0..3).filter(|i| *i != x).collect();
+    cluster.admin(majority[0]).await.create_replicated_topic("split", 3, 3, TopicConfig::default()).await.unwrap();
+    await_in_sync(&cluster, &[0, 1, 2], "split", "a new topic").await;
+    let views = replica_views(&cluster, 0, "split").await.unwrap();
+    let p = views.iter().position(|v| v.0 == Some(x as u64 + 1)).expect("the controller leader leads a partition");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_writer(cluster.nodes[majority[0]].client().await, "split", 3, Duration::from_millis(5), &stop);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    std::fs::write(&faults, format!("{}\n{} {}\n", x + 1, majority[0] + 1, majority[1] + 1)).unwrap();
+    let cut_at = Instant::now();
+    // The majority elects a controller of its own and gives the partition a leader on its side.
+    let elected = cluster.agreed_leader(&majority).await;
+    let first = majority[0];
+    wait_until(Duration::from_secs(30), "the majority to move the partition's leadership", || {
+        let cluster = &cluster;
+        async move {
+            replica_views(cluster, first, "split")
+                .await
+                .is_some_and(|v| v[p].0.is_some_and(|l| l != x as u64 + 1) && !v[p].2.contains(&(x as u64 + 1)))
+        }
+    })
+    .await;
+    let moved_after = cut_at.elapsed();
+    let applied_at_cut = cluster.status(x).await.unwrap().last_applied;
+    assert!(create_retrying(&cluster.admin(majority[0]).await, "made-in-majority").await >= 1);
+    // An acks=all write to the partition on the majority side is acknowledged.
+    let majority_producer = weir_sdk::Producer::new(
+        cluster.nodes[majority[1]].client().await,
+        weir_sdk::ProducerConfig { enable_idempotence: false, ..Default::default() },
+    );
+    let record = weir_sdk::Record { value: Some("majority-side".into()), ..Default::default() };
+    let on_majority = majority_producer.send("split", Some(p as u32), record).await.unwrap().await.unwrap();
+
+    // The minority changes no metadata...
+    let admin_x = cluster.admin(x).await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(40),
+        admin_x.create_topic("made-in-minority", 1, TopicConfig::default()),
+    )
+    .await;
+    assert!(!matches!(refused, Ok(Ok(_))), "a topic was made on the minority side");
+    // ...and acknowledges no acks=all write to the partition it still thinks it leads.
+    let minority_producer = weir_sdk::Producer::new(
+        cluster.nodes[x].client().await,
+        weir_sdk::ProducerConfig {
+            enable_idempotence: false,
+            delivery_timeout: Duration::from_secs(10),
+            request_timeout_ms: 5_000,
+            ..Default::default()
+        },
+    );
+    let record = weir_sdk::Record { value: Some("minority-side".into()), ..Default::default() };
+    let on_minority = minority_producer.send("split", Some(p as u32), record).await.unwrap().await;
+    assert!(on_minority.is_err(), "the minority acknowledged an acks=all write: {on_minority:?}");
+    assert_eq!(cluster.status(x).await.unwrap().last_applied, applied_at_cut, "the minority applied metadata");
+
+    // Healing: the minority converges.
+    std::fs::write(&faults, "").unwrap();
+    let healed_at = Instant::now();
+    let after = cluster.agreed_leader(&[0, 1, 2]).await;
+    assert!(majority.contains(&after), "the cut-off node took the controller back: {after}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = tokio::time::timeout(Duration::from_secs(240), writer)
+        .await
+        .expect("the producer's deliveries did not all end within 240 s")
+        .unwrap();
+    let ends = await_in_sync(&cluster, &[0, 1, 2], "split", "after healing").await;
+    let converged_after = healed_at.elapsed();
+    for i in 0..3 {
+        let topics = cluster.topics(i).await;
+        assert!(topics.iter().any(|t| t == "made-in-majority"), "node {}: {topics:?}", i + 1);
+        assert!(!topics.iter().any(|t| t == "made-in-minority"), "node {}: {topics:?}", i + 1);
+    }
+    let mut stored = std::collections::HashMap::new();
+    let mut inconsistent = 0usize;
+    for partition in 0..3u32 {
+        let mut copies = Vec::new();
+        for node in 0..3 {
+            copies.push(drain_replica(&cluster, node, "split", partition, ends[partition as usize]).await);
+        }
+        for other in &copies[1..] {
+            inconsistent += copies[0].iter().zip(other).filter(|(a, b)| a != b).count();
+            assert_eq!(copies[0].len(), other.len(), "partition {partition}: every replica holds the same records");
+        }
+        for (offset, value) in copies.swap_remove(0) {
+            stored.insert((partition, offset), value);
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|(pt, o, v)| stored.get(&(*pt, *o)) != Some(v)).collect();
+    let minority_kept = stored.values().filter(|v| *v == "minority-side").count();
+    eprintln!(
+        "controller leader node {} cut off; new controller node {}, partition {p} moved after {moved_after:?}; healed and in sync after {converged_after:?}; acknowledged {}, stored {}, lost {}, inconsistent {inconsistent}, unacknowledged minority record kept {minority_kept}",
+        x + 1,
+        elected + 1,
+        acked.len(),
+        stored.len(),
+        lost.len()
+    );
+    assert_eq!(stored.get(&(p as u32, on_majority.offset)).map(String::as_str), Some("majority-side"));
+    assert!(acked.len() > 100, "a vacuous run: {} acknowledged", acked.len());
+    assert!(lost.is_empty(), "acknowledged but lost: {:?}", &lost[..lost.len().min(10)]);
+    assert_eq!(inconsistent, 0);
+}
+
+/// Adding a broker (the replication issue): a fourth broker joins a three-voter cluster with
+/// `--join`, as a controller learner that gets the metadata log and registers as a broker; a
+/// topic's replicas are then moved onto it with `weir partition reassign` (rebalancing onto
+/// the new broker) and it serves the same records as the old replicas. It restarts as a
+/// member without joining again; a node id that is a voter cannot join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_joins_as_a_learner_and_replicas_move_onto_it() {
+    let session = ["--broker-session-timeout-ms", "3000"];
+    let mut cluster = Cluster::start_with(3, &session);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    let admin = cluster.admin(0).await;
+    admin.create_replicated_topic("grow", 3, 2, TopicConfig::default()).await.unwrap();
+    await_full_isr(&cluster, "grow", "a new topic").await;
+    let producer = weir_sdk::Producer::new(cluster.nodes[0].client().await, weir_sdk::ProducerConfig::default());
+    let mut acked = Vec::new();
+    for i in 0..300u32 {
+        let record = weir_sdk::Record { value: Some(format!("g-{i}").into()), ..Default::default() };
+        let d = producer.send("grow", Some(i % 3), record).await.unwrap().await.unwrap();
+        acked.push((i % 3, d.offset, format!("g-{i}")));
+    }
+
+    cluster.join(4, &session);
+    let status = cluster.status(3).await.expect("the new broker answers");
+    assert!(status.controller_leader.is_some_and(|l| l <= 3), "{status:?}");
+    assert_eq!(status.learners.iter().map(|l| l.node_id).collect::<Vec<_>>(), [4], "{status:?}");
+    assert_eq!(status.voters.len(), 3);
+    wait_until(Duration::from_secs(15), "broker 4 registered on every node", || {
+        let cluster = &cluster;
+        async move {
+            let mut all = true;
+            for i in 0..4 {
+                all &= cluster.status(i).await.is_some_and(|s| s.brokers.iter().any(|b| b.node_id == 4 && !b.fenced));
+            }
+            all
+        }
+    })
+    .await;
+    assert!(cluster.topics(3).await.contains(&"grow".to_owned()), "the learner has the metadata");
+    // A node id that is a voter is refused, and the start fails saying why.
+    let mut impostor = BrokerProcess::launch(&[
+        "--node-id",
+        "2",
+        "--cluster-addr",
+        "127.0.0.1:0",
+        "--join",
+        cluster.voters.split(',').find(|v| !v.starts_with("2@")).unwrap(),
+        "--cluster-ca",
+        cluster._ca_dir.path().join("cluster-ca.pem").to_str().unwrap(),
+    ]);
+    let exited = std::thread::spawn(move || {
+        let started = Instant::now();
+        while impostor.is_running() && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        !impostor.is_running()
+    });
+    assert!(tokio::task::spawn_blocking(move || exited.join().unwrap()).await.unwrap(), "a voter's id joined");
+
+    // Rebalance onto the new broker: each partition gets it as its preferred replica.
+    let before = replica_views(&cluster, 0, "grow").await.unwrap();
+    let mut args: Vec<String> = vec!["partition".into(), "reassign".into(), "grow".into()];
+    for (partition, view) in before.iter().enumerate() {
+        args.extend(["--move".into(), format!("{partition}=4,{}", view.1[0])]);
+    }
+    args.extend(["--wait".into(), "60".into()]);
+    let node = &cluster.nodes[3];
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| node.cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), None));
+    assert!(ok && out.contains("reassignment of grow done"), "{out}{err}");
+    let views = replica_views(&cluster, 3, "grow").await.unwrap();
+    for (view, old) in views.iter().zip(&before) {
+        assert_eq!(view.1, [4, old.1[0]], "{views:?}");
+    }
+    // The new broker serves every acknowledged record from its own replica, before and after
+    // a restart (it comes back as a member: nothing to join).
+    for round in 0..2 {
+        let ends: Vec<i64> = replica_views(&cluster, 3, "grow").await.unwrap().iter().map(|v| v.3).collect();
+        for partition in 0..3u32 {
+            let stored: std::collections::HashMap<i64, String> =
+                drain_replica(&cluster, 3, "grow", partition, ends[partition as usize]).await.into_iter().collect();
+            let lost = acked.iter().filter(|(p, o, v)| *p == partition && stored.get(o) != Some(v)).count();
+            assert_eq!(lost, 0, "round {round}: partition {partition} on broker 4 lacks acknowledged records");
+        }
+        if round == 0 {
+            cluster.nodes[3].kill9();
+            cluster.nodes[3].relaunch();
+            cluster.nodes[3].await_listeners();
+            await_full_isr(&cluster, "grow", "broker 4 back in the ISR").await;
+            let status = cluster.status(3).await.unwrap();
+            assert_eq!(status.learners.iter().map(|l| l.node_id).collect::<Vec<_>>(), [4]);
+        }
+    }
+}
+
+/// Preferred leaders (the replication issue): a partition's leadership goes back to its
+/// preferred replica (the first assigned) once that broker has returned and caught up, by the
+/// controller's periodic election (`--leader-rebalance-interval-ms`), while an idempotent
+/// producer writes with acks=all; `weir partition elect-leaders` does the same on demand.
+/// Every acknowledged record is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preferred_replicas_take_their_leadership_back_when_they_return() {
+    let mut cluster =
+        Cluster::start_with(3, &["--broker-session-timeout-ms", "3000", "--leader-rebalance-interval-ms", "2000"]);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    cluster.admin(0).await.create_replicated_topic("pref", 3, 3, TopicConfig::default()).await.unwrap();
+    await_full_isr(&cluster, "pref", "a new topic").await;
+    let preferred: Vec<Option<u64>> =
+        replica_views(&cluster, 0, "pref").await.unwrap().iter().map(|v| v.1.first().copied()).collect();
+    assert_eq!(cluster.leaders(0, "pref").await, preferred, "new partitions are led by their preferred replica");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_writer(cluster.nodes[0].client().await, "pref", 3, Duration::from_millis(5), &stop);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Node 2 goes: its partition moves to another replica. It returns: once in sync it leads
+    // it again, by the controller's own election.
+    cluster.nodes[1].kill9();
+    wait_until(Duration::from_secs(30), "node 2's partition to move", || {
+        let cluster = &cluster;
+        async move { cluster.leaders(0, "pref").await.iter().all(|l| l.is_some_and(|l| l != 2)) }
+    })
+    .await;
+    cluster.nodes[1].relaunch();
+    cluster.nodes[1].await_listeners();
+    let back = Instant::now();
+    wait_until(Duration::from_secs(60), "the preferred replicas to lead again", || {
+        let (cluster, preferred) = (&cluster, &preferred);
+        async move { cluster.leaders(0, "pref").await == *preferred }
+    })
+    .await;
+    let restored_after = back.elapsed();
+    let node = &cluster.nodes[0];
+    let (ok, out, err) = tokio::task::block_in_place(|| node.cli(&["partition", "elect-leaders", "pref"], None));
+    assert!(ok && out.contains("every partition is led by its preferred replica"), "{out}{err}");
+    let (ok, _, err) = tokio::task::block_in_place(|| node.cli(&["partition", "elect-leaders", "nope"], None));
+    assert!(!ok && err.contains("nope"), "{err}");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = tokio::time::timeout(Duration::from_secs(240), writer)
+        .await
+        .expect("the producer's deliveries did not all end within 240 s")
+        .unwrap();
+    let ends = await_in_sync(&cluster, &[0, 1, 2], "pref", "after the election").await;
+    let mut stored = std::collections::HashMap::new();
+    for partition in 0..3u32 {
+        for (offset, value) in drain_replica(&cluster, 1, "pref", partition, ends[partition as usize]).await {
+            stored.insert((partition, offset), value);
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|(p, o, v)| stored.get(&(*p, *o)) != Some(v)).collect();
+    eprintln!(
+        "preferred leaders back {restored_after:?} after node 2 restarted; acknowledged {}, stored {}, lost {}",
+        acked.len(),
+        stored.len(),
+        lost.len()
+    );
+    assert!(acked.len() > 500, "a vacuous run: {} acknowledged", acked.len());
+    assert!(lost.is_empty(), "acknowledged but lost: {:?}", &lost[..lost.len().min(10)]);
 }

@@ -33,6 +33,8 @@ enum Command {
     Module(module_cli::ModuleArgs),
     /// Make the cluster CA; show the controller's voters and leader.
     Cluster(cluster_cli::ClusterArgs),
+    /// Move partitions' replicas between brokers of a cluster.
+    Partition(cluster_cli::PartitionArgs),
 }
 
 #[derive(clap::Args)]
@@ -71,6 +73,17 @@ struct ServeArgs {
     /// A broker silent this long (no heartbeat reaching the controller) is fenced.
     #[arg(long)]
     broker_session_timeout_ms: Option<u64>,
+    /// How often the controller moves leadership back to preferred replicas that are in sync
+    /// (milliseconds; 0: never by itself, only by `weir partition elect-leaders`).
+    #[arg(long)]
+    leader_rebalance_interval_ms: Option<u64>,
+    /// Join a running cluster as a broker that is not a controller voter, through any of its
+    /// voters: `id@host:port,...` (first start only).
+    #[arg(long, value_delimiter = ',')]
+    join: Option<Vec<String>>,
+    /// Tests only: a file whose lines are sides of a network partition between nodes.
+    #[arg(long, hide = true)]
+    test_partition_file: Option<PathBuf>,
     /// How often retention runs, in milliseconds.
     #[arg(long)]
     retention_check_ms: Option<u64>,
@@ -104,6 +117,7 @@ fn main() -> std::process::ExitCode {
             Command::Schema(args) => schema_cli::run(args).await,
             Command::Module(args) => module_cli::run(args).await,
             Command::Cluster(args) => cluster_cli::run(args).await,
+            Command::Partition(args) => cluster_cli::partition(args).await,
         }
     });
     match outcome {
@@ -146,6 +160,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.broker_session_timeout_ms {
         config.broker_session_timeout_ms = v;
+    }
+    if let Some(v) = args.leader_rebalance_interval_ms {
+        config.leader_rebalance_interval_ms = v;
+    }
+    if let Some(v) = args.join {
+        config.join = v;
+    }
+    if let Some(v) = args.test_partition_file {
+        config.test_partition_file = Some(v);
     }
     if let Some(v) = args.node_id {
         config.node_id = v;

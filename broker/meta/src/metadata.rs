@@ -71,6 +71,22 @@ pub enum Command {
         partition_epoch: i32,
         isr: BTreeSet<u64>,
     },
+    /// Moves partitions' replicas (`weir partition reassign`): for each partition its target
+    /// replicas, or `None` to cancel the move under way; see
+    /// [`replication::start_reassignment`]. All or nothing.
+    ReassignPartitions {
+        topic: String,
+        moves: BTreeMap<u32, Option<Vec<u64>>>,
+        /// The most bytes per second a leader sends the new replicas.
+        #[serde(default)]
+        throttle_bytes_per_sec: Option<u64>,
+    },
+    /// Moves each partition's leadership (of `topic`, or of every topic) back to its preferred
+    /// replica, the first assigned, where that one is live and in sync (Kafka's preferred
+    /// leader election); see [`replication::prefer_leader`].
+    ElectPreferredLeaders {
+        topic: Option<String>,
+    },
     /// A command proposed under an id its proposer picked: applied once however often it is
     /// proposed (a proposer that lost the leader's answer proposes it again), and a repeat
     /// answers what the first application did (see [`RECENT_PROPOSALS_KEPT`]).
@@ -109,6 +125,15 @@ pub enum Event {
         topic: String,
         partition: u32,
         registration: PartitionRegistration,
+    },
+    /// The partitions (`topic/partition`) whose leadership went back to the preferred replica.
+    LeadersElected {
+        moved: Vec<String>,
+    },
+    /// The registrations of the partitions a reassignment started, replaced or canceled.
+    PartitionsReassigned {
+        topic: String,
+        registrations: BTreeMap<u32, PartitionRegistration>,
     },
 }
 
@@ -243,7 +268,9 @@ impl State {
             | Command::AllocateProducerIds { .. }
             | Command::RegisterBroker { .. }
             | Command::FenceBroker { .. }
-            | Command::AlterPartition { .. } => Ok(()),
+            | Command::AlterPartition { .. }
+            | Command::ReassignPartitions { .. }
+            | Command::ElectPreferredLeaders { .. } => Ok(()),
             Command::Once { command, .. } => self.check_limits(command, limits),
         }
     }
@@ -409,6 +436,7 @@ impl State {
             }
             Command::AlterPartition { topic_id, partition, leader, leader_epoch, partition_epoch, isr } => {
                 let fenced: BTreeSet<u64> = self.brokers.values().filter(|b| b.fenced).map(|b| b.node_id).collect();
+                let live = self.live_brokers();
                 let topic =
                     self.topics.values_mut().find(|t| t.id == topic_id).ok_or_else(|| {
                         WireError::new(ErrorCode::UnknownTopic, format!("no topic has id {topic_id}"))
@@ -431,8 +459,74 @@ impl State {
                         format!("AlterPartition of {:?} partition {partition} refused: {e:?}", topic.name),
                     )
                 })?;
+                // The ISR grew to hold every target replica of a reassignment: it completes.
+                let next = replication::complete_reassignment(&next, &live).unwrap_or(next);
                 *current = next.clone();
                 Ok(Event::PartitionAltered { topic: topic.name.clone(), partition, registration: next })
+            }
+            Command::ElectPreferredLeaders { topic } => {
+                if let Some(name) = &topic {
+                    if !self.topics.contains_key(name) {
+                        return Err(unknown_topic(name));
+                    }
+                }
+                let live = self.live_brokers();
+                let mut moved = Vec::new();
+                for t in self.topics.values_mut().filter(|t| topic.as_ref().is_none_or(|name| *name == t.name)) {
+                    for (partition, registration) in t.assignment.iter_mut().enumerate() {
+                        if let Some(next) = replication::prefer_leader(registration, &live) {
+                            *registration = next;
+                            moved.push(format!("{}/{partition}", t.name));
+                        }
+                    }
+                }
+                Ok(Event::LeadersElected { moved })
+            }
+            Command::ReassignPartitions { topic, moves, throttle_bytes_per_sec } => {
+                let live = self.live_brokers();
+                let topic = self.topics.get_mut(&topic).ok_or_else(|| unknown_topic(&topic))?;
+                if topic.assignment.is_empty() {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidRequest,
+                        "partitions are reassigned in a cluster; this single node's partitions have no replicas",
+                    ));
+                }
+                let mut registrations = BTreeMap::new();
+                for (&partition, target) in &moves {
+                    let current = topic.assignment.get(partition as usize).ok_or_else(|| {
+                        WireError::new(
+                            ErrorCode::UnknownPartition,
+                            format!("topic {:?} has no partition {partition}", topic.name),
+                        )
+                    })?;
+                    let next = match target {
+                        Some(target) => replication::start_reassignment(current, target, throttle_bytes_per_sec, &live),
+                        None => replication::cancel_reassignment(current, &live),
+                    }
+                    .map_err(|e| {
+                        let (code, why) = match e {
+                            replication::ReassignError::InvalidTarget(why) => {
+                                (ErrorCode::InvalidReplicaAssignment, why)
+                            }
+                            replication::ReassignError::UnknownBroker(b) => (
+                                ErrorCode::InvalidReplicaAssignment,
+                                format!("broker {b} is not a live registered broker"),
+                            ),
+                            replication::ReassignError::NoneUnderWay => {
+                                (ErrorCode::NoReassignmentInProgress, "no reassignment is under way".into())
+                            }
+                            replication::ReassignError::NoInSyncOriginal => {
+                                (ErrorCode::InvalidReplicaAssignment, "no in-sync replica would be left to lead".into())
+                            }
+                        };
+                        WireError::new(code, format!("partition {partition} of topic {:?}: {why}", topic.name))
+                    })?;
+                    registrations.insert(partition, next);
+                }
+                for (&partition, registration) in &registrations {
+                    topic.assignment[partition as usize] = registration.clone();
+                }
+                Ok(Event::PartitionsReassigned { topic: topic.name.clone(), registrations })
             }
         }
     }
@@ -769,6 +863,101 @@ mod tests {
         assert_eq!(leaders(&s, "t"), [Some(3), Some(3), Some(1)]);
         assert!(t.assignment.iter().all(|r| !r.isr.contains(&2)), "{:?}", t.assignment);
         assert_eq!(t.assignment[0].leader_epoch, 1);
+    }
+
+    #[test]
+    fn a_reassignment_completes_when_the_leader_adds_the_last_target_to_the_isr() {
+        let mut s = State::default();
+        for id in 1..=4 {
+            register(&mut s, id);
+        }
+        s.apply(Command::CreateTopic {
+            name: "t".into(),
+            partitions: 2,
+            config: TopicConfig::default(),
+            replication_factor: 2,
+        })
+        .unwrap();
+        let before = s.topics["t"].assignment[0].clone();
+        let target: Vec<u64> = (1..=4).filter(|b| !before.replicas.contains(b)).collect();
+        let reassign = |moves: BTreeMap<u32, Option<Vec<u64>>>| Command::ReassignPartitions {
+            topic: "t".into(),
+            moves,
+            throttle_bytes_per_sec: None,
+        };
+        // All or nothing: a bad partition refuses the whole command.
+        let bad = BTreeMap::from([(0, Some(target.clone())), (1, Some(vec![9]))]);
+        assert_eq!(s.apply(reassign(bad)).unwrap_err().code, ErrorCode::InvalidReplicaAssignment);
+        assert_eq!(s.topics["t"].assignment[0], before);
+        assert_eq!(
+            s.apply(reassign(BTreeMap::from([(5, Some(target.clone()))]))).unwrap_err().code,
+            ErrorCode::UnknownPartition
+        );
+
+        s.apply(reassign(BTreeMap::from([(0, Some(target.clone()))]))).unwrap();
+        let leader = before.leader.unwrap();
+        let alter = |isr: BTreeSet<u64>, partition_epoch| Command::AlterPartition {
+            topic_id: 1,
+            partition: 0,
+            leader,
+            leader_epoch: 0,
+            partition_epoch,
+            isr,
+        };
+        let mut isr = before.isr.clone();
+        isr.insert(target[0]);
+        s.apply(alter(isr.clone(), 1)).unwrap();
+        assert!(s.topics["t"].assignment[0].reassignment.is_some(), "one target still out of sync");
+        isr.insert(target[1]);
+        let Event::PartitionAltered { registration, .. } = s.apply(alter(isr, 2)).unwrap() else { panic!() };
+        assert_eq!(registration.replicas, target);
+        assert_eq!(registration.isr, target.iter().copied().collect::<BTreeSet<_>>());
+        assert_eq!((registration.leader, registration.leader_epoch), (Some(target[0]), 1));
+        assert_eq!(s.topics["t"].assignment[0], registration);
+        // Nothing under way now: a cancel is refused.
+        assert_eq!(
+            s.apply(reassign(BTreeMap::from([(0, None)]))).unwrap_err().code,
+            ErrorCode::NoReassignmentInProgress
+        );
+    }
+
+    #[test]
+    fn preferred_leaders_take_their_partitions_back_once_in_sync() {
+        let mut s = State::default();
+        let epochs: Vec<u64> = (1..=3).map(|id| register(&mut s, id)).collect();
+        s.apply(Command::CreateTopic {
+            name: "p".into(),
+            partitions: 3,
+            config: TopicConfig::default(),
+            replication_factor: 3,
+        })
+        .unwrap();
+        let preferred: Vec<Option<u64>> =
+            s.topics["p"].assignment.iter().map(|r| r.replicas.first().copied()).collect();
+        assert_eq!(leaders(&s, "p"), preferred);
+        s.apply(Command::FenceBroker { node_id: 2, epoch: epochs[1] }).unwrap();
+        register(&mut s, 2);
+        let elect = |topic: Option<&str>| Command::ElectPreferredLeaders { topic: topic.map(str::to_owned) };
+        assert_eq!(s.apply(elect(Some("nope"))).unwrap_err().code, ErrorCode::UnknownTopic);
+        // Broker 2 is back but out of every ISR: nothing moves to it.
+        assert_eq!(s.apply(elect(None)).unwrap(), Event::LeadersElected { moved: vec![] });
+        let led_by_2 = preferred.iter().position(|p| *p == Some(2)).unwrap();
+        let current = s.topics["p"].assignment[led_by_2].clone();
+        assert_ne!(current.leader, Some(2));
+        let mut isr = current.isr.clone();
+        isr.insert(2);
+        s.apply(Command::AlterPartition {
+            topic_id: 1,
+            partition: led_by_2 as u32,
+            leader: current.leader.unwrap(),
+            leader_epoch: current.leader_epoch,
+            partition_epoch: current.partition_epoch,
+            isr,
+        })
+        .unwrap();
+        assert_eq!(s.apply(elect(Some("p"))).unwrap(), Event::LeadersElected { moved: vec![format!("p/{led_by_2}")] });
+        assert_eq!(leaders(&s, "p"), preferred);
+        assert_eq!(s.topics["p"].assignment[led_by_2].leader_epoch, current.leader_epoch + 1);
     }
 
     #[test]

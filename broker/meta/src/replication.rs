@@ -27,6 +27,141 @@ pub struct PartitionRegistration {
     /// Goes up by one on every change of this registration; the compare-and-set version of
     /// [`alter_partition`].
     pub partition_epoch: i32,
+    /// A move of the partition's replicas under way (`weir partition reassign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A reassignment under way, as Kafka's KIP-455 keeps it: `replicas` holds the target replicas
+/// followed by the ones being removed; the new ones copy the log from the leader, and once
+/// every target replica is in the ISR the removed ones go ([`complete_reassignment`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// Target replicas that were not replicas before.
+    pub adding: Vec<BrokerId>,
+    /// Replicas before that are not in the target.
+    pub removing: Vec<BrokerId>,
+    /// The most bytes per second the leader sends the adding replicas (`None`: unthrottled).
+    #[serde(default)]
+    pub throttle_bytes_per_sec: Option<u64>,
+}
+
+impl PartitionRegistration {
+    /// The replicas the partition is moving to (all of them when no move is under way).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        let removing = self.reassignment.as_ref().map(|r| r.removing.as_slice()).unwrap_or_default();
+        self.replicas.iter().copied().filter(|b| !removing.contains(b)).collect()
+    }
+
+    /// The replicas before the move under way (all of them when none is).
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        let adding = self.reassignment.as_ref().map(|r| r.adding.as_slice()).unwrap_or_default();
+        self.replicas.iter().copied().filter(|b| !adding.contains(b)).collect()
+    }
+}
+
+/// Why a reassignment was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReassignError {
+    /// The target names no replica, or a broker twice.
+    InvalidTarget(String),
+    /// A target replica is not a registered, unfenced broker.
+    UnknownBroker(BrokerId),
+    /// A cancel with no reassignment under way.
+    NoneUnderWay,
+    /// Canceling would leave no in-sync original replica to lead.
+    NoInSyncOriginal,
+}
+
+/// Starts moving a partition to `target` (the preferred leader first): the new replicas are
+/// added to `replicas` and copy the log; the registration completes at once when every target
+/// replica is already in sync. A reassignment under way is replaced: its original replicas
+/// stay the ones to remove (Kafka's rule), and adding replicas no longer wanted go at once.
+pub fn start_reassignment(
+    current: &PartitionRegistration,
+    target: &[BrokerId],
+    throttle_bytes_per_sec: Option<u64>,
+    live: &BTreeSet<BrokerId>,
+) -> Result<PartitionRegistration, ReassignError> {
+    if target.is_empty() {
+        return Err(ReassignError::InvalidTarget("the target names no replica".into()));
+    }
+    let distinct: BTreeSet<BrokerId> = target.iter().copied().collect();
+    if distinct.len() != target.len() {
+        return Err(ReassignError::InvalidTarget(format!("the target {target:?} names a broker twice")));
+    }
+    if let Some(&broker) = target.iter().find(|b| !live.contains(b)) {
+        return Err(ReassignError::UnknownBroker(broker));
+    }
+    let original = current.original_replicas();
+    let adding: Vec<BrokerId> = target.iter().copied().filter(|b| !original.contains(b)).collect();
+    let removing: Vec<BrokerId> = original.iter().copied().filter(|b| !target.contains(b)).collect();
+    let mut next = current.clone();
+    next.replicas = target.iter().chain(&removing).copied().collect();
+    // An adding replica of the replaced move that is not wanted now leaves the ISR too.
+    next.isr.retain(|b| next.replicas.contains(b));
+    next.reassignment = (!adding.is_empty() || !removing.is_empty()).then_some(Reassignment {
+        adding,
+        removing,
+        throttle_bytes_per_sec,
+    });
+    if next.isr.is_empty() {
+        // Only a replaced move's adding replicas were in sync.
+        return Err(ReassignError::NoInSyncOriginal);
+    }
+    if next.leader.is_some_and(|l| !next.replicas.contains(&l)) {
+        next.leader = elect_leader(&next, live, false).map(|(leader, _)| leader);
+    }
+    let next = completed(&next, live).unwrap_or(next);
+    Ok(finish(current, next.clone()).unwrap_or(next))
+}
+
+/// Finishes a reassignment whose target replicas are all in the ISR: the removed replicas
+/// leave `replicas` and the ISR, and if the leader was one of them (or there is none) the
+/// first in-sync live target replica leads. `None` while it is not done (or none is under way).
+pub fn complete_reassignment(
+    current: &PartitionRegistration,
+    live: &BTreeSet<BrokerId>,
+) -> Option<PartitionRegistration> {
+    finish(current, completed(current, live)?)
+}
+
+/// [`complete_reassignment`] without the epochs bumped.
+fn completed(current: &PartitionRegistration, live: &BTreeSet<BrokerId>) -> Option<PartitionRegistration> {
+    let reassignment = current.reassignment.as_ref()?;
+    let target = current.target_replicas();
+    if !target.iter().all(|b| current.isr.contains(b)) {
+        return None;
+    }
+    let mut next = current.clone();
+    next.replicas = target;
+    next.isr.retain(|b| !reassignment.removing.contains(b));
+    next.reassignment = None;
+    if next.leader.is_none_or(|l| !next.replicas.contains(&l) || !live.contains(&l)) {
+        next.leader = next.replicas.iter().copied().find(|b| live.contains(b) && next.isr.contains(b));
+    }
+    Some(next)
+}
+
+/// Cancels a reassignment under way: the adding replicas go (from the ISR too) and the
+/// original replicas stay, led by the current leader if it is one of them, else by the first
+/// in-sync live original replica.
+pub fn cancel_reassignment(
+    current: &PartitionRegistration,
+    live: &BTreeSet<BrokerId>,
+) -> Result<PartitionRegistration, ReassignError> {
+    let Some(reassignment) = current.reassignment.as_ref() else { return Err(ReassignError::NoneUnderWay) };
+    let mut next = current.clone();
+    next.replicas = current.original_replicas();
+    next.isr.retain(|b| !reassignment.adding.contains(b));
+    if next.isr.is_empty() {
+        return Err(ReassignError::NoInSyncOriginal);
+    }
+    next.reassignment = None;
+    if next.leader.is_some_and(|l| !next.replicas.contains(&l)) {
+        next.leader = next.replicas.iter().copied().find(|b| live.contains(b) && next.isr.contains(b));
+    }
+    Ok(finish(current, next.clone()).unwrap_or(next))
 }
 
 impl PartitionRegistration {
@@ -38,6 +173,7 @@ impl PartitionRegistration {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            reassignment: None,
         }
     }
 }
@@ -395,6 +531,7 @@ mod tests {
             leader,
             leader_epoch: 5,
             partition_epoch: 9,
+            reassignment: None,
         }
     }
 
@@ -493,6 +630,85 @@ mod tests {
         let next = prefer_leader(&in_sync, &set(&[1, 2, 3])).expect("moves");
         assert_eq!((next.leader, next.leader_epoch), (Some(1), 6));
         assert_eq!(prefer_leader(&next, &set(&[1, 2, 3])), None);
+    }
+
+    #[test]
+    fn a_reassignment_adds_the_target_replicas_and_drops_the_old_ones_once_the_targets_are_in_sync() {
+        let live = set(&[1, 2, 3, 4, 5, 6]);
+        let current = reg(&[1, 2, 3], &[1, 2, 3], Some(1));
+        let moving = start_reassignment(&current, &[4, 5, 6], Some(1_000), &live).expect("starts");
+        assert_eq!(moving.replicas, [4, 5, 6, 1, 2, 3], "the targets first, then the replicas leaving");
+        assert_eq!(
+            moving.reassignment,
+            Some(Reassignment { adding: vec![4, 5, 6], removing: vec![1, 2, 3], throttle_bytes_per_sec: Some(1_000) })
+        );
+        assert_eq!((moving.leader, moving.leader_epoch, moving.partition_epoch), (Some(1), 5, 10));
+        assert_eq!((moving.target_replicas(), moving.original_replicas()), (vec![4, 5, 6], vec![1, 2, 3]));
+
+        // The leader adds the new replicas to the ISR as they catch up; with all three in sync the
+        // move completes, and the leader, leaving, hands over to the first target in sync.
+        let mut grown = moving.clone();
+        grown.isr = set(&[1, 2, 3, 4, 5]);
+        assert_eq!(complete_reassignment(&grown, &live), None, "6 is not in sync yet");
+        grown.isr.insert(6);
+        let done = complete_reassignment(&grown, &live).expect("completes");
+        assert_eq!((done.replicas.clone(), done.isr.clone(), done.leader), (vec![4, 5, 6], set(&[4, 5, 6]), Some(4)));
+        assert_eq!((done.reassignment.clone(), done.leader_epoch, done.partition_epoch), (None, 6, 11));
+        assert_eq!(complete_reassignment(&done, &live), None, "nothing under way");
+
+        // A target already in sync completes at once: one leader change, epochs bumped once.
+        let shrunk = start_reassignment(&current, &[2, 3], None, &live).expect("starts");
+        assert_eq!((shrunk.replicas.clone(), shrunk.isr.clone(), shrunk.leader), (vec![2, 3], set(&[2, 3]), Some(2)));
+        assert_eq!((shrunk.reassignment.clone(), shrunk.leader_epoch, shrunk.partition_epoch), (None, 6, 10));
+        // A new order only: the preferred leader changes, the leader does not.
+        let reordered = start_reassignment(&current, &[3, 2, 1], None, &live).expect("starts");
+        assert_eq!((reordered.replicas.clone(), reordered.leader, reordered.leader_epoch), (vec![3, 2, 1], Some(1), 5));
+
+        // Refused targets.
+        let refused: Vec<(&[BrokerId], ReassignError)> = vec![
+            (&[], ReassignError::InvalidTarget("the target names no replica".into())),
+            (&[4, 4], ReassignError::InvalidTarget("the target [4, 4] names a broker twice".into())),
+            (&[4, 9], ReassignError::UnknownBroker(9)),
+        ];
+        for (target, expected) in refused {
+            assert_eq!(start_reassignment(&current, target, None, &live), Err(expected), "{target:?}");
+        }
+    }
+
+    #[test]
+    fn a_reassignment_is_replaced_or_canceled_from_its_original_replicas() {
+        let live = set(&[1, 2, 3, 4, 5, 6, 7]);
+        let current = reg(&[1, 2, 3], &[1, 2, 3], Some(1));
+        let mut moving = start_reassignment(&current, &[4, 5, 6], None, &live).expect("starts");
+        moving.isr.insert(4);
+
+        // Replaced: the original replicas are still [1, 2, 3]; 4, no longer wanted, leaves the ISR.
+        let replaced = start_reassignment(&moving, &[1, 5, 7], None, &live).expect("replaces");
+        assert_eq!(replaced.replicas, [1, 5, 7, 2, 3]);
+        assert_eq!(replaced.isr, set(&[1, 2, 3]));
+        assert_eq!(
+            replaced.reassignment,
+            Some(Reassignment { adding: vec![5, 7], removing: vec![2, 3], throttle_bytes_per_sec: None })
+        );
+
+        // Canceled: back to the original replicas, the adding ones out of the ISR.
+        let canceled = cancel_reassignment(&moving, &live).expect("cancels");
+        assert_eq!(
+            (canceled.replicas.clone(), canceled.isr.clone(), canceled.reassignment.clone()),
+            (vec![1, 2, 3], set(&[1, 2, 3]), None)
+        );
+        assert_eq!(canceled.leader, Some(1));
+        assert_eq!(cancel_reassignment(&canceled, &live), Err(ReassignError::NoneUnderWay));
+
+        // A new replica that took over leadership (the old ones failed) hands it back on cancel
+        // to an original replica in sync; with none in sync the cancel is refused.
+        let mut led_by_new = moving.clone();
+        led_by_new.leader = Some(4);
+        led_by_new.isr = set(&[2, 4]);
+        let back = cancel_reassignment(&led_by_new, &live).expect("cancels");
+        assert_eq!((back.leader, back.isr.clone(), back.leader_epoch), (Some(2), set(&[2]), 6));
+        led_by_new.isr = set(&[4]);
+        assert_eq!(cancel_reassignment(&led_by_new, &live), Err(ReassignError::NoInSyncOriginal));
     }
 
     fn tracker() -> FollowerTracker {

@@ -83,8 +83,84 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// The cluster side of the controller: the broker-to-broker endpoint and the voters.
 pub struct ClusterSetup {
     pub endpoint: quinn::Endpoint,
-    /// Every voter's node id and cluster address (`host:port`), this node's included.
+    /// Every voter's node id and cluster address (`host:port`), this node's included; empty
+    /// on a broker that joins as a learner.
     pub voters: BTreeMap<NodeId, String>,
+    /// Voters a learner joins through on its first start (`weir serve --join`).
+    pub join: BTreeMap<NodeId, String>,
+    /// Tests only: a file that cuts this node off from other nodes ([`NetworkFaults`]).
+    pub test_partition_file: Option<std::path::PathBuf>,
+}
+
+/// A network partition a test makes without root (`weir serve --test-partition-file`): the
+/// file's lines are the sides of the partition, each a list of node ids; a node sends nothing
+/// to the nodes on other lines (so, each node reading the same file, nothing crosses between
+/// sides either way); when a node is cut off, the connections to it are closed, which ends
+/// the calls on them in both directions. No file, or an empty one, cuts nothing. Read every
+/// [`FAULTS_READ_EVERY`]. Every call to a peer goes through [`Peers::call_within`], which asks
+/// this first.
+#[derive(Clone, Default)]
+struct NetworkFaults {
+    cut_off: Arc<std::sync::RwLock<std::collections::BTreeSet<NodeId>>>,
+}
+
+const FAULTS_READ_EVERY: Duration = Duration::from_millis(100);
+
+impl NetworkFaults {
+    fn watch(
+        node_id: NodeId,
+        path: std::path::PathBuf,
+        connections: &Arc<std::sync::Mutex<HashMap<NodeId, PeerSlot>>>,
+    ) -> Self {
+        let faults = Self::default();
+        let cut_off = Arc::downgrade(&faults.cut_off);
+        let connections = Arc::downgrade(connections);
+        tokio::spawn(async move {
+            while let Some(cut_off) = cut_off.upgrade() {
+                let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+                let sides: Vec<Vec<NodeId>> = text
+                    .lines()
+                    .map(|line| {
+                        line.split(|c: char| c == ',' || c.is_whitespace()).filter_map(|id| id.parse().ok()).collect()
+                    })
+                    .filter(|side: &Vec<NodeId>| !side.is_empty())
+                    .collect();
+                let others = if sides.iter().any(|side| side.contains(&node_id)) {
+                    sides.into_iter().filter(|side| !side.contains(&node_id)).flatten().collect()
+                } else {
+                    std::collections::BTreeSet::new()
+                };
+                let newly_cut: Vec<NodeId> = {
+                    let mut current = cut_off.write().unwrap_or_else(|e| e.into_inner());
+                    let newly = others.difference(&current).copied().collect();
+                    if *current != others {
+                        tracing::warn!(node_id, cut_off = ?others, "test network partition changed");
+                        *current = others;
+                    }
+                    newly
+                };
+                drop(cut_off);
+                let slots: Vec<PeerSlot> = match connections.upgrade() {
+                    Some(c) => {
+                        let table = c.lock().unwrap_or_else(|e| e.into_inner());
+                        newly_cut.iter().filter_map(|id| table.get(id).cloned()).collect()
+                    }
+                    None => return,
+                };
+                for slot in slots {
+                    if let Some(connection) = slot.lock().await.connection.take() {
+                        connection.close(0u32.into(), b"test network partition");
+                    }
+                }
+                tokio::time::sleep(FAULTS_READ_EVERY).await;
+            }
+        });
+        faults
+    }
+
+    fn cuts(&self, target: NodeId) -> bool {
+        self.cut_off.read().unwrap_or_else(|e| e.into_inner()).contains(&target)
+    }
 }
 
 #[derive(Clone)]
@@ -168,7 +244,7 @@ impl Controller {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(storage)?);
-        let peers = cluster.as_ref().map(|c| Peers::new(c.endpoint.clone()));
+        let peers = cluster.as_ref().map(|c| Peers::new(c.endpoint.clone(), node_id, c.test_partition_file.clone()));
         let network = QuicNetwork { peers: peers.clone() };
         let raft = Raft::new(node_id, config, network, log, machine).await.map_err(storage)?;
         let controller = Self {
@@ -219,7 +295,13 @@ impl Controller {
                 }
             });
         }
-        if !controller.raft.is_initialized().await.map_err(storage)? {
+        let joining = cluster.as_ref().filter(|c| c.voters.is_empty()).map(|c| c.join.clone());
+        if let Some(through) = joining {
+            if !controller.raft.is_initialized().await.map_err(storage)? {
+                let own = cluster.as_ref().map(|c| c.endpoint.local_addr()).transpose().map_err(storage)?;
+                controller.join(&through, own.map(|a| a.to_string()).unwrap_or_default()).await?;
+            }
+        } else if !controller.raft.is_initialized().await.map_err(storage)? {
             match controller.raft.initialize(members).await {
                 Ok(()) => {}
                 // A peer's vote request came first (this node answers RPCs already): the group
@@ -264,6 +346,28 @@ impl Controller {
     /// checks it against its state.
     pub async fn propose(&self, command: Command) -> Result<Event, WireError> {
         self.submit(command).await
+    }
+
+    /// Proposes a decision only this node's leadership may take (fencing brokers by the
+    /// heartbeats it saw while leading): here and once, never forwarded. If this node stops
+    /// leading before it is committed, the decision is dropped: a leader cut off from the
+    /// brokers saw no heartbeats, and the new leader decides from its own.
+    pub async fn propose_as_leader(&self, command: Command) -> Result<Event, WireError> {
+        let not_leading = || WireError::new(ErrorCode::NotController, "this node does not lead the controller");
+        if self.raft.metrics().borrow().current_leader != Some(self.node_id) {
+            return Err(not_leading());
+        }
+        let id =
+            format!("{}-{}", self.proposal_prefix, self.proposals.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        match tokio::time::timeout(PROPOSE_DEADLINE, command.here(id, self)).await {
+            Ok(Answer::Done { out, .. }) => Ok(out),
+            Ok(Answer::Refused(e)) => Err(e),
+            Ok(Answer::NotLeader) => Err(not_leading()),
+            Err(_) => Err(WireError::new(
+                ErrorCode::NotController,
+                format!("not committed within {} s while leading", PROPOSE_DEADLINE.as_secs()),
+            )),
+        }
     }
 
     /// Checks a command as [`Controller::propose`] does, without proposing it: the broker's
@@ -486,6 +590,10 @@ impl Controller {
                     None => vec![0],
                 }
             }
+            RPC_JOIN => match serde_json::from_slice::<JoinRequest>(&body) {
+                Ok(request) => encode(&self.take_join(request).await),
+                Err(e) => encode(&JoinAnswer::Refused(format!("join request: {e}"))),
+            },
             RPC_HEARTBEAT => match serde_json::from_slice::<Heartbeat>(&body) {
                 Ok(heartbeat) => encode(&self.take_heartbeat(&heartbeat)),
                 Err(_) => Vec::new(),
@@ -555,6 +663,7 @@ impl Controller {
         &self,
         addresses: BrokerAddresses,
         session_timeout: Duration,
+        leader_rebalance_interval: Option<Duration>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         if self.peers.is_none() {
@@ -588,6 +697,19 @@ impl Controller {
                 }
             })
         };
+        let mut tasks = Vec::new();
+        if let Some(every) = leader_rebalance_interval {
+            let (controller, mut stop) = (self.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.changed() => return,
+                    }
+                    controller.restore_preferred_leaders().await;
+                }
+            }));
+        }
         let fencing = {
             let (controller, mut stop) = (self.clone(), stop);
             tokio::spawn(async move {
@@ -601,7 +723,36 @@ impl Controller {
                 }
             })
         };
-        vec![heartbeat, fencing]
+        tasks.extend([heartbeat, fencing]);
+        tasks
+    }
+
+    /// The leader's periodic preferred leader election (Kafka's `auto.leader.rebalance.enable`):
+    /// when some partition's preferred replica is live and in sync but does not lead, it gets
+    /// its leadership back.
+    async fn restore_preferred_leaders(&self) {
+        if self.raft.metrics().borrow().current_leader != Some(self.node_id) {
+            return;
+        }
+        let imbalanced = {
+            let state = self.state();
+            let live = state.live_brokers();
+            state
+                .topics
+                .values()
+                .flat_map(|t| &t.assignment)
+                .any(|r| weir_meta::replication::prefer_leader(r, &live).is_some())
+        };
+        if !imbalanced {
+            return;
+        }
+        match self.propose_as_leader(Command::ElectPreferredLeaders { topic: None }).await {
+            Ok(Event::LeadersElected { moved }) if !moved.is_empty() => {
+                tracing::info!(partitions = ?moved, "preferred replicas lead again");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "preferred leader election failed"),
+        }
     }
 
     async fn send_heartbeat(&self, epoch: u64, within: Duration) -> HeartbeatAnswer {
@@ -652,7 +803,7 @@ impl Controller {
                 .collect()
         };
         for (node_id, epoch) in silent {
-            match self.propose(Command::FenceBroker { node_id, epoch }).await {
+            match self.propose_as_leader(Command::FenceBroker { node_id, epoch }).await {
                 Ok(_) => tracing::warn!(node_id, epoch, "fenced a broker that missed its session timeout"),
                 Err(e) => tracing::warn!(node_id, error = %e, "fencing a silent broker failed"),
             }
@@ -711,12 +862,7 @@ impl Controller {
             .map_err(|_| unreachable("shutting down".into()))?;
         let timeout = timeout.saturating_sub(started.elapsed());
         let peers = self.peers.as_ref().ok_or_else(|| unreachable("this broker has no cluster endpoint".into()))?;
-        let addr = self
-            .status()
-            .voters
-            .get(&node)
-            .cloned()
-            .ok_or_else(|| unreachable("no cluster address known for it".into()))?;
+        let addr = self.node_addr(node).ok_or_else(|| unreachable("no cluster address known for it".into()))?;
         match peers.call_within(node, &addr, kind, body, timeout).await {
             Ok(answer) => Ok(answer),
             Err(PeerError::Unreachable(e) | PeerError::Failed(e)) => Err(unreachable(e)),
@@ -757,7 +903,89 @@ impl Controller {
                 .voter_ids()
                 .map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default()))
                 .collect(),
+            learners: membership
+                .learner_ids()
+                .map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default()))
+                .collect(),
             last_applied: metrics.last_applied.map(|l| l.index),
+        }
+    }
+
+    /// A member's cluster address (a voter's or a learner's).
+    fn node_addr(&self, node: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    /// Joins the controller group as a learner through any of `through` (voters by id), at
+    /// this node's cluster address `addr`: asks each in turn, following a voter's word on who
+    /// leads, until the leader has added it (within [`JOIN_DEADLINE`]).
+    async fn join(&self, through: &BTreeMap<NodeId, String>, addr: String) -> Result<(), WireError> {
+        let peers = self.peers.as_ref().ok_or_else(|| storage("joining needs a cluster endpoint"))?;
+        let body = serde_json::to_vec(&JoinRequest { node_id: self.node_id, addr }).map_err(storage)?;
+        let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
+        let mut ask: Vec<(NodeId, String)> = through.iter().map(|(id, a)| (*id, a.clone())).collect();
+        let mut last = String::from("no voter answered");
+        while tokio::time::Instant::now() < deadline {
+            let Some((id, at)) = ask.first().cloned() else { break };
+            ask.rotate_left(1);
+            let answer = peers.call_within(id, &at, RPC_JOIN, &body, Duration::from_secs(5)).await;
+            match answer.map(|bytes| serde_json::from_slice::<JoinAnswer>(&bytes)) {
+                Ok(Ok(JoinAnswer::Added)) => {
+                    tracing::info!(node_id = self.node_id, through = id, "joined the controller group as a learner");
+                    return Ok(());
+                }
+                Ok(Ok(JoinAnswer::NotLeader(Some(leader)))) => {
+                    ask.retain(|n| *n != leader);
+                    ask.insert(0, leader);
+                    continue;
+                }
+                Ok(Ok(JoinAnswer::NotLeader(None))) => last = format!("node {id} knows no controller leader"),
+                Ok(Ok(JoinAnswer::Refused(why))) => {
+                    return Err(WireError::new(ErrorCode::InvalidRequest, format!("joining through node {id}: {why}")))
+                }
+                Ok(Err(e)) => last = format!("node {id} answered badly: {e}"),
+                Err(PeerError::Unreachable(e) | PeerError::Failed(e)) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(WireError::new(
+            ErrorCode::NotController,
+            format!("could not join the controller group within {} s: {last}", JOIN_DEADLINE.as_secs()),
+        ))
+    }
+
+    /// A broker's request to join as a learner: the leader adds it (not waiting for it to
+    /// catch up); another voter names the leader.
+    async fn take_join(&self, request: JoinRequest) -> JoinAnswer {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node_id) {
+            let leader = metrics.current_leader.and_then(|l| Some((l, self.node_addr(l)?)));
+            return JoinAnswer::NotLeader(leader);
+        }
+        let membership = metrics.membership_config.membership();
+        if membership.voter_ids().any(|v| v == request.node_id) {
+            return JoinAnswer::Refused(format!("node {} is a controller voter; it does not join", request.node_id));
+        }
+        if let Some(known) = membership.get_node(&request.node_id) {
+            return if known.addr == request.addr {
+                JoinAnswer::Added
+            } else {
+                JoinAnswer::Refused(format!(
+                    "node {} is a member at {}, not {}; a node id is never reused",
+                    request.node_id, known.addr, request.addr
+                ))
+            };
+        }
+        match self.raft.add_learner(request.node_id, BasicNode { addr: request.addr.clone() }, false).await {
+            Ok(_) => {
+                tracing::info!(node_id = request.node_id, addr = %request.addr, "added a learner to the controller group");
+                JoinAnswer::Added
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                JoinAnswer::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
+            }
+            Err(e) => JoinAnswer::Refused(e.to_string()),
         }
     }
 
@@ -1052,6 +1280,26 @@ const RPC_VOTE: u8 = 1;
 const RPC_APPEND: u8 = 2;
 const RPC_SNAPSHOT: u8 = 3;
 const RPC_HEARTBEAT: u8 = 6;
+/// A broker asks to join the controller group as a learner.
+const RPC_JOIN: u8 = 8;
+
+#[derive(Serialize, Deserialize)]
+struct JoinRequest {
+    node_id: NodeId,
+    addr: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum JoinAnswer {
+    /// Added as a learner (or it was one already, at that address).
+    Added,
+    /// Ask the leader (when this node knows it).
+    NotLeader(Option<(NodeId, String)>),
+    Refused(String),
+}
+
+/// How long a broker tries to join before it gives up and its start fails.
+const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 /// Asks for a module component by SHA-256; the answer is `1` and its bytes, or `0`.
 const RPC_BLOB: u8 = 7;
 
@@ -1146,6 +1394,8 @@ pub struct ControllerStatus {
     pub term: u64,
     /// Voter ids and their cluster addresses.
     pub voters: BTreeMap<NodeId, String>,
+    /// Brokers that joined as learners (`--join`): they get the log and vote in nothing.
+    pub learners: BTreeMap<NodeId, String>,
     pub last_applied: Option<u64>,
 }
 
@@ -1156,6 +1406,8 @@ struct Peers {
     endpoint: quinn::Endpoint,
     /// One slot per peer, so connecting to a peer that is down never holds up the others.
     connections: Arc<std::sync::Mutex<HashMap<NodeId, PeerSlot>>>,
+    /// Tests only: peers a test partition cuts this node off from.
+    faults: Option<NetworkFaults>,
 }
 
 type PeerSlot = Arc<Mutex<PeerConnection>>;
@@ -1182,8 +1434,10 @@ enum PeerError {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Peers {
-    fn new(endpoint: quinn::Endpoint) -> Self {
-        Self { endpoint, connections: Arc::new(std::sync::Mutex::new(HashMap::new())) }
+    fn new(endpoint: quinn::Endpoint, node_id: NodeId, test_partition_file: Option<std::path::PathBuf>) -> Self {
+        let connections = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let faults = test_partition_file.map(|path| NetworkFaults::watch(node_id, path, &connections));
+        Self { endpoint, connections, faults }
     }
 
     fn slot(&self, target: NodeId) -> PeerSlot {
@@ -1234,6 +1488,11 @@ impl Peers {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerError> {
+        if self.faults.as_ref().is_some_and(|f| f.cuts(target)) {
+            // As a partition looks to a caller: no answer within the call's time.
+            tokio::time::sleep(timeout.min(Duration::from_millis(500))).await;
+            return Err(PeerError::Unreachable(format!("node {target} at {addr}: cut off by the test partition file")));
+        }
         let started = tokio::time::Instant::now();
         // The whole call, connecting included, within `timeout`.
         let connection = tokio::time::timeout(timeout, self.connection(target, addr)).await.map_err(|_| {

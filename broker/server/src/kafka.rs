@@ -64,6 +64,7 @@ mod code {
     pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
@@ -97,6 +98,8 @@ fn wire_code(e: &WireError) -> i16 {
         ErrorCode::NotEnoughReplicasAfterAppend => code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
         ErrorCode::FencedLeaderEpoch => code::FENCED_LEADER_EPOCH,
         ErrorCode::UnknownLeaderEpoch => code::UNKNOWN_LEADER_EPOCH,
+        ErrorCode::InvalidReplicaAssignment => code::INVALID_REPLICA_ASSIGNMENT,
+        ErrorCode::NoReassignmentInProgress => code::NO_REASSIGNMENT_IN_PROGRESS,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }
@@ -156,6 +159,8 @@ fn supported_versions() -> Vec<(ApiKey, i16, i16)> {
         (ApiKey::IncrementalAlterConfigs, 0, 1),
         (ApiKey::DescribeCluster, 0, 1),
         (ApiKey::DeleteRecords, 0, 2),
+        (ApiKey::AlterPartitionReassignments, 0, 0),
+        (ApiKey::ListPartitionReassignments, 0, 0),
     ];
     mine.into_iter()
         .map(|(key, min, max)| {
@@ -525,6 +530,12 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(ctx, req.api_version, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(ctx, req.api_version, r).await),
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records(ctx, r).await),
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(alter_partition_reassignments(ctx, r).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(list_partition_reassignments(ctx, r))
+        }
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(create_partitions(ctx, r).await),
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs(ctx, req.api_version, r)),
         RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs(ctx, r).await),
@@ -1115,6 +1126,83 @@ async fn delete_records(ctx: &KafkaContext, r: DeleteRecordsRequest) -> DeleteRe
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
+/// Kafka's AlterPartitionReassignments: each partition's move (or cancel, for null replicas)
+/// is its own `Broker::reassign_partitions` command, so each gets its own outcome.
+async fn alter_partition_reassignments(
+    ctx: &KafkaContext,
+    r: AlterPartitionReassignmentsRequest,
+) -> AlterPartitionReassignmentsResponse {
+    let mut responses = Vec::with_capacity(r.topics.len());
+    for t in r.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let result = alter_partition_reassignments_response::ReassignablePartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_error_message(None);
+            let target =
+                p.replicas.map(|replicas| replicas.iter().map(|b| u64::try_from(b.0)).collect::<Result<Vec<u64>, _>>());
+            let outcome = match (u32::try_from(p.partition_index), target) {
+                (Err(_), _) | (_, Some(Err(_))) => Err(WireError::new(
+                    ErrorCode::InvalidReplicaAssignment,
+                    "a partition index or broker id is negative",
+                )),
+                (Ok(partition), target) => {
+                    let target = target.map(|t| t.unwrap_or_default());
+                    let moves = BTreeMap::from([(partition, target)]);
+                    ctx.broker.reassign_partitions(t.name.0.as_str(), moves, None).await.map(|_| ())
+                }
+            };
+            partitions.push(match outcome {
+                Ok(()) => result,
+                Err(e) => result.with_error_code(wire_code(&e)).with_error_message(Some(s(e.message))),
+            });
+        }
+        responses.push(
+            alter_partition_reassignments_response::ReassignableTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    AlterPartitionReassignmentsResponse::default().with_error_message(None).with_responses(responses)
+}
+
+/// Kafka's ListPartitionReassignments: the moves under way, of the named partitions or all.
+fn list_partition_reassignments(
+    ctx: &KafkaContext,
+    r: ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    let ids = |ids: &[u64]| ids.iter().map(|b| BrokerId(i32::try_from(*b).unwrap_or(i32::MAX))).collect::<Vec<_>>();
+    // Named partitions as a set per topic: each is listed once however often it is named.
+    let wanted: Option<BTreeMap<String, std::collections::BTreeSet<i32>>> = r.topics.map(|topics| {
+        let mut wanted: BTreeMap<String, std::collections::BTreeSet<i32>> = BTreeMap::new();
+        for t in topics {
+            wanted.entry(t.name.0.to_string()).or_default().extend(t.partition_indexes);
+        }
+        wanted
+    });
+    let mut topics: Vec<list_partition_reassignments_response::OngoingTopicReassignment> = Vec::new();
+    for (topic, partition, replicas, moving) in ctx.broker.reassignments() {
+        let index = i32::try_from(partition).unwrap_or(i32::MAX);
+        if wanted.as_ref().is_some_and(|w| !w.get(&topic).is_some_and(|p| p.contains(&index))) {
+            continue;
+        }
+        let ongoing = list_partition_reassignments_response::OngoingPartitionReassignment::default()
+            .with_partition_index(index)
+            .with_replicas(ids(&replicas))
+            .with_adding_replicas(ids(&moving.adding))
+            .with_removing_replicas(ids(&moving.removing));
+        match topics.last_mut().filter(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(ongoing),
+            None => topics.push(
+                list_partition_reassignments_response::OngoingTopicReassignment::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partitions(vec![ongoing]),
+            ),
+        }
+    }
+    ListPartitionReassignmentsResponse::default().with_error_message(None).with_topics(topics)
+}
+
 async fn create_partitions(ctx: &KafkaContext, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in r.topics {
@@ -1632,6 +1720,19 @@ mod tests {
                         delete_records_request::DeleteRecordsPartition::default().with_offset(-1),
                     ]),
                 ])),
+                ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+                    AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                        alter_partition_reassignments_request::ReassignableTopic::default()
+                            .with_name(topic())
+                            .with_partitions(vec![
+                                alter_partition_reassignments_request::ReassignablePartition::default()
+                                    .with_replicas(Some(vec![BrokerId(1)])),
+                            ]),
+                    ]),
+                ),
+                ApiKey::ListPartitionReassignments => {
+                    RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
+                }
                 other => panic!("no seed for {other:?}: add one"),
             }
         };

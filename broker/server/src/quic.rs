@@ -342,6 +342,8 @@ fn topic_description(t: TopicInfo) -> TopicDescription {
                 replicas: p.replicas,
                 isr: p.isr,
                 log_end_offset: p.log_end_offset,
+                adding_replicas: p.adding_replicas,
+                removing_replicas: p.removing_replicas,
             })
             .collect(),
         config: t.config,
@@ -436,6 +438,16 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
         FrameKind::DescribeTopic => {
             let req: TopicNameRequest = frame.header()?;
             reply(frame.kind, &topic_description(broker.describe_topic(&req.name)?))
+        }
+        FrameKind::ReassignPartitions => {
+            let req: ReassignPartitionsRequest = frame.header()?;
+            let moves = req.partitions.into_iter().map(|m| (m.partition, m.replicas)).collect();
+            let info = broker.reassign_partitions(&req.topic, moves, req.throttle_bytes_per_sec).await?;
+            reply(frame.kind, &topic_description(info))
+        }
+        FrameKind::ElectLeaders => {
+            let req: ElectLeadersRequest = frame.header()?;
+            reply(frame.kind, &ElectLeadersResponse { moved: broker.elect_preferred_leaders(req.topic).await? })
         }
         FrameKind::AlterTopic => {
             let req: AlterTopicRequest = frame.header()?;

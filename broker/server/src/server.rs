@@ -117,25 +117,47 @@ pub struct ServeConfig {
     /// A broker whose heartbeats stop reaching the controller for this long is fenced: its
     /// partitions get new leaders (Kafka's `broker.session.timeout.ms`).
     pub broker_session_timeout_ms: u64,
+    /// How often the controller leader gives partitions whose preferred replica (the first
+    /// assigned) is live and in sync but does not lead their leadership back (Kafka's
+    /// `leader.imbalance.check.interval.seconds`, 300 s); 0 turns it off.
+    pub leader_rebalance_interval_ms: u64,
+    /// A broker that is not a controller voter joins the cluster through these voters
+    /// (`id@host:port`, any of them): the controller leader adds it as a learner, which gets
+    /// the metadata log. Only on its first start; it is a member from then on.
+    pub join: Vec<String>,
+    /// Tests only (a hidden flag, never read from the file): a file whose lines split the
+    /// cluster's nodes into sides that cannot reach each other, see `controller::NetworkFaults`.
+    #[serde(skip)]
+    pub test_partition_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
     /// The controller's voters by node id; empty on a single node.
     pub fn voters(&self) -> anyhow::Result<BTreeMap<u64, String>> {
-        let mut voters = BTreeMap::new();
-        for voter in &self.controller_voters {
-            let (id, addr) =
-                voter.split_once('@').with_context(|| format!("controller voter {voter:?} must be id@host:port"))?;
-            let id: u64 = id.trim().parse().with_context(|| format!("controller voter {voter:?}: bad node id"))?;
-            let addr = addr.trim();
-            anyhow::ensure!(
-                addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
-                "controller voter {voter:?}: the address must be host:port"
-            );
-            anyhow::ensure!(voters.insert(id, addr.to_owned()).is_none(), "controller voter {id} is listed twice");
-        }
-        Ok(voters)
+        parse_nodes(&self.controller_voters)
     }
+
+    /// The voters to join through (`join`), by node id.
+    pub fn join_through(&self) -> anyhow::Result<BTreeMap<u64, String>> {
+        parse_nodes(&self.join)
+    }
+}
+
+/// `id@host:port` entries (controller voters, or voters to join through) by node id.
+fn parse_nodes(entries: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut nodes = BTreeMap::new();
+    for entry in entries {
+        let (id, addr) =
+            entry.split_once('@').with_context(|| format!("controller voter {entry:?} must be id@host:port"))?;
+        let id: u64 = id.trim().parse().with_context(|| format!("controller voter {entry:?}: bad node id"))?;
+        let addr = addr.trim();
+        anyhow::ensure!(
+            addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
+            "controller voter {entry:?}: the address must be host:port"
+        );
+        anyhow::ensure!(nodes.insert(id, addr.to_owned()).is_none(), "controller voter {id} is listed twice");
+    }
+    Ok(nodes)
 }
 
 impl Default for ServeConfig {
@@ -185,6 +207,9 @@ impl Default for ServeConfig {
             controller_voters: Vec::new(),
             cluster_ca: None,
             broker_session_timeout_ms: 9000,
+            test_partition_file: None,
+            join: Vec::new(),
+            leader_rebalance_interval_ms: 300_000,
         }
     }
 }
@@ -362,6 +387,16 @@ impl ServeConfig {
             format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
         )?;
         let voters = self.voters()?;
+        let join = self.join_through()?;
+        if !join.is_empty() {
+            check(
+                voters.is_empty(),
+                "join and controller_voters exclude each other: a voter is listed, a learner joins".into(),
+            )?;
+            check(!join.contains_key(&self.node_id), format!("join names this node (node_id = {})", self.node_id))?;
+            check(self.cluster_addr.is_some(), "join needs cluster_addr (this node's cluster endpoint)".into())?;
+            check(self.cluster_ca.is_some(), "join needs cluster_ca (the cluster CA file)".into())?;
+        }
         if !voters.is_empty() {
             check(
                 (1..=7).contains(&voters.len()),
@@ -435,8 +470,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         schema_versions_per_subject_max: config.schema_versions_per_subject_max,
         schemas_max: config.schemas_max,
     };
+    let join = config.join_through()?;
     let cluster = match (config.cluster_addr, config.voters()?) {
-        (Some(addr), voters) if !voters.is_empty() => {
+        (Some(addr), voters) if !voters.is_empty() || !join.is_empty() => {
             let ca = config.cluster_ca.clone().context("cluster_ca is checked with controller_voters")?;
             if crate::cluster::create_ca(&ca)? {
                 tracing::info!(path = %ca.display(), "created the cluster CA");
@@ -444,7 +480,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             let tls = crate::cluster::node_tls(&ca, config.node_id)?;
             let endpoint = crate::cluster::bind(addr, tls)
                 .with_context(|| format!("binding the cluster endpoint on udp {addr}"))?;
-            Some(ClusterSetup { endpoint, voters })
+            Some(ClusterSetup { endpoint, voters, join, test_partition_file: config.test_partition_file.clone() })
         }
         _ => None,
     };
@@ -602,7 +638,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         BrokerAddresses { quic_addr: quic_addr.to_string(), kafka_host: kafka_ctx_host, kafka_port: kafka_ctx_port };
     tasks.extend(
         controller
-            .run_membership(addresses, Duration::from_millis(config.broker_session_timeout_ms), shutdown_rx.clone())
+            .run_membership(
+                addresses,
+                Duration::from_millis(config.broker_session_timeout_ms),
+                (config.leader_rebalance_interval_ms > 0)
+                    .then(|| Duration::from_millis(config.leader_rebalance_interval_ms)),
+                shutdown_rx.clone(),
+            )
             .await,
     );
 

@@ -36,6 +36,8 @@ const REPLICA_FETCH_BACKOFF: Duration = Duration::from_millis(100);
 pub const REPLICA_LAG_TIME_MAX_MS: u64 = 10_000;
 /// How long a leader waits after a refused AlterPartition before proposing another.
 const ALTER_PARTITION_BACKOFF: Duration = Duration::from_millis(500);
+/// How often a leader holding a throttled replica's fetch looks at its budget again.
+const THROTTLED_RETRY: Duration = Duration::from_millis(50);
 /// How long an `acks=all` produce waits for the in-sync replicas.
 const ACKS_ALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -50,6 +52,8 @@ pub struct Replication {
     fetchers: Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>,
     /// The high-watermark and ISR task of each led partition.
     keepers: Mutex<HashMap<PartitionId, tokio::task::JoinHandle<()>>>,
+    /// Replicas moved away from this broker whose data is being removed.
+    removing: Mutex<BTreeSet<PartitionId>>,
 }
 
 impl Drop for Replication {
@@ -89,6 +93,54 @@ struct Led {
     altering: Option<BTreeSet<u64>>,
     /// No AlterPartition is proposed before this (after one was refused).
     quiet_until: Option<Instant>,
+    /// What is sent to replicas being added by a throttled reassignment.
+    throttle: Throttle,
+}
+
+impl Led {
+    /// The ISR change on its way, if this tracker is of leader epoch `epoch`.
+    fn clone_altering(&self, epoch: i32) -> Option<BTreeSet<u64>> {
+        if self.registration.leader_epoch == epoch {
+            self.altering.clone()
+        } else {
+            None
+        }
+    }
+}
+
+/// The leader's budget for what it sends replicas being added by a throttled reassignment
+/// (a token bucket that may go into debt by one answer, refilled at the throttle's rate).
+#[derive(Default)]
+struct Throttle {
+    /// Bytes that may be sent now (negative: owed).
+    tokens: i64,
+    refilled: Option<Instant>,
+}
+
+impl Throttle {
+    /// How many bytes an answer to an adding replica may carry now under `rate` bytes per
+    /// second (0: none until the debt is paid).
+    fn room(&mut self, rate: u64, now: Instant) -> usize {
+        let rate = i64::try_from(rate).unwrap_or(i64::MAX).max(1);
+        let elapsed = self.refilled.map_or(Duration::from_secs(1), |t| now.saturating_duration_since(t));
+        let refill = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX).saturating_mul(rate) / 1000;
+        // At most one second's worth is saved up.
+        self.tokens = self.tokens.saturating_add(refill).min(rate);
+        self.refilled = Some(now);
+        usize::try_from(self.tokens).unwrap_or(0)
+    }
+
+    fn spend(&mut self, bytes: usize) {
+        self.tokens = self.tokens.saturating_sub(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
+/// What wakes a held replica fetch for a partition with nothing to send yet.
+enum Wake {
+    /// New records on the leader.
+    End(tokio::sync::watch::Receiver<i64>),
+    /// A throttled replica's budget refilling.
+    Throttled,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -170,12 +222,16 @@ pub fn reconcile(broker: &Broker) {
     let replication = &broker.replication;
     let mut wanted_leading = BTreeSet::new();
     let mut wanted_following = HashMap::new();
+    let mut moved_away = Vec::new();
     for topic in &topics {
         for (partition, registration) in topic.assignment.iter().enumerate() {
+            let id = PartitionId { topic_id: topic.id, partition: u32::try_from(partition).unwrap_or(u32::MAX) };
             if !registration.replicas.contains(&me) {
+                if let Some(state) = broker.log.partition(id) {
+                    moved_away.push(state);
+                }
                 continue;
             }
-            let id = PartitionId { topic_id: topic.id, partition: u32::try_from(partition).unwrap_or(u32::MAX) };
             let state = match broker.log.partition(id).map_or_else(|| broker.log.open_partition(id), Ok) {
                 Ok(state) => state,
                 Err(e) => {
@@ -191,8 +247,14 @@ pub fn reconcile(broker: &Broker) {
                     wanted_leading.insert(id);
                     let mut leading = lock(&replication.leading);
                     let current = leading.get(&id).cloned();
+                    // The same leader epoch with the same replicas: the ISR may have changed. New
+                    // replicas (a reassignment) get a new tracker below.
+                    let same = |led: &Led| {
+                        led.registration.leader_epoch == registration.leader_epoch
+                            && led.registration.replicas == registration.replicas
+                    };
                     match current {
-                        Some(led) if lock(&led).registration.leader_epoch == registration.leader_epoch => {
+                        Some(led) if same(&lock(&led)) => {
                             let mut led = lock(&led);
                             if led.registration != *registration {
                                 led.tracker.isr = maximal_isr(&registration.isr, led.altering.as_ref());
@@ -202,29 +264,40 @@ pub fn reconcile(broker: &Broker) {
                                 state.set_high_watermark(hw);
                             }
                         }
-                        _ => {
+                        current => {
                             state.lead(registration.leader_epoch, registration.replicas.len() > 1);
-                            let tracker = FollowerTracker::new(
+                            let mut tracker = FollowerTracker::new(
                                 me,
                                 registration,
                                 state.end_offset(),
                                 state.high_watermark(),
                                 now_ms(),
                             );
+                            // In the same epoch (the replicas changed), an ISR change on its way
+                            // still counts (the maximal ISR), and is dropped by its answer.
+                            let altering = current
+                                .map(|led| lock(&led).clone_altering(registration.leader_epoch))
+                                .unwrap_or_default();
+                            tracker.isr = maximal_isr(&registration.isr, altering.as_ref());
                             let led = Arc::new(Mutex::new(Led {
                                 topic: topic.name.clone(),
                                 registration: registration.clone(),
                                 tracker,
-                                altering: None,
+                                altering,
                                 quiet_until: None,
+                                throttle: Throttle::default(),
                             }));
                             leading.insert(id, led.clone());
                             tracing::info!(topic = %topic.name, partition, epoch = registration.leader_epoch, isr = ?registration.isr, "leading partition");
-                            if registration.replicas.len() > 1 {
-                                let task = tokio::spawn(keep_led_partition(broker.clone(), id, state.clone(), led));
-                                if let Some(old) = lock(&replication.keepers).insert(id, task) {
-                                    old.abort();
-                                }
+                            let task = (registration.replicas.len() > 1)
+                                .then(|| tokio::spawn(keep_led_partition(broker.clone(), id, state.clone(), led)));
+                            let mut keepers = lock(&replication.keepers);
+                            let old = match task {
+                                Some(task) => keepers.insert(id, task),
+                                None => keepers.remove(&id),
+                            };
+                            if let Some(old) = old {
+                                old.abort();
                             }
                         }
                     }
@@ -269,6 +342,47 @@ pub fn reconcile(broker: &Broker) {
     for leader in leaders {
         fetchers.entry(leader).or_insert_with(|| tokio::spawn(fetch_from(broker.clone(), leader)));
     }
+    drop(fetchers);
+    // A replica moved to other brokers (a completed reassignment) is removed, once this
+    // process is registered: its metadata then holds everything decided before it started, so
+    // a replica moved back meanwhile is not taken for one moved away.
+    if may_lead {
+        for state in moved_away {
+            if lock(&replication.removing).insert(state.id) {
+                tokio::spawn(remove_replica(broker.clone(), state));
+            }
+        }
+    }
+}
+
+/// Drops the data of a replica this broker no longer holds (records, indexes, epochs,
+/// producer states), unless it became a replica here again meanwhile.
+async fn remove_replica(broker: Broker, state: Arc<PartitionState>) {
+    let id = state.id;
+    let wanted_again = |broker: &Broker| {
+        lock(&broker.replication.following).contains_key(&id) || lock(&broker.replication.leading).contains_key(&id)
+    };
+    let outcome = async {
+        if wanted_again(&broker) {
+            return Ok(false);
+        }
+        broker.log.truncate(state, 0).await?;
+        if wanted_again(&broker) {
+            return Ok(false);
+        }
+        broker.log.delete_partition(id).map(|()| true)
+    }
+    .await;
+    match outcome {
+        Ok(true) => {
+            tracing::info!(topic_id = id.topic_id, partition = id.partition, "removed a replica moved to other brokers")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(topic_id = id.topic_id, partition = id.partition, error = %e, "removing a moved replica failed")
+        }
+    }
+    lock(&broker.replication.removing).remove(&id);
 }
 
 /// Keeps this broker's roles in line with the controller's registrations until `stop`.
@@ -336,9 +450,21 @@ fn alter_isr(broker: &Broker, id: PartitionId, led: &Arc<Mutex<Led>>, isr: BTree
         }
     };
     let (broker, led) = (broker.clone(), led.clone());
+    let (epoch, proposed) = match &command {
+        Command::AlterPartition { leader_epoch, isr, .. } => (*leader_epoch, isr.clone()),
+        _ => return,
+    };
     tokio::spawn(async move {
         let outcome = broker.controller.propose(command).await;
-        let mut guard = lock(&led);
+        // The partition may have got a new tracker meanwhile (its replicas changed in this
+        // epoch), which carried the proposal over: the answer goes to the one holding it.
+        let current = lock(&broker.replication.leading).get(&id).cloned();
+        let holder = [current, Some(led)].into_iter().flatten().find(|l| {
+            let l = lock(l);
+            l.registration.leader_epoch == epoch && l.altering.as_ref() == Some(&proposed)
+        });
+        let Some(holder) = holder else { return };
+        let mut guard = lock(&holder);
         guard.altering = None;
         match outcome {
             Ok(Event::PartitionAltered { registration, .. })
@@ -378,16 +504,33 @@ impl Broker {
             let mut answers = Vec::with_capacity(request.partitions.len());
             let mut room = REPLICA_FETCH_BYTES_MAX as usize;
             let mut worth_answering = false;
+            let mut throttled = false;
             for p in &request.partitions {
-                let (answer, batches, watcher) = self.replica_fetch_partition(request.replica, p, room);
+                let (answer, batches, wake) = self.replica_fetch_partition(request.replica, p, room);
                 room = room.saturating_sub(batches.iter().map(Bytes::len).sum());
                 worth_answering |= !batches.is_empty() || answer.error.is_some() || answer.diverging.is_some();
-                watchers.extend(watcher);
+                match wake {
+                    Some(Wake::End(watcher)) => watchers.push(watcher),
+                    Some(Wake::Throttled) => throttled = true,
+                    None => {}
+                }
                 answers.push((answer, batches));
             }
             let now = Instant::now();
-            if worth_answering || now >= deadline || watchers.is_empty() {
+            if worth_answering || now >= deadline || (watchers.is_empty() && !throttled) {
                 return encode(answers);
+            }
+            if throttled {
+                // Over a reassignment's budget: try again when some of it is back.
+                let wait = (deadline - now).min(THROTTLED_RETRY);
+                let changed = async {
+                    if watchers.is_empty() {
+                        std::future::pending::<()>().await;
+                    }
+                    let _ = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed()))).await;
+                };
+                let _ = tokio::time::timeout(wait, changed).await;
+                continue;
             }
             let changed = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
             let _ = tokio::time::timeout(deadline - now, changed).await;
@@ -399,7 +542,7 @@ impl Broker {
         replica: u64,
         p: &FetchPartition,
         room: usize,
-    ) -> (Fetched, Vec<Bytes>, Option<tokio::sync::watch::Receiver<i64>>) {
+    ) -> (Fetched, Vec<Bytes>, Option<Wake>) {
         let id = PartitionId { topic_id: p.topic_id, partition: p.partition };
         let mut answer = Fetched {
             topic_id: p.topic_id,
@@ -420,7 +563,19 @@ impl Broker {
                 format!("broker {} does not lead {id:?}", self.config.node_id),
             );
         };
-        let epoch = lock(&led).registration.leader_epoch;
+        let (epoch, assigned) = {
+            let led = lock(&led);
+            (led.registration.leader_epoch, led.registration.replicas.contains(&replica))
+        };
+        // A broker that is not a replica in the registration this leader holds (one being
+        // added that it has not taken up yet, or one removed) gets nothing.
+        if !assigned {
+            return refuse(
+                answer,
+                ErrorCode::NotLeaderOrFollower,
+                format!("broker {replica} is not a replica of {id:?} as its leader knows it"),
+            );
+        }
         if p.leader_epoch < epoch {
             return refuse(
                 answer,
@@ -464,16 +619,44 @@ impl Broker {
             led.tracker.on_fetch(replica, p.fetch_offset, log_end, now_ms());
             let hw = led.tracker.advance_high_watermark(log_end);
             state.set_high_watermark(hw);
-            led.tracker.maybe_expand(replica)
+            let expand = led.tracker.maybe_expand(replica);
+            if expand.is_some() {
+                tracing::debug!(
+                    partition = id.partition,
+                    replica,
+                    fetch_offset = p.fetch_offset,
+                    high_watermark = hw,
+                    epoch_start = led.tracker.epoch_start_offset,
+                    "a follower caught up"
+                );
+            }
+            expand
         };
         if let Some(isr) = expand {
             alter_isr(self, id, &led, isr);
         }
         answer.high_watermark = state.high_watermark();
-        match self.log.read_replica(&state, p.fetch_offset, room) {
+        // A replica being added by a throttled reassignment gets what the budget allows.
+        let throttled = {
+            let mut led = lock(&led);
+            let rate = led
+                .registration
+                .reassignment
+                .as_ref()
+                .filter(|r| r.adding.contains(&replica))
+                .and_then(|r| r.throttle_bytes_per_sec);
+            rate.map(|rate| led.throttle.room(rate, Instant::now()))
+        };
+        if throttled == Some(0) {
+            return (answer, Vec::new(), Some(Wake::Throttled));
+        }
+        match self.log.read_replica(&state, p.fetch_offset, throttled.map_or(room, |t| t.min(room))) {
             Ok(batches) => {
+                if throttled.is_some() {
+                    lock(&led).throttle.spend(batches.iter().map(Bytes::len).sum());
+                }
                 answer.batch_bytes = batches.iter().map(|b| u32::try_from(b.len()).unwrap_or(u32::MAX)).collect();
-                let watcher = batches.is_empty().then(|| state.subscribe_end());
+                let watcher = batches.is_empty().then(|| Wake::End(state.subscribe_end()));
                 (answer, batches, watcher)
             }
             Err(e) => {
@@ -522,7 +705,11 @@ impl Broker {
             let mut hw = state.subscribe();
             let deadline = tokio::time::Instant::now() + ACKS_ALL_TIMEOUT;
             loop {
-                if *hw.borrow_and_update() >= end {
+                // The high watermark counts only while this broker still leads in `epoch`: one
+                // that became a follower takes its new leader's high watermark, over a log whose
+                // records at these offsets may be others (its own are truncated).
+                let reached = *hw.borrow_and_update() >= end;
+                if reached && state.leader_epoch() == Some(epoch) {
                     return Ok(());
                 }
                 let led = lock(&replication.leading).get(&id).cloned();

@@ -89,7 +89,7 @@ impl Broker {
     /// The controller as this broker sees it.
     pub fn cluster_status(&self) -> weir_sdk::wire::ClusterStatusResponse {
         let status = self.controller.status();
-        let (state_brokers, offline, offline_partitions) = {
+        let (state_brokers, offline, offline_partitions, under, under_count, reassigning) = {
             let state = self.controller.state();
             let brokers = state
                 .brokers
@@ -102,19 +102,27 @@ impl Broker {
                     kafka_addr: format!("{}:{}", b.kafka_host, b.kafka_port),
                 })
                 .collect();
-            let mut offline = Vec::new();
-            let mut count = 0u64;
+            let (mut offline, mut under) = (Vec::new(), Vec::new());
+            let (mut count, mut under_count, mut reassigning) = (0u64, 0u64, 0u64);
+            let listed = weir_sdk::wire::OFFLINE_PARTITIONS_LISTED;
             for topic in state.topics.values() {
                 for (partition, registration) in topic.assignment.iter().enumerate() {
                     if registration.leader.is_none() {
                         count += 1;
-                        if offline.len() < weir_sdk::wire::OFFLINE_PARTITIONS_LISTED {
+                        if offline.len() < listed {
                             offline.push(format!("{}/{partition}", topic.name));
                         }
                     }
+                    if registration.isr.len() < registration.replicas.len() {
+                        under_count += 1;
+                        if under.len() < listed {
+                            under.push(format!("{}/{partition}", topic.name));
+                        }
+                    }
+                    reassigning += u64::from(registration.reassignment.is_some());
                 }
             }
-            (brokers, offline, count)
+            (brokers, offline, count, under, under_count, reassigning)
         };
         weir_sdk::wire::ClusterStatusResponse {
             node_id: status.node_id,
@@ -125,11 +133,62 @@ impl Broker {
                 .into_iter()
                 .map(|(node_id, cluster_addr)| weir_sdk::wire::ClusterVoter { node_id, cluster_addr })
                 .collect(),
+            learners: status
+                .learners
+                .into_iter()
+                .map(|(node_id, cluster_addr)| weir_sdk::wire::ClusterVoter { node_id, cluster_addr })
+                .collect(),
             last_applied: status.last_applied,
             brokers: state_brokers,
             offline,
             offline_partitions,
+            under_replicated: under,
+            under_replicated_partitions: under_count,
+            reassigning_partitions: reassigning,
         }
+    }
+
+    /// Moves partitions of `topic` to new replicas (`None`: cancels the move under way), all
+    /// or nothing; the new replicas copy the log and the old ones go once the new ones are in
+    /// sync (see `weir_meta::replication::start_reassignment`). Answers the topic as it is
+    /// right after.
+    pub async fn reassign_partitions(
+        &self,
+        topic: &str,
+        moves: BTreeMap<u32, Option<Vec<u64>>>,
+        throttle_bytes_per_sec: Option<u64>,
+    ) -> Result<TopicInfo, WireError> {
+        if moves.is_empty() {
+            return Err(WireError::new(ErrorCode::InvalidRequest, "a reassignment names no partition"));
+        }
+        let command = Command::ReassignPartitions { topic: topic.to_owned(), moves, throttle_bytes_per_sec };
+        let event = self.controller.propose(command).await?;
+        let Event::PartitionsReassigned { .. } = event else { return Err(mismatched("ReassignPartitions", &event)) };
+        self.describe_topic(topic)
+    }
+
+    /// The reassignments under way: (topic, partition, its replicas, the move), in topic and
+    /// partition order.
+    pub fn reassignments(&self) -> Vec<(String, u32, Vec<u64>, weir_meta::replication::Reassignment)> {
+        let state = self.controller.state();
+        let mut out = Vec::new();
+        for topic in state.topics.values() {
+            for (partition, registration) in topic.assignment.iter().enumerate() {
+                if let Some(moving) = &registration.reassignment {
+                    let partition = u32::try_from(partition).unwrap_or(u32::MAX);
+                    out.push((topic.name.clone(), partition, registration.replicas.clone(), moving.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Gives partitions (of `topic`, or all) whose preferred replica is live and in sync
+    /// their leadership back; answers the partitions moved, as `topic/partition`.
+    pub async fn elect_preferred_leaders(&self, topic: Option<String>) -> Result<Vec<String>, WireError> {
+        let event = self.controller.propose(Command::ElectPreferredLeaders { topic }).await?;
+        let Event::LeadersElected { moved } = event else { return Err(mismatched("ElectPreferredLeaders", &event)) };
+        Ok(moved)
     }
 
     pub fn list_topics(&self) -> Vec<String> {
@@ -159,6 +218,7 @@ impl Broker {
                     Some(r) => (r.leader_epoch, r.replicas.clone(), r.isr.iter().copied().collect()),
                     None => (0, vec![self.config.node_id], vec![self.config.node_id]),
                 };
+                let moving = topic.assignment.get(p as usize).and_then(|r| r.reassignment.clone());
                 Ok(PartitionInfo {
                     partition: p,
                     leader,
@@ -169,6 +229,8 @@ impl Broker {
                     high_watermark: local.as_ref().map_or(0, |s| s.high_watermark()),
                     size_bytes: local.as_ref().map_or(0, |s| s.size_bytes()),
                     log_end_offset: local.as_ref().map_or(0, |s| s.end_offset()),
+                    adding_replicas: moving.as_ref().map(|m| m.adding.clone()).unwrap_or_default(),
+                    removing_replicas: moving.map(|m| m.removing).unwrap_or_default(),
                 })
             })
             .collect::<Result<_, WireError>>()?;
@@ -235,6 +297,9 @@ pub struct PartitionInfo {
     pub size_bytes: u64,
     /// This broker's replica's log end offset (0 when it holds none).
     pub log_end_offset: i64,
+    /// Replicas being added and removed by a reassignment under way.
+    pub adding_replicas: Vec<u64>,
+    pub removing_replicas: Vec<u64>,
 }
 
 /// A config entry as a topic has it: its value, and whether that is the default.
