@@ -180,10 +180,12 @@ enum WriterJob {
         which: ProducerFilter,
         reply: oneshot::Sender<Result<usize, WireError>>,
     },
-    /// Drops the partition's records at and past an offset; answers the new end offset.
+    /// Drops the partition's records at and past an offset; answers the new end offset. With
+    /// `restart_at`, drops every record and the log continues, empty, from that offset.
     Truncate {
         partition: Arc<PartitionState>,
         offset: i64,
+        restart_at: Option<i64>,
         reply: oneshot::Sender<Result<i64, WireError>>,
     },
 }
@@ -492,8 +494,17 @@ impl LogStore {
     /// The time index, the leader-epoch cache and idempotent producers' states follow.
     pub async fn truncate(&self, partition: Arc<PartitionState>, offset: i64) -> Result<i64, WireError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(WriterJob::Truncate { partition, offset, reply }).await?;
+        self.submit(WriterJob::Truncate { partition, offset, restart_at: None, reply }).await?;
         rx.await.map_err(|_| storage_error("log writer dropped the truncation"))?
+    }
+
+    /// Drops every record of the partition, which continues, empty, from `offset` (its log
+    /// start and end): a follower whose log ends below its leader's log start starts again
+    /// there, as Kafka's follower does on OFFSET_OUT_OF_RANGE. Answers the new end.
+    pub async fn restart_at(&self, partition: Arc<PartitionState>, offset: i64) -> Result<i64, WireError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(WriterJob::Truncate { partition, offset: 0, restart_at: Some(offset.max(0)), reply }).await?;
+        rx.await.map_err(|_| storage_error("log writer dropped the restart"))?
     }
 
     /// Drops idempotent producers' states: of a deleted topic, or idle past their expiration.
@@ -846,8 +857,8 @@ impl Writer {
                 Some(WriterJob::ForgetProducers { which, reply }) => {
                     let _ = reply.send(self.forget_producers(which));
                 }
-                Some(WriterJob::Truncate { partition, offset, reply }) => {
-                    let _ = reply.send(self.truncate(&partition, offset));
+                Some(WriterJob::Truncate { partition, offset, restart_at, reply }) => {
+                    let _ = reply.send(self.truncate(&partition, offset, restart_at));
                 }
                 _ => {}
             }
@@ -879,11 +890,11 @@ impl Writer {
     }
 
     /// [`LogStore::truncate`], on the writer thread so no append is staged meanwhile.
-    fn truncate(&mut self, partition: &PartitionState, offset: i64) -> Result<i64, WireError> {
+    fn truncate(&mut self, partition: &PartitionState, offset: i64, restart_at: Option<i64>) -> Result<i64, WireError> {
         let id = partition.id;
         let _deleting = partition.deleting.lock().unwrap_or_else(|e| e.into_inner());
         let end = partition.end_offset();
-        if offset >= end {
+        if offset >= end && restart_at.is_none() {
             return Ok(end);
         }
         let offset = offset.max(0);
@@ -923,8 +934,13 @@ impl Writer {
             }
         }
         let start = partition.log_start_offset();
-        if new_end < start {
-            write.insert(&self.log_start, partition_key(id), new_end.to_be_bytes());
+        // Restarting: every record went (the new end was 0); the log starts and ends there now.
+        let (new_start, final_end) = match restart_at {
+            Some(at) => (Some(at), at),
+            None => ((new_end < start).then_some(new_end), new_end),
+        };
+        if let Some(new_start) = new_start {
+            write.insert(&self.log_start, partition_key(id), new_start.to_be_bytes());
         }
         // Idempotent producers whose state names a dropped batch are rebuilt from the batches
         // that stay (the newest RECENT_BATCHES of each, read backwards from the new end).
@@ -953,18 +969,18 @@ impl Writer {
             };
         }
         partition.epochs.lock().unwrap_or_else(|e| e.into_inner()).retain(|&(_, s)| s < new_end);
-        if new_end < start {
-            partition.log_start_offset.store(new_end, Ordering::Release);
+        if let Some(new_start) = new_start {
+            partition.log_start_offset.store(new_start, Ordering::Release);
         }
         partition.size_bytes.fetch_sub(removed_bytes.min(partition.size_bytes()), Ordering::Relaxed);
         partition.max_timestamp.store(max_timestamp, Ordering::Release);
-        partition.end_offset.send_if_modified(|current| std::mem::replace(current, new_end) != new_end);
+        partition.end_offset.send_if_modified(|current| std::mem::replace(current, final_end) != final_end);
         partition.high_watermark.send_if_modified(|hw| {
-            let lowered = (*hw).min(new_end);
+            let lowered = (*hw).min(final_end);
             std::mem::replace(hw, lowered) != lowered
         });
-        tracing::info!(topic_id = id.topic_id, partition = id.partition, from = end, to = new_end, "log truncated");
-        Ok(new_end)
+        tracing::info!(topic_id = id.topic_id, partition = id.partition, from = end, to = final_end, "log truncated");
+        Ok(final_end)
     }
 
     /// The states of `producer_ids` as the partition's batches below `end` leave them: the
@@ -1483,6 +1499,38 @@ mod tests {
         let (follower, _f) = open_store(follower_dir.path());
         let fp = follower.open_partition(P).unwrap();
         assert_eq!((fp.end_offset(), fp.epochs()), (1, vec![(5, 0)]), "truncation is durable");
+    }
+
+    #[tokio::test]
+    async fn a_follower_below_its_leaders_log_start_restarts_there_empty() {
+        let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader, _l) = open_store(leader_dir.path());
+        let lp = leader.open_partition(P).unwrap();
+        lp.lead(1, true);
+        for _ in 0..4 {
+            leader.append(lp.clone(), vec![batch(3, 1)], true).await.unwrap();
+        }
+        {
+            let (follower, _f) = open_store(follower_dir.path());
+            let fp = follower.open_partition(P).unwrap();
+            fp.follow();
+            follower.append_replica(fp.clone(), copied(&leader, &lp, 0)[..1].to_vec(), true).await.unwrap();
+            assert_eq!((fp.end_offset(), fp.epochs()), (3, vec![(1, 0)]));
+            // The leader's log start moves past the follower's end: it starts again there.
+            leader.delete_records(&lp, 6).unwrap();
+            assert_eq!(leader.read_replica(&lp, 3, usize::MAX).unwrap_err().code, ErrorCode::OffsetOutOfRange);
+            assert_eq!(follower.restart_at(fp.clone(), 6).await.unwrap(), 6);
+            assert_eq!((fp.log_start_offset(), fp.end_offset(), fp.high_watermark()), (6, 6, 0));
+            assert!(fp.epochs().is_empty());
+            assert_eq!(follower.append_replica(fp.clone(), copied(&leader, &lp, 6), true).await.unwrap(), 12);
+            assert_eq!(
+                follower.read_replica(&fp, 6, usize::MAX).unwrap(),
+                leader.read_replica(&lp, 6, usize::MAX).unwrap()
+            );
+        }
+        let (follower, _f) = open_store(follower_dir.path());
+        let fp = follower.open_partition(P).unwrap();
+        assert_eq!((fp.log_start_offset(), fp.end_offset()), (6, 12), "the restart is durable");
     }
 
     #[tokio::test]

@@ -178,6 +178,10 @@ struct Fetched {
     /// The follower's log diverged: the leader's (epoch, end offset of it) for its
     /// `last_fetched_epoch`; `(-1, -1)` when the leader holds no epoch that old.
     diverging: Option<(i32, i64)>,
+    /// The leader's log start: a follower whose log ends below it starts again there, and one
+    /// whose log starts below it drops what the leader no longer holds.
+    #[serde(default)]
+    log_start_offset: i64,
     batch_bytes: Vec<u32>,
 }
 
@@ -550,6 +554,7 @@ impl Broker {
             error: None,
             high_watermark: -1,
             diverging: None,
+            log_start_offset: 0,
             batch_bytes: Vec::new(),
         };
         let refuse = |mut answer: Fetched, code, why: String| {
@@ -594,6 +599,7 @@ impl Broker {
             return refuse(answer, ErrorCode::NotLeaderOrFollower, format!("{id:?} is not open here"));
         };
         let log_end = state.end_offset();
+        answer.log_start_offset = state.log_start_offset();
         // Does the follower's log end where the leader's log of its last epoch ends?
         if let Some(last) = p.last_fetched_epoch {
             let cache = EpochCache { entries: state.epochs() };
@@ -813,6 +819,18 @@ async fn copy(
     batches: Vec<Bytes>,
 ) -> Result<(), WireError> {
     if let Some(e) = answer.error {
+        // The leader no longer holds the records after this replica's end (retention, deleted
+        // records, or a new replica of an old partition): start again at its log start.
+        if e.code == ErrorCode::OffsetOutOfRange && answer.log_start_offset > state.end_offset() {
+            tracing::info!(
+                partition = state.id.partition,
+                log_end = state.end_offset(),
+                leader_log_start = answer.log_start_offset,
+                "the leader's log starts past this replica's end: starting again there"
+            );
+            broker.log.restart_at(state.clone(), answer.log_start_offset).await?;
+            return Ok(());
+        }
         return Err(e);
     }
     if let Some((epoch, end)) = answer.diverging {
@@ -839,5 +857,9 @@ async fn copy(
         broker.log.append_replica(state.clone(), parsed, fsync).await?;
     }
     state.set_high_watermark(answer.high_watermark);
+    // The leader's log start moved on (retention, deleted records): this replica's too.
+    if answer.log_start_offset > state.log_start_offset() && answer.log_start_offset <= state.end_offset() {
+        broker.log.delete_records(state, answer.log_start_offset)?;
+    }
     Ok(())
 }
