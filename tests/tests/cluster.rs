@@ -1329,6 +1329,27 @@ fn kafka_reassign(
     (p.error_code, p.error_message.as_ref().map(|m| m.to_string()))
 }
 
+/// Kafka's ElectLeaders (v1) on `node` for `partitions` of `topic`, of `election_type` (0:
+/// preferred, 1: unclean): each partition's error code.
+fn kafka_elect(node: &BrokerProcess, topic: &str, partitions: &[i32], election_type: i8) -> Vec<(i32, i16)> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let mut stream = std::net::TcpStream::connect(node.kafka_addr).unwrap();
+    let request = kafka_protocol::messages::ElectLeadersRequest::default()
+        .with_election_type(election_type)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(StrBytes::from_string(topic.to_owned()).into())
+            .with_partitions(partitions.to_vec())]));
+    let (_, mut answer) = kafka_call(&mut stream, ApiKey::ElectLeaders, 1, &|buf| request.encode(buf, 1).unwrap());
+    let response = kafka_protocol::messages::ElectLeadersResponse::decode(&mut answer, 1).unwrap();
+    assert_eq!(response.error_code, 0);
+    response
+        .replica_election_results
+        .iter()
+        .flat_map(|t| t.partition_result.iter().map(|p| (p.partition_id, p.error_code)))
+        .collect()
+}
+
 /// The acknowledged records of a [`spawn_writer`]: (partition, offset, value).
 type Acked = Vec<(u32, i64, String)>;
 
@@ -1848,6 +1869,9 @@ async fn preferred_replicas_take_their_leadership_back_when_they_return() {
     assert!(ok && out.contains("every partition is led by its preferred replica"), "{out}{err}");
     let (ok, _, err) = tokio::task::block_in_place(|| node.cli(&["partition", "elect-leaders", "nope"], None));
     assert!(!ok && err.contains("nope"), "{err}");
+    // Kafka's ElectLeaders (v1, preferred) answers per partition: not needed, unknown.
+    assert_eq!(kafka_elect(&cluster.nodes[2], "pref", &[0, 7], 0), [(0, 84), (7, 3)]);
+    assert_eq!(kafka_elect(&cluster.nodes[2], "pref", &[0], 1), [(0, 42)], "unclean elections are not made on request");
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -65,6 +65,8 @@ mod code {
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
@@ -161,6 +163,7 @@ fn supported_versions() -> Vec<(ApiKey, i16, i16)> {
         (ApiKey::DeleteRecords, 0, 2),
         (ApiKey::AlterPartitionReassignments, 0, 0),
         (ApiKey::ListPartitionReassignments, 0, 0),
+        (ApiKey::ElectLeaders, 0, 2),
     ];
     mine.into_iter()
         .map(|(key, min, max)| {
@@ -533,6 +536,7 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
         RequestKind::AlterPartitionReassignments(r) => {
             ResponseKind::AlterPartitionReassignments(alter_partition_reassignments(ctx, r).await)
         }
+        RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(elect_leaders(ctx, r).await),
         RequestKind::ListPartitionReassignments(r) => {
             ResponseKind::ListPartitionReassignments(list_partition_reassignments(ctx, r))
         }
@@ -1166,6 +1170,86 @@ async fn alter_partition_reassignments(
     AlterPartitionReassignmentsResponse::default().with_error_message(None).with_responses(responses)
 }
 
+/// Kafka's ElectLeaders: preferred elections (type 0) through the controller's
+/// `ElectPreferredLeaders`, then each named partition's outcome: moved, not needed (its
+/// preferred replica leads), or not available (it is not live and in sync). With no partitions
+/// named, every partition not led by its preferred replica is answered. Unclean elections on
+/// request (type 1) are refused: a partition is led by an out-of-sync replica only by the
+/// topic's `unclean.leader.election.enable`.
+async fn elect_leaders(ctx: &KafkaContext, r: ElectLeadersRequest) -> ElectLeadersResponse {
+    let result = |partition: i32, code: i16, message: Option<String>| {
+        elect_leaders_response::PartitionResult::default()
+            .with_partition_id(partition)
+            .with_error_code(code)
+            .with_error_message(message.map(s))
+    };
+    // Each named topic once, its partitions as a set.
+    let named: Option<BTreeMap<String, std::collections::BTreeSet<i32>>> = r.topic_partitions.map(|topics| {
+        let mut named: BTreeMap<String, std::collections::BTreeSet<i32>> = BTreeMap::new();
+        for t in topics {
+            named.entry(t.topic.0.to_string()).or_default().extend(t.partitions);
+        }
+        named
+    });
+    let topics: Vec<String> = match &named {
+        Some(named) => named.keys().cloned().collect(),
+        None => ctx.broker.list_topics(),
+    };
+    let mut results = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let wanted = named.as_ref().and_then(|n| n.get(&topic));
+        let outcome = match r.election_type {
+            0 => ctx.broker.elect_preferred_leaders(Some(topic.clone())).await,
+            other => Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!("election type {other}: only preferred elections (0) are made on request"),
+            )),
+        };
+        let partition_result: Vec<_> = match (outcome, ctx.broker.describe_topic(&topic)) {
+            (Ok(moved), Ok(info)) => info
+                .partitions
+                .iter()
+                .filter_map(|p| {
+                    let index = i32::try_from(p.partition).unwrap_or(i32::MAX);
+                    let preferred_leads = p.leader.is_some() && p.leader == p.replicas.first().copied();
+                    match wanted {
+                        Some(w) if !w.contains(&index) => None,
+                        _ if moved.contains(&format!("{topic}/{}", p.partition)) => Some(result(index, 0, None)),
+                        Some(_) if preferred_leads => Some(result(index, code::ELECTION_NOT_NEEDED, None)),
+                        None if preferred_leads || p.replicas.len() <= 1 => None,
+                        _ => Some(result(
+                            index,
+                            code::PREFERRED_LEADER_NOT_AVAILABLE,
+                            Some(format!("the preferred replica of {topic}/{} is not live and in sync", p.partition)),
+                        )),
+                    }
+                })
+                .collect(),
+            (Err(e), _) | (_, Err(e)) => {
+                let partitions: Vec<i32> = wanted.map(|w| w.iter().copied().collect()).unwrap_or_default();
+                partitions.into_iter().map(|p| result(p, wire_code(&e), Some(e.message.clone()))).collect()
+            }
+        };
+        // Partitions named that the topic does not have.
+        let mut partition_result = partition_result;
+        if let (Some(w), Ok(info)) = (wanted, ctx.broker.describe_topic(&topic)) {
+            for &index in w {
+                if u32::try_from(index).map_or(true, |i| i >= u32::try_from(info.partitions.len()).unwrap_or(0)) {
+                    partition_result.push(result(index, code::UNKNOWN_TOPIC_OR_PARTITION, None));
+                }
+            }
+        }
+        if !partition_result.is_empty() {
+            results.push(
+                elect_leaders_response::ReplicaElectionResult::default()
+                    .with_topic(TopicName(s(topic)))
+                    .with_partition_result(partition_result),
+            );
+        }
+    }
+    ElectLeadersResponse::default().with_replica_election_results(results)
+}
+
 /// Kafka's ListPartitionReassignments: the moves under way, of the named partitions or all.
 fn list_partition_reassignments(
     ctx: &KafkaContext,
@@ -1732,6 +1816,11 @@ mod tests {
                 ),
                 ApiKey::ListPartitionReassignments => {
                     RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
+                }
+                ApiKey::ElectLeaders => {
+                    RequestKind::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                        elect_leaders_request::TopicPartitions::default().with_topic(topic()).with_partitions(vec![0]),
+                    ])))
                 }
                 other => panic!("no seed for {other:?}: add one"),
             }
