@@ -596,8 +596,12 @@ async fn read_within(config: &ProducerConfig, pending: PendingResponse, deadline
 /// sequence means an earlier batch of the partition is being retried too (after a lost
 /// connection, batches are resent in no fixed order): once it lands, this one fits.
 fn retriable(config: &ProducerConfig, e: &ClientError) -> bool {
+    // An unknown producer id, for ids this client only ever takes from InitProducerId, means
+    // the partition's leader has not applied the block its id came from yet (another broker
+    // took it from the controller just now): it will have.
     e.is_retriable()
-        || (config.enable_idempotence && matches!(e, ClientError::Broker(w) if w.code == ErrorCode::OutOfOrderSequence))
+        || (config.enable_idempotence
+            && matches!(e, ClientError::Broker(w) if matches!(w.code, ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId)))
 }
 
 async fn read_produce_response(pending: PendingResponse) -> Result<i64, ClientError> {

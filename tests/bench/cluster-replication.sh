@@ -15,6 +15,8 @@
 # 0 skips a part). SESSION_MS sets the brokers' broker_session_timeout_ms (default 9000): a
 # SIGKILLed leader is replaced once the controller fences it, so failover takes about that.
 # Ports 174xx..177xx. Needs python3 with confluent-kafka (tests/run-all.sh installs it).
+# PERF_DIR=DIR records a CPU profile of the leader during each replication-factor-3 round
+# (perf record, DWARF call graphs) into DIR/rf3-ROUND.data and prints the top of it.
 set -euo pipefail
 rounds=${1:-3}
 count=${2:-200000}
@@ -67,7 +69,19 @@ for round in $(seq 1 "$rounds"); do
     leader=$(describe 1 "$topic" | awk '{print $1}')
     before=()
     for p in "${pids[@]}"; do before+=("$(cpu "$p")"); done
+    profiling=""
+    if [ -n "${PERF_DIR:-}" ] && [ "$rf" = 3 ]; then
+      mkdir -p "$PERF_DIR"
+      perf record -q -F 199 --call-graph dwarf,16384 -p "${pids[leader-1]}" -o "$PERF_DIR/rf3-$round.data" 2>/dev/null &
+      profiling=$!
+    fi
     out=$(on "$leader" bench produce --topic "$topic" --count "$count" --record-bytes 1024 --acks all 2>&1)
+    if [ -n "$profiling" ]; then
+      kill -INT "$profiling"; wait "$profiling" 2>/dev/null || true
+      echo "  top of the leader's profile (self time), $PERF_DIR/rf3-$round.data:"
+      perf report -q -i "$PERF_DIR/rf3-$round.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9]' | head -15 | sed 's/^/    /'
+    fi
     cpus=""
     for k in 0 1 2; do
       used=$(( $(cpu "${pids[$k]}") - before[k] ))

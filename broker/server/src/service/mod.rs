@@ -99,16 +99,26 @@ impl Broker {
             unissued_producer_ids: Arc::new(std::sync::Mutex::new(0..0)),
             replication: Arc::default(),
         };
+        // Every partition of every topic: a replica moved away while this broker was down is
+        // found here, and replication's reconcile removes it once this broker is registered.
         let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
         for topic in &topics {
-            broker.open_partitions(topic)?;
+            for partition in 0..topic.partitions {
+                broker.log.open_partition(PartitionId { topic_id: topic.id, partition })?;
+            }
         }
         Ok(broker)
     }
 
     fn open_partitions(&self, topic: &Topic) -> Result<(), WireError> {
         for partition in 0..topic.partitions {
-            self.log.open_partition(PartitionId { topic_id: topic.id, partition })?;
+            // In a cluster a broker holds only the partitions it replicates (replication's
+            // reconcile opens them as it takes up its roles).
+            let elsewhere =
+                topic.assignment.get(partition as usize).is_some_and(|r| !r.replicas.contains(&self.config.node_id));
+            if !elsewhere {
+                self.log.open_partition(PartitionId { topic_id: topic.id, partition })?;
+            }
         }
         Ok(())
     }

@@ -363,6 +363,7 @@ pub fn reconcile(broker: &Broker) {
 /// producer states), unless it became a replica here again meanwhile.
 async fn remove_replica(broker: Broker, state: Arc<PartitionState>) {
     let id = state.id;
+    let held = state.end_offset() > 0;
     let wanted_again = |broker: &Broker| {
         lock(&broker.replication.following).contains_key(&id) || lock(&broker.replication.leading).contains_key(&id)
     };
@@ -378,10 +379,10 @@ async fn remove_replica(broker: Broker, state: Arc<PartitionState>) {
     }
     .await;
     match outcome {
-        Ok(true) => {
+        Ok(true) if held => {
             tracing::info!(topic_id = id.topic_id, partition = id.partition, "removed a replica moved to other brokers")
         }
-        Ok(false) => {}
+        Ok(_) => {}
         Err(e) => {
             tracing::warn!(topic_id = id.topic_id, partition = id.partition, error = %e, "removing a moved replica failed")
         }
