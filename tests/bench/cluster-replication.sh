@@ -72,15 +72,15 @@ for round in $(seq 1 "$rounds"); do
     profiling=""
     if [ -n "${PERF_DIR:-}" ] && [ "$rf" = 3 ]; then
       mkdir -p "$PERF_DIR"
-      perf record -q -F 199 --call-graph dwarf,16384 -p "${pids[leader-1]}" -o "$PERF_DIR/rf3-$round.data" 2>/dev/null &
+      perf record -q -F 999 --call-graph dwarf,16384 -p "${pids[leader-1]}" -o "$PERF_DIR/rf3-$round.data" 2>/dev/null &
       profiling=$!
     fi
     out=$(on "$leader" bench produce --topic "$topic" --count "$count" --record-bytes 1024 --acks all 2>&1)
     if [ -n "$profiling" ]; then
       kill -INT "$profiling"; wait "$profiling" 2>/dev/null || true
       echo "  top of the leader's profile (self time), $PERF_DIR/rf3-$round.data:"
-      perf report -q -i "$PERF_DIR/rf3-$round.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -15 | sed 's/^/    /'
+      { perf report -q -i "$PERF_DIR/rf3-$round.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null \
+        | grep -E '^ +[0-9]' | head -15 | sed 's/ *$//; s/^/    /'; } || true
     fi
     cpus=""
     for k in 0 1 2; do
