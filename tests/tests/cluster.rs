@@ -1450,6 +1450,9 @@ async fn every_replica_of_a_topic_moves_to_other_brokers_under_load_and_nothing_
     let (ok, _, err) =
         cli(vec!["partition".into(), "reassign".into(), "moving".into(), "--move".into(), "0=1,9".into()]);
     assert!(!ok && err.contains("broker 9 is not a live registered broker"), "{err}");
+    let zero = vec!["partition", "reassign", "moving", "--move", "0=1,2", "--throttle-bytes-per-sec", "0"];
+    let (ok, _, err) = cli(zero.into_iter().map(String::from).collect());
+    assert!(!ok && err.contains("throttle_bytes_per_sec = 0"), "{err}");
     let (ok, _, err) = cli(vec!["partition".into(), "reassign".into(), "moving".into(), "--cancel".into(), "0".into()]);
     assert!(!ok && err.contains("no reassignment is under way"), "{err}");
 

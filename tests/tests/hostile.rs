@@ -349,9 +349,10 @@ async fn given_batches_under_producer_ids_never_handed_out_then_they_are_refused
     admin.create_topic("pids", 1, TopicConfig::default()).await.unwrap();
     let record = [Record { value: Some(Bytes::from_static(b"v")), timestamp: weir_sdk::now_ms(), ..Record::default() }];
     let granted = admin.init_producer_id().await.unwrap().producer_id;
-    // Next to i64::MAX (which, stored, would exhaust allocation) and the id handed out next
-    // (which, stored, would break the producer that gets it).
-    for planted in [i64::MAX - 5, granted + 1, 7] {
+    // Next to i64::MAX (which, stored, would exhaust allocation), the id handed out next
+    // (which, stored, would break the producer that gets it), and one past this broker's block
+    // (which it may wait a moment for, as another broker's block, before refusing it).
+    for planted in [i64::MAX - 5, granted + 1, 7, granted + 5_000] {
         let batch = weir_sdk::batch::encode_idempotent_batch(&record, Compression::None, planted, 0, 0).unwrap();
         let request = ProduceRequest {
             topic: "pids".into(),

@@ -348,6 +348,11 @@ impl Controller {
         self.submit(command).await
     }
 
+    /// A new proposal id: this process's prefix and a counter.
+    fn next_proposal_id(&self) -> String {
+        format!("{}-{}", self.proposal_prefix, self.proposals.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Proposes a decision only this node's leadership may take (fencing brokers by the
     /// heartbeats it saw while leading): here and once, never forwarded. If this node stops
     /// leading before it is committed, the decision is dropped: a leader cut off from the
@@ -357,8 +362,7 @@ impl Controller {
         if self.raft.metrics().borrow().current_leader != Some(self.node_id) {
             return Err(not_leading());
         }
-        let id =
-            format!("{}-{}", self.proposal_prefix, self.proposals.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let id = self.next_proposal_id();
         match tokio::time::timeout(PROPOSE_DEADLINE, command.here(id, self)).await {
             Ok(Answer::Done { out, .. }) => Ok(out),
             Ok(Answer::Refused(e)) => Err(e),
@@ -389,8 +393,7 @@ impl Controller {
     /// proposal carries one id through every attempt, so however often it reaches the log it
     /// is applied once, and a repeat answers the first outcome (`Command::Once`).
     async fn submit<P: Proposal>(&self, proposal: P) -> Result<P::Out, P::Err> {
-        let id =
-            format!("{}-{}", self.proposal_prefix, self.proposals.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let id = self.next_proposal_id();
         let deadline = tokio::time::Instant::now() + PROPOSE_DEADLINE;
         let mut last = String::from("no attempt");
         for attempt in 0..PROPOSE_ATTEMPTS {

@@ -1130,52 +1130,85 @@ async fn delete_records(ctx: &KafkaContext, r: DeleteRecordsRequest) -> DeleteRe
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-/// Kafka's AlterPartitionReassignments: each partition's move (or cancel, for null replicas)
-/// is its own `Broker::reassign_partitions` command, so each gets its own outcome.
+/// Kafka's AlterPartitionReassignments: each topic named (once, however often the request
+/// names it) that exists is one `Broker::reassign_partitions` command for its partitions,
+/// all or nothing; unknown topics and partitions, negative indexes and broker ids are answered
+/// without proposing anything. So a request makes at most one proposal per existing topic,
+/// and answers each distinct partition once.
 async fn alter_partition_reassignments(
     ctx: &KafkaContext,
     r: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
-    let mut responses = Vec::with_capacity(r.topics.len());
+    type Target = Option<Vec<i32>>;
+    let mut named: BTreeMap<String, BTreeMap<i32, Target>> = BTreeMap::new();
     for t in r.topics {
-        let mut partitions = Vec::with_capacity(t.partitions.len());
+        let partitions = named.entry(t.name.0.to_string()).or_default();
         for p in t.partitions {
-            let result = alter_partition_reassignments_response::ReassignablePartitionResponse::default()
-                .with_partition_index(p.partition_index)
-                .with_error_message(None);
-            let target =
-                p.replicas.map(|replicas| replicas.iter().map(|b| u64::try_from(b.0)).collect::<Result<Vec<u64>, _>>());
-            let outcome = match (u32::try_from(p.partition_index), target) {
-                (Err(_), _) | (_, Some(Err(_))) => Err(WireError::new(
-                    ErrorCode::InvalidReplicaAssignment,
-                    "a partition index or broker id is negative",
-                )),
-                (Ok(partition), target) => {
-                    let target = target.map(|t| t.unwrap_or_default());
-                    let moves = BTreeMap::from([(partition, target)]);
-                    ctx.broker.reassign_partitions(t.name.0.as_str(), moves, None).await.map(|_| ())
-                }
-            };
-            partitions.push(match outcome {
-                Ok(()) => result,
-                Err(e) => result.with_error_code(wire_code(&e)).with_error_message(Some(s(e.message))),
-            });
+            partitions.insert(p.partition_index, p.replicas.map(|ids| ids.iter().map(|b| b.0).collect()));
         }
+    }
+    let known: std::collections::BTreeSet<String> = ctx.broker.list_topics().into_iter().collect();
+    let mut responses = Vec::with_capacity(named.len());
+    for (topic, partitions) in named {
+        let count = if known.contains(&topic) {
+            ctx.broker.describe_topic(&topic).ok().map(|i| i.partitions.len())
+        } else {
+            None
+        };
+        let mut refused: BTreeMap<i32, WireError> = BTreeMap::new();
+        let mut moves = BTreeMap::new();
+        for (index, target) in partitions.iter() {
+            let partition = u32::try_from(*index).ok().filter(|p| count.is_some_and(|c| (*p as usize) < c));
+            let target =
+                target.as_ref().map(|ids| ids.iter().map(|b| u64::try_from(*b)).collect::<Result<Vec<u64>, _>>());
+            match (partition, target) {
+                (None, _) => {
+                    refused.insert(
+                        *index,
+                        WireError::new(ErrorCode::UnknownPartition, format!("{topic} has no partition {index}")),
+                    );
+                }
+                (_, Some(Err(_))) => {
+                    refused
+                        .insert(*index, WireError::new(ErrorCode::InvalidReplicaAssignment, "a broker id is negative"));
+                }
+                (Some(partition), target) => {
+                    moves.insert(partition, target.map(|t| t.unwrap_or_default()));
+                }
+            }
+        }
+        let outcome = match moves.is_empty() {
+            true => Ok(()),
+            false => ctx.broker.reassign_partitions(&topic, moves, None).await.map(|_| ()),
+        };
+        let answered = partitions
+            .keys()
+            .map(|index| {
+                let result = alter_partition_reassignments_response::ReassignablePartitionResponse::default()
+                    .with_partition_index(*index)
+                    .with_error_message(None);
+                match refused.get(index).or(outcome.as_ref().err()) {
+                    None => result,
+                    Some(e) => result.with_error_code(wire_code(e)).with_error_message(Some(s(e.message.clone()))),
+                }
+            })
+            .collect();
         responses.push(
             alter_partition_reassignments_response::ReassignableTopicResponse::default()
-                .with_name(t.name)
-                .with_partitions(partitions),
+                .with_name(TopicName(s(topic)))
+                .with_partitions(answered),
         );
     }
     AlterPartitionReassignmentsResponse::default().with_error_message(None).with_responses(responses)
 }
 
 /// Kafka's ElectLeaders: preferred elections (type 0) through the controller's
-/// `ElectPreferredLeaders`, then each named partition's outcome: moved, not needed (its
-/// preferred replica leads), or not available (it is not live and in sync). With no partitions
-/// named, every partition not led by its preferred replica is answered. Unclean elections on
-/// request (type 1) are refused: a partition is led by an out-of-sync replica only by the
-/// topic's `unclean.leader.election.enable`.
+/// `ElectPreferredLeaders`, one for every topic or one per named topic that exists (never one
+/// per name a request repeats or invents), then each named partition's outcome: moved, not
+/// needed (its preferred replica leads), not available (it is not live and in sync), or
+/// unknown. With no partitions named, every partition not led by its preferred replica is
+/// answered. Unclean elections on request (type 1) are refused: a partition is led by an
+/// out-of-sync replica only by the topic's `unclean.leader.election.enable`.
 async fn elect_leaders(ctx: &KafkaContext, r: ElectLeadersRequest) -> ElectLeadersResponse {
     let result = |partition: i32, code: i16, message: Option<String>| {
         elect_leaders_response::PartitionResult::default()
@@ -1191,54 +1224,94 @@ async fn elect_leaders(ctx: &KafkaContext, r: ElectLeadersRequest) -> ElectLeade
         }
         named
     });
+    let known: std::collections::BTreeSet<String> = ctx.broker.list_topics().into_iter().collect();
+    let refused = |e: &WireError| ElectLeadersResponse::default().with_error_code(wire_code(e));
+    if r.election_type != 0 {
+        let e = WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("election type {}: only preferred elections (0) are made on request", r.election_type),
+        );
+        let Some(named) = named else { return refused(&e) };
+        let results = named
+            .into_iter()
+            .map(|(topic, partitions)| {
+                elect_leaders_response::ReplicaElectionResult::default()
+                    .with_topic(TopicName(s(topic)))
+                    .with_partition_result(
+                        partitions.into_iter().map(|p| result(p, wire_code(&e), Some(e.message.clone()))).collect(),
+                    )
+            })
+            .collect();
+        return ElectLeadersResponse::default().with_replica_election_results(results);
+    }
+    let mut moved = std::collections::BTreeSet::new();
+    let mut failed: BTreeMap<String, WireError> = BTreeMap::new();
+    match &named {
+        None => match ctx.broker.elect_preferred_leaders(None).await {
+            Ok(m) => moved.extend(m),
+            Err(e) => return refused(&e),
+        },
+        Some(named) => {
+            for topic in named.keys().filter(|t| known.contains(*t)) {
+                match ctx.broker.elect_preferred_leaders(Some(topic.clone())).await {
+                    Ok(m) => moved.extend(m),
+                    Err(e) => {
+                        failed.insert(topic.clone(), e);
+                    }
+                }
+            }
+        }
+    }
     let topics: Vec<String> = match &named {
         Some(named) => named.keys().cloned().collect(),
-        None => ctx.broker.list_topics(),
+        None => known.iter().cloned().collect(),
     };
     let mut results = Vec::with_capacity(topics.len());
     for topic in topics {
         let wanted = named.as_ref().and_then(|n| n.get(&topic));
-        let outcome = match r.election_type {
-            0 => ctx.broker.elect_preferred_leaders(Some(topic.clone())).await,
-            other => Err(WireError::new(
-                ErrorCode::InvalidRequest,
-                format!("election type {other}: only preferred elections (0) are made on request"),
-            )),
-        };
-        let partition_result: Vec<_> = match (outcome, ctx.broker.describe_topic(&topic)) {
-            (Ok(moved), Ok(info)) => info
-                .partitions
-                .iter()
-                .filter_map(|p| {
-                    let index = i32::try_from(p.partition).unwrap_or(i32::MAX);
-                    let preferred_leads = p.leader.is_some() && p.leader == p.replicas.first().copied();
-                    match wanted {
-                        Some(w) if !w.contains(&index) => None,
-                        _ if moved.contains(&format!("{topic}/{}", p.partition)) => Some(result(index, 0, None)),
-                        Some(_) if preferred_leads => Some(result(index, code::ELECTION_NOT_NEEDED, None)),
-                        None if preferred_leads || p.replicas.len() <= 1 => None,
-                        _ => Some(result(
-                            index,
-                            code::PREFERRED_LEADER_NOT_AVAILABLE,
-                            Some(format!("the preferred replica of {topic}/{} is not live and in sync", p.partition)),
-                        )),
-                    }
-                })
-                .collect(),
-            (Err(e), _) | (_, Err(e)) => {
-                let partitions: Vec<i32> = wanted.map(|w| w.iter().copied().collect()).unwrap_or_default();
-                partitions.into_iter().map(|p| result(p, wire_code(&e), Some(e.message.clone()))).collect()
+        let info = if known.contains(&topic) { ctx.broker.describe_topic(&topic).ok() } else { None };
+        let partition_result: Vec<_> = match (&info, failed.get(&topic)) {
+            (_, Some(e)) => {
+                wanted.into_iter().flatten().map(|p| result(*p, wire_code(e), Some(e.message.clone()))).collect()
+            }
+            (None, None) => {
+                wanted.into_iter().flatten().map(|p| result(*p, code::UNKNOWN_TOPIC_OR_PARTITION, None)).collect()
+            }
+            (Some(info), None) => {
+                let mut answered: Vec<_> = info
+                    .partitions
+                    .iter()
+                    .filter_map(|p| {
+                        let index = i32::try_from(p.partition).unwrap_or(i32::MAX);
+                        let preferred_leads = p.leader.is_some() && p.leader == p.replicas.first().copied();
+                        match wanted {
+                            Some(w) if !w.contains(&index) => None,
+                            _ if moved.contains(&format!("{topic}/{}", p.partition)) => Some(result(index, 0, None)),
+                            Some(_) if preferred_leads => Some(result(index, code::ELECTION_NOT_NEEDED, None)),
+                            None if preferred_leads || p.replicas.len() <= 1 => None,
+                            _ => Some(result(
+                                index,
+                                code::PREFERRED_LEADER_NOT_AVAILABLE,
+                                Some(format!(
+                                    "the preferred replica of {topic}/{} is not live and in sync",
+                                    p.partition
+                                )),
+                            )),
+                        }
+                    })
+                    .collect();
+                // Partitions named that the topic does not have.
+                let count = info.partitions.len();
+                answered.extend(
+                    wanted
+                        .into_iter()
+                        .flatten()
+                        .filter(|index| usize::try_from(**index).map_or(true, |i| i >= count))
+                        .map(|index| result(*index, code::UNKNOWN_TOPIC_OR_PARTITION, None)),
+                );
+                answered
             }
         };
-        // Partitions named that the topic does not have.
-        let mut partition_result = partition_result;
-        if let (Some(w), Ok(info)) = (wanted, ctx.broker.describe_topic(&topic)) {
-            for &index in w {
-                if u32::try_from(index).map_or(true, |i| i >= u32::try_from(info.partitions.len()).unwrap_or(0)) {
-                    partition_result.push(result(index, code::UNKNOWN_TOPIC_OR_PARTITION, None));
-                }
-            }
-        }
         if !partition_result.is_empty() {
             results.push(
                 elect_leaders_response::ReplicaElectionResult::default()

@@ -17,7 +17,7 @@ use weir_registry::validate::{check_datum, schema_id, Compiled, SubjectNameStrat
 use weir_runtime::PluginKind;
 
 use crate::plugins::request_input_records;
-use weir_meta::metadata::{Command, Event, Topic, FIRST_PRODUCER_ID};
+use weir_meta::metadata::{Command, Event, Topic, FIRST_PRODUCER_ID, PRODUCER_ID_BLOCK_MAX};
 
 use super::{mismatched, Broker, PRODUCER_ID_BLOCK};
 
@@ -25,6 +25,9 @@ use super::{mismatched, Broker, PRODUCER_ID_BLOCK};
 pub const RPC_PRODUCE: u8 = 16;
 /// How long a forwarded produce waits for the leader's answer.
 const FORWARD_PRODUCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a batch under a producer id past the blocks this broker has applied waits for its
+/// metadata to reach the block (another broker may have taken it from the controller just now).
+const PRODUCER_ID_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The base offset an append gets, here or at the leader it was forwarded to.
 type Appending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, WireError>> + Send>>;
@@ -75,6 +78,24 @@ impl Broker {
         max
     }
 
+    /// A batch may carry a producer id of a block another broker took from the controller a
+    /// moment ago, which this broker has not applied yet: it waits (up to
+    /// [`PRODUCER_ID_CATCH_UP`]) for its metadata to reach the id before the id is checked, so a
+    /// real producer is not refused UNKNOWN_PRODUCER_ID. Ids past one maximal block beyond what
+    /// it knows are not waited for (no client makes a broker wait on an id it invented far off).
+    async fn await_producer_ids(&self, parsed: &ProducedBatches) {
+        let Some(id) = parsed.batches.iter().map(|(h, _)| h.producer_id).max().filter(|id| *id >= 0) else { return };
+        let deadline = tokio::time::Instant::now() + PRODUCER_ID_CATCH_UP;
+        loop {
+            let known = self.controller.state().next_producer_id.max(self.stored_producer_id_max().saturating_add(1));
+            let may_come = id >= known && id < known.saturating_add(i64::from(PRODUCER_ID_BLOCK_MAX));
+            if !may_come || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// The first half of a produce: checks every partition's batches and queues the appends,
     /// in request order, and returns the future of the outcome. A front end that calls this
     /// for one request after another, and awaits the futures later, pipelines requests without
@@ -106,6 +127,7 @@ impl Broker {
                     continue;
                 }
             };
+            self.await_producer_ids(&parsed).await;
             // Decoding records (decompressing up to batch_decompressed_bytes_max) and module
             // calls run off the async runtime, so they never hold up other connections.
             let checked = if parsed.is_heavy() || self.has_produce_modules(&topic) {

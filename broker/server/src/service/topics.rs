@@ -161,6 +161,12 @@ impl Broker {
         if moves.is_empty() {
             return Err(WireError::new(ErrorCode::InvalidRequest, "a reassignment names no partition"));
         }
+        if throttle_bytes_per_sec == Some(0) {
+            return Err(WireError::new(
+                ErrorCode::InvalidConfig,
+                "throttle_bytes_per_sec = 0: a throttle is at least 1 byte per second (leave it out for none)",
+            ));
+        }
         let command = Command::ReassignPartitions { topic: topic.to_owned(), moves, throttle_bytes_per_sec };
         let event = self.controller.propose(command).await?;
         let Event::PartitionsReassigned { .. } = event else { return Err(mismatched("ReassignPartitions", &event)) };
