@@ -613,6 +613,71 @@ async fn a_deletion_through_one_broker_clears_committed_offsets_on_the_groups_co
     }
 }
 
+/// A group's committed offsets outlive its coordinator: they are in the controller's
+/// replicated state, so when the coordinator is SIGKILLed and fenced, the broker that takes
+/// the group over answers the same offsets. A confluent-kafka consumer reads 150 of 300
+/// records and commits; after the failover a new member of the group (auto.offset.reset =
+/// earliest, so lost offsets would start it over) reads exactly the other 150.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_groups_committed_offsets_survive_its_coordinators_sigkill() {
+    let mut cluster = Cluster::start_with(3, &["--broker-session-timeout-ms", "2000"]);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    let admin = cluster.admin(0).await;
+    let config = TopicConfig::default().with_entries([("min.insync.replicas", "2")]).unwrap();
+    admin.create_replicated_topic("ledger", 3, 3, config).await.unwrap();
+    await_in_sync(&cluster, &[0, 1, 2], "ledger", "a new topic").await;
+    let producer = weir_sdk::Producer::new(cluster.nodes[0].client().await, weir_sdk::ProducerConfig::default());
+    for i in 0..300u32 {
+        let record = weir_sdk::Record { value: Some(format!("entry-{i}").into()), ..Default::default() };
+        producer.send("ledger", Some(i % 3), record).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    await_in_sync(&cluster, &[0, 1, 2], "ledger", "the records written").await;
+
+    let group = "auditors";
+    let coordinator = find_coordinator(&cluster.nodes[0], group) as usize - 1;
+    let all: Vec<String> = cluster.nodes.iter().map(|n| n.kafka_bootstrap()).collect();
+    let read = |bootstrap: &str, phase: &str, count: &str| {
+        let (ok, out, err) = run_with_deadline(
+            python_script("confluent_group_failover.py").args([bootstrap, "ledger", group, phase, count]),
+            Duration::from_secs(120),
+        );
+        assert!(ok, "the {phase} consumer failed:\n{out}\n{err}");
+        out.lines()
+            .map(|l| serde_json::from_str::<(i32, i64)>(l).expect("a [partition, offset] line"))
+            .collect::<Vec<_>>()
+    };
+    let first = read(&all.join(","), "first", "150");
+    assert_eq!(first.len(), 150, "the first member read 150 records");
+
+    cluster.nodes[coordinator].kill9();
+    let survivor = (coordinator + 1) % 3;
+    wait_until(Duration::from_secs(30), "another broker to take the group over", || {
+        let node = &cluster.nodes[survivor];
+        async move { find_coordinator(node, group) as usize - 1 != coordinator }
+    })
+    .await;
+    let live: Vec<String> = (0..3).filter(|i| *i != coordinator).map(|i| cluster.nodes[i].kafka_bootstrap()).collect();
+    let rest = read(&live.join(","), "rest", "150");
+    let first: std::collections::BTreeSet<(i32, i64)> = first.into_iter().collect();
+    let again: Vec<&(i32, i64)> = rest.iter().filter(|r| first.contains(r)).collect();
+    assert!(
+        again.is_empty(),
+        "after node {}'s SIGKILL the group read {} committed records again (first: {:?}): its offsets were lost",
+        coordinator + 1,
+        again.len(),
+        again.first()
+    );
+    let mut everything: Vec<(i32, i64)> = first.into_iter().chain(rest).collect();
+    everything.sort_unstable();
+    everything.dedup();
+    assert_eq!(everything.len(), 300, "the two members read every record once between them");
+    eprintln!(
+        "group {group}: coordinator node {} SIGKILLed, the group resumed at its committed offsets",
+        coordinator + 1
+    );
+}
+
 /// Native group members connected to different brokers form one group: group requests reach
 /// the coordinator through whichever broker a member talks to, and the members split the
 /// partitions and read them whole.

@@ -8,5 +8,6 @@
 
 pub mod deployments;
 pub mod metadata;
+pub mod offsets;
 pub mod replication;
 pub mod topic;

@@ -12,6 +12,7 @@ use weir_sdk::wire::TopicConfig;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::deployments::{self, Deployment, ModuleCommand};
+use crate::offsets::{GroupOffsets, OffsetCommit};
 use crate::replication::{self, PartitionRegistration};
 pub use crate::topic::{unknown_topic, validate_topic_name, Topic, TOPIC_NAME_BYTES_LIMIT};
 
@@ -87,6 +88,17 @@ pub enum Command {
     ElectPreferredLeaders {
         topic: Option<String>,
     },
+    /// A consumer group's offsets, checked by its coordinator (member, generation); see
+    /// [`GroupOffsets::commit`].
+    CommitOffsets {
+        group: String,
+        offsets: Vec<OffsetCommit>,
+    },
+    /// Removes a group's offsets of the given partitions, or all of them.
+    DeleteOffsets {
+        group: String,
+        partitions: Option<Vec<(String, u32)>>,
+    },
     /// A command proposed under an id its proposer picked: applied once however often it is
     /// proposed (a proposer that lost the leader's answer proposes it again), and a repeat
     /// answers what the first application did (see [`RECENT_PROPOSALS_KEPT`]).
@@ -135,6 +147,15 @@ pub enum Event {
         topic: String,
         registrations: BTreeMap<u32, PartitionRegistration>,
     },
+    /// How many offsets a commit stored (those of partitions that exist).
+    OffsetsCommitted {
+        group: String,
+        stored: usize,
+    },
+    OffsetsDeleted {
+        group: String,
+        removed: usize,
+    },
 }
 
 fn one() -> u32 {
@@ -168,6 +189,8 @@ pub struct Limits {
     pub schema_versions_per_subject_max: usize,
     /// Schemas (distinct ids) the registry may hold.
     pub schemas_max: usize,
+    /// Groups with committed offsets.
+    pub groups_max: usize,
 }
 
 impl Limits {
@@ -209,6 +232,9 @@ pub struct State {
     /// The ids of the latest [`Command::Once`] proposals with their outcomes, oldest first.
     #[serde(default)]
     pub recent_proposals: VecDeque<(String, Result<Event, WireError>)>,
+    /// Consumer groups' committed offsets.
+    #[serde(default)]
+    pub group_offsets: GroupOffsets,
 }
 
 impl Default for State {
@@ -222,6 +248,7 @@ impl Default for State {
             brokers: BTreeMap::new(),
             last_broker_epoch: 0,
             recent_proposals: VecDeque::new(),
+            group_offsets: GroupOffsets::default(),
         }
     }
 }
@@ -270,7 +297,18 @@ impl State {
             | Command::FenceBroker { .. }
             | Command::AlterPartition { .. }
             | Command::ReassignPartitions { .. }
-            | Command::ElectPreferredLeaders { .. } => Ok(()),
+            | Command::ElectPreferredLeaders { .. }
+            | Command::DeleteOffsets { .. } => Ok(()),
+            Command::CommitOffsets { group, offsets } => {
+                GroupOffsets::check_commit(group, offsets)?;
+                if !self.group_offsets.has_group(group) && self.group_offsets.group_count() >= limits.groups_max {
+                    return Err(WireError::new(
+                        ErrorCode::LimitReached,
+                        format!("the cluster holds committed offsets of groups.max = {} groups", limits.groups_max),
+                    ));
+                }
+                Ok(())
+            }
             Command::Once { command, .. } => self.check_limits(command, limits),
         }
     }
@@ -345,6 +383,7 @@ impl State {
             }
             Command::DeleteTopic { name } => {
                 let topic = self.topics.remove(&name).ok_or_else(|| unknown_topic(&name))?;
+                self.group_offsets.remove_topic(&name);
                 Ok(Event::TopicDeleted(topic))
             }
             Command::AlterTopic { name, partitions, config } => {
@@ -481,6 +520,14 @@ impl State {
                     }
                 }
                 Ok(Event::LeadersElected { moved })
+            }
+            Command::CommitOffsets { group, offsets } => {
+                let stored = self.group_offsets.commit(&group, offsets, &self.topics)?;
+                Ok(Event::OffsetsCommitted { group, stored })
+            }
+            Command::DeleteOffsets { group, partitions } => {
+                let removed = self.group_offsets.delete(&group, partitions.as_deref());
+                Ok(Event::OffsetsDeleted { group, removed })
             }
             Command::ReassignPartitions { topic, moves, throttle_bytes_per_sec } => {
                 let live = self.live_brokers();
@@ -638,6 +685,7 @@ mod tests {
         message_bytes_max: 8 << 20,
         schema_versions_per_subject_max: 1000,
         schemas_max: 1000,
+        groups_max: 2,
     };
 
     fn create(name: &str, partitions: u32) -> Command {
@@ -699,6 +747,8 @@ mod tests {
             create("a", 8),
             Command::CreateTopic { name: "big".into(), partitions: 2, config: big, replication_factor: 1 },
             create("b", 1),
+            commit("g1", &[("a", 3, 10), ("b", 0, 20)]),
+            commit("g2", &[("a", 0, 30)]),
             Command::DeleteTopic { name: "a".into() },
             Command::AllocateProducerIds { count: 1000, at_least: 0 },
             create("c", 600),
@@ -716,6 +766,7 @@ mod tests {
             message_bytes_max: 1 << 20,
             schema_versions_per_subject_max: 1,
             schemas_max: 1,
+            groups_max: 1,
         };
         let mut replayed = State::default();
         for command in &log {
@@ -725,9 +776,31 @@ mod tests {
         assert_eq!(replayed.topic("c").unwrap().id, 4);
         assert_eq!(replayed.topic("big").unwrap().id, 2);
         assert_eq!(replayed.next_producer_id, 5010);
+        // A deleted topic takes its committed offsets (and g2, which had no others) with it.
+        let offsets = &replayed.group_offsets;
+        assert_eq!(offsets.groups().collect::<Vec<_>>(), ["g1"]);
+        assert_eq!(
+            offsets.committed("g1", None).into_iter().map(|(t, p, _)| (t, p)).collect::<Vec<_>>(),
+            [("b".to_owned(), 0)]
+        );
         // The lower limits hold for what is proposed next.
         let err = replayed.check_limits(&create("d", 1), &lower).unwrap_err();
         assert_eq!(err.code, ErrorCode::LimitReached);
+        let err = replayed.check_limits(&commit("g3", &[("b", 0, 1)]), &lower).unwrap_err();
+        assert!(err.message.contains("groups.max = 1"), "{}", err.message);
+        replayed.check_limits(&commit("g1", &[("b", 0, 1)]), &lower).expect("a group with offsets commits again");
+    }
+
+    fn commit(group: &str, offsets: &[(&str, u32, i64)]) -> Command {
+        let offsets = offsets
+            .iter()
+            .map(|&(topic, partition, offset)| crate::offsets::OffsetCommit {
+                topic: topic.to_owned(),
+                partition,
+                committed: crate::offsets::CommittedOffset { offset, metadata: None, commit_time_ms: 1 },
+            })
+            .collect();
+        Command::CommitOffsets { group: group.to_owned(), offsets }
     }
 
     #[test]

@@ -17,6 +17,7 @@ const LIMITS: Limits = Limits {
     message_bytes_max: 8 << 20,
     schema_versions_per_subject_max: 1000,
     schemas_max: 100_000,
+    groups_max: 100_000,
 };
 
 fn main() {

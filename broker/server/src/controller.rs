@@ -505,6 +505,18 @@ impl Controller {
 
     /// Commits a command on this node, which must lead.
     async fn propose_here(&self, id: String, command: Command) -> Answer<Event, WireError> {
+        // Committed offsets change often and apart from the rest: checking them needs no dry
+        // run (their rules fail only where `check_limits` does) and no order against other
+        // proposals, so they skip the serial lock and Raft batches them.
+        if matches!(command, Command::CommitOffsets { .. } | Command::DeleteOffsets { .. }) {
+            if let Some(answer) = self.repeat(&id) {
+                return answer;
+            }
+            if let Err(e) = self.state().check_limits(&command, &self.limits) {
+                return Answer::Refused(e);
+            }
+            return self.replicate(Command::Once { id, command: Box::new(command) }).await;
+        }
         let _serial = self.propose.lock().await;
         if let Some(answer) = self.repeat(&id) {
             return answer;

@@ -2,8 +2,9 @@
 //! with client-side assignors) and committed offsets.
 //!
 //! Protocol-neutral: front ends translate their wire format to these calls and map
-//! [`GroupError`] to their own codes. Committed offsets are durable (fjall keyspace
-//! `group_offsets`, fsynced before the commit is acknowledged) and survive restart; group
+//! [`GroupError`] to their own codes. Committed offsets are kept in the controller's replicated
+//! state (`weir_meta::offsets`): a commit is acknowledged once the controller has committed it,
+//! and a group whose coordinator moves to another broker finds its offsets there. Group
 //! membership is soft state, rebuilt by clients rejoining, as in Kafka.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,8 +14,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::oneshot;
-pub use weir_storage::offsets::CommittedOffset;
-use weir_storage::offsets::{GroupPartition, OffsetStore};
+use weir_meta::metadata::{Command, Event};
+pub use weir_meta::offsets::{CommittedOffset, OFFSET_METADATA_BYTES_MAX};
+use weir_meta::offsets::{GroupOffsets, OffsetCommit};
+use weir_sdk::ErrorCode;
+
+use crate::controller::Controller;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
@@ -34,7 +39,7 @@ pub enum GroupError {
     InconsistentProtocol,
     #[error("group id is empty")]
     InvalidGroupId,
-    #[error("storage failed while committing offsets")]
+    #[error("the controller did not store the offsets")]
     Storage,
     #[error("the coordinator stopped before the rebalance completed")]
     CoordinatorNotAvailable,
@@ -57,8 +62,6 @@ pub const REBALANCE_TIMEOUT_MS_MAX: i32 = 1_800_000;
 pub const MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
 /// Members of one group (Kafka's `group.max.size`).
 pub const MEMBERS_PER_GROUP_MAX: usize = 1000;
-/// Bytes of one committed offset's metadata (Kafka's `offset.metadata.max.bytes`).
-pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
 /// What the coordinator lets clients create.
 #[derive(Debug, Clone, Copy)]
@@ -76,8 +79,6 @@ impl Default for GroupLimits {
     }
 }
 
-/// Committed offsets by group, then by (topic, partition).
-type Offsets = BTreeMap<String, BTreeMap<(String, u32), CommittedOffset>>;
 /// How long a brand-new group waits for more members before its first rebalance completes.
 const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(500);
 
@@ -281,63 +282,81 @@ impl Group {
 #[derive(Clone)]
 pub struct GroupCoordinator {
     groups: Arc<Mutex<HashMap<String, Group>>>,
-    offsets: Arc<Mutex<Offsets>>,
-    store: OffsetStore,
+    /// Holds the committed offsets.
+    controller: Controller,
     limits: GroupLimits,
 }
 
-impl GroupCoordinator {
-    /// Loads the committed offsets of every group from the store.
-    pub fn open(store: OffsetStore, limits: GroupLimits) -> Result<Self, weir_storage::StorageError> {
-        let mut offsets = Offsets::new();
-        let now = weir_sdk::wire::now_ms();
-        let mut count = 0usize;
-        for ((group, topic, partition), mut committed) in store.load()? {
-            // Records of earlier versions have no commit time: their retention starts now.
-            if committed.commit_time_ms == 0 {
-                committed.commit_time_ms = now;
-            }
-            offsets.entry(group).or_default().insert((topic, partition), committed);
-            count += 1;
+/// What a proposal's failure means for the group's client.
+fn proposal_error(e: weir_sdk::WireError) -> GroupError {
+    match e.code {
+        ErrorCode::LimitReached => GroupError::GroupsMaxReached,
+        ErrorCode::InvalidRequest if e.message.contains("offset.metadata.max.bytes") => {
+            GroupError::OffsetMetadataTooLarge
         }
-        tracing::info!(committed = count, groups = offsets.len(), "group offsets recovered");
-        Ok(Self { groups: Arc::default(), offsets: Arc::new(Mutex::new(offsets)), store, limits })
+        ErrorCode::NotController => GroupError::CoordinatorNotAvailable,
+        _ => {
+            tracing::warn!(error = %e.message, "a committed-offsets change failed");
+            GroupError::Storage
+        }
+    }
+}
+
+impl GroupCoordinator {
+    pub fn open(controller: Controller, limits: GroupLimits) -> Self {
+        Self { groups: Arc::default(), controller, limits }
+    }
+
+    /// Reads the committed offsets in the controller's state.
+    fn book<R>(&self, read: impl FnOnce(&GroupOffsets) -> R) -> R {
+        read(&self.controller.state().group_offsets)
     }
 
     /// Whether `group_id` may be created: the broker holds fewer than `groups_max` groups.
-    /// Both locks are held by the caller, in the order groups, offsets.
-    fn may_create(&self, groups: &HashMap<String, Group>, offsets: &Offsets, group_id: &str) -> bool {
-        if groups.contains_key(group_id) || offsets.contains_key(group_id) {
-            return true;
-        }
-        // Groups with members and no offsets, plus groups with offsets.
-        let without_offsets = groups.keys().filter(|g| !offsets.contains_key(*g)).count();
-        without_offsets + offsets.len() < self.limits.groups_max
+    /// The caller holds the groups lock.
+    fn may_create(&self, groups: &HashMap<String, Group>, group_id: &str) -> bool {
+        self.book(|offsets| {
+            if groups.contains_key(group_id) || offsets.has_group(group_id) {
+                return true;
+            }
+            // Groups with members and no offsets, plus groups with offsets.
+            let without_offsets = groups.keys().filter(|g| !offsets.has_group(g)).count();
+            without_offsets + offsets.group_count() < self.limits.groups_max
+        })
     }
 
     /// Drops the committed offsets of groups without members that were committed longer than
-    /// `offsets_retention_ms` before `now_ms`; returns how many.
-    pub fn expire_offsets(&self, now_ms: i64) -> Result<usize, GroupError> {
+    /// `offsets_retention_ms` before `now_ms`, of the groups `coordinated_here` names (each
+    /// broker expires its own groups, whose members it knows); returns how many.
+    pub async fn expire_offsets(
+        &self,
+        now_ms: i64,
+        coordinated_here: impl Fn(&str) -> bool,
+    ) -> Result<usize, GroupError> {
         let active: std::collections::HashSet<String> = {
             let groups = self.groups.lock().expect("groups lock");
             groups.iter().filter(|(_, g)| !g.members.is_empty()).map(|(id, _)| id.clone()).collect()
         };
         let cutoff = now_ms.saturating_sub(self.limits.offsets_retention_ms);
-        let doomed: Vec<GroupPartition> = {
-            let offsets = self.offsets.lock().expect("offsets lock");
-            offsets
-                .iter()
-                .filter(|(group, _)| !active.contains(*group))
-                .flat_map(|(group, partitions)| {
-                    partitions
-                        .iter()
-                        .filter(|(_, c)| c.commit_time_ms < cutoff)
-                        .map(|((topic, partition), _)| (group.clone(), topic.clone(), *partition))
-                })
-                .collect()
-        };
-        self.remove(&doomed)?;
-        Ok(doomed.len())
+        let doomed = self.book(|offsets| {
+            offsets.committed_before(cutoff, |group| !active.contains(group) && coordinated_here(group))
+        });
+        let mut expired = 0;
+        for (group, partitions) in doomed {
+            expired += self.remove(group, Some(partitions)).await?;
+        }
+        Ok(expired)
+    }
+
+    /// Removes a group's offsets (of the given partitions, or all) through the controller.
+    async fn remove(&self, group: String, partitions: Option<Vec<(String, u32)>>) -> Result<usize, GroupError> {
+        match self.controller.propose(Command::DeleteOffsets { group, partitions }).await.map_err(proposal_error)? {
+            Event::OffsetsDeleted { removed, .. } => Ok(removed),
+            other => {
+                tracing::error!(event = ?other, "DeleteOffsets answered with another event");
+                Err(GroupError::Storage)
+            }
+        }
     }
 
     /// Expires members whose session ran out and completes overdue rebalances. Called by a
@@ -385,7 +404,7 @@ impl GroupCoordinator {
         let now = Instant::now();
         {
             let mut groups = self.groups.lock().expect("groups lock");
-            if !self.may_create(&groups, &self.offsets.lock().expect("offsets lock"), &request.group_id) {
+            if !self.may_create(&groups, &request.group_id) {
                 return Err(GroupError::GroupsMaxReached);
             }
             let group = groups.entry(request.group_id.clone()).or_insert_with(Group::new);
@@ -517,10 +536,10 @@ impl GroupCoordinator {
             .collect()
     }
 
-    /// Commits offsets durably. A member of an active group must give its generation; a
-    /// commit with generation -1 is accepted only for a group with no members (standalone
-    /// consumers, admin tools).
-    pub fn commit(
+    /// Commits offsets through the controller. A member of an active group must give its
+    /// generation; a commit with generation -1 is accepted only for a group with no members
+    /// (standalone consumers, admin tools).
+    pub async fn commit(
         &self,
         group_id: &str,
         generation_id: i32,
@@ -535,7 +554,7 @@ impl GroupCoordinator {
         }
         {
             let groups = self.groups.lock().expect("groups lock");
-            if !self.may_create(&groups, &self.offsets.lock().expect("offsets lock"), group_id) {
+            if !self.may_create(&groups, group_id) {
                 return Err(GroupError::GroupsMaxReached);
             }
             if let Some(group) = groups.get(group_id) {
@@ -556,12 +575,12 @@ impl GroupCoordinator {
                 return Err(GroupError::UnknownMember);
             }
         }
-        self.store.commit(group_id, &offsets).map_err(|_| GroupError::Storage)?;
-        let mut map = self.offsets.lock().expect("offsets lock");
-        let group = map.entry(group_id.to_owned()).or_default();
-        for (topic, partition, committed) in offsets {
-            group.insert((topic, partition), committed);
-        }
+        let offsets = offsets
+            .into_iter()
+            .map(|(topic, partition, committed)| OffsetCommit { topic, partition, committed })
+            .collect();
+        let command = Command::CommitOffsets { group: group_id.to_owned(), offsets };
+        self.controller.propose(command).await.map_err(proposal_error)?;
         Ok(())
     }
 
@@ -571,52 +590,14 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Option<&[(String, u32)]>,
     ) -> Vec<(String, u32, Option<CommittedOffset>)> {
-        let map = self.offsets.lock().expect("offsets lock");
-        let group = map.get(group_id);
-        match partitions {
-            Some(list) => list
-                .iter()
-                .map(|(t, p)| (t.clone(), *p, group.and_then(|g| g.get(&(t.clone(), *p))).cloned()))
-                .collect(),
-            None => group.into_iter().flatten().map(|((t, p), c)| (t.clone(), *p, Some(c.clone()))).collect(),
-        }
+        self.book(|offsets| offsets.committed(group_id, partitions))
     }
 
-    pub fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), GroupError> {
-        let doomed: Vec<GroupPartition> =
-            partitions.iter().map(|(topic, partition)| (group_id.to_owned(), topic.clone(), *partition)).collect();
-        self.remove(&doomed)
-    }
-
-    /// Removes every group's committed offsets for a deleted topic.
-    pub fn delete_topic_offsets(&self, topic: &str) -> Result<(), GroupError> {
-        let doomed: Vec<GroupPartition> = self
-            .offsets
-            .lock()
-            .expect("offsets lock")
-            .iter()
-            .flat_map(|(g, partitions)| {
-                partitions.keys().filter(|(t, _)| t == topic).map(|(t, p)| (g.clone(), t.clone(), *p))
-            })
-            .collect();
-        self.remove(&doomed)
-    }
-
-    fn remove(&self, doomed: &[GroupPartition]) -> Result<(), GroupError> {
-        if doomed.is_empty() {
+    pub async fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), GroupError> {
+        if partitions.is_empty() {
             return Ok(());
         }
-        let mut map = self.offsets.lock().expect("offsets lock");
-        self.store.remove(doomed).map_err(|_| GroupError::Storage)?;
-        for (group, topic, partition) in doomed {
-            if let Some(partitions) = map.get_mut(group) {
-                partitions.remove(&(topic.clone(), *partition));
-                if partitions.is_empty() {
-                    map.remove(group);
-                }
-            }
-        }
-        Ok(())
+        self.remove(group_id.to_owned(), Some(partitions.to_vec())).await.map(|_| ())
     }
 
     /// Every group: with members, or with committed offsets only (Empty). Each lock is held
@@ -626,7 +607,7 @@ impl GroupCoordinator {
             let groups = self.groups.lock().expect("groups lock");
             groups.iter().map(|(id, g)| (id.clone(), (g.protocol_type.clone(), g.state))).collect()
         };
-        let with_offsets: Vec<String> = self.offsets.lock().expect("offsets lock").keys().cloned().collect();
+        let with_offsets: Vec<String> = self.book(|offsets| offsets.groups().map(str::to_owned).collect());
         for g in with_offsets {
             out.entry(g).or_insert_with(|| ("consumer".into(), GroupState::Empty));
         }
@@ -634,7 +615,7 @@ impl GroupCoordinator {
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
-        let known_by_offsets = self.offsets.lock().expect("offsets lock").contains_key(group_id);
+        let known_by_offsets = self.book(|offsets| offsets.has_group(group_id));
         let groups = self.groups.lock().expect("groups lock");
         match groups.get(group_id) {
             Some(g) => Some(GroupDescription {
@@ -673,8 +654,8 @@ impl GroupCoordinator {
     }
 
     /// Deletes a group with no members and its committed offsets.
-    pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
-        let known_by_offsets = self.offsets.lock().expect("offsets lock").contains_key(group_id);
+    pub async fn delete(&self, group_id: &str) -> Result<(), GroupError> {
+        let known_by_offsets = self.book(|offsets| offsets.has_group(group_id));
         {
             let mut groups = self.groups.lock().expect("groups lock");
             match groups.get(group_id) {
@@ -686,9 +667,70 @@ impl GroupCoordinator {
                 None => {}
             }
         }
-        let partitions: Vec<(String, u32)> =
-            self.committed(group_id, None).into_iter().map(|(t, p, _)| (t, p)).collect();
-        self.delete_offsets(group_id, &partitions)
+        if known_by_offsets {
+            self.remove(group_id.to_owned(), None).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves the committed offsets an earlier version kept in this broker's storage (keyspace
+/// `group_offsets`) into the controller's state when the broker starts: each group's offsets
+/// of partitions the state has none for, then removes them from storage. What the controller
+/// does not take stays in storage for the next start.
+pub async fn migrate_local_offsets(store: weir_storage::offsets::OffsetStore, controller: &Controller) {
+    let local = match store.load() {
+        Ok(local) if local.is_empty() => return,
+        Ok(local) => local,
+        Err(e) => {
+            tracing::error!(error = ?e, "reading the committed offsets stored by an earlier version failed");
+            return;
+        }
+    };
+    let now = weir_sdk::wire::now_ms();
+    let mut by_group: BTreeMap<String, Vec<(String, u32, weir_storage::offsets::CommittedOffset)>> = BTreeMap::new();
+    for ((group, topic, partition), committed) in local {
+        by_group.entry(group).or_default().push((topic, partition, committed));
+    }
+    for (group, offsets) in by_group {
+        let keys: Vec<(String, String, u32)> = offsets.iter().map(|(t, p, _)| (group.clone(), t.clone(), *p)).collect();
+        let fresh: Vec<OffsetCommit> = {
+            let state = controller.state();
+            offsets
+                .into_iter()
+                .filter(|(t, p, _)| state.group_offsets.committed(&group, Some(&[(t.clone(), *p)]))[0].2.is_none())
+                .map(|(topic, partition, c)| OffsetCommit {
+                    topic,
+                    partition,
+                    committed: CommittedOffset {
+                        offset: c.offset,
+                        metadata: c.metadata,
+                        // Records of earlier versions may have no commit time: their
+                        // retention starts now.
+                        commit_time_ms: if c.commit_time_ms == 0 { now } else { c.commit_time_ms },
+                    },
+                })
+                .collect()
+        };
+        let mut attempt = 0u32;
+        while !fresh.is_empty() {
+            let command = Command::CommitOffsets { group: group.clone(), offsets: fresh.clone() };
+            match controller.propose(command).await {
+                Ok(_) => break,
+                Err(e) if attempt < 3 && e.code == ErrorCode::NotController => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::error!(group = %group, error = %e.message, "moving a group's committed offsets into the controller failed; they stay in storage");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = store.remove(&keys) {
+            tracing::warn!(group = %group, error = ?e, "removing migrated committed offsets from storage failed");
+        }
+        tracing::info!(group = %group, offsets = keys.len(), "committed offsets moved into the controller's state");
     }
 }
 
@@ -709,6 +751,30 @@ mod tests {
         }
     }
 
+    /// A coordinator over a single node's controller, with topic `t` (two partitions).
+    async fn coordinator(dir: &std::path::Path, limits: GroupLimits) -> GroupCoordinator {
+        let storage = weir_storage::Storage::open(dir, 16).unwrap();
+        let controller_limits = weir_meta::metadata::Limits {
+            partitions_per_topic_max: 100,
+            topics_max: 100,
+            message_bytes_max: 1 << 20,
+            schema_versions_per_subject_max: 10,
+            schemas_max: 10,
+            groups_max: limits.groups_max,
+        };
+        let controller = Controller::open(storage.raft, 1, controller_limits, None).await.unwrap();
+        if controller.state().topic("t").is_err() {
+            let create = Command::CreateTopic {
+                name: "t".into(),
+                partitions: 2,
+                config: weir_sdk::TopicConfig::default(),
+                replication_factor: 1,
+            };
+            controller.propose(create).await.unwrap();
+        }
+        GroupCoordinator::open(controller, limits)
+    }
+
     fn spawn_ticker(c: &GroupCoordinator) {
         let c = c.clone();
         tokio::spawn(async move {
@@ -722,8 +788,7 @@ mod tests {
     #[tokio::test]
     async fn two_members_join_one_generation_and_sync_assignments() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-        let c = GroupCoordinator::open(storage.offsets, GroupLimits::default()).unwrap();
+        let c = coordinator(dir.path(), GroupLimits::default()).await;
         spawn_ticker(&c);
         let (a, b) = tokio::join!(c.join(join_request("g", "")), c.join(join_request("g", "")));
         let (a, b) = (a.unwrap(), b.unwrap());
@@ -759,27 +824,28 @@ mod tests {
     async fn committed_offsets_survive_reopen_and_check_generation() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-            let c = GroupCoordinator::open(storage.offsets, GroupLimits::default()).unwrap();
+            let c = coordinator(dir.path(), GroupLimits::default()).await;
             let committed = CommittedOffset { offset: 42, metadata: None, commit_time_ms: 1 };
-            assert_eq!(c.commit("solo", -1, "", vec![("t".into(), 3, committed.clone())]), Ok(()));
-            assert_eq!(c.commit("solo", 5, "m", vec![("t".into(), 3, committed)]), Err(GroupError::UnknownMember));
-            assert_eq!(c.delete("missing"), Err(GroupError::GroupIdNotFound));
+            assert_eq!(c.commit("solo", -1, "", vec![("t".into(), 1, committed.clone())]).await, Ok(()));
+            assert_eq!(
+                c.commit("solo", 5, "m", vec![("t".into(), 1, committed)]).await,
+                Err(GroupError::UnknownMember)
+            );
+            assert_eq!(c.delete("missing").await, Err(GroupError::GroupIdNotFound));
+            c.controller.shutdown().await;
         }
-        let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-        let c = GroupCoordinator::open(storage.offsets, GroupLimits::default()).unwrap();
-        let got = c.committed("solo", Some(&[("t".into(), 3), ("t".into(), 4)]));
+        let c = coordinator(dir.path(), GroupLimits::default()).await;
+        let got = c.committed("solo", Some(&[("t".into(), 1), ("t".into(), 0)]));
         assert_eq!(got[0].2.as_ref().map(|c| c.offset), Some(42));
         assert_eq!(got[1].2, None);
-        assert_eq!(c.delete("solo"), Ok(()));
+        assert_eq!(c.delete("solo").await, Ok(()));
         assert!(c.committed("solo", None).is_empty());
     }
 
     #[tokio::test]
     async fn joins_are_bounded_and_groups_without_members_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-        let c = GroupCoordinator::open(storage.offsets, GroupLimits::default()).unwrap();
+        let c = coordinator(dir.path(), GroupLimits::default()).await;
         let long = JoinRequest { rebalance_timeout_ms: REBALANCE_TIMEOUT_MS_MAX + 1, ..join_request("g", "") };
         assert_eq!(c.join(long).await.unwrap_err(), GroupError::InvalidRebalanceTimeout);
         let fat = JoinRequest {
@@ -808,27 +874,30 @@ mod tests {
             vec![("t".to_owned(), 0, CommittedOffset { offset, metadata, commit_time_ms })]
         };
         {
-            let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-            let c = GroupCoordinator::open(storage.offsets, limits).unwrap();
+            let c = coordinator(dir.path(), limits).await;
             assert_eq!(
-                c.commit("a", -1, "", at(1, 10_000, OFFSET_METADATA_BYTES_MAX + 1)),
+                c.commit("a", -1, "", at(1, 10_000, OFFSET_METADATA_BYTES_MAX + 1)).await,
                 Err(GroupError::OffsetMetadataTooLarge)
             );
             assert!(c.describe("a").is_none(), "a refused commit leaves nothing behind");
-            c.commit("a", -1, "", at(1, 10_000, OFFSET_METADATA_BYTES_MAX)).unwrap();
-            c.commit("b", -1, "", at(2, 10_500, 0)).unwrap();
-            assert_eq!(c.commit("c", -1, "", at(3, 10_500, 0)), Err(GroupError::GroupsMaxReached));
+            c.commit("a", -1, "", at(1, 10_000, OFFSET_METADATA_BYTES_MAX)).await.unwrap();
+            c.commit("b", -1, "", at(2, 10_500, 0)).await.unwrap();
+            assert_eq!(c.commit("c", -1, "", at(3, 10_500, 0)).await, Err(GroupError::GroupsMaxReached));
             assert_eq!(c.join(join_request("c", "")).await.unwrap_err(), GroupError::GroupsMaxReached);
-            c.commit("a", -1, "", at(4, 10_000, 0)).unwrap();
+            c.commit("a", -1, "", at(4, 10_000, 0)).await.unwrap();
+            // Another broker coordinates b: this one expires nothing of it.
+            assert_eq!(c.expire_offsets(20_000, |g| g != "b").await, Ok(1));
+            assert_eq!(c.committed("b", None).len(), 1);
+            c.commit("a", -1, "", at(4, 10_000, 0)).await.unwrap();
             // At 11,200 ms only a's offset (committed at 10,000) is past its 1 s retention.
-            assert_eq!(c.expire_offsets(11_200), Ok(1));
+            assert_eq!(c.expire_offsets(11_200, |_| true).await, Ok(1));
             assert!(c.committed("a", None).is_empty());
             assert_eq!(c.committed("b", None).len(), 1);
             assert_eq!(c.list().len(), 1);
-            c.commit("c", -1, "", at(5, 11_200, 0)).unwrap();
+            c.commit("c", -1, "", at(5, 11_200, 0)).await.unwrap();
+            c.controller.shutdown().await;
         }
-        let storage = weir_storage::Storage::open(dir.path(), 16).unwrap();
-        let c = GroupCoordinator::open(storage.offsets, limits).unwrap();
+        let c = coordinator(dir.path(), limits).await;
         let groups: Vec<String> = c.list().into_iter().map(|(g, _, _)| g).collect();
         assert_eq!(groups, ["b", "c"], "the expiry was durable");
     }

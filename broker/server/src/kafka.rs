@@ -638,7 +638,7 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
             let members = if req.api_version >= 3 { members } else { Vec::new() };
             ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(top).with_members(members))
         }
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit(ctx, r)),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit(ctx, r).await),
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch(ctx, req, r)),
         RequestKind::ListGroups(_) => {
             let groups = ctx
@@ -689,16 +689,17 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
             ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
         }
         RequestKind::DeleteGroups(r) => {
-            let results = r
-                .groups_names
-                .iter()
-                .map(|id| {
-                    let outcome = ctx.groups.delete(id.0.as_str());
+            let mut results = Vec::new();
+            // Each group once, however often the request names it.
+            let mut seen = std::collections::HashSet::new();
+            for id in r.groups_names.iter().filter(|id| seen.insert(id.0.as_str().to_owned())) {
+                let outcome = ctx.groups.delete(id.0.as_str()).await;
+                results.push(
                     delete_groups_response::DeletableGroupResult::default()
                         .with_group_id(id.clone())
-                        .with_error_code(result_code(&outcome))
-                })
-                .collect();
+                        .with_error_code(result_code(&outcome)),
+                );
+            }
             ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
         }
         RequestKind::OffsetDelete(r) => {
@@ -707,7 +708,7 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
                 .iter()
                 .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.as_str().to_owned(), p.partition_index as u32)))
                 .collect();
-            let outcome = ctx.groups.delete_offsets(r.group_id.0.as_str(), &partitions);
+            let outcome = ctx.groups.delete_offsets(r.group_id.0.as_str(), &partitions).await;
             let topics = r
                 .topics
                 .into_iter()
@@ -1555,7 +1556,7 @@ fn elsewhere(ctx: &KafkaContext, group: &str) -> bool {
     ctx.broker.group_coordinator(group).is_some_and(|b| broker_id(b.node_id) != ctx.config.node_id)
 }
 
-fn offset_commit(ctx: &KafkaContext, r: OffsetCommitRequest) -> OffsetCommitResponse {
+async fn offset_commit(ctx: &KafkaContext, r: OffsetCommitRequest) -> OffsetCommitResponse {
     if elsewhere(ctx, r.group_id.0.as_str()) {
         let topics = r
             .topics
@@ -1592,12 +1593,10 @@ fn offset_commit(ctx: &KafkaContext, r: OffsetCommitRequest) -> OffsetCommitResp
             })
         })
         .collect();
-    let outcome = ctx.broker.commit_offsets(
-        r.group_id.0.as_str(),
-        r.generation_id_or_member_epoch,
-        r.member_id.as_str(),
-        offsets,
-    );
+    let outcome = ctx
+        .broker
+        .commit_offsets(r.group_id.0.as_str(), r.generation_id_or_member_epoch, r.member_id.as_str(), offsets)
+        .await;
     let code_for = |topic: &str, partition: i32| match &outcome {
         Ok(()) => code::NONE,
         Err(CommitError::Group(e)) => group_code(*e),

@@ -588,10 +588,12 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
                     )
                 })
                 .collect();
-            broker.commit_offsets(&req.group_id, req.generation_id, &req.member_id, offsets).map_err(|e| match e {
-                CommitError::UnknownPartitions { first, .. } => first,
-                CommitError::Group(e) => group_error(e),
-            })?;
+            broker.commit_offsets(&req.group_id, req.generation_id, &req.member_id, offsets).await.map_err(
+                |e| match e {
+                    CommitError::UnknownPartitions { first, .. } => first,
+                    CommitError::Group(e) => group_error(e),
+                },
+            )?;
             reply(frame.kind, &Empty {})
         }
         FrameKind::OffsetFetch => {

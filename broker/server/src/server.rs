@@ -469,6 +469,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         message_bytes_max: config.message_bytes_max,
         schema_versions_per_subject_max: config.schema_versions_per_subject_max,
         schemas_max: config.schemas_max,
+        groups_max: config.groups_max,
     };
     let join = config.join_through()?;
     let cluster = match (config.cluster_addr, config.voters()?) {
@@ -499,7 +500,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         message_timestamp_after_max_ms: i64::try_from(config.message_timestamp_after_max_ms).unwrap_or(i64::MAX),
     };
     let group_limits = GroupLimits { groups_max: config.groups_max, offsets_retention_ms: config.offsets_retention_ms };
-    let groups = GroupCoordinator::open(storage.offsets, group_limits).context("opening group offsets")?;
+    let groups = GroupCoordinator::open(controller.clone(), group_limits);
+    crate::groups::migrate_local_offsets(storage.offsets, &controller).await;
     let plugins = Plugins::open(
         storage.modules,
         PluginConfig {
@@ -682,7 +684,9 @@ async fn retention_loop(
             Ok(expired) => tracing::info!(expired, "idle idempotent producers expired"),
             Err(e) => tracing::error!(error = %e, "expiring idle producers failed"),
         }
-        match groups.expire_offsets(now) {
+        let node_id = broker.node_id();
+        let coordinated_here = |group: &str| broker.group_coordinator(group).is_none_or(|b| b.node_id == node_id);
+        match groups.expire_offsets(now, coordinated_here).await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "committed offsets of groups without members expired"),
             Err(e) => tracing::error!(error = %e, "expiring committed offsets failed"),

@@ -146,6 +146,7 @@ async fn given_idempotent_producers_offsets_and_transform_progress_when_topic_de
             "",
             vec![("src".into(), 0, CommittedOffset { offset: 2, metadata: None, commit_time_ms: 1 })],
         )
+        .await
         .expect("commit");
     wait_until(Duration::from_secs(60), "the transform's progress through src", || {
         broker.plugins().has_topic_progress("src").unwrap()
@@ -166,6 +167,40 @@ async fn given_idempotent_producers_offsets_and_transform_progress_when_topic_de
     assert!(broker.groups().committed("readers", None).is_empty());
     client.close();
     running.stop().await;
+}
+
+/// Committed offsets an earlier version kept in the broker's own storage move into the
+/// controller's state at start, and leave storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_offsets_stored_by_an_earlier_version_when_started_then_they_move_into_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let running = start(config(dir.path())).await.expect("start");
+        let client = client(&running).await;
+        Admin::new(client.clone()).create_topic("t", 2, TopicConfig::default()).await.unwrap();
+        client.close();
+        running.stop().await;
+    }
+    let legacy =
+        |offset| weir_storage::offsets::CommittedOffset { offset, metadata: Some("m".into()), commit_time_ms: 0 };
+    {
+        let storage = weir_storage::Storage::open(&dir.path().join("db"), 16).unwrap();
+        storage.offsets.commit("old", &[("t".into(), 1, legacy(5)), ("t".into(), 0, legacy(3))]).unwrap();
+    }
+    let running = start(config(dir.path())).await.expect("restart");
+    let broker = running.broker().clone();
+    wait_until(Duration::from_secs(30), "the stored offsets in the controller's state", || {
+        broker.groups().committed("old", None).len() == 2
+    })
+    .await;
+    let got = broker.groups().committed("old", Some(&[("t".into(), 1)]));
+    let committed = got[0].2.clone().expect("t/1 committed");
+    assert_eq!((committed.offset, committed.metadata.as_deref()), (5, Some("m")));
+    assert!(committed.commit_time_ms > 0, "an offset without a commit time starts its retention now");
+    drop(broker);
+    running.stop().await;
+    let storage = weir_storage::Storage::open(&dir.path().join("db"), 16).unwrap();
+    assert!(storage.offsets.load().unwrap().is_empty(), "moved offsets leave the broker's storage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +316,7 @@ async fn given_admin_requests_as_kafka_sends_them_then_the_service_applies_the_r
 
     // Offset commits: a partition that does not exist fails the commit whole, for either protocol.
     let at = |offset| CommittedOffset { offset, metadata: None, commit_time_ms: 1 };
-    let refused = broker.commit_offsets("g", -1, "", vec![("t".into(), 0, at(1)), ("t".into(), 3, at(1))]);
+    let refused = broker.commit_offsets("g", -1, "", vec![("t".into(), 0, at(1)), ("t".into(), 3, at(1))]).await;
     match refused {
         Err(CommitError::UnknownPartitions { unknown, first }) => {
             assert_eq!(unknown, vec![("t".to_owned(), 3)]);
@@ -290,7 +325,7 @@ async fn given_admin_requests_as_kafka_sends_them_then_the_service_applies_the_r
         other => panic!("expected unknown partitions, got {other:?}"),
     }
     assert!(broker.groups().committed("g", None).is_empty(), "nothing of a refused commit is stored");
-    broker.commit_offsets("g", -1, "", vec![("t".into(), 2, at(7))]).unwrap();
+    broker.commit_offsets("g", -1, "", vec![("t".into(), 2, at(7))]).await.unwrap();
     assert_eq!(broker.groups().committed("g", None)[0].2.as_ref().map(|c| c.offset), Some(7));
     running.stop().await;
 }

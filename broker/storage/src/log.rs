@@ -1171,7 +1171,19 @@ impl Writer {
                 // A copied batch was checked by the leader: its state follows it as it is.
                 let verdict = match job.replica {
                     true => Verdict::Append,
-                    false => idempotence::check(current, header.producer_epoch, header.base_sequence, last_sequence)?,
+                    false => idempotence::check(current, header.producer_epoch, header.base_sequence, last_sequence)
+                        .inspect_err(|e| {
+                            tracing::debug!(
+                                partition = id.partition,
+                                producer_id = pid,
+                                epoch = header.producer_epoch,
+                                first = header.base_sequence,
+                                last = last_sequence,
+                                state = ?current,
+                                "idempotent batch refused: {}",
+                                e.message
+                            )
+                        })?,
                 };
                 match verdict {
                     Verdict::Duplicate { base_offset } => {

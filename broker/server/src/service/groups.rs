@@ -23,7 +23,7 @@ impl Broker {
     /// Commits a group's offsets. A commit naming a partition that does not exist stores
     /// nothing (a consumer must not believe it committed a position it cannot read from), and
     /// the group's rules (member, generation) apply to the rest.
-    pub fn commit_offsets(
+    pub async fn commit_offsets(
         &self,
         group_id: &str,
         generation_id: i32,
@@ -53,7 +53,7 @@ impl Broker {
             .into_iter()
             .map(|(topic, partition, committed)| (topic, partition.unsigned_abs(), committed))
             .collect();
-        self.groups.commit(group_id, generation_id, member_id, offsets).map_err(CommitError::Group)
+        self.groups.commit(group_id, generation_id, member_id, offsets).await.map_err(CommitError::Group)
     }
 }
 

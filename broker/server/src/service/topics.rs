@@ -42,26 +42,23 @@ impl Broker {
     }
 
     /// Removes what this broker stores about a deleted topic: its partitions' batches and
-    /// producer states, committed offsets for it and transforms' progress through it (unless a
-    /// topic of the same name exists again by now). Every broker does this when it applies the
+    /// producer states, and transforms' progress through it (unless a topic of the same name
+    /// exists again by now; committed offsets go with the topic in the controller's state). Every broker does this when it applies the
     /// deletion (`forget_deleted_topics`); the broker that took it does it before answering.
     /// Doing it twice is harmless.
     pub async fn forget_topic(&self, topic: &Topic) -> Result<(), WireError> {
         self.log.forget_producers(ProducerFilter::Topic(topic.id)).await?;
-        let (log, groups, plugins) = (self.log.clone(), self.groups.clone(), self.plugins.clone());
+        let (log, plugins) = (self.log.clone(), self.plugins.clone());
         let deleted = topic.clone();
         let recreated = self.controller.state().topics.contains_key(&topic.name);
         tokio::task::spawn_blocking(move || {
             for partition in 0..deleted.partitions {
                 log.delete_partition(PartitionId { topic_id: deleted.id, partition })?;
             }
-            // Offsets and progress are kept by name: a topic made again meanwhile keeps its own.
+            // Progress is kept by name: a topic made again meanwhile keeps its own.
             if recreated {
                 return Ok(());
             }
-            groups
-                .delete_topic_offsets(&deleted.name)
-                .map_err(|e| WireError::new(ErrorCode::Storage, format!("deleting committed offsets: {e:?}")))?;
             plugins.clear_topic_progress(&deleted.name)
         })
         .await
@@ -75,15 +72,18 @@ impl Broker {
         self.controller.state().brokers.values().filter(|b| !b.fenced).cloned().collect()
     }
 
-    /// The broker that coordinates `group`: in a cluster, one of the live brokers chosen by a
-    /// hash of the group id (every broker answers the same); `None` on a single node.
+    /// The broker that coordinates `group`: in a cluster, the registered broker a hash of the
+    /// group id picks, or the next live one after it while it is fenced (every broker answers
+    /// the same, and a broker's failure moves only its own groups); `None` on a single node.
     pub fn group_coordinator(&self, group: &str) -> Option<weir_meta::metadata::BrokerRegistration> {
-        let live = self.live_brokers();
-        if live.is_empty() {
+        let state = self.controller.state();
+        let brokers: Vec<&weir_meta::metadata::BrokerRegistration> = state.brokers.values().collect();
+        if brokers.is_empty() {
             return None;
         }
         let hash = weir_sdk::partitioner::murmur2(group.as_bytes()) & 0x7fff_ffff;
-        live.get(usize::try_from(hash).unwrap_or(0) % live.len()).cloned()
+        let first = usize::try_from(hash).unwrap_or(0) % brokers.len();
+        (0..brokers.len()).map(|i| brokers[(first + i) % brokers.len()]).find(|b| !b.fenced).cloned()
     }
 
     /// The controller as this broker sees it.
