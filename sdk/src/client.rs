@@ -71,9 +71,12 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.send_window(128 * 1024 * 1024);
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1024));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
-    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    // A broker that stops answering (killed, cut off) is noticed within 5 s: its requests
+    // fail and are retried elsewhere instead of waiting out their timeouts (QUIC over UDP hears
+    // no reset from a killed process).
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
     t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_secs(10)).expect("10 s is a valid idle timeout"),
+        quinn::IdleTimeout::try_from(Duration::from_secs(5)).expect("5 s is a valid idle timeout"),
     ));
     t
 }
@@ -98,6 +101,11 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// Whether the client holds an open connection now (without connecting).
+    pub fn connected(&self) -> bool {
+        self.inner.connection.try_lock().is_ok_and(|c| c.as_ref().is_some_and(|c| c.close_reason().is_none()))
     }
 
     /// The live connection, reconnecting if the previous one closed.

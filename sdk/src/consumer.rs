@@ -1,4 +1,5 @@
-//! The consumer: assigned partitions, a position per partition, long-polling fetches.
+//! The consumer: assigned partitions, a position per partition, long-polling fetches sent to
+//! each partition's leader (one fetch per leader, through the [`Router`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use bytes::Bytes;
 use crate::batch::{decode_batches, split_batches, ConsumedRecord};
 use crate::client::{Admin, Client};
 use crate::error::{ClientError, ErrorCode};
+use crate::router::Router;
 use crate::wire::{FetchPartition, FetchRequest, FetchResponse, FrameKind, OffsetSpec};
 
 /// What to do when the position is outside the log (deleted by retention, or past the end).
@@ -44,8 +46,12 @@ impl Default for ConsumerConfig {
     }
 }
 
+/// A partition and the consumer's position in it.
+type Position<'a> = (&'a (String, u32), &'a i64);
+
 pub struct Consumer {
     client: Client,
+    router: Router,
     admin: Admin,
     config: ConsumerConfig,
     positions: BTreeMap<(String, u32), i64>,
@@ -53,7 +59,13 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn new(client: Client, config: ConsumerConfig) -> Self {
-        Self { admin: Admin::new(client.clone()), client, config, positions: BTreeMap::new() }
+        Self {
+            admin: Admin::new(client.clone()),
+            router: Router::new(client.clone()),
+            client,
+            config,
+            positions: BTreeMap::new(),
+        }
     }
 
     /// Assigns every partition of `topic`, each starting at `start`.
@@ -64,6 +76,7 @@ impl Consumer {
 
     /// Adds partitions of `topic` to the assignment, each starting at `start`.
     pub async fn assign(&mut self, topic: &str, partitions: Vec<u32>, start: OffsetSpec) -> Result<(), ClientError> {
+        self.router.learn(topic).await;
         for p in self.admin.list_offsets(topic, partitions, start).await? {
             if let Some(e) = p.error {
                 return Err(e.into());
@@ -116,13 +129,13 @@ impl Consumer {
         if self.positions.is_empty() {
             return Err(ClientError::Invalid("the consumer has no assigned partitions".into()));
         }
-        let request = FetchRequest {
-            max_wait_ms: max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
+        let max_wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
+        let fetch = |positions: Vec<Position<'_>>| FetchRequest {
+            max_wait_ms,
             min_bytes: 1,
             max_bytes: self.config.fetch_max_bytes,
-            partitions: self
-                .positions
-                .iter()
+            partitions: positions
+                .into_iter()
                 .map(|((topic, partition), offset)| FetchPartition {
                     topic: topic.clone(),
                     partition: *partition,
@@ -133,10 +146,98 @@ impl Consumer {
                 .collect(),
             replica_reads: self.config.read_replica,
         };
-        let (response, mut payload): (FetchResponse, Bytes) =
-            self.client.call(FrameKind::Fetch, &request, Bytes::new()).await?;
+        // Replica reads go to the broker this consumer connected to; the rest to each leader.
+        let mut by_leader: BTreeMap<String, (Client, Vec<Position<'_>>)> = BTreeMap::new();
+        for (key, offset) in &self.positions {
+            let client = match self.config.read_replica {
+                true => self.client.clone(),
+                false => self.router.leader(&key.0, key.1).await,
+            };
+            by_leader
+                .entry(client.config().bootstrap.clone())
+                .or_insert_with(|| (client, Vec::new()))
+                .1
+                .push((key, offset));
+        }
+        let requests: Vec<(Client, FetchRequest)> =
+            by_leader.into_values().map(|(client, positions)| (client, fetch(positions))).collect();
+        let answers = self.fetch_from_leaders(requests).await?;
         let mut records = Vec::new();
         let mut high_watermarks = BTreeMap::new();
+        for (response, mut payload) in answers {
+            self.absorb(response, &mut payload, &mut records, &mut high_watermarks).await?;
+        }
+        Ok((records, high_watermarks))
+    }
+
+    /// Sends each leader its fetch. With one leader, its answer or error. With several, the
+    /// answers that are in once the first brings records (the other long polls are dropped
+    /// and asked again next time); a leader that failed retriably is skipped this time and
+    /// learned again, so one broker's failure does not stop reading from the others.
+    async fn fetch_from_leaders(
+        &self,
+        mut requests: Vec<(Client, FetchRequest)>,
+    ) -> Result<Vec<(FetchResponse, Bytes)>, ClientError> {
+        if requests.len() == 1 {
+            let (client, request) = requests.pop().expect("one request");
+            return match client.call(FrameKind::Fetch, &request, Bytes::new()).await {
+                Ok(answer) => Ok(vec![answer]),
+                Err(e) => {
+                    if e.is_retriable() {
+                        for p in &request.partitions {
+                            self.router.invalidate(&p.topic);
+                        }
+                    }
+                    Err(e)
+                }
+            };
+        }
+        let mut pending = tokio::task::JoinSet::new();
+        for (client, request) in requests {
+            pending.spawn(async move {
+                let answer = client.call::<_, FetchResponse>(FrameKind::Fetch, &request, Bytes::new()).await;
+                (request, answer)
+            });
+        }
+        let mut answers = Vec::new();
+        let mut absorb = |(request, answer): (FetchRequest, Result<(FetchResponse, Bytes), ClientError>)| match answer {
+            Ok(answer) => {
+                let has_records = !answer.1.is_empty();
+                answers.push(answer);
+                Ok(has_records)
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(error = %e, "a leader's fetch failed; learning the leaders again");
+                for p in &request.partitions {
+                    self.router.invalidate(&p.topic);
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        };
+        while let Some(joined) = pending.join_next().await {
+            let joined = joined.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))?;
+            if absorb(joined)? {
+                while let Some(ready) = pending.try_join_next() {
+                    let ready = ready.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))?;
+                    absorb(ready)?;
+                }
+                break;
+            }
+        }
+        pending.abort_all();
+        Ok(answers)
+    }
+
+    /// Takes one fetch answer: records past each position, high watermarks, resets of
+    /// positions out of range.
+    async fn absorb(
+        &mut self,
+        response: FetchResponse,
+        payload: &mut Bytes,
+        records: &mut Vec<ConsumedRecord>,
+        high_watermarks: &mut BTreeMap<(String, u32), i64>,
+    ) -> Result<(), ClientError> {
         for p in response.partitions {
             let len = (p.bytes as usize).min(payload.len());
             let bytes = payload.split_to(len);
@@ -163,6 +264,6 @@ impl Consumer {
                 self.positions.insert(key, next.max(position));
             }
         }
-        Ok((records, high_watermarks))
+        Ok(())
     }
 }

@@ -15,6 +15,8 @@ pub mod partitioner;
 #[cfg(feature = "client")]
 pub mod producer;
 #[cfg(feature = "client")]
+pub mod router;
+#[cfg(feature = "client")]
 mod tls;
 pub mod wire;
 
@@ -30,4 +32,6 @@ pub use error::{ErrorCode, WireError};
 pub use group::{GroupConsumer, GroupConsumerConfig};
 #[cfg(feature = "client")]
 pub use producer::{Delivery, Producer, ProducerConfig};
+#[cfg(feature = "client")]
+pub use router::Router;
 pub use wire::{now_ms, Acks, FlushMode, OffsetSpec, TopicConfig};

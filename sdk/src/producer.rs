@@ -20,6 +20,7 @@ use crate::client::{Admin, Client, PendingResponse};
 use crate::error::ClientError;
 use crate::error::ErrorCode;
 use crate::partitioner::partition_for_key;
+use crate::router::Router;
 use crate::wire::{Acks, Frame, FrameKind, ProducePartition, ProduceRequest, ProduceResponse};
 
 /// Largest number of batches of one partition an idempotent producer has in flight: the
@@ -151,8 +152,7 @@ impl Producer {
         let buffer = Arc::new(Semaphore::new(config.buffer_bytes));
         let buffer_bytes = config.buffer_bytes;
         let worker = Worker {
-            admin: Admin::new(client.clone()),
-            client,
+            router: Router::new(client),
             config,
             tx: tx.clone(),
             partition_counts: HashMap::new(),
@@ -221,8 +221,8 @@ struct Queue {
 }
 
 struct Worker {
-    client: Client,
-    admin: Admin,
+    /// Each partition's batches go to its leader.
+    router: Router,
     config: ProducerConfig,
     tx: mpsc::Sender<Command>,
     partition_counts: HashMap<String, u32>,
@@ -332,7 +332,7 @@ impl Worker {
             }
         };
         if self.config.enable_idempotence && self.identity.is_none() {
-            match self.admin.init_producer_id().await {
+            match Admin::new(self.router.any().await).init_producer_id().await {
                 Ok(id) => self.identity = Some((id.producer_id, id.producer_epoch)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -367,7 +367,8 @@ impl Worker {
         if let Some(c) = self.partition_counts.get(topic) {
             return Ok(*c);
         }
-        let description = self.admin.describe_topic(topic).await?;
+        let description = Admin::new(self.router.any().await).describe_topic(topic).await?;
+        self.router.learn(topic).await;
         let count = description.partitions.len() as u32;
         self.partition_counts.insert(topic.to_owned(), count);
         Ok(count)
@@ -421,7 +422,7 @@ impl Worker {
             let sender = self.senders.entry(tp.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(partition_sender(
-                    self.client.clone(),
+                    self.router.clone(),
                     self.config.clone(),
                     tp.clone(),
                     rx,
@@ -448,7 +449,7 @@ impl Worker {
 /// Sends a partition's batches in order: each request's stream is opened and written before the
 /// next batch's, so the broker appends them in order; answers are awaited concurrently.
 async fn partition_sender(
-    client: Client,
+    router: Router,
     config: ProducerConfig,
     tp: TopicPartition,
     mut batches: mpsc::UnboundedReceiver<Sealed>,
@@ -481,14 +482,14 @@ async fn partition_sender(
             Frame::new(FrameKind::Produce, &request, payload)
         });
         let first_attempt = match &frame {
-            Ok(frame) => Some(send_within(&client, &config, frame).await),
+            Ok(frame) => Some(send_within(&router.leader(&tp.0, tp.1).await, &config, frame).await),
             Err(_) => None,
         };
-        let (client, config, tp, done) = (client.clone(), config.clone(), tp.clone(), done.clone());
+        let (router, config, tp, done) = (router.clone(), config.clone(), tp.clone(), done.clone());
         tokio::spawn(async move {
             let mut retry = Retry { done: done.clone(), retried: false, abandoned: abandoned.clone() };
             let outcome = match (frame, first_attempt) {
-                (Ok(frame), Some(first)) => finish_batch(&client, &config, &tp, &frame, first, &mut retry).await,
+                (Ok(frame), Some(first)) => finish_batch(&router, &config, &tp, &frame, first, &mut retry).await,
                 (Err(e), _) => Err(ClientError::from(e)),
                 (Ok(_), None) => unreachable!("an encoded batch is always sent"),
             };
@@ -518,7 +519,7 @@ struct Retry {
 /// Reads the answer to the first attempt, then retries retriable failures until the delivery
 /// timeout. Returns the base offset, or -1 for acks=none.
 async fn finish_batch(
-    client: &Client,
+    router: &Router,
     config: &ProducerConfig,
     tp: &TopicPartition,
     frame: &Frame,
@@ -540,6 +541,8 @@ async fn finish_batch(
                     && !retry.abandoned.load(Ordering::Acquire) =>
             {
                 tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "produce failed, retrying");
+                // The leader may have moved or stopped: learn it again before the retry.
+                router.invalidate(&tp.0);
                 if !retry.retried {
                     retry.retried = true;
                     let _ = retry.done.send(Command::Retrying { tp: tp.clone() }).await;
@@ -548,7 +551,7 @@ async fn finish_batch(
             }
             Err(e) => return Err(e),
         }
-        attempt = match send_within(client, config, frame).await {
+        attempt = match send_within(&router.leader(&tp.0, tp.1).await, config, frame).await {
             Ok(_) if config.acks == Acks::None => return Ok(-1),
             Ok(pending) => read_within(config, pending, deadline).await,
             Err(e) => Err(e),

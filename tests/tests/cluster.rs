@@ -678,6 +678,81 @@ async fn a_groups_committed_offsets_survive_its_coordinators_sigkill() {
     );
 }
 
+/// The Rust client sends each partition's batches and fetches to its leader: with its
+/// bootstrap broker SIGKILLed it keeps producing (acks=all) and consuming through the other
+/// brokers, learning the partitions' new leaders. The client trusts the bootstrap broker's
+/// certificate file, which in a cluster chains to the cluster CA and so covers every broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rust_client_follows_partition_leaders_past_its_bootstrap_brokers_sigkill() {
+    let mut cluster = Cluster::start_with(3, &["--broker-session-timeout-ms", "2000"]);
+    cluster.agreed_leader(&[0, 1, 2]).await;
+    let admin = cluster.admin(0).await;
+    let config = TopicConfig::default().with_entries([("min.insync.replicas", "2")]).unwrap();
+    admin.create_replicated_topic("routed", 6, 3, config).await.unwrap();
+    await_in_sync(&cluster, &[0, 1, 2], "routed", "a new topic").await;
+    let client = cluster.nodes[0].client().await;
+    let producer_config =
+        weir_sdk::ProducerConfig { delivery_timeout: Duration::from_secs(60), ..weir_sdk::ProducerConfig::default() };
+    let producer = weir_sdk::Producer::new(client.clone(), producer_config);
+    let mut consumer = weir_sdk::Consumer::new(client.clone(), weir_sdk::ConsumerConfig::default());
+    consumer.assign_topic("routed", weir_sdk::OffsetSpec::Earliest).await.unwrap();
+    let send_all = |round: u32| {
+        let producer = producer.clone();
+        async move {
+            let mut deliveries = Vec::new();
+            for i in 0..600u32 {
+                let record = weir_sdk::Record { value: Some(format!("{round}-{i}").into()), ..Default::default() };
+                deliveries.push(producer.send("routed", Some(i % 6), record).await.unwrap());
+            }
+            let mut acked = Vec::new();
+            for d in deliveries {
+                let d = d.await.unwrap_or_else(|e| panic!("round {round}: a record was not delivered: {e}"));
+                acked.push((d.partition, d.offset));
+            }
+            acked
+        }
+    };
+    let mut acked = send_all(1).await;
+
+    cluster.nodes[0].kill9();
+    let killed = Instant::now();
+    wait_until(Duration::from_secs(30), "every partition to be led by a live broker", || {
+        let cluster = &cluster;
+        async move { cluster.leaders(1, "routed").await.iter().all(|l| l.is_some_and(|l| l != 1)) }
+    })
+    .await;
+    acked.extend(send_all(2).await);
+    eprintln!(
+        "600 records acknowledged through the leaders {} ms after the bootstrap broker's SIGKILL",
+        killed.elapsed().as_millis()
+    );
+
+    let mut read: std::collections::BTreeMap<(u32, i64), String> = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read.len() < acked.len() {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {} records without the bootstrap broker",
+            read.len(),
+            acked.len()
+        );
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap_or_default() {
+            let value = String::from_utf8_lossy(r.record.value.as_deref().unwrap_or_default()).into_owned();
+            assert!(
+                read.insert((r.partition, r.offset), value).is_none(),
+                "offset {} of partition {} read twice",
+                r.offset,
+                r.partition
+            );
+        }
+    }
+    for (partition, offset) in &acked {
+        assert!(read.contains_key(&(*partition, *offset)), "acknowledged {partition}/{offset} was not read");
+    }
+    let rounds = read.values().filter(|v| v.starts_with("2-")).count();
+    assert_eq!(rounds, 600, "every record written after the SIGKILL was read");
+}
+
 /// Native group members connected to different brokers form one group: group requests reach
 /// the coordinator through whichever broker a member talks to, and the members split the
 /// partitions and read them whole.

@@ -92,19 +92,57 @@ pub struct NodeTls {
     pub client: rustls::ClientConfig,
 }
 
-pub fn node_tls(ca_path: &Path, node_id: u64) -> anyhow::Result<NodeTls> {
+/// The cluster CA of `ca_path`: its certificate, and an issuer that signs with its key.
+struct ClusterCa {
+    cert: CertificateDer<'static>,
+    /// The certificate's PEM block, as the CA file has it.
+    cert_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+fn load_ca(ca_path: &Path) -> anyhow::Result<ClusterCa> {
     let pem =
         std::fs::read_to_string(ca_path).with_context(|| format!("reading the cluster CA {}", ca_path.display()))?;
     let ca_certs = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", ca_path.display()))?;
-    let ca_cert = ca_certs.first().with_context(|| format!("{} holds no certificate", ca_path.display()))?.clone();
+    let cert = ca_certs.first().with_context(|| format!("{} holds no certificate", ca_path.display()))?.clone();
     let key_pem = pem
         .find("-----BEGIN PRIVATE KEY-----")
         .map(|at| &pem[at..])
         .with_context(|| format!("{} holds no CA key (PKCS#8 PEM)", ca_path.display()))?;
     let ca_key = rcgen::KeyPair::from_pem(key_pem).with_context(|| format!("{}: the CA key", ca_path.display()))?;
-    let issuer = rcgen::Issuer::new(ca_params()?, ca_key);
+    const END: &str = "-----END CERTIFICATE-----";
+    let cert_pem = pem
+        .find("-----BEGIN CERTIFICATE-----")
+        .and_then(|start| pem[start..].find(END).map(|end| format!("{}\n", &pem[start..start + end + END.len()])))
+        .with_context(|| format!("{} holds no PEM certificate block", ca_path.display()))?;
+    Ok(ClusterCa { cert, cert_pem, issuer: rcgen::Issuer::new(ca_params()?, ca_key) })
+}
+
+/// The certificate of a broker's client listeners in a cluster, signed by the cluster CA for
+/// `names`: (the PEM chain, leaf then CA certificate; the key's PEM). A client that trusts
+/// the chain of any broker (`<data-dir>/tls/cert.pem`) trusts every broker of the cluster, so
+/// it can reach each partition's leader.
+pub fn listener_certificate(ca_path: &Path, names: &[String]) -> anyhow::Result<(String, String)> {
+    let ca = load_ca(ca_path)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "weir broker");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &ca.issuer)?;
+    Ok((format!("{}{}", cert.pem(), ca.cert_pem), key.serialize_pem()))
+}
+
+/// Whether `chain_pem` ends in the certificate of the cluster CA at `ca_path`.
+pub fn chain_ends_in_ca(chain_pem: &[u8], ca_path: &Path) -> anyhow::Result<bool> {
+    let ca = load_ca(ca_path)?;
+    let chain = rustls_pemfile::certs(&mut &chain_pem[..]).collect::<Result<Vec<_>, _>>()?;
+    Ok(chain.len() > 1 && chain.last() == Some(&ca.cert))
+}
+
+pub fn node_tls(ca_path: &Path, node_id: u64) -> anyhow::Result<NodeTls> {
+    let ClusterCa { cert: ca_cert, issuer, .. } = load_ca(ca_path)?;
 
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(vec![node_name(node_id)])?;

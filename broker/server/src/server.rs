@@ -486,6 +486,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         _ => None,
     };
     let cluster_addr = cluster.as_ref().map(|c| c.endpoint.local_addr()).transpose()?;
+    let cluster_ca = cluster.as_ref().and(config.cluster_ca.clone());
     let controller =
         Controller::open(storage.raft, config.node_id, limits, cluster).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let service_config = ServiceConfig {
@@ -545,7 +546,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     if !config.quic_addr.ip().is_unspecified() {
         names.push(config.quic_addr.ip().to_string());
     }
-    let identity = crate::tls::load_or_create(&config.data_dir, &names)?;
+    let identity = crate::tls::load_or_create(&config.data_dir, &names, cluster_ca.as_deref())?;
     let quic_config = QuicConfig {
         addr: config.quic_addr,
         frame_bytes_limit: config.frame_bytes_max,
@@ -636,8 +637,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     tasks.push(tokio::spawn(crate::service::run_replication(broker.clone(), shutdown_rx.clone())));
     // In a cluster: register the listeners with the controller, heartbeat it, and (on the
     // controller leader) fence brokers whose heartbeats stop.
+    // Clients reach the QUIC listener at the advertised host when it is bound to every address.
+    let quic_advertised = if quic_addr.ip().is_unspecified() {
+        match kafka_ctx_host.contains(':') {
+            true => format!("[{}]:{}", kafka_ctx_host, quic_addr.port()),
+            false => format!("{}:{}", kafka_ctx_host, quic_addr.port()),
+        }
+    } else {
+        quic_addr.to_string()
+    };
     let addresses =
-        BrokerAddresses { quic_addr: quic_addr.to_string(), kafka_host: kafka_ctx_host, kafka_port: kafka_ctx_port };
+        BrokerAddresses { quic_addr: quic_advertised, kafka_host: kafka_ctx_host, kafka_port: kafka_ctx_port };
     tasks.extend(
         controller
             .run_membership(
