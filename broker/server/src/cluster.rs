@@ -184,6 +184,11 @@ pub fn bind(addr: SocketAddr, tls: NodeTls) -> anyhow::Result<quinn::Endpoint> {
     // it fail instead of waiting on a dead connection.
     transport.keep_alive_interval(Some(Duration::from_millis(500)));
     transport.max_idle_timeout(Some(Duration::from_secs(3).try_into()?));
+    // Replica fetch answers are up to 8 MiB: windows that take one without waiting for credit
+    // (the connection's bounds what all streams hold).
+    transport.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
+    transport.receive_window(quinn::VarInt::from_u32(64 << 20));
+    transport.send_window(64 << 20);
     let transport = Arc::new(transport);
     let mut server =
         quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls.server)?));
@@ -221,11 +226,13 @@ pub async fn call(connection: &quinn::Connection, kind: u8, body: &[u8]) -> anyh
 }
 
 /// Accepts peers until the endpoint closes; each request is answered by `handle(kind, body)`
-/// on a task of its own. A stream whose request breaks the framing is dropped.
+/// on a task of its own, whose answer is the concatenation of the chunks it returns (written
+/// one after another, not copied into one buffer). A stream whose request breaks the framing
+/// is dropped.
 pub async fn serve<H, F>(endpoint: quinn::Endpoint, handle: H)
 where
     H: Fn(u8, Vec<u8>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Vec<u8>> + Send + 'static,
+    F: Future<Output = Vec<bytes::Bytes>> + Send + 'static,
 {
     while let Some(incoming) = endpoint.accept().await {
         let handle = handle.clone();
@@ -251,10 +258,15 @@ where
                             return;
                         }
                     };
-                    let answer = handle(kind[0], body).await;
-                    let Ok(len) = length(&answer) else { return };
-                    let _ = send.write_all(&len).await;
-                    let _ = send.write_all(&answer).await;
+                    let mut answer = handle(kind[0], body).await;
+                    let total: usize = answer.iter().map(bytes::Bytes::len).sum();
+                    if total > RPC_BYTES_MAX {
+                        tracing::warn!(bytes = total, "a cluster answer over RPC_BYTES_MAX was dropped");
+                        return;
+                    }
+                    let Ok(len) = u32::try_from(total) else { return };
+                    let _ = send.write_all(&len.to_be_bytes()).await;
+                    let _ = send.write_all_chunks(&mut answer).await;
                     let _ = send.finish();
                 });
             }
@@ -277,9 +289,8 @@ mod tests {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let server = bind(any, node_tls(&ours, 1).unwrap()).unwrap();
         let addr = server.local_addr().unwrap();
-        tokio::spawn(serve(server.clone(), |kind, mut body: Vec<u8>| async move {
-            body.insert(0, kind);
-            body
+        tokio::spawn(serve(server.clone(), |kind, body: Vec<u8>| async move {
+            vec![bytes::Bytes::from(vec![kind]), bytes::Bytes::from(body)]
         }));
 
         let friend = bind(any, node_tls(&ours, 2).unwrap()).unwrap();

@@ -197,8 +197,9 @@ pub struct Controller {
 pub type BlobSource = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
 
 /// Answers the broker service's requests between brokers (kinds from [`SERVICE_KINDS`]).
+/// An answer is the concatenation of the chunks returned.
 pub type ServiceHandler =
-    Arc<dyn Fn(u8, Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
+    Arc<dyn Fn(u8, Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Vec<bytes::Bytes>> + Send>> + Send + Sync>;
 
 /// Request kinds on the cluster endpoint that belong to the broker service, not the controller.
 pub const SERVICE_KINDS: std::ops::RangeInclusive<u8> = 16..=31;
@@ -569,8 +570,20 @@ impl Controller {
         }
     }
 
-    /// Answers a peer's request on the cluster endpoint.
-    async fn answer(&self, kind: u8, body: Vec<u8>) -> Vec<u8> {
+    /// Answers a peer's request on the cluster endpoint: the broker service's kinds through
+    /// its handler, the rest here.
+    async fn answer(&self, kind: u8, body: Vec<u8>) -> Vec<bytes::Bytes> {
+        if SERVICE_KINDS.contains(&kind) {
+            let handler = self.service.lock().expect("service handler lock").clone();
+            return match handler {
+                Some(handle) => handle(kind, body).await,
+                None => Vec::new(),
+            };
+        }
+        vec![bytes::Bytes::from(self.answer_controller(kind, body).await)]
+    }
+
+    async fn answer_controller(&self, kind: u8, body: Vec<u8>) -> Vec<u8> {
         fn encode<T: Serialize>(value: &T) -> Vec<u8> {
             serde_json::to_vec(value).unwrap_or_default()
         }
@@ -619,13 +632,6 @@ impl Controller {
                     "forwarded registry command: {e}"
                 )))),
             },
-            kind if SERVICE_KINDS.contains(&kind) => {
-                let handler = self.service.lock().expect("service handler lock").clone();
-                match handler {
-                    Some(handle) => handle(kind, body).await,
-                    None => Vec::new(),
-                }
-            }
             _ => Vec::new(),
         }
     }

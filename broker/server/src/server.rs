@@ -530,14 +530,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         controller.serve_service(Arc::new(move |kind, body| {
             let broker = service.clone();
             Box::pin(async move {
-                match kind {
+                let whole = match kind {
+                    crate::service::RPC_REPLICA_FETCH => return broker.answer_replica_fetch(body).await,
                     crate::service::RPC_PRODUCE => broker.answer_forwarded_produce(body).await,
                     crate::service::RPC_FETCH => broker.answer_forwarded_fetch(body).await,
                     crate::service::RPC_LIST_OFFSETS => broker.answer_forwarded_list_offsets(&body),
                     crate::quic::RPC_GROUP_FRAME => crate::quic::answer_forwarded_group_frame(&broker, &body).await,
-                    crate::service::RPC_REPLICA_FETCH => broker.answer_replica_fetch(body).await,
                     _ => Vec::new(),
-                }
+                };
+                vec![bytes::Bytes::from(whole)]
             })
         }));
     }

@@ -185,22 +185,24 @@ struct Fetched {
     batch_bytes: Vec<u32>,
 }
 
-fn encode(answers: Vec<(Fetched, Vec<Bytes>)>) -> Vec<u8> {
+/// A leader's answer as the chunks written one after another: the length of the JSON
+/// headers, the headers, then every partition's batches as read (not copied together).
+fn encode(answers: Vec<(Fetched, Vec<Bytes>)>) -> Vec<Bytes> {
     let (headers, batches): (Vec<Fetched>, Vec<Vec<Bytes>>) = answers.into_iter().unzip();
     let header = serde_json::to_vec(&headers).unwrap_or_default();
-    let mut out = Vec::with_capacity(4 + header.len() + batches.iter().flatten().map(Bytes::len).sum::<usize>());
-    out.extend_from_slice(&u32::try_from(header.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(&header);
-    for batch in batches.iter().flatten() {
-        out.extend_from_slice(batch);
-    }
+    let mut out = Vec::with_capacity(2 + batches.iter().map(Vec::len).sum::<usize>());
+    out.push(Bytes::copy_from_slice(&u32::try_from(header.len()).unwrap_or(u32::MAX).to_be_bytes()));
+    out.push(Bytes::from(header));
+    out.extend(batches.into_iter().flatten());
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<Vec<(Fetched, Vec<Bytes>)>> {
+/// Splits a leader's answer into each partition's header and batches, which share the answer's
+/// buffer (no copy).
+fn decode(bytes: Vec<u8>) -> Option<Vec<(Fetched, Vec<Bytes>)>> {
     let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
     let headers: Vec<Fetched> = serde_json::from_slice(bytes.get(4..4usize.checked_add(length)?)?).ok()?;
-    let mut rest = Bytes::copy_from_slice(&bytes[4 + length..]);
+    let mut rest = Bytes::from(bytes).slice(4 + length..);
     let mut out = Vec::with_capacity(headers.len());
     for h in headers {
         let mut batches = Vec::with_capacity(h.batch_bytes.len());
@@ -498,7 +500,7 @@ impl Broker {
     /// checks its leader epoch and its log's divergence, records how far it has come (which
     /// may move the high watermark and grow the ISR), and returns the batches from its log
     /// end, long-polling while there are none.
-    pub async fn answer_replica_fetch(&self, body: Vec<u8>) -> Vec<u8> {
+    pub async fn answer_replica_fetch(&self, body: Vec<u8>) -> Vec<Bytes> {
         let request: FetchRequest = match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(_) => return encode(Vec::new()),
@@ -783,7 +785,7 @@ async fn fetch_from(broker: Broker, leader: u64) {
         let body = serde_json::to_vec(&request).unwrap_or_default();
         let timeout = Duration::from_millis(u64::from(REPLICA_FETCH_WAIT_MS)) + Duration::from_secs(5);
         let answers = match broker.controller.ask(leader, RPC_REPLICA_FETCH, &body, timeout).await {
-            Ok(bytes) => decode(&bytes),
+            Ok(bytes) => decode(bytes),
             Err(e) => {
                 tracing::debug!(leader, error = %e, "replica fetch failed");
                 None
