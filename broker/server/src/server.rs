@@ -20,6 +20,10 @@ use crate::service::{Broker, ServiceConfig};
 use weir_meta::metadata::Limits;
 use weir_storage::log::FLUSH_TICK;
 
+/// How often replicated partitions' high watermarks are written down (Kafka's
+/// `replica.high.watermark.checkpoint.interval.ms`).
+const HIGH_WATERMARK_CHECKPOINT: Duration = Duration::from_secs(5);
+
 /// Settings of `weir serve`. Read from an optional TOML file; command-line flags win.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -709,12 +713,23 @@ async fn retention_loop(
 /// once more at shutdown.
 async fn flush_loop(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut last = tokio::time::Instant::now();
+    let mut checkpointed = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(FLUSH_TICK);
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
             _ = stop.changed() => true,
         };
+        // Replicated partitions' high watermarks, where a restart starts them.
+        if checkpointed.elapsed() >= HIGH_WATERMARK_CHECKPOINT || stopping {
+            checkpointed = tokio::time::Instant::now();
+            let log = broker.log().clone();
+            match tokio::task::spawn_blocking(move || log.checkpoint_high_watermarks()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "checkpointing high watermarks failed"),
+                Err(e) => tracing::error!(error = %e, "high watermark checkpoint task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
         let due = broker.flush_interval().is_some_and(|every| last.elapsed() >= every);
         if due || stopping {
             last = tokio::time::Instant::now();

@@ -15,6 +15,11 @@ pub mod keyspace {
     /// Leader-epoch caches: [`super::epoch_key`] → the first offset (i64 big-endian) the
     /// partition's log holds of that leader epoch.
     pub const LEADER_EPOCH: &str = "leader_epoch";
+    /// High watermarks of replicated partitions, checkpointed every few seconds:
+    /// [`super::partition_key`] → the offset (i64 big-endian). One read at start is at most the
+    /// true high watermark, so a restarted replica never serves records that may not be
+    /// committed.
+    pub const HIGH_WATERMARK: &str = "high_watermark";
     /// Idempotent producers: [`super::producer_key`] → JSON `ProducerState`.
     pub const PRODUCER_STATE: &str = "producer_state";
     /// Committed offsets: [`super::group_offset_key`] → JSON `CommittedOffset`.

@@ -76,6 +76,8 @@ pub struct PartitionState {
     /// `replicated`, when replication sets it (the lowest log end among the in-sync replicas).
     high_watermark: watch::Sender<i64>,
     replicated: AtomicBool,
+    /// The high watermark last written by [`LogStore::checkpoint_high_watermarks`] (-1: none).
+    checkpointed: AtomicI64,
     /// The leader epoch this broker appends clients' batches in, stamped on each of them; -1
     /// while it follows another broker's log, when only [`LogStore::append_replica`] appends.
     leader_epoch: AtomicI32,
@@ -216,6 +218,7 @@ pub struct LogStore {
     time_index: Keyspace,
     log_start: Keyspace,
     leader_epochs: Keyspace,
+    high_watermarks: Keyspace,
     partitions: Arc<DashMap<PartitionId, Arc<PartitionState>>>,
     writer: Arc<WriterHandle>,
     dirty: Arc<std::sync::atomic::AtomicBool>,
@@ -273,6 +276,7 @@ impl LogStore {
         let time_index = db.keyspace(keyspace::TIME_INDEX, KeyspaceCreateOptions::default)?;
         let log_start = db.keyspace(keyspace::LOG_START, KeyspaceCreateOptions::default)?;
         let leader_epochs = db.keyspace(keyspace::LEADER_EPOCH, KeyspaceCreateOptions::default)?;
+        let high_watermarks = db.keyspace(keyspace::HIGH_WATERMARK, KeyspaceCreateOptions::default)?;
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer_store = db.keyspace(keyspace::PRODUCER_STATE, KeyspaceCreateOptions::default)?;
@@ -313,6 +317,7 @@ impl LogStore {
             time_index,
             log_start,
             leader_epochs,
+            high_watermarks,
             partitions: Arc::new(DashMap::new()),
             writer,
             dirty,
@@ -362,13 +367,19 @@ impl LogStore {
         }
         let max_timestamp = self.recover_time_index(id, end_offset)?;
         let epochs = self.recover_epochs(id, end_offset)?;
+        // A replicated partition restarts at its checkpointed high watermark, at most the true
+        // one: records above it may not be committed (a new leader's log may not hold them).
+        let checkpointed =
+            self.high_watermarks.get(partition_key(id)).map_err(storage_error)?.and_then(|v| indexed_offset(&v));
+        let high_watermark = checkpointed.map_or(end_offset, |hw| hw.clamp(0, end_offset));
         let state = Arc::new(PartitionState {
             id,
             log_start_offset: AtomicI64::new(log_start_offset),
             size_bytes: AtomicU64::new(size_bytes),
             end_offset: watch::channel(end_offset).0,
-            high_watermark: watch::channel(end_offset).0,
+            high_watermark: watch::channel(high_watermark).0,
             replicated: AtomicBool::new(false),
+            checkpointed: AtomicI64::new(checkpointed.unwrap_or(-1)),
             leader_epoch: AtomicI32::new(0),
             epochs: std::sync::Mutex::new(epochs),
             max_timestamp: AtomicI64::new(max_timestamp),
@@ -819,7 +830,32 @@ impl LogStore {
             self.time_index.remove(key).map_err(storage_error)?;
         }
         self.log_start.remove(partition_key(id)).map_err(storage_error)?;
+        self.high_watermarks.remove(partition_key(id)).map_err(storage_error)?;
         Ok(())
+    }
+
+    /// Writes the high watermark of each replicated partition that moved since the last
+    /// checkpoint, in one write (Kafka's `replication-offset-checkpoint`); returns how many.
+    /// Not fsynced: an older checkpoint is still at most the true high watermark.
+    pub fn checkpoint_high_watermarks(&self) -> Result<usize, WireError> {
+        let mut batch = self.db.batch();
+        let mut moved = Vec::new();
+        for entry in self.partitions.iter() {
+            let p = entry.value();
+            let hw = p.high_watermark();
+            if p.replicated.load(Ordering::Acquire) && p.checkpointed.load(Ordering::Acquire) != hw {
+                batch.insert(&self.high_watermarks, partition_key(p.id), hw.to_be_bytes());
+                moved.push((p.clone(), hw));
+            }
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        batch.commit().map_err(storage_error)?;
+        for (p, hw) in &moved {
+            p.checkpointed.store(*hw, Ordering::Release);
+        }
+        Ok(moved.len())
     }
 
     /// Test and tooling hook: writes raw bytes as the value at a key, bypassing validation.
@@ -1547,6 +1583,35 @@ mod tests {
         let (follower, _f) = open_store(follower_dir.path());
         let fp = follower.open_partition(P).unwrap();
         assert_eq!((fp.log_start_offset(), fp.end_offset()), (6, 12), "the restart is durable");
+    }
+
+    #[tokio::test]
+    async fn a_replicated_partition_restarts_at_its_checkpointed_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = PartitionId { topic_id: 2, partition: 0 };
+        {
+            let (store, _db) = open_store(dir.path());
+            let p = store.open_partition(P).unwrap();
+            p.lead(1, true);
+            store.append(p.clone(), vec![batch(2, 5), batch(3, 6)], true).await.unwrap();
+            p.set_high_watermark(2);
+            let single = store.open_partition(other).unwrap();
+            single.lead(1, false);
+            store.append(single.clone(), vec![batch(4, 5)], true).await.unwrap();
+            assert_eq!(store.checkpoint_high_watermarks().unwrap(), 1, "only the replicated partition");
+            assert_eq!(store.checkpoint_high_watermarks().unwrap(), 0, "nothing moved since");
+            // Moved after the checkpoint and not written: the restart starts at 2, below it.
+            p.set_high_watermark(4);
+        }
+        let (store, _db) = open_store(dir.path());
+        let p = store.open_partition(P).unwrap();
+        assert_eq!((p.end_offset(), p.high_watermark()), (5, 2), "records above the checkpoint wait for replication");
+        assert!(store.read(&p, 2, usize::MAX, true).unwrap().is_empty());
+        let single = store.open_partition(other).unwrap();
+        assert_eq!(single.high_watermark(), 4, "a partition never replicated serves its whole log");
+        store.delete_partition(P).unwrap();
+        let p = store.open_partition(P).unwrap();
+        assert_eq!((p.end_offset(), p.high_watermark()), (0, 0), "a deleted partition's checkpoint goes with it");
     }
 
     #[tokio::test]
