@@ -1,6 +1,9 @@
 """Throughput of librdkafka (confluent-kafka) through a Kafka listener: produce COUNT records of
 SIZE bytes with acks=1, then consume them from the start. Prints MB/s for each.
-Usage: BOOTSTRAP TOPIC COUNT SIZE [BATCH_BYTES]"""
+Usage: BOOTSTRAP TOPIC COUNT SIZE [BATCH_BYTES]
+VALUES=random sends incompressible values (4,096 random values in turn) instead of one
+repeated byte; PRODUCE_ONLY=1 skips the consume."""
+import os
 import sys
 import time
 
@@ -8,7 +11,10 @@ from confluent_kafka import Consumer, Producer
 
 
 def main(bootstrap, topic, count, size, batch_bytes):
-    value = b"x" * size
+    if os.environ.get("VALUES") == "random":
+        values = [os.urandom(size) for _ in range(4096)]
+    else:
+        values = [b"x" * size]
     producer = Producer({
         "bootstrap.servers": bootstrap,
         "acks": 1,
@@ -18,7 +24,8 @@ def main(bootstrap, topic, count, size, batch_bytes):
         "queue.buffering.max.messages": 1000000,
     })
     start = time.perf_counter()
-    for _ in range(count):
+    for i in range(count):
+        value = values[i % len(values)]
         while True:
             try:
                 producer.produce(topic, value)
@@ -29,6 +36,8 @@ def main(bootstrap, topic, count, size, batch_bytes):
     elapsed = time.perf_counter() - start
     print(f"librdkafka produce: {count} records of {size} B in {elapsed:.2f}s: "
           f"{count / elapsed:.0f} records/s, {count * size / elapsed / 1e6:.1f} MB/s (acks=1, batch {batch_bytes} B, linger 5 ms)")
+    if os.environ.get("PRODUCE_ONLY") == "1":
+        return
 
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
