@@ -88,6 +88,17 @@ impl Router {
         if due {
             self.refresh(topic).await;
         }
+        // A leader whose connection closed may have stopped: learn the leaders again before
+        // waiting out a connect timeout on it (a leader that only went idle costs a refresh).
+        let lost = {
+            let view = self.view();
+            let leader = view.leaders.get(&(topic.to_owned(), partition));
+            let closed = leader.and_then(|node| view.connections.get(node)).is_some_and(|c| !c.connected());
+            closed && view.learned.get(topic).is_none_or(|at| at.elapsed() >= REFRESH_BACKOFF)
+        };
+        if lost {
+            self.refresh(topic).await;
+        }
         let leader = self.view().leaders.get(&(topic.to_owned(), partition)).copied();
         match leader {
             Some(node) => self.broker(node).await.unwrap_or_else(|| self.inner.bootstrap.clone()),
