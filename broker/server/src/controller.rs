@@ -644,8 +644,14 @@ impl Controller {
         let current =
             self.state().brokers.get(&heartbeat.node_id).is_some_and(|b| b.epoch == heartbeat.epoch && !b.fenced);
         if !current {
+            tracing::debug!(
+                node_id = heartbeat.node_id,
+                epoch = heartbeat.epoch,
+                "heartbeat of a fenced or replaced epoch"
+            );
             return HeartbeatAnswer::Fenced;
         }
+        tracing::trace!(node_id = heartbeat.node_id, epoch = heartbeat.epoch, "heartbeat");
         let seen = (heartbeat.epoch, tokio::time::Instant::now());
         self.heartbeats.lock().expect("heartbeat table").insert(heartbeat.node_id, seen);
         HeartbeatAnswer::Alive
@@ -697,10 +703,9 @@ impl Controller {
             tokio::spawn(async move {
                 let mut epoch = epoch;
                 loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
-                        _ = stop.changed() => return,
-                    }
+                    // At once after registering: the leader counts a new epoch's session from
+                    // when it applied the registration, which may be a while before this broker
+                    // (catching up the metadata log after a restart) has applied it too.
                     // Within a third of the session, so one slow attempt (a leader that just
                     // died) leaves time for the next before the session runs out.
                     let within = (session_timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(2));
@@ -714,6 +719,11 @@ impl Controller {
                             Some(e) => epoch = e,
                             None => return,
                         }
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stop.changed() => return,
                     }
                 }
             })
@@ -779,7 +789,13 @@ impl Controller {
     async fn send_heartbeat(&self, epoch: u64, within: Duration) -> HeartbeatAnswer {
         let heartbeat = Heartbeat { node_id: self.node_id, epoch };
         let deadline = tokio::time::Instant::now() + within;
-        let Ok((leader, addr)) = self.leader(deadline).await else { return HeartbeatAnswer::NotLeader };
+        let (leader, addr) = match self.leader(deadline).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(epoch, error = %e, "heartbeat not sent: no controller leader known");
+                return HeartbeatAnswer::NotLeader;
+            }
+        };
         if leader == self.node_id {
             return self.take_heartbeat(&heartbeat);
         }
@@ -789,7 +805,10 @@ impl Controller {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match peers.call_within(leader, &addr, RPC_HEARTBEAT, &body, left).await {
             Ok(answer) => serde_json::from_slice(&answer).unwrap_or(HeartbeatAnswer::NotLeader),
-            Err(_) => HeartbeatAnswer::NotLeader,
+            Err(e) => {
+                tracing::debug!(epoch, leader, error = ?e, "heartbeat failed");
+                HeartbeatAnswer::NotLeader
+            }
         }
     }
 
@@ -818,7 +837,17 @@ impl Controller {
                             now
                         }
                     };
-                    now.duration_since(last) > session_timeout
+                    let silent = now.duration_since(last) > session_timeout;
+                    if silent {
+                        tracing::debug!(
+                            node_id = b.node_id,
+                            epoch = b.epoch,
+                            silent_ms = now.duration_since(last).as_millis() as u64,
+                            leading_ms = now.duration_since(since).as_millis() as u64,
+                            "a broker's session ran out"
+                        );
+                    }
+                    silent
                 })
                 .map(|b| (b.node_id, b.epoch))
                 .collect()
@@ -1444,6 +1473,7 @@ struct PeerConnection {
 /// one connect attempt after another to a peer that is down (each up to `CONNECT_TIMEOUT`).
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 
+#[derive(Debug)]
 enum PeerError {
     /// No connection: the request was not sent.
     Unreachable(String),
