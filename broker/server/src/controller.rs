@@ -842,8 +842,8 @@ impl Controller {
                         tracing::debug!(
                             node_id = b.node_id,
                             epoch = b.epoch,
-                            silent_ms = now.duration_since(last).as_millis() as u64,
-                            leading_ms = now.duration_since(since).as_millis() as u64,
+                            silent = ?now.duration_since(last),
+                            leading = ?now.duration_since(since),
                             "a broker's session ran out"
                         );
                     }
