@@ -15,6 +15,7 @@
 # 0 skips a part). SESSION_MS sets the brokers' broker_session_timeout_ms (default 9000): a
 # SIGKILLed leader is replaced once the controller fences it, so failover takes about that.
 # Ports 174xx..177xx. Needs python3 with confluent-kafka (tests/run-all.sh installs it).
+# BATCH_BYTES sets the produce rounds' batch size (the bench's default otherwise, 256 KiB).
 # PERF_DIR=DIR records a CPU profile of the leader during each replication-factor-3 round
 # (perf record, DWARF call graphs) into DIR/rf3-ROUND.data and prints the top of it.
 set -euo pipefail
@@ -75,7 +76,8 @@ for round in $(seq 1 "$rounds"); do
       perf record -q -F 999 --call-graph dwarf,16384 -p "${pids[leader-1]}" -o "$PERF_DIR/rf3-$round.data" 2>/dev/null &
       profiling=$!
     fi
-    out=$(on "$leader" bench produce --topic "$topic" --count "$count" --record-bytes 1024 --acks all 2>&1)
+    out=$(on "$leader" bench produce --topic "$topic" --count "$count" --record-bytes 1024 --acks all \
+      ${BATCH_BYTES:+--batch-bytes "$BATCH_BYTES"} 2>&1)
     if [ -n "$profiling" ]; then
       kill -INT "$profiling"; wait "$profiling" 2>/dev/null || true
       echo "  top of the leader's profile (self time), $PERF_DIR/rf3-$round.data:"
