@@ -688,9 +688,22 @@ pub async fn migrate_local_offsets(store: weir_storage::offsets::OffsetStore, co
         }
     };
     let now = weir_sdk::wire::now_ms();
-    let mut by_group: BTreeMap<String, Vec<(String, u32, weir_storage::offsets::CommittedOffset)>> = BTreeMap::new();
-    for ((group, topic, partition), committed) in local {
-        by_group.entry(group).or_default().push((topic, partition, committed));
+    let mut by_group: BTreeMap<String, Vec<(String, u32, CommittedOffset)>> = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for ((group, topic, partition), value) in local {
+        match serde_json::from_slice::<CommittedOffset>(&value) {
+            Ok(committed) => by_group.entry(group).or_default().push((topic, partition, committed)),
+            Err(_) => unreadable.push((group, topic, partition)),
+        }
+    }
+    if !unreadable.is_empty() {
+        tracing::warn!(
+            records = unreadable.len(),
+            "dropping committed offsets stored by an earlier version that do not parse"
+        );
+        if let Err(e) = store.remove(&unreadable) {
+            tracing::warn!(error = ?e, "removing unreadable committed offsets failed");
+        }
     }
     for (group, offsets) in by_group {
         let keys: Vec<(String, String, u32)> = offsets.iter().map(|(t, p, _)| (group.clone(), t.clone(), *p)).collect();
@@ -699,16 +712,13 @@ pub async fn migrate_local_offsets(store: weir_storage::offsets::OffsetStore, co
             offsets
                 .into_iter()
                 .filter(|(t, p, _)| state.group_offsets.committed(&group, Some(&[(t.clone(), *p)]))[0].2.is_none())
-                .map(|(topic, partition, c)| OffsetCommit {
-                    topic,
-                    partition,
-                    committed: CommittedOffset {
-                        offset: c.offset,
-                        metadata: c.metadata,
-                        // Records of earlier versions may have no commit time: their
-                        // retention starts now.
-                        commit_time_ms: if c.commit_time_ms == 0 { now } else { c.commit_time_ms },
-                    },
+                .map(|(topic, partition, mut committed)| {
+                    // Records of the earliest versions have no commit time: their retention
+                    // starts now.
+                    if committed.commit_time_ms == 0 {
+                        committed.commit_time_ms = now;
+                    }
+                    OffsetCommit { topic, partition, committed }
                 })
                 .collect()
         };

@@ -181,11 +181,14 @@ async fn given_offsets_stored_by_an_earlier_version_when_started_then_they_move_
         client.close();
         running.stop().await;
     }
-    let legacy =
-        |offset| weir_storage::offsets::CommittedOffset { offset, metadata: Some("m".into()), commit_time_ms: 0 };
+    let legacy = |partition: u32, offset: i64| {
+        (("old".to_owned(), "t".to_owned(), partition), format!(r#"{{"offset":{offset},"metadata":"m"}}"#).into_bytes())
+    };
     {
         let storage = weir_storage::Storage::open(&dir.path().join("db"), 16).unwrap();
-        storage.offsets.commit("old", &[("t".into(), 1, legacy(5)), ("t".into(), 0, legacy(3))]).unwrap();
+        // As the earliest versions wrote them, without a commit time; and one that does not parse.
+        let broken = (("old".to_owned(), "t".to_owned(), 9), b"{not json".to_vec());
+        storage.offsets.insert_raw(&[legacy(1, 5), legacy(0, 3), broken]).unwrap();
     }
     let running = start(config(dir.path())).await.expect("restart");
     let broker = running.broker().clone();

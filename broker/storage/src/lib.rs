@@ -2,7 +2,7 @@
 //!
 //! - [`log::LogStore`]: partition logs (group-committed by one writer thread) and idempotent
 //!   producers' sequence state, written in the same batch as the records it describes.
-//! - [`offsets::OffsetStore`]: consumer groups' committed offsets.
+//! - [`offsets::OffsetStore`]: committed offsets as earlier versions kept them (moved into the controller at start).
 //! - [`modules::ModuleStore`]: plugin components by content hash and transforms' progress.
 //! - [`raft::RaftStore`]: the controller's Raft log, vote, committed id and snapshot, as bytes
 //!   (the controller owns their encoding).

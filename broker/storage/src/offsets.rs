@@ -1,20 +1,12 @@
-//! Consumer groups' committed offsets, durable (keyspace `group_offsets`). The group
-//! coordinator keeps them in memory and writes through this store.
+//! Consumer groups' committed offsets as versions before the controller held them kept them
+//! (keyspace `group_offsets`): read once at start, handed to the controller, and removed. The
+//! values are JSON whose shape `weir_meta::offsets::CommittedOffset` reads; this store does not
+//! interpret them.
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use serde::{Deserialize, Serialize};
 
 use crate::keys::{group_offset_key, keyspace, parse_group_offset_key};
 use crate::StorageError;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommittedOffset {
-    pub offset: i64,
-    pub metadata: Option<String>,
-    /// When it was committed (ms since the epoch); 0 in records of earlier versions.
-    #[serde(default)]
-    pub commit_time_ms: i64,
-}
 
 /// (group, topic, partition).
 pub type GroupPartition = (String, String, u32);
@@ -30,26 +22,26 @@ impl OffsetStore {
         Ok(Self { db: db.clone(), store: db.keyspace(keyspace::GROUP_OFFSETS, KeyspaceCreateOptions::default)? })
     }
 
-    /// Every committed offset; unreadable records are skipped and logged.
-    pub fn load(&self) -> Result<Vec<(GroupPartition, CommittedOffset)>, StorageError> {
+    /// Every stored committed offset, its value as stored (JSON); records whose key does not
+    /// parse are skipped and logged.
+    pub fn load(&self) -> Result<Vec<(GroupPartition, Vec<u8>)>, StorageError> {
         let mut out = Vec::new();
         for guard in self.store.iter() {
             let (key, value) = guard.into_inner()?;
-            match (parse_group_offset_key(&key), serde_json::from_slice::<CommittedOffset>(&value)) {
-                (Some(k), Ok(v)) => out.push((k, v)),
-                _ => tracing::warn!("skipping an unreadable committed offset record"),
+            match parse_group_offset_key(&key) {
+                Some(k) => out.push((k, value.to_vec())),
+                None => tracing::warn!("skipping a committed offset record with an unreadable key"),
             }
         }
         Ok(out)
     }
 
-    /// Commits offsets of one group in one write, fsynced before it returns.
-    pub fn commit(&self, group: &str, offsets: &[(String, u32, CommittedOffset)]) -> Result<(), StorageError> {
+    /// Stores records as an earlier version wrote them, fsynced (tests of the move to the
+    /// controller plant them with this).
+    pub fn insert_raw(&self, records: &[(GroupPartition, Vec<u8>)]) -> Result<(), StorageError> {
         let mut batch = self.db.batch();
-        for (topic, partition, committed) in offsets {
-            let value = serde_json::to_vec(committed)
-                .map_err(|e| StorageError::Encode { what: "a committed offset", why: e.to_string() })?;
-            batch.insert(&self.store, group_offset_key(group, topic, *partition), value);
+        for ((group, topic, partition), value) in records {
+            batch.insert(&self.store, group_offset_key(group, topic, *partition), value.clone());
         }
         batch.commit()?;
         self.db.persist(PersistMode::SyncData)?;
