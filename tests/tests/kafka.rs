@@ -255,6 +255,19 @@ async fn given_malformed_kafka_requests_then_clear_errors_and_the_broker_keeps_s
     send_raw(&mut garbage, &raw);
     assert!(read_response(&mut garbage).is_none());
 
+    // A request cut short: its size says 10 bytes (an ApiVersions v0 header), the client sends
+    // 6 and ends its side. Nothing of it is decoded or answered; the connection closes.
+    let mut cut = TcpStream::connect(&addr).unwrap();
+    cut.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = BytesMut::new();
+    raw.put_i32(10);
+    raw.put_i16(ApiKey::ApiVersions as i16);
+    raw.put_i16(0);
+    raw.put_i16(0x002a);
+    cut.write_all(&raw).unwrap();
+    cut.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(read_response(&mut cut).is_none(), "a request cut short is not answered");
+
     assert!(api_versions_ok(&addr), "the broker still serves new connections");
     let admin = Admin::new(broker.client().await);
     let offsets = admin.list_offsets("bad", vec![0], OffsetSpec::Latest).await.unwrap();

@@ -319,9 +319,17 @@ async fn serve_connection(
             }
         };
         let mut buf = BytesMut::zeroed(size);
-        if tokio::time::timeout(idle, reader.read_exact(&mut buf)).await.is_err() {
-            tracing::debug!(%remote, size, "kafka request not sent whole within the idle timeout; closing");
-            break;
+        let read_whole = reader.read_exact(&mut buf);
+        // A connection that ends (or fails) inside a request is closed: nothing of a partly
+        // read request is decoded.
+        match tokio::time::timeout(idle, read_whole).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                tracing::debug!(%remote, size, "kafka request not sent whole within the idle timeout; closing");
+                break;
+            }
         }
         let (tx, rx) = oneshot::channel();
         let decoded = decode_request(buf.freeze());
