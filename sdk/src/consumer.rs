@@ -46,6 +46,9 @@ impl Default for ConsumerConfig {
     }
 }
 
+/// How long a poll whose every leader failed waits before it returns nothing.
+const FAILED_FETCH_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A partition and the consumer's position in it.
 type Position<'a> = (&'a (String, u32), &'a i64);
 
@@ -200,6 +203,7 @@ impl Consumer {
             });
         }
         let mut answers = Vec::new();
+        let mut failed = 0usize;
         let mut absorb = |(request, answer): (FetchRequest, Result<(FetchResponse, Bytes), ClientError>)| match answer {
             Ok(answer) => {
                 let has_records = !answer.1.is_empty();
@@ -211,6 +215,7 @@ impl Consumer {
                 for p in &request.partitions {
                     self.router.invalidate(&p.topic);
                 }
+                failed += 1;
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -226,6 +231,10 @@ impl Consumer {
             }
         }
         pending.abort_all();
+        if answers.is_empty() && failed > 0 {
+            // Every leader failed: a pause before the caller polls again, not a tight loop.
+            tokio::time::sleep(FAILED_FETCH_BACKOFF).await;
+        }
         Ok(answers)
     }
 
@@ -254,6 +263,10 @@ impl Consumer {
                     tracing::info!(topic = %p.topic, partition = p.partition, offset, "position out of range, reset");
                     self.positions.insert(key, offset);
                     continue;
+                }
+                if e.code.is_retriable() {
+                    // The leader moved or is not ready: the next poll asks the one it learns.
+                    self.router.invalidate(&p.topic);
                 }
                 return Err(e.into());
             }
