@@ -268,6 +268,55 @@ async fn given_malformed_kafka_requests_then_clear_errors_and_the_broker_keeps_s
     cut.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(read_response(&mut cut).is_none(), "a request cut short is not answered");
 
+    // Offset commits become controller log entries, so their size is bounded whatever the
+    // request claims: 30,000 entries naming one partition store one offset (the last), and
+    // 300 partitions with 4 KiB of metadata each (1.2 MiB together) are refused whole.
+    Admin::new(broker.client().await).create_topic("wide", 300, TopicConfig::default()).await.unwrap();
+    let commit = |topic: &'static str, partitions: Vec<(i32, i64, usize)>| {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(StrBytes::from_static_str("hoarder").into())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(partition, offset, metadata)| {
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(partition)
+                                .with_committed_offset(offset)
+                                .with_committed_metadata(Some(StrBytes::from_string("m".repeat(metadata))))
+                        })
+                        .collect(),
+                )]);
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        send_request(&mut stream, ApiKey::OffsetCommit, 2, 50, &request);
+        let mut body = read_response(&mut stream).expect("an offset commit answer");
+        let _header = ResponseHeader::decode(&mut body, 0).unwrap();
+        let response = OffsetCommitResponse::decode(&mut body, 2).unwrap();
+        response.topics[0].partitions.iter().map(|p| p.error_code).collect::<Vec<i16>>()
+    };
+    let committed = |topic: &'static str, partition: i32| {
+        let request = OffsetFetchRequest::default()
+            .with_group_id(StrBytes::from_static_str("hoarder").into())
+            .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_indexes(vec![partition])]));
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        send_request(&mut stream, ApiKey::OffsetFetch, 1, 51, &request);
+        let mut body = read_response(&mut stream).expect("an offset fetch answer");
+        let _header = ResponseHeader::decode(&mut body, 0).unwrap();
+        OffsetFetchResponse::decode(&mut body, 1).unwrap().topics[0].partitions[0].committed_offset
+    };
+    let repeated: Vec<(i32, i64, usize)> = (0..30_000).map(|i| (0, i64::from(i), 0)).collect();
+    assert!(commit("bad", repeated).iter().all(|code| *code == 0), "one partition named 30,000 times is one offset");
+    assert_eq!(committed("bad", 0), 29_999, "the last offset named for the partition is stored");
+    let heavy: Vec<(i32, i64, usize)> = (0..300).map(|p| (p, 1, 4096)).collect();
+    assert!(commit("wide", heavy).iter().all(|code| *code == 42), "1.2 MiB of metadata: INVALID_REQUEST");
+    assert_eq!(committed("wide", 0), -1, "nothing of a refused commit is stored");
+
     assert!(api_versions_ok(&addr), "the broker still serves new connections");
     let admin = Admin::new(broker.client().await);
     let offsets = admin.list_offsets("bad", vec![0], OffsetSpec::Latest).await.unwrap();

@@ -298,7 +298,10 @@ impl State {
             | Command::AlterPartition { .. }
             | Command::ReassignPartitions { .. }
             | Command::ElectPreferredLeaders { .. }
-            | Command::DeleteOffsets { .. } => Ok(()),
+            | Command::DeleteOffsets { partitions: None, .. } => Ok(()),
+            Command::DeleteOffsets { partitions: Some(partitions), .. } => {
+                GroupOffsets::check_partitions(partitions.len())
+            }
             Command::CommitOffsets { group, offsets } => {
                 GroupOffsets::check_commit(group, offsets)?;
                 if !self.group_offsets.has_group(group) && self.group_offsets.group_count() >= limits.groups_max {

@@ -13,6 +13,15 @@ use crate::topic::Topic;
 /// Bytes of one committed offset's metadata (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
+/// Partitions one commit or deletion may name. Each is one controller log entry, which every
+/// voter stores, sends and keeps until a snapshot: a Kafka request may be 100 MiB, a message
+/// between brokers at most 64 MiB, so a client's request must not become an entry that size.
+pub const CHANGE_PARTITIONS_MAX: usize = 10_000;
+
+/// Metadata bytes of all the offsets of one commit together (10,000 offsets of 4 KiB each
+/// would make a 40 MiB entry).
+pub const COMMIT_METADATA_BYTES_MAX: usize = 1 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedOffset {
     pub offset: i64,
@@ -20,6 +29,17 @@ pub struct CommittedOffset {
     /// When it was committed (ms since the epoch), as the coordinator's clock read it.
     #[serde(default)]
     pub commit_time_ms: i64,
+}
+
+/// Why a commit is refused whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitRefusal {
+    /// The group id is empty.
+    NoGroup,
+    /// An offset's metadata is over [`OFFSET_METADATA_BYTES_MAX`].
+    MetadataTooLarge,
+    /// Over [`CHANGE_PARTITIONS_MAX`] partitions or [`COMMIT_METADATA_BYTES_MAX`] of metadata.
+    TooLarge,
 }
 
 /// One partition's offset in a commit.
@@ -37,20 +57,50 @@ pub struct GroupOffsets {
 }
 
 impl GroupOffsets {
-    /// Checks a commit before it is proposed: a group id, metadata within its limit.
-    pub fn check_commit(group: &str, offsets: &[OffsetCommit]) -> Result<(), WireError> {
+    /// Why a commit of `partitions` offsets with these metadata lengths is refused whole, if
+    /// it is: one rule for the coordinator (which answers in its clients' codes) and for
+    /// [`Self::check_commit`].
+    pub fn refusal(group: &str, partitions: usize, metadata: impl Iterator<Item = usize>) -> Option<CommitRefusal> {
         if group.is_empty() {
-            return Err(WireError::new(ErrorCode::InvalidRequest, "offsets are committed for a named group"));
+            return Some(CommitRefusal::NoGroup);
         }
-        if let Some(c) =
-            offsets.iter().find(|c| c.committed.metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX))
-        {
+        if partitions > CHANGE_PARTITIONS_MAX {
+            return Some(CommitRefusal::TooLarge);
+        }
+        let mut total = 0usize;
+        for bytes in metadata {
+            if bytes > OFFSET_METADATA_BYTES_MAX {
+                return Some(CommitRefusal::MetadataTooLarge);
+            }
+            total += bytes;
+        }
+        (total > COMMIT_METADATA_BYTES_MAX).then_some(CommitRefusal::TooLarge)
+    }
+
+    /// Checks a commit before it is proposed (and again as it is applied): see [`Self::refusal`].
+    pub fn check_commit(group: &str, offsets: &[OffsetCommit]) -> Result<(), WireError> {
+        let metadata = offsets.iter().map(|c| c.committed.metadata.as_ref().map_or(0, String::len));
+        let message = match Self::refusal(group, offsets.len(), metadata) {
+            None => return Ok(()),
+            Some(CommitRefusal::NoGroup) => "offsets are committed for a named group".to_owned(),
+            Some(CommitRefusal::MetadataTooLarge) => {
+                format!("an offset's metadata is over offset.metadata.max.bytes = {OFFSET_METADATA_BYTES_MAX}")
+            }
+            Some(CommitRefusal::TooLarge) => format!(
+                "a commit names at most CHANGE_PARTITIONS_MAX = {CHANGE_PARTITIONS_MAX} partitions with at most \
+                 COMMIT_METADATA_BYTES_MAX = {COMMIT_METADATA_BYTES_MAX} bytes of metadata; this one names {}",
+                offsets.len()
+            ),
+        };
+        Err(WireError::new(ErrorCode::InvalidRequest, message))
+    }
+
+    /// Checks how many partitions a commit or deletion names against [`CHANGE_PARTITIONS_MAX`].
+    pub fn check_partitions(count: usize) -> Result<(), WireError> {
+        if count > CHANGE_PARTITIONS_MAX {
             return Err(WireError::new(
                 ErrorCode::InvalidRequest,
-                format!(
-                    "the metadata of the offset of {}/{} is over offset.metadata.max.bytes = {OFFSET_METADATA_BYTES_MAX}",
-                    c.topic, c.partition
-                ),
+                format!("an offset commit or deletion names {count} partitions, over CHANGE_PARTITIONS_MAX = {CHANGE_PARTITIONS_MAX}"),
             ));
         }
         Ok(())
@@ -215,6 +265,34 @@ mod tests {
         fits.committed.metadata = Some("x".repeat(OFFSET_METADATA_BYTES_MAX));
         assert_eq!(book.commit("g", vec![fits], &topics()), Ok(1));
         assert!(book.commit("", vec![at("a", 0, 1, 1)], &topics()).is_err());
+    }
+
+    #[test]
+    fn a_commit_is_bounded_in_partitions_and_in_metadata_bytes() {
+        let mut book = GroupOffsets::default();
+        let many: Vec<OffsetCommit> = (0..=CHANGE_PARTITIONS_MAX as u32).map(|p| at("a", p, 1, 1)).collect();
+        let refused = book.commit("g", many, &topics()).unwrap_err();
+        assert!(refused.message.contains("CHANGE_PARTITIONS_MAX = 10000"), "{}", refused.message);
+        assert_eq!(
+            GroupOffsets::refusal("g", CHANGE_PARTITIONS_MAX + 1, std::iter::empty()),
+            Some(CommitRefusal::TooLarge)
+        );
+        assert!(GroupOffsets::check_partitions(CHANGE_PARTITIONS_MAX).is_ok());
+        let heavy: Vec<OffsetCommit> = (0..300)
+            .map(|p| {
+                let mut c = at("a", p, 1, 1);
+                c.committed.metadata = Some("m".repeat(OFFSET_METADATA_BYTES_MAX));
+                c
+            })
+            .collect();
+        let refused = book.commit("g", heavy, &topics()).unwrap_err();
+        assert!(refused.message.contains("COMMIT_METADATA_BYTES_MAX = 1048576"), "{}", refused.message);
+        assert_eq!(
+            GroupOffsets::refusal("g", 1, [OFFSET_METADATA_BYTES_MAX + 1].into_iter()),
+            Some(CommitRefusal::MetadataTooLarge)
+        );
+        assert_eq!(GroupOffsets::refusal("", 1, std::iter::empty()), Some(CommitRefusal::NoGroup));
+        assert_eq!(book.group_count(), 0, "nothing of a refused commit is stored");
     }
 
     #[test]

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use weir_meta::metadata::{Command, Event};
+use weir_meta::offsets::{CommitRefusal, GroupOffsets, OffsetCommit, CHANGE_PARTITIONS_MAX};
 pub use weir_meta::offsets::{CommittedOffset, OFFSET_METADATA_BYTES_MAX};
-use weir_meta::offsets::{GroupOffsets, OffsetCommit};
 use weir_sdk::ErrorCode;
 
 use crate::controller::Controller;
@@ -53,6 +53,8 @@ pub enum GroupError {
     OffsetMetadataTooLarge,
     #[error("the broker holds groups_max groups (with members or committed offsets); delete unused groups")]
     GroupsMaxReached,
+    #[error("an offset commit or deletion names at most 10000 partitions (CHANGE_PARTITIONS_MAX), and a commit carries at most 1 MiB of metadata (COMMIT_METADATA_BYTES_MAX)")]
+    ChangeTooLarge,
 }
 
 pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
@@ -291,9 +293,6 @@ pub struct GroupCoordinator {
 fn proposal_error(e: weir_sdk::WireError) -> GroupError {
     match e.code {
         ErrorCode::LimitReached => GroupError::GroupsMaxReached,
-        ErrorCode::InvalidRequest if e.message.contains("offset.metadata.max.bytes") => {
-            GroupError::OffsetMetadataTooLarge
-        }
         ErrorCode::NotController => GroupError::CoordinatorNotAvailable,
         _ => {
             tracing::warn!(error = %e.message, "a committed-offsets change failed");
@@ -546,11 +545,16 @@ impl GroupCoordinator {
         member_id: &str,
         offsets: Vec<(String, u32, CommittedOffset)>,
     ) -> Result<(), GroupError> {
-        if group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
-        if offsets.iter().any(|(_, _, c)| c.metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)) {
-            return Err(GroupError::OffsetMetadataTooLarge);
+        // One controller entry: each partition once (the last offset named for it), within
+        // the bounds of `weir_meta::offsets`.
+        let offsets: BTreeMap<(String, u32), CommittedOffset> =
+            offsets.into_iter().map(|(topic, partition, committed)| ((topic, partition), committed)).collect();
+        let metadata = offsets.values().map(|c| c.metadata.as_ref().map_or(0, String::len));
+        match GroupOffsets::refusal(group_id, offsets.len(), metadata) {
+            None => {}
+            Some(CommitRefusal::NoGroup) => return Err(GroupError::InvalidGroupId),
+            Some(CommitRefusal::MetadataTooLarge) => return Err(GroupError::OffsetMetadataTooLarge),
+            Some(CommitRefusal::TooLarge) => return Err(GroupError::ChangeTooLarge),
         }
         {
             let groups = self.groups.lock().expect("groups lock");
@@ -577,7 +581,7 @@ impl GroupCoordinator {
         }
         let offsets = offsets
             .into_iter()
-            .map(|(topic, partition, committed)| OffsetCommit { topic, partition, committed })
+            .map(|((topic, partition), committed)| OffsetCommit { topic, partition, committed })
             .collect();
         let command = Command::CommitOffsets { group: group_id.to_owned(), offsets };
         self.controller.propose(command).await.map_err(proposal_error)?;
@@ -594,10 +598,14 @@ impl GroupCoordinator {
     }
 
     pub async fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), GroupError> {
+        let partitions: std::collections::BTreeSet<(String, u32)> = partitions.iter().cloned().collect();
         if partitions.is_empty() {
             return Ok(());
         }
-        self.remove(group_id.to_owned(), Some(partitions.to_vec())).await.map(|_| ())
+        if partitions.len() > CHANGE_PARTITIONS_MAX {
+            return Err(GroupError::ChangeTooLarge);
+        }
+        self.remove(group_id.to_owned(), Some(partitions.into_iter().collect())).await.map(|_| ())
     }
 
     /// Every group: with members, or with committed offsets only (Empty). Each lock is held
@@ -850,6 +858,25 @@ mod tests {
         assert_eq!(got[1].2, None);
         assert_eq!(c.delete("solo").await, Ok(()));
         assert!(c.committed("solo", None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_commit_or_deletion_names_each_partition_once_within_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = coordinator(dir.path(), GroupLimits::default()).await;
+        let at = |offset| CommittedOffset { offset, metadata: None, commit_time_ms: 1 };
+        let repeated: Vec<(String, u32, CommittedOffset)> = (0..30_000).map(|i| ("t".to_owned(), 1, at(i))).collect();
+        assert_eq!(c.commit("g", -1, "", repeated).await, Ok(()));
+        assert_eq!(c.committed("g", None).len(), 1);
+        assert_eq!(c.committed("g", None)[0].2.as_ref().map(|c| c.offset), Some(29_999), "the last one named wins");
+        let distinct: Vec<(String, u32, CommittedOffset)> =
+            (0..=CHANGE_PARTITIONS_MAX as u32).map(|p| ("t".to_owned(), p, at(1))).collect();
+        assert_eq!(c.commit("g", -1, "", distinct).await, Err(GroupError::ChangeTooLarge));
+        let wide: Vec<(String, u32)> = (0..=CHANGE_PARTITIONS_MAX as u32).map(|p| ("t".to_owned(), p)).collect();
+        assert_eq!(c.delete_offsets("g", &wide).await, Err(GroupError::ChangeTooLarge));
+        let repeated: Vec<(String, u32)> = (0..30_000).map(|_| ("t".to_owned(), 1)).collect();
+        assert_eq!(c.delete_offsets("g", &repeated).await, Ok(()));
+        assert!(c.committed("g", None).is_empty());
     }
 
     #[tokio::test]

@@ -118,7 +118,9 @@ fn group_code(e: GroupError) -> i16 {
         GroupError::InvalidGroupId => code::INVALID_GROUP_ID,
         GroupError::Storage => code::KAFKA_STORAGE_ERROR,
         GroupError::CoordinatorNotAvailable => code::COORDINATOR_NOT_AVAILABLE,
-        GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge => code::INVALID_REQUEST,
+        GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge | GroupError::ChangeTooLarge => {
+            code::INVALID_REQUEST
+        }
         GroupError::GroupMaxSizeReached => code::GROUP_MAX_SIZE_REACHED,
         GroupError::OffsetMetadataTooLarge => code::OFFSET_METADATA_TOO_LARGE,
         GroupError::GroupsMaxReached => code::POLICY_VIOLATION,

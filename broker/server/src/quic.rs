@@ -624,7 +624,9 @@ fn group_error(e: GroupError) -> WireError {
         GroupError::InvalidGroupId => ErrorCode::InvalidGroupId,
         GroupError::Storage => ErrorCode::Storage,
         GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
-        GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge => ErrorCode::InvalidRequest,
+        GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge | GroupError::ChangeTooLarge => {
+            ErrorCode::InvalidRequest
+        }
         GroupError::GroupMaxSizeReached | GroupError::GroupsMaxReached => ErrorCode::LimitReached,
         GroupError::OffsetMetadataTooLarge => ErrorCode::InvalidRequest,
     };
