@@ -4,7 +4,7 @@
 //! stores and serves the bytes as they came. Clients build and read whole batches with the
 //! `kafka-protocol` crate ([`encode_batch`], [`decode_batches`]).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression as KafkaCompression, Record as KafkaRecord, RecordBatchDecoder, RecordBatchEncoder,
@@ -255,24 +255,128 @@ fn encode_with_producer(
     compression: Compression,
     producer: (i64, i16, i32),
 ) -> Result<Bytes, WireError> {
-    let kafka_records: Vec<KafkaRecord> =
-        records.iter().enumerate().map(|(i, r)| kafka_record(r, i as i64, 0, producer)).collect();
-    // Sized up front so the encoder never grows (and copies) the buffer for uncompressed data.
-    let estimate: usize = records
-        .iter()
-        .map(|r| {
-            let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len) + 10).sum();
-            r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + headers + 32
-        })
-        .sum();
-    let mut buf = BytesMut::with_capacity(BATCH_HEADER_BYTES + estimate);
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &kafka_records,
-        &RecordEncodeOptions { version: 2, compression: compression.into() },
-    )
-    .map_err(|e| WireError::new(ErrorCode::InvalidRequest, format!("encoding record batch: {e}")))?;
+    let count = i32::try_from(records.len())
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| invalid(format!("a record batch holds 1 to {} records, not {}", i32::MAX, records.len())))?;
+    let (min_timestamp, max_timestamp) =
+        records.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| (lo.min(r.timestamp), hi.max(r.timestamp)));
+    let mut buf = BytesMut::with_capacity(
+        BATCH_HEADER_BYTES + records.iter().map(|r| record_body_len(r, 0, 0).saturating_add(20)).sum::<usize>(),
+    );
+    let (producer_id, producer_epoch, base_sequence) = producer;
+    buf.put_i64(0); // base offset: the broker assigns it
+    buf.put_i32(0); // batch length, filled in below
+    buf.put_i32(-1); // partition leader epoch: the broker stamps it
+    buf.put_i8(2); // magic
+    buf.put_u32(0); // CRC-32C, filled in below
+    buf.put_i16(codec_attribute(compression));
+    buf.put_i32(count - 1); // last offset delta
+    buf.put_i64(min_timestamp); // first timestamp (the smallest, as kafka-protocol writes it)
+    buf.put_i64(max_timestamp);
+    buf.put_i64(producer_id);
+    buf.put_i16(producer_epoch);
+    buf.put_i32(base_sequence);
+    buf.put_i32(count);
+    let write = |out: &mut BytesMut| -> anyhow::Result<()> {
+        for (delta, r) in records.iter().enumerate() {
+            let timestamp_delta = r.timestamp.checked_sub(min_timestamp).ok_or_else(|| {
+                anyhow::anyhow!("record timestamps {} and {min_timestamp} are too far apart for one batch", r.timestamp)
+            })?;
+            put_record(out, r, timestamp_delta, i32::try_from(delta)?)?;
+        }
+        Ok(())
+    };
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+    match compression {
+        Compression::None => write(&mut buf),
+        Compression::Gzip => <Gzip as Compressor<BytesMut>>::compress(&mut buf, write),
+        Compression::Snappy => <Snappy as Compressor<BytesMut>>::compress(&mut buf, write),
+        Compression::Lz4 => <Lz4 as Compressor<BytesMut>>::compress(&mut buf, write),
+        Compression::Zstd => <Zstd as Compressor<BytesMut>>::compress(&mut buf, write),
+    }
+    .map_err(|e| invalid(format!("encoding record batch: {e}")))?;
+    let length = i32::try_from(buf.len() - LENGTH_FIELD_END)
+        .map_err(|_| invalid(format!("a record batch of {} bytes is over the 2 GiB a batch can say", buf.len())))?;
+    buf[8..LENGTH_FIELD_END].copy_from_slice(&length.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_COVERED_FROM..]);
+    buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// The batch attributes of a codec (bits 0-2; no timestamp type, transaction or control bit).
+fn codec_attribute(compression: Compression) -> i16 {
+    match compression {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    }
+}
+
+fn invalid(message: String) -> WireError {
+    WireError::new(ErrorCode::InvalidRequest, message)
+}
+
+/// Bytes of a zigzag varint (Kafka's `varint` and `varlong`) of `n`.
+fn varint_len(n: i64) -> usize {
+    let zigzag = ((n << 1) ^ (n >> 63)) as u64;
+    (64 - (zigzag | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(buf: &mut BytesMut, n: i64) {
+    let mut zigzag = ((n << 1) ^ (n >> 63)) as u64;
+    while zigzag >= 0x80 {
+        buf.put_u8((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    buf.put_u8(zigzag as u8);
+}
+
+/// A length as a varint; `None` is Kafka's null (-1).
+fn bytes_len(b: Option<&[u8]>) -> i64 {
+    b.map_or(-1, |b| b.len() as i64)
+}
+
+/// Bytes of a record after its length prefix.
+fn record_body_len(r: &Record, timestamp_delta: i64, offset_delta: i32) -> usize {
+    let field = |b: Option<&[u8]>| varint_len(bytes_len(b)) + b.map_or(0, <[u8]>::len);
+    let headers: usize = r.headers.iter().map(|(k, v)| field(Some(k.as_bytes())) + field(v.as_deref())).sum();
+    1 + varint_len(timestamp_delta)
+        + varint_len(i64::from(offset_delta))
+        + field(r.key.as_deref())
+        + field(r.value.as_deref())
+        + varint_len(r.headers.len() as i64)
+        + headers
+}
+
+/// Writes one record of a v2 batch straight into the batch buffer.
+fn put_record(buf: &mut BytesMut, r: &Record, timestamp_delta: i64, offset_delta: i32) -> anyhow::Result<()> {
+    let length = record_body_len(r, timestamp_delta, offset_delta);
+    anyhow::ensure!(length <= i32::MAX as usize, "a record of {length} bytes is over the 2 GiB a record can say");
+    put_varint(buf, length as i64);
+    buf.put_i8(0); // record attributes
+    put_varint(buf, timestamp_delta);
+    put_varint(buf, i64::from(offset_delta));
+    let mut field = |b: Option<&[u8]>| {
+        put_varint(buf, bytes_len(b));
+        if let Some(b) = b {
+            buf.put_slice(b);
+        }
+    };
+    field(r.key.as_deref());
+    field(r.value.as_deref());
+    put_varint(buf, r.headers.len() as i64);
+    for (k, v) in &r.headers {
+        put_varint(buf, k.len() as i64);
+        buf.put_slice(k.as_bytes());
+        put_varint(buf, bytes_len(v.as_deref()));
+        if let Some(v) = v {
+            buf.put_slice(v);
+        }
+    }
+    Ok(())
 }
 
 /// Encodes records that keep offsets of their own (ascending, e.g. records read from a log)
@@ -459,6 +563,62 @@ mod tests {
             assert_eq!(decoded[0].offset, 102);
             assert_eq!(decoded[0].record, records[2]);
         }
+    }
+
+    /// The batch as `kafka-protocol`'s encoder writes it, which the direct encoder replaced.
+    fn encode_via_kafka_protocol(records: &[Record], compression: Compression, producer: (i64, i16, i32)) -> Vec<u8> {
+        let kafka_records: Vec<KafkaRecord> =
+            records.iter().enumerate().map(|(i, r)| kafka_record(r, i as i64, 0, producer)).collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &kafka_records,
+            &RecordEncodeOptions { version: 2, compression: compression.into() },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    /// The encoder writes records straight into the batch buffer; it must write the very
+    /// bytes `kafka-protocol` writes, for every codec and for records with and without keys,
+    /// values and headers, timestamps out of order, sizes across varint boundaries and an
+    /// idempotent producer's header fields.
+    #[test]
+    fn direct_encoding_writes_the_bytes_kafka_protocol_writes() {
+        let sizes = [0usize, 1, 63, 64, 127, 128, 8191, 8192, 20_000];
+        let mut records: Vec<Record> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Record {
+                key: (i % 3 != 0).then(|| Bytes::from(vec![b'k'; *n % 200])),
+                value: (i % 4 != 1).then(|| Bytes::from(vec![(i * 7) as u8; *n])),
+                headers: (0..i % 3)
+                    .map(|h| (format!("h{h}"), (h % 2 == 0).then(|| Bytes::from(vec![b'v'; *n % 300]))))
+                    .collect(),
+                timestamp: 1_700_000_000_000 + [5i64, -3, 0, 900_000, -64, 64][i % 6],
+            })
+            .collect();
+        records.extend(sample(70));
+        let shapes: [&[Record]; 3] = [&records[..1], &records[..9], &records];
+        for compression in
+            [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
+            for (n, shape) in shapes.iter().enumerate() {
+                for producer in [(-1, -1, -1), (4242, 3, i32::MAX - 2)] {
+                    let direct = encode_with_producer(shape, compression, producer).unwrap();
+                    assert_eq!(
+                        direct.to_vec(),
+                        encode_via_kafka_protocol(shape, compression, producer),
+                        "{compression:?}, shape {n}, producer {producer:?}"
+                    );
+                    let header = validate_batch(&direct).unwrap();
+                    assert_eq!(header.record_count as usize, shape.len());
+                    assert_eq!(decode_batch_records(direct, usize::MAX).unwrap(), shape.to_vec());
+                }
+            }
+        }
+        let err = encode_batch(&[], Compression::None).unwrap_err();
+        assert!(err.message.contains("1 to"), "{err}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use error::{ErrorCode, WireError};
 #[cfg(feature = "client")]
 pub use group::{GroupConsumer, GroupConsumerConfig};
 #[cfg(feature = "client")]
-pub use producer::{Delivery, Producer, ProducerConfig};
+pub use producer::{BatchDelivery, BatchPart, Delivery, Producer, ProducerConfig};
 #[cfg(feature = "client")]
 pub use router::Router;
 pub use wire::{now_ms, Acks, FlushMode, OffsetSpec, TopicConfig};

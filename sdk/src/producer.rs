@@ -83,6 +83,135 @@ pub struct Delivery {
 type Reply = oneshot::Sender<Result<Delivery, ClientError>>;
 type Pending = (Record, Reply, OwnedSemaphorePermit);
 
+/// Where the records of one [`Producer::send_batch`] landed: one part per partition they went
+/// to, each stored as one record batch at consecutive offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchDelivery {
+    pub topic: String,
+    pub parts: Vec<BatchPart>,
+    /// For each record given, in order, its part (empty when there is one part).
+    assignment: Vec<u32>,
+}
+
+/// The records of a [`BatchDelivery`] stored in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPart {
+    pub partition: u32,
+    /// Offset of the part's first record; `-1` with `acks=none`.
+    pub base_offset: i64,
+    pub records: usize,
+}
+
+impl BatchDelivery {
+    /// Records delivered.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.records).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The partition and offset of each record, in the order they were given (offsets are
+    /// `-1` with `acks=none`).
+    pub fn offsets(&self) -> Vec<(u32, i64)> {
+        let mut next: Vec<i64> = self.parts.iter().map(|p| p.base_offset).collect();
+        let mut place = |part: usize| {
+            let offset = next[part];
+            if offset >= 0 {
+                next[part] += 1;
+            }
+            (self.parts[part].partition, offset)
+        };
+        if self.assignment.is_empty() {
+            (0..self.len()).map(|_| place(0)).collect()
+        } else {
+            self.assignment.iter().map(|part| place(*part as usize)).collect()
+        }
+    }
+}
+
+type BatchReply = oneshot::Sender<Result<BatchDelivery, ClientError>>;
+
+/// Resolves when every record given to [`Producer::send_batch`] is acknowledged, or with the
+/// first failure of any of its parts.
+pub struct BatchDeliveryFuture {
+    rx: oneshot::Receiver<Result<BatchDelivery, ClientError>>,
+}
+
+impl Future for BatchDeliveryFuture {
+    type Output = Result<BatchDelivery, ClientError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// Gathers the answers of a `send_batch`'s parts into its one delivery; holds the batch's
+/// share of the producer's buffer until the last part is answered.
+struct BatchJoin {
+    state: std::sync::Mutex<JoinState>,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct JoinState {
+    delivery: BatchDelivery,
+    unanswered: usize,
+    failure: Option<ClientError>,
+    reply: Option<BatchReply>,
+}
+
+impl BatchJoin {
+    fn answer(&self, part: usize, outcome: &Result<i64, ClientError>) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Ok(base) => state.delivery.parts[part].base_offset = (*base).max(-1),
+            Err(e) => {
+                state.failure.get_or_insert_with(|| e.clone());
+            }
+        }
+        state.unanswered -= 1;
+        if state.unanswered == 0 {
+            if let Some(reply) = state.reply.take() {
+                let outcome = match state.failure.take() {
+                    Some(e) => Err(e),
+                    None => Ok(std::mem::replace(
+                        &mut state.delivery,
+                        BatchDelivery { topic: String::new(), parts: Vec::new(), assignment: Vec::new() },
+                    )),
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+}
+
+/// Who is waiting for a sealed batch's answer.
+enum Waiters {
+    /// One delivery per record ([`Producer::send`]), in the batch's order.
+    Each(Vec<(Reply, OwnedSemaphorePermit)>),
+    /// One part of a [`Producer::send_batch`].
+    Part { join: Arc<BatchJoin>, part: usize },
+}
+
+impl Waiters {
+    /// Answers everyone: `outcome` is the batch's base offset (negative with acks=none).
+    fn answer(self, tp: &TopicPartition, outcome: &Result<i64, ClientError>) {
+        match self {
+            Waiters::Each(replies) => {
+                for (i, (reply, _permit)) in replies.into_iter().enumerate() {
+                    let offset = match outcome {
+                        Ok(base) if *base < 0 => Ok(-1),
+                        Ok(base) => Ok(base + i as i64),
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = reply.send(offset.map(|offset| Delivery { topic: tp.0.clone(), partition: tp.1, offset }));
+                }
+            }
+            Waiters::Part { join, part } => join.answer(part, outcome),
+        }
+    }
+}
+
 /// Resolves when the broker has acknowledged the record (or the producer gave up on it).
 pub struct DeliveryFuture {
     rx: oneshot::Receiver<Result<Delivery, ClientError>>,
@@ -101,6 +230,13 @@ enum Command {
         partition: Option<u32>,
         record: Record,
         reply: Reply,
+        permit: OwnedSemaphorePermit,
+    },
+    SendBatch {
+        topic: String,
+        partition: Option<u32>,
+        records: Vec<Record>,
+        reply: BatchReply,
         permit: OwnedSemaphorePermit,
     },
     Flush(oneshot::Sender<()>),
@@ -125,7 +261,8 @@ struct Sequenced {
 
 /// Records sealed into one batch, numbered when the producer is idempotent.
 struct Sealed {
-    records: Vec<Pending>,
+    records: Vec<Record>,
+    waiters: Waiters,
     sequence: Option<Sequenced>,
     /// Set once an earlier batch of the partition was given up on: this one follows a gap in
     /// the sequence, so it is not sent (or retried) any more.
@@ -185,6 +322,40 @@ impl Producer {
             .await
             .map_err(|_| ClientError::Closed)?;
         Ok(DeliveryFuture { rx })
+    }
+
+    /// Queues records to be sent as one record batch per partition they go to, without the
+    /// per-record delivery futures of [`send`](Self::send): the fast path for callers that
+    /// have many records at hand. With `partition: None`, keyed records go to their key's
+    /// partition and keyless ones to one partition together. Records queued by `send` before
+    /// this call are sent first. Each part is one request, so it must fit the topic's largest
+    /// batch (`max.message.bytes`; the broker refuses a larger one and names the limit). Waits
+    /// while the producer's buffer is full.
+    pub async fn send_batch(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        mut records: Vec<Record>,
+    ) -> Result<BatchDeliveryFuture, ClientError> {
+        if records.is_empty() {
+            return Err(ClientError::Invalid("send_batch needs at least one record".into()));
+        }
+        let now = now_ms();
+        let mut size = 0usize;
+        for record in &mut records {
+            if record.timestamp == 0 {
+                record.timestamp = now;
+            }
+            size = size.saturating_add(record_size(record));
+        }
+        let size = size.clamp(1, self.buffer_bytes) as u32;
+        let permit = self.buffer.clone().acquire_many_owned(size).await.map_err(|_| ClientError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::SendBatch { topic: topic.to_owned(), partition, records, reply, permit })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(BatchDeliveryFuture { rx })
     }
 
     /// Sends everything queued and waits until each record is acknowledged or failed.
@@ -268,6 +439,9 @@ impl Worker {
                     Command::Send { topic, partition, record, reply, permit } => {
                         self.accept(topic, partition, record, reply, permit).await
                     }
+                    Command::SendBatch { topic, partition, records, reply, permit } => {
+                        self.accept_batch(topic, partition, records, reply, permit).await
+                    }
                     Command::Flush(waiter) => {
                         let keys: Vec<_> = self.queues.keys().cloned().collect();
                         for tp in keys {
@@ -302,9 +476,7 @@ impl Worker {
                                 q.abandoned.store(true, Ordering::Release);
                                 q.abandoned = Arc::default();
                                 for batch in std::mem::take(&mut q.sealed) {
-                                    for (_, reply, _) in batch.records {
-                                        let _ = reply.send(Err(abandoned_error(&tp)));
-                                    }
+                                    batch.waiters.answer(&tp, &Err(abandoned_error(&tp)));
                                 }
                             }
                         }
@@ -316,6 +488,31 @@ impl Worker {
         }
     }
 
+    /// The topic's partition count once the producer may send to it (an idempotent producer
+    /// has its id), checking a partition the caller named.
+    async fn ready(&mut self, topic: &str, partition: Option<u32>) -> Result<u32, ClientError> {
+        let count = self.partition_count(topic).await?;
+        if self.config.enable_idempotence && self.identity.is_none() {
+            let id = Admin::new(self.router.any().await).init_producer_id().await?;
+            self.identity = Some((id.producer_id, id.producer_epoch));
+        }
+        match partition {
+            Some(p) if p >= count => Err(ClientError::Invalid(format!(
+                "partition {p} is out of range: topic {topic} has {count} partitions"
+            ))),
+            _ => Ok(count),
+        }
+    }
+
+    /// The partition of a record the caller named none for: its key's, or the topic's
+    /// current sticky partition.
+    fn pick_partition(&mut self, topic: &str, key: Option<&Bytes>, count: u32) -> u32 {
+        match key {
+            Some(key) => partition_for_key(key, count),
+            None => *self.sticky.entry(topic.to_owned()).or_insert_with(|| rand::random::<u32>() % count),
+        }
+    }
+
     async fn accept(
         &mut self,
         topic: String,
@@ -324,34 +521,16 @@ impl Worker {
         reply: Reply,
         permit: OwnedSemaphorePermit,
     ) {
-        let count = match self.partition_count(&topic).await {
+        let count = match self.ready(&topic, partition).await {
             Ok(c) => c,
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return;
             }
         };
-        if self.config.enable_idempotence && self.identity.is_none() {
-            match Admin::new(self.router.any().await).init_producer_id().await {
-                Ok(id) => self.identity = Some((id.producer_id, id.producer_epoch)),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-            }
-        }
         let partition = match partition {
-            Some(p) if p >= count => {
-                let _ = reply.send(Err(ClientError::Invalid(format!(
-                    "partition {p} is out of range: topic {topic} has {count} partitions"
-                ))));
-                return;
-            }
             Some(p) => p,
-            None => match &record.key {
-                Some(key) => partition_for_key(key, count),
-                None => *self.sticky.entry(topic.clone()).or_insert_with(|| rand::random::<u32>() % count),
-            },
+            None => self.pick_partition(&topic, record.key.as_ref(), count),
         };
         let tp = (topic, partition);
         let queue = self.queues.entry(tp.clone()).or_default();
@@ -360,6 +539,67 @@ impl Worker {
         queue.opened_at.get_or_insert_with(Instant::now);
         if queue.open_bytes >= self.config.batch_bytes {
             self.seal(&tp);
+        }
+    }
+
+    async fn accept_batch(
+        &mut self,
+        topic: String,
+        partition: Option<u32>,
+        records: Vec<Record>,
+        reply: BatchReply,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let count = match self.ready(&topic, partition).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        // Split by partition, keeping each partition's records in the order given.
+        let mut parts: Vec<(u32, Vec<Record>)> = Vec::new();
+        let mut assignment = Vec::new();
+        match partition {
+            Some(p) => parts.push((p, records)),
+            None => {
+                assignment.reserve(records.len());
+                for record in records {
+                    let p = self.pick_partition(&topic, record.key.as_ref(), count);
+                    let part = match parts.iter().position(|(q, _)| *q == p) {
+                        Some(part) => part,
+                        None => {
+                            parts.push((p, Vec::new()));
+                            parts.len() - 1
+                        }
+                    };
+                    parts[part].1.push(record);
+                    assignment.push(part as u32);
+                }
+                if parts.len() == 1 {
+                    assignment = Vec::new();
+                }
+            }
+        }
+        let delivery = BatchDelivery {
+            topic: topic.clone(),
+            parts: parts.iter().map(|(p, r)| BatchPart { partition: *p, base_offset: -1, records: r.len() }).collect(),
+            assignment,
+        };
+        let join = Arc::new(BatchJoin {
+            state: std::sync::Mutex::new(JoinState {
+                delivery,
+                unanswered: parts.len(),
+                failure: None,
+                reply: Some(reply),
+            }),
+            _permit: permit,
+        });
+        for (part, (p, records)) in parts.into_iter().enumerate() {
+            let tp = (topic.clone(), p);
+            // Records queued by `send` before this batch go first.
+            self.seal(&tp);
+            self.push_sealed(&tp, records, Waiters::Part { join: join.clone(), part });
         }
     }
 
@@ -392,7 +632,17 @@ impl Worker {
         if queue.open.is_empty() {
             return;
         }
-        let records = std::mem::take(&mut queue.open);
+        let (records, replies) =
+            std::mem::take(&mut queue.open).into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
+        queue.open_bytes = 0;
+        queue.opened_at = None;
+        self.push_sealed(tp, records, Waiters::Each(replies));
+    }
+
+    /// Queues a batch to be sent after those sealed before it, numbering it for an
+    /// idempotent producer.
+    fn push_sealed(&mut self, tp: &TopicPartition, records: Vec<Record>, waiters: Waiters) {
+        let queue = self.queues.entry(tp.clone()).or_default();
         let sequence = self.identity.filter(|_| self.config.enable_idempotence).map(|(producer_id, producer_epoch)| {
             let base_sequence = queue.next_sequence;
             // Sequences wrap at i32::MAX, as Kafka's do.
@@ -400,9 +650,7 @@ impl Worker {
             queue.next_sequence = base_sequence.wrapping_add(count) & i32::MAX;
             Sequenced { producer_id, producer_epoch, base_sequence }
         });
-        queue.sealed.push_back(Sealed { records, sequence, abandoned: queue.abandoned.clone() });
-        queue.open_bytes = 0;
-        queue.opened_at = None;
+        queue.sealed.push_back(Sealed { records, waiters, sequence, abandoned: queue.abandoned.clone() });
         if let (Some(count), Some(sticky)) = (self.partition_counts.get(&tp.0), self.sticky.get_mut(&tp.0)) {
             if *sticky == tp.1 {
                 *sticky = (*sticky + 1) % count;
@@ -458,14 +706,11 @@ async fn partition_sender(
     while let Some(batch) = batches.recv().await {
         let abandoned = batch.abandoned.clone();
         if abandoned.load(Ordering::Acquire) {
-            for (_, reply, _) in batch.records {
-                let _ = reply.send(Err(abandoned_error(&tp)));
-            }
+            batch.waiters.answer(&tp, &Err(abandoned_error(&tp)));
             let _ = done.send(Command::BatchDone { tp: tp.clone(), failed: false, retried: false }).await;
             continue;
         }
-        let (records, replies): (Vec<Record>, Vec<(Reply, OwnedSemaphorePermit)>) =
-            batch.records.into_iter().map(|(r, reply, p)| (r, (reply, p))).unzip();
+        let Sealed { records, waiters, .. } = batch;
         let encoded = match batch.sequence {
             Some(s) => {
                 encode_idempotent_batch(&records, config.compression, s.producer_id, s.producer_epoch, s.base_sequence)
@@ -495,14 +740,7 @@ async fn partition_sender(
             };
             // A batch after a gap fails because of it: no new gap, no new producer id.
             let failed = outcome.is_err() && !abandoned.load(Ordering::Acquire);
-            for (i, (reply, _permit)) in replies.into_iter().enumerate() {
-                let offset = match &outcome {
-                    Ok(base) if *base < 0 => Ok(-1),
-                    Ok(base) => Ok(base + i as i64),
-                    Err(e) => Err(e.clone()),
-                };
-                let _ = reply.send(offset.map(|offset| Delivery { topic: tp.0.clone(), partition: tp.1, offset }));
-            }
+            waiters.answer(&tp, &outcome);
             let _ = done.send(Command::BatchDone { tp, failed, retried: retry.retried }).await;
         });
     }

@@ -120,6 +120,74 @@ async fn given_timestamps_then_list_offsets_finds_the_first_record_at_or_after()
     assert_eq!(at(9999).await.unwrap()[0].offset, -1);
 }
 
+/// `Producer::send_batch`: one delivery for many records. Keyed records are split by key
+/// partition and keep their order there; keyless ones go to one partition together; a batch
+/// comes after the records `send` queued before it; every record's offset is told.
+#[tokio::test]
+async fn given_send_batch_then_records_land_by_key_in_order_with_one_delivery() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    admin.create_topic("batches", 4, TopicConfig::default()).await.unwrap();
+    let producer =
+        Producer::new(client.clone(), ProducerConfig { linger: Duration::from_secs(60), ..ProducerConfig::default() });
+    let value = |s: String| Some(Bytes::from(s));
+    // Queued with a minute's linger: only the batch after it may send it.
+    let first = producer
+        .send(
+            "batches",
+            Some(weir_sdk::partitioner::partition_for_key(b"k1", 4)),
+            Record { key: Some(Bytes::from_static(b"k1")), value: value("before".into()), ..Record::default() },
+        )
+        .await
+        .unwrap();
+    let keyed: Vec<Record> = (0..200)
+        .map(|i| Record {
+            key: Some(Bytes::from(format!("k{}", i % 7))),
+            value: value(format!("v{i}")),
+            ..Record::default()
+        })
+        .collect();
+    let delivery = producer.send_batch("batches", None, keyed.clone()).await.unwrap().await.unwrap();
+    let before = tokio::time::timeout(Duration::from_secs(5), first).await.expect("sent ahead of the batch").unwrap();
+    assert_eq!(delivery.len(), 200);
+    assert!(delivery.parts.len() > 1, "seven keys over four partitions: {:?}", delivery.parts);
+    let offsets = delivery.offsets();
+    assert_eq!(offsets.len(), 200);
+    let mut consumer =
+        Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    consumer.assign_topic("batches", OffsetSpec::Earliest).await.unwrap();
+    let mut stored = std::collections::HashMap::new();
+    while stored.len() < 201 {
+        for r in consumer.poll(Duration::from_secs(1)).await.unwrap() {
+            stored.insert((r.partition, r.offset), r.record);
+        }
+    }
+    assert_eq!(stored[&(before.partition, before.offset)].value, value("before".into()));
+    for (i, (record, (partition, offset))) in keyed.iter().zip(&offsets).enumerate() {
+        let key = record.key.as_ref().unwrap();
+        assert_eq!(*partition, weir_sdk::partitioner::partition_for_key(key, 4), "record {i}");
+        assert_eq!(stored[&(*partition, *offset)].value, record.value, "record {i} at {partition}/{offset}");
+        if key.as_ref() == b"k1" {
+            assert!(*offset > before.offset, "the batch follows what send queued before it");
+        }
+    }
+
+    // Keyless records stay together in one partition, at consecutive offsets.
+    let keyless: Vec<Record> = (0..50).map(|i| Record { value: value(format!("n{i}")), ..Record::default() }).collect();
+    let delivery = producer.send_batch("batches", None, keyless).await.unwrap().await.unwrap();
+    assert_eq!(delivery.parts.len(), 1);
+    let part = delivery.parts[0];
+    assert_eq!(part.records, 50);
+    assert_eq!(delivery.offsets(), (0..50).map(|i| (part.partition, part.base_offset + i)).collect::<Vec<_>>());
+
+    // A named partition out of range, or no records, is refused before anything is sent.
+    let err = producer.send_batch("batches", Some(9), vec![Record::default()]).await.unwrap().await.unwrap_err();
+    assert!(err.to_string().contains("partition 9 is out of range"), "{err}");
+    let err = producer.send_batch("batches", Some(0), Vec::new()).await.err().expect("empty batch refused");
+    assert!(err.to_string().contains("at least one record"), "{err}");
+}
+
 #[tokio::test]
 async fn given_the_cli_then_topics_produce_and_consume_script_like_kcat() {
     let broker = BrokerProcess::start(&[]);

@@ -70,6 +70,18 @@ struct LoadArgs {
     /// Topic flush mode for a topic the bench creates: always (fsync before ack) or interval.
     #[arg(long, default_value = "interval", global = true)]
     flush: String,
+    /// How bench produce hands records to the producer: `batch` gives it --batch-bytes of
+    /// records at a time, one delivery each, round the partitions (`Producer::send_batch`);
+    /// `record` sends each record with its own delivery future (`Producer::send`), batched by
+    /// the producer's --batch-bytes and --linger-ms.
+    #[arg(long, value_enum, default_value = "batch", global = true)]
+    api: ProduceApi,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ProduceApi {
+    Batch,
+    Record,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -140,7 +152,14 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
     let deadline = start + Duration::from_secs(load.duration_secs);
     let per_producer = load.count / load.producers as u64;
     let mut tasks = Vec::new();
-    for i in 0..load.producers {
+    if load.api == ProduceApi::Batch && rate.is_none() {
+        for i in 0..load.producers {
+            let producer = Producer::new(client.clone(), config.clone());
+            tasks.push(tokio::spawn(produce_batches(producer, load.clone(), i, per_producer, deadline, sent.clone())));
+        }
+    }
+    let per_record = tasks.is_empty();
+    for i in (0..load.producers).filter(|_| per_record) {
         let producer = Producer::new(client.clone(), config.clone());
         let (load, sent) = (load.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
@@ -189,9 +208,10 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
     let records = sent.load(Ordering::Relaxed);
     let mb_s = records as f64 * load.record_bytes as f64 / elapsed.as_secs_f64() / 1e6;
     println!(
-        "produce: {records} records of {} B in {elapsed:.2?}: {:.0} records/s, {mb_s:.1} MB/s (partitions {}, producers {}, acks {:?}, batch {} B, linger {} ms, {:?})",
+        "produce: {records} records of {} B in {elapsed:.2?}: {:.0} records/s, {mb_s:.1} MB/s (api {:?}, partitions {}, producers {}, acks {:?}, batch {} B, linger {} ms, {:?})",
         load.record_bytes,
         records as f64 / elapsed.as_secs_f64(),
+        load.api,
         load.partitions,
         load.producers,
         load.acks,
@@ -199,8 +219,53 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
         load.linger_ms,
         load.compression
     );
-    print_latency("produce ack", &histogram);
+    print_latency(if load.api == ProduceApi::Batch { "produce ack (per batch)" } else { "produce ack" }, &histogram);
     Ok(mb_s)
+}
+
+/// One producer of `bench produce --api batch`: batches of --batch-bytes of records, each
+/// given to `send_batch` for the next partition in turn; the acknowledgement latency is per
+/// batch.
+async fn produce_batches(
+    producer: Producer,
+    load: LoadArgs,
+    index: usize,
+    count: u64,
+    deadline: Instant,
+    sent: Arc<AtomicU64>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut pending = FuturesUnordered::new();
+    let mut record_delivery =
+        |outcome: Result<(Instant, weir_sdk::BatchDelivery), weir_sdk::ClientError>| -> anyhow::Result<()> {
+            let (sent_at, delivery) = outcome?;
+            sent.fetch_add(delivery.len() as u64, Ordering::Relaxed);
+            let _ = histogram.record(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+            Ok(())
+        };
+    let value = Bytes::from(vec![b'x'; load.record_bytes]);
+    // As many records as the record API's producer seals into one batch (it counts 16 bytes
+    // of overhead per record), so a --batch-bytes batch fits a topic's max.message.bytes of
+    // the same size.
+    let per_batch = load.batch_bytes.div_ceil(load.record_bytes + 16).max(1) as u64;
+    let mut queued = 0u64;
+    let mut partition = u32::try_from(index).unwrap_or(0) % load.partitions.max(1);
+    while queued < count && Instant::now() < deadline {
+        let n = per_batch.min(count - queued);
+        let records = (0..n).map(|_| Record { value: Some(value.clone()), ..Record::default() }).collect();
+        let sent_at = Instant::now();
+        let delivery = producer.send_batch(&load.topic, Some(partition), records).await?;
+        pending.push(async move { delivery.await.map(|d| (sent_at, d)) });
+        while let Some(Some(outcome)) = pending.next().now_or_never() {
+            record_delivery(outcome)?;
+        }
+        queued += n;
+        partition = (partition + 1) % load.partitions.max(1);
+    }
+    while let Some(outcome) = pending.next().await {
+        record_delivery(outcome)?;
+    }
+    Ok(histogram)
 }
 
 fn spawn_progress(what: &'static str, counter: Arc<AtomicU64>, record_bytes: usize) -> tokio::task::JoinHandle<()> {

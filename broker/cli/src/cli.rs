@@ -243,18 +243,30 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         client,
         ProducerConfig { acks: args.acks.into(), compression: args.compression, ..ProducerConfig::default() },
     );
-    let mut deliveries = Vec::new();
-    for record in input_records(&args)? {
-        deliveries.push(producer.send(&args.topic, args.partition, record?).await?);
+    // Lines go to the producer a batch at a time (one delivery per batch, not per record).
+    let (mut deliveries, mut batch, mut batch_bytes) = (Vec::new(), Vec::new(), 0usize);
+    let mut records = input_records(&args)?.peekable();
+    while let Some(record) = records.next() {
+        let record = record?;
+        batch_bytes += record.key.as_ref().map_or(0, Bytes::len) + record.value.as_ref().map_or(0, Bytes::len);
+        batch.push(record);
+        if batch_bytes >= PRODUCE_BATCH_BYTES || batch.len() >= PRODUCE_BATCH_RECORDS || records.peek().is_none() {
+            deliveries.push(producer.send_batch(&args.topic, args.partition, std::mem::take(&mut batch)).await?);
+            batch_bytes = 0;
+        }
     }
-    producer.flush().await?;
-    let count = deliveries.len();
+    let mut count = 0;
     for d in deliveries {
-        d.await?;
+        count += d.await?.len();
     }
     eprintln!("produced {count} records to {}", args.topic);
     Ok(())
 }
+
+/// `weir produce` hands the producer this many bytes of keys and values, or this many lines,
+/// at a time, whichever comes first.
+const PRODUCE_BATCH_BYTES: usize = 256 * 1024;
+const PRODUCE_BATCH_RECORDS: usize = 10_000;
 
 /// The records of the input lines, in order.
 fn input_records(args: &ProduceArgs) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Record>> + '_> {
