@@ -469,26 +469,39 @@ pub fn decode_batches_within(
     let mut out = Vec::new();
     let mut buf = bytes;
     while !buf.is_empty() {
-        validate_batch(&buf)?;
-        let set = decode_one(&mut buf, limit)?;
-        for r in set.records {
-            if r.offset < from_offset {
-                continue;
-            }
-            out.push(ConsumedRecord {
-                topic: topic.to_owned(),
-                partition,
-                offset: r.offset,
-                record: Record {
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers.into_iter().map(|(k, v)| (k.as_str().to_owned(), v)).collect(),
-                    timestamp: r.timestamp,
-                },
-            });
-        }
+        let header = validate_batch(&buf)?;
+        let batch = buf.split_to(header.total_bytes);
+        out.extend(decode_validated_batch(topic, partition, batch, from_offset, limit)?);
     }
     Ok(out)
+}
+
+/// Decodes one batch whose CRC the caller has checked ([`split_batches`]) into its records at
+/// or after `from_offset`, decompressing at most `limit` bytes of record data.
+pub fn decode_validated_batch(
+    topic: &str,
+    partition: u32,
+    mut batch: Bytes,
+    from_offset: i64,
+    limit: usize,
+) -> Result<Vec<ConsumedRecord>, WireError> {
+    let set = decode_one(&mut batch, limit)?;
+    Ok(set
+        .records
+        .into_iter()
+        .filter(|r| r.offset >= from_offset)
+        .map(|r| ConsumedRecord {
+            topic: topic.to_owned(),
+            partition,
+            offset: r.offset,
+            record: Record {
+                key: r.key,
+                value: r.value,
+                headers: r.headers.into_iter().map(|(k, v)| (k.as_str().to_owned(), v)).collect(),
+                timestamp: r.timestamp,
+            },
+        })
+        .collect())
 }
 
 #[cfg(test)]

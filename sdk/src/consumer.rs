@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::batch::{decode_batches, split_batches, ConsumedRecord};
+use crate::batch::{decode_validated_batch, split_batches, ConsumedRecord, DECOMPRESSED_BATCH_BYTES_DEFAULT};
 use crate::client::{Admin, Client};
 use crate::error::{ClientError, ErrorCode};
 use crate::router::Router;
@@ -58,6 +58,32 @@ pub struct Consumer {
     admin: Admin,
     config: ConsumerConfig,
     positions: BTreeMap<(String, u32), i64>,
+    /// The next fetch, sent while the records of the last one are decoded and handed out
+    /// (only while fetches bring records: a consumer at the tail long-polls once).
+    prefetched: Option<Prefetch>,
+}
+
+/// A fetch sent ahead for the positions the consumer will have once the caller takes the
+/// records it is decoding; dropped if the positions change first (`seek`, `assign`).
+struct Prefetch {
+    positions: BTreeMap<(String, u32), i64>,
+    answers: tokio::task::JoinHandle<Result<Vec<(FetchResponse, Bytes)>, ClientError>>,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(p) = self.prefetched.take() {
+            p.answers.abort();
+        }
+    }
+}
+
+/// A fetched partition's bytes, split into validated batches, to be decoded into records.
+struct Fetched {
+    topic: String,
+    partition: u32,
+    from: i64,
+    batches: Vec<Bytes>,
 }
 
 impl Consumer {
@@ -68,6 +94,7 @@ impl Consumer {
             client,
             config,
             positions: BTreeMap::new(),
+            prefetched: None,
         }
     }
 
@@ -132,6 +159,48 @@ impl Consumer {
         if self.positions.is_empty() {
             return Err(ClientError::Invalid("the consumer has no assigned partitions".into()));
         }
+        let answers = match self.prefetched.take() {
+            Some(p) if p.positions == self.positions => {
+                p.answers.await.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))??
+            }
+            other => {
+                if let Some(p) = other {
+                    p.answers.abort();
+                }
+                let requests = self.plan(max_wait).await;
+                fetch_from_leaders(self.router.clone(), requests).await?
+            }
+        };
+        let mut fetched = Vec::new();
+        let mut high_watermarks = BTreeMap::new();
+        for (response, mut payload) in answers {
+            self.absorb(response, &mut payload, &mut fetched, &mut high_watermarks).await?;
+        }
+        // Positions have moved past what came back: fetch the next while decoding this.
+        if fetched.iter().any(|f| !f.batches.is_empty()) {
+            let requests = self.plan(max_wait).await;
+            self.prefetched = Some(Prefetch {
+                positions: self.positions.clone(),
+                answers: tokio::spawn(fetch_from_leaders(self.router.clone(), requests)),
+            });
+        }
+        let mut records = Vec::new();
+        for f in fetched {
+            for batch in f.batches {
+                records.extend(decode_validated_batch(
+                    &f.topic,
+                    f.partition,
+                    batch,
+                    f.from,
+                    DECOMPRESSED_BATCH_BYTES_DEFAULT,
+                )?);
+            }
+        }
+        Ok((records, high_watermarks))
+    }
+
+    /// One fetch request per leader of the assigned partitions, from their positions.
+    async fn plan(&self, max_wait: Duration) -> Vec<(Client, FetchRequest)> {
         let max_wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
         let fetch = |positions: Vec<Position<'_>>| FetchRequest {
             max_wait_ms,
@@ -149,7 +218,6 @@ impl Consumer {
                 .collect(),
             replica_reads: self.config.read_replica,
         };
-        // Replica reads go to the broker this consumer connected to; the rest to each leader.
         let mut by_leader: BTreeMap<String, (Client, Vec<Position<'_>>)> = BTreeMap::new();
         for (key, offset) in &self.positions {
             let client = match self.config.read_replica {
@@ -162,89 +230,16 @@ impl Consumer {
                 .1
                 .push((key, offset));
         }
-        let requests: Vec<(Client, FetchRequest)> =
-            by_leader.into_values().map(|(client, positions)| (client, fetch(positions))).collect();
-        let answers = self.fetch_from_leaders(requests).await?;
-        let mut records = Vec::new();
-        let mut high_watermarks = BTreeMap::new();
-        for (response, mut payload) in answers {
-            self.absorb(response, &mut payload, &mut records, &mut high_watermarks).await?;
-        }
-        Ok((records, high_watermarks))
+        by_leader.into_values().map(|(client, positions)| (client, fetch(positions))).collect()
     }
 
-    /// Sends each leader its fetch. With one leader, its answer or error. With several, the
-    /// answers that are in once the first brings records (the other long polls are dropped
-    /// and asked again next time); a leader that failed retriably is skipped this time and
-    /// learned again, so one broker's failure does not stop reading from the others.
-    async fn fetch_from_leaders(
-        &self,
-        mut requests: Vec<(Client, FetchRequest)>,
-    ) -> Result<Vec<(FetchResponse, Bytes)>, ClientError> {
-        if requests.len() == 1 {
-            let (client, request) = requests.pop().expect("one request");
-            return match client.call(FrameKind::Fetch, &request, Bytes::new()).await {
-                Ok(answer) => Ok(vec![answer]),
-                Err(e) => {
-                    if e.is_retriable() {
-                        for p in &request.partitions {
-                            self.router.invalidate(&p.topic);
-                        }
-                    }
-                    Err(e)
-                }
-            };
-        }
-        let mut pending = tokio::task::JoinSet::new();
-        for (client, request) in requests {
-            pending.spawn(async move {
-                let answer = client.call::<_, FetchResponse>(FrameKind::Fetch, &request, Bytes::new()).await;
-                (request, answer)
-            });
-        }
-        let mut answers = Vec::new();
-        let mut failed = 0usize;
-        let mut absorb = |(request, answer): (FetchRequest, Result<(FetchResponse, Bytes), ClientError>)| match answer {
-            Ok(answer) => {
-                let has_records = !answer.1.is_empty();
-                answers.push(answer);
-                Ok(has_records)
-            }
-            Err(e) if e.is_retriable() => {
-                tracing::debug!(error = %e, "a leader's fetch failed; learning the leaders again");
-                for p in &request.partitions {
-                    self.router.invalidate(&p.topic);
-                }
-                failed += 1;
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        };
-        while let Some(joined) = pending.join_next().await {
-            let joined = joined.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))?;
-            if absorb(joined)? {
-                while let Some(ready) = pending.try_join_next() {
-                    let ready = ready.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))?;
-                    absorb(ready)?;
-                }
-                break;
-            }
-        }
-        pending.abort_all();
-        if answers.is_empty() && failed > 0 {
-            // Every leader failed: a pause before the caller polls again, not a tight loop.
-            tokio::time::sleep(FAILED_FETCH_BACKOFF).await;
-        }
-        Ok(answers)
-    }
-
-    /// Takes one fetch answer: records past each position, high watermarks, resets of
-    /// positions out of range.
+    /// Takes one fetch answer: the batches past each position (CRC checked), high
+    /// watermarks, resets of positions out of range; moves the positions past the batches.
     async fn absorb(
         &mut self,
         response: FetchResponse,
         payload: &mut Bytes,
-        records: &mut Vec<ConsumedRecord>,
+        fetched: &mut Vec<Fetched>,
         high_watermarks: &mut BTreeMap<(String, u32), i64>,
     ) -> Result<(), ClientError> {
         for p in response.partitions {
@@ -271,12 +266,80 @@ impl Consumer {
                 return Err(e.into());
             }
             let Some(position) = self.positions.get(&key).copied() else { continue };
-            let next = split_batches(&bytes)?.last().map(|(h, _)| h.last_offset() + 1).max(p.next_offset);
-            records.extend(decode_batches(&p.topic, p.partition, bytes, position)?);
+            // Each batch's CRC is checked here, once.
+            let batches = split_batches(&bytes)?;
+            let next = batches.last().map(|(h, _)| h.last_offset() + 1).max(p.next_offset);
+            let batches = batches.iter().map(|(_, b)| bytes.slice_ref(b)).collect();
+            fetched.push(Fetched { topic: p.topic.clone(), partition: p.partition, from: position, batches });
             if let Some(next) = next {
                 self.positions.insert(key, next.max(position));
             }
         }
         Ok(())
     }
+}
+
+/// Sends each leader its fetch. With one leader, its answer or error. With several, the
+/// answers that are in once the first brings records (the other long polls are dropped
+/// and asked again next time); a leader that failed retriably is skipped this time and
+/// learned again, so one broker's failure does not stop reading from the others.
+async fn fetch_from_leaders(
+    router: Router,
+    mut requests: Vec<(Client, FetchRequest)>,
+) -> Result<Vec<(FetchResponse, Bytes)>, ClientError> {
+    if requests.len() == 1 {
+        let (client, request) = requests.pop().expect("one request");
+        return match client.call(FrameKind::Fetch, &request, Bytes::new()).await {
+            Ok(answer) => Ok(vec![answer]),
+            Err(e) => {
+                if e.is_retriable() {
+                    for p in &request.partitions {
+                        router.invalidate(&p.topic);
+                    }
+                }
+                Err(e)
+            }
+        };
+    }
+    let mut pending = tokio::task::JoinSet::new();
+    for (client, request) in requests {
+        pending.spawn(async move {
+            let answer = client.call::<_, FetchResponse>(FrameKind::Fetch, &request, Bytes::new()).await;
+            (request, answer)
+        });
+    }
+    let mut answers = Vec::new();
+    let mut failed = 0usize;
+    let mut absorb = |(request, answer): (FetchRequest, Result<(FetchResponse, Bytes), ClientError>)| match answer {
+        Ok(answer) => {
+            let has_records = !answer.1.is_empty();
+            answers.push(answer);
+            Ok(has_records)
+        }
+        Err(e) if e.is_retriable() => {
+            tracing::debug!(error = %e, "a leader's fetch failed; learning the leaders again");
+            for p in &request.partitions {
+                router.invalidate(&p.topic);
+            }
+            failed += 1;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    };
+    while let Some(joined) = pending.join_next().await {
+        let joined = joined.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))?;
+        if absorb(joined)? {
+            while let Some(ready) = pending.try_join_next() {
+                let ready = ready.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))?;
+                absorb(ready)?;
+            }
+            break;
+        }
+    }
+    pending.abort_all();
+    if answers.is_empty() && failed > 0 {
+        // Every leader failed: a pause before the caller polls again, not a tight loop.
+        tokio::time::sleep(FAILED_FETCH_BACKOFF).await;
+    }
+    Ok(answers)
 }
