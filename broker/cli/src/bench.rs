@@ -97,7 +97,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         let fjall = fjall_baseline(load.count.min(4_000_000), load.record_bytes, load.batch_bytes)?;
         println!("baseline bare fjall inserts:  {:.1} MB/s ({} values of {} B in write batches of {} B, journal flushed to OS buffers)", fjall, load.count.min(4_000_000), load.record_bytes, load.batch_bytes);
-        Some((quic.0, fjall))
+        if load.flush == "always" {
+            let bytes = total_bytes.min(FSYNC_BASELINE_BYTES_MAX);
+            let fsync = fsync_baseline(bytes, load.batch_bytes)?;
+            println!(
+                "baseline file append + fdatasync: {fsync:.1} MB/s ({} in appends of {} B, fdatasync after each)",
+                human(bytes),
+                load.batch_bytes
+            );
+            Some((quic.0, fsync, "append + fdatasync"))
+        } else {
+            Some((quic.0, fjall, "bare fjall"))
+        }
     } else {
         None
     };
@@ -107,8 +118,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Consume => consume(&args.connect, &load).await?,
         BenchKind::E2e => e2e(&args.connect, &load).await?,
     };
-    if let Some((quic, fjall)) = baseline {
-        println!("ratio to bare quinn: {:.2}   ratio to bare fjall: {:.2}", figure / quic, figure / fjall);
+    if let Some((quic, store, store_name)) = baseline {
+        println!("ratio to bare quinn: {:.2}   ratio to {store_name}: {:.2}", figure / quic, figure / store);
     }
     Ok(())
 }
@@ -501,6 +512,30 @@ fn fjall_baseline(count: u64, record_bytes: usize, batch_bytes: usize) -> anyhow
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(key as f64 * record_bytes as f64 / elapsed.as_secs_f64() / 1e6)
+}
+
+/// Bytes the append + fdatasync baseline writes at most (an fdatasync per batch is slow).
+const FSYNC_BASELINE_BYTES_MAX: u64 = 512 << 20;
+
+/// A plain file: appends of `batch_bytes`, each followed by fdatasync, as a durable log without
+/// group commit would write them. Returns MB/s.
+fn fsync_baseline(total_bytes: u64, batch_bytes: usize) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let dir = tempfile_dir()?;
+    let path = dir.join("append");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let data = vec![b'x'; batch_bytes];
+    let start = Instant::now();
+    let mut written = 0u64;
+    while written < total_bytes {
+        file.write_all(&data)?;
+        file.sync_data()?;
+        written += batch_bytes as u64;
+    }
+    let elapsed = start.elapsed();
+    drop(file);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(written as f64 / elapsed.as_secs_f64() / 1e6)
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
