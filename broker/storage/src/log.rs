@@ -1249,15 +1249,20 @@ impl Writer {
                     }
                 }
             }
-            let mut stored = bytes.to_vec();
+            // The batch is copied once, into the value fjall stores (no zero-fill, no second
+            // copy), with the offset and leader epoch stamped into its first 16 bytes on the way.
+            let mut head = [0u8; STAMPED_HEAD_BYTES];
+            head.copy_from_slice(&bytes[..STAMPED_HEAD_BYTES]);
             let epoch = match epoch {
                 Some(epoch) => {
-                    set_base_offset(&mut stored, end);
-                    set_partition_leader_epoch(&mut stored, epoch);
+                    set_base_offset(&mut head, end);
+                    set_partition_leader_epoch(&mut head, epoch);
                     epoch
                 }
                 None => header.partition_leader_epoch.max(0),
             };
+            let mut stamped = std::io::Read::chain(&head[..], &bytes[STAMPED_HEAD_BYTES..]);
+            let stored = fjall::Slice::from_reader(&mut stamped, bytes.len()).map_err(storage_error)?;
             debug_assert!(validate_batch(&stored).is_ok(), "batch stays valid with its assigned offset");
             // Invariant: offsets are dense and increasing; a batch is stored under its base offset.
             // (BatchHeader::parse refuses a negative last offset delta, so a count is at least 1.)
@@ -1275,11 +1280,15 @@ impl Writer {
     }
 }
 
+/// The bytes of a batch header a leader rewrites when it appends: the base offset, the batch
+/// length (kept) and the partition leader epoch, all outside the CRC.
+const STAMPED_HEAD_BYTES: usize = 16;
+
 struct Staged {
     base: i64,
     end: i64,
     /// (base offset, stored bytes, largest timestamp, leader epoch) of each batch appended.
-    batches: Vec<(i64, Vec<u8>, i64, i32)>,
+    batches: Vec<(i64, fjall::Slice, i64, i32)>,
     added: u64,
 }
 
