@@ -76,6 +76,24 @@ struct LoadArgs {
     /// the producer's --batch-bytes and --linger-ms.
     #[arg(long, value_enum, default_value = "batch", global = true)]
     api: ProduceApi,
+    /// Which side of bench e2e this process runs: both (one process), or the producer or the
+    /// consumer alone, as users run them (start the consumer first; both stamp and read the
+    /// machine's wall clock).
+    #[arg(long, value_enum, default_value = "both", global = true)]
+    role: E2eRole,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum E2eRole {
+    Both,
+    Produce,
+    Consume,
+}
+
+/// Nanoseconds since the Unix epoch: the send time e2e carries in each value, comparable
+/// between processes on one machine.
+fn wall_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,61 +360,58 @@ async fn consume(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> 
 }
 
 /// Produces at `--rate` while a consumer follows the tail; latency is from send to receipt,
-/// measured with a send timestamp carried in each value.
+/// measured with a send timestamp (wall clock) carried in each value. `--role` runs one side.
 async fn e2e(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
     anyhow::ensure!(load.record_bytes >= 16, "e2e needs --record-bytes of at least 16 to carry its timestamp");
     let client = connect.connect().await?;
     let admin = Admin::new(client.clone());
     ensure_topic(&admin, load).await?;
-    let mut consumer =
-        Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
-    consumer.assign_topic(&load.topic, OffsetSpec::Latest).await?;
-    let origin = Instant::now();
-    let producer = Producer::new(
-        client.clone(),
-        ProducerConfig {
-            acks: load.acks.into(),
-            linger: Duration::from_millis(load.linger_ms),
-            batch_bytes: load.batch_bytes,
-            ..ProducerConfig::default()
-        },
-    );
-    let load2 = load.clone();
-    let sender = tokio::spawn(async move {
-        let start = Instant::now();
-        let deadline = start + Duration::from_secs(load2.duration_secs);
-        for n in 0..load2.count {
-            if Instant::now() >= deadline {
-                break;
-            }
-            if load2.rate > 0 {
-                tokio::time::sleep_until((start + Duration::from_secs_f64(n as f64 / load2.rate as f64)).into()).await;
-            }
-            let mut value = vec![b'x'; load2.record_bytes];
-            value[..16].copy_from_slice(&origin.elapsed().as_nanos().to_be_bytes());
-            // Delivery is observed by the consumer side, not awaited here.
-            drop(
-                producer
-                    .send(&load2.topic, None, Record { value: Some(Bytes::from(value)), ..Record::default() })
-                    .await?,
+    let mut consumer = match load.role {
+        E2eRole::Produce => None,
+        _ => {
+            let mut consumer = Consumer::new(
+                client.clone(),
+                ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() },
             );
+            consumer.assign_topic(&load.topic, OffsetSpec::Latest).await?;
+            Some(consumer)
         }
-        producer.flush().await?;
-        Ok::<_, anyhow::Error>(())
-    });
+    };
+    let sender = match load.role {
+        E2eRole::Consume => None,
+        _ => Some(tokio::spawn(send_stamped(client.clone(), load.clone()))),
+    };
+    let Some(consumer) = consumer.as_mut() else {
+        let started = Instant::now();
+        let sent = sender.expect("the producer role sends").await??;
+        let mb_s = sent as f64 * load.record_bytes as f64 / started.elapsed().as_secs_f64() / 1e6;
+        println!("e2e producer: {sent} records at target rate {} records/s: {mb_s:.1} MB/s", load.rate);
+        return Ok(mb_s);
+    };
+    if load.role == E2eRole::Consume {
+        println!("e2e consumer: following {} from its end", load.topic);
+    }
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let start = Instant::now();
     let mut received = 0u64;
+    let mut last_record = Instant::now();
     let give_up = start + Duration::from_secs(load.duration_secs + 10);
-    while !sender.is_finished() || received < load.count {
-        if Instant::now() > give_up {
+    loop {
+        let producing = sender.as_ref().is_some_and(|s| !s.is_finished());
+        if Instant::now() > give_up || received >= load.count && !producing {
             break;
         }
         let records = consumer.poll(Duration::from_millis(200)).await?;
-        if records.is_empty() && sender.is_finished() {
-            break;
+        let now = wall_nanos();
+        if records.is_empty() {
+            // Alone, the consumer stops 2 s after the producer's last record arrived.
+            let quiet = received > 0 && last_record.elapsed() > Duration::from_secs(2);
+            if (sender.is_some() && !producing) || (sender.is_none() && quiet) {
+                break;
+            }
+            continue;
         }
-        let now = origin.elapsed().as_nanos();
+        last_record = Instant::now();
         for r in records {
             if let Some(v) = &r.record.value {
                 let sent = u128::from_be_bytes(v[..16].try_into().expect("16 bytes"));
@@ -405,12 +420,46 @@ async fn e2e(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
             }
         }
     }
-    sender.await??;
+    if let Some(sender) = sender {
+        sender.await??;
+    }
     let elapsed = start.elapsed();
     let mb_s = received as f64 * load.record_bytes as f64 / elapsed.as_secs_f64() / 1e6;
     println!("e2e: {received} records in {elapsed:.2?} at target rate {} records/s: {mb_s:.1} MB/s", load.rate);
     print_latency("end-to-end", &histogram);
     Ok(mb_s)
+}
+
+/// The producer side of e2e: `--count` records at `--rate`, each value carrying its send time.
+/// Returns how many were sent.
+async fn send_stamped(client: weir_sdk::Client, load: LoadArgs) -> anyhow::Result<u64> {
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            acks: load.acks.into(),
+            linger: Duration::from_millis(load.linger_ms),
+            batch_bytes: load.batch_bytes,
+            ..ProducerConfig::default()
+        },
+    );
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(load.duration_secs);
+    let mut sent = 0;
+    for n in 0..load.count {
+        if Instant::now() >= deadline {
+            break;
+        }
+        if load.rate > 0 {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(n as f64 / load.rate as f64)).into()).await;
+        }
+        let mut value = vec![b'x'; load.record_bytes];
+        value[..16].copy_from_slice(&wall_nanos().to_be_bytes());
+        // Delivery is observed by the consumer side, not awaited here.
+        drop(producer.send(&load.topic, None, Record { value: Some(Bytes::from(value)), ..Record::default() }).await?);
+        sent += 1;
+    }
+    producer.flush().await?;
+    Ok(sent)
 }
 
 /// A bare quinn bulk transfer over loopback with Weir's transport settings: one stream per

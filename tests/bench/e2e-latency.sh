@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# End-to-end latency at half of peak produce, 1 KiB records, 1 partition, acks=leader, 64 KiB
+# batches, linger 1 ms, `flush.mode=interval`: first the peak (`weir bench produce --api record`
+# with those settings, since e2e sends record by record), then, at half that rate for 10 s, the
+# producer and the consumer in one process (`weir bench e2e`) and in two processes as users run
+# them (`--role consume` started first, then `--role produce`). Latency is send to receipt,
+# from a wall-clock stamp in each value. A fresh broker per round.
+# Usage: tests/bench/e2e-latency.sh [ROUNDS]   Ports 18540 (QUIC), 18640, 18740.
+set -euo pipefail
+rounds=${1:-3}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+weir=${WEIR:-$here/target/release/weir}
+dir=$(mktemp -d)
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+for round in $(seq 1 "$rounds"); do
+  rm -rf "$dir/data"
+  "$weir" serve --data-dir "$dir/data" --quic-addr 127.0.0.1:18540 --kafka-addr 127.0.0.1:18640 \
+    --registry-addr 127.0.0.1:18740 >"$dir/log" 2>&1 &
+  pid=$!
+  disown $!
+  connect=(--bootstrap 127.0.0.1:18540 --data-dir "$dir/data")
+  for _ in $(seq 1 300); do "$weir" topic list "${connect[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+  settings=(--partitions 1 --batch-bytes 65536 --linger-ms 1 --acks leader)
+  peak=$("$weir" bench produce --topic peak --api record --count 1000000 "${settings[@]}" "${connect[@]}" 2>/dev/null |
+    sed -n 's/^produce:.*: \([0-9]*\) records\/s.*/\1/p')
+  rate=$((peak / 2))
+  count=$((rate * 10))
+  one=$("$weir" bench e2e --topic one --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
+    "${connect[@]}" 2>/dev/null | grep 'end-to-end latency')
+  "$weir" bench e2e --role consume --topic two --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
+    "${connect[@]}" >"$dir/consumer" 2>/dev/null &
+  consumer=$!
+  for _ in $(seq 1 100); do grep -q following "$dir/consumer" 2>/dev/null && break; sleep 0.1; done
+  "$weir" bench e2e --role produce --topic two --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
+    "${connect[@]}" >/dev/null 2>&1
+  wait "$consumer"
+  two=$(grep 'end-to-end latency' "$dir/consumer")
+  kill -9 "$pid"
+  pid=""
+  echo "round $round: peak $peak records/s, at $rate records/s: one process: ${one#end-to-end latency: }"
+  echo "round $round: peak $peak records/s, at $rate records/s: two processes: ${two#end-to-end latency: }"
+done
