@@ -43,6 +43,11 @@ struct LoadArgs {
     topic: String,
     #[arg(long, default_value_t = 1, global = true)]
     partitions: u32,
+    /// bench produce --api batch: produce to this many topics of --partitions each, named
+    /// `TOPIC-0`, `TOPIC-1`, ... (with 1, the topic is --topic itself), going round all their
+    /// partitions in turn.
+    #[arg(long, default_value_t = 1, global = true)]
+    topics: u32,
     #[arg(long, default_value_t = 1024, global = true)]
     record_bytes: usize,
     /// Records to send (per run, all producers together).
@@ -104,6 +109,12 @@ enum ProduceApi {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let load = args.load.clone();
+    anyhow::ensure!(
+        load.topics <= 1
+            || (matches!(args.kind, BenchKind::Produce) && load.api == ProduceApi::Batch && load.rate == 0),
+        "--topics {} works with bench produce --api batch only",
+        load.topics
+    );
     let total_bytes = load.count * load.record_bytes as u64;
     let baseline = if load.baseline || matches!(args.kind, BenchKind::Baseline) {
         let quic = quinn_baseline(total_bytes.min(4 << 30), load.batch_bytes).await?;
@@ -157,12 +168,28 @@ fn print_latency(name: &str, h: &Histogram<u64>) {
 }
 
 async fn ensure_topic(admin: &Admin, load: &LoadArgs) -> anyhow::Result<()> {
-    if admin.list_topics().await?.contains(&load.topic) {
-        return Ok(());
-    }
+    let existing = admin.list_topics().await?;
     let config = TopicConfig::default().with_entries([("flush.mode", load.flush.as_str()), ("retention.ms", "-1")])?;
-    admin.create_topic(&load.topic, load.partitions, config).await?;
+    let started = Instant::now();
+    let mut created = 0;
+    for name in topic_names(load) {
+        if !existing.contains(&name) {
+            admin.create_topic(&name, load.partitions, config.clone()).await?;
+            created += 1;
+        }
+    }
+    if created > 1 {
+        println!("created {created} topics of {} partitions in {:.2?}", load.partitions, started.elapsed());
+    }
     Ok(())
+}
+
+/// The topics a bench uses: --topic, or with --topics N, `TOPIC-0` to `TOPIC-{N-1}`.
+fn topic_names(load: &LoadArgs) -> Vec<String> {
+    match load.topics {
+        0 | 1 => vec![load.topic.clone()],
+        n => (0..n).map(|i| format!("{}-{i}", load.topic)).collect(),
+    }
 }
 
 /// Returns MB/s.
@@ -278,18 +305,22 @@ async fn produce_batches(
     // the same size.
     let per_batch = load.batch_bytes.div_ceil(load.record_bytes + 16).max(1) as u64;
     let mut queued = 0u64;
-    let mut partition = u32::try_from(index).unwrap_or(0) % load.partitions.max(1);
+    let topics = topic_names(&load);
+    let partitions = load.partitions.max(1) as usize;
+    let slots = topics.len() * partitions;
+    let mut slot = index % slots;
     while queued < count && Instant::now() < deadline {
         let n = per_batch.min(count - queued);
         let records = (0..n).map(|_| Record { value: Some(value.clone()), ..Record::default() }).collect();
         let sent_at = Instant::now();
-        let delivery = producer.send_batch(&load.topic, Some(partition), records).await?;
+        let (topic, partition) = (&topics[slot / partitions], (slot % partitions) as u32);
+        let delivery = producer.send_batch(topic, Some(partition), records).await?;
         pending.push(async move { delivery.await.map(|d| (sent_at, d)) });
         while let Some(Some(outcome)) = pending.next().now_or_never() {
             record_delivery(outcome)?;
         }
         queued += n;
-        partition = (partition + 1) % load.partitions.max(1);
+        slot = (slot + 1) % slots;
     }
     while let Some(outcome) = pending.next().await {
         record_delivery(outcome)?;
