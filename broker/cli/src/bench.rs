@@ -313,7 +313,7 @@ async fn produce_batches(
         let n = per_batch.min(count - queued);
         let records = (0..n).map(|_| Record { value: Some(value.clone()), ..Record::default() }).collect();
         let sent_at = Instant::now();
-        let (topic, partition) = (&topics[slot / partitions], (slot % partitions) as u32);
+        let (topic, partition) = (&topics[slot / partitions], u32::try_from(slot % partitions)?);
         let delivery = producer.send_batch(topic, Some(partition), records).await?;
         pending.push(async move { delivery.await.map(|d| (sent_at, d)) });
         while let Some(Some(outcome)) = pending.next().now_or_never() {
