@@ -84,7 +84,7 @@ pub enum ModuleCommand {
 
 pub fn apply(
     deployments: &mut BTreeMap<String, Deployment>,
-    topics: &BTreeMap<String, Topic>,
+    topics: &BTreeMap<String, std::sync::Arc<Topic>>,
     command: ModuleCommand,
 ) -> Result<Deployment, WireError> {
     match command {
@@ -174,7 +174,7 @@ pub fn validate_name(name: &str) -> Result<(), WireError> {
     check_name("module name", name).map_err(invalid)
 }
 
-fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, Topic>) -> Result<(), WireError> {
+fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, std::sync::Arc<Topic>>) -> Result<(), WireError> {
     // `what` names the topic's role: "input topic", "topic", ...
     let must_exist = |what: &str, topic: &str| {
         if topics.contains_key(topic) {
@@ -247,11 +247,11 @@ fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, Topic>) -> Res
 mod tests {
     use super::*;
 
-    fn topics() -> BTreeMap<String, Topic> {
+    fn topics() -> BTreeMap<String, std::sync::Arc<Topic>> {
         ["in", "out", "dlq", "orders"]
             .iter()
             .enumerate()
-            .map(|(i, n)| (n.to_string(), Topic::new(i as u64, n.to_string(), 3, Default::default(), 1)))
+            .map(|(i, n)| (n.to_string(), Topic::new(i as u64, n.to_string(), 3, Default::default(), 1).into()))
             .collect()
     }
 

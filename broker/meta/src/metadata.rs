@@ -4,6 +4,7 @@
 //! it from its replicated log and unit tests can check every rule directly.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use weir_registry::state::{Plan, RegistryCommand, RegistryLimits, RegistryOutcome, RegistryState};
@@ -213,7 +214,10 @@ pub enum Prepared {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
-    pub topics: BTreeMap<String, Topic>,
+    /// Behind an `Arc` each: a request takes its topic out of the state without copying every
+    /// partition's assignment (O(1), not O(partitions), per request), and so does a clone of
+    /// the state. Serialized as the topic itself.
+    pub topics: BTreeMap<String, Arc<Topic>>,
     pub next_topic_id: u64,
     /// Schemas, subjects and compatibility settings of the schema registry.
     #[serde(default)]
@@ -381,13 +385,13 @@ impl State {
                     Topic::new(self.next_topic_id + 1, name.clone(), partitions, config, replication_factor);
                 self.assign(&mut topic)?;
                 self.next_topic_id += 1;
-                self.topics.insert(name, topic.clone());
+                self.topics.insert(name, Arc::new(topic.clone()));
                 Ok(Event::TopicCreated(topic))
             }
             Command::DeleteTopic { name } => {
                 let topic = self.topics.remove(&name).ok_or_else(|| unknown_topic(&name))?;
                 self.group_offsets.remove_topic(&name);
-                Ok(Event::TopicDeleted(topic))
+                Ok(Event::TopicDeleted(Arc::unwrap_or_clone(topic)))
             }
             Command::AlterTopic { name, partitions, config } => {
                 let topic = self.topics.get(&name).ok_or_else(|| unknown_topic(&name))?;
@@ -401,12 +405,12 @@ impl State {
                     ));
                 }
                 validate_config(&config)?;
-                let before = topic.clone();
-                let mut after = topic.clone();
+                let before = Topic::clone(topic);
+                let mut after = Topic::clone(topic);
                 after.partitions = partitions;
                 after.config = config;
                 self.assign(&mut after)?;
-                self.topics.insert(name, after.clone());
+                self.topics.insert(name, Arc::new(after.clone()));
                 Ok(Event::TopicAltered { before, after })
             }
             // The controller dry-runs registry commands and proposes only those that apply, so
@@ -480,9 +484,9 @@ impl State {
                 let fenced: BTreeSet<u64> = self.brokers.values().filter(|b| b.fenced).map(|b| b.node_id).collect();
                 let live = self.live_brokers();
                 let topic =
-                    self.topics.values_mut().find(|t| t.id == topic_id).ok_or_else(|| {
+                    Arc::make_mut(self.topics.values_mut().find(|t| t.id == topic_id).ok_or_else(|| {
                         WireError::new(ErrorCode::UnknownTopic, format!("no topic has id {topic_id}"))
-                    })?;
+                    })?);
                 let current = topic.assignment.get_mut(partition as usize).ok_or_else(|| {
                     WireError::new(
                         ErrorCode::UnknownPartition,
@@ -515,11 +519,19 @@ impl State {
                 let live = self.live_brokers();
                 let mut moved = Vec::new();
                 for t in self.topics.values_mut().filter(|t| topic.as_ref().is_none_or(|name| *name == t.name)) {
-                    for (partition, registration) in t.assignment.iter_mut().enumerate() {
-                        if let Some(next) = replication::prefer_leader(registration, &live) {
-                            *registration = next;
-                            moved.push(format!("{}/{partition}", t.name));
-                        }
+                    let changes: Vec<(usize, PartitionRegistration)> = t
+                        .assignment
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, r)| replication::prefer_leader(r, &live).map(|next| (i, next)))
+                        .collect();
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    let t = Arc::make_mut(t);
+                    for (partition, next) in changes {
+                        t.assignment[partition] = next;
+                        moved.push(format!("{}/{partition}", t.name));
                     }
                 }
                 Ok(Event::LeadersElected { moved })
@@ -534,7 +546,7 @@ impl State {
             }
             Command::ReassignPartitions { topic, moves, throttle_bytes_per_sec } => {
                 let live = self.live_brokers();
-                let topic = self.topics.get_mut(&topic).ok_or_else(|| unknown_topic(&topic))?;
+                let topic = Arc::make_mut(self.topics.get_mut(&topic).ok_or_else(|| unknown_topic(&topic))?);
                 if topic.assignment.is_empty() {
                     return Err(WireError::new(
                         ErrorCode::InvalidRequest,
@@ -592,10 +604,13 @@ impl State {
         mut rule: impl FnMut(&Topic, &PartitionRegistration) -> Option<PartitionRegistration>,
     ) {
         for topic in self.topics.values_mut() {
-            let rules_of = topic.clone();
-            for registration in &mut topic.assignment {
-                if let Some(next) = rule(&rules_of, registration) {
-                    *registration = next;
+            let changes: Vec<(usize, PartitionRegistration)> =
+                topic.assignment.iter().enumerate().filter_map(|(i, r)| rule(topic, r).map(|next| (i, next))).collect();
+            // Copied (if a reader holds it) only when something changes.
+            if !changes.is_empty() {
+                let topic = Arc::make_mut(topic);
+                for (i, next) in changes {
+                    topic.assignment[i] = next;
                 }
             }
         }
@@ -632,7 +647,7 @@ impl State {
         Ok(())
     }
 
-    pub fn topic(&self, name: &str) -> Result<&Topic, WireError> {
+    pub fn topic(&self, name: &str) -> Result<&Arc<Topic>, WireError> {
         self.topics.get(name).ok_or_else(|| unknown_topic(name))
     }
 }

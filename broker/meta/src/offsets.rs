@@ -112,7 +112,7 @@ impl GroupOffsets {
         &mut self,
         group: &str,
         offsets: Vec<OffsetCommit>,
-        topics: &BTreeMap<String, Topic>,
+        topics: &BTreeMap<String, std::sync::Arc<Topic>>,
     ) -> Result<usize, WireError> {
         Self::check_commit(group, &offsets)?;
         let mut stored = 0;
@@ -215,11 +215,13 @@ mod tests {
     use super::*;
     use weir_sdk::wire::TopicConfig;
 
-    fn topics() -> BTreeMap<String, Topic> {
+    fn topics() -> BTreeMap<String, std::sync::Arc<Topic>> {
         ["a", "b"]
             .into_iter()
             .enumerate()
-            .map(|(i, name)| (name.to_owned(), Topic::new(i as u64 + 1, name.to_owned(), 2, TopicConfig::default(), 1)))
+            .map(|(i, name)| {
+                (name.to_owned(), Topic::new(i as u64 + 1, name.to_owned(), 2, TopicConfig::default(), 1).into())
+            })
             .collect()
     }
 

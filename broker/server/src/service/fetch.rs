@@ -490,7 +490,7 @@ impl Broker {
 
     /// The partition's log start and end offsets.
     pub fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), WireError> {
-        let state = self.partition(&self.topic(topic)?, partition)?;
+        let state = self.partition(&*self.topic(topic)?, partition)?;
         Ok((state.log_start_offset(), state.high_watermark()))
     }
 }

@@ -101,7 +101,7 @@ impl Broker {
         };
         // Every partition of every topic: a replica moved away while this broker was down is
         // found here, and replication's reconcile removes it once this broker is registered.
-        let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = broker.controller.state().topics.values().cloned().collect();
         for topic in &topics {
             for partition in 0..topic.partitions {
                 broker.log.open_partition(PartitionId { topic_id: topic.id, partition })?;
@@ -154,11 +154,11 @@ impl Broker {
         self.controller.state().modules.values().cloned().collect()
     }
 
-    pub fn topics(&self) -> Vec<Topic> {
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
         self.controller.state().topics.values().cloned().collect()
     }
 
-    fn topic(&self, name: &str) -> Result<Topic, WireError> {
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, WireError> {
         self.controller.state().topic(name).cloned()
     }
 

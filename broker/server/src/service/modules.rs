@@ -116,7 +116,7 @@ impl Broker {
             let mut topics = state.topics.clone();
             topics
                 .entry(dead_letter_topic.clone())
-                .or_insert_with(|| Topic::new(0, dead_letter_topic.clone(), 1, TopicConfig::default(), 1));
+                .or_insert_with(|| Topic::new(0, dead_letter_topic.clone(), 1, TopicConfig::default(), 1).into());
             deployments::apply(&mut state.modules.clone(), &topics, command.clone())?;
         }
         // Only a deployment that passed its checks stores and compiles its component; if the

@@ -154,7 +154,7 @@ impl Broker {
                 pending.push((partition, queued));
             }
         }
-        let topic_name = topic.name;
+        let topic_name = topic.name.clone();
         Ok(async move {
             let mut produced = Vec::with_capacity(pending.len());
             for (partition, queued) in pending {

@@ -223,7 +223,7 @@ fn decode(bytes: Vec<u8>) -> Option<Vec<(Fetched, Vec<Bytes>)>> {
 /// replicates, and starts or stops the tasks that go with them.
 pub fn reconcile(broker: &Broker) {
     let me = broker.config.node_id;
-    let topics: Vec<Topic> = broker.controller.state().topics.values().cloned().collect();
+    let topics: Vec<std::sync::Arc<Topic>> = broker.controller.state().topics.values().cloned().collect();
     let may_lead = broker.controller.may_lead();
     let replication = &broker.replication;
     let mut wanted_leading = BTreeSet::new();

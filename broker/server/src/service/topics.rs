@@ -202,7 +202,7 @@ impl Broker {
     }
 
     pub fn describe_topic(&self, name: &str) -> Result<TopicInfo, WireError> {
-        self.describe(&self.topic(name)?)
+        self.describe(&*self.topic(name)?)
     }
 
     pub(super) fn describe(&self, topic: &Topic) -> Result<TopicInfo, WireError> {
