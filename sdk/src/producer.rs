@@ -133,18 +133,22 @@ impl BatchDelivery {
 
 type BatchReply = oneshot::Sender<Result<BatchDelivery, ClientError>>;
 
-/// Resolves when every record given to [`Producer::send_batch`] is acknowledged, or with the
-/// first failure of any of its parts.
-pub struct BatchDeliveryFuture {
-    rx: oneshot::Receiver<Result<BatchDelivery, ClientError>>,
+/// Resolves with the broker's answer (or the producer's giving up): [`DeliveryFuture`] for a
+/// record, [`BatchDeliveryFuture`] for a `send_batch`.
+pub struct Acknowledgement<T> {
+    rx: oneshot::Receiver<Result<T, ClientError>>,
 }
 
-impl Future for BatchDeliveryFuture {
-    type Output = Result<BatchDelivery, ClientError>;
+impl<T> Future for Acknowledgement<T> {
+    type Output = Result<T, ClientError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(ClientError::Closed)))
     }
 }
+
+/// Resolves when every record given to [`Producer::send_batch`] is acknowledged, or with the
+/// first failure of any of its parts.
+pub type BatchDeliveryFuture = Acknowledgement<BatchDelivery>;
 
 /// Gathers the answers of a `send_batch`'s parts into its one delivery; holds the batch's
 /// share of the producer's buffer until the last part is answered.
@@ -213,16 +217,7 @@ impl Waiters {
 }
 
 /// Resolves when the broker has acknowledged the record (or the producer gave up on it).
-pub struct DeliveryFuture {
-    rx: oneshot::Receiver<Result<Delivery, ClientError>>,
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<Delivery, ClientError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(ClientError::Closed)))
-    }
-}
+pub type DeliveryFuture = Acknowledgement<Delivery>;
 
 enum Command {
     Send {

@@ -12,31 +12,16 @@ count=${2:-300000}
 batch=${3:-16384}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 weir=${WEIR:-$here/target/release/weir}
-dir=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+source "$here/tests/bench/single-lib.sh"
 gb=$(python3 -c "print($count * 1024 / 1e9)")
 for round in $(seq 1 "$rounds"); do
   for producers in 1 8 64; do
-    rm -rf "$dir/data"
-    "$weir" serve --data-dir "$dir/data" --quic-addr 127.0.0.1:18530 --kafka-addr 127.0.0.1:18630 \
-      --registry-addr 127.0.0.1:18730 >"$dir/log" 2>&1 &
-    pid=$!
-    disown $!
-    connect=(--bootstrap 127.0.0.1:18530 --data-dir "$dir/data")
-    for _ in $(seq 1 300); do "$weir" topic list "${connect[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+    start_broker "$weir" 18530
     before=$(cpu "$pid")
     out=$("$weir" bench produce --topic durable --partitions 8 --flush always --batch-bytes "$batch" \
       --count "$count" --producers "$producers" --acks leader --baseline "${connect[@]}" 2>/dev/null)
     after=$(cpu "$pid")
-    kill -9 "$pid"
-    pid=""
+    stop_broker
     fsync=$(echo "$out" | sed -n 's/.*append + fdatasync: \([0-9.]*\) MB\/s.*/\1/p')
     prod=$(echo "$out" | sed -n 's/^produce:.*records\/s, \([0-9.]*\) MB\/s.*/\1/p')
     python3 -c "

@@ -10,21 +10,9 @@ set -euo pipefail
 rounds=${1:-3}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 weir=${WEIR:-$here/target/release/weir}
-dir=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+source "$here/tests/bench/single-lib.sh"
 for round in $(seq 1 "$rounds"); do
-  rm -rf "$dir/data"
-  "$weir" serve --data-dir "$dir/data" --quic-addr 127.0.0.1:18540 --kafka-addr 127.0.0.1:18640 \
-    --registry-addr 127.0.0.1:18740 >"$dir/log" 2>&1 &
-  pid=$!
-  disown $!
-  connect=(--bootstrap 127.0.0.1:18540 --data-dir "$dir/data")
-  for _ in $(seq 1 300); do "$weir" topic list "${connect[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+  start_broker "$weir" 18540
   settings=(--partitions 1 --batch-bytes 65536 --linger-ms 1 --acks leader)
   peak=$("$weir" bench produce --topic peak --api record --count 1000000 "${settings[@]}" "${connect[@]}" 2>/dev/null |
     sed -n 's/^produce:.*: \([0-9]*\) records\/s.*/\1/p')
@@ -33,15 +21,14 @@ for round in $(seq 1 "$rounds"); do
   one=$("$weir" bench e2e --topic one --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
     "${connect[@]}" 2>/dev/null | grep 'end-to-end latency')
   "$weir" bench e2e --role consume --topic two --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
-    "${connect[@]}" >"$dir/consumer" 2>/dev/null &
+    "${connect[@]}" >"$bench_dir/consumer" 2>/dev/null &
   consumer=$!
-  for _ in $(seq 1 100); do grep -q following "$dir/consumer" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1 100); do grep -q following "$bench_dir/consumer" 2>/dev/null && break; sleep 0.1; done
   "$weir" bench e2e --role produce --topic two --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
     "${connect[@]}" >/dev/null 2>&1
   wait "$consumer"
-  two=$(grep 'end-to-end latency' "$dir/consumer")
-  kill -9 "$pid"
-  pid=""
+  two=$(grep 'end-to-end latency' "$bench_dir/consumer")
+  stop_broker
   echo "round $round: peak $peak records/s, at $rate records/s: one process: ${one#end-to-end latency: }"
   echo "round $round: peak $peak records/s, at $rate records/s: two processes: ${two#end-to-end latency: }"
 done

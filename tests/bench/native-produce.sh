@@ -14,30 +14,13 @@ apis=("$@")
 [ ${#apis[@]} -gt 0 ] || apis=(batch record)
 here=$(cd "$(dirname "$0")/../.." && pwd)
 weir=${WEIR:-$here/target/release/weir}
-dir=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+source "$here/tests/bench/single-lib.sh"
 gb=$(python3 -c "print($count * 1024 / 1e9)")
 for round in $(seq 1 "$rounds"); do
   for api in "${apis[@]}"; do
     for partitions in 1 8; do
       for batch in 16384 1048576; do
-        rm -rf "$dir/data"
-        "$weir" serve --data-dir "$dir/data" --quic-addr 127.0.0.1:18510 --kafka-addr 127.0.0.1:18610 \
-          --registry-addr 127.0.0.1:18710 >"$dir/log" 2>&1 &
-        pid=$!
-        disown $!
-        for _ in $(seq 1 300); do
-          "$weir" topic list --bootstrap 127.0.0.1:18510 --data-dir "$dir/data" >/dev/null 2>&1 && break
-          sleep 0.1
-        done
-        connect=(--bootstrap 127.0.0.1:18510 --data-dir "$dir/data")
+        start_broker "$weir" 18510
         # The baselines run first in the same invocation; the broker's CPU is read around the
         # whole invocation and the baselines' share is not the broker's (they run in the bench).
         before=$(cpu "$pid")
@@ -46,8 +29,7 @@ for round in $(seq 1 "$rounds"); do
         after=$(cpu "$pid")
         cons=$("$weir" bench consume --topic perf --count "$count" "${connect[@]}" 2>/dev/null)
         rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-        kill -9 "$pid"
-        pid=""
+        stop_broker
         quinn=$(echo "$out" | sed -n 's/.*bare quinn transfer:.*= \([0-9.]*\) MB\/s.*/\1/p')
         fjall=$(echo "$out" | sed -n 's/.*bare fjall inserts: *\([0-9.]*\) MB\/s.*/\1/p')
         prod=$(echo "$out" | sed -n 's/^produce:.*records\/s, \([0-9.]*\) MB\/s.*/\1/p')

@@ -15,15 +15,7 @@ shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(1x8 100x100)
 here=$(cd "$(dirname "$0")/../.." && pwd)
 weir=${WEIR:-$here/target/release/weir}
-dir=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+source "$here/tests/bench/single-lib.sh"
 rss_kib() { awk "/$2/ {print \$2}" "/proc/$1/status"; }
 fetch_ms() { # a fresh client's first fetch of the idle topic, in ms
   local t0 t1
@@ -36,13 +28,7 @@ gb=$(python3 -c "print($count * 1024 / 1e9)")
 for shape in "${shapes[@]}"; do
   topics=${shape%x*}
   partitions=${shape#*x}
-  rm -rf "$dir/data"
-  "$weir" serve --data-dir "$dir/data" --quic-addr 127.0.0.1:18550 --kafka-addr 127.0.0.1:18650 \
-    --registry-addr 127.0.0.1:18750 >"$dir/log" 2>&1 &
-  pid=$!
-  disown $!
-  connect=(--bootstrap 127.0.0.1:18550 --data-dir "$dir/data")
-  for _ in $(seq 1 300); do "$weir" topic list "${connect[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+  start_broker "$weir" 18550
   "$weir" topic create idle --partitions 1 "${connect[@]}" >/dev/null
   echo idle | "$weir" produce idle "${connect[@]}" 2>/dev/null
   quiet=$(for _ in 1 2 3 4 5; do fetch_ms; done | sort -n | tr '\n' ' ')
@@ -52,7 +38,7 @@ for shape in "${shapes[@]}"; do
   rss_created=$(rss_kib "$pid" VmRSS)
   before=$(cpu "$pid")
   "$weir" bench produce --topic s --topics "$topics" --partitions "$partitions" --batch-bytes 65536 \
-    --count "$count" --duration-secs 3600 --acks leader "${connect[@]}" >"$dir/produce" 2>/dev/null &
+    --count "$count" --duration-secs 3600 --acks leader "${connect[@]}" >"$bench_dir/produce" 2>/dev/null &
   producer=$!
   busy=""
   sleep 1
@@ -60,9 +46,8 @@ for shape in "${shapes[@]}"; do
   wait "$producer"
   after=$(cpu "$pid")
   peak=$(rss_kib "$pid" VmHWM)
-  kill -9 "$pid"
-  pid=""
-  mbs=$(sed -n 's/^produce:.*records\/s, \([0-9.]*\) MB\/s.*/\1/p' "$dir/produce")
+  stop_broker
+  mbs=$(sed -n 's/^produce:.*records\/s, \([0-9.]*\) MB\/s.*/\1/p' "$bench_dir/produce")
   python3 -c "
 import statistics
 busy = sorted(int(x) for x in '$busy'.split())

@@ -15,19 +15,13 @@ shift 2 || true
 binaries=("$@")
 here=$(cd "$(dirname "$0")/../.." && pwd)
 [ ${#binaries[@]} -gt 0 ] || binaries=("$here/target/release/weir")
-dir=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+source "$here/tests/bench/single-lib.sh"
 count=$((size_gib * 1024 * 1024))
 now() { date +%s.%N; }
 start() { # start WEIR: the broker in the background, its pid in $pid and start time in $t0
   t0=$(now)
-  "$1" serve --data-dir "$dir/data" --quic-addr 127.0.0.1:18520 --kafka-addr 127.0.0.1:18620 \
-    --registry-addr 127.0.0.1:18720 >>"$dir/log" 2>&1 &
+  "$1" serve --data-dir "$bench_dir/data" --quic-addr 127.0.0.1:18520 --kafka-addr 127.0.0.1:18620 \
+    --registry-addr 127.0.0.1:18720 >>"$bench_dir/log" 2>&1 &  # the data folder kept
   pid=$!
   disown $!
 }
@@ -48,10 +42,7 @@ timed_restart() { # timed_restart WEIR LABEL
   python3 -c "print(f'$(basename "$weir") $label: listeners up {$up - $t0:.2f} s, first fetch of partition $((partitions - 1)) {$first - $t0:.2f} s after start')"
 }
 for weir in "${binaries[@]}"; do
-  rm -rf "$dir/data"
-  connect=(--bootstrap 127.0.0.1:18520 --data-dir "$dir/data")
-  start "$weir"
-  for _ in $(seq 1 300); do "$weir" topic list "${connect[@]}" >/dev/null 2>&1 && break; sleep 0.1; done
+  start_broker "$weir" 18520
   "$weir" topic create big --partitions "$partitions" --config flush.mode=interval --config retention.ms=-1 \
     "${connect[@]}" >/dev/null
   "$weir" bench produce --topic big --partitions "$partitions" --batch-bytes 65536 --count "$count" \
@@ -59,15 +50,13 @@ for weir in "${binaries[@]}"; do
   kill -INT "$pid"
   for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   pid=""
-  echo "data folder: $(du -sh "$dir/data" | cut -f1)"
+  echo "data folder: $(du -sh "$bench_dir/data" | cut -f1)"
   timed_restart "$weir" "after a clean stop"
   # More writes, then SIGKILL: the next start replays the journal.
   "$weir" bench produce --topic big --partitions "$partitions" --batch-bytes 65536 --count 200000 \
     --acks leader "${connect[@]}" 2>/dev/null | grep '^produce:'
-  kill -9 "$pid"
-  pid=""
+  stop_broker
   sleep 0.5
   timed_restart "$weir" "after SIGKILL"
-  kill -9 "$pid"
-  pid=""
+  stop_broker
 done

@@ -14,30 +14,14 @@ count=${2:-1000000}
 shift 2
 [ $# -gt 0 ] || { echo "name at least one weir binary" >&2; exit 1; }
 here=$(cd "$(dirname "$0")/../.." && pwd)
-dir=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+source "$here/tests/bench/single-lib.sh"
 gb=$(python3 -c "print($count * 1024 / 1e9)")
 for round in $(seq 1 "$rounds"); do
   for weir in "$@"; do
     for values in repeated random; do
-      rm -rf "$dir/data"
-      "$weir" serve --data-dir "$dir/data" --quic-addr 127.0.0.1:18500 --kafka-addr 127.0.0.1:18600 \
-        --registry-addr 127.0.0.1:18700 >"$dir/log" 2>&1 &
-      pid=$!
-      disown $!
-      for _ in $(seq 1 300); do
-        "$weir" topic list --bootstrap 127.0.0.1:18500 --data-dir "$dir/data" >/dev/null 2>&1 && break
-        sleep 0.1
-      done
+      start_broker "$weir" 18500
       "$weir" topic create perf --partitions 8 --config flush.mode=interval --config retention.ms=-1 \
-        --bootstrap 127.0.0.1:18500 --data-dir "$dir/data" >/dev/null
+        "${connect[@]}" >/dev/null
       before=$(cpu "$pid")
       out=$(VALUES=$values PRODUCE_ONLY=1 python3 "$here/tests/kafka_clients/librdkafka_perf.py" \
         127.0.0.1:18600 perf "$count" 1024 1048576)
@@ -46,7 +30,7 @@ for round in $(seq 1 "$rounds"); do
       kill -INT "$pid"
       for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       pid=""
-      bytes=$(du -sb "$dir/data/db" | awk '{print $1}')
+      bytes=$(du -sb "$bench_dir/data/db" | awk '{print $1}')
       mbs=$(echo "$out" | sed -n 's/.*records\/s, \([0-9.]*\) MB\/s.*/\1/p')
       python3 -c "print(f'round $round $(basename "$weir") $values values: $mbs MB/s, broker {($after - $before) / $ticks / $gb:.2f} CPU s/GB, {$bytes / 1e9 / $gb:.2f} GB on disk per GB')"
     done

@@ -90,11 +90,11 @@ async fn given_broker_killed_while_producing_with_acks_all_then_no_acked_record_
             }
             producer.flush().await.expect("flush");
             let mut acked = Vec::new();
-            let mut failed = 0u64;
+            let mut failed: BTreeMap<String, u64> = BTreeMap::new();
             while let Some(joined) = pending.join_next().await {
                 match joined.expect("delivery task") {
                     (seq, Ok(d)) => acked.push((p, seq, d.partition, d.offset)),
-                    (_, Err(_)) => failed += 1,
+                    (_, Err(e)) => *failed.entry(e.to_string()).or_default() += 1,
                 }
             }
             (acked, failed)
@@ -115,12 +115,16 @@ async fn given_broker_killed_while_producing_with_acks_all_then_no_acked_record_
     eprintln!("broker SIGKILLed with {acked_at_kill} records acked; serving again after {:?}", killed_at.elapsed());
 
     let mut acked = Vec::new();
-    let mut failed = 0;
+    // Why deliveries failed, with how many each.
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     for p in producers {
         let (a, f) = p.await.expect("producer task");
         acked.extend(a);
-        failed += f;
+        for (why, n) in f {
+            *failures.entry(why).or_default() += n;
+        }
     }
+    let failed: u64 = failures.values().sum();
 
     // Read everything back.
     let client = broker.client().await;
@@ -192,7 +196,7 @@ async fn given_broker_killed_while_producing_with_acks_all_then_no_acked_record_
     assert_eq!(lost, 0, "acknowledged records were lost");
     assert_eq!(out_of_order, 0, "records of one producer were reordered within a partition");
     assert_eq!(duplicated, 0, "an idempotent producer's retried batches are stored once");
-    assert_eq!(failed, 0, "the producers' retries outlast a restart");
+    assert_eq!(failed, 0, "the producers' retries outlast a restart; failures: {failures:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,34 @@
+# Sourced by the one-broker benches. Sets `bench_dir` (a temporary folder, removed on exit
+# together with any broker still running), `ticks` (clock ticks per second) and:
+#   cpu PID                    the process's utime+stime so far, in clock ticks
+#   start_broker WEIR PORT     `weir serve` on a fresh data folder, $bench_dir/data (log in
+#                              $bench_dir/log): QUIC on PORT, Kafka on PORT+100, the registry on
+#                              PORT+200; sets `pid` and `connect` (the CLI's --bootstrap and
+#                              --data-dir) and returns once the broker answers
+#   stop_broker                SIGKILL to the broker
+bench_dir=$(mktemp -d)
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  rm -rf "$bench_dir"
+}
+trap cleanup EXIT
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+start_broker() {
+  local weir=$1 port=$2
+  rm -rf "$bench_dir/data"
+  "$weir" serve --data-dir "$bench_dir/data" --quic-addr "127.0.0.1:$port" --kafka-addr "127.0.0.1:$((port + 100))" \
+    --registry-addr "127.0.0.1:$((port + 200))" >"$bench_dir/log" 2>&1 &
+  pid=$!
+  disown $!  # no "Killed" notices when the bench kills it
+  connect=(--bootstrap "127.0.0.1:$port" --data-dir "$bench_dir/data")
+  for _ in $(seq 1 300); do
+    "$weir" topic list "${connect[@]}" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+stop_broker() {
+  kill -9 "$pid" 2>/dev/null || true
+  pid=""
+}
