@@ -78,12 +78,14 @@ impl Drop for Consumer {
     }
 }
 
-/// A fetched partition's bytes, split into validated batches, to be decoded into records.
+/// A fetched partition's bytes, split into validated batches, to be decoded into records, and
+/// the position past them (taken only once they decode).
 struct Fetched {
     topic: String,
     partition: u32,
     from: i64,
     batches: Vec<Bytes>,
+    next: Option<i64>,
 }
 
 impl Consumer {
@@ -167,7 +169,7 @@ impl Consumer {
                 if let Some(p) = other {
                     p.answers.abort();
                 }
-                let requests = self.plan(max_wait).await;
+                let requests = self.plan(&self.positions, max_wait).await;
                 fetch_from_leaders(self.router.clone(), requests).await?
             }
         };
@@ -176,31 +178,46 @@ impl Consumer {
         for (response, mut payload) in answers {
             self.absorb(response, &mut payload, &mut fetched, &mut high_watermarks).await?;
         }
-        // Positions have moved past what came back: fetch the next while decoding this.
-        if fetched.iter().any(|f| !f.batches.is_empty()) {
-            let requests = self.plan(max_wait).await;
-            self.prefetched = Some(Prefetch {
-                positions: self.positions.clone(),
-                answers: tokio::spawn(fetch_from_leaders(self.router.clone(), requests)),
-            });
+        let mut next_positions = self.positions.clone();
+        for f in &fetched {
+            if let Some(next) = f.next {
+                next_positions.insert((f.topic.clone(), f.partition), next.max(f.from));
+            }
         }
+        // The next fetch goes out while this one's records are decoded.
+        let prefetch = match fetched.iter().any(|f| !f.batches.is_empty()) {
+            true => {
+                let requests = self.plan(&next_positions, max_wait).await;
+                Some(Prefetch {
+                    positions: next_positions.clone(),
+                    answers: tokio::spawn(fetch_from_leaders(self.router.clone(), requests)),
+                })
+            }
+            false => None,
+        };
         let mut records = Vec::new();
         for f in fetched {
             for batch in f.batches {
-                records.extend(decode_validated_batch(
-                    &f.topic,
-                    f.partition,
-                    batch,
-                    f.from,
-                    DECOMPRESSED_BATCH_BYTES_DEFAULT,
-                )?);
+                match decode_validated_batch(&f.topic, f.partition, batch, f.from, DECOMPRESSED_BATCH_BYTES_DEFAULT) {
+                    Ok(decoded) => records.extend(decoded),
+                    // A batch that does not decode leaves the positions where they were: the
+                    // caller sees the error again until it seeks past it.
+                    Err(e) => {
+                        if let Some(p) = prefetch {
+                            p.answers.abort();
+                        }
+                        return Err(e.into());
+                    }
+                }
             }
         }
+        self.positions = next_positions;
+        self.prefetched = prefetch;
         Ok((records, high_watermarks))
     }
 
-    /// One fetch request per leader of the assigned partitions, from their positions.
-    async fn plan(&self, max_wait: Duration) -> Vec<(Client, FetchRequest)> {
+    /// One fetch request per leader of the partitions at `positions`.
+    async fn plan(&self, positions: &BTreeMap<(String, u32), i64>, max_wait: Duration) -> Vec<(Client, FetchRequest)> {
         let max_wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
         let fetch = |positions: Vec<Position<'_>>| FetchRequest {
             max_wait_ms,
@@ -218,8 +235,9 @@ impl Consumer {
                 .collect(),
             replica_reads: self.config.read_replica,
         };
+        // Replica reads go to the broker this consumer connected to; the rest to each leader.
         let mut by_leader: BTreeMap<String, (Client, Vec<Position<'_>>)> = BTreeMap::new();
-        for (key, offset) in &self.positions {
+        for (key, offset) in positions {
             let client = match self.config.read_replica {
                 true => self.client.clone(),
                 false => self.router.leader(&key.0, key.1).await,
@@ -234,7 +252,7 @@ impl Consumer {
     }
 
     /// Takes one fetch answer: the batches past each position (CRC checked), high
-    /// watermarks, resets of positions out of range; moves the positions past the batches.
+    /// watermarks, resets of positions out of range, and the position past the batches.
     async fn absorb(
         &mut self,
         response: FetchResponse,
@@ -270,10 +288,7 @@ impl Consumer {
             let batches = split_batches(&bytes)?;
             let next = batches.last().map(|(h, _)| h.last_offset() + 1).max(p.next_offset);
             let batches = batches.iter().map(|(_, b)| bytes.slice_ref(b)).collect();
-            fetched.push(Fetched { topic: p.topic.clone(), partition: p.partition, from: position, batches });
-            if let Some(next) = next {
-                self.positions.insert(key, next.max(position));
-            }
+            fetched.push(Fetched { topic: p.topic.clone(), partition: p.partition, from: position, batches, next });
         }
         Ok(())
     }
