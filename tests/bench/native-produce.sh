@@ -3,7 +3,7 @@
 # for 1 and 8 partitions and 16 KiB and 1 MiB batches, each row with its baselines (bare quinn
 # transfer, bare fjall inserts) in the same `weir bench produce --baseline` invocation, then
 # `weir bench consume` of the same topic. Each run is on a fresh broker and data folder; the
-# broker's CPU seconds per GB produced and its peak RSS come from /proc.
+# broker's CPU seconds per GB produced and per GB fetched and its peak RSS come from /proc.
 # Usage: tests/bench/native-produce.sh [ROUNDS] [COUNT] [API...]   (API: batch, record)
 # Ports 18510 (QUIC), 18610 (Kafka), 18710 (registry).
 set -euo pipefail
@@ -27,7 +27,9 @@ for round in $(seq 1 "$rounds"); do
         out=$("$weir" bench produce --topic perf --partitions $partitions --batch-bytes $batch --count "$count" \
           --acks leader --api "$api" --baseline "${connect[@]}" 2>/dev/null)
         after=$(cpu "$pid")
+        fetch_before=$(cpu "$pid")
         cons=$("$weir" bench consume --topic perf --count "$count" "${connect[@]}" 2>/dev/null)
+        fetch_after=$(cpu "$pid")
         rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
         stop_broker
         quinn=$(echo "$out" | sed -n 's/.*bare quinn transfer:.*= \([0-9.]*\) MB\/s.*/\1/p')
@@ -37,7 +39,7 @@ for round in $(seq 1 "$rounds"); do
         con=$(echo "$cons" | sed -n 's/^consume:.*records\/s, \([0-9.]*\) MB\/s.*/\1/p')
         python3 -c "
 q, f, p, c = $quinn, $fjall, $prod, $con
-print(f'round $round api $api partitions $partitions batch $batch: quinn {q} fjall {f} produce {p} ({p/q:.2f} of quinn) consume {c} ({c/p:.2f}x produce) ack p99 $p99 ms, broker {($after - $before) / $ticks / $gb:.2f} CPU s/GB, peak RSS {$rss / 1024:.0f} MiB')"
+print(f'round $round api $api partitions $partitions batch $batch: quinn {q} fjall {f} produce {p} ({p/q:.2f} of quinn) consume {c} ({c/p:.2f}x produce) ack p99 $p99 ms, broker {($after - $before) / $ticks / $gb:.2f} CPU s/GB produced, {($fetch_after - $fetch_before) / $ticks / $gb:.2f} fetched, peak RSS {$rss / 1024:.0f} MiB')"
       done
     done
   done

@@ -2,12 +2,12 @@
 # What storing record batches costs the broker, per GB produced through the Kafka listener by a
 # librdkafka producer (confluent-kafka; acks=1, 1 MiB batches, linger 5 ms), with compressible
 # values (one repeated byte) and incompressible ones (random bytes): MB/s, the broker's CPU
-# seconds per GB (utime+stime from /proc, produce only) and the bytes its data folder holds per
-# GB produced once flushed. For each binary given, in turn, ROUNDS times, each run on a fresh
+# seconds per GB (utime+stime from /proc) produced and then fetched by kcat from the start to
+# the end, and the bytes its data folder holds per GB produced once flushed. For each binary given, in turn, ROUNDS times, each run on a fresh
 # broker and data folder (one node, `flush.mode=interval`, 8 partitions, retention off).
 # Usage: tests/bench/storage-compression.sh [ROUNDS] [COUNT] WEIR_BINARY...
 # (default 3 rounds of 1,000,000 records of 1 KiB). Ports 18500 (QUIC), 18600 (Kafka), 18700.
-# Needs python3 with confluent-kafka (tests/run-all.sh installs it).
+# Needs python3 with confluent-kafka, and kcat (tests/run-all.sh installs both).
 set -euo pipefail
 rounds=${1:-3}
 count=${2:-1000000}
@@ -26,13 +26,17 @@ for round in $(seq 1 "$rounds"); do
       out=$(VALUES=$values PRODUCE_ONLY=1 python3 "$here/tests/kafka_clients/librdkafka_perf.py" \
         127.0.0.1:18600 perf "$count" 1024 1048576)
       after=$(cpu "$pid")
+      # Fetch: kcat (C librdkafka) reads the topic from the start to its end.
+      fetch_before=$(cpu "$pid")
+      kcat -C -b 127.0.0.1:18600 -t perf -o beginning -e -q -f '%R' >/dev/null
+      fetch_after=$(cpu "$pid")
       # A clean stop flushes the memtables, so the folder holds what the log costs on disk.
       kill -INT "$pid"
       for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       pid=""
       bytes=$(du -sb "$bench_dir/data/db" | awk '{print $1}')
       mbs=$(echo "$out" | sed -n 's/.*records\/s, \([0-9.]*\) MB\/s.*/\1/p')
-      python3 -c "print(f'round $round $(basename "$weir") $values values: $mbs MB/s, broker {($after - $before) / $ticks / $gb:.2f} CPU s/GB, {$bytes / 1e9 / $gb:.2f} GB on disk per GB')"
+      python3 -c "print(f'round $round $(basename "$weir") $values values: $mbs MB/s, broker {($after - $before) / $ticks / $gb:.2f} CPU s/GB produced, {($fetch_after - $fetch_before) / $ticks / $gb:.2f} fetched (kcat), {$bytes / 1e9 / $gb:.2f} GB on disk per GB')"
     done
   done
 done
