@@ -237,6 +237,8 @@ enum Command {
     Flush(oneshot::Sender<()>),
     BatchDone {
         tp: TopicPartition,
+        /// The batch's place in its partition's dispatch order ([`Sealed::index`]).
+        index: u64,
         failed: bool,
         retried: bool,
     },
@@ -256,6 +258,8 @@ struct Sequenced {
 
 /// Records sealed into one batch, numbered when the producer is idempotent.
 struct Sealed {
+    /// Its place in the partition's dispatch order, set when it is dispatched.
+    index: u64,
     records: Vec<Record>,
     waiters: Waiters,
     sequence: Option<Sequenced>,
@@ -374,7 +378,15 @@ struct Queue {
     open_bytes: usize,
     opened_at: Option<Instant>,
     sealed: VecDeque<Sealed>,
-    in_flight: usize,
+    /// Dispatched batches not answered yet, by dispatch index. A batch is dispatched only while
+    /// the oldest of these is fewer than `max_in_flight_per_partition` batches back, not merely
+    /// while fewer are unanswered: a batch whose first attempt was stored but whose answer was
+    /// lost with its connection is retried later, and newer batches answered meanwhile on a
+    /// new connection must not push it out of the five the broker remembers per producer
+    /// (it would be refused as out of order instead of answered as a duplicate).
+    unanswered: std::collections::BTreeSet<u64>,
+    /// The dispatch index the next batch gets.
+    next_index: u64,
     /// In-flight batches being retried: an idempotent producer sends no newer batch of the
     /// partition meanwhile (as Kafka's sender does), so a retried batch is never more than
     /// the in-flight limit behind the newest sequence the broker has, which it remembers and
@@ -450,9 +462,9 @@ impl Worker {
                             q.retrying += 1;
                         }
                     }
-                    Command::BatchDone { tp, failed, retried } => {
+                    Command::BatchDone { tp, index, failed, retried } => {
                         if let Some(q) = self.queues.get_mut(&tp) {
-                            q.in_flight -= 1;
+                            q.unanswered.remove(&index);
                             if retried {
                                 q.retrying = q.retrying.saturating_sub(1);
                             }
@@ -645,7 +657,7 @@ impl Worker {
             queue.next_sequence = base_sequence.wrapping_add(count) & i32::MAX;
             Sequenced { producer_id, producer_epoch, base_sequence }
         });
-        queue.sealed.push_back(Sealed { records, waiters, sequence, abandoned: queue.abandoned.clone() });
+        queue.sealed.push_back(Sealed { index: 0, records, waiters, sequence, abandoned: queue.abandoned.clone() });
         if let (Some(count), Some(sticky)) = (self.partition_counts.get(&tp.0), self.sticky.get_mut(&tp.0)) {
             if *sticky == tp.1 {
                 *sticky = (*sticky + 1) % count;
@@ -659,9 +671,12 @@ impl Worker {
         if self.config.enable_idempotence && queue.retrying > 0 {
             return;
         }
-        while queue.in_flight < self.config.max_in_flight_per_partition.max(1) {
-            let Some(batch) = queue.sealed.pop_front() else { return };
-            queue.in_flight += 1;
+        let window = self.config.max_in_flight_per_partition.max(1) as u64;
+        while queue.unanswered.first().is_none_or(|oldest| queue.next_index - oldest < window) {
+            let Some(mut batch) = queue.sealed.pop_front() else { return };
+            batch.index = queue.next_index;
+            queue.next_index += 1;
+            queue.unanswered.insert(batch.index);
             let sender = self.senders.entry(tp.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(partition_sender(
@@ -680,7 +695,7 @@ impl Worker {
     }
 
     fn answer_flush_waiters(&mut self) {
-        let idle = self.queues.values().all(|q| q.open.is_empty() && q.sealed.is_empty() && q.in_flight == 0);
+        let idle = self.queues.values().all(|q| q.open.is_empty() && q.sealed.is_empty() && q.unanswered.is_empty());
         if idle {
             for waiter in self.flush_waiters.drain(..) {
                 let _ = waiter.send(());
@@ -702,10 +717,12 @@ async fn partition_sender(
         let abandoned = batch.abandoned.clone();
         if abandoned.load(Ordering::Acquire) {
             batch.waiters.answer(&tp, &Err(abandoned_error(&tp)));
-            let _ = done.send(Command::BatchDone { tp: tp.clone(), failed: false, retried: false }).await;
+            let _ = done
+                .send(Command::BatchDone { tp: tp.clone(), index: batch.index, failed: false, retried: false })
+                .await;
             continue;
         }
-        let Sealed { records, waiters, .. } = batch;
+        let Sealed { index, records, waiters, .. } = batch;
         let encoded = match batch.sequence {
             Some(s) => {
                 encode_idempotent_batch(&records, config.compression, s.producer_id, s.producer_epoch, s.base_sequence)
@@ -736,7 +753,7 @@ async fn partition_sender(
             // A batch after a gap fails because of it: no new gap, no new producer id.
             let failed = outcome.is_err() && !abandoned.load(Ordering::Acquire);
             waiters.answer(&tp, &outcome);
-            let _ = done.send(Command::BatchDone { tp, failed, retried: retry.retried }).await;
+            let _ = done.send(Command::BatchDone { tp, index, failed, retried: retry.retried }).await;
         });
     }
 }
