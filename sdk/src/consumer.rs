@@ -63,23 +63,20 @@ pub struct Consumer {
     prefetched: Option<Prefetch>,
 }
 
-/// A fetch sent ahead for the positions the consumer will have once the caller takes the
-/// records it is decoding; dropped if the positions change first (`seek`, `assign`).
+/// A fetch sent ahead from the positions the last poll moved to; dropped when the caller moves
+/// them (`seek`, `assign`).
 struct Prefetch {
-    positions: BTreeMap<(String, u32), i64>,
     answers: tokio::task::JoinHandle<Result<Vec<(FetchResponse, Bytes)>, ClientError>>,
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        if let Some(p) = self.prefetched.take() {
-            p.answers.abort();
-        }
+        self.drop_prefetch();
     }
 }
 
-/// A fetched partition's bytes, split into validated batches, to be decoded into records, and
-/// the position past them (taken only once they decode).
+/// A fetched partition's bytes, split into validated batches, to be decoded into records, its
+/// position before them (`from`, where it goes back to if they do not decode) and after.
 struct Fetched {
     topic: String,
     partition: u32,
@@ -115,13 +112,22 @@ impl Consumer {
             }
             let offset =
                 if p.offset < 0 { self.resolve(topic, p.partition, OffsetSpec::Latest).await? } else { p.offset };
+            self.drop_prefetch();
             self.positions.insert((topic.to_owned(), p.partition), offset);
         }
         Ok(())
     }
 
     pub fn seek(&mut self, topic: &str, partition: u32, offset: i64) {
+        self.drop_prefetch();
         self.positions.insert((topic.to_owned(), partition), offset);
+    }
+
+    /// Forgets a fetch sent ahead: it was for positions the caller has moved.
+    fn drop_prefetch(&mut self) {
+        if let Some(p) = self.prefetched.take() {
+            p.answers.abort();
+        }
     }
 
     /// The offset of the next record `poll` returns for the partition.
@@ -162,14 +168,9 @@ impl Consumer {
             return Err(ClientError::Invalid("the consumer has no assigned partitions".into()));
         }
         let answers = match self.prefetched.take() {
-            Some(p) if p.positions == self.positions => {
-                p.answers.await.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))??
-            }
-            other => {
-                if let Some(p) = other {
-                    p.answers.abort();
-                }
-                let requests = self.plan(&self.positions, max_wait).await;
+            Some(p) => p.answers.await.map_err(|e| ClientError::Invalid(format!("a fetch task failed: {e}")))??,
+            None => {
+                let requests = self.plan(max_wait).await;
                 fetch_from_leaders(self.router.clone(), requests).await?
             }
         };
@@ -178,27 +179,25 @@ impl Consumer {
         for (response, mut payload) in answers {
             self.absorb(response, &mut payload, &mut fetched, &mut high_watermarks).await?;
         }
-        let mut next_positions = self.positions.clone();
+        // Past what came back (the fetched partitions only; each one's old position is kept
+        // in `fetched` to go back to), then the next fetch goes out while this one decodes.
         for f in &fetched {
             if let Some(next) = f.next {
-                next_positions.insert((f.topic.clone(), f.partition), next.max(f.from));
+                self.positions.insert((f.topic.clone(), f.partition), next.max(f.from));
             }
         }
-        // The next fetch goes out while this one's records are decoded.
         let prefetch = match fetched.iter().any(|f| !f.batches.is_empty()) {
             true => {
-                let requests = self.plan(&next_positions, max_wait).await;
-                Some(Prefetch {
-                    positions: next_positions.clone(),
-                    answers: tokio::spawn(fetch_from_leaders(self.router.clone(), requests)),
-                })
+                let requests = self.plan(max_wait).await;
+                Some(Prefetch { answers: tokio::spawn(fetch_from_leaders(self.router.clone(), requests)) })
             }
             false => None,
         };
         let mut records = Vec::new();
-        for f in fetched {
-            for batch in f.batches {
-                match decode_validated_batch(&f.topic, f.partition, batch, f.from, DECOMPRESSED_BATCH_BYTES_DEFAULT) {
+        for f in &fetched {
+            for batch in &f.batches {
+                let limit = DECOMPRESSED_BATCH_BYTES_DEFAULT;
+                match decode_validated_batch(&f.topic, f.partition, batch.clone(), f.from, limit) {
                     Ok(decoded) => records.extend(decoded),
                     // A batch that does not decode leaves the positions where they were: the
                     // caller sees the error again until it seeks past it.
@@ -206,18 +205,20 @@ impl Consumer {
                         if let Some(p) = prefetch {
                             p.answers.abort();
                         }
+                        for f in &fetched {
+                            self.positions.insert((f.topic.clone(), f.partition), f.from);
+                        }
                         return Err(e.into());
                     }
                 }
             }
         }
-        self.positions = next_positions;
         self.prefetched = prefetch;
         Ok((records, high_watermarks))
     }
 
-    /// One fetch request per leader of the partitions at `positions`.
-    async fn plan(&self, positions: &BTreeMap<(String, u32), i64>, max_wait: Duration) -> Vec<(Client, FetchRequest)> {
+    /// One fetch request per leader of the assigned partitions, from their positions.
+    async fn plan(&self, max_wait: Duration) -> Vec<(Client, FetchRequest)> {
         let max_wait_ms = max_wait.as_millis().min(u128::from(u32::MAX)) as u32;
         let fetch = |positions: Vec<Position<'_>>| FetchRequest {
             max_wait_ms,
@@ -237,7 +238,7 @@ impl Consumer {
         };
         // Replica reads go to the broker this consumer connected to; the rest to each leader.
         let mut by_leader: BTreeMap<String, (Client, Vec<Position<'_>>)> = BTreeMap::new();
-        for (key, offset) in positions {
+        for (key, offset) in &self.positions {
             let client = match self.config.read_replica {
                 true => self.client.clone(),
                 false => self.router.leader(&key.0, key.1).await,

@@ -530,10 +530,7 @@ impl Worker {
     ) {
         let count = match self.ready(&topic, partition).await {
             Ok(c) => c,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+            Err(e) => return drop(reply.send(Err(e))),
         };
         let partition = match partition {
             Some(p) => p,
@@ -559,10 +556,7 @@ impl Worker {
     ) {
         let count = match self.ready(&topic, partition).await {
             Ok(c) => c,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+            Err(e) => return drop(reply.send(Err(e))),
         };
         // Split by partition, keeping each partition's records in the order given.
         let mut parts: Vec<(u32, Vec<Record>)> = Vec::new();
@@ -571,17 +565,16 @@ impl Worker {
             Some(p) => parts.push((p, records)),
             None => {
                 assignment.reserve(records.len());
+                let mut part_of: HashMap<u32, u32> = HashMap::new();
                 for record in records {
                     let p = self.pick_partition(&topic, record.key.as_ref(), count);
-                    let part = match parts.iter().position(|(q, _)| *q == p) {
-                        Some(part) => part,
-                        None => {
-                            parts.push((p, Vec::new()));
-                            parts.len() - 1
-                        }
-                    };
-                    parts[part].1.push(record);
-                    assignment.push(part as u32);
+                    // Parts are at most the topic's partitions, so their index fits a u32.
+                    let part = *part_of.entry(p).or_insert_with(|| {
+                        parts.push((p, Vec::new()));
+                        (parts.len() - 1) as u32
+                    });
+                    parts[part as usize].1.push(record);
+                    assignment.push(part);
                 }
                 if parts.len() == 1 {
                     assignment = Vec::new();
