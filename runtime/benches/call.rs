@@ -1,35 +1,37 @@
 //! The host<->guest call: one identity-transform call per batch, for batch sizes from 1 to
-//! 1000 records of 1 KiB, beside a native identity over the same records (the cost with no
+//! 1000 records of 1 KiB: `wasm` on the current contract (`weir:plugin@0.2.0`, the batch as one
+//! buffer with an index), `wasm_v0_1` the same identity built for 0.1.0 (a list of records,
+//! each with its own lists), beside a native identity over the same records (the cost with no
 //! Wasm at all). Per-record cost is the batch time over its size. And loading a plugin:
 //! compiling it against loading the cached artifact. `cargo bench -p weir-runtime`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use weir_runtime::dev::{identity_instance, native_identity};
-use weir_runtime::{InputRecord, PluginKind, Runtime, RuntimeConfig};
+use weir_runtime::dev::{identity_instance, identity_v0_1_instance, native_identity};
+use weir_runtime::{InputBatch, PluginKind, Runtime, RuntimeConfig};
 
-fn records(count: usize) -> Vec<InputRecord> {
-    (0..count)
-        .map(|i| InputRecord {
-            topic: "bench".into(),
-            partition: 0,
-            offset: i as i64,
-            timestamp: 1_700_000_000_000,
-            key: Some(format!("key-{i}").into_bytes()),
-            value: Some(vec![b'x'; 1024]),
-            headers: vec![],
-        })
-        .collect()
+fn records(count: usize) -> InputBatch {
+    let value = vec![b'x'; 1024];
+    let mut batch = InputBatch::new("bench", 0);
+    for i in 0..count {
+        let key = format!("key-{i}");
+        batch.push(i as i64, 1_700_000_000_000, Some(key.as_bytes()), Some(&value), []).expect("fits");
+    }
+    batch
 }
 
 fn call(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("temp dir");
     let mut instance = identity_instance(cache.path());
+    let mut old = identity_v0_1_instance(cache.path());
     let mut group = c.benchmark_group("identity_call");
     for size in [1usize, 10, 100, 1000] {
         let batch = records(size);
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::new("wasm", size), &batch, |b, batch| {
             b.iter(|| instance.transform(batch).expect("identity never fails"))
+        });
+        group.bench_with_input(BenchmarkId::new("wasm_v0_1", size), &batch, |b, batch| {
+            b.iter(|| old.transform(batch).expect("identity never fails"))
         });
         group.bench_with_input(BenchmarkId::new("native", size), &batch, |b, batch| b.iter(|| native_identity(batch)));
     }

@@ -1,4 +1,6 @@
-//! Host bindings of the three plugin worlds, sharing one set of record types and host imports.
+//! Host bindings of the plugin worlds: the current contract (`weir:plugin@0.2.0`,
+//! `sdk/wit/plugin.wit`) and the one before it (`weir:plugin@0.1.0`, `wit-0.1.0/`), which
+//! brokers still run. Each version's three worlds share one set of types and host imports.
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -30,29 +32,44 @@ pub mod validator {
     });
 }
 
-pub use transform::weir::plugin::types::{Header, InputRecord, OutputRecord};
-pub(crate) use transform::weir::plugin::{host, schema_registry};
-
-/// A linker per world: WASI (nothing granted, see `instance.rs`) plus Weir's host imports.
-pub(crate) struct Linkers {
-    pub transform: Linker<HostState>,
-    pub partitioner: Linker<HostState>,
-    pub validator: Linker<HostState>,
+/// `weir:plugin@0.1.0`: a batch is a list of records, each with its own lists and strings.
+pub mod v0_1 {
+    pub mod transform {
+        wasmtime::component::bindgen!({ world: "transform", path: "wit-0.1.0" });
+    }
+    pub mod partitioner {
+        wasmtime::component::bindgen!({
+            world: "partitioner",
+            path: "wit-0.1.0",
+            with: {
+                "weir:plugin/types": crate::bindings::v0_1::transform::weir::plugin::types,
+                "weir:plugin/host": crate::bindings::v0_1::transform::weir::plugin::host,
+                "weir:plugin/schema-registry": crate::bindings::v0_1::transform::weir::plugin::schema_registry,
+            },
+        });
+    }
+    pub mod validator {
+        wasmtime::component::bindgen!({
+            world: "validator",
+            path: "wit-0.1.0",
+            with: {
+                "weir:plugin/types": crate::bindings::v0_1::transform::weir::plugin::types,
+                "weir:plugin/host": crate::bindings::v0_1::transform::weir::plugin::host,
+                "weir:plugin/schema-registry": crate::bindings::v0_1::transform::weir::plugin::schema_registry,
+            },
+        });
+    }
+    pub(crate) use transform::weir::plugin::{host, schema_registry, types};
 }
 
-impl Linkers {
-    pub fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
-        let base = || -> wasmtime::Result<Linker<HostState>> {
-            let mut linker = Linker::new(engine);
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-            Ok(linker)
-        };
-        let mut transform = base()?;
-        transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut transform, |s| s)?;
-        let mut partitioner = base()?;
-        partitioner::Partitioner::add_to_linker::<_, HasSelf<_>>(&mut partitioner, |s| s)?;
-        let mut validator = base()?;
-        validator::Validator::add_to_linker::<_, HasSelf<_>>(&mut validator, |s| s)?;
-        Ok(Self { transform, partitioner, validator })
-    }
+pub(crate) use transform::weir::plugin::{host, schema_registry, types};
+
+/// One linker for every world of both versions: WASI (nothing granted, see `instance.rs`)
+/// plus Weir's host imports of each version. The worlds of a version import the same.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    v0_1::transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    Counters, InputRecord, Instance, InstanceConfig, Limits, OutputRecord, PluginKind, Runtime, RuntimeConfig,
-    TransformResults,
+    Counters, InputBatch, Instance, InstanceConfig, Limits, OutputBuilder, PluginKind, Runtime, RuntimeConfig,
+    TransformOutput,
 };
 
 /// The workspace root (this crate lives in `runtime/`).
@@ -42,16 +42,26 @@ pub fn build_plugin(package: &str) -> PathBuf {
 /// An instance of the identity plugin (`wasm-modules/identity`) with default limits, its
 /// compiled artifact cached in `cache_dir`; for benchmarks.
 pub fn identity_instance(cache_dir: &Path) -> Instance {
+    transform_instance(cache_dir, "weir-module-identity")
+}
+
+/// The same identity built for the `weir:plugin@0.1.0` contract (`tests/modules/identity-v0-1`),
+/// to measure the current contract against the one before it.
+pub fn identity_v0_1_instance(cache_dir: &Path) -> Instance {
+    transform_instance(cache_dir, "weir-test-identity-v0-1")
+}
+
+fn transform_instance(cache_dir: &Path, package: &str) -> Instance {
     let runtime = Runtime::new(RuntimeConfig { cache_dir: cache_dir.into(), epoch_tick: Duration::from_millis(10) })
         .expect("wasm runtime");
-    let bytes = std::fs::read(build_plugin("weir-module-identity")).expect("identity plugin");
-    let module = runtime.load(&bytes, PluginKind::Transform).expect("identity plugin loads");
+    let bytes = std::fs::read(build_plugin(package)).unwrap_or_else(|e| panic!("{package}: {e}"));
+    let module = runtime.load(&bytes, PluginKind::Transform).unwrap_or_else(|e| panic!("{package} loads: {e}"));
     runtime.instance(
         &module,
         InstanceConfig {
             limits: Limits::default(),
             params: Arc::default(),
-            label: "identity".into(),
+            label: package.into(),
             counters: Arc::new(Counters::default()),
             schemas: None,
         },
@@ -59,17 +69,13 @@ pub fn identity_instance(cache_dir: &Path) -> Instance {
 }
 
 /// What the identity plugin answers, computed natively: the cost of the same stage with no Wasm.
-pub fn native_identity(records: &[InputRecord]) -> TransformResults {
-    records
-        .iter()
-        .map(|r| {
-            Ok(vec![OutputRecord {
-                topic: None,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-                timestamp: Some(r.timestamp),
-            }])
-        })
-        .collect()
+pub fn native_identity(batch: &InputBatch) -> TransformOutput {
+    let mut out = OutputBuilder::default();
+    for r in batch.records() {
+        // An identity's answer is no larger than its batch, which fit the same limit.
+        out.output(None, r.key(), r.value(), r.headers(), Some(r.timestamp()))
+            .and_then(|()| out.emitted())
+            .expect("the identity's answer fits as its batch did");
+    }
+    out.finish()
 }

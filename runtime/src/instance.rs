@@ -10,11 +10,10 @@ use wasmtime::Store;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, host, schema_registry, InputRecord, OutputRecord};
+use crate::batch::{InputBatch, OutputBuilder, TransformOutput};
+use crate::bindings::{self, host, schema_registry, v0_1};
+use crate::module::Contract;
 use crate::{Limits, Module, PluginKind, Runtime};
-
-/// A transform's answer: per input record, its outputs or the module's error for it.
-pub type TransformResults = Vec<Result<Vec<OutputRecord>, String>>;
 
 /// The broker's schema registry as plugins see it.
 pub trait SchemaLookup: Send + Sync {
@@ -67,6 +66,9 @@ pub enum CallError {
     /// The module answered, but not what the contract allows.
     #[error("{0}")]
     Contract(String),
+    /// The batch could not be handed to the module (it does not fit the contract's buffer).
+    #[error("{0}")]
+    Input(String),
 }
 
 const STDERR_BYTES_MAX: usize = 16 << 10;
@@ -113,7 +115,8 @@ impl WasiView for HostState {
     }
 }
 
-impl bindings::transform::weir::plugin::types::Host for HostState {}
+impl bindings::types::Host for HostState {}
+impl v0_1::types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::LogLevel, message: String) {
@@ -159,10 +162,46 @@ impl schema_registry::Host for HostState {
     }
 }
 
+/// The 0.1.0 imports are the same functions under the older package name.
+impl v0_1::host::Host for HostState {
+    fn log(&mut self, level: v0_1::host::LogLevel, message: String) {
+        let level = match level {
+            v0_1::host::LogLevel::Trace => host::LogLevel::Trace,
+            v0_1::host::LogLevel::Debug => host::LogLevel::Debug,
+            v0_1::host::LogLevel::Info => host::LogLevel::Info,
+            v0_1::host::LogLevel::Warn => host::LogLevel::Warn,
+            v0_1::host::LogLevel::Error => host::LogLevel::Error,
+        };
+        host::Host::log(self, level, message)
+    }
+
+    fn param(&mut self, name: String) -> Option<String> {
+        host::Host::param(self, name)
+    }
+
+    fn params(&mut self) -> Vec<(String, String)> {
+        host::Host::params(self)
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        host::Host::counter_add(self, name, delta)
+    }
+}
+
+impl v0_1::schema_registry::Host for HostState {
+    fn lookup(&mut self, id: u32) -> Result<v0_1::schema_registry::Schema, String> {
+        let schema_registry::Schema { id, schema_type, schema } = schema_registry::Host::lookup(self, id)?;
+        Ok(v0_1::schema_registry::Schema { id, schema_type, schema })
+    }
+}
+
 enum Bindings {
     Transform(bindings::transform::Transform),
     Partitioner(bindings::partitioner::Partitioner),
     Validator(bindings::validator::Validator),
+    TransformV0_1(v0_1::transform::Transform),
+    PartitionerV0_1(v0_1::partitioner::Partitioner),
+    ValidatorV0_1(v0_1::validator::Validator),
 }
 
 struct Live {
@@ -195,25 +234,43 @@ impl Instance {
         self.memory_high_water_bytes.max(live)
     }
 
-    /// One result per record: outputs, or the module's error for that record.
-    pub fn transform(&mut self, records: &[InputRecord]) -> Result<TransformResults, CallError> {
-        let results = self.call(|store, bindings| match bindings {
-            Bindings::Transform(t) => t.weir_plugin_transformer().call_transform(store, records),
-            _ => unreachable!("instance kind is checked on load"),
+    /// One outcome per record: outputs, or the module's error for that record.
+    pub fn transform(&mut self, batch: &InputBatch) -> Result<TransformOutput, CallError> {
+        if self.module.contract == Contract::V0_1 {
+            let records = v0_1_records(batch);
+            let results = self.call(|store, bindings| match bindings {
+                Bindings::TransformV0_1(t) => t.weir_plugin_transformer().call_transform(store, &records),
+                _ => unreachable!("instance kind and contract are checked on load"),
+            })?;
+            check_count(results.len(), batch.len())?;
+            return v0_1_answer(results);
+        }
+        let answer = self.call(|store, bindings| match bindings {
+            Bindings::Transform(t) => t.weir_plugin_transformer().call_transform(store, &batch.wit),
+            _ => unreachable!("instance kind and contract are checked on load"),
         })?;
-        check_count(results.len(), records.len())?;
-        Ok(results)
+        TransformOutput::checked(answer, batch.len())
     }
 
     /// One partition per record, each checked to be below `partition_count`.
-    pub fn partition(&mut self, records: &[InputRecord], partition_count: u32) -> Result<Vec<u32>, CallError> {
-        let partitions = self.call(|store, bindings| match bindings {
-            Bindings::Partitioner(p) => {
-                p.weir_plugin_partition_chooser().call_partition(store, records, partition_count)
-            }
-            _ => unreachable!("instance kind is checked on load"),
-        })?;
-        check_count(partitions.len(), records.len())?;
+    pub fn partition(&mut self, batch: &InputBatch, partition_count: u32) -> Result<Vec<u32>, CallError> {
+        let partitions = if self.module.contract == Contract::V0_1 {
+            let records = v0_1_records(batch);
+            self.call(|store, bindings| match bindings {
+                Bindings::PartitionerV0_1(p) => {
+                    p.weir_plugin_partition_chooser().call_partition(store, &records, partition_count)
+                }
+                _ => unreachable!("instance kind and contract are checked on load"),
+            })?
+        } else {
+            self.call(|store, bindings| match bindings {
+                Bindings::Partitioner(p) => {
+                    p.weir_plugin_partition_chooser().call_partition(store, &batch.wit, partition_count)
+                }
+                _ => unreachable!("instance kind and contract are checked on load"),
+            })?
+        };
+        check_count(partitions.len(), batch.len())?;
         if let Some((index, p)) = partitions.iter().enumerate().find(|(_, p)| **p >= partition_count) {
             return Err(CallError::Contract(format!(
                 "the partitioner answered partition {p} for record {index}, but the topic has {partition_count} \
@@ -225,12 +282,20 @@ impl Instance {
     }
 
     /// One verdict per record: `None` accepts, `Some(reason)` rejects.
-    pub fn validate(&mut self, records: &[InputRecord]) -> Result<Vec<Option<String>>, CallError> {
-        let verdicts = self.call(|store, bindings| match bindings {
-            Bindings::Validator(v) => v.weir_plugin_record_validator().call_validate(store, records),
-            _ => unreachable!("instance kind is checked on load"),
-        })?;
-        check_count(verdicts.len(), records.len())?;
+    pub fn validate(&mut self, batch: &InputBatch) -> Result<Vec<Option<String>>, CallError> {
+        let verdicts = if self.module.contract == Contract::V0_1 {
+            let records = v0_1_records(batch);
+            self.call(|store, bindings| match bindings {
+                Bindings::ValidatorV0_1(v) => v.weir_plugin_record_validator().call_validate(store, &records),
+                _ => unreachable!("instance kind and contract are checked on load"),
+            })?
+        } else {
+            self.call(|store, bindings| match bindings {
+                Bindings::Validator(v) => v.weir_plugin_record_validator().call_validate(store, &batch.wit),
+                _ => unreachable!("instance kind and contract are checked on load"),
+            })?
+        };
+        check_count(verdicts.len(), batch.len())?;
         Ok(verdicts)
     }
 
@@ -271,20 +336,28 @@ impl Instance {
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.runtime.ticks_for(self.config.limits.deadline_ms));
-        let linkers = &self.runtime.inner.linkers;
+        let linker = &self.runtime.inner.linker;
         let component = &self.module.component;
-        let instantiated = match self.module.kind {
-            PluginKind::Transform => {
-                bindings::transform::Transform::instantiate(&mut store, component, &linkers.transform)
-                    .map(Bindings::Transform)
+        let instantiated = match (self.module.kind, self.module.contract) {
+            (PluginKind::Transform, Contract::V0_2) => {
+                bindings::transform::Transform::instantiate(&mut store, component, linker).map(Bindings::Transform)
             }
-            PluginKind::Partitioner => {
-                bindings::partitioner::Partitioner::instantiate(&mut store, component, &linkers.partitioner)
+            (PluginKind::Partitioner, Contract::V0_2) => {
+                bindings::partitioner::Partitioner::instantiate(&mut store, component, linker)
                     .map(Bindings::Partitioner)
             }
-            PluginKind::Validator => {
-                bindings::validator::Validator::instantiate(&mut store, component, &linkers.validator)
-                    .map(Bindings::Validator)
+            (PluginKind::Validator, Contract::V0_2) => {
+                bindings::validator::Validator::instantiate(&mut store, component, linker).map(Bindings::Validator)
+            }
+            (PluginKind::Transform, Contract::V0_1) => {
+                v0_1::transform::Transform::instantiate(&mut store, component, linker).map(Bindings::TransformV0_1)
+            }
+            (PluginKind::Partitioner, Contract::V0_1) => {
+                v0_1::partitioner::Partitioner::instantiate(&mut store, component, linker)
+                    .map(Bindings::PartitionerV0_1)
+            }
+            (PluginKind::Validator, Contract::V0_1) => {
+                v0_1::validator::Validator::instantiate(&mut store, component, linker).map(Bindings::ValidatorV0_1)
             }
         };
         match instantiated {
@@ -294,7 +367,44 @@ impl Instance {
     }
 }
 
-fn check_count(got: usize, expected: usize) -> Result<(), CallError> {
+/// A batch as an 0.1.0 module takes it: a list of records, each with its own copies.
+fn v0_1_records(batch: &InputBatch) -> Vec<v0_1::types::InputRecord> {
+    batch
+        .records()
+        .map(|r| v0_1::types::InputRecord {
+            topic: batch.topic().to_owned(),
+            partition: batch.partition(),
+            offset: r.offset(),
+            timestamp: r.timestamp(),
+            key: r.key().map(<[u8]>::to_vec),
+            value: r.value().map(<[u8]>::to_vec),
+            headers: r
+                .headers()
+                .map(|(key, value)| v0_1::types::Header { key: key.to_owned(), value: value.map(<[u8]>::to_vec) })
+                .collect(),
+        })
+        .collect()
+}
+
+/// An 0.1.0 module's answer in the current form.
+fn v0_1_answer(results: Vec<Result<Vec<v0_1::types::OutputRecord>, String>>) -> Result<TransformOutput, CallError> {
+    let mut out = OutputBuilder::default();
+    for result in results {
+        match result {
+            Ok(outputs) => {
+                for o in &outputs {
+                    let headers = o.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
+                    out.output(o.topic.as_deref(), o.key.as_deref(), o.value.as_deref(), headers, o.timestamp)?;
+                }
+                out.emitted()?;
+            }
+            Err(reason) => out.failed(&reason)?,
+        }
+    }
+    Ok(out.finish())
+}
+
+pub(crate) fn check_count(got: usize, expected: usize) -> Result<(), CallError> {
     if got != expected {
         return Err(CallError::Contract(format!(
             "the module answered {got} results for a batch of {expected} records; the contract is one per record"

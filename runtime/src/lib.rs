@@ -1,10 +1,13 @@
 //! The Wasm host of Weir: loads plugin components, checks them against the
-//! `weir:plugin@0.1.0` contract (`sdk/wit/plugin.wit`), compiles them once (cached on disk by
-//! content hash), and calls them under a deadline and a memory cap.
+//! `weir:plugin@0.2.0` contract (`sdk/wit/plugin.wit`; components built for 0.1.0, kept in
+//! `wit-0.1.0/`, still run), compiles them once (cached on disk by content hash), and calls
+//! them under a deadline and a memory cap. A batch crosses into the module as one buffer with
+//! an index (`batch.rs`).
 //!
 //! *Boundary*: this is the only crate that knows wasmtime. The broker hands it bytes and
 //! records and gets back outputs, verdicts, partitions or a [`CallError`].
 
+mod batch;
 mod bindings;
 mod instance;
 mod module;
@@ -16,9 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bindings::{Header, InputRecord, OutputRecord};
-pub use instance::{CallError, Counters, Instance, InstanceConfig, SchemaLookup, TransformResults};
-pub use module::Module;
+pub use batch::{
+    BatchTooLarge, InputBatch, InputView, OutputBuilder, OutputView, Outputs, TransformOutput, BATCH_BYTES_MAX,
+};
+pub use instance::{CallError, Counters, Instance, InstanceConfig, SchemaLookup};
+pub use module::{Contract, Module};
 
 pub use weir_plugin_types::{Limits, PluginKind};
 
@@ -41,7 +46,7 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
 }
 
-/// One wasmtime engine, its epoch ticker and the linkers of the three worlds.
+/// One wasmtime engine, its epoch ticker and the linker of the plugin worlds.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
@@ -50,7 +55,7 @@ pub struct Runtime {
 struct Inner {
     engine: wasmtime::Engine,
     config: RuntimeConfig,
-    linkers: bindings::Linkers,
+    linker: wasmtime::component::Linker<instance::HostState>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -71,7 +76,7 @@ impl Runtime {
         let engine = wasmtime::Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         std::fs::create_dir_all(&config.cache_dir)
             .map_err(|source| RuntimeError::Cache { path: config.cache_dir.clone(), source })?;
-        let linkers = bindings::Linkers::new(&engine).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let linker = bindings::linker(&engine).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -87,7 +92,7 @@ impl Runtime {
                 })
                 .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
         }
-        Ok(Self { inner: Arc::new(Inner { engine, config, linkers, ticker_stop }) })
+        Ok(Self { inner: Arc::new(Inner { engine, config, linker, ticker_stop }) })
     }
 
     /// Checks `bytes` as a plugin of `kind` and compiles it, or loads the compiled artifact

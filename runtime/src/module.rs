@@ -14,12 +14,36 @@ use crate::{PluginKind, Runtime, RuntimeError};
 pub struct Module {
     pub(crate) component: Component,
     pub(crate) kind: PluginKind,
+    pub(crate) contract: Contract,
     sha256: Arc<str>,
+}
+
+/// The version of the `weir:plugin` contract a component was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// A batch is a list of records, each with its own lists and strings; still run.
+    V0_1,
+    /// A batch is one buffer with an index (`sdk/wit/plugin.wit`).
+    V0_2,
+}
+
+impl Contract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V0_1 => "0.1.0",
+            Self::V0_2 => "0.2.0",
+        }
+    }
 }
 
 impl Module {
     pub fn kind(&self) -> PluginKind {
         self.kind
+    }
+
+    /// The contract version the component was built for.
+    pub fn contract(&self) -> Contract {
+        self.contract
     }
 
     /// Hex SHA-256 of the component's bytes.
@@ -69,21 +93,26 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind) -> Result<
         check_import(name)?;
     }
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-    if !exports.contains(&kind.export_name()) {
+    let contract = if exports.contains(&kind.export_name()) {
+        Contract::V0_2
+    } else if exports.contains(&kind.export_name_v0_1()) {
+        Contract::V0_1
+    } else {
         let shown = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
         return Err(RuntimeError::Invalid(format!(
-            "the component does not export {}, so it is not a {} for this broker (it exports {shown}); \
-             build it with weir-plugin's #[{}] macro",
+            "the component does not export {} (nor {}, which this broker still runs), so it is not a {} for \
+             this broker (it exports {shown}); build it with weir-plugin's #[{}] macro",
             kind.export_name(),
+            kind.export_name_v0_1(),
             kind.as_str(),
             kind.as_str()
         )));
-    }
+    };
     // Only a component that passed every check leaves a compiled artifact behind.
     if let Some(unsaved) = unsaved {
         unsaved.save()?;
     }
-    Ok(Module { component, kind, sha256 })
+    Ok(Module { component, kind, contract, sha256 })
 }
 
 /// A compiled artifact not yet written to the cache.
@@ -194,7 +223,10 @@ mod tests {
         check(b"", "not a WebAssembly file");
         check(&wat::parse_str("(module)").unwrap(), "core WebAssembly module, not a component");
         check(b"\0asm\x0d\x00\x01\x00garbage", "does not validate");
-        check(&wat::parse_str("(component)").unwrap(), "does not export weir:plugin/transformer@0.1.0");
+        check(
+            &wat::parse_str("(component)").unwrap(),
+            "does not export weir:plugin/transformer@0.2.0 (nor weir:plugin/transformer@0.1.0, which this broker still runs)",
+        );
         check(
             &wat::parse_str(r#"(component (import "evil:thing/backdoor" (instance)))"#).unwrap(),
             "imports evil:thing/backdoor: an interface this broker does not provide",

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use weir_runtime::dev::build_plugin;
 use weir_runtime::{
-    CallError, Counters, InputRecord, Instance, InstanceConfig, Limits, PluginKind, Runtime, RuntimeConfig,
+    CallError, Contract, Counters, InputBatch, Instance, InstanceConfig, Limits, PluginKind, Runtime, RuntimeConfig,
+    TransformOutput,
 };
 
 struct Host {
@@ -38,42 +39,82 @@ fn instance(host: &Host, package: &str, kind: PluginKind, params: &[(&str, &str)
     )
 }
 
-fn record(offset: i64, value: &str) -> InputRecord {
-    InputRecord {
-        topic: "in".into(),
-        partition: 0,
-        offset,
-        timestamp: 1_700_000_000_000 + offset,
-        key: Some(format!("k{offset}").into_bytes()),
-        value: Some(value.as_bytes().to_vec()),
-        headers: vec![],
-    }
+fn record(offset: i64, value: &str) -> (i64, &str) {
+    (offset, value)
 }
 
-fn values(outputs: &[Result<Vec<weir_runtime::OutputRecord>, String>]) -> Vec<String> {
-    outputs
-        .iter()
-        .flat_map(|r| r.as_ref().unwrap().iter())
-        .map(|o| String::from_utf8(o.value.clone().unwrap()).unwrap())
-        .collect()
+/// Records of topic `in`, partition 0: key `k<offset>`, the value, the timestamp from the
+/// offset, and a header naming the offset (every tenth record has a header without a value).
+fn batch(records: &[(i64, &str)]) -> InputBatch {
+    let mut batch = InputBatch::new("in", 0);
+    for (offset, value) in records {
+        let key = format!("k{offset}");
+        let header = offset.to_string();
+        let header_value = (offset % 10 != 0).then_some(header.as_bytes());
+        batch
+            .push(
+                *offset,
+                1_700_000_000_000 + offset,
+                Some(key.as_bytes()),
+                Some(value.as_bytes()),
+                [("at", header_value)],
+            )
+            .unwrap();
+    }
+    batch
+}
+
+fn values(out: &TransformOutput) -> Vec<String> {
+    out.outcomes().flat_map(|r| r.unwrap()).map(|o| String::from_utf8(o.value().unwrap().to_vec()).unwrap()).collect()
+}
+
+/// Every input came back once, unchanged: key, value, headers, timestamp.
+fn assert_identity(inputs: &InputBatch, out: &TransformOutput) {
+    assert_eq!(out.len(), inputs.len());
+    for (input, outcome) in inputs.records().zip(out.outcomes()) {
+        let outputs: Vec<_> = outcome.unwrap().collect();
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(outputs[0].topic(), None);
+        assert_eq!(outputs[0].value().as_deref(), input.value());
+        assert_eq!(outputs[0].key().as_deref(), input.key());
+        assert_eq!(outputs[0].timestamp(), Some(input.timestamp()));
+        let headers: Vec<_> = outputs[0].headers().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_vec()))).collect();
+        let expected: Vec<_> = input.headers().map(|(k, v)| (k.to_owned(), v.map(<[u8]>::to_vec))).collect();
+        assert_eq!(headers, expected);
+    }
 }
 
 #[test]
 fn identity_transform_returns_every_record_unchanged_across_batches() {
     let host = host();
     let mut identity = instance(&host, "weir-module-identity", PluginKind::Transform, &[], Limits::default());
-    for batch in 0..3 {
-        let records: Vec<_> = (0..100).map(|i| record(batch * 100 + i, &format!("v{i}"))).collect();
-        let out = identity.transform(&records).unwrap();
-        assert_eq!(out.len(), 100);
-        for (input, result) in records.iter().zip(&out) {
-            let outputs = result.as_ref().unwrap();
-            assert_eq!(outputs.len(), 1);
-            assert_eq!(outputs[0].value, input.value);
-            assert_eq!(outputs[0].key, input.key);
-            assert_eq!(outputs[0].timestamp, Some(input.timestamp));
-        }
+    let values: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    for round in 0..3 {
+        let records: Vec<_> = (0..100).map(|i| record(round * 100 + i, &values[i as usize])).collect();
+        let inputs = batch(&records);
+        assert_identity(&inputs, &identity.transform(&inputs).unwrap());
     }
+}
+
+#[test]
+fn a_module_built_for_the_0_1_0_contract_still_loads_and_answers_as_the_current_one() {
+    let host = host();
+    let mut old = instance(&host, "weir-test-identity-v0-1", PluginKind::Transform, &[], Limits::default());
+    let mut new = instance(&host, "weir-module-identity", PluginKind::Transform, &[], Limits::default());
+    assert_eq!((old.module().contract(), new.module().contract()), (Contract::V0_1, Contract::V0_2));
+    let inputs = batch(&[record(0, "a"), record(1, ""), record(2, "c"), record(11, "d")]);
+    let (old_out, new_out) = (old.transform(&inputs).unwrap(), new.transform(&inputs).unwrap());
+    assert_identity(&inputs, &old_out);
+    assert_identity(&inputs, &new_out);
+    assert_eq!(values(&old_out), values(&new_out));
+    // Deployed as another kind, it is refused naming both versions.
+    let bytes = std::fs::read(build_plugin("weir-test-identity-v0-1")).unwrap();
+    let err = host.runtime.load(&bytes, PluginKind::Validator).err().expect("refused").to_string();
+    assert!(
+        err.contains("does not export weir:plugin/record-validator@0.2.0 (nor weir:plugin/record-validator@0.1.0"),
+        "{err}"
+    );
+    assert!(err.contains("it exports weir:plugin/transformer@0.1.0"), "{err}");
 }
 
 #[test]
@@ -82,11 +123,15 @@ fn json_filter_keeps_matching_records_and_errors_on_non_json() {
     let params = [("path", "/level"), ("equals", "error")];
     let mut filter = instance(&host, "weir-module-json-filter", PluginKind::Transform, &params, Limits::default());
     let out = filter
-        .transform(&[record(0, r#"{"level":"error","n":0}"#), record(1, r#"{"level":"info"}"#), record(2, "plain")])
+        .transform(&batch(&[
+            record(0, r#"{"level":"error","n":0}"#),
+            record(1, r#"{"level":"info"}"#),
+            record(2, "plain"),
+        ]))
         .unwrap();
-    assert_eq!(out[0].as_ref().unwrap().len(), 1);
-    assert_eq!(out[1].as_ref().unwrap().len(), 0);
-    assert!(out[2].as_ref().unwrap_err().contains("expected"), "{:?}", out[2]);
+    let outcomes: Vec<_> = out.outcomes().map(|o| o.map(|outputs| outputs.len())).collect();
+    assert_eq!(&outcomes[..2], [Ok(1), Ok(0)]);
+    assert!(outcomes[2].unwrap_err().contains("expected"), "{:?}", outcomes[2]);
 }
 
 #[test]
@@ -95,12 +140,12 @@ fn given_an_infinite_loop_when_called_then_it_is_interrupted_at_its_deadline_and
     let limits = Limits { deadline_ms: 50, ..Limits::default() };
     let mut spin = instance(&host, "weir-test-spin-forever", PluginKind::Transform, &[], limits);
     let started = Instant::now();
-    let err = spin.transform(&[record(0, "x")]).unwrap_err();
+    let err = spin.transform(&batch(&[record(0, "x")])).unwrap_err();
     println!("spin-forever: {err} after {:?}", started.elapsed());
     assert_eq!(err, CallError::Timeout { deadline_ms: 50 });
     assert!(started.elapsed() < Duration::from_secs(10), "interrupted long after its deadline");
     // A second call gets a fresh instance and is interrupted again, not refused.
-    assert_eq!(spin.transform(&[record(1, "x")]).unwrap_err(), CallError::Timeout { deadline_ms: 50 });
+    assert_eq!(spin.transform(&batch(&[record(1, "x")])).unwrap_err(), CallError::Timeout { deadline_ms: 50 });
 }
 
 #[test]
@@ -108,7 +153,7 @@ fn given_a_memory_bomb_when_called_then_it_is_stopped_at_the_memory_cap() {
     let host = host();
     let limits = Limits { memory_bytes: 16 << 20, deadline_ms: 5_000 };
     let mut bomb = instance(&host, "weir-test-memory-bomb", PluginKind::Transform, &[], limits);
-    let err = bomb.transform(&[record(0, "x")]).unwrap_err();
+    let err = bomb.transform(&batch(&[record(0, "x")])).unwrap_err();
     println!("memory-bomb: {err}");
     assert!(
         matches!(err, CallError::MemoryCap { memory_bytes, desired_bytes } if memory_bytes == 16 << 20 && desired_bytes > 16 << 20),
@@ -122,10 +167,24 @@ fn given_a_memory_bomb_when_called_then_it_is_stopped_at_the_memory_cap() {
 fn given_a_panicking_module_then_the_call_fails_with_the_panic_message_and_the_next_batch_runs() {
     let host = host();
     let mut module = instance(&host, "weir-test-panic-on-boom", PluginKind::Transform, &[], Limits::default());
-    let err = module.transform(&[record(0, "fine"), record(1, "boom")]).unwrap_err();
+    let err = module.transform(&batch(&[record(0, "fine"), record(1, "boom")])).unwrap_err();
     println!("panic-on-boom: {err}");
     assert!(matches!(&err, CallError::Trap(m) if m.contains("boom at offset 1")), "{err:?}");
-    assert_eq!(values(&module.transform(&[record(2, "fine again")]).unwrap()), ["fine again"]);
+    assert_eq!(values(&module.transform(&batch(&[record(2, "fine again")])).unwrap()), ["fine again"]);
+}
+
+#[test]
+fn given_an_answer_whose_index_points_outside_its_buffer_then_the_call_fails_naming_the_entry() {
+    let host = host();
+    let mut module = instance(&host, "weir-test-bad-index", PluginKind::Transform, &[], Limits::default());
+    let err = module.transform(&batch(&[record(0, "a"), record(1, "b")])).unwrap_err();
+    println!("bad-index: {err}");
+    assert_eq!(
+        err,
+        CallError::Contract(
+            "output record 0's value (1048576 bytes from byte 0) lies outside the answer's 0-byte buffer".into()
+        )
+    );
 }
 
 #[test]
@@ -143,7 +202,7 @@ fn given_a_transform_deployed_as_a_validator_then_load_names_the_missing_export(
     let host = host();
     let bytes = std::fs::read(build_plugin("weir-module-identity")).unwrap();
     let err = host.runtime.load(&bytes, PluginKind::Validator).err().expect("refused").to_string();
-    assert!(err.contains("does not export weir:plugin/record-validator@0.1.0"), "{err}");
+    assert!(err.contains("does not export weir:plugin/record-validator@0.2.0"), "{err}");
 }
 
 #[test]
@@ -152,7 +211,7 @@ fn partitioners_answer_in_range_or_are_refused() {
     let mut key_hash =
         instance(&host, "weir-module-key-hash-partitioner", PluginKind::Partitioner, &[], Limits::default());
     let records: Vec<_> = (0..50).map(|i| record(i, "v")).collect();
-    let partitions = key_hash.partition(&records, 7).unwrap();
+    let partitions = key_hash.partition(&batch(&records), 7).unwrap();
     assert!(partitions.iter().all(|p| *p < 7));
     assert!(partitions.iter().collect::<std::collections::BTreeSet<_>>().len() > 3, "{partitions:?}");
 
@@ -161,6 +220,7 @@ fn partitioners_answer_in_range_or_are_refused() {
         instance(&host, "weir-module-field-partitioner", PluginKind::Partitioner, &params, Limits::default());
     let regions = [r#"{"region":"us"}"#, r#"{"region":"apac"}"#, r#"{"region":"eu"}"#];
     let records: Vec<_> = regions.iter().enumerate().map(|(i, v)| record(i as i64, v)).collect();
+    let records = batch(&records);
     assert_eq!(by_region.partition(&records, 3).unwrap(), [1, 2, 0]);
 
     let mut broken =
@@ -176,11 +236,11 @@ fn json_shape_validator_gives_a_reason_per_rejected_record() {
     let mut validator =
         instance(&host, "weir-module-json-shape-validator", PluginKind::Validator, &params, Limits::default());
     let verdicts = validator
-        .validate(&[
+        .validate(&batch(&[
             record(0, r#"{"id":1,"amount":2}"#),
             record(1, r#"{"id":"x","amount":2}"#),
             record(2, r#"{"id":1}"#),
-        ])
+        ]))
         .unwrap();
     assert_eq!(
         verdicts,

@@ -5,17 +5,19 @@
 //! harshest ratio. `transform_pipeline_with_log_1KiB`: the same, starting from a read of the
 //! input partition in the fjall log and ending with the output batch appended to another
 //! partition (without fsync, as `flush.mode=interval`): the task's whole path but the network.
-//! `no_module` is a native identity stage; `identity_wasm` calls the identity component.
+//! `no_module` is a native identity stage; `identity_wasm` calls the identity component
+//! (`weir:plugin@0.2.0`: the batch crosses as one buffer with an index); `identity_wasm_v0_1`
+//! the same identity built for 0.1.0 (a list of records, each with its own lists).
 //! `cargo bench -p weir-broker --bench transform_pipeline`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use weir_broker::plugins::input_records;
+use weir_broker::plugins::input_batch;
 use weir_broker::transforms::output_records;
-use weir_runtime::dev::{identity_instance, native_identity};
-use weir_runtime::TransformResults;
+use weir_runtime::dev::{identity_instance, identity_v0_1_instance, native_identity};
+use weir_runtime::{InputBatch, TransformOutput};
 use weir_sdk::batch::{decode_batches, encode_batch, validate_batch, Compression, Record};
 use weir_storage::{PartitionId, Storage};
 
@@ -33,10 +35,11 @@ fn stored_batch() -> Bytes {
     encode_batch(&records, Compression::None).expect("encode")
 }
 
-fn pipeline(batch: &Bytes, stage: &mut dyn FnMut(&[weir_runtime::InputRecord]) -> TransformResults) -> Bytes {
+fn pipeline(batch: &Bytes, stage: &mut dyn FnMut(&InputBatch) -> TransformOutput) -> Bytes {
     let records = decode_batches("in", 0, batch.clone(), 0).expect("decode");
-    let inputs = input_records(&records);
-    let (outputs, failed) = output_records(&inputs, stage(&inputs), "out");
+    let inputs = input_batch("in", 0, &records).expect("a 1 MiB batch fits");
+    let answer = stage(&inputs);
+    let (outputs, failed) = output_records(&records, &answer, "out");
     assert!(failed.is_empty());
     let out: Vec<Record> = outputs.into_values().flatten().map(|(_, r)| r).collect();
     encode_batch(&out, Compression::None).expect("encode")
@@ -45,12 +48,16 @@ fn pipeline(batch: &Bytes, stage: &mut dyn FnMut(&[weir_runtime::InputRecord]) -
 fn bench(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("temp dir");
     let mut instance = identity_instance(cache.path());
+    let mut old = identity_v0_1_instance(cache.path());
     let batch = stored_batch();
     let mut group = c.benchmark_group("transform_pipeline_1KiB");
     group.throughput(Throughput::Bytes((RECORDS * 1024) as u64));
     group.bench_function("no_module", |b| b.iter(|| pipeline(&batch, &mut native_identity)));
     group.bench_function("identity_wasm", |b| {
         b.iter(|| pipeline(&batch, &mut |inputs| instance.transform(inputs).expect("identity never fails")))
+    });
+    group.bench_function("identity_wasm_v0_1", |b| {
+        b.iter(|| pipeline(&batch, &mut |inputs| old.transform(inputs).expect("identity never fails")))
     });
     group.finish();
 
@@ -63,7 +70,7 @@ fn bench(c: &mut Criterion) {
     tokio.block_on(async {
         log.enqueue(input.clone(), vec![(header, batch.clone())], true).await.unwrap().await.unwrap()
     });
-    let with_log = |stage: &mut dyn FnMut(&[weir_runtime::InputRecord]) -> TransformResults| {
+    let with_log = |stage: &mut dyn FnMut(&InputBatch) -> TransformOutput| {
         let stored = log.read(&input, 0, 2 << 20, true).expect("read");
         let out = pipeline(&stored[0], stage);
         let header = validate_batch(&out).expect("valid output");

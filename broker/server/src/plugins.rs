@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use weir_runtime::{
-    CallError, Counters, InputRecord, Instance, InstanceConfig, Limits, Module, PluginKind, Runtime, RuntimeConfig,
-    SchemaLookup,
+    BatchTooLarge, CallError, Counters, InputBatch, Instance, InstanceConfig, Limits, Module, OutputView, PluginKind,
+    Runtime, RuntimeConfig, SchemaLookup, BATCH_BYTES_MAX,
 };
 use weir_sdk::wire::ModuleMetrics;
 use weir_sdk::{ErrorCode, WireError};
@@ -399,29 +399,57 @@ impl Metrics {
     }
 }
 
-/// Records as plugins see them, from decoded batch records.
-pub fn input_records(records: &[weir_sdk::batch::ConsumedRecord]) -> Vec<InputRecord> {
-    records.iter().map(|r| input_record(&r.topic, r.partition, r.offset, &r.record)).collect()
+/// Decoded records of one partition as a plugin batch: their bytes copied into its one buffer.
+pub fn input_batch(
+    topic: &str,
+    partition: u32,
+    records: &[weir_sdk::batch::ConsumedRecord],
+) -> Result<InputBatch, BatchTooLarge> {
+    batch_of(topic, partition, records.iter().map(|r| (r.offset, &r.record)))
 }
 
-/// Records of a produce request, not stored yet: each one's offset is its index in the
-/// request.
-pub fn request_input_records(topic: &str, partition: u32, records: &[weir_sdk::batch::Record]) -> Vec<InputRecord> {
-    (0i64..).zip(records).map(|(index, r)| input_record(topic, partition, index, r)).collect()
+/// Records of a produce request, not stored yet, as a plugin batch: each one's offset is its
+/// index in the request.
+pub fn request_input_batch(
+    topic: &str,
+    partition: u32,
+    records: &[weir_sdk::batch::Record],
+) -> Result<InputBatch, BatchTooLarge> {
+    batch_of(topic, partition, (0i64..).zip(records))
 }
 
-fn input_record(topic: &str, partition: u32, offset: i64, r: &weir_sdk::batch::Record) -> InputRecord {
-    InputRecord {
-        topic: topic.to_owned(),
-        partition,
-        offset,
-        timestamp: r.timestamp,
-        key: r.key.as_ref().map(|b| b.to_vec()),
-        value: r.value.as_ref().map(|b| b.to_vec()),
-        headers: r
-            .headers
-            .iter()
-            .map(|(k, v)| weir_runtime::Header { key: k.clone(), value: v.as_ref().map(|b| b.to_vec()) })
-            .collect(),
+fn batch_of<'r>(
+    topic: &str,
+    partition: u32,
+    records: impl Iterator<Item = (i64, &'r weir_sdk::batch::Record)> + Clone,
+) -> Result<InputBatch, BatchTooLarge> {
+    let bytes: usize = records
+        .clone()
+        .map(|(_, r)| {
+            let header_bytes: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
+            r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + header_bytes
+        })
+        .sum();
+    let capacity = usize::try_from(BATCH_BYTES_MAX).unwrap_or(usize::MAX).min(bytes);
+    let mut batch = InputBatch::with_capacity(topic, partition, records.size_hint().0, capacity);
+    for (offset, r) in records {
+        let headers = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
+        batch.push(offset, r.timestamp, r.key.as_deref(), r.value.as_deref(), headers)?;
     }
+    Ok(batch)
+}
+
+/// A transform's output as a record to write; its bytes stay in the module's answer buffer.
+pub fn output_record(output: &OutputView<'_>, input_timestamp: i64) -> weir_sdk::batch::Record {
+    weir_sdk::batch::Record {
+        key: output.key(),
+        value: output.value(),
+        headers: output.headers().map(|(k, v)| (k.to_owned(), v)).collect(),
+        timestamp: output.timestamp().unwrap_or(input_timestamp),
+    }
+}
+
+/// A batch too large for modules (`who`), as the client sees it.
+pub fn batch_too_large(who: &str, e: &BatchTooLarge) -> WireError {
+    WireError::new(ErrorCode::ModuleFailed, format!("{who} cannot take the records: {e}"))
 }

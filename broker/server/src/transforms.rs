@@ -17,11 +17,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use weir_runtime::{InputRecord, PluginKind, TransformResults};
-use weir_sdk::batch::{decode_batches_within, encode_batch, Compression, Record};
+use weir_runtime::{CallError, PluginKind, TransformOutput};
+use weir_sdk::batch::{decode_batches_within, encode_batch, Compression, ConsumedRecord, Record};
 use weir_sdk::{ErrorCode, WireError};
 
-use crate::plugins::{input_records, Metrics};
+use crate::plugins::{input_batch, output_record, Metrics};
 use crate::service::{Broker, Fetch, FetchFrom, Produce};
 use weir_meta::deployments::Deployment;
 use weir_meta::metadata::Command;
@@ -210,36 +210,41 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
         if !still_current(&broker, &key) {
             return;
         }
-        let inputs = input_records(&records);
         let started = Instant::now();
-        let mut taken = instance.take().expect("the instance is returned after each call");
-        let (taken, inputs, outcome) = match tokio::task::spawn_blocking(move || {
-            let outcome = taken.transform(&inputs);
-            (taken, inputs, outcome)
-        })
-        .await
-        {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::error!(module = %key.name, error = %e, "transform call task failed");
-                return;
+        let taken = instance.take().expect("the instance is returned after each call");
+        let (taken, outcome) = match input_batch(&key.topic, key.partition, &records) {
+            Ok(inputs) => {
+                let mut taken = taken;
+                match tokio::task::spawn_blocking(move || {
+                    let outcome = taken.transform(&inputs);
+                    (taken, outcome)
+                })
+                .await
+                {
+                    Ok(done) => done,
+                    Err(e) => {
+                        tracing::error!(module = %key.name, error = %e, "transform call task failed");
+                        return;
+                    }
+                }
             }
+            Err(e) => (taken, Err(CallError::from(e))),
         };
         let failures = metrics.record_call(
             started.elapsed(),
-            inputs.len(),
+            records.len(),
             outcome.as_ref().err(),
             taken.memory_high_water_bytes(),
         );
         instance = Some(taken);
         let (outputs, dead) = match outcome {
             Ok(results) => {
-                let (outputs, failed) = output_records(&inputs, results, spec.output.as_deref().unwrap_or_default());
+                let (outputs, failed) = output_records(&records, &results, spec.output.as_deref().unwrap_or_default());
                 let dead: Vec<_> = failed
                     .into_iter()
-                    .map(|(i, reason)| {
-                        metrics.set_last_error(format!("record at offset {}: {reason}", inputs[i].offset));
-                        (inputs[i].partition, dead_letter(&deployment, &inputs[i], &reason))
+                    .map(|(input, reason)| {
+                        metrics.set_last_error(format!("record at offset {}: {reason}", input.offset));
+                        (input.partition, dead_letter(&deployment, input, reason))
                     })
                     .collect();
                 (outputs, dead)
@@ -248,7 +253,7 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
                 let reason = e.to_string();
                 tracing::warn!(module = %key.name, topic = %key.topic, partition = key.partition, offset = next, error = %reason, "transform batch failed; dead-lettering it");
                 let dead =
-                    inputs.iter().map(|input| (input.partition, dead_letter(&deployment, input, &reason))).collect();
+                    records.iter().map(|input| (input.partition, dead_letter(&deployment, input, &reason))).collect();
                 (BTreeMap::new(), dead)
             }
         };
@@ -287,29 +292,29 @@ async fn run_partition(broker: Broker, key: TaskKey, _running: crate::plugins::R
 pub type OutputsByTopic = BTreeMap<String, Vec<(u32, Record)>>;
 
 /// The records a transform's answer asks to write, by topic, each with its input's partition;
-/// and the inputs the module failed, by index, with the reason.
-pub fn output_records(
-    inputs: &[InputRecord],
-    results: TransformResults,
+/// and the inputs the module failed, with the reason.
+pub fn output_records<'a>(
+    inputs: &'a [ConsumedRecord],
+    results: &'a TransformOutput,
     default_topic: &str,
-) -> (OutputsByTopic, Vec<(usize, String)>) {
+) -> (OutputsByTopic, Vec<(&'a ConsumedRecord, &'a str)>) {
     let mut outputs = OutputsByTopic::new();
     let mut failed = Vec::new();
-    for (index, (input, result)) in inputs.iter().zip(results).enumerate() {
-        match result {
+    for (input, outcome) in inputs.iter().zip(results.outcomes()) {
+        match outcome {
             Ok(outs) => {
                 for out in outs {
-                    let record = Record {
-                        key: out.key.map(Bytes::from),
-                        value: out.value.map(Bytes::from),
-                        headers: out.headers.into_iter().map(|h| (h.key, h.value.map(Bytes::from))).collect(),
-                        timestamp: out.timestamp.unwrap_or(input.timestamp),
-                    };
-                    let topic = out.topic.unwrap_or_else(|| default_topic.to_owned());
-                    outputs.entry(topic).or_default().push((input.partition, record));
+                    let record = output_record(&out, input.record.timestamp);
+                    let topic = out.topic().unwrap_or(default_topic);
+                    match outputs.get_mut(topic) {
+                        Some(records) => records.push((input.partition, record)),
+                        None => {
+                            outputs.insert(topic.to_owned(), vec![(input.partition, record)]);
+                        }
+                    }
                 }
             }
-            Err(reason) => failed.push((index, reason)),
+            Err(reason) => failed.push((input, reason)),
         }
     }
     (outputs, failed)
@@ -333,9 +338,8 @@ async fn pause(broker: &Broker, deployment: &Deployment, failures: u32, last_err
     }
 }
 
-fn dead_letter(deployment: &Deployment, input: &InputRecord, reason: &str) -> Record {
-    let mut headers: Vec<(String, Option<Bytes>)> =
-        input.headers.iter().map(|h| (h.key.clone(), h.value.clone().map(Bytes::from))).collect();
+fn dead_letter(deployment: &Deployment, input: &ConsumedRecord, reason: &str) -> Record {
+    let mut headers = input.record.headers.clone();
     let mut add = |k: &str, v: String| headers.push((k.to_owned(), Some(Bytes::from(v))));
     add("weir.module", deployment.name.clone());
     add("weir.module.version", deployment.active_version.to_string());
@@ -344,10 +348,10 @@ fn dead_letter(deployment: &Deployment, input: &InputRecord, reason: &str) -> Re
     add("weir.source.offset", input.offset.to_string());
     add("weir.error", reason.to_owned());
     Record {
-        key: input.key.clone().map(Bytes::from),
-        value: input.value.clone().map(Bytes::from),
+        key: input.record.key.clone(),
+        value: input.record.value.clone(),
         headers,
-        timestamp: input.timestamp,
+        timestamp: input.record.timestamp,
     }
 }
 

@@ -29,8 +29,17 @@ impl PluginKind {
         }
     }
 
-    /// The interface a component of this kind must export.
+    /// The interface a component of this kind exports under the current contract.
     pub fn export_name(self) -> &'static str {
+        match self {
+            Self::Transform => "weir:plugin/transformer@0.2.0",
+            Self::Partitioner => "weir:plugin/partition-chooser@0.2.0",
+            Self::Validator => "weir:plugin/record-validator@0.2.0",
+        }
+    }
+
+    /// The same interface under the contract before it, which brokers still run.
+    pub fn export_name_v0_1(self) -> &'static str {
         match self {
             Self::Transform => "weir:plugin/transformer@0.1.0",
             Self::Partitioner => "weir:plugin/partition-chooser@0.1.0",

@@ -22,8 +22,8 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let export = quote! {
         impl ::weir_plugin::__private::TransformGuest for Export {
-            fn transform(records: ::std::vec::Vec<::weir_plugin::Record>) -> ::std::vec::Vec<::std::result::Result<::std::vec::Vec<::weir_plugin::Output>, ::std::string::String>> {
-                ::weir_plugin::__private::#runner(records, super::#name)
+            fn transform(batch: ::weir_plugin::__private::InputBatch) -> ::weir_plugin::__private::OutputBatch {
+                ::weir_plugin::__private::#runner(batch, super::#name)
             }
         }
         ::weir_plugin::__private::transform::__export_transform!(Export);
@@ -38,8 +38,8 @@ pub fn partitioner(_attr: TokenStream, item: TokenStream) -> TokenStream {
     let name = &function.sig.ident;
     let export = quote! {
         impl ::weir_plugin::__private::PartitionerGuest for Export {
-            fn partition(records: ::std::vec::Vec<::weir_plugin::Record>, partition_count: u32) -> ::std::vec::Vec<u32> {
-                ::weir_plugin::__private::run_partitioner(records, partition_count, super::#name)
+            fn partition(batch: ::weir_plugin::__private::InputBatch, partition_count: u32) -> ::std::vec::Vec<u32> {
+                ::weir_plugin::__private::run_partitioner(batch, partition_count, super::#name)
             }
         }
         ::weir_plugin::__private::partitioner::__export_partitioner!(Export);
@@ -54,8 +54,8 @@ pub fn validator(_attr: TokenStream, item: TokenStream) -> TokenStream {
     let name = &function.sig.ident;
     let export = quote! {
         impl ::weir_plugin::__private::ValidatorGuest for Export {
-            fn validate(records: ::std::vec::Vec<::weir_plugin::Record>) -> ::std::vec::Vec<::std::option::Option<::std::string::String>> {
-                ::weir_plugin::__private::run_validator(records, super::#name)
+            fn validate(batch: ::weir_plugin::__private::InputBatch) -> ::std::vec::Vec<::std::option::Option<::std::string::String>> {
+                ::weir_plugin::__private::run_validator(batch, super::#name)
             }
         }
         ::weir_plugin::__private::validator::__export_validator!(Export);

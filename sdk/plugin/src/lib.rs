@@ -1,7 +1,7 @@
 //! The guest SDK for Weir plugins.
 //!
 //! A plugin is a plain Rust function with one of three attribute macros; the macro generates
-//! the WebAssembly component glue for the `weir:plugin@0.1.0` contract (`sdk/wit/plugin.wit`).
+//! the WebAssembly component glue for the `weir:plugin@0.2.0` contract (`sdk/wit/plugin.wit`).
 //! Build with `cargo build --release --target wasm32-wasip2` and deploy the `.wasm` with
 //! `weir module deploy`. See `sdk/README.md` for a complete plugin.
 //!
@@ -20,6 +20,9 @@
 //! `#[validator] fn(&Record) -> Result<(), Error>`. Per batch: `#[transform(batch)]
 //! fn(Vec<Record>) -> Vec<Result<Vec<Output>, Error>>`. A panic traps the module: the broker
 //! fails that batch and sends its records to the deployment's dead-letter topic.
+//!
+//! A batch arrives as one buffer with an index and the answer leaves the same way; this crate
+//! turns them into [`Record`]s and back, so a plugin never sees the wire form.
 
 use std::fmt;
 
@@ -44,9 +47,9 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_partitioner",
             with: {
-                "weir:plugin/types@0.1.0": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.1.0": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.1.0": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/types@0.2.0": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.0": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.0": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
@@ -58,63 +61,189 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_validator",
             with: {
-                "weir:plugin/types@0.1.0": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.1.0": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.1.0": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/types@0.2.0": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.0": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.0": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
 
     pub use partitioner::exports::weir::plugin::partition_chooser::Guest as PartitionerGuest;
     pub use transform::exports::weir::plugin::transformer::Guest as TransformGuest;
+    pub use transform::weir::plugin::types::{InputBatch, OutputBatch};
     pub use validator::exports::weir::plugin::record_validator::Guest as ValidatorGuest;
 
+    use super::wire::{records, OutputWriter};
     use super::{Error, Output, Record};
 
-    pub fn run_transform(
-        records: Vec<Record>,
-        f: impl Fn(Record) -> Result<Vec<Output>, Error>,
-    ) -> Vec<Result<Vec<Output>, String>> {
-        records.into_iter().map(|r| f(r).map_err(|e| e.0)).collect()
+    pub fn run_transform(batch: InputBatch, f: impl Fn(Record) -> Result<Vec<Output>, Error>) -> OutputBatch {
+        let mut out = OutputWriter::default();
+        for record in records(&batch) {
+            out.outcome(f(record));
+        }
+        out.finish()
     }
 
     pub fn run_transform_batch(
-        records: Vec<Record>,
+        batch: InputBatch,
         f: impl Fn(Vec<Record>) -> Vec<Result<Vec<Output>, Error>>,
-    ) -> Vec<Result<Vec<Output>, String>> {
-        f(records).into_iter().map(|r| r.map_err(|e| e.0)).collect()
+    ) -> OutputBatch {
+        let mut out = OutputWriter::default();
+        for result in f(records(&batch).collect()) {
+            out.outcome(result);
+        }
+        out.finish()
     }
 
     /// A partitioner error or an out-of-range answer traps, failing the batch with the reason.
     pub fn run_partitioner(
-        records: Vec<Record>,
+        batch: InputBatch,
         partition_count: u32,
         f: impl Fn(&Record, u32) -> Result<u32, Error>,
     ) -> Vec<u32> {
-        records
-            .iter()
-            .map(|r| match f(r, partition_count) {
+        records(&batch)
+            .map(|r| match f(&r, partition_count) {
                 Ok(p) => p,
                 Err(e) => panic!("partitioner failed for the record at offset {}: {}", r.offset, e.0),
             })
             .collect()
     }
 
-    pub fn run_validator(records: Vec<Record>, f: impl Fn(&Record) -> Result<(), Error>) -> Vec<Option<String>> {
-        records.iter().map(|r| f(r).err().map(|e| e.0)).collect()
+    pub fn run_validator(batch: InputBatch, f: impl Fn(&Record) -> Result<(), Error>) -> Vec<Option<String>> {
+        records(&batch).map(|r| f(&r).err().map(|e| e.0)).collect()
     }
 }
 
-use __private::transform::weir::plugin::{host, schema_registry, types};
+/// The batch buffers of the contract, read and written.
+mod wire {
+    use super::__private::transform::weir::plugin::types::{
+        self, InputBatch, Outcome, OutputBatch, OutputRecord, Range, Span,
+    };
+    use super::{Error, Header, Output, Record};
+
+    fn bytes<'a>(buffer: &'a [u8], span: &Span) -> &'a [u8] {
+        // The host builds the buffer and its index together; a span outside it is a broken
+        // host, and the trap says so.
+        let start = span.start as usize;
+        buffer.get(start..start + span.len as usize).expect("the host's span lies inside its buffer")
+    }
+
+    fn headers(buffer: &[u8], all: &[types::Header], run: Range) -> Vec<Header> {
+        let first = run.first as usize;
+        all.get(first..first + run.count as usize)
+            .expect("the host's header run lies inside its header list")
+            .iter()
+            .map(|h| Header {
+                key: String::from_utf8_lossy(bytes(buffer, &h.key)).into_owned(),
+                value: h.value.as_ref().map(|v| bytes(buffer, v).to_vec()),
+            })
+            .collect()
+    }
+
+    /// The batch's records, each with its own copies of its bytes.
+    pub fn records(batch: &InputBatch) -> impl Iterator<Item = Record> + '_ {
+        let buffer = &batch.buffer[..];
+        batch.records.iter().map(move |r| Record {
+            topic: batch.topic.clone(),
+            partition: batch.partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.as_ref().map(|s| bytes(buffer, s).to_vec()),
+            value: r.value.as_ref().map(|s| bytes(buffer, s).to_vec()),
+            headers: headers(buffer, &batch.headers, r.headers),
+        })
+    }
+
+    fn len32(n: usize) -> u32 {
+        // A wasm32 guest's memory is below 4 GiB, and so is everything in it.
+        u32::try_from(n).expect("below 4 GiB in a wasm32 guest")
+    }
+
+    /// Builds an output batch, one outcome per input record.
+    #[derive(Default)]
+    pub struct OutputWriter {
+        buffer: Vec<u8>,
+        records: Vec<OutputRecord>,
+        headers: Vec<types::Header>,
+        outcomes: Vec<Outcome>,
+    }
+
+    impl OutputWriter {
+        fn put(&mut self, bytes: &[u8]) -> Span {
+            let start = len32(self.buffer.len());
+            self.buffer.extend_from_slice(bytes);
+            Span { start, len: len32(bytes.len()) }
+        }
+
+        pub fn outcome(&mut self, result: Result<Vec<Output>, Error>) {
+            let outcome = match result {
+                Ok(outputs) => {
+                    let first = len32(self.records.len());
+                    for output in outputs {
+                        self.output(output);
+                    }
+                    Outcome::Emitted(Range { first, count: len32(self.records.len()) - first })
+                }
+                Err(e) => Outcome::Failed(self.put(e.0.as_bytes())),
+            };
+            self.outcomes.push(outcome);
+        }
+
+        fn output(&mut self, output: Output) {
+            let topic = output.topic.as_ref().map(|t| self.put(t.as_bytes()));
+            let key = output.key.as_ref().map(|k| self.put(k));
+            let value = output.value.as_ref().map(|v| self.put(v));
+            let first = len32(self.headers.len());
+            for h in &output.headers {
+                let key = self.put(h.key.as_bytes());
+                let value = h.value.as_ref().map(|v| self.put(v));
+                self.headers.push(types::Header { key, value });
+            }
+            let headers = Range { first, count: len32(self.headers.len()) - first };
+            self.records.push(OutputRecord { topic, key, value, headers, timestamp: output.timestamp });
+        }
+
+        pub fn finish(self) -> OutputBatch {
+            OutputBatch { buffer: self.buffer, records: self.records, headers: self.headers, outcomes: self.outcomes }
+        }
+    }
+}
+
+use __private::transform::weir::plugin::{host, schema_registry};
 
 /// A record read from a topic.
-pub type Record = types::InputRecord;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+}
+
 /// A record a transform emits.
-pub type Output = types::OutputRecord;
-pub type Header = types::Header;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The topic to write to; `None` means the deployment's default output topic.
+    pub topic: Option<String>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    /// `None` keeps the input record's timestamp.
+    pub timestamp: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
 /// A schema from the broker's registry.
 pub type Schema = schema_registry::Schema;
-
 impl Record {
     /// The value as UTF-8 text, or an error naming the offset.
     pub fn value_str(&self) -> Result<&str, Error> {
@@ -231,5 +360,70 @@ pub mod log {
     }
     pub fn error(message: &str) {
         host::log(LogLevel::Error, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::__private::transform::weir::plugin::types::{self, InputBatch, Outcome, Range, Span};
+    use super::wire::{records, OutputWriter};
+    use super::{Error, Header, Output};
+
+    fn span(start: u32, len: u32) -> Span {
+        Span { start, len }
+    }
+
+    #[test]
+    fn records_are_read_from_the_batch_buffer_and_outputs_written_to_one() {
+        let batch = InputBatch {
+            topic: "in".into(),
+            partition: 2,
+            buffer: b"k1v1hx".to_vec(),
+            records: vec![
+                types::InputRecord {
+                    offset: 5,
+                    timestamp: 9,
+                    key: Some(span(0, 2)),
+                    value: Some(span(2, 2)),
+                    headers: Range { first: 0, count: 1 },
+                },
+                types::InputRecord {
+                    offset: 6,
+                    timestamp: 10,
+                    key: None,
+                    value: None,
+                    headers: Range { first: 1, count: 0 },
+                },
+            ],
+            headers: vec![types::Header { key: span(4, 1), value: Some(span(5, 1)) }],
+        };
+        let read: Vec<_> = records(&batch).collect();
+        assert_eq!((read[0].topic.as_str(), read[0].partition, read[0].offset, read[0].timestamp), ("in", 2, 5, 9));
+        assert_eq!((read[0].key.as_deref(), read[0].value.as_deref()), (Some(&b"k1"[..]), Some(&b"v1"[..])));
+        assert_eq!(read[0].headers, [Header { key: "h".into(), value: Some(b"x".to_vec()) }]);
+        assert_eq!((read[1].key.as_deref(), read[1].value.as_deref(), read[1].headers.len()), (None, None, 0));
+
+        let mut out = OutputWriter::default();
+        out.outcome(Ok(vec![Output::from_record(&read[0]).to_topic("t"), Output::new("n")]));
+        out.outcome(Err(Error::new("bad")));
+        out.outcome(Ok(vec![]));
+        let answer = out.finish();
+        let text = |s: &Span| &answer.buffer[s.start as usize..(s.start + s.len) as usize];
+        assert!(matches!(&answer.outcomes[0], Outcome::Emitted(Range { first: 0, count: 2 })));
+        assert!(matches!(&answer.outcomes[1], Outcome::Failed(s) if text(s) == b"bad"));
+        assert!(matches!(&answer.outcomes[2], Outcome::Emitted(Range { first: 2, count: 0 })));
+        let first = &answer.records[0];
+        assert_eq!(text(first.topic.as_ref().unwrap()), b"t");
+        assert_eq!(text(first.key.as_ref().unwrap()), b"k1");
+        assert_eq!(text(first.value.as_ref().unwrap()), b"v1");
+        assert_eq!(first.timestamp, Some(9));
+        let header = &answer.headers[first.headers.first as usize];
+        assert_eq!(
+            (first.headers.count, text(&header.key), text(header.value.as_ref().unwrap())),
+            (1, &b"h"[..], &b"x"[..])
+        );
+        let second = &answer.records[1];
+        assert_eq!((second.topic.is_none(), second.key.is_none(), second.headers.count), (true, true, 0));
+        assert_eq!(text(second.value.as_ref().unwrap()), b"n");
     }
 }

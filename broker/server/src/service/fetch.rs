@@ -9,7 +9,7 @@ use weir_sdk::{ErrorCode, WireError};
 
 use weir_runtime::PluginKind;
 
-use crate::plugins::input_records;
+use crate::plugins::{batch_too_large, input_batch, output_record};
 use weir_meta::deployments::{self};
 use weir_meta::metadata::Topic;
 
@@ -347,28 +347,21 @@ impl Broker {
             if records.is_empty() {
                 continue;
             }
-            let inputs = input_records(&records);
+            let inputs = input_batch(&topic.name, partition, &records)
+                .map_err(|e| batch_too_large(&format!("module {name:?}"), &e))?;
             let results = self
                 .plugins
                 .call_pooled(&deployment, inputs.len(), |instance| instance.transform(&inputs))
                 .map_err(|e| self.module_failed(&deployment, e))?;
             let mut kept = Vec::new();
-            for (input, result) in inputs.iter().zip(results) {
-                let outputs = result.map_err(|reason| {
+            for (input, outcome) in records.iter().zip(results.outcomes()) {
+                let outputs = outcome.map_err(|reason| {
                     WireError::new(
                         ErrorCode::ModuleFailed,
                         format!("module {name:?} failed on the record at offset {}: {reason}", input.offset),
                     )
                 })?;
-                for o in outputs {
-                    let record = weir_sdk::batch::Record {
-                        key: o.key.map(Bytes::from),
-                        value: o.value.map(Bytes::from),
-                        headers: o.headers.into_iter().map(|h| (h.key, h.value.map(Bytes::from))).collect(),
-                        timestamp: o.timestamp.unwrap_or(input.timestamp),
-                    };
-                    kept.push((input.offset, record));
-                }
+                kept.extend(outputs.map(|o| (input.offset, output_record(&o, input.record.timestamp))));
             }
             self.plugins.metrics(name).records_out.fetch_add(kept.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if !kept.is_empty() {

@@ -16,7 +16,7 @@ use weir_registry::validate::{check_datum, schema_id, Compiled, SubjectNameStrat
 
 use weir_runtime::PluginKind;
 
-use crate::plugins::request_input_records;
+use crate::plugins::{batch_too_large, request_input_batch};
 use weir_meta::metadata::{Command, Event, Topic, FIRST_PRODUCER_ID, PRODUCER_ID_BLOCK_MAX};
 
 use super::{mismatched, Broker, PRODUCER_ID_BLOCK};
@@ -440,11 +440,9 @@ impl Broker {
         if validators.is_empty() {
             return Ok(());
         }
-        let mut inputs = request_input_records(&topic.name, partition, parsed.records()?);
-        for (index, input) in inputs.iter_mut().enumerate() {
-            // Offsets are given on append; a validator sees the record's index in the request.
-            input.offset = index as i64;
-        }
+        // Offsets are given on append; a validator sees the record's index in the request.
+        let inputs = request_input_batch(&topic.name, partition, parsed.records()?)
+            .map_err(|e| batch_too_large(&format!("the validator modules of topic {:?}", topic.name), &e))?;
         for deployment in validators {
             let name = &deployment.name;
             if let Some(reason) = &deployment.paused {
@@ -504,7 +502,8 @@ impl Broker {
                         format!("partitioner module {:?} of topic {:?} is paused ({reason}); resume or remove it, or name the partition. Nothing of the request was stored", deployment.name, topic.name),
                     ));
                 }
-                let inputs = request_input_records(&topic.name, 0, records);
+                let inputs = request_input_batch(&topic.name, 0, records)
+                    .map_err(|e| batch_too_large(&format!("partitioner module {:?}", deployment.name), &e))?;
                 let partitions = self
                     .plugins
                     .call_pooled(&deployment, inputs.len(), |instance| instance.partition(&inputs, topic.partitions))

@@ -1,0 +1,549 @@
+//! Batches as they cross the host-guest boundary (`weir:plugin@0.2.0`): every key, value and
+//! header of a call in one buffer with an index of fixed-size entries, so a call costs a few
+//! allocations in the guest, not several per record. The broker builds an [`InputBatch`];
+//! a transform's answer comes back as a [`TransformOutput`], checked entry by entry before the
+//! broker reads it, and read without copying (its keys and values are slices of one `Bytes`).
+
+use bytes::Bytes;
+
+use crate::bindings::types as wit;
+use crate::CallError;
+
+/// The most bytes of keys, values and headers one batch can hold: its spans are 32-bit.
+pub const BATCH_BYTES_MAX: u64 = u32::MAX as u64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a plugin batch holds at most {BATCH_BYTES_MAX} bytes of keys, values and headers; this one needs {needed}")]
+pub struct BatchTooLarge {
+    pub needed: u64,
+}
+
+impl From<BatchTooLarge> for CallError {
+    fn from(e: BatchTooLarge) -> Self {
+        CallError::Input(e.to_string())
+    }
+}
+
+/// Appends `bytes` to `buffer` and says where they went.
+fn put(buffer: &mut Vec<u8>, bytes: &[u8]) -> Result<wit::Span, BatchTooLarge> {
+    let needed = buffer.len() as u64 + bytes.len() as u64;
+    let (Ok(start), Ok(len), true) =
+        (u32::try_from(buffer.len()), u32::try_from(bytes.len()), needed <= BATCH_BYTES_MAX)
+    else {
+        return Err(BatchTooLarge { needed });
+    };
+    buffer.extend_from_slice(bytes);
+    Ok(wit::Span { start, len })
+}
+
+fn count32(n: usize) -> Result<u32, BatchTooLarge> {
+    u32::try_from(n).map_err(|_| BatchTooLarge { needed: n as u64 })
+}
+
+/// Appends headers to `buffer` and `list`; their run of `list`.
+fn put_headers<'h>(
+    buffer: &mut Vec<u8>,
+    list: &mut Vec<wit::Header>,
+    headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+) -> Result<wit::Range, BatchTooLarge> {
+    let first = count32(list.len())?;
+    for (key, value) in headers {
+        let key = put(buffer, key.as_bytes())?;
+        let value = value.map(|v| put(buffer, v)).transpose()?;
+        list.push(wit::Header { key, value });
+    }
+    Ok(wit::Range { first, count: count32(list.len())? - first })
+}
+
+/// Records of one partition for one call.
+#[derive(Debug, Clone)]
+pub struct InputBatch {
+    pub(crate) wit: wit::InputBatch,
+}
+
+impl InputBatch {
+    pub fn new(topic: &str, partition: u32) -> Self {
+        Self::with_capacity(topic, partition, 0, 0)
+    }
+
+    /// Room for `records` records whose keys, values and headers take `bytes` bytes.
+    pub fn with_capacity(topic: &str, partition: u32, records: usize, bytes: usize) -> Self {
+        Self {
+            wit: wit::InputBatch {
+                topic: topic.to_owned(),
+                partition,
+                buffer: Vec::with_capacity(bytes),
+                records: Vec::with_capacity(records),
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    /// Adds a record. On an error the batch is left as it was.
+    pub fn push<'h>(
+        &mut self,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) -> Result<(), BatchTooLarge> {
+        let (bytes, header_count) = (self.wit.buffer.len(), self.wit.headers.len());
+        let pushed = (|| {
+            let key = key.map(|k| put(&mut self.wit.buffer, k)).transpose()?;
+            let value = value.map(|v| put(&mut self.wit.buffer, v)).transpose()?;
+            let headers = put_headers(&mut self.wit.buffer, &mut self.wit.headers, headers)?;
+            count32(self.wit.records.len() + 1)?;
+            Ok(wit::InputRecord { offset, timestamp, key, value, headers })
+        })();
+        match pushed {
+            Ok(record) => {
+                self.wit.records.push(record);
+                Ok(())
+            }
+            Err(e) => {
+                self.wit.buffer.truncate(bytes);
+                self.wit.headers.truncate(header_count);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.wit.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.wit.records.is_empty()
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.wit.topic
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.wit.partition
+    }
+
+    /// The records, in the order they were pushed.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = InputView<'_>> {
+        self.wit.records.iter().map(move |record| InputView { batch: self, record })
+    }
+
+    fn bytes(&self, span: &wit::Span) -> &[u8] {
+        slice(&self.wit.buffer, span).unwrap_or_default()
+    }
+}
+
+/// One record of an [`InputBatch`].
+#[derive(Clone, Copy)]
+pub struct InputView<'a> {
+    batch: &'a InputBatch,
+    record: &'a wit::InputRecord,
+}
+
+impl<'a> InputView<'a> {
+    pub fn offset(&self) -> i64 {
+        self.record.offset
+    }
+
+    pub fn timestamp(&self) -> i64 {
+        self.record.timestamp
+    }
+
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.record.key.as_ref().map(|s| self.batch.bytes(s))
+    }
+
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.record.value.as_ref().map(|s| self.batch.bytes(s))
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+        let batch = self.batch;
+        run(&batch.wit.headers, &self.record.headers).iter().map(move |h| {
+            (std::str::from_utf8(batch.bytes(&h.key)).unwrap_or_default(), h.value.as_ref().map(|v| batch.bytes(v)))
+        })
+    }
+}
+
+fn slice<'b>(buffer: &'b [u8], span: &wit::Span) -> Option<&'b [u8]> {
+    let start = span.start as usize;
+    buffer.get(start..start.checked_add(span.len as usize)?)
+}
+
+fn run<'l, T>(list: &'l [T], range: &wit::Range) -> &'l [T] {
+    let first = range.first as usize;
+    first.checked_add(range.count as usize).and_then(|end| list.get(first..end)).unwrap_or_default()
+}
+
+/// A transform's answer: per input record, its outputs or the module's error for it.
+#[derive(Debug, Clone)]
+pub struct TransformOutput {
+    buffer: Bytes,
+    records: Vec<wit::OutputRecord>,
+    headers: Vec<wit::Header>,
+    outcomes: Vec<wit::Outcome>,
+}
+
+impl TransformOutput {
+    /// A module's answer to a batch of `inputs` records, once every index entry is checked
+    /// against the buffer and lists it points into: the error names the first that is not.
+    pub(crate) fn checked(answer: wit::OutputBatch, inputs: usize) -> Result<Self, CallError> {
+        let wit::OutputBatch { buffer, records, headers, outcomes } = answer;
+        crate::instance::check_count(outcomes.len(), inputs)?;
+        let size = buffer.len();
+        let bytes = |span: &wit::Span, what: &dyn Fn() -> String| {
+            slice(&buffer, span).ok_or_else(|| {
+                CallError::Contract(format!(
+                    "{} ({} bytes from byte {}) lies outside the answer's {size}-byte buffer",
+                    what(),
+                    span.len,
+                    span.start
+                ))
+            })
+        };
+        let text = |span: &wit::Span, what: &dyn Fn() -> String| {
+            std::str::from_utf8(bytes(span, what)?)
+                .map(|_| ())
+                .map_err(|e| CallError::Contract(format!("{} is not UTF-8: {e}", what())))
+        };
+        let within = |range: &wit::Range, len: usize, list: &str, what: &dyn Fn() -> String| {
+            if u64::from(range.first) + u64::from(range.count) > len as u64 {
+                return Err(CallError::Contract(format!(
+                    "{} (entries {} to {}) lies outside the answer's {len} {list}",
+                    what(),
+                    range.first,
+                    u64::from(range.first) + u64::from(range.count)
+                )));
+            }
+            Ok(())
+        };
+        for (i, h) in headers.iter().enumerate() {
+            text(&h.key, &|| format!("header {i}'s key"))?;
+            if let Some(v) = &h.value {
+                bytes(v, &|| format!("header {i}'s value"))?;
+            }
+        }
+        for (i, r) in records.iter().enumerate() {
+            if let Some(t) = &r.topic {
+                text(t, &|| format!("output record {i}'s topic"))?;
+            }
+            if let Some(k) = &r.key {
+                bytes(k, &|| format!("output record {i}'s key"))?;
+            }
+            if let Some(v) = &r.value {
+                bytes(v, &|| format!("output record {i}'s value"))?;
+            }
+            within(&r.headers, headers.len(), "headers", &|| format!("output record {i}'s headers"))?;
+        }
+        for (i, o) in outcomes.iter().enumerate() {
+            match o {
+                wit::Outcome::Emitted(range) => {
+                    within(range, records.len(), "output records", &|| format!("the outputs of input record {i}"))?
+                }
+                wit::Outcome::Failed(span) => text(span, &|| format!("the error for input record {i}"))?,
+            }
+        }
+        Ok(Self { buffer: Bytes::from(buffer), records, headers, outcomes })
+    }
+
+    /// How many input records this answers (as many as were in the batch).
+    pub fn len(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.is_empty()
+    }
+
+    /// Per input record, in order: its outputs, or the module's error for it.
+    pub fn outcomes(&self) -> impl ExactSizeIterator<Item = Result<Outputs<'_>, &str>> {
+        self.outcomes.iter().map(move |o| match o {
+            wit::Outcome::Emitted(range) => Ok(Outputs { answer: self, records: run(&self.records, range).iter() }),
+            wit::Outcome::Failed(span) => Err(self.text(span)),
+        })
+    }
+
+    fn text(&self, span: &wit::Span) -> &str {
+        // Checked to be UTF-8 inside the buffer when the answer came.
+        slice(&self.buffer, span).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default()
+    }
+
+    fn bytes(&self, span: &wit::Span) -> Bytes {
+        let start = span.start as usize;
+        let end = start.saturating_add(span.len as usize);
+        if end <= self.buffer.len() {
+            self.buffer.slice(start..end)
+        } else {
+            Bytes::new()
+        }
+    }
+}
+
+/// The outputs of one input record.
+pub struct Outputs<'a> {
+    answer: &'a TransformOutput,
+    records: std::slice::Iter<'a, wit::OutputRecord>,
+}
+
+impl<'a> Iterator for Outputs<'a> {
+    type Item = OutputView<'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.records.next().map(|record| OutputView { answer: self.answer, record })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.records.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Outputs<'_> {}
+
+/// One output record; its key, value and header values share the answer's buffer.
+#[derive(Clone, Copy)]
+pub struct OutputView<'a> {
+    answer: &'a TransformOutput,
+    record: &'a wit::OutputRecord,
+}
+
+impl<'a> OutputView<'a> {
+    /// `None`: the deployment's default output topic.
+    pub fn topic(&self) -> Option<&'a str> {
+        self.record.topic.as_ref().map(|t| self.answer.text(t))
+    }
+
+    pub fn key(&self) -> Option<Bytes> {
+        self.record.key.as_ref().map(|s| self.answer.bytes(s))
+    }
+
+    pub fn value(&self) -> Option<Bytes> {
+        self.record.value.as_ref().map(|s| self.answer.bytes(s))
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<Bytes>)> + 'a {
+        let answer = self.answer;
+        run(&answer.headers, &self.record.headers)
+            .iter()
+            .map(move |h| (answer.text(&h.key), h.value.as_ref().map(|v| answer.bytes(v))))
+    }
+
+    /// `None` keeps the input record's timestamp.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.record.timestamp
+    }
+}
+
+/// Builds a [`TransformOutput`] on the host: a native stage's answer, or an 0.1.0 module's
+/// answer in the current form.
+#[derive(Debug, Default)]
+pub struct OutputBuilder {
+    buffer: Vec<u8>,
+    records: Vec<wit::OutputRecord>,
+    headers: Vec<wit::Header>,
+    outcomes: Vec<wit::Outcome>,
+    /// The first output of the input record not yet closed.
+    open: usize,
+}
+
+impl OutputBuilder {
+    /// Adds an output of the input record not yet closed.
+    pub fn output<'h>(
+        &mut self,
+        topic: Option<&str>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        timestamp: Option<i64>,
+    ) -> Result<(), BatchTooLarge> {
+        let topic = topic.map(|t| put(&mut self.buffer, t.as_bytes())).transpose()?;
+        let key = key.map(|k| put(&mut self.buffer, k)).transpose()?;
+        let value = value.map(|v| put(&mut self.buffer, v)).transpose()?;
+        let headers = put_headers(&mut self.buffer, &mut self.headers, headers)?;
+        self.records.push(wit::OutputRecord { topic, key, value, headers, timestamp });
+        Ok(())
+    }
+
+    /// Closes the input record: its outcome is the outputs added since the last close.
+    pub fn emitted(&mut self) -> Result<(), BatchTooLarge> {
+        let first = count32(self.open)?;
+        let count = count32(self.records.len() - self.open)?;
+        self.outcomes.push(wit::Outcome::Emitted(wit::Range { first, count }));
+        self.open = self.records.len();
+        Ok(())
+    }
+
+    /// Closes the input record as failed; outputs added since the last close are dropped.
+    pub fn failed(&mut self, reason: &str) -> Result<(), BatchTooLarge> {
+        self.records.truncate(self.open);
+        let span = put(&mut self.buffer, reason.as_bytes())?;
+        self.outcomes.push(wit::Outcome::Failed(span));
+        Ok(())
+    }
+
+    pub fn finish(self) -> TransformOutput {
+        TransformOutput {
+            buffer: Bytes::from(self.buffer),
+            records: self.records,
+            headers: self.headers,
+            outcomes: self.outcomes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(
+        buffer: &[u8],
+        records: Vec<wit::OutputRecord>,
+        headers: Vec<wit::Header>,
+        outcomes: Vec<wit::Outcome>,
+    ) -> wit::OutputBatch {
+        wit::OutputBatch { buffer: buffer.to_vec(), records, headers, outcomes }
+    }
+
+    fn span(start: u32, len: u32) -> wit::Span {
+        wit::Span { start, len }
+    }
+
+    fn range(first: u32, count: u32) -> wit::Range {
+        wit::Range { first, count }
+    }
+
+    fn output(value: wit::Span, headers: wit::Range) -> wit::OutputRecord {
+        wit::OutputRecord { topic: None, key: None, value: Some(value), headers, timestamp: None }
+    }
+
+    #[test]
+    fn an_input_batch_gives_back_what_was_pushed() {
+        let mut batch = InputBatch::new("orders", 3);
+        batch.push(7, 100, Some(b"k"), None, [("h", Some(&b"v"[..])), ("n", None)]).unwrap();
+        batch.push(8, 101, None, Some(b"value"), []).unwrap();
+        let records: Vec<_> = batch.records().collect();
+        assert_eq!((batch.topic(), batch.partition(), batch.len()), ("orders", 3, 2));
+        assert_eq!(
+            (records[0].offset(), records[0].timestamp(), records[0].key(), records[0].value()),
+            (7, 100, Some(&b"k"[..]), None)
+        );
+        assert_eq!(records[0].headers().collect::<Vec<_>>(), [("h", Some(&b"v"[..])), ("n", None)]);
+        assert_eq!(
+            (records[1].key(), records[1].value(), records[1].headers().count()),
+            (None, Some(&b"value"[..]), 0)
+        );
+    }
+
+    #[test]
+    fn an_answer_is_read_as_written_and_its_bytes_share_one_buffer() {
+        let mut builder = OutputBuilder::default();
+        builder.output(Some("out"), Some(b"k"), Some(b"v1"), [("h", Some(&b"x"[..]))], Some(5)).unwrap();
+        builder.output(None, None, Some(b"v2"), [], None).unwrap();
+        builder.emitted().unwrap();
+        builder.output(None, None, Some(b"dropped"), [], None).unwrap();
+        builder.failed("bad record").unwrap();
+        builder.emitted().unwrap();
+        let out = builder.finish();
+        assert_eq!(out.len(), 3);
+        let mut outcomes = out.outcomes();
+        let first: Vec<_> = outcomes.next().unwrap().unwrap().collect();
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            (first[0].topic(), first[0].key().as_deref(), first[0].value().as_deref(), first[0].timestamp()),
+            (Some("out"), Some(&b"k"[..]), Some(&b"v1"[..]), Some(5))
+        );
+        assert_eq!(
+            first[0].headers().map(|(k, v)| (k.to_owned(), v)).collect::<Vec<_>>(),
+            [("h".to_owned(), Some(Bytes::from_static(b"x")))]
+        );
+        assert_eq!((first[1].topic(), first[1].value().as_deref()), (None, Some(&b"v2"[..])));
+        assert_eq!(outcomes.next().unwrap().err(), Some("bad record"));
+        assert_eq!(outcomes.next().unwrap().map(|o| o.len()).ok(), Some(0));
+    }
+
+    #[test]
+    fn an_answer_whose_index_points_outside_it_is_refused_naming_the_entry() {
+        let ok_header = wit::Header { key: span(0, 1), value: None };
+        let cases: Vec<(wit::OutputBatch, usize, &str)> = vec![
+            (answer(b"ab", vec![], vec![], vec![]), 1, "answered 0 results for a batch of 1 records"),
+            (
+                answer(b"ab", vec![output(span(1, 2), range(0, 0))], vec![], vec![wit::Outcome::Emitted(range(0, 1))]),
+                1,
+                "output record 0's value (2 bytes from byte 1) lies outside the answer's 2-byte buffer",
+            ),
+            (
+                answer(
+                    b"ab",
+                    vec![output(span(u32::MAX, u32::MAX), range(0, 0))],
+                    vec![],
+                    vec![wit::Outcome::Emitted(range(0, 1))],
+                ),
+                1,
+                "output record 0's value",
+            ),
+            (
+                answer(
+                    b"ab",
+                    vec![output(span(0, 1), range(0, 2))],
+                    vec![ok_header],
+                    vec![wit::Outcome::Emitted(range(0, 1))],
+                ),
+                1,
+                "output record 0's headers (entries 0 to 2) lies outside the answer's 1 headers",
+            ),
+            (
+                answer(
+                    b"ab",
+                    vec![output(span(0, 1), range(0, 0))],
+                    vec![],
+                    vec![wit::Outcome::Emitted(range(u32::MAX, 2))],
+                ),
+                1,
+                "the outputs of input record 0 (entries 4294967295 to 4294967297)",
+            ),
+            (
+                answer(b"\xff", vec![], vec![], vec![wit::Outcome::Failed(span(0, 1))]),
+                1,
+                "the error for input record 0 is not UTF-8",
+            ),
+            (
+                answer(
+                    b"\xff",
+                    vec![],
+                    vec![wit::Header { key: span(0, 1), value: None }],
+                    vec![wit::Outcome::Emitted(range(0, 0))],
+                ),
+                1,
+                "header 0's key is not UTF-8",
+            ),
+            (
+                answer(
+                    b"a",
+                    vec![wit::OutputRecord {
+                        topic: Some(span(0, 9)),
+                        key: None,
+                        value: None,
+                        headers: range(0, 0),
+                        timestamp: None,
+                    }],
+                    vec![],
+                    vec![wit::Outcome::Emitted(range(0, 1))],
+                ),
+                1,
+                "output record 0's topic (9 bytes from byte 0)",
+            ),
+        ];
+        for (answer, inputs, expected) in cases {
+            let err = TransformOutput::checked(answer, inputs).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+        let fine = answer(
+            b"ab",
+            vec![output(span(0, 2), range(0, 1))],
+            vec![ok_header],
+            vec![wit::Outcome::Emitted(range(0, 1))],
+        );
+        assert!(TransformOutput::checked(fine, 1).is_ok());
+    }
+}
