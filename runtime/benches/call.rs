@@ -6,8 +6,8 @@
 //! compiling it against loading the cached artifact. `cargo bench -p weir-runtime`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use weir_runtime::dev::{identity_instance, identity_v0_1_instance, native_identity};
-use weir_runtime::{InputBatch, PluginKind, Runtime, RuntimeConfig};
+use weir_runtime::dev::{identity_instance, identity_v0_1_instance, native_identity, transform_instance};
+use weir_runtime::{InputBatch, OutputBuilder, PluginKind, Runtime, RuntimeConfig, TransformOutput};
 
 fn records(count: usize) -> InputBatch {
     let value = vec![b'x'; 1024];
@@ -38,6 +38,70 @@ fn call(c: &mut Criterion) {
     group.finish();
 }
 
+/// 1000 JSON records of about 200 bytes, a third of them at level "error".
+fn json_records() -> InputBatch {
+    let mut batch = InputBatch::new("bench", 0);
+    for i in 0..1000 {
+        let level = ["error", "info", "warn"][i % 3];
+        let value = format!(
+            r#"{{"level":"{level}","n":{i},"user":{{"email":"user{i}@example.com","name":"User {i}"}},"message":"request {i} served in {} ms","tags":["a","b"]}}"#,
+            i % 97
+        );
+        batch.push(i as i64, 1_700_000_000_000, None, Some(value.as_bytes()), []).expect("fits");
+    }
+    batch
+}
+
+/// What a stage emits for a record it keeps, natively: its key, headers and timestamp with
+/// this value.
+fn keep(out: &mut OutputBuilder, r: &weir_runtime::InputView<'_>, value: Option<&[u8]>) {
+    out.output(None, r.key(), value, r.headers(), Some(r.timestamp())).expect("fits");
+}
+
+fn native_json_filter(batch: &InputBatch) -> TransformOutput {
+    let mut out = OutputBuilder::default();
+    for r in batch.records() {
+        match weir_module_json_filter::matches(r.value().unwrap_or_default(), "/level", "error") {
+            Ok(true) => keep(&mut out, &r, r.value()),
+            Ok(false) => {}
+            Err(e) => out.failed(e.message()).expect("fits"),
+        }
+        out.emitted().expect("fits");
+    }
+    out.finish()
+}
+
+fn native_pii_mask(batch: &InputBatch, regex: &regex::Regex) -> TransformOutput {
+    let mut out = OutputBuilder::default();
+    for r in batch.records() {
+        match weir_module_pii_mask::mask(r.value().unwrap_or_default(), "/user/email", regex, "***") {
+            Ok(masked) => keep(&mut out, &r, Some(&masked)),
+            Err(e) => out.failed(e.message()).expect("fits"),
+        }
+        out.emitted().expect("fits");
+    }
+    out.finish()
+}
+
+/// The JSON filter and the PII masker examples, 1000 records per call, against the same logic
+/// compiled natively over the same records.
+fn examples(c: &mut Criterion) {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let batch = json_records();
+    let mut group = c.benchmark_group("examples_1000_json_records");
+    group.throughput(Throughput::Elements(1000));
+    let mut filter =
+        transform_instance(cache.path(), "weir-module-json-filter", &[("path", "/level"), ("equals", "error")]);
+    assert_eq!(filter.transform(&batch).expect("filters").outcomes().flatten().flatten().count(), 334);
+    group.bench_function("json_filter_wasm", |b| b.iter(|| filter.transform(&batch).expect("filters")));
+    group.bench_function("json_filter_native", |b| b.iter(|| native_json_filter(&batch)));
+    let mut mask = transform_instance(cache.path(), "weir-module-pii-mask", &[("paths", "/user/email")]);
+    let regex = regex::Regex::new("^.*$").expect("regex");
+    group.bench_function("pii_mask_wasm", |b| b.iter(|| mask.transform(&batch).expect("masks")));
+    group.bench_function("pii_mask_native", |b| b.iter(|| native_pii_mask(&batch, &regex)));
+    group.finish();
+}
+
 /// Loading a plugin at deploy (validate and compile) against loading it again from the
 /// artifact cache, as a restart does: the pii-mask plugin (regex and JSON inside).
 fn load(c: &mut Criterion) {
@@ -64,5 +128,5 @@ fn runtime(cache_dir: &std::path::Path) -> Runtime {
         .expect("runtime")
 }
 
-criterion_group!(benches, call, load);
+criterion_group!(benches, call, examples, load);
 criterion_main!(benches);

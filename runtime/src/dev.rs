@@ -42,16 +42,18 @@ pub fn build_plugin(package: &str) -> PathBuf {
 /// An instance of the identity plugin (`wasm-modules/identity`) with default limits, its
 /// compiled artifact cached in `cache_dir`; for benchmarks.
 pub fn identity_instance(cache_dir: &Path) -> Instance {
-    transform_instance(cache_dir, "weir-module-identity")
+    transform_instance(cache_dir, "weir-module-identity", &[])
 }
 
 /// The same identity built for the `weir:plugin@0.1.0` contract (`tests/modules/identity-v0-1`),
 /// to measure the current contract against the one before it.
 pub fn identity_v0_1_instance(cache_dir: &Path) -> Instance {
-    transform_instance(cache_dir, "weir-test-identity-v0-1")
+    transform_instance(cache_dir, "weir-test-identity-v0-1", &[])
 }
 
-fn transform_instance(cache_dir: &Path, package: &str) -> Instance {
+/// An instance of the transform plugin `package` of this workspace with these parameters and
+/// default limits, its compiled artifact cached in `cache_dir`.
+pub fn transform_instance(cache_dir: &Path, package: &str, params: &[(&str, &str)]) -> Instance {
     let runtime = Runtime::new(RuntimeConfig { cache_dir: cache_dir.into(), epoch_tick: Duration::from_millis(10) })
         .expect("wasm runtime");
     let bytes = std::fs::read(build_plugin(package)).unwrap_or_else(|e| panic!("{package}: {e}"));
@@ -60,7 +62,7 @@ fn transform_instance(cache_dir: &Path, package: &str) -> Instance {
         &module,
         InstanceConfig {
             limits: Limits::default(),
-            params: Arc::default(),
+            params: Arc::new(params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
             label: package.into(),
             counters: Arc::new(Counters::default()),
             schemas: None,

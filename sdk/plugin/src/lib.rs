@@ -77,7 +77,7 @@ pub mod __private {
     use super::{Error, Output, Record};
 
     pub fn run_transform(batch: InputBatch, f: impl Fn(Record) -> Result<Vec<Output>, Error>) -> OutputBatch {
-        let mut out = OutputWriter::default();
+        let mut out = OutputWriter::sized_for(&batch);
         for record in records(&batch) {
             out.outcome(f(record));
         }
@@ -88,7 +88,7 @@ pub mod __private {
         batch: InputBatch,
         f: impl Fn(Vec<Record>) -> Vec<Result<Vec<Output>, Error>>,
     ) -> OutputBatch {
-        let mut out = OutputWriter::default();
+        let mut out = OutputWriter::sized_for(&batch);
         for result in f(records(&batch).collect()) {
             out.outcome(result);
         }
@@ -169,6 +169,17 @@ mod wire {
     }
 
     impl OutputWriter {
+        /// Room for an answer the size of `batch`: a transform mostly emits about what it reads,
+        /// and growing the buffer as it fills would copy it again and again.
+        pub fn sized_for(batch: &InputBatch) -> Self {
+            Self {
+                buffer: Vec::with_capacity(batch.buffer.len()),
+                records: Vec::with_capacity(batch.records.len()),
+                headers: Vec::with_capacity(batch.headers.len()),
+                outcomes: Vec::with_capacity(batch.records.len()),
+            }
+        }
+
         fn put(&mut self, bytes: &[u8]) -> Span {
             let start = len32(self.buffer.len());
             self.buffer.extend_from_slice(bytes);

@@ -4,13 +4,28 @@
 //! string's text, or a number, boolean or null as JSON writes it. A record that is not JSON
 //! is an error (it goes to the dead-letter topic); one without the field is dropped.
 
+use std::sync::OnceLock;
+
 use weir_plugin::{transform, Error, Output, Record};
+
+/// `path` and `equals`, read on the first record: a deployment's parameters are fixed for the
+/// life of its instances (a new version gets new ones).
+fn settings() -> Result<&'static (String, String), Error> {
+    static SETTINGS: OnceLock<Result<(String, String), Error>> = OnceLock::new();
+    SETTINGS
+        .get_or_init(|| {
+            let path = weir_plugin::param("path").ok_or_else(|| Error::new("parameter `path` is not set"))?;
+            let wanted = weir_plugin::param("equals").ok_or_else(|| Error::new("parameter `equals` is not set"))?;
+            Ok((path, wanted))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
 
 #[transform]
 fn json_filter(record: Record) -> Result<Vec<Output>, Error> {
-    let path = weir_plugin::param("path").ok_or_else(|| Error::new("parameter `path` is not set"))?;
-    let wanted = weir_plugin::param("equals").ok_or_else(|| Error::new("parameter `equals` is not set"))?;
-    let keep = matches(record.value.as_deref().unwrap_or_default(), &path, &wanted)?;
+    let (path, wanted) = settings()?;
+    let keep = matches(record.value.as_deref().unwrap_or_default(), path, wanted)?;
     if keep {
         weir_plugin::counter_add("kept", 1);
         Ok(vec![Output::from_record(&record)])

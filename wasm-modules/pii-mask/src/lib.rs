@@ -4,18 +4,38 @@
 //! regex whose matches are replaced (default: the whole string); `replacement` (default
 //! `***`). Strings at the paths are masked; other values and other fields are kept as they are.
 
+use std::sync::OnceLock;
+
 use regex::Regex;
 use weir_plugin::{transform, Error, Output, Record};
 
+struct Settings {
+    paths: String,
+    regex: Regex,
+    replacement: String,
+}
+
+/// The parameters, read and the pattern compiled on the first record: a deployment's
+/// parameters are fixed for the life of its instances (a new version gets new ones).
+fn settings() -> Result<&'static Settings, Error> {
+    static SETTINGS: OnceLock<Result<Settings, Error>> = OnceLock::new();
+    SETTINGS
+        .get_or_init(|| {
+            let paths = weir_plugin::param("paths").ok_or_else(|| Error::new("parameter `paths` is not set"))?;
+            let pattern = weir_plugin::param("pattern").unwrap_or_else(|| "^.*$".into());
+            let replacement = weir_plugin::param("replacement").unwrap_or_else(|| "***".into());
+            let regex = Regex::new(&pattern).map_err(|e| Error::new(format!("parameter `pattern`: {e}")))?;
+            Ok(Settings { paths, regex, replacement })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 #[transform]
 fn pii_mask(record: Record) -> Result<Vec<Output>, Error> {
-    let paths = weir_plugin::param("paths").ok_or_else(|| Error::new("parameter `paths` is not set"))?;
-    let pattern = weir_plugin::param("pattern").unwrap_or_else(|| "^.*$".into());
-    let replacement = weir_plugin::param("replacement").unwrap_or_else(|| "***".into());
-    // Compiled per call from the parameters; a module instance lives across batches, so a
-    // cache would help a heavy pattern, but the per-record cost here is dominated by JSON.
-    let regex = Regex::new(&pattern).map_err(|e| Error::new(format!("parameter `pattern`: {e}")))?;
-    let masked = mask(record.value.as_deref().unwrap_or_default(), &paths, &regex, &replacement)?;
+    let settings = settings()?;
+    let masked =
+        mask(record.value.as_deref().unwrap_or_default(), &settings.paths, &settings.regex, &settings.replacement)?;
     Ok(vec![Output::from_record(&record).with_value(masked)])
 }
 
