@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# A fresh debug build of the workspace takes about 10 GB under target/ (and the tests' data
+# folders a few more under /tmp): say what there is, so a build that runs out reads as such.
+log "disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free here, $(df -h --output=avail /tmp | tail -1 | tr -d ' ') under /tmp"
+# CI builds once from a clean clone: incremental artifacts would only cost time and disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
 log "toolchain and targets from rust-toolchain.toml"
 rustup toolchain install >/dev/null
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
