@@ -4,7 +4,9 @@
 # with those settings, since e2e sends record by record), then, at half that rate for 10 s, the
 # producer and the consumer in one process (`weir bench e2e`) and in two processes as users run
 # them (`--role consume` started first, then `--role produce`). Latency is send to receipt,
-# from a wall-clock stamp in each value. A fresh broker per round.
+# from a wall-clock stamp in each value. A fresh broker per round. DIVISORS="2 10" runs each
+# round at peak/2 and then at peak/10 (default: 2 alone), to show what the tail owes to the
+# two cores being busy.
 # Usage: tests/bench/e2e-latency.sh [ROUNDS]   Ports 18540 (QUIC), 18640, 18740.
 set -euo pipefail
 rounds=${1:-3}
@@ -16,19 +18,21 @@ for round in $(seq 1 "$rounds"); do
   settings=(--partitions 1 --batch-bytes 65536 --linger-ms 1 --acks leader)
   peak=$("$weir" bench produce --topic peak --api record --count 1000000 "${settings[@]}" "${connect[@]}" 2>/dev/null |
     sed -n 's/^produce:.*: \([0-9]*\) records\/s.*/\1/p')
-  rate=$((peak / 2))
+  for divisor in ${DIVISORS:-2}; do
+  rate=$((peak / divisor))
   count=$((rate * 10))
-  one=$("$weir" bench e2e --topic one --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
+  one=$("$weir" bench e2e --topic "one-$divisor" --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
     "${connect[@]}" 2>/dev/null | grep 'end-to-end latency')
-  "$weir" bench e2e --role consume --topic two --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
+  "$weir" bench e2e --role consume --topic "two-$divisor" --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
     "${connect[@]}" >"$bench_dir/consumer" 2>/dev/null &
   consumer=$!
   for _ in $(seq 1 100); do grep -q following "$bench_dir/consumer" 2>/dev/null && break; sleep 0.1; done
-  "$weir" bench e2e --role produce --topic two --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
+  "$weir" bench e2e --role produce --topic "two-$divisor" --rate "$rate" --count "$count" --duration-secs 10 "${settings[@]}" \
     "${connect[@]}" >/dev/null 2>&1
   wait "$consumer"
   two=$(grep 'end-to-end latency' "$bench_dir/consumer")
+  echo "round $round: peak $peak records/s, at $rate records/s (1/$divisor): one process: ${one#end-to-end latency: }"
+  echo "round $round: peak $peak records/s, at $rate records/s (1/$divisor): two processes: ${two#end-to-end latency: }"
+  done
   stop_broker
-  echo "round $round: peak $peak records/s, at $rate records/s: one process: ${one#end-to-end latency: }"
-  echo "round $round: peak $peak records/s, at $rate records/s: two processes: ${two#end-to-end latency: }"
 done

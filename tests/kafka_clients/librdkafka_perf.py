@@ -2,7 +2,7 @@
 SIZE bytes with acks=1, then consume them from the start. Prints MB/s for each.
 Usage: BOOTSTRAP TOPIC COUNT SIZE [BATCH_BYTES]
 VALUES=random sends incompressible values (4,096 random values in turn) instead of one
-repeated byte; PRODUCE_ONLY=1 skips the consume."""
+repeated byte; PRODUCE_ONLY=1 skips the consume, CONSUME_ONLY=1 the produce."""
 import os
 import sys
 import time
@@ -11,6 +11,13 @@ from confluent_kafka import Consumer, Producer
 
 
 def main(bootstrap, topic, count, size, batch_bytes):
+    if os.environ.get("CONSUME_ONLY") != "1":
+        produce(bootstrap, topic, count, size, batch_bytes)
+    if os.environ.get("PRODUCE_ONLY") != "1":
+        consume(bootstrap, topic, count, size)
+
+
+def produce(bootstrap, topic, count, size, batch_bytes):
     if os.environ.get("VALUES") == "random":
         values = [os.urandom(size) for _ in range(4096)]
     else:
@@ -36,9 +43,9 @@ def main(bootstrap, topic, count, size, batch_bytes):
     elapsed = time.perf_counter() - start
     print(f"librdkafka produce: {count} records of {size} B in {elapsed:.2f}s: "
           f"{count / elapsed:.0f} records/s, {count * size / elapsed / 1e6:.1f} MB/s (acks=1, batch {batch_bytes} B, linger 5 ms)")
-    if os.environ.get("PRODUCE_ONLY") == "1":
-        return
 
+
+def consume(bootstrap, topic, count, size):
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"perf-{time.time()}",
