@@ -189,60 +189,39 @@ pub struct TransformOutput {
 impl TransformOutput {
     /// A module's answer to a batch of `inputs` records, once every index entry is checked
     /// against the buffer and lists it points into: the error names the first that is not.
+    /// Each byte of the buffer, each header and each output record may be used once (spans
+    /// add up to at most the buffer, runs come in order without overlapping), so an answer
+    /// cannot make the broker write more than the module itself held in its memory.
     pub(crate) fn checked(answer: wit::OutputBatch, inputs: usize) -> Result<Self, CallError> {
         let wit::OutputBatch { buffer, records, headers, outcomes } = answer;
         crate::instance::check_count(outcomes.len(), inputs)?;
-        let size = buffer.len();
-        let bytes = |span: &wit::Span, what: &dyn Fn() -> String| {
-            slice(&buffer, span).ok_or_else(|| {
-                CallError::Contract(format!(
-                    "{} ({} bytes from byte {}) lies outside the answer's {size}-byte buffer",
-                    what(),
-                    span.len,
-                    span.start
-                ))
-            })
-        };
-        let text = |span: &wit::Span, what: &dyn Fn() -> String| {
-            std::str::from_utf8(bytes(span, what)?)
-                .map(|_| ())
-                .map_err(|e| CallError::Contract(format!("{} is not UTF-8: {e}", what())))
-        };
-        let within = |range: &wit::Range, len: usize, list: &str, what: &dyn Fn() -> String| {
-            if u64::from(range.first) + u64::from(range.count) > len as u64 {
-                return Err(CallError::Contract(format!(
-                    "{} (entries {} to {}) lies outside the answer's {len} {list}",
-                    what(),
-                    range.first,
-                    u64::from(range.first) + u64::from(range.count)
-                )));
-            }
-            Ok(())
-        };
+        let mut spans = Spans { buffer: &buffer, used: 0 };
         for (i, h) in headers.iter().enumerate() {
-            text(&h.key, &|| format!("header {i}'s key"))?;
+            spans.text(&h.key, &|| format!("header {i}'s key"))?;
             if let Some(v) = &h.value {
-                bytes(v, &|| format!("header {i}'s value"))?;
+                spans.bytes(v, &|| format!("header {i}'s value"))?;
             }
         }
+        let mut header_runs = Runs { len: headers.len(), list: "headers", end: 0 };
         for (i, r) in records.iter().enumerate() {
             if let Some(t) = &r.topic {
-                text(t, &|| format!("output record {i}'s topic"))?;
+                spans.text(t, &|| format!("output record {i}'s topic"))?;
             }
             if let Some(k) = &r.key {
-                bytes(k, &|| format!("output record {i}'s key"))?;
+                spans.bytes(k, &|| format!("output record {i}'s key"))?;
             }
             if let Some(v) = &r.value {
-                bytes(v, &|| format!("output record {i}'s value"))?;
+                spans.bytes(v, &|| format!("output record {i}'s value"))?;
             }
-            within(&r.headers, headers.len(), "headers", &|| format!("output record {i}'s headers"))?;
+            header_runs.next(&r.headers, &|| format!("output record {i}'s headers"))?;
         }
+        let mut output_runs = Runs { len: records.len(), list: "output records", end: 0 };
         for (i, o) in outcomes.iter().enumerate() {
             match o {
                 wit::Outcome::Emitted(range) => {
-                    within(range, records.len(), "output records", &|| format!("the outputs of input record {i}"))?
+                    output_runs.next(range, &|| format!("the outputs of input record {i}"))?
                 }
-                wit::Outcome::Failed(span) => text(span, &|| format!("the error for input record {i}"))?,
+                wit::Outcome::Failed(span) => spans.text(span, &|| format!("the error for input record {i}"))?,
             }
         }
         Ok(Self { buffer: Bytes::from(buffer), records, headers, outcomes })
@@ -278,6 +257,77 @@ impl TransformOutput {
         } else {
             Bytes::new()
         }
+    }
+}
+
+/// Checks an answer's spans: each inside the buffer, and all of them together no longer than it.
+struct Spans<'b> {
+    buffer: &'b [u8],
+    used: u64,
+}
+
+impl<'b> Spans<'b> {
+    fn bytes(&mut self, span: &wit::Span, what: &dyn Fn() -> String) -> Result<&'b [u8], CallError> {
+        let size = self.buffer.len();
+        let bytes = slice(self.buffer, span).ok_or_else(|| {
+            CallError::Contract(format!(
+                "{} ({} bytes from byte {}) lies outside the answer's {size}-byte buffer",
+                what(),
+                span.len,
+                span.start
+            ))
+        })?;
+        self.used += u64::from(span.len);
+        if self.used > size as u64 {
+            return Err(CallError::Contract(format!(
+                "{} brings the bytes the answer's spans cover to {}, past its {size}-byte buffer: \
+                 each byte of the buffer may be used once",
+                what(),
+                self.used
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn text(&mut self, span: &wit::Span, what: &dyn Fn() -> String) -> Result<(), CallError> {
+        std::str::from_utf8(self.bytes(span, what)?)
+            .map(|_| ())
+            .map_err(|e| CallError::Contract(format!("{} is not UTF-8: {e}", what())))
+    }
+}
+
+/// Checks runs of one of an answer's lists: each inside it, in order, none overlapping.
+struct Runs<'l> {
+    len: usize,
+    list: &'l str,
+    /// Where the last run ended.
+    end: u64,
+}
+
+impl Runs<'_> {
+    fn next(&mut self, range: &wit::Range, what: &dyn Fn() -> String) -> Result<(), CallError> {
+        let (first, end) = (u64::from(range.first), u64::from(range.first) + u64::from(range.count));
+        if end > self.len as u64 {
+            return Err(CallError::Contract(format!(
+                "{} (entries {first} to {end}) lies outside the answer's {} {}",
+                what(),
+                self.len,
+                self.list
+            )));
+        }
+        if range.count > 0 {
+            if first < self.end {
+                return Err(CallError::Contract(format!(
+                    "{} (entries {first} to {end}) overlaps or comes before the run that ends at {}: \
+                     each of the answer's {} is used once, in order",
+                    what(),
+                    self.end,
+                    self.list
+                )));
+            }
+            self.end = end;
+        }
+        Ok(())
     }
 }
 
@@ -533,17 +583,24 @@ mod tests {
                 1,
                 "output record 0's topic (9 bytes from byte 0)",
             ),
+            // Amplification: one small answer claiming many outputs, headers or bytes.
+            (answer(b"ab", vec![output(span(0, 1), range(0, 0))], vec![], vec![wit::Outcome::Emitted(range(0, 1)), wit::Outcome::Emitted(range(0, 1))]), 2, "the outputs of input record 1 (entries 0 to 1) overlaps or comes before the run that ends at 1: each of the answer's output records is used once, in order"),
+            (answer(b"abc", vec![output(span(0, 1), range(0, 1)), output(span(1, 1), range(0, 1))], vec![ok_header], vec![wit::Outcome::Emitted(range(0, 2))]), 1, "output record 1's headers (entries 0 to 1) overlaps"),
+            (answer(b"ab", vec![output(span(0, 2), range(0, 0)), output(span(0, 2), range(0, 0))], vec![], vec![wit::Outcome::Emitted(range(0, 2))]), 1, "output record 1's value brings the bytes the answer's spans cover to 4, past its 2-byte buffer"),
         ];
         for (answer, inputs, expected) in cases {
             let err = TransformOutput::checked(answer, inputs).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
         let fine = answer(
-            b"ab",
-            vec![output(span(0, 2), range(0, 1))],
+            b"hab",
+            vec![output(span(1, 2), range(0, 1))],
             vec![ok_header],
             vec![wit::Outcome::Emitted(range(0, 1))],
         );
-        assert!(TransformOutput::checked(fine, 1).is_ok());
+        let out = TransformOutput::checked(fine, 1).unwrap();
+        let outputs: Vec<_> = out.outcomes().next().unwrap().unwrap().collect();
+        assert_eq!(outputs[0].value().as_deref(), Some(&b"ab"[..]));
+        assert_eq!(outputs[0].headers().map(|(k, _)| k).collect::<Vec<_>>(), ["h"]);
     }
 }
