@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use crate::bindings::types as wit;
-use crate::CallError;
+use crate::error::CallError;
 
 /// The most bytes of keys, values and headers one batch can hold: its spans are 32-bit.
 pub const BATCH_BYTES_MAX: u64 = u32::MAX as u64;
@@ -194,7 +194,7 @@ impl TransformOutput {
     /// cannot make the broker write more than the module itself held in its memory.
     pub(crate) fn checked(answer: wit::OutputBatch, inputs: usize) -> Result<Self, CallError> {
         let wit::OutputBatch { buffer, records, headers, outcomes } = answer;
-        crate::instance::check_count(outcomes.len(), inputs)?;
+        check_count(outcomes.len(), inputs)?;
         let mut spans = Spans { buffer: &buffer, used: 0 };
         for (i, h) in headers.iter().enumerate() {
             spans.text(&h.key, &|| format!("header {i}'s key"))?;
@@ -258,6 +258,16 @@ impl TransformOutput {
             Bytes::new()
         }
     }
+}
+
+/// One answer per input record, as the contract says.
+pub(crate) fn check_count(got: usize, expected: usize) -> Result<(), CallError> {
+    if got != expected {
+        return Err(CallError::Contract(format!(
+            "the module answered {got} results for a batch of {expected} records; the contract is one per record"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an answer's spans: each inside the buffer, and all of them together no longer than it.

@@ -2,10 +2,6 @@
 //! `sdk/wit/plugin.wit`) and the one before it (`weir:plugin@0.1.0`, `wit-0.1.0/`), which
 //! brokers still run. Each version's three worlds share one set of types and host imports.
 
-use wasmtime::component::{HasSelf, Linker};
-
-use crate::instance::HostState;
-
 pub mod transform {
     wasmtime::component::bindgen!({ world: "transform", path: "../sdk/wit" });
 }
@@ -63,13 +59,3 @@ pub mod v0_1 {
 }
 
 pub(crate) use transform::weir::plugin::{host, schema_registry, types};
-
-/// One linker for every world of both versions: WASI (nothing granted, see `instance.rs`)
-/// plus Weir's host imports of each version. The worlds of a version import the same.
-pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    v0_1::transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    Ok(linker)
-}

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::batch::{InputBatch, OutputBuilder, TransformOutput};
+use crate::batch::{check_count, InputBatch, OutputBuilder, TransformOutput};
 use crate::bindings::{self, host, schema_registry, v0_1};
+use crate::error::CallError;
 use crate::module::Contract;
 use crate::{Limits, Module, PluginKind, Runtime};
 
@@ -52,23 +53,6 @@ pub struct InstanceConfig {
     pub label: Arc<str>,
     pub counters: Arc<Counters>,
     pub schemas: Option<Arc<dyn SchemaLookup>>,
-}
-
-/// Why a call failed. The instance is discarded; the next call starts a fresh one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
-    #[error("interrupted at its deadline of {deadline_ms} ms")]
-    Timeout { deadline_ms: u64 },
-    #[error("stopped at its memory cap of {memory_bytes} bytes (asked to grow to {desired_bytes})")]
-    MemoryCap { memory_bytes: u64, desired_bytes: u64 },
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// The module answered, but not what the contract allows.
-    #[error("{0}")]
-    Contract(String),
-    /// The batch could not be handed to the module (it does not fit the contract's buffer).
-    #[error("{0}")]
-    Input(String),
 }
 
 const STDERR_BYTES_MAX: usize = 16 << 10;
@@ -208,6 +192,16 @@ struct Live {
     store: Store<HostState>,
     bindings: Bindings,
     stderr: MemoryOutputPipe,
+}
+
+/// One linker for every world of both versions: WASI (nothing granted, see `instance.rs`)
+/// plus Weir's host imports of each version. The worlds of a version import the same.
+pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    bindings::transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    v0_1::transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
 }
 
 /// A plugin instance for one deployment and partition, reused across batches.
@@ -402,15 +396,6 @@ fn v0_1_answer(results: Vec<Result<Vec<v0_1::types::OutputRecord>, String>>) -> 
         }
     }
     Ok(out.finish())
-}
-
-pub(crate) fn check_count(got: usize, expected: usize) -> Result<(), CallError> {
-    if got != expected {
-        return Err(CallError::Contract(format!(
-            "the module answered {got} results for a batch of {expected} records; the contract is one per record"
-        )));
-    }
-    Ok(())
 }
 
 fn classify(e: &wasmtime::Error, stderr: &MemoryOutputPipe, limits: Limits) -> CallError {

@@ -9,6 +9,7 @@
 
 mod batch;
 mod bindings;
+mod error;
 mod instance;
 mod module;
 
@@ -22,7 +23,8 @@ use std::time::Duration;
 pub use batch::{
     BatchTooLarge, InputBatch, InputView, OutputBuilder, OutputView, Outputs, TransformOutput, BATCH_BYTES_MAX,
 };
-pub use instance::{CallError, Counters, Instance, InstanceConfig, SchemaLookup};
+pub use error::CallError;
+pub use instance::{Counters, Instance, InstanceConfig, SchemaLookup};
 pub use module::{Contract, Module};
 
 pub use weir_plugin_types::{Limits, PluginKind};
@@ -76,7 +78,7 @@ impl Runtime {
         let engine = wasmtime::Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         std::fs::create_dir_all(&config.cache_dir)
             .map_err(|source| RuntimeError::Cache { path: config.cache_dir.clone(), source })?;
-        let linker = bindings::linker(&engine).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let linker = instance::linker(&engine).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
