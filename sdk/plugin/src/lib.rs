@@ -333,14 +333,22 @@ impl<E: std::error::Error> From<E> for Error {
     }
 }
 
+/// The deployment's parameters, asked of the host once per instance: they are fixed for the
+/// life of an instance (a new version, or a restart after a failed call, is a new instance
+/// with fresh memory), and a host call per record would cost more than the lookup.
+fn cached_params() -> &'static std::collections::BTreeMap<String, String> {
+    static PARAMS: std::sync::OnceLock<std::collections::BTreeMap<String, String>> = std::sync::OnceLock::new();
+    PARAMS.get_or_init(|| host::params().into_iter().collect())
+}
+
 /// One of the deployment's parameters (`weir module deploy --param name=value`).
 pub fn param(name: &str) -> Option<String> {
-    host::param(name)
+    cached_params().get(name).cloned()
 }
 
 /// All of the deployment's parameters, sorted by name.
 pub fn params() -> Vec<(String, String)> {
-    host::params()
+    cached_params().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Adds `delta` to the deployment's counter `name` (shown by `weir module describe`).
