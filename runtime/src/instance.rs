@@ -194,7 +194,7 @@ struct Live {
     stderr: MemoryOutputPipe,
 }
 
-/// One linker for every world of both versions: WASI (nothing granted, see `instance.rs`)
+/// One linker for every world of both versions: WASI (nothing granted, see `instantiate`)
 /// plus Weir's host imports of each version. The worlds of a version import the same.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
