@@ -200,6 +200,14 @@ pub struct Record {
     pub timestamp: i64,
 }
 
+impl Record {
+    /// The bytes of its key, value, header keys and header values (no framing).
+    pub fn payload_len(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len)).sum();
+        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len) + headers
+    }
+}
+
 /// A record read back from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {

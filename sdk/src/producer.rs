@@ -368,8 +368,7 @@ impl Producer {
 pub use crate::wire::now_ms;
 
 fn record_size(r: &Record) -> usize {
-    let headers: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len)).sum();
-    r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len) + headers + 16
+    r.payload_len() + 16
 }
 
 #[derive(Default)]

@@ -423,13 +423,7 @@ fn batch_of<'r>(
     partition: u32,
     records: impl Iterator<Item = (i64, &'r weir_sdk::batch::Record)> + Clone,
 ) -> Result<InputBatch, BatchTooLarge> {
-    let bytes: usize = records
-        .clone()
-        .map(|(_, r)| {
-            let header_bytes: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum();
-            r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + header_bytes
-        })
-        .sum();
+    let bytes: usize = records.clone().map(|(_, r)| r.payload_len()).sum();
     let capacity = usize::try_from(BATCH_BYTES_MAX).unwrap_or(usize::MAX).min(bytes);
     let mut batch = InputBatch::with_capacity(topic, partition, records.size_hint().0, capacity);
     for (offset, r) in records {
