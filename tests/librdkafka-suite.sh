@@ -50,7 +50,7 @@ cargo build --workspace --bins --locked
 data=$(mktemp -d)
 printf 'default_partitions = 4\n' >"$data/weir.toml"
 "${CARGO_TARGET_DIR:-$root/target}/debug/weir" serve --config "$data/weir.toml" --data-dir "$data/db" --quic-addr 127.0.0.1:0 \
-  --kafka-addr 127.0.0.1:0 --registry-addr 127.0.0.1:0 >"$data/weir.log" 2>&1 &
+  --kafka-addr 127.0.0.1:0 --registry-addr 127.0.0.1:0 --console-addr 127.0.0.1:0 >"$data/weir.log" 2>&1 &
 broker=$!
 trap 'kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 300); do

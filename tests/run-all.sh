@@ -17,16 +17,18 @@ log "toolchain and targets from rust-toolchain.toml"
 rustup toolchain install >/dev/null
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-log "third-party clients the end-to-end tests drive (kcat, confluent-kafka with Avro and JSON Schema, kafka-python)"
-if ! command -v kcat >/dev/null 2>&1; then
+log "third-party clients the end-to-end tests drive (kcat, confluent-kafka with Avro and JSON Schema, kafka-python), a browser for the console (chromium, chromedriver), and the checkers of its OpenAPI document and metrics"
+if ! command -v kcat >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq kcat
+  apt-get install -y -qq kcat chromium chromium-driver
 fi
-python3 -c 'import confluent_kafka, confluent_kafka.schema_registry.avro, confluent_kafka.schema_registry.json_schema, fastavro, jsonschema, kafka' 2>/dev/null \
+python3 -c 'import confluent_kafka, confluent_kafka.schema_registry.avro, confluent_kafka.schema_registry.json_schema, fastavro, jsonschema, kafka, prometheus_client, openapi_spec_validator' 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    'confluent-kafka[avro,json,schemaregistry]' kafka-python
+    'confluent-kafka[avro,json,schemaregistry]' kafka-python prometheus-client openapi-spec-validator
 kcat -V 2>&1 | sed -n 1p
+chromium --version
+chromedriver --version
 python3 -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.version()[0], "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__)'
 
 log "cargo fmt --check"

@@ -175,6 +175,36 @@ pub fn check_datum(schema: &Compiled, is_key: bool, id: u32, bytes: Option<&[u8]
     Ok(())
 }
 
+/// A key or value in Confluent's wire format decoded with the schema its id names, as JSON (for
+/// people to read: the console's message browser). Avro is decoded within the process-wide
+/// allocation limit ([`limit_decoded_allocation`]); JSON Schema payloads are parsed as JSON.
+/// The schema must be registered, under any subject.
+pub fn decode_datum(state: &RegistryState, bytes: &[u8]) -> Result<(u32, serde_json::Value), String> {
+    let id = schema_id(false, Some(bytes)).map_err(|_| "not in the schema registry wire format".to_owned())?;
+    let stored = state.schemas.get(&id).ok_or_else(|| format!("schema id {id} is not registered"))?;
+    let datum = &bytes[5..];
+    let value = match stored.schema_type {
+        SchemaType::Json => {
+            serde_json::from_slice(datum).map_err(|e| format!("not JSON after its schema id {id}: {e}"))?
+        }
+        SchemaType::Avro => {
+            let text = state
+                .resolve(stored.schema_type, &stored.schema, &stored.references)
+                .map_err(|e| format!("registered schema {id} does not resolve: {e}"))?;
+            let schema =
+                crate::schema::parse_avro(&text).map_err(|e| format!("registered schema {id} does not parse: {e}"))?;
+            let mut rest = datum;
+            let value = apache_avro::from_avro_datum(&schema, &mut rest, None)
+                .map_err(|e| format!("does not decode with schema id {id}: {e}"))?;
+            if !value.validate(&schema) || !rest.is_empty() {
+                return Err(format!("does not decode with schema id {id}: truncated, or bytes left over"));
+            }
+            serde_json::Value::try_from(value).map_err(|e| format!("schema id {id}: {e}"))?
+        }
+    };
+    Ok((id, value))
+}
+
 fn full_name(schema: &AvroSchema) -> Result<String, String> {
     schema
         .name()

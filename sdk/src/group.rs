@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::batch::ConsumedRecord;
 use crate::client::{Admin, Client};
 use crate::consumer::{Consumer, ConsumerConfig, OffsetReset};
+use crate::consumer_protocol::{decode_assignment, read_version};
 use crate::error::{ClientError, ErrorCode};
 use crate::wire::*;
 
@@ -184,7 +185,7 @@ impl GroupConsumer {
                 Err(e) if needs_rejoin(&e) => continue,
                 Err(e) => return Err(e),
             };
-            self.assignment = decode_assignment(&assignment.assignment)?;
+            self.assignment = decode_assignment(&assignment.assignment).map_err(ClientError::Invalid)?;
             tracing::info!(group = %self.config.group_id, member = %self.member_id, generation = self.generation_id, partitions = ?self.assignment, "joined group");
             self.start_positions().await?;
             self.start_heartbeat();
@@ -320,7 +321,7 @@ fn encode_subscription(topics: &[String]) -> Bytes {
 
 fn decode_subscription(bytes: &[u8]) -> Result<Vec<String>, ClientError> {
     let mut buf = Bytes::copy_from_slice(bytes);
-    let version = read_version::<ConsumerProtocolSubscription>(&mut buf)?;
+    let version = read_version::<ConsumerProtocolSubscription>(&mut buf).map_err(ClientError::Invalid)?;
     let s = ConsumerProtocolSubscription::decode(&mut buf, version)
         .map_err(|e| ClientError::Invalid(format!("member subscription: {e}")))?;
     Ok(s.topics.iter().map(|t| t.as_str().to_owned()).collect())
@@ -338,33 +339,6 @@ fn encode_assignment(topics: &BTreeMap<String, Vec<i32>>) -> Bytes {
             .collect(),
     );
     with_version(0, |buf| assignment.encode(buf, 0).expect("assignment v0 encodes"))
-}
-
-fn decode_assignment(bytes: &[u8]) -> Result<Vec<(String, u32)>, ClientError> {
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut buf = Bytes::copy_from_slice(bytes);
-    let version = read_version::<ConsumerProtocolAssignment>(&mut buf)?;
-    let a = ConsumerProtocolAssignment::decode(&mut buf, version)
-        .map_err(|e| ClientError::Invalid(format!("group assignment: {e}")))?;
-    Ok(a.assigned_partitions
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.as_str().to_owned(), *p as u32)))
-        .collect())
-}
-
-/// Reads the version prefix; a newer version than this build knows is read as the newest it
-/// knows, as Kafka's consumer protocol only appends fields.
-fn read_version<M: Message>(buf: &mut Bytes) -> Result<i16, ClientError> {
-    if buf.remaining() < 2 {
-        return Err(ClientError::Invalid("consumer protocol data shorter than its version".into()));
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        return Err(ClientError::Invalid(format!("consumer protocol version {version}")));
-    }
-    Ok(version.min(M::VERSIONS.max))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod client;
 #[cfg(feature = "client")]
 pub mod consumer;
+pub mod consumer_protocol;
 pub mod error;
 #[cfg(feature = "client")]
 pub mod group;

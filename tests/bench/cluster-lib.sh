@@ -9,7 +9,7 @@ start_cluster() {
   for i in 1 2 3; do
     "$weir" serve --node-id $i --data-dir "$dir/d$i" --cluster-addr 127.0.0.1:1740$i --controller-voters $voters \
       --cluster-ca "$dir/ca.pem" --quic-addr 127.0.0.1:1750$i --kafka-addr 127.0.0.1:1760$i \
-      --registry-addr 127.0.0.1:1770$i ${serve_args[@]+"${serve_args[@]}"} >"$dir/log$i" 2>&1 &
+      --registry-addr 127.0.0.1:1770$i --console-addr 127.0.0.1:1780$i ${serve_args[@]+"${serve_args[@]}"} >"$dir/log$i" 2>&1 &
     pids+=($!)
     disown $!  # no "Killed" notices when the bench kills it
   done

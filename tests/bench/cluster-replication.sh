@@ -47,7 +47,7 @@ restart() {  # node $1 again, same ports, data and flags
   local i=$1 voters=1@127.0.0.1:17401,2@127.0.0.1:17402,3@127.0.0.1:17403
   "$weir" serve --node-id "$i" --data-dir "$dir/d$i" --cluster-addr 127.0.0.1:1740"$i" --controller-voters $voters \
     --cluster-ca "$dir/ca.pem" --quic-addr 127.0.0.1:1750"$i" --kafka-addr 127.0.0.1:1760"$i" \
-    --registry-addr 127.0.0.1:1770"$i" ${serve_args[@]+"${serve_args[@]}"} >>"$dir/log$i" 2>&1 &
+    --registry-addr 127.0.0.1:1770"$i" --console-addr 127.0.0.1:1780"$i" ${serve_args[@]+"${serve_args[@]}"} >>"$dir/log$i" 2>&1 &
   pids[i-1]=$!
   disown $!
 }

@@ -21,7 +21,7 @@ now() { date +%s.%N; }
 start() { # start WEIR: the broker in the background, its pid in $pid and start time in $t0
   t0=$(now)
   "$1" serve --data-dir "$bench_dir/data" --quic-addr 127.0.0.1:18520 --kafka-addr 127.0.0.1:18620 \
-    --registry-addr 127.0.0.1:18720 >>"$bench_dir/log" 2>&1 &  # the data folder kept
+    --registry-addr 127.0.0.1:18720 --console-addr 127.0.0.1:18721 >>"$bench_dir/log" 2>&1 &  # the data folder kept
   pid=$!
   disown $!
 }

@@ -19,7 +19,7 @@ start_broker() {
   local weir=$1 port=$2
   rm -rf "$bench_dir/data"
   "$weir" serve --data-dir "$bench_dir/data" --quic-addr "127.0.0.1:$port" --kafka-addr "127.0.0.1:$((port + 100))" \
-    --registry-addr "127.0.0.1:$((port + 200))" >"$bench_dir/log" 2>&1 &
+    --registry-addr "127.0.0.1:$((port + 200))" --console-addr "127.0.0.1:$((port + 300))" >"$bench_dir/log" 2>&1 &
   pid=$!
   disown $!  # no "Killed" notices when the bench kills it
   connect=(--bootstrap "127.0.0.1:$port" --data-dir "$bench_dir/data")

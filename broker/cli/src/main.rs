@@ -6,6 +6,7 @@ use weir_cli::{bench, cli, cluster_cli, module_cli, schema_cli};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -54,6 +55,9 @@ struct ServeArgs {
     /// TCP address of the schema registry REST API.
     #[arg(long)]
     registry_addr: Option<SocketAddr>,
+    /// TCP address of the web console, its JSON API (/api/v1) and /metrics.
+    #[arg(long)]
+    console_addr: Option<SocketAddr>,
     /// Host Kafka clients are told to connect to (default: the listener's IP).
     #[arg(long)]
     kafka_advertised_host: Option<String>,
@@ -146,6 +150,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.registry_addr {
         config.registry_addr = v;
     }
+    if let Some(v) = args.console_addr {
+        config.console_addr = v;
+    }
     if let Some(v) = args.kafka_advertised_host {
         config.kafka_advertised_host = Some(v);
     }
@@ -179,12 +186,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.frame_bytes_max {
         config.frame_bytes_max = v;
     }
-    let running = server::start(config.clone()).await?;
+    // Bound before the broker starts, so a taken port fails the start as the others do.
+    let console = tokio::net::TcpListener::bind(config.console_addr)
+        .await
+        .with_context(|| format!("binding the web console on tcp {}", config.console_addr))?;
+    let console_addr = console.local_addr()?;
+    let mut running = server::start(config.clone()).await?;
+    running.serve_http(console, weir_console::router(running.broker().clone()));
     let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
     println!("weir {} serving (node {})", env!("CARGO_PKG_VERSION"), config.node_id);
     println!("  native QUIC   udp://{}  (ALPN weir/1)", running.quic_addr);
     println!("  Kafka         tcp://{}", running.kafka_addr);
     println!("  registry      http://{}  (Confluent Schema Registry API)", running.registry_addr);
+    println!("  console       http://{console_addr}  (web console, JSON API at /api/v1, /metrics)");
     if let Some(addr) = running.cluster_addr {
         println!("  cluster       udp://{addr}  (mutual TLS, ALPN weir-cluster/1)");
     }

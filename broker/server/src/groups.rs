@@ -57,6 +57,30 @@ pub enum GroupError {
     ChangeTooLarge,
 }
 
+/// Group errors with the service's codes; the message says what to do.
+impl From<GroupError> for weir_sdk::WireError {
+    fn from(e: GroupError) -> Self {
+        let code = match e {
+            GroupError::UnknownMember => ErrorCode::UnknownMemberId,
+            GroupError::IllegalGeneration => ErrorCode::IllegalGeneration,
+            GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+            GroupError::NonEmptyGroup => ErrorCode::NonEmptyGroup,
+            GroupError::GroupIdNotFound => ErrorCode::GroupNotFound,
+            GroupError::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
+            GroupError::InconsistentProtocol => ErrorCode::InconsistentGroupProtocol,
+            GroupError::InvalidGroupId => ErrorCode::InvalidGroupId,
+            GroupError::Storage => ErrorCode::Storage,
+            GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
+            GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge | GroupError::ChangeTooLarge => {
+                ErrorCode::InvalidRequest
+            }
+            GroupError::GroupMaxSizeReached | GroupError::GroupsMaxReached => ErrorCode::LimitReached,
+            GroupError::OffsetMetadataTooLarge => ErrorCode::InvalidRequest,
+        };
+        weir_sdk::WireError::new(code, e.to_string())
+    }
+}
+
 pub const SESSION_TIMEOUT_MS_MIN: i32 = 6_000;
 pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
 pub const REBALANCE_TIMEOUT_MS_MAX: i32 = 1_800_000;

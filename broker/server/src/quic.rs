@@ -12,7 +12,7 @@ use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::budget::{Budgets, ConnectionBudget, Held, OverBudget};
-use crate::groups::{CommittedOffset, GroupError, JoinRequest};
+use crate::groups::{CommittedOffset, JoinRequest};
 use crate::service::{Broker, CommitError, Fetch, FetchFrom, ListedOffset, NewTopic, Produce, TopicInfo};
 
 #[derive(Debug, Clone)]
@@ -536,7 +536,7 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
                     protocols: req.protocols.into_iter().map(|p| (p.name, Bytes::from(p.metadata))).collect(),
                 })
                 .await
-                .map_err(group_error)?;
+                .map_err(WireError::from)?;
             reply(
                 frame.kind,
                 &JoinGroupResponse {
@@ -559,18 +559,18 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
                 .groups()
                 .sync(&req.group_id, req.generation_id, &req.member_id, assignments)
                 .await
-                .map_err(group_error)?;
+                .map_err(WireError::from)?;
             reply(frame.kind, &SyncGroupResponse { assignment: assignment.to_vec() })
         }
         FrameKind::Heartbeat => {
             let req: GroupMemberRequest = frame.header()?;
-            broker.groups().heartbeat(&req.group_id, req.generation_id, &req.member_id).map_err(group_error)?;
+            broker.groups().heartbeat(&req.group_id, req.generation_id, &req.member_id).map_err(WireError::from)?;
             reply(frame.kind, &Empty {})
         }
         FrameKind::LeaveGroup => {
             let req: GroupMemberRequest = frame.header()?;
             for outcome in broker.groups().leave(&req.group_id, std::slice::from_ref(&req.member_id)) {
-                outcome.map_err(group_error)?;
+                outcome.map_err(WireError::from)?;
             }
             reply(frame.kind, &Empty {})
         }
@@ -591,7 +591,7 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
             broker.commit_offsets(&req.group_id, req.generation_id, &req.member_id, offsets).await.map_err(
                 |e| match e {
                     CommitError::UnknownPartitions { first, .. } => first,
-                    CommitError::Group(e) => group_error(e),
+                    CommitError::Group(e) => WireError::from(e),
                 },
             )?;
             reply(frame.kind, &Empty {})
@@ -609,28 +609,6 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
         FrameKind::Error => return Err(WireError::new(ErrorCode::InvalidRequest, "an error frame is not a request")),
     };
     Ok(Some((response, Vec::new())))
-}
-
-/// Group errors with the native protocol's codes; the message says what to do.
-fn group_error(e: GroupError) -> WireError {
-    let code = match e {
-        GroupError::UnknownMember => ErrorCode::UnknownMemberId,
-        GroupError::IllegalGeneration => ErrorCode::IllegalGeneration,
-        GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
-        GroupError::NonEmptyGroup => ErrorCode::NonEmptyGroup,
-        GroupError::GroupIdNotFound => ErrorCode::GroupNotFound,
-        GroupError::InvalidSessionTimeout => ErrorCode::InvalidSessionTimeout,
-        GroupError::InconsistentProtocol => ErrorCode::InconsistentGroupProtocol,
-        GroupError::InvalidGroupId => ErrorCode::InvalidGroupId,
-        GroupError::Storage => ErrorCode::Storage,
-        GroupError::CoordinatorNotAvailable => ErrorCode::CoordinatorNotAvailable,
-        GroupError::InvalidRebalanceTimeout | GroupError::MetadataTooLarge | GroupError::ChangeTooLarge => {
-            ErrorCode::InvalidRequest
-        }
-        GroupError::GroupMaxSizeReached | GroupError::GroupsMaxReached => ErrorCode::LimitReached,
-        GroupError::OffsetMetadataTooLarge => ErrorCode::InvalidRequest,
-    };
-    WireError::new(code, e.to_string())
 }
 
 mod erased {

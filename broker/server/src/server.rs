@@ -43,6 +43,9 @@ pub struct ServeConfig {
     pub kafka_response_bytes_max: usize,
     /// TCP address of the schema registry's REST API (Confluent-compatible).
     pub registry_addr: SocketAddr,
+    /// TCP address of the web console, its JSON API and `/metrics` (the `weir-console` crate,
+    /// started by `weir serve` with [`Running::serve_http`]).
+    pub console_addr: SocketAddr,
     pub frame_bytes_max: usize,
     pub connections_max: usize,
     pub streams_per_connection_max: usize,
@@ -176,6 +179,7 @@ impl Default for ServeConfig {
             kafka_request_bytes_max: 100 * 1024 * 1024,
             kafka_response_bytes_max: 100 * 1024 * 1024,
             registry_addr: "127.0.0.1:8081".parse().expect("literal address"),
+            console_addr: "127.0.0.1:8080".parse().expect("literal address"),
             frame_bytes_max: weir_sdk::wire::DEFAULT_FRAME_BYTES_LIMIT,
             connections_max: 1024,
             streams_per_connection_max: 256,
@@ -437,12 +441,24 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     controller: Controller,
     broker: Broker,
+    /// What another HTTP listener started with [`Running::serve_http`] is held to.
+    http: (Budgets, crate::http::HttpLimits),
 }
 
 impl Running {
     /// The broker service, for in-process callers (tests, benches).
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// Serves `app` on `listener` under the limits of the broker's other HTTP listener (the
+    /// registry's): connections count against the same budgets, headers and requests have
+    /// the same deadlines, and it stops with the broker. The web console comes in this way, so
+    /// the broker does not depend on the console's crate.
+    pub fn serve_http(&mut self, listener: tokio::net::TcpListener, app: axum::Router) {
+        let (budgets, limits) = self.http.clone();
+        let stop = self.shutdown.subscribe();
+        self.tasks.push(tokio::spawn(crate::http::serve(listener, app, budgets, limits, stop)));
     }
 
     /// Stops every listener and background task this start began, and the controller. In a
@@ -607,21 +623,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     }
     tasks.push(tokio::spawn(crate::service::group_ticker(broker.clone(), shutdown_rx.clone())));
 
+    let http_limits = crate::http::HttpLimits {
+        connections_max: config.connections_max,
+        header_timeout: Duration::from_millis(config.http_header_timeout_ms),
+        request_timeout: Duration::from_millis(config.http_request_timeout_ms),
+    };
     let registry = tokio::net::TcpListener::bind(config.registry_addr)
         .await
         .with_context(|| format!("binding the schema registry on tcp {}", config.registry_addr))?;
     let registry_addr = registry.local_addr()?;
     {
         let app = weir_registry::api::router(controller.registry_backend());
-        let limits = crate::http::HttpLimits {
-            connections_max: config.connections_max,
-            header_timeout: Duration::from_millis(config.http_header_timeout_ms),
-            request_timeout: Duration::from_millis(config.http_request_timeout_ms),
-        };
-        tasks.push(tokio::spawn(crate::http::serve(registry, app, budgets.clone(), limits, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(crate::http::serve(registry, app, budgets.clone(), http_limits, shutdown_rx.clone())));
     }
     {
-        let broker = broker.clone();
+        let (broker, budgets) = (broker.clone(), budgets.clone());
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             tokio::select! {
@@ -676,6 +692,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         tasks,
         controller,
         broker,
+        http: (budgets, http_limits),
     })
 }
 

@@ -29,6 +29,8 @@ pub struct BrokerProcess {
     pub quic_addr: SocketAddr,
     pub kafka_addr: SocketAddr,
     pub registry_addr: SocketAddr,
+    /// The web console, its JSON API and /metrics.
+    pub console_addr: SocketAddr,
     pub extra_args: Vec<String>,
     child: Option<Child>,
     /// The listener addresses a launched broker will print, until they are read.
@@ -71,12 +73,13 @@ impl BrokerProcess {
         // Port 0: the broker binds free ports itself and prints them, so brokers started in
         // parallel never race for a port; a restart asks for the same ports again.
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let (quic_addr, kafka_addr, registry_addr) = (any, any, any);
+        let (quic_addr, kafka_addr, registry_addr, console_addr) = (any, any, any, any);
         Self {
             data_dir,
             quic_addr,
             kafka_addr,
             registry_addr,
+            console_addr,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             pending: None,
@@ -100,6 +103,8 @@ impl BrokerProcess {
             .arg(self.kafka_addr.to_string())
             .arg("--registry-addr")
             .arg(self.registry_addr.to_string())
+            .arg("--console-addr")
+            .arg(self.console_addr.to_string())
             .args(&self.extra_args)
             .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn,weir=info,openraft=off".into()))
             .stdout(Stdio::piped())
@@ -117,7 +122,7 @@ impl BrokerProcess {
                         addrs.push(rest.split_whitespace().next().unwrap_or_default().to_owned());
                     }
                 }
-                if addrs.len() == 3 {
+                if addrs.len() == 4 {
                     let _ = tx.send(addrs);
                     break;
                 }
@@ -149,7 +154,9 @@ impl BrokerProcess {
             Ok(addrs) => {
                 let parse = |a: &str| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("listener address {a:?}: {e}"));
                 for (asked, got) in
-                    [&mut self.quic_addr, &mut self.kafka_addr, &mut self.registry_addr].into_iter().zip(&addrs)
+                    [&mut self.quic_addr, &mut self.kafka_addr, &mut self.registry_addr, &mut self.console_addr]
+                        .into_iter()
+                        .zip(&addrs)
                 {
                     let got = parse(got);
                     assert!(asked.port() == 0 || *asked == got, "broker listens where asked: {asked} vs {got}");
@@ -229,6 +236,11 @@ impl BrokerProcess {
     /// Base URL of the schema registry REST API.
     pub fn registry_url(&self) -> String {
         format!("http://{}", self.registry_addr)
+    }
+
+    /// Base URL of the web console (pages, /api/v1, /metrics).
+    pub fn console_url(&self) -> String {
+        format!("http://{}", self.console_addr)
     }
 
     /// The broker's process id, while it runs.
@@ -335,10 +347,25 @@ where
 
 /// One HTTP/1.1 request; returns (status, body).
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_with(addr, method, path, "Content-Type: application/vnd.schemaregistry.v1+json\r\n", body)
+}
+
+/// One request to the web console's API as its pages send it (JSON, with the header that
+/// state-changing requests need); returns (status, the body as JSON, or as a JSON string when
+/// it is not JSON).
+pub fn console(addr: &str, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, text) =
+        http_with(addr, method, path, "Content-Type: application/json\r\nx-weir-console: 1\r\n", body.as_bytes());
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// One HTTP/1.1 request with these header lines (each ending in CRLF); returns (status, body).
+pub fn http_with(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     use std::io::{Read, Write};

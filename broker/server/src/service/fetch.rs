@@ -232,7 +232,8 @@ impl Broker {
     /// [`Broker::fetch`] of partitions read on this broker.
     async fn fetch_here(&self, request: Fetch) -> Result<Vec<FetchedPartition>, WireError> {
         let wait = Duration::from_millis(u64::from(request.max_wait_ms.min(self.config.fetch_wait_ms_max)));
-        let deadline = Instant::now() + wait;
+        let started = Instant::now();
+        let deadline = started + wait;
         loop {
             // Subscribe before reading so an append between the read and the wait is not missed.
             let mut watchers: Vec<_> = request
@@ -261,6 +262,12 @@ impl Broker {
                 .any(|(p, asked)| p.next_offset.is_some_and(|next| next > asked.offset));
             let now = Instant::now();
             if total >= request.min_bytes as usize || any_error || skipped || now >= deadline || watchers.is_empty() {
+                for p in &fetched {
+                    match &p.error {
+                        None => self.traffic.fetched(&p.topic, p.bytes() as u64, now - started),
+                        Some(e) => self.traffic.refused(e.code),
+                    }
+                }
                 return Ok(fetched);
             }
             let changed = futures::future::select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));

@@ -53,6 +53,8 @@ pub struct Broker {
     unissued_producer_ids: Arc<std::sync::Mutex<std::ops::Range<i64>>>,
     /// This broker's partition replication roles and tasks (a cluster's).
     replication: Arc<replica::Replication>,
+    /// What produce and fetch carried, per topic, and what they refused, per error code.
+    traffic: Arc<Traffic>,
 }
 
 /// Producer ids taken from the controller per proposal (as Kafka's AllocateProducerIds).
@@ -71,6 +73,7 @@ mod modules;
 mod produce;
 mod replica;
 mod topics;
+mod traffic;
 
 pub use fetch::{Fetch, FetchFrom, FetchedPartition, ListedOffset, RPC_FETCH, RPC_LIST_OFFSETS};
 pub use groups::{group_ticker, CommitError};
@@ -78,6 +81,7 @@ pub use produce::{Produce, Produced, ProducedBatches, ProducerIdentity, RPC_PROD
 pub use replica::{reconcile as reconcile_replication, run_replication, RPC_REPLICA_FETCH};
 pub use topics::forget_deleted_topics;
 pub use topics::{ConfigChange, ConfigEntry, NewTopic, PartitionInfo, TopicInfo};
+pub use traffic::{TopicCounts, Traffic};
 
 impl Broker {
     /// Opens the partitions of every known topic (recovering torn tails).
@@ -98,6 +102,7 @@ impl Broker {
             producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)),
             unissued_producer_ids: Arc::new(std::sync::Mutex::new(0..0)),
             replication: Arc::default(),
+            traffic: Arc::default(),
         };
         // Every partition of every topic: a replica moved away while this broker was down is
         // found here, and replication's reconcile removes it once this broker is registered.
@@ -139,6 +144,11 @@ impl Broker {
 
     pub fn controller(&self) -> &Controller {
         &self.controller
+    }
+
+    /// What produce and fetch carried, per topic, and what they refused.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     pub fn plugins(&self) -> &Plugins {

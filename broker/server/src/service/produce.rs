@@ -123,7 +123,7 @@ impl Broker {
             let parsed = match ProducedBatches::parse(&bytes, self.config.batch_decompressed_bytes_max) {
                 Ok(parsed) => parsed,
                 Err(e) => {
-                    pending.push((asked.unwrap_or(PARTITION_UNASSIGNED), Err(e)));
+                    pending.push((asked.unwrap_or(PARTITION_UNASSIGNED), Err(e), (0, 0)));
                     continue;
                 }
             };
@@ -142,8 +142,13 @@ impl Broker {
                 self.check_partition_input(&topic, asked, parsed, may_forward)
             };
             for (partition, checked) in checked {
+                // Counted where the records are stored (a forwarded part at its leader).
+                let mut carried = (0, 0);
                 let queued: Result<Appending, WireError> = match checked {
                     Ok(Checked::Here(state, batches)) => {
+                        carried = batches.iter().fold((0u64, 0u64), |(records, bytes), (h, b)| {
+                            (records + u64::try_from(h.offset_count()).unwrap_or(0), bytes + b.len() as u64)
+                        });
                         self.append_here(&topic, state, batches, fsync, acks_all).await
                     }
                     Ok(Checked::Forward(leader, batches)) => {
@@ -151,19 +156,26 @@ impl Broker {
                     }
                     Err(e) => Err(e),
                 };
-                pending.push((partition, queued));
+                pending.push((partition, queued, carried));
             }
         }
         let topic_name = topic.name.clone();
+        let traffic = self.traffic.clone();
+        let started = std::time::Instant::now();
         Ok(async move {
             let mut produced = Vec::with_capacity(pending.len());
-            for (partition, queued) in pending {
+            for (partition, queued, (records, bytes)) in pending {
                 let base_offset = match queued {
                     Ok(appended) => appended.await,
                     Err(e) => Err(e),
                 };
-                if let Err(e) = &base_offset {
-                    tracing::debug!(topic = %topic_name, partition, error = %e, "produce rejected");
+                match &base_offset {
+                    Ok(_) if records > 0 => traffic.produced(&topic_name, records, bytes, started.elapsed()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        traffic.refused(e.code);
+                        tracing::debug!(topic = %topic_name, partition, error = %e, "produce rejected");
+                    }
                 }
                 produced.push(Produced { partition, base_offset });
             }

@@ -51,6 +51,9 @@ impl Broker {
         let (log, plugins) = (self.log.clone(), self.plugins.clone());
         let deleted = topic.clone();
         let recreated = self.controller.state().topics.contains_key(&topic.name);
+        if !recreated {
+            self.traffic.forget(&topic.name);
+        }
         tokio::task::spawn_blocking(move || {
             for partition in 0..deleted.partitions {
                 log.delete_partition(PartitionId { topic_id: deleted.id, partition })?;
