@@ -172,7 +172,7 @@ async function topicsPage(params) {
       load();
     } catch (e) { show(createSlot, errorBox(e)); }
   } }, h("label", {}, "Name", name), h("label", {}, "Partitions", partitions),
-  h("label", { style: "flex: 1 1 260px" }, "Configs (name=value per line)", configs), h("button", { type: "submit" }, "Create topic"));
+  h("label", { class: "grow" }, "Configs (name=value per line)", configs), h("button", { type: "submit" }, "Create topic"));
   let offset = 0;
   const pageSize = 50;
   const load = async () => {
@@ -313,7 +313,7 @@ function messagesTab(topic, detail) {
       show(pSlot, h("div", { class: "ok" }, `Produced to partition ${out.partition} at offset ${out.offset}`));
     } catch (e) { show(pSlot, errorBox(e)); }
   } }, h("label", {}, "Partition", pPartition), h("label", {}, "Key", pKey), h("label", {}, "Headers", pHeaders),
-  h("label", { style: "flex: 1 1 300px" }, "Value", pValue), h("button", { type: "submit" }, "Produce"));
+  h("label", { class: "grow" }, "Value", pValue), h("button", { type: "submit" }, "Produce"));
   const file = h("input", { type: "file", id: "produce-file", accept: ".txt,.json,.ndjson,.jsonl" });
   const fromFile = h("button", { class: "secondary", onclick: async () => {
     const f = file.files[0];
@@ -424,38 +424,20 @@ async function groupsPage() {
 
 async function groupPage(id) {
   const slot = h("div");
-  const content = h("div");
-  page(`Group ${id}`, slot, content);
+  const figures = h("div", { id: "group-figures" });
+  const actions = h("div");
+  page(`Group ${id}`, slot, figures, actions);
+  let topics = [];
+  // The figures refresh every 2 s while the page is shown; the forms below stay as typed.
   const load = async () => {
     let g;
-    try { g = await api("GET", `/groups/${encodeURIComponent(id)}`); } catch (e) { show(slot, errorBox(e)); return; }
-    const resetSlot = h("div", { id: "reset-status" });
-    const topics = [...new Set(g.offsets.map((o) => o.topic))];
-    const topic = h("input", { id: "reset-topic", value: topics[0] || "", placeholder: "topic" });
-    const to = h("select", { id: "reset-to" }, ["earliest", "latest", "timestamp", "offset"].map((s) => h("option", { value: s }, s)));
-    const at = h("input", { id: "reset-at", placeholder: "time (ms / ISO) or partition:offset,..." });
-    const reset = async (dryRun) => {
-      const body = { topic: topic.value, to: to.value, dry_run: dryRun };
-      if (to.value === "timestamp") body.timestamp = /^\d+$/.test(at.value) ? Number(at.value) : Date.parse(at.value);
-      if (to.value === "offset") {
-        body.offsets = {};
-        for (const pair of at.value.split(",").map((s) => s.trim()).filter(Boolean)) {
-          const [p, o] = pair.split(":");
-          body.offsets[p] = Number(o);
-        }
-      }
-      try {
-        const plan = await api("POST", `/groups/${encodeURIComponent(id)}/reset-offsets`, body);
-        show(resetSlot, h("div", {}, h("div", { class: "ok" }, dryRun ? "Would reset:" : "Reset:"),
-          table([{ label: "Topic", key: "topic" }, { label: "Partition", key: "partition", num: true },
-            { label: "From", key: "from", num: true }, { label: "To", key: "to", num: true }], plan.offsets)));
-        if (!dryRun) load();
-      } catch (e) { show(resetSlot, errorBox(e)); }
-    };
-    content.replaceChildren(
+    try { g = await api("GET", `/groups/${encodeURIComponent(id)}`); } catch (e) { show(slot, errorBox(e)); return null; }
+    show(slot, null);
+    topics = [...new Set(g.offsets.map((o) => o.topic))];
+    figures.replaceChildren(
       h("div", { class: "cards" },
         h("div", { class: "card" }, h("div", { class: "label" }, "State"), h("div", { class: "value", id: "group-state" }, g.state)),
-        h("div", { class: "card" }, h("div", { class: "label" }, "Members"), h("div", { class: "value" }, g.members.length)),
+        h("div", { class: "card" }, h("div", { class: "label" }, "Members"), h("div", { class: "value", id: "group-members" }, g.members.length)),
         h("div", { class: "card" }, h("div", { class: "label" }, "Total lag"), h("div", { class: "value", id: "group-lag" }, fmtNum(g.total_lag))),
         h("div", { class: "card" }, h("div", { class: "label" }, "Protocol"), h("div", { class: "value" }, g.protocol || "—"))),
       h("h2", {}, "Members"),
@@ -468,19 +450,45 @@ async function groupPage(id) {
         { label: "Topic", key: "topic" }, { label: "Partition", key: "partition", num: true },
         { label: "Committed", key: "committed", num: true }, { label: "High watermark", key: "high_watermark", num: true },
         { label: "Lag", key: "lag", num: true },
-      ], g.offsets, { id: "offsets-table" }) : emptyState("No committed offsets."),
-      h("h2", {}, "Reset offsets"),
-      g.members.length ? h("div", { class: "empty" }, "Offsets can be reset only while the group has no members (as in Kafka).") : null,
-      h("div", { class: "toolbar" }, h("label", {}, "Topic", topic), h("label", {}, "To", to), h("label", {}, "At", at),
-        h("button", { class: "secondary", id: "reset-dry-run", onclick: () => reset(true) }, "Dry run"),
-        h("button", { id: "reset-apply", onclick: () => reset(false) }, "Reset")),
-      resetSlot,
-      h("h2", {}, "Delete the group"),
-      h("button", { class: "danger", onclick: async () => {
-        try { await api("DELETE", `/groups/${encodeURIComponent(id)}`); location.hash = "#/groups"; } catch (e) { show(slot, errorBox(e)); }
-      } }, "Delete group"));
+      ], g.offsets, { id: "offsets-table" }) : emptyState("No committed offsets."));
+    return g;
   };
-  await load();
+  const g = await load();
+  const timer = setInterval(load, 2000);
+  cleanup.push(() => clearInterval(timer));
+  const resetSlot = h("div", { id: "reset-status" });
+  const topic = h("input", { id: "reset-topic", value: topics[0] || "", placeholder: "topic" });
+  const to = h("select", { id: "reset-to" }, ["earliest", "latest", "timestamp", "offset"].map((s) => h("option", { value: s }, s)));
+  const at = h("input", { id: "reset-at", placeholder: "time (ms / ISO) or partition:offset,..." });
+  const reset = async (dryRun) => {
+    const body = { topic: topic.value, to: to.value, dry_run: dryRun };
+    if (to.value === "timestamp") body.timestamp = /^\d+$/.test(at.value) ? Number(at.value) : Date.parse(at.value);
+    if (to.value === "offset") {
+      body.offsets = {};
+      for (const pair of at.value.split(",").map((s) => s.trim()).filter(Boolean)) {
+        const [p, o] = pair.split(":");
+        body.offsets[p] = Number(o);
+      }
+    }
+    try {
+      const plan = await api("POST", `/groups/${encodeURIComponent(id)}/reset-offsets`, body);
+      show(resetSlot, h("div", {}, h("div", { class: "ok" }, dryRun ? "Would reset:" : "Reset:"),
+        table([{ label: "Topic", key: "topic" }, { label: "Partition", key: "partition", num: true },
+          { label: "From", key: "from", num: true }, { label: "To", key: "to", num: true }], plan.offsets, { id: "reset-plan" })));
+      if (!dryRun) load();
+    } catch (e) { show(resetSlot, errorBox(e)); }
+  };
+  actions.replaceChildren(
+    h("h2", {}, "Reset offsets"),
+    h("p", { class: "label" }, "Offsets can be reset only while the group has no members, as in Kafka."),
+    h("div", { class: "toolbar" }, h("label", {}, "Topic", topic), h("label", {}, "To", to), h("label", {}, "At", at),
+      h("button", { class: "secondary", id: "reset-dry-run", onclick: () => reset(true) }, "Dry run"),
+      h("button", { id: "reset-apply", onclick: () => reset(false) }, "Reset")),
+    resetSlot,
+    h("h2", {}, "Delete the group"),
+    h("button", { class: "danger", disabled: !g, onclick: async () => {
+      try { await api("DELETE", `/groups/${encodeURIComponent(id)}`); location.hash = "#/groups"; } catch (e) { show(resetSlot, errorBox(e)); }
+    } }, "Delete group"));
 }
 
 function readBase64(file) {
