@@ -410,6 +410,32 @@ impl Admin {
         Ok(self.client.call(FrameKind::ModuleAction, &req, Bytes::new()).await?.0)
     }
 
+    /// Every consumer group this broker coordinates, with its state, members and total lag.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let (resp, _): (ListGroupsResponse, _) =
+            self.client.call(FrameKind::ListGroups, &Empty {}, Bytes::new()).await?;
+        Ok(resp.groups)
+    }
+
+    /// A group's state, members with their assignments, and its committed offsets with lag.
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescribed, ClientError> {
+        let req = GroupNameRequest { group_id: group_id.into() };
+        Ok(self.client.call(FrameKind::DescribeGroup, &req, Bytes::new()).await?.0)
+    }
+
+    /// Moves a group's committed offsets (only while it has no members); with `dry_run`, only
+    /// says what would change.
+    pub async fn reset_group_offsets(&self, req: &ResetOffsetsRequest) -> Result<ResetOffsetsResponse, ClientError> {
+        Ok(self.client.call(FrameKind::ResetGroupOffsets, req, Bytes::new()).await?.0)
+    }
+
+    /// Deletes a group and its committed offsets (refused while it has members).
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ClientError> {
+        let req = GroupNameRequest { group_id: group_id.into() };
+        let (_, _): (Empty, _) = self.client.call(FrameKind::DeleteGroup, &req, Bytes::new()).await?;
+        Ok(())
+    }
+
     /// Produces records without naming partitions: the broker places each record (the
     /// topic's partitioner module, or murmur2 of the key). One batch per call.
     pub async fn produce_unassigned(

@@ -48,6 +48,10 @@ pub enum FrameKind {
     ClusterStatus = 20,
     ReassignPartitions = 21,
     ElectLeaders = 22,
+    ListGroups = 23,
+    DescribeGroup = 24,
+    ResetGroupOffsets = 25,
+    DeleteGroup = 26,
 }
 
 impl FrameKind {
@@ -76,6 +80,10 @@ impl FrameKind {
             20 => Self::ClusterStatus,
             21 => Self::ReassignPartitions,
             22 => Self::ElectLeaders,
+            23 => Self::ListGroups,
+            24 => Self::DescribeGroup,
+            25 => Self::ResetGroupOffsets,
+            26 => Self::DeleteGroup,
             _ => return None,
         })
     }
@@ -1053,6 +1061,114 @@ pub struct DeployModuleRequest {
     /// Consecutive failed batches after which the deployment is paused.
     #[serde(default)]
     pub failures_max: Option<u32>,
+}
+
+/// A consumer group as `ListGroups` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupListing {
+    pub group_id: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance` or `Stable`.
+    pub state: String,
+    pub protocol_type: String,
+    pub members: usize,
+    /// Records behind the high watermarks, over every partition the group committed.
+    pub total_lag: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListGroupsResponse {
+    pub groups: Vec<GroupListing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupTopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupMemberView {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    /// What the member was assigned (Kafka's consumer protocol; empty for other protocols).
+    pub assignment: Vec<GroupTopicPartition>,
+}
+
+/// A committed offset with the partition's high watermark and the lag between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub committed: i64,
+    /// Absent when the partition no longer exists (or is not readable here).
+    pub high_watermark: Option<i64>,
+    pub lag: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupDescribed {
+    pub group_id: String,
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub generation_id: i32,
+    pub members: Vec<GroupMemberView>,
+    pub offsets: Vec<GroupOffset>,
+    pub total_lag: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupNameRequest {
+    pub group_id: String,
+}
+
+/// Where a reset moves a group's committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    /// The first offset at or after this time (ms since the epoch); the end when none is.
+    Timestamp(i64),
+    /// These offsets, by partition.
+    Offsets(std::collections::BTreeMap<u32, i64>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResetOffsetsRequest {
+    pub group_id: String,
+    pub topic: String,
+    pub to: ResetTo,
+    /// Every partition of the topic when absent (with `Offsets`, the partitions it names).
+    #[serde(default)]
+    pub partitions: Option<Vec<u32>>,
+    /// Only say what would change.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OffsetMove {
+    pub topic: String,
+    pub partition: u32,
+    /// The committed offset before; absent when there was none.
+    pub from: Option<i64>,
+    pub to: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResetOffsetsResponse {
+    pub dry_run: bool,
+    pub offsets: Vec<OffsetMove>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

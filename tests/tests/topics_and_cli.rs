@@ -265,3 +265,73 @@ async fn given_binary_input_then_the_cli_produces_and_consumes_any_bytes() {
     assert!(!ok, "odd hex is refused");
     assert!(err.contains("line 1: the value is not hex"), "{err}");
 }
+
+#[tokio::test]
+async fn given_the_group_cli_then_groups_list_describe_reset_like_kafka_consumer_groups_and_delete() {
+    let broker = BrokerProcess::start(&[]);
+    let admin = Admin::new(broker.client().await);
+    admin.create_topic("tasks", 2, TopicConfig::default()).await.unwrap();
+    let lines: Vec<String> = (0..30).map(|i| format!("task {i}")).collect();
+    let (ok, _, err) = broker.cli(&["produce", "tasks", "--broker-partitions"], Some(&lines.join("\n")));
+    assert!(ok, "{err}");
+    let mut member = weir_sdk::GroupConsumer::new(broker.client().await, weir_sdk::GroupConsumerConfig::new("crew"));
+    member.subscribe(&["tasks"]).await.unwrap();
+    let mut read = 0;
+    while read < 30 {
+        read += member.poll(Duration::from_secs(5)).await.unwrap().len();
+    }
+    member.commit().await.unwrap();
+
+    let (ok, out, err) = broker.cli(&["group", "list"], None);
+    assert!(ok, "{err}");
+    let row = out.lines().find(|l| l.starts_with("crew ")).unwrap_or_else(|| panic!("no crew in {out}"));
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["crew", "Stable", "1", "0"]);
+    let (ok, out, err) = broker.cli(&["group", "describe", "crew"], None);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("group crew is Stable (1 members, protocol range"), "{out}");
+    let rows: Vec<Vec<&str>> = out.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in &rows {
+        assert_eq!(row[0], "tasks");
+        assert_eq!(row[2], row[3], "committed at the end: {out}");
+        assert_eq!(row[4], "0");
+        assert!(row[5].starts_with("weir-rust-"), "the owning member: {out}");
+    }
+
+    // Refused while the group has a member, naming why.
+    let (ok, _, err) =
+        broker.cli(&["group", "reset-offsets", "crew", "--topic", "tasks", "--to-earliest", "--execute"], None);
+    assert!(!ok && err.contains("active members"), "{err}");
+    let (ok, _, err) = broker.cli(&["group", "delete", "crew"], None);
+    assert!(!ok && err.contains("members"), "{err}");
+    // Neither --dry-run nor --execute: refused by the command itself.
+    let (ok, _, err) = broker.cli(&["group", "reset-offsets", "crew", "--topic", "tasks", "--to-earliest"], None);
+    assert!(!ok && err.contains("--dry-run"), "{err}");
+    member.close().await.unwrap();
+
+    let (ok, out, err) =
+        broker.cli(&["group", "reset-offsets", "crew", "--topic", "tasks", "--to-earliest", "--dry-run"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("dry run: nothing changed"), "{out}");
+    let news: Vec<&str> =
+        out.lines().skip(1).filter(|l| l.starts_with("tasks")).map(|l| l.split_whitespace().last().unwrap()).collect();
+    assert_eq!(news, ["0", "0"]);
+    assert_eq!(admin.describe_group("crew").await.unwrap().total_lag, 0, "a dry run changes nothing");
+
+    let (ok, out, err) =
+        broker.cli(&["group", "reset-offsets", "crew", "--topic", "tasks", "--offsets", "0:1,1:2", "--execute"], None);
+    assert!(ok, "{err}");
+    assert!(!out.contains("dry run"), "{out}");
+    let described = admin.describe_group("crew").await.unwrap();
+    let committed: Vec<(u32, i64)> = described.offsets.iter().map(|o| (o.partition, o.committed)).collect();
+    assert_eq!(committed, [(0, 1), (1, 2)]);
+    assert_eq!(described.total_lag, 27);
+    let (ok, _, err) =
+        broker.cli(&["group", "reset-offsets", "crew", "--topic", "tasks", "--to-offset", "100000", "--execute"], None);
+    assert!(!ok && err.contains("outside its records"), "{err}");
+
+    let (ok, out, err) = broker.cli(&["group", "delete", "crew"], None);
+    assert!(ok && out.contains("deleted group crew"), "{out}{err}");
+    let (ok, _, err) = broker.cli(&["group", "describe", "crew"], None);
+    assert!(!ok && err.contains("no consumer group"), "{err}");
+}

@@ -158,9 +158,8 @@ pub fn render(console: &Console) -> String {
             "gauge",
             "Records a consumer group's committed offsets are behind the high watermarks.",
         );
-        for (group, _, _) in broker.groups().list() {
-            let lag: i64 = crate::groups::lag(console, &group).iter().filter_map(|o| o.lag).sum();
-            f.sample(name, &[("group", &group)], lag as f64);
+        for group in broker.list_groups() {
+            f.sample(name, &[("group", &group.group_id)], group.total_lag as f64);
         }
     }
     out

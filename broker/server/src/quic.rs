@@ -371,7 +371,10 @@ fn group_of(frame: &Frame) -> Option<String> {
         | FrameKind::Heartbeat
         | FrameKind::LeaveGroup
         | FrameKind::OffsetCommit
-        | FrameKind::OffsetFetch => frame.header::<Named>().ok().map(|n| n.group_id),
+        | FrameKind::OffsetFetch
+        | FrameKind::DescribeGroup
+        | FrameKind::ResetGroupOffsets
+        | FrameKind::DeleteGroup => frame.header::<Named>().ok().map(|n| n.group_id),
         _ => None,
     }
 }
@@ -444,6 +447,20 @@ async fn handle_here(broker: &Broker, frame: Frame) -> Result<Option<(Frame, Vec
             let moves = req.partitions.into_iter().map(|m| (m.partition, m.replicas)).collect();
             let info = broker.reassign_partitions(&req.topic, moves, req.throttle_bytes_per_sec).await?;
             reply(frame.kind, &topic_description(info))
+        }
+        FrameKind::ListGroups => reply(frame.kind, &ListGroupsResponse { groups: broker.list_groups() }),
+        FrameKind::DescribeGroup => {
+            let req: GroupNameRequest = frame.header()?;
+            reply(frame.kind, &broker.describe_group(&req.group_id)?)
+        }
+        FrameKind::ResetGroupOffsets => {
+            let req: ResetOffsetsRequest = frame.header()?;
+            reply(frame.kind, &broker.reset_group_offsets(req).await?)
+        }
+        FrameKind::DeleteGroup => {
+            let req: GroupNameRequest = frame.header()?;
+            broker.delete_group(&req.group_id).await?;
+            reply(frame.kind, &Empty {})
         }
         FrameKind::ElectLeaders => {
             let req: ElectLeadersRequest = frame.header()?;

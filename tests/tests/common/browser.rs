@@ -96,8 +96,10 @@ impl Browser {
         let png = self.client.screenshot().await.expect("screenshot");
         std::fs::write(self.out_dir.join(format!("{name}.png")), &png).unwrap();
         if let Ok(dir) = std::env::var("WEIR_SCREENSHOTS") {
+            // A relative folder is the workspace's (tests run in tests/).
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(Path::new(&dir).join(format!("{name}.png")), &png).unwrap();
+            std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
         }
     }
 
