@@ -25,7 +25,7 @@ pub use batch::{
 };
 pub use error::CallError;
 pub use instance::{Counters, Instance, InstanceConfig, SchemaLookup};
-pub use module::{Contract, Module};
+pub use module::{Contract, Inspection, Module};
 
 pub use weir_plugin_types::{Limits, PluginKind};
 
@@ -101,7 +101,18 @@ impl Runtime {
     /// from the cache. The error names what is wrong (not Wasm, a core module, a refused
     /// import, a missing export).
     pub fn load(&self, bytes: &[u8], kind: PluginKind) -> Result<Module, RuntimeError> {
-        module::load(self, bytes, kind)
+        module::load(self, bytes, kind, true)
+    }
+
+    /// As [`Runtime::load`], keeping no compiled artifact: for a component only tried out.
+    pub fn load_transient(&self, bytes: &[u8], kind: PluginKind) -> Result<Module, RuntimeError> {
+        module::load(self, bytes, kind, false)
+    }
+
+    /// What a component imports and exports, which plugin kinds it is, and why a deploy of it
+    /// would be refused, without keeping anything (see [`Inspection`]).
+    pub fn inspect(&self, bytes: &[u8]) -> Result<module::Inspection, RuntimeError> {
+        module::inspect(self, bytes)
     }
 
     /// A new instance of `module`; it is created on first call and re-created after a failure.

@@ -83,7 +83,9 @@ const GRANTED_IMPORTS: &[&str] = &[
 
 const WASM_MAGIC: &[u8; 4] = b"\0asm";
 
-pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind) -> Result<Module, RuntimeError> {
+/// Checks and compiles a component; with `keep`, a fresh artifact is saved to the cache once
+/// every check passed (a component only tried out leaves nothing behind).
+pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool) -> Result<Module, RuntimeError> {
     check_header(bytes)?;
     let sha256: Arc<str> = hex::encode(Sha256::digest(bytes)).into();
     let (component, unsaved) = compile(runtime, bytes, &sha256)?;
@@ -109,10 +111,61 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind) -> Result<
         )));
     };
     // Only a component that passed every check leaves a compiled artifact behind.
-    if let Some(unsaved) = unsaved {
+    if let Some(unsaved) = unsaved.filter(|_| keep) {
         unsaved.save()?;
     }
     Ok(Module { component, kind, contract, sha256 })
+}
+
+/// What a component is, as far as Weir is concerned: read before anything is deployed, so a
+/// person can see what they uploaded and why the broker would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub sha256: String,
+    pub size_bytes: usize,
+    /// The plugin kinds it exports the interface of, with the contract version of each.
+    pub kinds: Vec<(PluginKind, Contract)>,
+    /// Every interface it imports, and whether Weir grants it.
+    pub imports: Vec<(String, bool)>,
+    pub exports: Vec<String>,
+    /// Why a deploy of it would be refused (an import not granted, no plugin export); `None`
+    /// when it would be accepted as each kind in `kinds`.
+    pub refusal: Option<String>,
+}
+
+/// Reads a component's imports and exports (compiling it, without keeping the artifact). Fails
+/// only when it is no component at all (not Wasm, a core module, does not validate).
+pub(crate) fn inspect(runtime: &Runtime, bytes: &[u8]) -> Result<Inspection, RuntimeError> {
+    check_header(bytes)?;
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    let (component, _) = compile(runtime, bytes, &sha256)?;
+    let ty = component.component_type();
+    let engine = runtime.engine();
+    let imports: Vec<(String, bool)> =
+        ty.imports(engine).map(|(name, _)| (name.to_owned(), check_import(name).is_ok())).collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    let kinds: Vec<(PluginKind, Contract)> = PluginKind::ALL
+        .iter()
+        .filter_map(|kind| {
+            if exports.iter().any(|e| e == kind.export_name()) {
+                Some((*kind, Contract::V0_2))
+            } else if exports.iter().any(|e| e == kind.export_name_v0_1()) {
+                Some((*kind, Contract::V0_1))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let refusal = match imports.iter().find(|(_, granted)| !granted) {
+        Some((name, _)) => check_import(name).err().map(|e| e.to_string()),
+        None if kinds.is_empty() => Some(format!(
+            "the component exports no Weir plugin interface (it exports {}); build it with weir-plugin's \
+             #[transform], #[partitioner] or #[validator] macro",
+            if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
+        )),
+        None => None,
+    };
+    Ok(Inspection { sha256, size_bytes: bytes.len(), kinds, imports, exports, refusal })
 }
 
 /// A compiled artifact not yet written to the cache.

@@ -459,10 +459,17 @@ fn the_openapi_document_validates_and_lists_every_route() {
         "/api/v1/groups/{group_id}",
         "/api/v1/groups/{group_id}/reset-offsets",
         "/api/v1/modules",
+        "/api/v1/modules/inspect",
+        "/api/v1/modules/try",
         "/api/v1/modules/{name}",
         "/api/v1/modules/{name}/actions",
         "/api/v1/openapi.json",
         "/api/v1/overview",
+        "/api/v1/schema-compatibility",
+        "/api/v1/schemas",
+        "/api/v1/schemas/{subject}",
+        "/api/v1/schemas/{subject}/check",
+        "/api/v1/schemas/{subject}/compatibility",
         "/api/v1/topics",
         "/api/v1/topics/{name}",
         "/api/v1/topics/{name}/configs",
@@ -540,4 +547,223 @@ print(json.dumps(out))
     assert!(sample("weir_log_bytes", r#"{"topic": "metered"}"#).unwrap() > 0.0);
     assert_eq!(sample("weir_request_errors_total", r#"{"code": "unknown_partition"}"#), Some(1.0));
     assert_eq!(sample("weir_offline_partitions", "{}"), Some(0.0));
+}
+
+#[test]
+fn schemas_are_checked_before_saving_registered_listed_and_their_levels_set() {
+    let broker = BrokerProcess::start(&[]);
+    let addr = broker.console_addr.to_string();
+    let c = |method: &str, path: &str, body: Option<Value>| console(&addr, method, path, body);
+    let v1 = r#"{"type":"record","name":"User","fields":[{"name":"id","type":"long"}]}"#;
+    let v2 = r#"{"type":"record","name":"User","fields":[{"name":"id","type":"long"},{"name":"email","type":"string","default":""}]}"#;
+    // Removing a field's default makes it unreadable for old data: not BACKWARD compatible.
+    let breaking =
+        r#"{"type":"record","name":"User","fields":[{"name":"id","type":"long"},{"name":"age","type":"int"}]}"#;
+
+    assert_eq!(ok(c("GET", "/api/v1/schemas", None), 200), json!({"compatibility": "BACKWARD", "subjects": []}));
+    let first = ok(c("POST", "/api/v1/schemas/users-value/check", Some(json!({"schema": v1}))), 200);
+    assert_eq!(first["compatible"], true, "a subject without versions takes anything");
+    assert_eq!(
+        ok(c("POST", "/api/v1/schemas/users-value", Some(json!({"schema": v1}))), 201),
+        json!({"id": 1, "version": 1})
+    );
+    let check = ok(c("POST", "/api/v1/schemas/users-value/check", Some(json!({"schema": breaking}))), 200);
+    assert_eq!((check["compatible"].as_bool(), check["compatibility"].as_str()), (Some(false), Some("BACKWARD")));
+    assert!(check["problems"][0].as_str().is_some_and(|p| p.contains("age")), "{check}");
+    refused(
+        c("POST", "/api/v1/schemas/users-value", Some(json!({"schema": breaking}))),
+        409,
+        "incompatible_schema",
+        Some("schema"),
+    );
+    assert_eq!(
+        ok(c("POST", "/api/v1/schemas/users-value/check", Some(json!({"schema": v2}))), 200)["compatible"],
+        true
+    );
+    assert_eq!(ok(c("POST", "/api/v1/schemas/users-value", Some(json!({"schema": v2}))), 201)["version"], 2);
+    let json_schema = r#"{"type":"object","properties":{"n":{"type":"integer"}}}"#;
+    ok(c("POST", "/api/v1/schemas/events-value", Some(json!({"schema": json_schema, "schema_type": "JSON"}))), 201);
+
+    let list = ok(c("GET", "/api/v1/schemas", None), 200);
+    assert_eq!(list["subjects"][0]["subject"], "events-value");
+    assert_eq!(list["subjects"][0]["schema_type"], "JSON");
+    assert_eq!(list["subjects"][1]["versions"], json!([1, 2]));
+    let subject = ok(c("GET", "/api/v1/schemas/users-value", None), 200);
+    assert_eq!(subject["versions"][1]["schema"], v2);
+
+    ok(c("PUT", "/api/v1/schemas/users-value/compatibility", Some(json!({"compatibility": "NONE"}))), 200);
+    assert_eq!(
+        ok(c("POST", "/api/v1/schemas/users-value/check", Some(json!({"schema": breaking}))), 200)["compatible"],
+        true
+    );
+    ok(c("PUT", "/api/v1/schema-compatibility", Some(json!({"compatibility": "FULL"}))), 200);
+    let list = ok(c("GET", "/api/v1/schemas", None), 200);
+    assert_eq!(
+        (list["compatibility"].as_str(), list["subjects"][0]["compatibility"].as_str()),
+        (Some("FULL"), Some("FULL"))
+    );
+    assert_eq!(list["subjects"][1]["compatibility"], "NONE");
+
+    refused(c("GET", "/api/v1/schemas/nope", None), 404, "subject_not_found", Some("subject"));
+    refused(
+        c("POST", "/api/v1/schemas/x", Some(json!({"schema": "{not json"}))),
+        400,
+        "invalid_schema",
+        Some("schema"),
+    );
+    refused(
+        c("POST", "/api/v1/schemas/x/check", Some(json!({"schema": v1, "schema_type": "XML"}))),
+        400,
+        "invalid_schema",
+        Some("schema_type"),
+    );
+    refused(
+        c("PUT", "/api/v1/schema-compatibility", Some(json!({"compatibility": "SIDEWAYS"}))),
+        400,
+        "invalid_compatibility",
+        Some("compatibility"),
+    );
+    refused(c("POST", "/api/v1/schemas/x", Some(json!({"text": v1}))), 400, "invalid_field", Some("text"));
+}
+
+#[test]
+fn an_uploaded_component_is_inspected_before_it_is_deployed() {
+    use base64::Engine;
+    let broker = BrokerProcess::start(&[]);
+    let addr = broker.console_addr.to_string();
+    let inspect = |package: &str| {
+        let bytes = std::fs::read(weir_runtime::dev::build_plugin(package)).unwrap();
+        let body = json!({"component_base64": base64::engine::general_purpose::STANDARD.encode(&bytes)});
+        (bytes.len(), console(&addr, "POST", "/api/v1/modules/inspect", Some(body)))
+    };
+    let (size, answer) = inspect("weir-module-pii-mask");
+    let pii = ok(answer, 200);
+    assert_eq!(pii["kinds"], json!([{"kind": "transform", "contract": "0.2.0"}]));
+    assert_eq!(pii["size_bytes"].as_u64(), Some(size as u64));
+    assert_eq!(pii["sha256"].as_str().map(str::len), Some(64));
+    assert!(pii["refusal"].is_null(), "{pii}");
+    assert!(pii["imports"].as_array().unwrap().iter().all(|i| i["granted"] == true), "{pii}");
+    assert!(pii["exports"].as_array().unwrap().iter().any(|e| e == "weir:plugin/transformer@0.2.0"), "{pii}");
+
+    let old = ok(inspect("weir-test-identity-v0-1").1, 200);
+    assert_eq!(old["kinds"], json!([{"kind": "transform", "contract": "0.1.0"}]));
+
+    let socket = ok(inspect("weir-test-open-socket").1, 200);
+    let refusal = socket["refusal"].as_str().unwrap_or_default();
+    assert!(refusal.contains("wasi:sockets") && refusal.contains("network access"), "{socket}");
+    assert!(socket["imports"].as_array().unwrap().iter().any(|i| i["granted"] == false), "{socket}");
+
+    let not_wasm = json!({"component_base64": "bm90IHdhc20="});
+    refused(
+        console(&addr, "POST", "/api/v1/modules/inspect", Some(not_wasm)),
+        400,
+        "invalid_module",
+        Some("component_base64"),
+    );
+    // Nothing was kept: no deployment, no stored component.
+    assert_eq!(ok(console(&addr, "GET", "/api/v1/modules", None), 200)["modules"], json!([]));
+}
+
+#[test]
+fn a_component_is_tried_on_typed_and_stored_records_without_being_deployed() {
+    use base64::Engine;
+    let broker = BrokerProcess::start(&[]);
+    let addr = broker.console_addr.to_string();
+    let c = |method: &str, path: &str, body: Option<Value>| console(&addr, method, path, body);
+    let component = |package: &str| {
+        base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(weir_runtime::dev::build_plugin(package)).unwrap())
+    };
+    let mask = component("weir-module-pii-mask");
+    let typed = json!({
+        "component_base64": mask,
+        "kind": "transform",
+        "params": {"paths": "/email"},
+        "records": [{"key": "a", "value": r#"{"email":"a@example.com","n":1}"#}, {"value": "not json"}],
+    });
+    let tried = ok(c("POST", "/api/v1/modules/try", Some(typed)), 200);
+    assert_eq!(tried["kind"], "transform");
+    let first = &tried["results"][0];
+    assert_eq!(first["input"]["key"]["text"], "a");
+    let out: Value = serde_json::from_str(first["outputs"][0]["value"]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(out, json!({"email": "***", "n": 1}));
+    assert!(tried["results"][1]["error"].as_str().is_some_and(|e| !e.is_empty()), "{tried}");
+
+    ok(c("POST", "/api/v1/topics", Some(json!({"name": "people"}))), 201);
+    for i in 0..5 {
+        ok(
+            c(
+                "POST",
+                "/api/v1/topics/people/messages",
+                Some(json!({"value": format!(r#"{{"email":"p{i}@example.com"}}"#)})),
+            ),
+            201,
+        );
+    }
+    let stored = json!({
+        "component_base64": mask,
+        "kind": "transform",
+        "params": {"paths": "/email"},
+        "from": {"topic": "people", "partition": 0, "offset": 2, "count": 10},
+    });
+    let tried = ok(c("POST", "/api/v1/modules/try", Some(stored)), 200);
+    let results = tried["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "offsets 2 to 4");
+    assert_eq!(results[0]["input"]["offset"], 2);
+    assert!(results.iter().all(|r| r["outputs"][0]["value"]["text"] == r#"{"email":"***"}"#), "{tried}");
+
+    let partitioner = json!({
+        "component_base64": component("weir-module-key-hash-partitioner"),
+        "kind": "partitioner",
+        "partitions": 4,
+        "records": [{"key": "k1", "value": "x"}, {"key": "k1", "value": "y"}, {"key": "k2", "value": "z"}],
+    });
+    let tried = ok(c("POST", "/api/v1/modules/try", Some(partitioner)), 200);
+    let chosen: Vec<u64> =
+        tried["results"].as_array().unwrap().iter().map(|r| r["partition"].as_u64().unwrap()).collect();
+    assert_eq!(chosen[0], chosen[1], "the same key, the same partition");
+    assert!(chosen.iter().all(|p| *p < 4));
+
+    let base = |extra: Value| {
+        let mut body = json!({"component_base64": mask, "kind": "transform", "records": [{"value": "x"}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    refused(
+        c("POST", "/api/v1/modules/try", Some(base(json!({"kind": "juggler"})))),
+        400,
+        "invalid_field",
+        Some("kind"),
+    );
+    refused(
+        c("POST", "/api/v1/modules/try", Some(base(json!({"records": []})))),
+        400,
+        "invalid_field",
+        Some("records"),
+    );
+    let many: Vec<Value> = (0..101).map(|_| json!({"value": "x"})).collect();
+    refused(
+        c("POST", "/api/v1/modules/try", Some(base(json!({"records": many})))),
+        400,
+        "invalid_field",
+        Some("records"),
+    );
+    refused(
+        c("POST", "/api/v1/modules/try", Some(base(json!({"component_base64": "bm90IHdhc20="})))),
+        400,
+        "invalid_module",
+        Some("component_base64"),
+    );
+    refused(
+        c(
+            "POST",
+            "/api/v1/modules/try",
+            Some(base(json!({"from": {"topic": "nope", "partition": 0, "offset": 0, "count": 1}, "records": null}))),
+        ),
+        404,
+        "unknown_topic",
+        Some("from"),
+    );
+    // Nothing was deployed or kept.
+    assert_eq!(ok(c("GET", "/api/v1/modules", None), 200)["modules"], json!([]));
 }

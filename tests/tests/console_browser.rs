@@ -114,6 +114,23 @@ async fn a_topic_made_in_the_browser_shows_records_produced_by_the_cli_filtered_
     assert!(decoded.contains(&format!("schema {id}")) && decoded.contains("\"id\": 42"), "{decoded}");
     browser.screenshot("avro").await;
 
+    // Schemas: the registered subject, a new version checked before it is saved, a diff.
+    browser.goto(&format!("{url}/#/schemas")).await;
+    browser.wait_text("#subjects-table", "orders-value").await;
+    browser.click("#subjects-table a").await;
+    browser.wait_text("#versions-table", "Order").await;
+    let breaking = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"},{"name":"qty","type":"int"}]}"#;
+    browser.fill("#schema-text", breaking).await;
+    browser.click("#schema-register").await;
+    browser.wait_text("#schema-check", "Not compatible (BACKWARD)").await;
+    let next = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"},{"name":"qty","type":"int","default":1}]}"#;
+    browser.fill("#schema-text", next).await;
+    browser.click("#schema-register").await;
+    browser.wait_text("#schema-status", "version 2").await;
+    let diff = browser.wait_text("#schema-diff", "qty").await;
+    assert!(diff.lines().any(|l| l.starts_with('+') && l.contains("\"qty\"")), "{diff}");
+    browser.screenshot("schemas").await;
+
     browser.assert_no_console_errors().await;
     browser.close().await;
 }
@@ -133,6 +150,7 @@ async fn a_wasm_transform_uploaded_and_deployed_in_the_browser_fills_its_output_
     let not_wasm = tempfile::Builder::new().suffix(".wasm").tempfile().unwrap();
     std::fs::write(not_wasm.path(), b"not a component").unwrap();
     browser.find("#module-file").await.send_keys(&not_wasm.path().to_string_lossy()).await.unwrap();
+    browser.wait_text("#module-inspection .error", "not a WebAssembly file").await;
     browser.fill("#module-name", "mask").await;
     browser.fill("#module-inputs", "signups").await;
     browser.fill("#module-output", "signups-masked").await;
@@ -141,11 +159,21 @@ async fn a_wasm_transform_uploaded_and_deployed_in_the_browser_fills_its_output_
     browser.wait_text("#deploy-status .error", "component_base64").await;
     browser
         .expect_console_errors(&[
+            "/api/v1/modules/inspect - Failed to load resource: the server responded with a status of 400",
             "/api/v1/modules - Failed to load resource: the server responded with a status of 400",
         ])
         .await;
 
+    // The component is shown for what it is before it is deployed.
     browser.find("#module-file").await.send_keys(&component.to_string_lossy()).await.unwrap();
+    browser.wait_text("#module-kinds", "transform (weir:plugin@0.2.0)").await;
+    browser.wait_text("#module-imports", "weir:plugin/host").await;
+    browser.screenshot("module-inspected").await;
+    // Tried on typed records before it is deployed.
+    browser.fill("#try-input", "{\"email\":\"ann@example.com\"}").await;
+    browser.click("#try-button").await;
+    let tried = browser.wait_text("#try-table", "***").await;
+    assert!(!tried.lines().any(|l| l.contains("ann@") && l.contains("***")), "{tried}");
     browser.click("#module-deploy").await;
     browser.wait_text("#deploy-status", "Deployed mask version 1").await;
     browser.wait_text("#modules-table", "mask").await;

@@ -507,7 +507,25 @@ async function modulesPage() {
   const file = h("input", { type: "file", id: "module-file", accept: ".wasm" });
   const drop = h("div", { class: "drop", id: "module-drop" }, "Drop a .wasm component here, or choose one: ", file);
   let chosen = null;
-  const choose = (f) => { chosen = f; drop.firstChild.textContent = `Chosen: ${f.name} (${fmtBytes(f.size)}) `; };
+  const inspected = h("div", { id: "module-inspection" });
+  const choose = async (f) => {
+    chosen = f;
+    drop.firstChild.textContent = `Chosen: ${f.name} (${fmtBytes(f.size)}) `;
+    try {
+      const c = await api("POST", "/modules/inspect", { component_base64: await readBase64(f) });
+      if (c.kinds.length) kind.value = c.kinds[0].kind;
+      inspected.replaceChildren(h("div", { class: "cards" },
+        h("div", { class: "card" }, h("div", { class: "label" }, "Kind"), h("div", { class: "value small", id: "module-kinds" },
+          c.kinds.length ? c.kinds.map((k) => `${k.kind} (weir:plugin@${k.contract})`).join(", ") : "none")),
+        h("div", { class: "card" }, h("div", { class: "label" }, "Size"), h("div", { class: "value" }, fmtBytes(c.size_bytes))),
+        h("div", { class: "card" }, h("div", { class: "label" }, "SHA-256"), h("div", { class: "mono" }, c.sha256))),
+      c.refusal ? h("div", { class: "error", id: "module-refusal" }, `The broker would refuse it: ${c.refusal}`)
+        : h("div", { class: "ok" }, "The broker would accept it."),
+      table([{ label: "Import", key: "name" }, { label: "", render: (i) => (i.granted ? "granted" : "not granted") }], c.imports, { id: "module-imports" }));
+    } catch (e) {
+      inspected.replaceChildren(errorBox(e));
+    }
+  };
   file.addEventListener("change", () => file.files[0] && choose(file.files[0]));
   drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
@@ -535,6 +553,51 @@ async function modulesPage() {
       load();
     } catch (e) { show(deploySlot, errorBox(e)); }
   } }, "Deploy");
+  // Try it: run the chosen component over records without deploying it.
+  const tryInput = h("textarea", { id: "try-input", placeholder: "one record per line: value, or key|value" });
+  const tryTopic = h("input", { id: "try-topic", placeholder: "or read from topic" });
+  const tryPartition = h("input", { id: "try-partition", type: "number", min: 0, value: 0, size: 4 });
+  const tryOffset = h("input", { id: "try-offset", type: "number", min: 0, value: 0, size: 8 });
+  const tryCount = h("input", { id: "try-count", type: "number", min: 1, max: 100, value: 10, size: 4 });
+  const tryResults = h("div", { id: "try-results" });
+  const paramsOf = () => {
+    const p = {};
+    for (const pair of params.value.split(",").map((x) => x.trim()).filter(Boolean)) {
+      const i = pair.indexOf("=");
+      if (i > 0) p[pair.slice(0, i)] = pair.slice(i + 1);
+    }
+    return p;
+  };
+  const tryIt = h("button", { id: "try-button", class: "secondary", onclick: async () => {
+    if (!chosen) { show(tryResults, errorBox({ message: "choose a .wasm component first", field: "component" })); return; }
+    const body = { component_base64: await readBase64(chosen), kind: kind.value, params: paramsOf() };
+    if (tryTopic.value) {
+      body.from = { topic: tryTopic.value, partition: Number(tryPartition.value), offset: Number(tryOffset.value), count: Number(tryCount.value) };
+    } else {
+      body.records = tryInput.value.split("\n").filter((l) => l.length).map((l) => {
+        const i = l.indexOf("|");
+        return i < 0 ? { value: l } : { key: l.slice(0, i), value: l.slice(i + 1) };
+      });
+    }
+    try {
+      const res = await api("POST", "/modules/try", body);
+      const text = (p) => (p ? (p.text ?? p.base64) : "null");
+      tryResults.replaceChildren(table([
+        { label: "Input key", render: (r) => text(r.input.key) },
+        { label: "Input value", render: (r) => h("pre", {}, text(r.input.value)) },
+        { label: res.kind === "transform" ? "Outputs" : res.kind === "partitioner" ? "Partition" : "Verdict", render: (r) => {
+          if (res.kind === "partitioner") return String(r.partition);
+          if (r.error !== null && r.error !== undefined) return h("span", { class: "error" }, r.error);
+          if (res.kind === "validator") return h("span", { class: "ok" }, "accepted");
+          if (!r.outputs.length) return h("span", { class: "pill" }, "dropped");
+          return h("div", {}, r.outputs.map((o) => h("pre", { class: "try-output" }, `${o.topic ? `→ ${o.topic}: ` : ""}${o.key ? `${text(o.key)} | ` : ""}${text(o.value)}`)));
+        } },
+      ], res.results, { id: "try-table" }));
+    } catch (e) { show(tryResults, errorBox(e)); }
+  } }, "Try it");
+  const tryPanel = h("div", {}, h("h2", {}, "Try it (nothing is deployed)"), tryInput,
+    h("div", { class: "toolbar" }, h("label", {}, "Topic", tryTopic), h("label", {}, "Partition", tryPartition),
+      h("label", {}, "Offset", tryOffset), h("label", {}, "Records", tryCount), tryIt), tryResults);
   const load = async () => {
     try {
       const res = await api("GET", "/modules");
@@ -564,8 +627,124 @@ async function modulesPage() {
   page("Wasm modules", h("h2", {}, "Upload and deploy"), drop,
     h("div", { class: "toolbar" }, h("label", {}, "Name", name), h("label", {}, "Kind", kind), h("label", {}, "Inputs", inputs),
       h("label", {}, "Output", output), h("label", {}, "Topic", topic), h("label", {}, "Params", params), deploy),
-    deploySlot, h("h2", {}, "Deployments"), slot, list);
+    inspected, deploySlot, tryPanel, h("h2", {}, "Deployments"), slot, list);
   await load();
+}
+
+const LEVELS = ["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"];
+
+// A line diff (longest common subsequence) of two texts: [kind, line] with kind " ", "-" or "+".
+function diffLines(a, b) {
+  const x = a.split("\n"), y = b.split("\n");
+  const n = x.length, m = y.length;
+  if (n * m > 4e6) return [["-", a], ["+", b]];
+  const lcs = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) {
+    lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+  }
+  const out = [];
+  let i = 0, j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) { out.push([" ", x[i]]); i++; j++; }
+    else if (lcs[i + 1][j] >= lcs[i][j + 1]) out.push(["-", x[i++]]);
+    else out.push(["+", y[j++]]);
+  }
+  while (i < n) out.push(["-", x[i++]]);
+  while (j < m) out.push(["+", y[j++]]);
+  return out;
+}
+
+function pretty(schema) {
+  try { return JSON.stringify(JSON.parse(schema), null, 2); } catch (_) { return schema; }
+}
+
+// A form that checks a schema against a subject's level, shows the result, then registers it.
+function registerForm(subjectInput, onRegistered, note) {
+  const slot = h("div", { id: "schema-status" }, note ? h("div", { class: "ok" }, note) : null);
+  const type = h("select", { id: "schema-type" }, ["AVRO", "JSON"].map((t) => h("option", { value: t }, t)));
+  const text = h("textarea", { id: "schema-text", placeholder: '{"type": "record", "name": "Order", "fields": [...]}' });
+  const subject = () => (typeof subjectInput === "string" ? subjectInput : subjectInput.value);
+  const check = async () => {
+    const res = await api("POST", `/schemas/${encodeURIComponent(subject())}/check`, { schema: text.value, schema_type: type.value });
+    show(slot, res.compatible
+      ? h("div", { class: "ok", id: "schema-check" }, `Compatible (${res.compatibility})`)
+      : h("div", { class: "error", id: "schema-check" }, `Not compatible (${res.compatibility}): ${res.problems.join("; ")}`));
+    return res.compatible;
+  };
+  return h("div", {},
+    h("div", { class: "toolbar" }, typeof subjectInput === "string" ? null : h("label", {}, "Subject", subjectInput), h("label", {}, "Type", type)),
+    text,
+    h("div", { class: "toolbar" },
+      h("button", { class: "secondary", id: "schema-check-button", onclick: async () => { try { await check(); } catch (e) { show(slot, errorBox(e)); } } }, "Check compatibility"),
+      h("button", { id: "schema-register", onclick: async () => {
+        try {
+          if (!(await check())) return;
+          const out = await api("POST", `/schemas/${encodeURIComponent(subject())}`, { schema: text.value, schema_type: type.value });
+          const done = `Registered as id ${out.id}, version ${out.version}`;
+          slot.append(h("div", { class: "ok" }, done));
+          onRegistered(subject(), done);
+        } catch (e) { show(slot, errorBox(e)); }
+      } }, "Register")),
+    slot);
+}
+
+function levelPicker(current, path, id) {
+  const slot = h("span");
+  const select = h("select", { id }, LEVELS.map((l) => h("option", { value: l, selected: l === current }, l)));
+  select.addEventListener("change", async () => {
+    try { await api("PUT", path, { compatibility: select.value }); show(slot, h("span", { class: "ok" }, " saved")); }
+    catch (e) { show(slot, errorBox(e)); }
+  });
+  return h("span", {}, select, slot);
+}
+
+async function schemasPage() {
+  const slot = h("div");
+  const list = h("div", { id: "subjects-list" });
+  page("Schemas", slot, list);
+  try {
+    const res = await api("GET", "/schemas");
+    const subject = h("input", { id: "new-subject", placeholder: "orders-value" });
+    list.replaceChildren(
+      h("div", { class: "toolbar" }, h("label", {}, "Global compatibility", levelPicker(res.compatibility, "/schema-compatibility", "global-level"))),
+      res.subjects.length ? table([
+        { label: "Subject", key: "subject", render: (x) => h("a", { href: `#/schemas/${encodeURIComponent(x.subject)}` }, x.subject) },
+        { label: "Type", key: "schema_type" },
+        { label: "Versions", render: (x) => x.versions.join(", ") },
+        { label: "Latest id", key: "latest_id", num: true },
+        { label: "Compatibility", key: "compatibility" },
+      ], res.subjects, { sortKey: "subject", id: "subjects-table" }) : emptyState("No schemas registered yet."),
+      h("h2", {}, "Register a schema"),
+      registerForm(subject, (name) => { location.hash = `#/schemas/${encodeURIComponent(name)}`; }));
+  } catch (e) { show(slot, errorBox(e)); }
+}
+
+async function subjectPage(name, note) {
+  const slot = h("div");
+  const content = h("div");
+  page(`Subject ${name}`, slot, content);
+  let d;
+  try { d = await api("GET", `/schemas/${encodeURIComponent(name)}`); } catch (e) { show(slot, errorBox(e)); return; }
+  const versions = d.versions;
+  const pick = (id, v) => h("select", { id }, versions.map((x) => h("option", { value: x.version, selected: x.version === v }, `version ${x.version} (id ${x.id})`)));
+  const left = pick("diff-from", versions[Math.max(0, versions.length - 2)].version);
+  const right = pick("diff-to", versions[versions.length - 1].version);
+  const diff = h("pre", { id: "schema-diff" });
+  const drawDiff = () => {
+    const a = versions.find((x) => String(x.version) === left.value);
+    const b = versions.find((x) => String(x.version) === right.value);
+    diff.replaceChildren(...diffLines(pretty(a.schema), pretty(b.schema)).map(([k, line]) =>
+      h("div", { class: k === "+" ? "ok" : k === "-" ? "error" : "" }, `${k} ${line}`)));
+  };
+  left.addEventListener("change", drawDiff);
+  right.addEventListener("change", drawDiff);
+  content.replaceChildren(
+    h("div", { class: "toolbar" }, h("label", {}, "Compatibility", levelPicker(d.compatibility, `/schemas/${encodeURIComponent(name)}/compatibility`, "subject-level"))),
+    table([{ label: "Version", key: "version", num: true }, { label: "Id", key: "id", num: true }, { label: "Type", key: "schema_type" },
+      { label: "Schema", render: (x) => h("pre", {}, pretty(x.schema)) }], versions, { id: "versions-table" }),
+    h("h2", {}, "Compare versions"), h("div", { class: "toolbar" }, left, right), diff,
+    h("h2", {}, "Register a new version"), registerForm(name, (_, done) => subjectPage(name, done), note));
+  drawDiff();
 }
 
 // ---- routing ---------------------------------------------------------------------------
@@ -582,6 +761,7 @@ async function route() {
   if (section === "topics") return parts[1] ? topicPage(parts[1]) : topicsPage(params);
   if (section === "groups") return parts[1] ? groupPage(parts[1]) : groupsPage();
   if (section === "modules") return modulesPage();
+  if (section === "schemas") return parts[1] ? subjectPage(parts[1], null) : schemasPage();
   page("Not found", emptyState(`No page ${path}`));
 }
 

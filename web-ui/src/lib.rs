@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod modules;
 pub mod overview;
 pub mod rates;
+pub mod schemas;
 pub mod topics;
 
 use std::sync::Arc;
@@ -60,9 +61,9 @@ impl Console {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Weir console API", description = "Operate a Weir broker: topics, messages, consumer groups, Wasm modules."),
+    info(title = "Weir console API", description = "Operate a Weir broker: topics, messages, consumer groups, Wasm modules, schemas."),
     tags(
-        (name = "overview"), (name = "topics"), (name = "messages"), (name = "groups"), (name = "modules"), (name = "metrics")
+        (name = "overview"), (name = "topics"), (name = "messages"), (name = "groups"), (name = "modules"), (name = "schemas"), (name = "metrics")
     )
 )]
 struct ApiDoc;
@@ -181,7 +182,14 @@ fn api(console: Console) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(groups::reset_offsets))
         .routes(routes!(modules::list_modules, modules::deploy))
         .routes(routes!(modules::get_module))
+        .routes(routes!(modules::inspect))
+        .routes(routes!(modules::try_module))
         .routes(routes!(modules::act))
+        .routes(routes!(schemas::list_subjects))
+        .routes(routes!(schemas::get_subject, schemas::register))
+        .routes(routes!(schemas::check))
+        .routes(routes!(schemas::set_subject_level))
+        .routes(routes!(schemas::set_global_level))
         .routes(routes!(metrics::metrics))
         .routes(routes!(openapi_json))
         .with_state(console)

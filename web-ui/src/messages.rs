@@ -182,7 +182,7 @@ impl Filters {
 
 /// How a key or value is shown: its first [`PREVIEW_BYTES`], as text when it is UTF-8, and
 /// decoded when it names a registered schema.
-fn payload(bytes: &[u8], registry: &weir_registry::state::RegistryState) -> Payload {
+pub(crate) fn payload(bytes: &[u8], registry: &weir_registry::state::RegistryState) -> Payload {
     let shown = &bytes[..bytes.len().min(PREVIEW_BYTES)];
     let truncated = shown.len() < bytes.len();
     let text = match std::str::from_utf8(shown) {
@@ -216,7 +216,7 @@ fn payload(bytes: &[u8], registry: &weir_registry::state::RegistryState) -> Payl
     }
 }
 
-fn view(r: &ConsumedRecord, registry: &weir_registry::state::RegistryState) -> (RecordView, usize) {
+pub(crate) fn view(r: &ConsumedRecord, registry: &weir_registry::state::RegistryState) -> (RecordView, usize) {
     let shown = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len().min(PREVIEW_BYTES));
     let bytes = shown(&r.record.key)
         + shown(&r.record.value)

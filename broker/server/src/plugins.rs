@@ -117,15 +117,27 @@ impl Plugins {
         &self.inner.config
     }
 
-    /// Checks and compiles an uploaded component, and keeps its bytes by hash.
-    pub fn accept(&self, bytes: &[u8], kind: PluginKind) -> Result<Module, WireError> {
+    fn check_size(&self, bytes: &[u8]) -> Result<(), WireError> {
         let limit = self.inner.config.module_bytes_max;
         if bytes.len() > limit {
             return Err(WireError::new(
                 ErrorCode::InvalidModule,
-                format!("the component is {} bytes; module.bytes.max is {limit}", bytes.len()),
+                format!("the component is {} bytes; module_bytes_max is {limit}", bytes.len()),
             ));
         }
+        Ok(())
+    }
+
+    /// What an uploaded component is (kinds, imports, exports) and why a deploy of it would be
+    /// refused; nothing is kept. Within `module_bytes_max`, as a deploy.
+    pub fn inspect(&self, bytes: &[u8]) -> Result<weir_runtime::Inspection, WireError> {
+        self.check_size(bytes)?;
+        self.inner.runtime.inspect(bytes).map_err(|e| WireError::new(ErrorCode::InvalidModule, e.to_string()))
+    }
+
+    /// Checks and compiles an uploaded component, and keeps its bytes by hash.
+    pub fn accept(&self, bytes: &[u8], kind: PluginKind) -> Result<Module, WireError> {
+        self.check_size(bytes)?;
         let module = self
             .inner
             .runtime
@@ -212,6 +224,57 @@ impl Plugins {
     /// The component's stored bytes.
     pub fn blob(&self, sha256: &str) -> Option<Vec<u8>> {
         self.inner.store.blob(sha256).ok().flatten()
+    }
+
+    /// Runs a component that is not deployed, once, over `records` (all of one partition of
+    /// `topic`), as a `kind` with `params`, under the broker's default deadline and memory cap:
+    /// the console's "try it". Nothing is stored and no compiled artifact kept.
+    pub fn try_component(
+        &self,
+        bytes: &[u8],
+        kind: PluginKind,
+        params: BTreeMap<String, String>,
+        records: &[weir_sdk::batch::ConsumedRecord],
+        partition_count: u32,
+    ) -> Result<Tried, WireError> {
+        self.check_size(bytes)?;
+        let runtime = &self.inner.runtime;
+        let module =
+            runtime.load_transient(bytes, kind).map_err(|e| WireError::new(ErrorCode::InvalidModule, e.to_string()))?;
+        let mut instance = runtime.instance(
+            &module,
+            InstanceConfig {
+                limits: self.inner.config.limits,
+                params: Arc::new(params),
+                label: "try".into(),
+                counters: Arc::default(),
+                schemas: Some(self.inner.schemas.clone()),
+            },
+        );
+        let (topic, partition) = records.first().map_or(("", 0), |r| (r.topic.as_str(), r.partition));
+        let batch = input_batch(topic, partition, records).map_err(|e| batch_too_large("the tried module", &e))?;
+        let failed = |e: CallError| WireError::new(ErrorCode::ModuleFailed, format!("the module failed: {e}"));
+        Ok(match kind {
+            PluginKind::Transform => {
+                let output = instance.transform(&batch).map_err(failed)?;
+                let timestamps = records.iter().map(|r| r.record.timestamp);
+                Tried::Transform(
+                    output
+                        .outcomes()
+                        .zip(timestamps)
+                        .map(|(outcome, ts)| {
+                            outcome
+                                .map(|outs| {
+                                    outs.map(|o| (o.topic().map(str::to_owned), output_record(&o, ts))).collect()
+                                })
+                                .map_err(str::to_owned)
+                        })
+                        .collect(),
+                )
+            }
+            PluginKind::Partitioner => Tried::Partitioner(instance.partition(&batch, partition_count).map_err(failed)?),
+            PluginKind::Validator => Tried::Validator(instance.validate(&batch).map_err(failed)?),
+        })
     }
 
     /// A fresh instance of the deployment's active version.
@@ -306,6 +369,19 @@ impl Plugins {
 
 fn storage(what: &str, e: weir_storage::StorageError) -> WireError {
     WireError::new(ErrorCode::Storage, format!("{what}: {e}"))
+}
+
+/// An output of a tried transform: the topic it names, if any, and the record.
+pub type TriedOutput = (Option<String>, weir_sdk::batch::Record);
+
+/// What a component tried on records did ([`Plugins::try_component`]), by kind: per input
+/// record, a transform's outputs (each with the topic it names, if any) or its error; a
+/// partitioner's partition; a validator's refusal, if any.
+#[derive(Debug)]
+pub enum Tried {
+    Transform(Vec<Result<Vec<TriedOutput>, String>>),
+    Partitioner(Vec<u32>),
+    Validator(Vec<Option<String>>),
 }
 
 /// One deployment's counters since the broker started.

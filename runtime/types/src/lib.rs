@@ -12,6 +12,9 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
+    /// Every kind.
+    pub const ALL: [PluginKind; 3] = [Self::Transform, Self::Partitioner, Self::Validator];
+
     pub fn parse(s: &str) -> Result<Self, UnknownKind> {
         match s {
             "transform" => Ok(Self::Transform),
