@@ -65,6 +65,7 @@ pub fn transform_instance(cache_dir: &Path, package: &str, params: &[(&str, &str
             params: Arc::new(params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
             label: package.into(),
             counters: Arc::new(Counters::default()),
+            logs: Arc::default(),
             schemas: None,
         },
     )

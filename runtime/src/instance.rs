@@ -26,6 +26,27 @@ pub trait SchemaLookup: Send + Sync {
 #[derive(Debug, Default)]
 pub struct Counters(Mutex<BTreeMap<String, u64>>);
 
+/// The last lines a plugin logged (`log`), newest last: at most [`RecentLogs::LINES_MAX`], each
+/// cut to the log message limit, shared with the broker's metrics (the console shows them).
+#[derive(Debug, Default)]
+pub struct RecentLogs(Mutex<std::collections::VecDeque<String>>);
+
+impl RecentLogs {
+    pub const LINES_MAX: usize = 50;
+
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == Self::LINES_MAX {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+}
+
 impl Counters {
     /// Bounds the memory a module can make the host spend on counter names.
     pub const NAMES_MAX: usize = 64;
@@ -52,10 +73,17 @@ pub struct InstanceConfig {
     /// Names the instance in logs, e.g. `mask@3/orders[2]`.
     pub label: Arc<str>,
     pub counters: Arc<Counters>,
+    /// Where the lines it logs are kept (besides the broker's own log).
+    pub logs: Arc<RecentLogs>,
     pub schemas: Option<Arc<dyn SchemaLookup>>,
 }
 
 const STDERR_BYTES_MAX: usize = 16 << 10;
+
+/// Milliseconds since the Unix epoch, for log lines.
+fn now_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
 const LOG_MESSAGE_BYTES_MAX: usize = 4 << 10;
 
 pub(crate) struct HostState {
@@ -114,6 +142,14 @@ impl host::Host for HostState {
             message.push_str("...");
         }
         let module = &*self.config.label;
+        let name = match level {
+            host::LogLevel::Trace => "TRACE",
+            host::LogLevel::Debug => "DEBUG",
+            host::LogLevel::Info => "INFO",
+            host::LogLevel::Warn => "WARN",
+            host::LogLevel::Error => "ERROR",
+        };
+        self.config.logs.push(format!("{} {name} {module}: {message}", now_ms()));
         match level {
             host::LogLevel::Trace => tracing::trace!(target: "weir::plugin", module, "{message}"),
             host::LogLevel::Debug => tracing::debug!(target: "weir::plugin", module, "{message}"),

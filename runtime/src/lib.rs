@@ -24,7 +24,7 @@ pub use batch::{
     BatchTooLarge, InputBatch, InputView, OutputBuilder, OutputView, Outputs, TransformOutput, BATCH_BYTES_MAX,
 };
 pub use error::CallError;
-pub use instance::{Counters, Instance, InstanceConfig, SchemaLookup};
+pub use instance::{Counters, Instance, InstanceConfig, RecentLogs, SchemaLookup};
 pub use module::{Contract, Inspection, Module};
 
 pub use weir_plugin_types::{Limits, PluginKind};

@@ -1243,6 +1243,9 @@ pub struct ModuleMetrics {
     pub last_error: Option<String>,
     /// Counters the module adds to with `counter-add`.
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// The last lines it logged (at most 50), newest last: `ms LEVEL instance: message`.
+    #[serde(default)]
+    pub recent_logs: Vec<String>,
     /// Transforms: next input offset per `topic/partition`.
     pub progress: std::collections::BTreeMap<String, i64>,
 }

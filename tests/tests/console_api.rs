@@ -227,6 +227,15 @@ fn given_bad_input_on_every_route_then_the_api_answers_a_4xx_json_error_naming_t
     );
 
     refused(c("GET", "/api/v1/nope", None), 404, "unknown_route", None);
+    refused(
+        c("PUT", "/api/v1/schema-compatibility", Some(json!({"compatibility": "FULL", "x": 1}))),
+        400,
+        "invalid_field",
+        Some("x"),
+    );
+    // DNS rebinding: a page of another site whose name resolves to 127.0.0.1 sends its own Host.
+    let (status, body) = common::http_with(&addr, "GET", "/api/v1/topics", "Host: rebound.example:8080\r\n", b"");
+    refused((status, serde_json::from_str(&body).unwrap()), 421, "host", Some("host"));
     // The broker is fine after all of it.
     assert_eq!(ok(c("GET", "/api/v1/topics/t", None), 200)["partitions"].as_array().map(Vec::len), Some(2));
 }
@@ -454,6 +463,7 @@ fn the_openapi_document_validates_and_lists_every_route() {
     assert_eq!(status, 200);
     let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
     let expected = [
+        "/api/v1/cluster",
         "/api/v1/events",
         "/api/v1/groups",
         "/api/v1/groups/{group_id}",
@@ -766,4 +776,15 @@ fn a_component_is_tried_on_typed_and_stored_records_without_being_deployed() {
     );
     // Nothing was deployed or kept.
     assert_eq!(ok(c("GET", "/api/v1/modules", None), 200)["modules"], json!([]));
+}
+
+#[test]
+fn the_cluster_view_shows_the_controller_brokers_and_their_partitions() {
+    let broker = BrokerProcess::start(&[]);
+    let addr = broker.console_addr.to_string();
+    ok(console(&addr, "POST", "/api/v1/topics", Some(json!({"name": "a", "partitions": 3}))), 201);
+    let cluster = ok(console(&addr, "GET", "/api/v1/cluster", None), 200);
+    assert_eq!(cluster["status"]["controller_leader"], 1);
+    assert_eq!(cluster["brokers"], json!([{"node_id": 1, "leader_of": 3, "replica_of": 3, "in_sync_of": 3}]));
+    assert_eq!(cluster["reassignments"], json!([]));
 }

@@ -131,6 +131,13 @@ async fn a_topic_made_in_the_browser_shows_records_produced_by_the_cli_filtered_
     assert!(diff.lines().any(|l| l.starts_with('+') && l.contains("\"qty\"")), "{diff}");
     browser.screenshot("schemas").await;
 
+    // The cluster page: this node is its own controller and leads every partition.
+    browser.goto(&format!("{url}/#/cluster")).await;
+    browser.wait_text_is("#cluster-leader", "1").await;
+    browser.wait_text("#voters-table", "leader").await;
+    browser.wait_text("#brokers-table", "this node").await;
+    browser.screenshot("cluster").await;
+
     browser.assert_no_console_errors().await;
     browser.close().await;
 }
@@ -193,6 +200,12 @@ async fn a_wasm_transform_uploaded_and_deployed_in_the_browser_fills_its_output_
     browser.goto(&format!("{url}/#/modules")).await;
     browser.wait_text("#modules-table", "20").await;
     browser.screenshot("modules").await;
+    // The deployment's own page: its versions, and the lines the module logged.
+    browser.click("#modules-table a").await;
+    browser.wait_text("#versions-table", "paths=/email").await;
+    browser.wait_text("#module-logs", "INFO mask@1").await;
+    browser.wait_text("#module-logs", "masking /email").await;
+    browser.screenshot("module").await;
 
     browser.assert_no_console_errors().await;
     browser.close().await;

@@ -34,6 +34,7 @@ fn instance(host: &Host, package: &str, kind: PluginKind, params: &[(&str, &str)
             params: Arc::new(params),
             label: package.into(),
             counters: Arc::new(Counters::default()),
+            logs: Arc::default(),
             schemas: None,
         },
     )

@@ -606,7 +606,7 @@ async function modulesPage() {
         try { await api("POST", `/modules/${encodeURIComponent(m.name)}/actions`, { action }); load(); } catch (e) { show(slot, errorBox(e)); }
       };
       list.replaceChildren(table([
-        { label: "Name", key: "name" },
+        { label: "Name", key: "name", render: (m) => h("a", { href: `#/modules/${encodeURIComponent(m.name)}` }, m.name) },
         { label: "Kind", key: "kind" },
         { label: "Version", key: "active_version", num: true },
         { label: "State", render: (m) => (m.paused ? `paused: ${m.paused}` : "running") },
@@ -747,6 +747,96 @@ async function subjectPage(name, note) {
   drawDiff();
 }
 
+async function clusterPage() {
+  const slot = h("div");
+  const content = h("div", { id: "cluster" });
+  page("Cluster", slot, content);
+  const load = async () => {
+    let c;
+    try { c = await api("GET", "/cluster"); } catch (e) { show(slot, errorBox(e)); return; }
+    show(slot, null);
+    const s = c.status;
+    const voters = (s.voters || []).map((v) => ({ ...v, role: v.node_id === s.controller_leader ? "leader" : "voter" }))
+      .concat((s.learners || []).map((v) => ({ ...v, role: "learner" })));
+    const registered = new Map((s.brokers || []).map((b) => [b.node_id, b]));
+    content.replaceChildren(
+      h("div", { class: "cards" },
+        h("div", { class: "card" }, h("div", { class: "label" }, "Controller leader"), h("div", { class: "value", id: "cluster-leader" }, s.controller_leader ?? "none")),
+        h("div", { class: "card" }, h("div", { class: "label" }, "Term"), h("div", { class: "value" }, s.controller_term)),
+        h("div", { class: "card" }, h("div", { class: "label" }, "Offline partitions"), h("div", { class: "value" }, s.offline_partitions || 0)),
+        h("div", { class: "card" }, h("div", { class: "label" }, "Under-replicated"), h("div", { class: "value" }, s.under_replicated_partitions || 0)),
+        h("div", { class: "card" }, h("div", { class: "label" }, "Reassigning"), h("div", { class: "value" }, s.reassigning_partitions || 0))),
+      h("h2", {}, "Controller"),
+      table([{ label: "Node", key: "node_id", num: true }, { label: "Role", key: "role" }, { label: "Cluster address", key: "cluster_addr" }], voters, { id: "voters-table" }),
+      h("h2", {}, "Brokers"),
+      c.brokers.length ? table([
+        { label: "Node", key: "node_id", num: true },
+        { label: "State", render: (b) => (registered.has(b.node_id) ? (registered.get(b.node_id).fenced ? "fenced" : "live") : "this node") },
+        { label: "Leads", key: "leader_of", num: true },
+        { label: "Replicas", key: "replica_of", num: true },
+        { label: "In sync", key: "in_sync_of", num: true },
+        { label: "Kafka", render: (b) => (registered.get(b.node_id) || {}).kafka_addr || "" },
+      ], c.brokers, { id: "brokers-table" }) : emptyState("No partitions yet."),
+      h("h2", {}, "Offline and under-replicated partitions"),
+      (s.offline || []).length + (s.under_replicated || []).length
+        ? h("pre", {}, [...(s.offline || []).map((p) => `offline ${p}`), ...(s.under_replicated || []).map((p) => `under-replicated ${p}`)].join("\n"))
+        : emptyState("Every partition has a leader and its whole ISR."),
+      h("h2", {}, "Reassignments in progress"),
+      c.reassignments.length ? table([
+        { label: "Topic", key: "topic" }, { label: "Partition", key: "partition", num: true },
+        { label: "Replicas", render: (m) => m.replicas.join(", ") }, { label: "Adding", render: (m) => m.adding.join(", ") },
+        { label: "Removing", render: (m) => m.removing.join(", ") },
+      ], c.reassignments) : emptyState("No reassignment under way."));
+  };
+  await load();
+  const timer = setInterval(load, 2000);
+  cleanup.push(() => clearInterval(timer));
+}
+
+async function modulePage(name) {
+  const slot = h("div");
+  const content = h("div", { id: "module-detail" });
+  page(`Module ${name}`, slot, content);
+  const load = async () => {
+    let m;
+    try { m = await api("GET", `/modules/${encodeURIComponent(name)}`); } catch (e) { show(slot, errorBox(e)); return; }
+    show(slot, null);
+    const x = m.metrics;
+    const card = (label, value) => h("div", { class: "card" }, h("div", { class: "label" }, label), h("div", { class: "value" }, value));
+    content.replaceChildren(
+      h("div", { class: "cards" }, card("State", m.paused ? `paused: ${m.paused}` : "running"), card("Kind", m.kind),
+        card("Active version", m.active_version), card("Records in", fmtNum(x.records_in)), card("Records out", fmtNum(x.records_out)),
+        card("Rejected", fmtNum(x.records_rejected)), card("Dead-lettered", fmtNum(x.records_dead_lettered)),
+        card("Batches failed", `${fmtNum(x.batches_failed)} of ${fmtNum(x.batches)}`),
+        card("Call p50 / p99", `${x.call_latency_us_p50} / ${x.call_latency_us_p99} µs`), card("Memory high-water", fmtBytes(x.memory_high_water_bytes))),
+      h("div", {}, x.last_error ? h("div", { class: "error", id: "module-last-error" }, `Last error: ${x.last_error}`) : null),
+      h("h2", {}, "Versions"),
+      table([
+        { label: "Version", key: "version", num: true },
+        { label: "SHA-256", render: (v) => h("span", { class: "mono" }, v.sha256.slice(0, 16)) },
+        { label: "Size", num: true, render: (v) => fmtBytes(v.size_bytes) },
+        { label: "Deployed", render: (v) => fmtTime(v.deployed_at_ms) },
+        { label: "Inputs → output", render: (v) => `${(v.inputs || []).join(", ")}${v.output ? ` → ${v.output}` : ""}${v.topic ? `topic ${v.topic}` : ""}` },
+        { label: "Params", render: (v) => Object.entries(v.params || {}).map(([k, val]) => `${k}=${val}`).join(", ") },
+        { label: "Limits", render: (v) => `${v.deadline_ms} ms, ${fmtBytes(v.memory_bytes)}` },
+        { label: "", render: (v) => (v.version === m.active_version ? h("span", { class: "pill" }, "active") : "") },
+      ], m.versions, { id: "versions-table" }),
+      h("h2", {}, "Counters"),
+      Object.keys(x.counters).length ? table([{ label: "Counter", key: "name" }, { label: "Value", key: "value", num: true }],
+        Object.entries(x.counters).map(([k, v]) => ({ name: k, value: v })), { id: "counters-table" }) : emptyState("The module counted nothing."),
+      h("h2", {}, "Progress"),
+      Object.keys(x.progress).length ? table([{ label: "Input", key: "input" }, { label: "Next offset", key: "next", num: true }],
+        Object.entries(x.progress).map(([k, v]) => ({ input: k, next: v }))) : emptyState("No progress stored."),
+      h("h2", {}, "Recent log lines"),
+      (x.recent_logs || []).length
+        ? h("pre", { id: "module-logs" }, x.recent_logs.map((l) => l.replace(/^(\d+) /, (_, ms) => `${fmtTime(Number(ms))} `)).join("\n"))
+        : emptyState("The module logged nothing."));
+  };
+  await load();
+  const timer = setInterval(load, 2000);
+  cleanup.push(() => clearInterval(timer));
+}
+
 // ---- routing ---------------------------------------------------------------------------
 
 async function route() {
@@ -760,7 +850,8 @@ async function route() {
   if (section === "overview") return overviewPage();
   if (section === "topics") return parts[1] ? topicPage(parts[1]) : topicsPage(params);
   if (section === "groups") return parts[1] ? groupPage(parts[1]) : groupsPage();
-  if (section === "modules") return modulesPage();
+  if (section === "modules") return parts[1] ? modulePage(parts[1]) : modulesPage();
+  if (section === "cluster") return clusterPage();
   if (section === "schemas") return parts[1] ? subjectPage(parts[1], null) : schemasPage();
   page("Not found", emptyState(`No page ${path}`));
 }

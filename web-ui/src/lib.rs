@@ -15,6 +15,7 @@
 // Non-test code states why a value fits where it is narrowed, and never unwraps.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod cluster;
 pub mod error;
 pub mod groups;
 pub mod messages;
@@ -51,11 +52,32 @@ pub struct Console {
     pub rates: Arc<rates::Rates>,
     /// Message browses running now (at most `messages::BROWSES_MAX`).
     pub browses: Arc<tokio::sync::Semaphore>,
+    /// Components being compiled for an inspection or a try (at most [`COMPILES_MAX`]).
+    pub compiles: Arc<tokio::sync::Semaphore>,
 }
+
+/// Components the console compiles at once (inspect, try); more are answered 429.
+pub const COMPILES_MAX: usize = 2;
 
 impl Console {
     pub fn new(broker: Broker) -> Self {
-        Self { broker, rates: Arc::default(), browses: Arc::new(tokio::sync::Semaphore::new(messages::BROWSES_MAX)) }
+        Self {
+            broker,
+            rates: Arc::default(),
+            browses: Arc::new(tokio::sync::Semaphore::new(messages::BROWSES_MAX)),
+            compiles: Arc::new(tokio::sync::Semaphore::new(COMPILES_MAX)),
+        }
+    }
+
+    /// A permit to compile a component, or a 429 naming the limit.
+    pub fn compile_permit(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        self.compiles.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "limit_reached",
+                format!("the console compiles at most {COMPILES_MAX} components at once (COMPILES_MAX); try again when one ends"),
+            )
+        })
     }
 }
 
@@ -107,8 +129,38 @@ fn field_in(message: &str) -> Option<String> {
     (!path.is_empty() && !path.contains(' ')).then(|| path.to_owned())
 }
 
-/// Refuses state-changing requests without [`CSRF_HEADER`], or from a page of another origin.
-async fn guard(request: Request, next: Next) -> Response {
+/// Whether a `Host` header names this machine's loopback (`localhost`, `127.x.y.z`, `[::1]`),
+/// with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => {
+            host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host })
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a request naming another host than loopback when the console listens on loopback
+/// (DNS rebinding), and state-changing requests without [`CSRF_HEADER`] or from a page of
+/// another origin.
+async fn guard(
+    axum::extract::State(loopback_only): axum::extract::State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if loopback_only {
+        let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        if !is_loopback_host(host) {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host",
+                format!("this console listens on loopback and answers requests for localhost or 127.0.0.1 only, not {host:?}"),
+            )
+            .with_field("host")
+            .into_response();
+        }
+    }
     let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
         let headers = request.headers();
@@ -172,6 +224,7 @@ fn api(console: Console) -> (Router, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(overview::get_overview))
         .routes(routes!(overview::events))
+        .routes(routes!(cluster::get_cluster))
         .routes(routes!(topics::list_topics, topics::create_topic))
         .routes(routes!(topics::get_topic, topics::delete_topic))
         .routes(routes!(topics::alter_configs))
@@ -201,10 +254,14 @@ pub fn openapi(broker: Broker) -> utoipa::openapi::OpenApi {
     api(Console::new(broker)).1
 }
 
-/// The whole console: API, OpenAPI document, metrics and pages.
-pub fn router(broker: Broker) -> Router {
+/// The whole console: API, OpenAPI document, metrics and pages, for a listener on `addr`.
+pub fn router(broker: Broker, addr: std::net::SocketAddr) -> Router {
     // A module upload is the largest body: base64 of at most module_bytes_max, and its spec.
     let body_max = broker.plugins().config().module_bytes_max / 3 * 4 + (1 << 20);
+    // On a loopback listener a request must name a loopback host, so a page of another site
+    // whose name resolves to 127.0.0.1 (DNS rebinding) cannot use the API with the browser's
+    // same-origin rights.
+    let loopback_only = addr.ip().is_loopback();
     let (api, _) = api(Console::new(broker));
     api.route("/api/v1", get(unknown_api_route))
         .route("/api/v1/{*rest}", axum::routing::any(unknown_api_route))
@@ -212,12 +269,31 @@ pub fn router(broker: Broker) -> Router {
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .layer(DefaultBodyLimit::max(body_max))
-        .layer(axum::middleware::from_fn(guard))
+        .layer(axum::middleware::from_fn_with_state(loopback_only, guard))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_host_names_pass_on_a_loopback_listener() {
+        let cases = [
+            ("127.0.0.1:8080", true),
+            ("localhost:8080", true),
+            ("LOCALHOST", true),
+            ("127.1.2.3", true),
+            ("[::1]:8080", true),
+            ("evil.example:8080", false),
+            ("localhost.evil.example:8080", false),
+            ("10.0.0.1:8080", false),
+            ("[::2]:8080", false),
+            ("", false),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(is_loopback_host(host), expected, "{host}");
+        }
+    }
 
     #[test]
     fn the_field_a_serde_message_names_is_found() {

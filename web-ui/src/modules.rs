@@ -126,6 +126,7 @@ pub async fn inspect(
 ) -> ApiResult<Json<Inspected>> {
     let Json(upload) = body(upload)?;
     let bytes = component_bytes(&console, &upload.component_base64)?;
+    let _permit = console.compile_permit()?;
     let plugins = console.broker.plugins().clone();
     // Compiling is CPU work: off the async threads.
     let inspected = tokio::task::spawn_blocking(move || plugins.inspect(&bytes))
@@ -367,13 +368,7 @@ pub async fn try_module(State(console): State<Console>, t: Result<Json<Try>, Jso
     let kind = PluginKind::parse(&t.kind).map_err(|e| ApiError::field("kind", e.to_string()))?;
     let bytes = component_bytes(&console, &t.component_base64)?;
     let inputs = try_inputs(&console, &t).await?;
-    let Ok(_permit) = console.browses.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "limit_reached",
-            "the console runs at most 4 browses and tries at once (BROWSES_MAX); try again when one ends",
-        ));
-    };
+    let _permit = console.compile_permit()?;
     let (plugins, params, partitions) = (console.broker.plugins().clone(), t.params, t.partitions.unwrap_or(1));
     let records = inputs.clone();
     let tried = tokio::task::spawn_blocking(move || plugins.try_component(&bytes, kind, params, &records, partitions))

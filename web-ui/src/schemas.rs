@@ -104,7 +104,18 @@ fn refused(e: RegistryError, field: &str) -> ApiError {
     ApiError::new(status, code, e.to_string()).with_field(field)
 }
 
+/// Longest schema text, as the registry's REST API takes (its body limit).
+const SCHEMA_BYTES_MAX: usize = 4 << 20;
+
 fn parse(candidate: &Candidate) -> ApiResult<(SchemaType, ParsedSchema)> {
+    if candidate.schema.len() > SCHEMA_BYTES_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "schema_too_large",
+            format!("a schema is at most {SCHEMA_BYTES_MAX} bytes, not {}", candidate.schema.len()),
+        )
+        .with_field("schema"));
+    }
     let schema_type = SchemaType::from_api(candidate.schema_type.as_deref()).map_err(|e| refused(e, "schema_type"))?;
     let parsed = ParsedSchema::parse(schema_type, &candidate.schema).map_err(|e| refused(e, "schema"))?;
     Ok((schema_type, parsed))

@@ -195,7 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the web console on tcp {}", config.console_addr))?;
     let console_addr = console.local_addr()?;
     let mut running = server::start(config.clone()).await?;
-    running.serve_http(console, weir_console::router(running.broker().clone()));
+    running.serve_http(console, weir_console::router(running.broker().clone(), console_addr));
     let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
     println!("weir {} serving (node {})", env!("CARGO_PKG_VERSION"), config.node_id);
     println!("  native QUIC   udp://{}  (ALPN weir/1)", running.quic_addr);

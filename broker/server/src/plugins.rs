@@ -12,7 +12,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use weir_runtime::{
     BatchTooLarge, CallError, Counters, InputBatch, Instance, InstanceConfig, Limits, Module, OutputView, PluginKind,
-    Runtime, RuntimeConfig, SchemaLookup, BATCH_BYTES_MAX,
+    RecentLogs, Runtime, RuntimeConfig, SchemaLookup, BATCH_BYTES_MAX,
 };
 use weir_sdk::wire::ModuleMetrics;
 use weir_sdk::{ErrorCode, WireError};
@@ -248,6 +248,7 @@ impl Plugins {
                 params: Arc::new(params),
                 label: "try".into(),
                 counters: Arc::default(),
+                logs: Arc::default(),
                 schemas: Some(self.inner.schemas.clone()),
             },
         );
@@ -288,6 +289,7 @@ impl Plugins {
                 params: Arc::new(version.spec.params.clone()),
                 label: label.into(),
                 counters: self.metrics(&deployment.name).counters.clone(),
+                logs: self.metrics(&deployment.name).logs.clone(),
                 schemas: Some(self.inner.schemas.clone()),
             },
         ))
@@ -399,6 +401,7 @@ pub struct Metrics {
     last_error: Mutex<Option<String>>,
     progress: Mutex<BTreeMap<String, i64>>,
     pub counters: Arc<Counters>,
+    pub logs: Arc<RecentLogs>,
 }
 
 impl Default for Metrics {
@@ -417,6 +420,7 @@ impl Default for Metrics {
             last_error: Mutex::new(None),
             progress: Mutex::default(),
             counters: Arc::default(),
+            logs: Arc::default(),
         }
     }
 }
@@ -470,6 +474,7 @@ impl Metrics {
             memory_high_water_bytes: self.memory_high_water_bytes.load(Ordering::Relaxed),
             last_error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             counters: self.counters.snapshot(),
+            recent_logs: self.logs.snapshot(),
             progress: self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }

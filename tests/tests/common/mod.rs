@@ -366,8 +366,10 @@ pub fn console(addr: &str, method: &str, path: &str, body: Option<serde_json::Va
 pub fn http_with(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // `headers` may name another host (as a page of another site would).
+    let host = if headers.to_ascii_lowercase().contains("host:") { String::new() } else { format!("Host: {addr}\r\n") };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\n{host}{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     use std::io::{Read, Write};

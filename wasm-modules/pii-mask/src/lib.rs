@@ -25,6 +25,7 @@ fn settings() -> Result<&'static Settings, Error> {
             let pattern = weir_plugin::param("pattern").unwrap_or_else(|| "^.*$".into());
             let replacement = weir_plugin::param("replacement").unwrap_or_else(|| "***".into());
             let regex = Regex::new(&pattern).map_err(|e| Error::new(format!("parameter `pattern`: {e}")))?;
+            weir_plugin::log::info(&format!("masking {paths} where it matches {pattern:?}, with {replacement:?}"));
             Ok(Settings { paths, regex, replacement })
         })
         .as_ref()
