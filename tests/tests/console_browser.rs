@@ -138,6 +138,25 @@ async fn a_topic_made_in_the_browser_shows_records_produced_by_the_cli_filtered_
     browser.wait_text("#brokers-table", "this node").await;
     browser.screenshot("cluster").await;
 
+    // Usable in a narrow window: nothing but tables scrolls sideways, and the navigation wraps.
+    browser.window(400, 900).await;
+    for page in ["#/", "#/topics", "#/topics/orders", "#/groups", "#/modules", "#/schemas", "#/cluster"] {
+        browser.goto(&format!("{url}/{page}")).await;
+        browser.find("main h1").await;
+        let fits = browser.eval("return document.documentElement.scrollWidth <= window.innerWidth").await;
+        assert_eq!(fits, true, "{page} is wider than a 400 px window");
+    }
+    browser.goto(&format!("{url}/#/topics/orders")).await;
+    browser.wait_text("#records-table", "k4").await;
+    browser.screenshot("narrow").await;
+    // Dark when the system is.
+    browser.window(1280, 900).await;
+    let background = "return getComputedStyle(document.body).backgroundColor";
+    assert_eq!(browser.eval(background).await, "rgb(255, 255, 255)");
+    browser.color_scheme("dark").await;
+    assert_eq!(browser.eval(background).await, "rgb(18, 21, 27)");
+    browser.screenshot("dark").await;
+
     browser.assert_no_console_errors().await;
     browser.close().await;
 }

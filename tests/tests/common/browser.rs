@@ -32,6 +32,20 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
     }
 }
 
+/// A Chrome DevTools command through chromedriver (`goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp(serde_json::Value);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.0.to_string()))
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -150,6 +164,25 @@ impl Browser {
 
     pub async fn select(&self, css: &str, value: &str) {
         self.find(css).await.select_by_value(value).await.unwrap_or_else(|e| panic!("select {value} in {css:?}: {e}"));
+    }
+
+    /// Makes the page see `prefers-color-scheme: dark` (or light), as a user's system setting.
+    pub async fn color_scheme(&self, scheme: &str) {
+        let command = json!({
+            "cmd": "Emulation.setEmulatedMedia",
+            "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+        });
+        self.client.issue_cmd(Cdp(command)).await.expect("emulate the color scheme");
+    }
+
+    /// Resizes the window (the viewport follows).
+    pub async fn window(&self, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.expect("resize the window");
+    }
+
+    /// Runs a script in the page and returns its value.
+    pub async fn eval(&self, script: &str) -> serde_json::Value {
+        self.client.execute(script, Vec::new()).await.unwrap_or_else(|e| panic!("run {script:?}: {e}"))
     }
 
     /// Everything the page logged as a warning or error since the last call.
