@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use apache_avro::Schema as AvroSchema;
 
 use crate::schema::SchemaType;
-use crate::state::RegistryState;
+use crate::state::{RegistryState, StoredSchema};
 
 /// How a record's subject is named (Confluent's strategies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,34 +175,53 @@ pub fn check_datum(schema: &Compiled, is_key: bool, id: u32, bytes: Option<&[u8]
     Ok(())
 }
 
-/// A key or value in Confluent's wire format decoded with the schema its id names, as JSON (for
-/// people to read: the console's message browser). Avro is decoded within the process-wide
-/// allocation limit ([`limit_decoded_allocation`]); JSON Schema payloads are parsed as JSON.
-/// The schema must be registered, under any subject.
-pub fn decode_datum(state: &RegistryState, bytes: &[u8]) -> Result<(u32, serde_json::Value), String> {
-    let id = schema_id(false, Some(bytes)).map_err(|_| "not in the schema registry wire format".to_owned())?;
-    let stored = state.schemas.get(&id).ok_or_else(|| format!("schema id {id} is not registered"))?;
-    let datum = &bytes[5..];
-    let value = match stored.schema_type {
-        SchemaType::Json => {
-            serde_json::from_slice(datum).map_err(|e| format!("not JSON after its schema id {id}: {e}"))?
-        }
-        SchemaType::Avro => {
-            let text = state
-                .resolve(stored.schema_type, &stored.schema, &stored.references)
-                .map_err(|e| format!("registered schema {id} does not resolve: {e}"))?;
-            let schema =
-                crate::schema::parse_avro(&text).map_err(|e| format!("registered schema {id} does not parse: {e}"))?;
-            let mut rest = datum;
-            let value = apache_avro::from_avro_datum(&schema, &mut rest, None)
-                .map_err(|e| format!("does not decode with schema id {id}: {e}"))?;
-            if !value.validate(&schema) || !rest.is_empty() {
-                return Err(format!("does not decode with schema id {id}: truncated, or bytes left over"));
+/// Decodes keys and values in Confluent's wire format with the schemas their ids name, as
+/// JSON, for people to read (the console's message browser), parsing each schema once. Avro
+/// is decoded within the process-wide allocation limit ([`limit_decoded_allocation`]); JSON
+/// Schema payloads are parsed as JSON. A schema must be registered, under any subject.
+pub struct DatumDecoder<'a> {
+    state: &'a RegistryState,
+    avro: HashMap<u32, Result<AvroSchema, String>>,
+}
+
+impl<'a> DatumDecoder<'a> {
+    pub fn new(state: &'a RegistryState) -> Self {
+        Self { state, avro: HashMap::new() }
+    }
+
+    /// `None` when `bytes` are not in the wire format or name no registered schema; else the
+    /// id they name and the datum after it decoded, or why it does not decode.
+    pub fn decode(&mut self, bytes: &[u8]) -> Option<(u32, Result<serde_json::Value, String>)> {
+        let id = schema_id(false, Some(bytes)).ok()?;
+        let stored = self.state.schemas.get(&id)?;
+        Some((id, self.decode_with(id, stored, &bytes[5..])))
+    }
+
+    fn decode_with(&mut self, id: u32, stored: &StoredSchema, datum: &[u8]) -> Result<serde_json::Value, String> {
+        let state = self.state;
+        let value = match stored.schema_type {
+            SchemaType::Json => {
+                serde_json::from_slice(datum).map_err(|e| format!("not JSON after its schema id {id}: {e}"))?
             }
-            serde_json::Value::try_from(value).map_err(|e| format!("schema id {id}: {e}"))?
-        }
-    };
-    Ok((id, value))
+            SchemaType::Avro => {
+                let schema = self.avro.entry(id).or_insert_with(|| {
+                    let text = state
+                        .resolve(stored.schema_type, &stored.schema, &stored.references)
+                        .map_err(|e| format!("registered schema {id} does not resolve: {e}"))?;
+                    crate::schema::parse_avro(&text).map_err(|e| format!("registered schema {id} does not parse: {e}"))
+                });
+                let schema = schema.as_ref().map_err(Clone::clone)?;
+                let mut rest = datum;
+                let value = apache_avro::from_avro_datum(schema, &mut rest, None)
+                    .map_err(|e| format!("does not decode with schema id {id}: {e}"))?;
+                if !value.validate(schema) || !rest.is_empty() {
+                    return Err(format!("does not decode with schema id {id}: truncated, or bytes left over"));
+                }
+                serde_json::Value::try_from(value).map_err(|e| format!("schema id {id}: {e}"))?
+            }
+        };
+        Ok(value)
+    }
 }
 
 fn full_name(schema: &AvroSchema) -> Result<String, String> {

@@ -331,25 +331,7 @@ fn the_message_browser_reads_filters_decodes_avro_and_stays_within_its_bounds() 
     assert_eq!(later["records"].as_array().unwrap().len(), 0);
 
     // A value in the schema registry's wire format is shown decoded with its schema.
-    let schema =
-        r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"}]}"#;
-    let (status, registered) = http(
-        &broker.registry_addr.to_string(),
-        "POST",
-        "/subjects/events-value/versions",
-        json!({"schema": schema}).to_string().as_bytes(),
-    );
-    assert_eq!(status, 200, "{registered}");
-    let id: u32 = serde_json::from_str::<Value>(&registered).unwrap()["id"].as_u64().unwrap().try_into().unwrap();
-    let parsed = apache_avro::Schema::parse_str(schema).unwrap();
-    let mut order = apache_avro::types::Record::new(&parsed).unwrap();
-    order.put("id", 7i64);
-    order.put("item", "<b>tea</b>");
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&id.to_be_bytes());
-    framed.extend(apache_avro::to_avro_datum(&parsed, order).unwrap());
-    use base64::Engine;
-    let value = base64::engine::general_purpose::STANDARD.encode(&framed);
+    let (id, value) = common::avro_order(&broker.registry_addr, "events-value", 7, "<b>tea</b>");
     let at = ok(
         c(
             "POST",
@@ -787,4 +769,84 @@ fn the_cluster_view_shows_the_controller_brokers_and_their_partitions() {
     assert_eq!(cluster["status"]["controller_leader"], 1);
     assert_eq!(cluster["brokers"], json!([{"node_id": 1, "leader_of": 3, "replica_of": 3, "in_sync_of": 3}]));
     assert_eq!(cluster["reassignments"], json!([]));
+}
+
+/// Opens `/api/v1/events` and reads up to the first event: (status, that event's data).
+fn first_event(addr: &str) -> (u16, std::net::TcpStream, String) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut data = String::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if let Some(d) = line.strip_prefix("data:") {
+            data = d.trim().to_owned();
+            break;
+        }
+        // A refused stream answers JSON with its length; its body is the last line.
+        if status != 200 && line.starts_with('{') {
+            data = line;
+            break;
+        }
+    }
+    (status, stream, data)
+}
+
+#[test]
+fn the_overview_streams_as_server_sent_events_and_open_streams_are_bounded() {
+    let broker = BrokerProcess::start(&[]);
+    let addr = broker.console_addr.to_string();
+    ok(console(&addr, "POST", "/api/v1/topics", Some(json!({"name": "live", "partitions": 4}))), 201);
+    let overview = ok(console(&addr, "GET", "/api/v1/overview", None), 200);
+    assert_eq!((overview["topics"].as_u64(), overview["partitions"].as_u64()), (Some(1), Some(4)));
+    let (status, first, data) = first_event(&addr);
+    assert_eq!(status, 200);
+    let event: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!((event["topics"].as_u64(), event["partitions"].as_u64()), (Some(1), Some(4)), "{event}");
+    // Rates follow traffic: the next events count what was produced.
+    for i in 0..50 {
+        ok(console(&addr, "POST", "/api/v1/topics/live/messages", Some(json!({"value": format!("v{i}")}))), 201);
+    }
+    let mut streams = vec![first];
+    let mut rated = false;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(600));
+        let (_, stream, data) = first_event(&addr);
+        streams.push(stream);
+        let event: Value = serde_json::from_str(&data).unwrap();
+        if event["rate"]["records_per_sec"].as_f64().unwrap_or(0.0) > 0.0 {
+            rated = true;
+            break;
+        }
+    }
+    assert!(rated, "no produce rate shown after 50 records");
+    // Streams are bounded: past EVENT_STREAMS_MAX open ones, a new one is refused.
+    while streams.len() < 16 {
+        let (status, stream, _) = first_event(&addr);
+        assert_eq!(status, 200);
+        streams.push(stream);
+    }
+    let (status, _, body) = first_event(&addr);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], "limit_reached");
+    // Closing one frees its place.
+    drop(streams.pop());
+    let mut reopened = false;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(200));
+        if first_event(&addr).0 == 200 {
+            reopened = true;
+            break;
+        }
+    }
+    assert!(reopened, "a closed stream's place was not freed");
 }

@@ -8,9 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine;
 use common::browser::Browser;
-use common::{console, http, wait_until, BrokerProcess};
+use common::{console, wait_until, BrokerProcess};
 use fantoccini::Locator;
 use serde_json::{json, Value};
 
@@ -82,24 +81,7 @@ async fn a_topic_made_in_the_browser_shows_records_produced_by_the_cli_filtered_
     browser.screenshot("escaped").await;
 
     // A value in the schema registry's wire format, decoded with its Avro schema.
-    let schema =
-        r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"}]}"#;
-    let (status, registered) = http(
-        &broker.registry_addr.to_string(),
-        "POST",
-        "/subjects/orders-value/versions",
-        json!({"schema": schema}).to_string().as_bytes(),
-    );
-    assert_eq!(status, 200, "{registered}");
-    let id: u32 = serde_json::from_str::<Value>(&registered).unwrap()["id"].as_u64().unwrap().try_into().unwrap();
-    let parsed = apache_avro::Schema::parse_str(schema).unwrap();
-    let mut order = apache_avro::types::Record::new(&parsed).unwrap();
-    order.put("id", 42i64);
-    order.put("item", "green tea");
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&id.to_be_bytes());
-    framed.extend(apache_avro::to_avro_datum(&parsed, order).unwrap());
-    let value = base64::engine::general_purpose::STANDARD.encode(&framed);
+    let (id, value) = common::avro_order(&broker.registry_addr, "orders-value", 42, "green tea");
     api(
         &broker,
         "POST",
@@ -181,6 +163,8 @@ async fn a_wasm_transform_uploaded_and_deployed_in_the_browser_fills_its_output_
     browser.fill("#module-inputs", "signups").await;
     browser.fill("#module-output", "signups-masked").await;
     browser.fill("#module-params", "paths=/email").await;
+    browser.fill("#module-deadline", "250").await;
+    browser.fill("#module-memory", "32").await;
     browser.click("#module-deploy").await;
     browser.wait_text("#deploy-status .error", "component_base64").await;
     browser
@@ -222,6 +206,7 @@ async fn a_wasm_transform_uploaded_and_deployed_in_the_browser_fills_its_output_
     // The deployment's own page: its versions, and the lines the module logged.
     browser.click("#modules-table a").await;
     browser.wait_text("#versions-table", "paths=/email").await;
+    browser.wait_text("#versions-table", "250 ms, 32.0 MiB").await;
     browser.wait_text("#module-logs", "INFO mask@1").await;
     browser.wait_text("#module-logs", "masking /email").await;
     browser.screenshot("module").await;

@@ -536,6 +536,9 @@ async function modulesPage() {
   const output = h("input", { id: "module-output", placeholder: "output topic" });
   const topic = h("input", { id: "module-topic", placeholder: "topic (partitioner, validator)" });
   const params = h("input", { id: "module-params", placeholder: "name=value, ..." });
+  const deadline = h("input", { id: "module-deadline", type: "number", min: 1, placeholder: "broker's", size: 8 });
+  const memory = h("input", { id: "module-memory", type: "number", min: 1, placeholder: "broker's", size: 8 });
+  const deadLetter = h("input", { id: "module-dlq", placeholder: "NAME.dlq" });
   const deploy = h("button", { id: "module-deploy", onclick: async () => {
     if (!chosen) { show(deploySlot, errorBox({ message: "choose a .wasm component first", field: "component" })); return; }
     const p = {};
@@ -548,6 +551,9 @@ async function modulesPage() {
       const d = await api("POST", "/modules", {
         name: name.value, kind: kind.value, inputs: split(inputs.value), output: output.value || null,
         topic: topic.value || null, params: p, component_base64: await readBase64(chosen),
+        deadline_ms: deadline.value ? Number(deadline.value) : null,
+        memory_bytes: memory.value ? Number(memory.value) * 1048576 : null,
+        dead_letter_topic: deadLetter.value || null,
       });
       show(deploySlot, h("div", { class: "ok" }, `Deployed ${d.name} version ${d.active_version}`));
       load();
@@ -626,7 +632,8 @@ async function modulesPage() {
   };
   page("Wasm modules", h("h2", {}, "Upload and deploy"), drop,
     h("div", { class: "toolbar" }, h("label", {}, "Name", name), h("label", {}, "Kind", kind), h("label", {}, "Inputs", inputs),
-      h("label", {}, "Output", output), h("label", {}, "Topic", topic), h("label", {}, "Params", params), deploy),
+      h("label", {}, "Output", output), h("label", {}, "Topic", topic), h("label", {}, "Params", params),
+      h("label", {}, "Deadline (ms)", deadline), h("label", {}, "Memory (MiB)", memory), h("label", {}, "Dead-letter topic", deadLetter), deploy),
     inspected, deploySlot, tryPanel, h("h2", {}, "Deployments"), slot, list);
   await load();
 }

@@ -54,7 +54,13 @@ pub struct Console {
     pub browses: Arc<tokio::sync::Semaphore>,
     /// Components being compiled for an inspection or a try (at most [`COMPILES_MAX`]).
     pub compiles: Arc<tokio::sync::Semaphore>,
+    /// Server-sent event streams open (at most [`EVENT_STREAMS_MAX`]): each reads every
+    /// topic's figures once a second.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams (`/api/v1/events`) open at once; more are answered 429.
+pub const EVENT_STREAMS_MAX: usize = 16;
 
 /// Components the console compiles at once (inspect, try); more are answered 429.
 pub const COMPILES_MAX: usize = 2;
@@ -66,6 +72,7 @@ impl Console {
             rates: Arc::default(),
             browses: Arc::new(tokio::sync::Semaphore::new(messages::BROWSES_MAX)),
             compiles: Arc::new(tokio::sync::Semaphore::new(COMPILES_MAX)),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
         }
     }
 

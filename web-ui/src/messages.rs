@@ -19,6 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use weir_broker::service::{Fetch, FetchFrom, Produce};
+use weir_registry::validate::DatumDecoder;
 use weir_sdk::batch::{decode_batches_within, ConsumedRecord, Record};
 use weir_sdk::{Compression, ErrorCode, OffsetSpec};
 
@@ -182,7 +183,7 @@ impl Filters {
 
 /// How a key or value is shown: its first [`PREVIEW_BYTES`], as text when it is UTF-8, and
 /// decoded when it names a registered schema.
-pub(crate) fn payload(bytes: &[u8], registry: &weir_registry::state::RegistryState) -> Payload {
+pub(crate) fn payload(bytes: &[u8], decoder: &mut DatumDecoder<'_>) -> Payload {
     let shown = &bytes[..bytes.len().min(PREVIEW_BYTES)];
     let truncated = shown.len() < bytes.len();
     let text = match std::str::from_utf8(shown) {
@@ -195,14 +196,11 @@ pub(crate) fn payload(bytes: &[u8], registry: &weir_registry::state::RegistrySta
     };
     let (mut schema_id, mut decoded, mut decode_error) = (None, None, None);
     if bytes.len() >= 5 && bytes[0] == 0 && !truncated {
-        match weir_registry::validate::decode_datum(registry, bytes) {
-            Ok((id, value)) => (schema_id, decoded) = (Some(id), Some(value)),
-            Err(e) => {
-                let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-                if registry.schemas.contains_key(&id) {
-                    (schema_id, decode_error) = (Some(id), Some(e));
-                }
-            }
+        match decoder.decode(bytes) {
+            Some((id, Ok(value))) => (schema_id, decoded) = (Some(id), Some(value)),
+            Some((id, Err(e))) => (schema_id, decode_error) = (Some(id), Some(e)),
+            // Framed like a registry value only by chance: no schema of that id.
+            None => {}
         }
     }
     Payload {
@@ -216,7 +214,7 @@ pub(crate) fn payload(bytes: &[u8], registry: &weir_registry::state::RegistrySta
     }
 }
 
-pub(crate) fn view(r: &ConsumedRecord, registry: &weir_registry::state::RegistryState) -> (RecordView, usize) {
+pub(crate) fn view(r: &ConsumedRecord, decoder: &mut DatumDecoder<'_>) -> (RecordView, usize) {
     let shown = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len().min(PREVIEW_BYTES));
     let bytes = shown(&r.record.key)
         + shown(&r.record.value)
@@ -225,13 +223,13 @@ pub(crate) fn view(r: &ConsumedRecord, registry: &weir_registry::state::Registry
         partition: r.partition,
         offset: r.offset,
         timestamp: r.record.timestamp,
-        key: r.record.key.as_ref().map(|k| payload(k, registry)),
-        value: r.record.value.as_ref().map(|v| payload(v, registry)),
+        key: r.record.key.as_ref().map(|k| payload(k, decoder)),
+        value: r.record.value.as_ref().map(|v| payload(v, decoder)),
         headers: r
             .record
             .headers
             .iter()
-            .map(|(k, v)| HeaderView { key: k.clone(), value: v.as_ref().map(|v| payload(v, registry)) })
+            .map(|(k, v)| HeaderView { key: k.clone(), value: v.as_ref().map(|v| payload(v, decoder)) })
             .collect(),
     };
     (record, bytes)
@@ -380,13 +378,14 @@ pub async fn browse(
             }
             scanned_records += records.len() as u64;
             let state = console.broker.controller().state();
+            let mut decoder = DatumDecoder::new(&state.registry);
             for r in &records {
                 if taken == limit {
                     offset = r.offset;
                     break;
                 }
                 if filters.matches(&r.record) {
-                    found.push(view(r, &state.registry));
+                    found.push(view(r, &mut decoder));
                     taken += 1;
                 }
             }
@@ -533,19 +532,20 @@ mod tests {
     #[test]
     fn a_payload_is_shown_as_text_when_it_is_utf8_and_cut_at_the_preview_size() {
         let registry = weir_registry::state::RegistryState::default();
-        let p = payload(b"<script>alert(1)</script>", &registry);
+        let mut decoder = DatumDecoder::new(&registry);
+        let p = payload(b"<script>alert(1)</script>", &mut decoder);
         assert_eq!(p.text.as_deref(), Some("<script>alert(1)</script>"));
         assert!(!p.truncated);
-        let binary = payload(&[0xff, 0xfe, 0x00], &registry);
+        let binary = payload(&[0xff, 0xfe, 0x00], &mut decoder);
         assert_eq!(binary.text, None);
         assert_eq!(binary.base64, "//4A");
         let big = "é".repeat(PREVIEW_BYTES);
-        let cut = payload(big.as_bytes(), &registry);
+        let cut = payload(big.as_bytes(), &mut decoder);
         assert!(cut.truncated);
         assert_eq!(cut.size, big.len());
         assert_eq!(cut.text.as_deref().map(str::len), Some(PREVIEW_BYTES));
         // Framed like a schema registry value, but the id names nothing registered.
-        let framed = payload(&[0, 0, 0, 0, 7, 1, 2], &registry);
+        let framed = payload(&[0, 0, 0, 0, 7, 1, 2], &mut decoder);
         assert_eq!((framed.schema_id, framed.decode_error), (None, None));
     }
 }

@@ -379,49 +379,49 @@ pub async fn try_module(State(console): State<Console>, t: Result<Json<Try>, Jso
             _ => ApiError::from(e),
         })?;
     let state = console.broker.controller().state();
-    let registry = &state.registry;
-    let input = |r: &ConsumedRecord| crate::messages::view(r, registry).0;
-    let results = match tried {
-        weir_broker::plugins::Tried::Transform(outcomes) => inputs
-            .iter()
-            .zip(outcomes)
-            .map(|(r, outcome)| match outcome {
-                Ok(outputs) => TriedRecord {
-                    input: input(r),
-                    outputs: Some(
-                        outputs
-                            .into_iter()
-                            .map(|(topic, o)| TriedOutput {
+    let mut decoder = weir_registry::validate::DatumDecoder::new(&state.registry);
+    let mut results = Vec::with_capacity(inputs.len());
+    let blank = |input| TriedRecord { input, outputs: None, error: None, partition: None };
+    match tried {
+        weir_broker::plugins::Tried::Transform(outcomes) => {
+            for (r, outcome) in inputs.iter().zip(outcomes) {
+                let mut tried = blank(crate::messages::view(r, &mut decoder).0);
+                match outcome {
+                    Ok(outputs) => {
+                        let mut shown = Vec::with_capacity(outputs.len());
+                        for (topic, o) in outputs {
+                            let (key, value) = (o.key.as_deref(), o.value.as_deref());
+                            shown.push(TriedOutput {
                                 topic,
-                                key: o.key.as_deref().map(|k| crate::messages::payload(k, registry)),
-                                value: o.value.as_deref().map(|v| crate::messages::payload(v, registry)),
+                                key: key.map(|k| crate::messages::payload(k, &mut decoder)),
+                                value: value.map(|v| crate::messages::payload(v, &mut decoder)),
                                 headers: o
                                     .headers
                                     .iter()
                                     .map(|(k, v)| crate::messages::HeaderView {
                                         key: k.clone(),
-                                        value: v.as_deref().map(|v| crate::messages::payload(v, registry)),
+                                        value: v.as_deref().map(|v| crate::messages::payload(v, &mut decoder)),
                                     })
                                     .collect(),
-                            })
-                            .collect(),
-                    ),
-                    error: None,
-                    partition: None,
-                },
-                Err(e) => TriedRecord { input: input(r), outputs: None, error: Some(e), partition: None },
-            })
-            .collect(),
-        weir_broker::plugins::Tried::Partitioner(chosen) => inputs
-            .iter()
-            .zip(chosen)
-            .map(|(r, p)| TriedRecord { input: input(r), outputs: None, error: None, partition: Some(p) })
-            .collect(),
-        weir_broker::plugins::Tried::Validator(verdicts) => inputs
-            .iter()
-            .zip(verdicts)
-            .map(|(r, v)| TriedRecord { input: input(r), outputs: None, error: v, partition: None })
-            .collect(),
-    };
+                            });
+                        }
+                        tried.outputs = Some(shown);
+                    }
+                    Err(e) => tried.error = Some(e),
+                }
+                results.push(tried);
+            }
+        }
+        weir_broker::plugins::Tried::Partitioner(chosen) => {
+            for (r, p) in inputs.iter().zip(chosen) {
+                results.push(TriedRecord { partition: Some(p), ..blank(crate::messages::view(r, &mut decoder).0) });
+            }
+        }
+        weir_broker::plugins::Tried::Validator(verdicts) => {
+            for (r, v) in inputs.iter().zip(verdicts) {
+                results.push(TriedRecord { error: v, ..blank(crate::messages::view(r, &mut decoder).0) });
+            }
+        }
+    }
     Ok(Json(Tried { kind: kind.as_str().to_owned(), results }))
 }

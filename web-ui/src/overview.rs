@@ -12,8 +12,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use weir_sdk::wire::ClusterStatusResponse;
 
+use axum::http::StatusCode;
+
+use crate::error::{ApiError, ApiResult};
 use crate::rates::Rate;
-use crate::Console;
+use crate::{Console, EVENT_STREAMS_MAX};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Overview {
@@ -59,16 +62,28 @@ pub async fn get_overview(State(console): State<Console>) -> Json<Overview> {
     Json(overview(&console))
 }
 
-/// The overview, pushed every second as a server-sent event named `overview`.
+/// The overview, pushed every second as a server-sent event named `overview`. At most
+/// `EVENT_STREAMS_MAX` streams are open at once (429 past it).
 #[utoipa::path(get, path = "/api/v1/events", tag = "overview",
-    responses((status = 200, description = "text/event-stream of `overview` events, one a second", content_type = "text/event-stream")))]
-pub async fn events(State(console): State<Console>) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures::stream::unfold((console, true), |(console, first)| async move {
+    responses((status = 200, description = "text/event-stream of `overview` events, one a second", content_type = "text/event-stream"),
+    (status = 429, body = crate::error::ErrorBody, description = "Too many at once; try again")))]
+pub async fn events(
+    State(console): State<Console>,
+) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>> {
+    let permit = console.event_streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "limit_reached",
+            format!("{EVENT_STREAMS_MAX} event streams are open (EVENT_STREAMS_MAX); close one"),
+        )
+    })?;
+    // The permit lives as long as the stream: it is released when the client goes.
+    let stream = futures::stream::unfold((console, permit, true), |(console, permit, first)| async move {
         if !first {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let data = serde_json::to_string(&overview(&console)).unwrap_or_default();
-        Some((Ok(Event::default().event("overview").data(data)), (console, false)))
+        Some((Ok(Event::default().event("overview").data(data)), (console, permit, false)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -423,3 +423,28 @@ pub fn try_kafka_call(
     ResponseHeader::decode(&mut answer, api_key.response_header_version(version)).unwrap();
     Ok((sent, answer))
 }
+
+/// An `Order` record (`id`: long, `item`: string) in the schema registry's wire format (magic
+/// byte, schema id, Avro datum), as base64, after registering its schema under `subject`;
+/// returns the schema id too.
+pub fn avro_order(registry: &SocketAddr, subject: &str, id: i64, item: &str) -> (u32, String) {
+    use base64::Engine;
+    let schema =
+        r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"item","type":"string"}]}"#;
+    let body = serde_json::json!({"schema": schema}).to_string();
+    let (status, registered) =
+        http(&registry.to_string(), "POST", &format!("/subjects/{subject}/versions"), body.as_bytes());
+    assert_eq!(status, 200, "{registered}");
+    let schema_id: u32 = serde_json::from_str::<serde_json::Value>(&registered).unwrap()["id"]
+        .as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .expect("a schema id");
+    let parsed = apache_avro::Schema::parse_str(schema).unwrap();
+    let mut order = apache_avro::types::Record::new(&parsed).unwrap();
+    order.put("id", id);
+    order.put("item", item);
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&schema_id.to_be_bytes());
+    framed.extend(apache_avro::to_avro_datum(&parsed, order).unwrap());
+    (schema_id, base64::engine::general_purpose::STANDARD.encode(&framed))
+}
