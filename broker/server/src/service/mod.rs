@@ -146,8 +146,11 @@ impl Broker {
         &self.controller
     }
 
-    /// What produce and fetch carried, per topic, and what they refused.
+    /// What produce and fetch carried, per topic (of the topics that exist), and what they
+    /// refused.
     pub fn traffic(&self) -> &Traffic {
+        let state = self.controller.state();
+        self.traffic.retain(|name| state.topics.contains_key(name));
         &self.traffic
     }
 

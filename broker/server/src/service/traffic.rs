@@ -88,6 +88,12 @@ impl Traffic {
         self.topics.remove(topic);
     }
 
+    /// Drops the counters of topics `exists` says are gone: a fetch answered just as its
+    /// topic was deleted can count after [`Traffic::forget`] ran.
+    pub fn retain(&self, exists: impl Fn(&str) -> bool) {
+        self.topics.retain(|name, _| exists(name));
+    }
+
     /// Every topic's counters, by name.
     pub fn topics(&self) -> Vec<(String, TopicCounts)> {
         let mut out: Vec<(String, TopicCounts)> = self
@@ -157,5 +163,8 @@ mod tests {
         assert_eq!(traffic.errors(), vec![(ErrorCode::UnknownTopic, 2), (ErrorCode::MessageTooLarge, 1)]);
         traffic.forget("a");
         assert_eq!(traffic.topics().len(), 1);
+        traffic.produced("c", 1, 1, Duration::ZERO);
+        traffic.retain(|name| name == "c");
+        assert_eq!(traffic.topics().iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["c"]);
     }
 }
