@@ -354,6 +354,18 @@ fn the_message_browser_reads_filters_decodes_avro_and_stays_within_its_bounds() 
     assert_eq!(big["records"][0]["value"]["size"], 200_000);
     assert_eq!(big["records"][0]["value"]["truncated"], true);
     assert_eq!(big["records"][0]["value"]["text"].as_str().map(str::len), Some(64 << 10));
+    // What a browse holds stays within the answer's bound while it reads: 64 previews of
+    // 64 KiB fill the 4 MiB, and the browse stops there, saying so and where it stopped.
+    ok(c("POST", "/api/v1/topics", Some(json!({"name": "wide", "configs": {"max.message.bytes": "1048576"}}))), 201);
+    for _ in 0..70 {
+        ok(c("POST", "/api/v1/topics/wide/messages", Some(json!({"value": "w".repeat(70_000)}))), 201);
+    }
+    let wide = ok(c("GET", "/api/v1/topics/wide/messages?limit=500", None), 200);
+    assert_eq!(wide["records"].as_array().map(Vec::len), Some(64));
+    assert_eq!(
+        (wide["stopped"].as_str(), wide["positions"][0]["next_offset"].as_i64()),
+        (Some("answer_bytes"), Some(64))
+    );
 }
 
 #[test]

@@ -235,6 +235,16 @@ pub(crate) fn view(r: &ConsumedRecord, decoder: &mut DatumDecoder<'_>) -> (Recor
     (record, bytes)
 }
 
+/// Keeps the `limit` records a browse answers with, in time order (then partition and
+/// offset): the first ones, or the last ones for a browse of the newest.
+fn keep(found: &mut Vec<(RecordView, usize)>, limit: usize, newest: bool) {
+    found.sort_by_key(|(r, _)| (r.timestamp, r.partition, r.offset));
+    if newest && found.len() > limit {
+        found.drain(..found.len() - limit);
+    }
+    found.truncate(limit);
+}
+
 /// Where browsing a partition starts and how many records it takes there.
 enum Start {
     Oldest,
@@ -299,6 +309,7 @@ pub async fn browse(
     let mut positions = Vec::new();
     let (mut scanned_records, mut scanned_bytes) = (0u64, 0usize);
     let mut stopped = "end";
+    let mut found_bytes = 0usize;
     let newest = matches!(start, Start::Newest);
     for part in &partitions {
         let first = match start {
@@ -385,11 +396,19 @@ pub async fn browse(
                     break;
                 }
                 if filters.matches(&r.record) {
-                    found.push(view(r, &mut decoder));
+                    let (record, bytes) = view(r, &mut decoder);
+                    found.push((record, bytes));
+                    found_bytes += bytes;
                     taken += 1;
+                    // What is held for the answer stays within its bound while reading, too.
+                    if found_bytes >= ANSWER_BYTES_MAX {
+                        stopped = "answer_bytes";
+                        offset = r.offset + 1;
+                        break;
+                    }
                 }
             }
-            if read == 0 {
+            if read == 0 || stopped == "answer_bytes" {
                 break;
             }
         }
@@ -401,16 +420,14 @@ pub async fn browse(
             next_offset: offset,
             high_watermark: part.high_watermark,
         });
-        if stopped == "scan_bytes" || stopped == "time" {
+        // Across partitions, only the `limit` records the answer can show are kept, so a
+        // browse of many partitions holds at most two partitions' worth.
+        keep(&mut found, limit, newest);
+        found_bytes = found.iter().map(|(_, bytes)| bytes).sum();
+        if matches!(stopped, "scan_bytes" | "time" | "answer_bytes") {
             break;
         }
     }
-    // Across partitions: by time, then partition and offset; the newest browse keeps the last.
-    found.sort_by_key(|(r, _)| (r.timestamp, r.partition, r.offset));
-    if newest && found.len() > limit {
-        found.drain(..found.len() - limit);
-    }
-    found.truncate(limit);
     let mut records = Vec::with_capacity(found.len());
     let mut answer_bytes = 0;
     for (record, bytes) in found {
