@@ -229,5 +229,9 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // A test that failed before `close` leaves the browser chromedriver started: its
+        // processes are the ones whose command line names this browser's profile folder.
+        let profile = self._profile.path().to_string_lossy().into_owned();
+        let _ = Command::new("pkill").args(["-KILL", "-f", &profile]).status();
     }
 }
