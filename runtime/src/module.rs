@@ -95,11 +95,7 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool
         check_import(name)?;
     }
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-    let contract = if exports.contains(&kind.export_name()) {
-        Contract::V0_2
-    } else if exports.contains(&kind.export_name_v0_1()) {
-        Contract::V0_1
-    } else {
+    let Some(contract) = contract_of(kind, &exports) else {
         let shown = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
         return Err(RuntimeError::Invalid(format!(
             "the component does not export {} (nor {}, which this broker still runs), so it is not a {} for \
@@ -115,6 +111,17 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool
         unsaved.save()?;
     }
     Ok(Module { component, kind, contract, sha256 })
+}
+
+/// The contract version of `kind` a component exports (the current one first), if any.
+fn contract_of(kind: PluginKind, exports: &[&str]) -> Option<Contract> {
+    if exports.contains(&kind.export_name()) {
+        Some(Contract::V0_2)
+    } else if exports.contains(&kind.export_name_v0_1()) {
+        Some(Contract::V0_1)
+    } else {
+        None
+    }
 }
 
 /// What a component is, as far as Weir is concerned: read before anything is deployed, so a
@@ -144,18 +151,9 @@ pub(crate) fn inspect(runtime: &Runtime, bytes: &[u8]) -> Result<Inspection, Run
     let imports: Vec<(String, bool)> =
         ty.imports(engine).map(|(name, _)| (name.to_owned(), check_import(name).is_ok())).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
-    let kinds: Vec<(PluginKind, Contract)> = PluginKind::ALL
-        .iter()
-        .filter_map(|kind| {
-            if exports.iter().any(|e| e == kind.export_name()) {
-                Some((*kind, Contract::V0_2))
-            } else if exports.iter().any(|e| e == kind.export_name_v0_1()) {
-                Some((*kind, Contract::V0_1))
-            } else {
-                None
-            }
-        })
-        .collect();
+    let names: Vec<&str> = exports.iter().map(String::as_str).collect();
+    let kinds: Vec<(PluginKind, Contract)> =
+        PluginKind::ALL.iter().filter_map(|kind| Some((*kind, contract_of(*kind, &names)?))).collect();
     let refusal = match imports.iter().find(|(_, granted)| !granted) {
         Some((name, _)) => check_import(name).err().map(|e| e.to_string()),
         None if kinds.is_empty() => Some(format!(

@@ -256,11 +256,6 @@ fn api(console: Console) -> (Router, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document of the console's API.
-pub fn openapi(broker: Broker) -> utoipa::openapi::OpenApi {
-    api(Console::new(broker)).1
-}
-
 /// The whole console: API, OpenAPI document, metrics and pages, for a listener on `addr`.
 pub fn router(broker: Broker, addr: std::net::SocketAddr) -> Router {
     // A module upload is the largest body: base64 of at most module_bytes_max, and its spec.

@@ -76,7 +76,7 @@ mod topics;
 mod traffic;
 
 pub use fetch::{Fetch, FetchFrom, FetchedPartition, ListedOffset, RPC_FETCH, RPC_LIST_OFFSETS};
-pub use groups::{group_ticker, CommitError, FieldError, RESET_PARTITIONS_MAX};
+pub use groups::{group_ticker, CommitError, FieldError};
 pub use produce::{Produce, Produced, ProducedBatches, ProducerIdentity, RPC_PRODUCE};
 pub use replica::{reconcile as reconcile_replication, run_replication, RPC_REPLICA_FETCH};
 pub use topics::forget_deleted_topics;
