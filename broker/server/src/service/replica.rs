@@ -262,8 +262,10 @@ pub fn reconcile(broker: &Broker) {
                     match current {
                         Some(led) if same(&lock(&led)) => {
                             let mut led = lock(&led);
-                            if led.registration != *registration {
-                                led.tracker.isr = maximal_isr(&registration.isr, led.altering.as_ref());
+                            // Also after an unanswered ISR change: the registration decides.
+                            let isr = maximal_isr(&registration.isr, led.altering.as_ref());
+                            if led.registration != *registration || led.tracker.isr != isr {
+                                led.tracker.isr = isr;
                                 led.registration = registration.clone();
                                 // A smaller ISR may let the high watermark move at once.
                                 let hw = led.tracker.advance_high_watermark(state.end_offset());
@@ -436,26 +438,37 @@ async fn keep_led_partition(broker: Broker, id: PartitionId, state: Arc<Partitio
 
 /// Proposes a new ISR for a led partition (one proposal at a time per partition).
 fn alter_isr(broker: &Broker, id: PartitionId, led: &Arc<Mutex<Led>>, isr: BTreeSet<u64>) {
-    let command = {
-        let mut guard = lock(led);
-        if guard.altering.is_some()
-            || guard.registration.isr == isr
-            || guard.quiet_until.is_some_and(|t| Instant::now() < t)
-        {
-            return;
-        }
-        guard.tracker.isr = maximal_isr(&guard.registration.isr, Some(&isr));
-        guard.altering = Some(isr.clone());
-        tracing::info!(topic = %guard.topic, partition = id.partition, from = ?guard.registration.isr, to = ?isr, "proposing an ISR change");
-        Command::AlterPartition {
-            topic_id: id.topic_id,
-            partition: id.partition,
-            leader: broker.config.node_id,
-            leader_epoch: guard.registration.leader_epoch,
-            partition_epoch: guard.registration.partition_epoch,
-            isr,
-        }
-    };
+    let command = prepare_alter_isr(&mut lock(led), broker.config.node_id, id, isr);
+    if let Some(command) = command {
+        send_alter_isr(broker, id, led, command);
+    }
+}
+
+/// The AlterPartition to send for a new ISR, if one may be proposed now; from here on the
+/// high watermark counts the proposed members too (the maximal ISR). Called under the lock in
+/// which the change was decided, so no high watermark moves past a joining replica's log end
+/// between the decision and the proposal.
+fn prepare_alter_isr(guard: &mut Led, node_id: u64, id: PartitionId, isr: BTreeSet<u64>) -> Option<Command> {
+    if guard.altering.is_some()
+        || guard.registration.isr == isr
+        || guard.quiet_until.is_some_and(|t| Instant::now() < t)
+    {
+        return None;
+    }
+    guard.tracker.isr = maximal_isr(&guard.registration.isr, Some(&isr));
+    guard.altering = Some(isr.clone());
+    tracing::info!(topic = %guard.topic, partition = id.partition, from = ?guard.registration.isr, to = ?isr, "proposing an ISR change");
+    Some(Command::AlterPartition {
+        topic_id: id.topic_id,
+        partition: id.partition,
+        leader: node_id,
+        leader_epoch: guard.registration.leader_epoch,
+        partition_epoch: guard.registration.partition_epoch,
+        isr,
+    })
+}
+
+fn send_alter_isr(broker: &Broker, id: PartitionId, led: &Arc<Mutex<Led>>, command: Command) {
     let (broker, led) = (broker.clone(), led.clone());
     let (epoch, proposed) = match &command {
         Command::AlterPartition { leader_epoch, isr, .. } => (*leader_epoch, isr.clone()),
@@ -487,8 +500,10 @@ fn alter_isr(broker: &Broker, id: PartitionId, led: &Arc<Mutex<Led>>, isr: BTree
             }
             Ok(_) => guard.tracker.isr = guard.registration.isr.clone(),
             Err(e) => {
-                tracing::info!(partition = id.partition, error = %e, "ISR change refused");
-                guard.tracker.isr = guard.registration.isr.clone();
+                // The change may have been applied all the same (an answer lost on its way
+                // back): the high watermark keeps counting the proposed members until the
+                // next reconcile reads the registration as the metadata has it.
+                tracing::info!(partition = id.partition, error = %e, "ISR change refused or unanswered");
                 guard.quiet_until = Some(Instant::now() + ALTER_PARTITION_BACKOFF);
             }
         }
@@ -639,10 +654,12 @@ impl Broker {
                     "a follower caught up"
                 );
             }
-            expand
+            // Proposed under this lock: the replica counts for the high watermark before any
+            // other fetch or append can move it past this replica's log end.
+            expand.and_then(|isr| prepare_alter_isr(&mut led, self.config.node_id, id, isr))
         };
-        if let Some(isr) = expand {
-            alter_isr(self, id, &led, isr);
+        if let Some(command) = expand {
+            send_alter_isr(self, id, &led, command);
         }
         answer.high_watermark = state.high_watermark();
         // A replica being added by a throttled reassignment gets what the budget allows.
