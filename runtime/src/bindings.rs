@@ -1,6 +1,7 @@
-//! Host bindings of the plugin worlds: the current contract (`weir:plugin@0.2.0`,
-//! `sdk/wit/plugin.wit`) and the one before it (`weir:plugin@0.1.0`, `wit-0.1.0/`), which
-//! brokers still run. Each version's three worlds share one set of types and host imports.
+//! Host bindings of the plugin worlds: the current contract (`weir:plugin@0.2.1`,
+//! `sdk/wit/plugin.wit`; components built for 0.2.0 are called through the same bindings) and
+//! the one before it (`weir:plugin@0.1.0`, `wit-0.1.0/`), which brokers still run. Each
+//! version's worlds share one set of types and host imports.
 
 pub mod transform {
     wasmtime::component::bindgen!({ world: "transform", path: "../sdk/wit" });
@@ -24,6 +25,29 @@ pub mod validator {
             "weir:plugin/types": crate::bindings::transform::weir::plugin::types,
             "weir:plugin/host": crate::bindings::transform::weir::plugin::host,
             "weir:plugin/schema-registry": crate::bindings::transform::weir::plugin::schema_registry,
+        },
+    });
+}
+
+pub mod source {
+    wasmtime::component::bindgen!({
+        world: "source",
+        path: "../sdk/wit",
+        with: {
+            "weir:plugin/host": crate::bindings::transform::weir::plugin::host,
+            "weir:plugin/schema-registry": crate::bindings::transform::weir::plugin::schema_registry,
+        },
+    });
+}
+pub mod sink {
+    wasmtime::component::bindgen!({
+        world: "sink",
+        path: "../sdk/wit",
+        with: {
+            "weir:plugin/types": crate::bindings::transform::weir::plugin::types,
+            "weir:plugin/host": crate::bindings::transform::weir::plugin::host,
+            "weir:plugin/schema-registry": crate::bindings::transform::weir::plugin::schema_registry,
+            "weir:plugin/connector": crate::bindings::source::weir::plugin::connector,
         },
     });
 }
@@ -58,4 +82,5 @@ pub mod v0_1 {
     pub(crate) use transform::weir::plugin::{host, schema_registry, types};
 }
 
+pub(crate) use source::weir::plugin::{connector, source_types};
 pub(crate) use transform::weir::plugin::{host, schema_registry, types};

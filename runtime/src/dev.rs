@@ -67,6 +67,7 @@ pub fn transform_instance(cache_dir: &Path, package: &str, params: &[(&str, &str
             counters: Arc::new(Counters::default()),
             logs: Arc::default(),
             schemas: None,
+            connector: None,
         },
     )
 }

@@ -11,7 +11,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::batch::{check_count, InputBatch, OutputBuilder, TransformOutput};
-use crate::bindings::{self, host, schema_registry, v0_1};
+use crate::bindings::{self, connector, host, schema_registry, source_types, v0_1};
 use crate::error::CallError;
 use crate::module::Contract;
 use crate::{Limits, Module, PluginKind, Runtime};
@@ -76,6 +76,52 @@ pub struct InstanceConfig {
     /// Where the lines it logs are kept (besides the broker's own log).
     pub logs: Arc<RecentLogs>,
     pub schemas: Option<Arc<dyn SchemaLookup>>,
+    /// What a source or sink is granted; `None` for other plugins.
+    pub connector: Option<ConnectorHost>,
+}
+
+/// A connector's own key-value state, kept by the broker.
+pub trait ConnectorState: Send + Sync {
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Fails past the state's limits, naming the limit.
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+    fn delete(&self, key: &str);
+}
+
+/// The directory a connector is granted, seen by the module as [`DirGrant::GUEST_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    pub host_path: std::path::PathBuf,
+    /// Read-write; otherwise read-only (files and the directory).
+    pub writable: bool,
+}
+
+impl DirGrant {
+    pub const GUEST_PATH: &'static str = "/data";
+}
+
+/// What a source or sink gets beyond other plugins: its secrets, its state and, if granted, one
+/// directory. Nothing else: no sockets (refused at load), no environment, no other files.
+#[derive(Clone)]
+pub struct ConnectorHost {
+    pub secrets: Arc<BTreeMap<String, String>>,
+    pub state: Arc<dyn ConnectorState>,
+    pub dir: Option<DirGrant>,
+}
+
+/// What a source's poll found, in the host's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceBatch {
+    pub records: Vec<SourceRecord>,
+    pub position: Vec<u8>,
 }
 
 const STDERR_BYTES_MAX: usize = 16 << 10;
@@ -172,6 +218,31 @@ impl host::Host for HostState {
     }
 }
 
+impl source_types::Host for HostState {}
+
+impl connector::Host for HostState {
+    fn secret(&mut self, name: String) -> Option<String> {
+        self.config.connector.as_ref()?.secrets.get(&name).cloned()
+    }
+
+    fn state_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.config.connector.as_ref()?.state.get(&key)
+    }
+
+    fn state_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        match &self.config.connector {
+            Some(c) => c.state.set(&key, &value),
+            None => Err("only sources and sinks have a state".into()),
+        }
+    }
+
+    fn state_delete(&mut self, key: String) {
+        if let Some(c) = &self.config.connector {
+            c.state.delete(&key);
+        }
+    }
+}
+
 impl schema_registry::Host for HostState {
     fn lookup(&mut self, id: u32) -> Result<schema_registry::Schema, String> {
         let Some(schemas) = &self.config.schemas else {
@@ -222,6 +293,8 @@ enum Bindings {
     TransformV0_1(v0_1::transform::Transform),
     PartitionerV0_1(v0_1::partitioner::Partitioner),
     ValidatorV0_1(v0_1::validator::Validator),
+    Source(bindings::source::Source),
+    Sink(bindings::sink::Sink),
 }
 
 struct Live {
@@ -236,6 +309,8 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostS
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     bindings::transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    bindings::source::weir::plugin::connector::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    bindings::source::weir::plugin::source_types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     v0_1::transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -329,6 +404,47 @@ impl Instance {
         Ok(verdicts)
     }
 
+    /// A source's poll from `position` (`None`: from the start) of at most `max_records`.
+    pub fn poll(
+        &mut self,
+        position: Option<&[u8]>,
+        max_records: u32,
+    ) -> Result<Result<SourceBatch, String>, CallError> {
+        let answer = self.call(|store, bindings| match bindings {
+            Bindings::Source(s) => s.weir_plugin_source_connector().call_poll(store, position, max_records),
+            _ => unreachable!("instance kind and contract are checked on load"),
+        })?;
+        let batch = match answer {
+            Ok(batch) => batch,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        if batch.records.len() > max_records as usize {
+            return Err(CallError::Contract(format!(
+                "the source answered {} records to a poll of at most {max_records}",
+                batch.records.len()
+            )));
+        }
+        let records = batch
+            .records
+            .into_iter()
+            .map(|r| SourceRecord { key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp })
+            .collect();
+        Ok(Ok(SourceBatch { records, position: batch.position }))
+    }
+
+    /// A sink's delivery of a batch: one verdict per record (`None` delivered, `Some(reason)`
+    /// rejected), or why the batch was not delivered.
+    pub fn write(&mut self, batch: &InputBatch) -> Result<Result<Vec<Option<String>>, String>, CallError> {
+        let answer = self.call(|store, bindings| match bindings {
+            Bindings::Sink(s) => s.weir_plugin_sink_connector().call_write(store, &batch.wit),
+            _ => unreachable!("instance kind and contract are checked on load"),
+        })?;
+        if let Ok(verdicts) = &answer {
+            check_count(verdicts.len(), batch.len())?;
+        }
+        Ok(answer)
+    }
+
     fn call<R>(
         &mut self,
         f: impl FnOnce(&mut Store<HostState>, &Bindings) -> wasmtime::Result<R>,
@@ -354,9 +470,18 @@ impl Instance {
 
     fn instantiate(&self) -> Result<Live, CallError> {
         let stderr = MemoryOutputPipe::new(STDERR_BYTES_MAX);
-        // Nothing granted: no preopened directories, no environment or arguments, no network
+        // Nothing granted but a connector's directory: no environment or arguments, no network
         // (socket imports are refused at load as well), stdin empty, stdout discarded.
-        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        if let Some(grant) = self.config.connector.as_ref().and_then(|c| c.dir.as_ref()) {
+            let perms =
+                if grant.writable { wasmtime_wasi::FsPerms::ReadWrite } else { wasmtime_wasi::FsPerms::ReadOnly };
+            wasi.preopened_dir(&grant.host_path, DirGrant::GUEST_PATH, perms).map_err(|e| {
+                CallError::Trap(format!("cannot open the granted directory {}: {e}", grant.host_path.display()))
+            })?;
+        }
+        let wasi = wasi.build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -369,14 +494,20 @@ impl Instance {
         let linker = &self.runtime.inner.linker;
         let component = &self.module.component;
         let instantiated = match (self.module.kind, self.module.contract) {
-            (PluginKind::Transform, Contract::V0_2) => {
+            (PluginKind::Source, _) => {
+                bindings::source::Source::instantiate(&mut store, component, linker).map(Bindings::Source)
+            }
+            (PluginKind::Sink, _) => {
+                bindings::sink::Sink::instantiate(&mut store, component, linker).map(Bindings::Sink)
+            }
+            (PluginKind::Transform, Contract::V0_2 { .. }) => {
                 bindings::transform::Transform::instantiate(&mut store, component, linker).map(Bindings::Transform)
             }
-            (PluginKind::Partitioner, Contract::V0_2) => {
+            (PluginKind::Partitioner, Contract::V0_2 { .. }) => {
                 bindings::partitioner::Partitioner::instantiate(&mut store, component, linker)
                     .map(Bindings::Partitioner)
             }
-            (PluginKind::Validator, Contract::V0_2) => {
+            (PluginKind::Validator, Contract::V0_2 { .. }) => {
                 bindings::validator::Validator::instantiate(&mut store, component, linker).map(Bindings::Validator)
             }
             (PluginKind::Transform, Contract::V0_1) => {

@@ -24,10 +24,13 @@ pub use batch::{
     BatchTooLarge, InputBatch, InputView, OutputBuilder, OutputView, Outputs, TransformOutput, BATCH_BYTES_MAX,
 };
 pub use error::CallError;
-pub use instance::{Counters, Instance, InstanceConfig, RecentLogs, SchemaLookup};
+pub use instance::{
+    ConnectorHost, ConnectorState, Counters, DirGrant, Instance, InstanceConfig, RecentLogs, SchemaLookup, SourceBatch,
+    SourceRecord,
+};
 pub use module::{Contract, Inspection, Module};
 
-pub use weir_plugin_types::{Limits, PluginKind};
+pub use weir_plugin_types::{Limits, PluginKind, CONTRACT_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

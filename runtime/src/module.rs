@@ -23,15 +23,27 @@ pub struct Module {
 pub enum Contract {
     /// A batch is a list of records, each with its own lists and strings; still run.
     V0_1,
-    /// A batch is one buffer with an index (`sdk/wit/plugin.wit`).
-    V0_2,
+    /// A batch is one buffer with an index (`sdk/wit/plugin.wit`); `patch` is 0 for a
+    /// component built before connectors came (0.2.0), 1 for 0.2.1. Both are called through
+    /// the 0.2.1 bindings: wasmtime finds a 0.2.0 export under its semver-compatible name.
+    V0_2 { patch: u8 },
 }
 
 impl Contract {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::V0_1 => "0.1.0",
-            Self::V0_2 => "0.2.0",
+            Self::V0_2 { patch: 0 } => "0.2.0",
+            Self::V0_2 { .. } => "0.2.1",
+        }
+    }
+
+    fn parse(version: &str) -> Option<Self> {
+        match version {
+            "0.1.0" => Some(Self::V0_1),
+            "0.2.0" => Some(Self::V0_2 { patch: 0 }),
+            "0.2.1" => Some(Self::V0_2 { patch: 1 }),
+            _ => None,
         }
     }
 }
@@ -57,8 +69,10 @@ impl Module {
 /// them: no preopened directories, no environment, no arguments, stdin empty.
 const GRANTED_IMPORTS: &[&str] = &[
     "weir:plugin/types",
+    "weir:plugin/source-types",
     "weir:plugin/host",
     "weir:plugin/schema-registry",
+    "weir:plugin/connector",
     "wasi:cli/environment",
     "wasi:cli/exit",
     "wasi:cli/stdin",
@@ -93,15 +107,27 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool
     let engine = runtime.engine();
     for (name, _) in ty.imports(engine) {
         check_import(name)?;
+        if name.starts_with("weir:plugin/connector@") && !kind.is_connector() {
+            return Err(RuntimeError::Invalid(format!(
+                "the component imports {name}, which only sources and sinks are granted, and it is deployed as a {}",
+                kind.as_str()
+            )));
+        }
     }
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
     let Some(contract) = contract_of(kind, &exports) else {
         let shown = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
+        let older: Vec<String> =
+            kind.versions_run().iter().skip(1).map(|v| format!("{}@{v}", kind.interface())).collect();
+        let older = if older.is_empty() {
+            String::new()
+        } else {
+            format!(" (nor {}, which this broker still runs)", older.join(" or "))
+        };
         return Err(RuntimeError::Invalid(format!(
-            "the component does not export {} (nor {}, which this broker still runs), so it is not a {} for \
-             this broker (it exports {shown}); build it with weir-plugin's #[{}] macro",
+            "the component does not export {}{older}, so it is not a {} for this broker (it exports {shown}); \
+             build it with weir-plugin's #[{}] macro",
             kind.export_name(),
-            kind.export_name_v0_1(),
             kind.as_str(),
             kind.as_str()
         )));
@@ -115,13 +141,10 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool
 
 /// The contract version of `kind` a component exports (the current one first), if any.
 fn contract_of(kind: PluginKind, exports: &[&str]) -> Option<Contract> {
-    if exports.contains(&kind.export_name()) {
-        Some(Contract::V0_2)
-    } else if exports.contains(&kind.export_name_v0_1()) {
-        Some(Contract::V0_1)
-    } else {
-        None
-    }
+    kind.versions_run().iter().find_map(|version| {
+        let name = format!("{}@{version}", kind.interface());
+        exports.contains(&name.as_str()).then(|| Contract::parse(version)).flatten()
+    })
 }
 
 /// What a component is, as far as Weir is concerned: read before anything is deployed, so a
@@ -158,7 +181,7 @@ pub(crate) fn inspect(runtime: &Runtime, bytes: &[u8]) -> Result<Inspection, Run
         Some((name, _)) => check_import(name).err().map(|e| e.to_string()),
         None if kinds.is_empty() => Some(format!(
             "the component exports no Weir plugin interface (it exports {}); build it with weir-plugin's \
-             #[transform], #[partitioner] or #[validator] macro",
+             #[transform], #[partitioner], #[validator], #[source] or #[sink] macro",
             if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
         )),
         None => None,
@@ -205,8 +228,11 @@ fn check_import(name: &str) -> Result<(), RuntimeError> {
     if GRANTED_IMPORTS.contains(&unversioned) {
         return Ok(());
     }
-    let why = if unversioned.starts_with("wasi:sockets/") || unversioned.starts_with("wasi:http/") {
-        "network access, which Weir plugins are not granted"
+    let why = if unversioned.starts_with("wasi:sockets/") {
+        "network access, which Weir plugins are not granted (connectors reach the outside through their \
+         granted directory; outgoing HTTP is not offered yet)"
+    } else if unversioned.starts_with("wasi:http/") {
+        "outgoing HTTP, which this broker does not offer plugins yet"
     } else if unversioned.starts_with("wasi:") {
         "a WASI capability that Weir plugins are not granted"
     } else {
@@ -214,7 +240,9 @@ fn check_import(name: &str) -> Result<(), RuntimeError> {
     };
     Err(RuntimeError::Invalid(format!(
         "the component imports {name}: {why}. Plugins may import weir:plugin/host, \
-         weir:plugin/schema-registry and WASI's cli, io, clocks, random and (empty) filesystem interfaces"
+         weir:plugin/schema-registry, weir:plugin/connector (sources and sinks) and WASI's cli, io, clocks, \
+         random and filesystem interfaces (a connector sees the directory its config grants; other plugins \
+         see none)"
     )))
 }
 
@@ -276,7 +304,14 @@ mod tests {
         check(b"\0asm\x0d\x00\x01\x00garbage", "does not validate");
         check(
             &wat::parse_str("(component)").unwrap(),
-            "does not export weir:plugin/transformer@0.2.0 (nor weir:plugin/transformer@0.1.0, which this broker still runs)",
+            "does not export weir:plugin/transformer@0.2.1 (nor weir:plugin/transformer@0.2.0 or \
+             weir:plugin/transformer@0.1.0, which this broker still runs)",
+        );
+        let sinks = tempfile::tempdir().unwrap();
+        let err = runtime(sinks.path()).load(&wat::parse_str("(component)").unwrap(), PluginKind::Sink).err().unwrap();
+        assert!(
+            err.to_string().contains("does not export weir:plugin/sink-connector@0.2.1, so it is not a sink"),
+            "a kind with one contract version names no older one: {err}"
         );
         check(
             &wat::parse_str(r#"(component (import "evil:thing/backdoor" (instance)))"#).unwrap(),

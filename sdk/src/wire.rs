@@ -1061,6 +1061,44 @@ pub struct DeployModuleRequest {
     /// Consecutive failed batches after which the deployment is paused.
     #[serde(default)]
     pub failures_max: Option<u32>,
+    /// Sources and sinks (`weir connector create`): grants and settings.
+    #[serde(default)]
+    pub connector: Option<ConnectorConfig>,
+}
+
+/// What a connector is granted, and how it runs. A source writes to the request's `output`,
+/// a sink reads its `inputs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorConfig {
+    /// Read by name by the module; never logged nor shown back.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// The one host directory the module may use (absolute), seen by it as `/data`.
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// May the module write in `dir`? Read-only otherwise.
+    #[serde(default)]
+    pub dir_writable: bool,
+    /// Sources: tasks polling (default 1), each on the leader of one partition of the topic.
+    #[serde(default)]
+    pub tasks_max: Option<u32>,
+    /// Sources: the pause after a poll that found nothing (default 200 ms).
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
+    /// Sources: at most this many records per poll (default 500).
+    #[serde(default)]
+    pub batch_records: Option<u32>,
+}
+
+/// A connector's grants as `describe` shows them: secrets by name only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorDescription {
+    pub secret_names: Vec<String>,
+    pub dir: Option<String>,
+    pub dir_writable: bool,
+    pub tasks_max: u32,
+    pub poll_interval_ms: u64,
+    pub batch_records: u32,
 }
 
 /// A consumer group as `ListGroups` lists it.
@@ -1223,6 +1261,9 @@ pub struct ModuleVersionDescription {
     pub memory_bytes: u64,
     pub dead_letter_topic: String,
     pub failures_max: u32,
+    /// Sources and sinks.
+    #[serde(default)]
+    pub connector: Option<ConnectorDescription>,
 }
 
 /// Counted since the broker started.
@@ -1246,6 +1287,12 @@ pub struct ModuleMetrics {
     /// The last lines it logged (at most 50), newest last: `ms LEVEL instance: message`.
     #[serde(default)]
     pub recent_logs: Vec<String>,
-    /// Transforms: next input offset per `topic/partition`.
+    /// Transforms and sinks: next input offset per `topic/partition`.
     pub progress: std::collections::BTreeMap<String, i64>,
+    /// Sources: each task's position (UTF-8, or hex), as last stored.
+    #[serde(default)]
+    pub positions: std::collections::BTreeMap<String, String>,
+    /// Transforms and sinks: records behind the high watermark per `topic/partition`.
+    #[serde(default)]
+    pub lag: std::collections::BTreeMap<String, i64>,
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use weir_runtime::dev::build_plugin;
 use weir_runtime::{
-    CallError, Contract, Counters, InputBatch, Instance, InstanceConfig, Limits, PluginKind, Runtime, RuntimeConfig,
-    TransformOutput,
+    CallError, ConnectorHost, ConnectorState, Contract, Counters, DirGrant, InputBatch, Instance, InstanceConfig,
+    Limits, PluginKind, Runtime, RuntimeConfig, TransformOutput,
 };
 
 struct Host {
@@ -36,6 +36,7 @@ fn instance(host: &Host, package: &str, kind: PluginKind, params: &[(&str, &str)
             counters: Arc::new(Counters::default()),
             logs: Arc::default(),
             schemas: None,
+            connector: None,
         },
     )
 }
@@ -102,7 +103,7 @@ fn a_module_built_for_the_0_1_0_contract_still_loads_and_answers_as_the_current_
     let host = host();
     let mut old = instance(&host, "weir-test-identity-v0-1", PluginKind::Transform, &[], Limits::default());
     let mut new = instance(&host, "weir-module-identity", PluginKind::Transform, &[], Limits::default());
-    assert_eq!((old.module().contract(), new.module().contract()), (Contract::V0_1, Contract::V0_2));
+    assert_eq!((old.module().contract(), new.module().contract()), (Contract::V0_1, Contract::V0_2 { patch: 1 }));
     let inputs = batch(&[record(0, "a"), record(1, ""), record(2, "c"), record(11, "d")]);
     let (old_out, new_out) = (old.transform(&inputs).unwrap(), new.transform(&inputs).unwrap());
     assert_identity(&inputs, &old_out);
@@ -112,10 +113,123 @@ fn a_module_built_for_the_0_1_0_contract_still_loads_and_answers_as_the_current_
     let bytes = std::fs::read(build_plugin("weir-test-identity-v0-1")).unwrap();
     let err = host.runtime.load(&bytes, PluginKind::Validator).err().expect("refused").to_string();
     assert!(
-        err.contains("does not export weir:plugin/record-validator@0.2.0 (nor weir:plugin/record-validator@0.1.0"),
+        err.contains(
+            "does not export weir:plugin/record-validator@0.2.1 (nor weir:plugin/record-validator@0.2.0 or \
+             weir:plugin/record-validator@0.1.0"
+        ),
         "{err}"
     );
     assert!(err.contains("it exports weir:plugin/transformer@0.1.0"), "{err}");
+}
+
+#[test]
+fn a_module_built_for_the_0_2_0_contract_runs_through_the_0_2_1_bindings() {
+    let host = host();
+    let mut old = instance(&host, "weir-test-identity-v0-2", PluginKind::Transform, &[], Limits::default());
+    assert_eq!(old.module().contract(), Contract::V0_2 { patch: 0 });
+    let inputs = batch(&[record(0, "a"), record(1, ""), record(5, "c")]);
+    assert_identity(&inputs, &old.transform(&inputs).unwrap());
+}
+
+/// A connector's state in memory, for the runtime's tests.
+#[derive(Default)]
+struct MemoryState(std::sync::Mutex<BTreeMap<String, Vec<u8>>>);
+
+impl ConnectorState for MemoryState {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.0.lock().unwrap().insert(key.into(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&self, key: &str) {
+        self.0.lock().unwrap().remove(key);
+    }
+}
+
+fn connector(host: &Host, package: &str, kind: PluginKind, params: &[(&str, &str)], dir: Option<DirGrant>) -> Instance {
+    let bytes = std::fs::read(build_plugin(package)).unwrap();
+    let module = host.runtime.load(&bytes, kind).unwrap_or_else(|e| panic!("{package}: {e}"));
+    let params: BTreeMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let connector = ConnectorHost { secrets: Arc::default(), state: Arc::new(MemoryState::default()), dir };
+    host.runtime.instance(
+        &module,
+        InstanceConfig {
+            limits: Limits::default(),
+            params: Arc::new(params),
+            label: package.into(),
+            counters: Arc::new(Counters::default()),
+            logs: Arc::default(),
+            schemas: None,
+            connector: Some(connector),
+        },
+    )
+}
+
+/// Capabilities (the connectors issue): a connector sees its granted directory and nothing
+/// else, writes only where the grant is read-write, and an import of sockets is refused at
+/// load naming it.
+#[test]
+fn connectors_see_only_their_granted_directory_and_write_only_where_granted() {
+    let host = host();
+    let granted = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("in.log"), "a\nb\n").unwrap();
+    std::fs::write(outside.path().join("secret.log"), "s\n").unwrap();
+    let read_only = || Some(DirGrant { host_path: granted.path().into(), writable: false });
+
+    let mut source =
+        connector(&host, "weir-module-file-source", PluginKind::Source, &[("path", "in.log")], read_only());
+    assert_eq!(source.module().contract(), Contract::V0_2 { patch: 1 });
+    let polled = source.poll(None, 10).unwrap().unwrap();
+    let lines: Vec<_> = polled.records.iter().map(|r| r.value.clone().unwrap()).collect();
+    assert_eq!(lines, [b"a".to_vec(), b"b".to_vec()]);
+    let again = source.poll(Some(&polled.position), 10).unwrap().unwrap();
+    assert!(again.records.is_empty(), "from its position: nothing new");
+
+    // Out of the directory, by climbing or by a symbolic link inside it: denied, the call
+    // says so.
+    std::os::unix::fs::symlink(outside.path().join("secret.log"), granted.path().join("link.log")).unwrap();
+    let climbing = format!("../{}/secret.log", outside.path().file_name().unwrap().to_str().unwrap());
+    for path in [climbing.as_str(), "link.log"] {
+        let mut escaping =
+            connector(&host, "weir-module-file-source", PluginKind::Source, &[("path", path)], read_only());
+        let err = escaping.poll(None, 10).unwrap().expect_err("denied");
+        assert!(err.contains("opening /data/") && err.contains(path), "{path}: {err}");
+    }
+    // No grant: no directory at all.
+    let mut ungranted = connector(&host, "weir-module-file-source", PluginKind::Source, &[("path", "in.log")], None);
+    let err = ungranted.poll(None, 10).unwrap().expect_err("no directory");
+    assert!(err.contains("opening /data/in.log"), "{err}");
+
+    // A sink writes only into a read-write grant.
+    let records = [record(0, "x"), record(1, "y")];
+    let inputs = batch(&records);
+    let mut refused = connector(&host, "weir-module-file-sink", PluginKind::Sink, &[("path", "out.log")], read_only());
+    let err = refused.write(&inputs).unwrap().expect_err("read-only");
+    assert!(err.contains("opening /data/out.log"), "{err}");
+    let writable = Some(DirGrant { host_path: granted.path().into(), writable: true });
+    let mut sink = connector(&host, "weir-module-file-sink", PluginKind::Sink, &[("path", "out.log")], writable);
+    assert_eq!(sink.write(&inputs).unwrap().unwrap(), [None, None]);
+    assert_eq!(std::fs::read_to_string(granted.path().join("out.log")).unwrap(), "x\ny\n");
+
+    // The generator needs no grant.
+    let mut generator = connector(&host, "weir-module-generator", PluginKind::Source, &[("keys", "3")], None);
+    let polled = generator.poll(None, 7).unwrap().unwrap();
+    assert_eq!(polled.records.len(), 7);
+    assert_eq!(polled.records[4].key.as_deref(), Some(&b"k-1"[..]));
+
+    // Sockets are not granted: refused at load, naming the import.
+    let bytes = std::fs::read(build_plugin("weir-test-open-socket")).unwrap();
+    let err = host.runtime.load(&bytes, PluginKind::Source).err().expect("refused").to_string();
+    assert!(err.contains("imports wasi:sockets/") && err.contains("network access"), "{err}");
+    // A source is neither a transform nor a sink.
+    let bytes = std::fs::read(build_plugin("weir-module-file-source")).unwrap();
+    let err = host.runtime.load(&bytes, PluginKind::Transform).err().expect("refused").to_string();
+    assert!(err.contains("does not export weir:plugin/transformer@0.2.1"), "{err}");
+    let err = host.runtime.load(&bytes, PluginKind::Sink).err().expect("refused").to_string();
+    assert!(err.contains("does not export weir:plugin/sink-connector@0.2.1"), "{err}");
 }
 
 #[test]
@@ -203,7 +317,7 @@ fn given_a_transform_deployed_as_a_validator_then_load_names_the_missing_export(
     let host = host();
     let bytes = std::fs::read(build_plugin("weir-module-identity")).unwrap();
     let err = host.runtime.load(&bytes, PluginKind::Validator).err().expect("refused").to_string();
-    assert!(err.contains("does not export weir:plugin/record-validator@0.2.0"), "{err}");
+    assert!(err.contains("does not export weir:plugin/record-validator@0.2.1"), "{err}");
 }
 
 #[test]

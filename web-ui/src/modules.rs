@@ -175,6 +175,7 @@ pub async fn deploy(
         memory_bytes: deploy.memory_bytes,
         dead_letter_topic: deploy.dead_letter_topic,
         failures_max: deploy.failures_max,
+        connector: None,
     };
     let described = console.broker.deploy_module(request, Bytes::from(bytes)).await.map_err(|e| {
         let field = match e.code {

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cli;
 pub mod cluster_cli;
+pub mod connector_cli;
 pub mod group_cli;
 pub mod module_cli;
 pub mod schema_cli;

@@ -1,7 +1,7 @@
 //! `weir`: the broker (`weir serve`) and its client commands, in one binary.
 
 use weir_broker::server;
-use weir_cli::{bench, cli, cluster_cli, group_cli, module_cli, schema_cli};
+use weir_cli::{bench, cli, cluster_cli, connector_cli, group_cli, module_cli, schema_cli};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +32,9 @@ enum Command {
     Schema(schema_cli::SchemaArgs),
     /// Deploy Wasm plugins (transforms, partitioners, validators) and manage their deployments.
     Module(module_cli::ModuleArgs),
+    /// Create source and sink connectors (Wasm components with granted capabilities) and
+    /// manage them.
+    Connector(connector_cli::ConnectorArgs),
     /// List, describe, reset the offsets of, and delete consumer groups.
     Group(group_cli::GroupArgs),
     /// Make the cluster CA; show the controller's voters and leader.
@@ -122,6 +125,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Schema(args) => schema_cli::run(args).await,
             Command::Module(args) => module_cli::run(args).await,
+            Command::Connector(args) => connector_cli::run(args).await,
             Command::Group(args) => group_cli::run(args).await,
             Command::Cluster(args) => cluster_cli::run(args).await,
             Command::Partition(args) => cluster_cli::partition(args).await,

@@ -97,6 +97,7 @@ pub async fn run(args: ModuleArgs) -> anyhow::Result<()> {
                 memory_bytes: d.memory_mb.map(|mb| mb << 20),
                 dead_letter_topic: d.dead_letter,
                 failures_max: d.failures_max,
+                connector: None,
             };
             let deployed = admin.deploy_module(&request, Bytes::from(bytes)).await?;
             let version = deployed.versions.iter().find(|v| v.version == deployed.active_version);

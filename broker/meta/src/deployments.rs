@@ -33,6 +33,47 @@ pub struct DeploymentSpec {
     pub limits: Limits,
     pub dead_letter_topic: String,
     pub failures_max: u32,
+    /// Sources and sinks: what the connector is granted and how it runs; `None` otherwise.
+    #[serde(default)]
+    pub connector: Option<ConnectorSpec>,
+}
+
+/// A connector's grants and settings. A source writes to `output`, a sink reads `inputs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorSpec {
+    /// Values the module reads by name; never logged nor shown back.
+    pub secrets: BTreeMap<String, String>,
+    /// The one directory the module may use (an absolute host path), seen as `/data`.
+    pub dir: Option<String>,
+    /// Whether the module may write in `dir` (otherwise read-only).
+    pub dir_writable: bool,
+    /// Sources: how many tasks poll; sinks: at most how many input partitions run at once
+    /// (each partition is a task).
+    pub tasks_max: u32,
+    /// Sources: the pause after a poll that found nothing.
+    pub poll_interval_ms: u64,
+    /// Sources: at most this many records per poll.
+    pub batch_records: u32,
+}
+
+impl ConnectorSpec {
+    pub const TASKS_MAX: u32 = 64;
+    pub const SECRETS_MAX: usize = 64;
+    pub const BATCH_RECORDS_MAX: u32 = 10_000;
+    pub const POLL_INTERVAL_MS_MAX: u64 = 3_600_000;
+}
+
+impl Default for ConnectorSpec {
+    fn default() -> Self {
+        Self {
+            secrets: BTreeMap::new(),
+            dir: None,
+            dir_writable: false,
+            tasks_max: 1,
+            poll_interval_ms: 200,
+            batch_records: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,7 +106,7 @@ pub enum ModuleCommand {
     /// `version.version` is ignored: the next number is given on apply.
     Deploy {
         name: String,
-        version: DeploymentVersion,
+        version: Box<DeploymentVersion>,
     },
     Pause {
         name: String,
@@ -126,7 +167,7 @@ pub fn apply(
             version.version = deployment.versions.last().map_or(1, |v| v.version + 1);
             deployment.active_version = version.version;
             deployment.paused = None;
-            deployment.versions.push(version);
+            deployment.versions.push(*version);
             if deployment.versions.len() > VERSIONS_KEPT {
                 deployment.versions.remove(0);
             }
@@ -215,6 +256,27 @@ fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, std::sync::Arc
                 ));
             }
         }
+        PluginKind::Source => {
+            let output = spec
+                .output
+                .as_deref()
+                .ok_or_else(|| invalid("a source needs the topic it writes to (topic = ...)".into()))?;
+            must_exist("topic", output)?;
+            if !spec.inputs.is_empty() || spec.topic.is_some() {
+                return Err(invalid("a source writes to one topic (topic = ...) and reads none".into()));
+            }
+        }
+        PluginKind::Sink => {
+            if spec.inputs.is_empty() {
+                return Err(invalid("a sink needs at least one topic to read (topics = [...])".into()));
+            }
+            for input in &spec.inputs {
+                must_exist("topic", input)?;
+            }
+            if spec.output.is_some() || spec.topic.is_some() {
+                return Err(invalid("a sink reads topics (topics = [...]) and writes to none".into()));
+            }
+        }
         PluginKind::Partitioner | PluginKind::Validator => {
             let topic = spec
                 .topic
@@ -230,6 +292,14 @@ fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, std::sync::Arc
         }
     }
     must_exist("dead-letter topic", &spec.dead_letter_topic)?;
+    match (&spec.connector, spec.kind.is_connector()) {
+        (Some(connector), true) => validate_connector(connector)?,
+        (None, true) => {
+            return Err(invalid(format!("a {} is created with `weir connector create`", spec.kind.as_str())))
+        }
+        (Some(_), false) => return Err(invalid(format!("a {} is not a connector", spec.kind.as_str()))),
+        (None, false) => {}
+    }
     spec.limits.validate().map_err(|e| invalid(e.to_string()))?;
     if spec.failures_max == 0 || spec.failures_max > 1_000_000 {
         return Err(invalid(format!("failures.max = {} is out of range: 1 to 1000000", spec.failures_max)));
@@ -239,6 +309,40 @@ fn validate_spec(spec: &DeploymentSpec, topics: &BTreeMap<String, std::sync::Arc
     }
     if let Some((k, _)) = spec.params.iter().find(|(k, v)| k.len() + v.len() > PARAM_BYTES_MAX) {
         return Err(invalid(format!("parameter {k:?} is longer than {PARAM_BYTES_MAX} bytes")));
+    }
+    Ok(())
+}
+
+fn validate_connector(c: &ConnectorSpec) -> Result<(), WireError> {
+    if c.tasks_max == 0 || c.tasks_max > ConnectorSpec::TASKS_MAX {
+        return Err(invalid(format!("tasks.max = {} is out of range: 1 to {}", c.tasks_max, ConnectorSpec::TASKS_MAX)));
+    }
+    if c.batch_records == 0 || c.batch_records > ConnectorSpec::BATCH_RECORDS_MAX {
+        return Err(invalid(format!(
+            "batch_records = {} is out of range: 1 to {}",
+            c.batch_records,
+            ConnectorSpec::BATCH_RECORDS_MAX
+        )));
+    }
+    if c.poll_interval_ms > ConnectorSpec::POLL_INTERVAL_MS_MAX {
+        return Err(invalid(format!(
+            "poll_interval_ms = {} is out of range: 0 to {}",
+            c.poll_interval_ms,
+            ConnectorSpec::POLL_INTERVAL_MS_MAX
+        )));
+    }
+    if c.secrets.len() > ConnectorSpec::SECRETS_MAX {
+        return Err(invalid(format!("{} secrets; the limit is {}", c.secrets.len(), ConnectorSpec::SECRETS_MAX)));
+    }
+    if let Some((k, _)) = c.secrets.iter().find(|(k, v)| k.len() + v.len() > PARAM_BYTES_MAX) {
+        return Err(invalid(format!("secret {k:?} is longer than {PARAM_BYTES_MAX} bytes")));
+    }
+    if let Some(dir) = &c.dir {
+        if !std::path::Path::new(dir).is_absolute() || dir.split('/').any(|part| part == "..") {
+            return Err(invalid(format!(
+                "capabilities.dir {dir:?} must be an absolute path without \"..\" (the directory the connector may use)"
+            )));
+        }
     }
     Ok(())
 }
@@ -266,12 +370,13 @@ mod tests {
             limits: Limits::default(),
             dead_letter_topic: "dlq".into(),
             failures_max: 5,
+            connector: None,
         }
     }
 
     fn deploy(name: &str, spec: DeploymentSpec) -> ModuleCommand {
         let version = DeploymentVersion { version: 0, sha256: "ab".into(), size_bytes: 1, deployed_at_ms: 0, spec };
-        ModuleCommand::Deploy { name: name.into(), version }
+        ModuleCommand::Deploy { name: name.into(), version: Box::new(version) }
     }
 
     fn check(state: &mut BTreeMap<String, Deployment>, command: ModuleCommand, expected: Result<u32, ErrorCode>) {
@@ -322,5 +427,69 @@ mod tests {
         }
         assert_eq!(s["many"].versions.len(), VERSIONS_KEPT);
         assert_eq!(s["many"].active_version, 20);
+    }
+
+    #[test]
+    fn connector_rules() {
+        let source = DeploymentSpec {
+            kind: PluginKind::Source,
+            inputs: vec![],
+            output: Some("in".into()),
+            topic: None,
+            connector: Some(ConnectorSpec::default()),
+            ..spec(PluginKind::Transform)
+        };
+        let sink = DeploymentSpec {
+            kind: PluginKind::Sink,
+            inputs: vec!["out".into()],
+            output: None,
+            connector: Some(ConnectorSpec { dir: Some("/var/out".into()), dir_writable: true, ..Default::default() }),
+            ..source.clone()
+        };
+        let with = |base: &DeploymentSpec, f: &dyn Fn(&mut ConnectorSpec)| {
+            let mut spec = base.clone();
+            f(spec.connector.as_mut().unwrap());
+            spec
+        };
+        let cases: Vec<(&str, DeploymentSpec, Result<u32, &str>)> = vec![
+            ("a source", source.clone(), Ok(1)),
+            ("a sink", sink.clone(), Ok(1)),
+            ("no topic", DeploymentSpec { output: None, ..source.clone() }, Err("needs the topic it writes to")),
+            (
+                "a missing topic",
+                DeploymentSpec { output: Some("ghost".into()), ..source.clone() },
+                Err("\"ghost\" does not exist"),
+            ),
+            ("a source reading", DeploymentSpec { inputs: vec!["out".into()], ..source.clone() }, Err("reads none")),
+            ("a sink without topics", DeploymentSpec { inputs: vec![], ..sink.clone() }, Err("at least one topic")),
+            ("a sink writing", DeploymentSpec { output: Some("in".into()), ..sink.clone() }, Err("writes to none")),
+            ("no grants", DeploymentSpec { connector: None, ..sink.clone() }, Err("weir connector create")),
+            (
+                "grants to a transform",
+                DeploymentSpec { connector: Some(ConnectorSpec::default()), ..spec(PluginKind::Transform) },
+                Err("not a connector"),
+            ),
+            ("no tasks", with(&source, &|c| c.tasks_max = 0), Err("tasks.max = 0 is out of range: 1 to 64")),
+            ("too many tasks", with(&source, &|c| c.tasks_max = 65), Err("tasks.max = 65")),
+            ("empty polls", with(&source, &|c| c.batch_records = 0), Err("batch_records = 0")),
+            ("a relative dir", with(&sink, &|c| c.dir = Some("out".into())), Err("must be an absolute path")),
+            ("a dir climbing out", with(&sink, &|c| c.dir = Some("/var/out/../../etc".into())), Err("without \"..\"")),
+            (
+                "a long secret",
+                with(&sink, &|c| {
+                    c.secrets.insert("token".into(), "x".repeat(5000));
+                }),
+                Err("secret \"token\" is longer"),
+            ),
+        ];
+        for (what, spec, expected) in cases {
+            let mut s = BTreeMap::new();
+            let got = apply(&mut s, &topics(), deploy("c", spec)).map(|d| d.active_version).map_err(|e| e.message);
+            match (got, expected) {
+                (Ok(v), Ok(e)) => assert_eq!(v, e, "{what}"),
+                (Err(m), Err(e)) => assert!(m.contains(e), "{what}: {m:?} should name {e:?}"),
+                (got, expected) => panic!("{what}: got {got:?}, expected {expected:?}"),
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod cluster;
+pub mod connectors;
 pub mod controller;
 pub mod groups;
 pub mod http;

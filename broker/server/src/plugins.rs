@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use weir_runtime::{
-    BatchTooLarge, CallError, Counters, InputBatch, Instance, InstanceConfig, Limits, Module, OutputView, PluginKind,
-    RecentLogs, Runtime, RuntimeConfig, SchemaLookup, BATCH_BYTES_MAX,
+    BatchTooLarge, CallError, ConnectorHost, ConnectorState, Counters, DirGrant, InputBatch, Instance, InstanceConfig,
+    Limits, Module, OutputView, PluginKind, RecentLogs, Runtime, RuntimeConfig, SchemaLookup, BATCH_BYTES_MAX,
 };
 use weir_sdk::wire::ModuleMetrics;
 use weir_sdk::{ErrorCode, WireError};
+use weir_storage::keys::ConnectorValue;
 use weir_storage::modules::ModuleStore;
 
 use crate::controller::Controller;
@@ -238,6 +239,15 @@ impl Plugins {
         partition_count: u32,
     ) -> Result<Tried, WireError> {
         self.check_size(bytes)?;
+        if kind.is_connector() {
+            return Err(WireError::new(
+                ErrorCode::InvalidModule,
+                format!(
+                    "a {} is tried by creating it as a connector; try runs transforms, partitioners and validators",
+                    kind.as_str()
+                ),
+            ));
+        }
         let runtime = &self.inner.runtime;
         let module =
             runtime.load_transient(bytes, kind).map_err(|e| WireError::new(ErrorCode::InvalidModule, e.to_string()))?;
@@ -250,6 +260,7 @@ impl Plugins {
                 counters: Arc::default(),
                 logs: Arc::default(),
                 schemas: Some(self.inner.schemas.clone()),
+                connector: None,
             },
         );
         let (topic, partition) = records.first().map_or(("", 0), |r| (r.topic.as_str(), r.partition));
@@ -275,6 +286,7 @@ impl Plugins {
             }
             PluginKind::Partitioner => Tried::Partitioner(instance.partition(&batch, partition_count).map_err(failed)?),
             PluginKind::Validator => Tried::Validator(instance.validate(&batch).map_err(failed)?),
+            PluginKind::Source | PluginKind::Sink => unreachable!("refused above"),
         })
     }
 
@@ -291,8 +303,66 @@ impl Plugins {
                 counters: self.metrics(&deployment.name).counters.clone(),
                 logs: self.metrics(&deployment.name).logs.clone(),
                 schemas: Some(self.inner.schemas.clone()),
+                connector: None,
             },
         ))
+    }
+
+    /// A fresh instance of a connector's active version, with what its config grants: its
+    /// secrets, its key-value state, and its directory if it has one.
+    pub fn connector_instance(&self, deployment: &Deployment, label: String) -> Result<Instance, WireError> {
+        let version = deployment.active();
+        let module = self.module(version)?;
+        let spec = version.spec.connector.clone().unwrap_or_default();
+        let connector = ConnectorHost {
+            secrets: Arc::new(spec.secrets),
+            state: Arc::new(StoredState { store: self.inner.store.clone(), name: deployment.name.clone() }),
+            dir: spec.dir.map(|dir| DirGrant { host_path: dir.into(), writable: spec.dir_writable }),
+        };
+        Ok(self.inner.runtime.instance(
+            &module,
+            InstanceConfig {
+                limits: version.spec.limits,
+                params: Arc::new(version.spec.params.clone()),
+                label: label.into(),
+                counters: self.metrics(&deployment.name).counters.clone(),
+                logs: self.metrics(&deployment.name).logs.clone(),
+                schemas: Some(self.inner.schemas.clone()),
+                connector: Some(connector),
+            },
+        ))
+    }
+
+    /// A source task's stored position: the next offset of its partition when it was stored,
+    /// and the module's position bytes.
+    pub fn position(&self, name: &str, task: u32) -> Result<Option<(i64, Vec<u8>)>, WireError> {
+        let stored = self
+            .inner
+            .store
+            .connector_value(name, ConnectorValue::Position, &task.to_string())
+            .map_err(|e| storage("reading a source position", e))?;
+        let Some(stored) = stored else { return Ok(None) };
+        let Some((offset, position)) = stored.split_first_chunk::<8>() else {
+            return Err(WireError::new(
+                ErrorCode::Storage,
+                format!("a stored position of {name} is {} bytes", stored.len()),
+            ));
+        };
+        Ok(Some((i64::from_be_bytes(*offset), position.to_vec())))
+    }
+
+    pub fn set_position(&self, name: &str, task: u32, next_offset: i64, position: &[u8]) -> Result<(), WireError> {
+        self.metrics(name)
+            .positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(task.to_string(), shown_position(position));
+        let mut value = next_offset.to_be_bytes().to_vec();
+        value.extend_from_slice(position);
+        self.inner
+            .store
+            .set_connector_value(name, ConnectorValue::Position, &task.to_string(), &value)
+            .map_err(|e| storage("storing a source position", e))
     }
 
     /// Runs `f` on a pooled instance of the deployment's active version (validators and
@@ -369,6 +439,62 @@ impl Plugins {
     }
 }
 
+/// A position as `describe` shows it: UTF-8 text, or hex, cut at 200 characters.
+fn shown_position(position: &[u8]) -> String {
+    let mut shown = match std::str::from_utf8(position) {
+        Ok(text) => text.to_owned(),
+        Err(_) => position.iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    if shown.len() > 200 {
+        let mut end = 200;
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+        shown.push_str("...");
+    }
+    shown
+}
+
+/// A connector's key-value state in the broker's store, within its limits.
+struct StoredState {
+    store: ModuleStore,
+    name: String,
+}
+
+impl StoredState {
+    const KEY_BYTES_MAX: usize = 256;
+    const VALUE_BYTES_MAX: usize = 64 << 10;
+    const KEYS_MAX: usize = 1000;
+}
+
+impl ConnectorState for StoredState {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.store.connector_value(&self.name, ConnectorValue::State, key).ok().flatten()
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        if key.len() > Self::KEY_BYTES_MAX {
+            return Err(format!("state key of {} bytes; the limit is {}", key.len(), Self::KEY_BYTES_MAX));
+        }
+        if value.len() > Self::VALUE_BYTES_MAX {
+            return Err(format!("state value of {} bytes; the limit is {}", value.len(), Self::VALUE_BYTES_MAX));
+        }
+        let exists = self.get(key).is_some();
+        if !exists {
+            let count = self.store.connector_values(&self.name, ConnectorValue::State).map_err(|e| e.to_string())?;
+            if count >= Self::KEYS_MAX {
+                return Err(format!("the state holds {count} keys, its limit"));
+            }
+        }
+        self.store.set_connector_value(&self.name, ConnectorValue::State, key, value).map_err(|e| e.to_string())
+    }
+
+    fn delete(&self, key: &str) {
+        let _ = self.store.remove_connector_value(&self.name, ConnectorValue::State, key);
+    }
+}
+
 fn storage(what: &str, e: weir_storage::StorageError) -> WireError {
     WireError::new(ErrorCode::Storage, format!("{what}: {e}"))
 }
@@ -400,6 +526,8 @@ pub struct Metrics {
     latency_us: Mutex<hdrhistogram::Histogram<u64>>,
     last_error: Mutex<Option<String>>,
     progress: Mutex<BTreeMap<String, i64>>,
+    /// Sources: each task's position, as shown.
+    positions: Mutex<BTreeMap<String, String>>,
     pub counters: Arc<Counters>,
     pub logs: Arc<RecentLogs>,
 }
@@ -419,6 +547,7 @@ impl Default for Metrics {
             latency_us: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")),
             last_error: Mutex::new(None),
             progress: Mutex::default(),
+            positions: Mutex::default(),
             counters: Arc::default(),
             logs: Arc::default(),
         }
@@ -476,6 +605,8 @@ impl Metrics {
             counters: self.counters.snapshot(),
             recent_logs: self.logs.snapshot(),
             progress: self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            positions: self.positions.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            lag: BTreeMap::new(),
         }
     }
 }

@@ -654,6 +654,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     )));
     tasks.push(tokio::spawn(flush_loop(broker.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(crate::transforms::supervise(broker.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::connectors::supervise(broker.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(crate::service::forget_deleted_topics(broker.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(crate::service::run_replication(broker.clone(), shutdown_rx.clone())));
     // In a cluster: register the listeners with the controller, heartbeat it, and (on the

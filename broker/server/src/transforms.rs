@@ -329,7 +329,7 @@ fn still_current(broker: &Broker, key: &TaskKey) -> bool {
         .is_some_and(|d| d.active_version == key.version && d.paused.is_none())
 }
 
-async fn pause(broker: &Broker, deployment: &Deployment, failures: u32, last_error: &str) {
+pub(crate) async fn pause(broker: &Broker, deployment: &Deployment, failures: u32, last_error: &str) {
     let reason = format!("{failures} consecutive failed batches, the last: {last_error}");
     tracing::warn!(module = %deployment.name, %reason, "pausing module deployment");
     let command = weir_meta::deployments::ModuleCommand::Pause { name: deployment.name.clone(), reason };
@@ -338,7 +338,7 @@ async fn pause(broker: &Broker, deployment: &Deployment, failures: u32, last_err
     }
 }
 
-fn dead_letter(deployment: &Deployment, input: &ConsumedRecord, reason: &str) -> Record {
+pub(crate) fn dead_letter(deployment: &Deployment, input: &ConsumedRecord, reason: &str) -> Record {
     let mut headers = input.record.headers.clone();
     let mut add = |k: &str, v: String| headers.push((k.to_owned(), Some(Bytes::from(v))));
     add("weir.module", deployment.name.clone());
@@ -389,7 +389,7 @@ fn undecodable_letter(deployment: &Deployment, key: &TaskKey, offset: i64, batch
 
 /// Appends records to `topic` and waits until they are durable. A record goes to the
 /// partition its key hashes to, or without a key to its source partition (modulo the count).
-async fn write(broker: &Broker, topic: &str, records: Vec<(u32, Record)>) -> Result<(), WireError> {
+pub(crate) async fn write(broker: &Broker, topic: &str, records: Vec<(u32, Record)>) -> Result<(), WireError> {
     let partitions = u32::try_from(broker.describe_topic(topic)?.partitions.len()).unwrap_or(u32::MAX);
     let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
     for (source_partition, record) in records {

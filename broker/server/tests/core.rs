@@ -50,6 +50,7 @@ fn transform_request(name: &str, input: &str, output: &str) -> DeployModuleReque
         memory_bytes: None,
         dead_letter_topic: None,
         failures_max: None,
+        connector: None,
     }
 }
 

@@ -28,6 +28,10 @@ pub mod keyspace {
     pub const MODULE_BLOBS: &str = "module_blobs";
     /// Transform progress: [`super::progress_key`] → next input offset, i64 big-endian.
     pub const MODULE_PROGRESS: &str = "module_progress";
+    /// Connectors' stored values: [`super::connector_key`] → a source task's position (next
+    /// offset, i64 big-endian, then the module's position bytes) or a value of the connector's
+    /// key-value state.
+    pub const CONNECTOR_STATE: &str = "connector_state";
     /// The controller's Raft log: [`super::raft_index_key`] → a JSON openraft entry.
     pub const RAFT_LOG: &str = "raft_log";
     /// The controller's vote, committed log id, last purged log id and snapshot.
@@ -154,6 +158,30 @@ pub fn progress_key(deployment: &str, topic: &str, partition: u32) -> Vec<u8> {
 /// (deployment, topic, partition).
 pub fn parse_progress_key(key: &[u8]) -> Option<(String, String, u32)> {
     parse_named_key(key)
+}
+
+/// What a connector key holds: a source task's position or a state value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorValue {
+    Position,
+    State,
+}
+
+/// `deployment \0 kind-byte name`: a connector's stored values ([`ConnectorValue`]).
+pub fn connector_key(deployment: &str, what: ConnectorValue, name: &str) -> Vec<u8> {
+    let mut key = connector_prefix(deployment, what);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// The prefix of every key of one kind of a connector's values.
+pub fn connector_prefix(deployment: &str, what: ConnectorValue) -> Vec<u8> {
+    let mut key = progress_prefix(deployment);
+    key.push(match what {
+        ConnectorValue::Position => b'p',
+        ConnectorValue::State => b's',
+    });
+    key
 }
 
 /// The prefix of every progress key of a deployment.

@@ -4,13 +4,16 @@
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
 
-use crate::keys::{keyspace, parse_progress_key, progress_key, progress_prefix};
+use crate::keys::{
+    connector_key, connector_prefix, keyspace, parse_progress_key, progress_key, progress_prefix, ConnectorValue,
+};
 use crate::StorageError;
 
 #[derive(Clone)]
 pub struct ModuleStore {
     blobs: Keyspace,
     progress: Keyspace,
+    connectors: Keyspace,
 }
 
 impl ModuleStore {
@@ -20,6 +23,7 @@ impl ModuleStore {
                 KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
             })?,
             progress: db.keyspace(keyspace::MODULE_PROGRESS, KeyspaceCreateOptions::default)?,
+            connectors: db.keyspace(keyspace::CONNECTOR_STATE, KeyspaceCreateOptions::default)?,
         })
     }
 
@@ -54,14 +58,55 @@ impl ModuleStore {
         Ok(self.progress.insert(progress_key(deployment, topic, partition), next_offset.to_be_bytes())?)
     }
 
-    /// Drops a deployment's progress through every topic.
+    /// Drops a deployment's progress through every topic, and a connector's positions and
+    /// state.
     pub fn clear_deployment(&self, deployment: &str) -> Result<(), StorageError> {
-        let keys: Vec<_> =
-            self.progress.prefix(progress_prefix(deployment)).map(|g| g.key()).collect::<Result<_, _>>()?;
-        for key in keys {
-            self.progress.remove(key)?;
+        for keyspace in [&self.progress, &self.connectors] {
+            let keys: Vec<_> =
+                keyspace.prefix(progress_prefix(deployment)).map(|g| g.key()).collect::<Result<_, _>>()?;
+            for key in keys {
+                keyspace.remove(key)?;
+            }
         }
         Ok(())
+    }
+
+    pub fn connector_value(
+        &self,
+        deployment: &str,
+        what: ConnectorValue,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.connectors.get(connector_key(deployment, what, name))?.map(|v| v.to_vec()))
+    }
+
+    pub fn set_connector_value(
+        &self,
+        deployment: &str,
+        what: ConnectorValue,
+        name: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        Ok(self.connectors.insert(connector_key(deployment, what, name), value)?)
+    }
+
+    pub fn remove_connector_value(
+        &self,
+        deployment: &str,
+        what: ConnectorValue,
+        name: &str,
+    ) -> Result<(), StorageError> {
+        Ok(self.connectors.remove(connector_key(deployment, what, name))?)
+    }
+
+    /// How many values of one kind a connector has stored.
+    pub fn connector_values(&self, deployment: &str, what: ConnectorValue) -> Result<usize, StorageError> {
+        let mut count = 0;
+        for guard in self.connectors.prefix(connector_prefix(deployment, what)) {
+            guard.key()?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Drops every deployment's progress through `topic`.

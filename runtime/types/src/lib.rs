@@ -9,17 +9,26 @@ pub enum PluginKind {
     Transform,
     Partitioner,
     Validator,
+    /// A connector that brings records in from outside (the `source` world).
+    Source,
+    /// A connector that delivers a topic's records outside (the `sink` world).
+    Sink,
 }
+
+/// The current version of the `weir:plugin` package (`sdk/wit/plugin.wit`).
+pub const CONTRACT_VERSION: &str = "0.2.1";
 
 impl PluginKind {
     /// Every kind.
-    pub const ALL: [PluginKind; 3] = [Self::Transform, Self::Partitioner, Self::Validator];
+    pub const ALL: [PluginKind; 5] = [Self::Transform, Self::Partitioner, Self::Validator, Self::Source, Self::Sink];
 
     pub fn parse(s: &str) -> Result<Self, UnknownKind> {
         match s {
             "transform" => Ok(Self::Transform),
             "partitioner" => Ok(Self::Partitioner),
             "validator" => Ok(Self::Validator),
+            "source" => Ok(Self::Source),
+            "sink" => Ok(Self::Sink),
             other => Err(UnknownKind(other.to_owned())),
         }
     }
@@ -29,24 +38,39 @@ impl PluginKind {
             Self::Transform => "transform",
             Self::Partitioner => "partitioner",
             Self::Validator => "validator",
+            Self::Source => "source",
+            Self::Sink => "sink",
+        }
+    }
+
+    /// Whether it is a connector (a source or a sink), run by `weir connector`.
+    pub fn is_connector(self) -> bool {
+        matches!(self, Self::Source | Self::Sink)
+    }
+
+    /// The interface a component of this kind exports, without its version.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Self::Transform => "weir:plugin/transformer",
+            Self::Partitioner => "weir:plugin/partition-chooser",
+            Self::Validator => "weir:plugin/record-validator",
+            Self::Source => "weir:plugin/source-connector",
+            Self::Sink => "weir:plugin/sink-connector",
         }
     }
 
     /// The interface a component of this kind exports under the current contract.
-    pub fn export_name(self) -> &'static str {
-        match self {
-            Self::Transform => "weir:plugin/transformer@0.2.0",
-            Self::Partitioner => "weir:plugin/partition-chooser@0.2.0",
-            Self::Validator => "weir:plugin/record-validator@0.2.0",
-        }
+    pub fn export_name(self) -> String {
+        format!("{}@{CONTRACT_VERSION}", self.interface())
     }
 
-    /// The same interface under the contract before it, which brokers still run.
-    pub fn export_name_v0_1(self) -> &'static str {
-        match self {
-            Self::Transform => "weir:plugin/transformer@0.1.0",
-            Self::Partitioner => "weir:plugin/partition-chooser@0.1.0",
-            Self::Validator => "weir:plugin/record-validator@0.1.0",
+    /// The contract versions of this kind's interface the broker runs, newest first: 0.2.x
+    /// (0.2.1 only adds to 0.2.0), and 0.1.0 for the kinds it had.
+    pub fn versions_run(self) -> &'static [&'static str] {
+        if self.is_connector() {
+            &["0.2.1"]
+        } else {
+            &["0.2.1", "0.2.0", "0.1.0"]
         }
     }
 }
@@ -87,7 +111,7 @@ pub struct UnknownKind(pub String);
 
 impl std::fmt::Display for UnknownKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unknown module kind {:?}: use transform, partitioner or validator", self.0)
+        write!(f, "unknown module kind {:?}: use transform, partitioner, validator, source or sink", self.0)
     }
 }
 

@@ -63,6 +63,45 @@ pub fn validator(_attr: TokenStream, item: TokenStream) -> TokenStream {
     exported(&function, "validator", export)
 }
 
+/// `#[source] fn f(position: Option<Vec<u8>>, max_records: u32) -> Result<Polled, Error>`.
+#[proc_macro_attribute]
+pub fn source(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = parse_macro_input!(item as ItemFn);
+    let name = &function.sig.ident;
+    let export = quote! {
+        impl ::weir_plugin::__private::SourceGuest for Export {
+            fn poll(
+                position: ::std::option::Option<::std::vec::Vec<u8>>,
+                max_records: u32,
+            ) -> ::std::result::Result<::weir_plugin::__private::SourceBatch, ::std::string::String> {
+                ::weir_plugin::__private::run_source(position, max_records, super::#name)
+            }
+        }
+        ::weir_plugin::__private::source::__export_source!(Export);
+    };
+    exported(&function, "source", export)
+}
+
+/// `#[sink] fn f(records: Vec<Record>) -> Result<Vec<Result<(), Error>>, Error>`: one verdict
+/// per record (an `Err` sends that record to the dead-letter topic), or an `Err` for the whole
+/// batch, which the broker retries with backoff.
+#[proc_macro_attribute]
+pub fn sink(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = parse_macro_input!(item as ItemFn);
+    let name = &function.sig.ident;
+    let export = quote! {
+        impl ::weir_plugin::__private::SinkGuest for Export {
+            fn write(
+                batch: ::weir_plugin::__private::InputBatch,
+            ) -> ::std::result::Result<::std::vec::Vec<::std::option::Option<::std::string::String>>, ::std::string::String> {
+                ::weir_plugin::__private::run_sink(batch, super::#name)
+            }
+        }
+        ::weir_plugin::__private::sink::__export_sink!(Export);
+    };
+    exported(&function, "sink", export)
+}
+
 /// The function as written, and a module that exports it when built for Wasm: a host build
 /// (the plugin's unit tests) has no component to export.
 fn exported(function: &ItemFn, kind: &str, export: Tokens) -> TokenStream {

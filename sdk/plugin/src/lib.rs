@@ -1,7 +1,7 @@
 //! The guest SDK for Weir plugins.
 //!
-//! A plugin is a plain Rust function with one of three attribute macros; the macro generates
-//! the WebAssembly component glue for the `weir:plugin@0.2.0` contract (`sdk/wit/plugin.wit`).
+//! A plugin is a plain Rust function with one of five attribute macros; the macro generates
+//! the WebAssembly component glue for the `weir:plugin@0.2.1` contract (`sdk/wit/plugin.wit`).
 //! Build with `cargo build --release --target wasm32-wasip2` and deploy the `.wasm` with
 //! `weir module deploy`. See `sdk/README.md` for a complete plugin.
 //!
@@ -21,12 +21,19 @@
 //! fn(Vec<Record>) -> Vec<Result<Vec<Output>, Error>>`. A panic traps the module: the broker
 //! fails that batch and sends its records to the deployment's dead-letter topic.
 //!
+//! Connectors: `#[source] fn(Option<Vec<u8>>, u32) -> Result<Polled, Error>` is polled with the
+//! position it reported last (`None` at first, and the stored one after a restart) and at
+//! most how many records to answer; `#[sink] fn(Vec<Record>) -> Result<Vec<Result<(), Error>>,
+//! Error>` delivers a batch (an `Err` for the whole batch makes the broker retry it; an `Err`
+//! for one record sends it to the dead-letter topic). Connectors also have [`secret`] and
+//! [`state`], and see the directory their config grants at `/data`.
+//!
 //! A batch arrives as one buffer with an index and the answer leaves the same way; this crate
 //! turns them into [`Record`]s and back, so a plugin never sees the wire form.
 
 use std::fmt;
 
-pub use weir_plugin_macros::{partitioner, transform, validator};
+pub use weir_plugin_macros::{partitioner, sink, source, transform, validator};
 
 #[doc(hidden)]
 pub mod __private {
@@ -47,9 +54,9 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_partitioner",
             with: {
-                "weir:plugin/types@0.2.0": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.2.0": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.0": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/types@0.2.1": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.1": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.1": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
@@ -61,14 +68,46 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_validator",
             with: {
-                "weir:plugin/types@0.2.0": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.2.0": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.0": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/types@0.2.1": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.1": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.1": crate::__private::transform::weir::plugin::schema_registry,
+            },
+        });
+    }
+
+    pub mod source {
+        wit_bindgen::generate!({
+            world: "source",
+            path: "../wit",
+            default_bindings_module: "weir_plugin::__private::source",
+            pub_export_macro: true,
+            export_macro_name: "__export_source",
+            with: {
+                "weir:plugin/host@0.2.1": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.1": crate::__private::transform::weir::plugin::schema_registry,
+            },
+        });
+    }
+    pub mod sink {
+        wit_bindgen::generate!({
+            world: "sink",
+            path: "../wit",
+            default_bindings_module: "weir_plugin::__private::sink",
+            pub_export_macro: true,
+            export_macro_name: "__export_sink",
+            with: {
+                "weir:plugin/types@0.2.1": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.1": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.1": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/connector@0.2.1": crate::__private::source::weir::plugin::connector,
             },
         });
     }
 
     pub use partitioner::exports::weir::plugin::partition_chooser::Guest as PartitionerGuest;
+    pub use sink::exports::weir::plugin::sink_connector::Guest as SinkGuest;
+    pub use source::exports::weir::plugin::source_connector::Guest as SourceGuest;
+    pub use source::weir::plugin::source_types::{SourceBatch, SourceRecord};
     pub use transform::exports::weir::plugin::transformer::Guest as TransformGuest;
     pub use transform::weir::plugin::types::{InputBatch, OutputBatch};
     pub use validator::exports::weir::plugin::record_validator::Guest as ValidatorGuest;
@@ -111,6 +150,42 @@ pub mod __private {
 
     pub fn run_validator(batch: InputBatch, f: impl Fn(&Record) -> Result<(), Error>) -> Vec<Option<String>> {
         records(&batch).map(|r| f(&r).err().map(|e| e.0)).collect()
+    }
+
+    pub fn run_source(
+        position: Option<Vec<u8>>,
+        max_records: u32,
+        f: impl Fn(Option<Vec<u8>>, u32) -> Result<super::Polled, Error>,
+    ) -> Result<SourceBatch, String> {
+        let polled = f(position, max_records).map_err(|e| e.0)?;
+        let mut records = Vec::with_capacity(polled.records.len());
+        for output in polled.records {
+            if let Some(topic) = output.topic {
+                return Err(format!(
+                    "a source's records go to its connector's topic, but one names topic {topic:?} (Output::to_topic \
+                     is for transforms)"
+                ));
+            }
+            records.push(SourceRecord {
+                key: output.key,
+                value: output.value,
+                headers: output.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                timestamp: output.timestamp,
+            });
+        }
+        Ok(SourceBatch { records, position: polled.position })
+    }
+
+    pub fn run_sink(
+        batch: InputBatch,
+        f: impl Fn(Vec<Record>) -> Result<Vec<Result<(), Error>>, Error>,
+    ) -> Result<Vec<Option<String>>, String> {
+        let count = batch.records.len();
+        let verdicts = f(records(&batch).collect()).map_err(|e| e.0)?;
+        if verdicts.len() != count {
+            return Err(format!("the sink answered {} verdicts for {count} records", verdicts.len()));
+        }
+        Ok(verdicts.into_iter().map(|v| v.err().map(|e| e.0)).collect())
     }
 }
 
@@ -220,7 +295,42 @@ mod wire {
     }
 }
 
+use __private::source::weir::plugin::connector;
 use __private::transform::weir::plugin::{host, schema_registry};
+
+/// What a source's poll found: the records (none when there is nothing new; the broker polls
+/// again after a pause) and the position after them, which the broker stores once the records
+/// are durable and hands back to the next poll, also after a restart. Records go to the
+/// connector's topic: leave [`Output::topic`] unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Polled {
+    pub records: Vec<Output>,
+    pub position: Vec<u8>,
+}
+
+/// One of the connector's secrets (`[secrets]` in its config), or `None`. The broker never
+/// logs secrets nor shows them back.
+pub fn secret(name: &str) -> Option<String> {
+    connector::secret(name)
+}
+
+/// The connector's own key-value state, kept by the broker across restarts (small values:
+/// the broker refuses a set past its limits, naming the limit).
+pub mod state {
+    use super::{connector, Error};
+
+    pub fn get(key: &str) -> Option<Vec<u8>> {
+        connector::state_get(key)
+    }
+
+    pub fn set(key: &str, value: &[u8]) -> Result<(), Error> {
+        connector::state_set(key, value).map_err(Error)
+    }
+
+    pub fn delete(key: &str) {
+        connector::state_delete(key)
+    }
+}
 
 /// A record read from a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

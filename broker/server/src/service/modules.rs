@@ -100,6 +100,17 @@ impl Broker {
             },
             dead_letter_topic: dead_letter_topic.clone(),
             failures_max: request.failures_max.unwrap_or(defaults.failures_max),
+            connector: request.connector.map(|c| {
+                let d = deployments::ConnectorSpec::default();
+                deployments::ConnectorSpec {
+                    secrets: c.secrets,
+                    dir: c.dir,
+                    dir_writable: c.dir_writable,
+                    tasks_max: c.tasks_max.unwrap_or(d.tasks_max),
+                    poll_interval_ms: c.poll_interval_ms.unwrap_or(d.poll_interval_ms),
+                    batch_records: c.batch_records.unwrap_or(d.batch_records),
+                }
+            }),
         };
         let version = DeploymentVersion {
             version: 0,
@@ -108,7 +119,7 @@ impl Broker {
             deployed_at_ms: weir_sdk::now_ms(),
             spec,
         };
-        let command = ModuleCommand::Deploy { name: request.name.clone(), version };
+        let command = ModuleCommand::Deploy { name: request.name.clone(), version: Box::new(version) };
         // Check the deployment before creating its dead-letter topic, so that a refused deploy
         // leaves nothing behind.
         {
@@ -222,10 +233,29 @@ impl Broker {
                     memory_bytes: v.spec.limits.memory_bytes,
                     dead_letter_topic: v.spec.dead_letter_topic.clone(),
                     failures_max: v.spec.failures_max,
+                    connector: v.spec.connector.as_ref().map(|c| ConnectorDescription {
+                        secret_names: c.secrets.keys().cloned().collect(),
+                        dir: c.dir.clone(),
+                        dir_writable: c.dir_writable,
+                        tasks_max: c.tasks_max,
+                        poll_interval_ms: c.poll_interval_ms,
+                        batch_records: c.batch_records,
+                    }),
                 })
                 .collect(),
             paused: d.paused.clone(),
-            metrics: self.plugins.metrics(&d.name).snapshot(),
+            metrics: {
+                let mut metrics = self.plugins.metrics(&d.name).snapshot();
+                // How far behind each partition's high watermark the stored progress is.
+                for (at, next) in &metrics.progress {
+                    let Some((topic, partition)) = at.rsplit_once('/') else { continue };
+                    let Ok(partition) = partition.parse::<u32>() else { continue };
+                    if let Ok((_, high_watermark)) = self.offsets(topic, partition) {
+                        metrics.lag.insert(at.clone(), (high_watermark - next).max(0));
+                    }
+                }
+                metrics
+            },
         }
     }
 }

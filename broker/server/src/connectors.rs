@@ -1,0 +1,545 @@
+//! Runs connectors: sources poll their module and write what it finds to their topic; sinks
+//! read their topics and hand the records to their module. Each runs as tasks on the brokers
+//! (see [`desired_tasks`]); a task's state is stored so that a restarted broker goes on where
+//! it stopped.
+//!
+//! Sources: a poll's records without keys all go to the task's partition (task index modulo
+//! the partitions), in one batch whose last record carries the position after them
+//! (`weir.connector.task`, `weir.connector.position` headers). The position is also stored
+//! beside the log once the batch is durable; a task that starts reads its partition from
+//! where the stored position was taken, so a batch that became durable just before a crash
+//! is not written again. Records with keys go to their key's partition, and their position is
+//! stored after they are all durable: at-least-once.
+//!
+//! Sinks: a task reads from the stored progress, calls the module, sends the records it
+//! rejects to the dead-letter topic (with the headers transforms use) and stores the progress
+//! only after the module acknowledged the batch. A batch the module could not deliver
+//! (`err`, an endpoint down) is retried with exponential backoff, and nothing past it is
+//! committed meanwhile: at-least-once.
+//!
+//! A call that fails (trap, deadline, memory cap) counts toward `failures_max`, after which
+//! the connector is paused with the error; the broker and other connectors go on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_runtime::{PluginKind, SourceBatch};
+use weir_sdk::batch::{decode_batches_within, encode_batch, Compression, ConsumedRecord, Record};
+use weir_sdk::{ErrorCode, WireError};
+
+use crate::plugins::{input_batch, Metrics};
+use crate::service::{Broker, Fetch, FetchFrom, Produce};
+use crate::transforms::{dead_letter, pause, write};
+use weir_meta::deployments::Deployment;
+
+/// Headers of a source's last record in a batch: which task wrote it and its position after.
+pub const TASK_HEADER: &str = "weir.connector.task";
+pub const POSITION_HEADER: &str = "weir.connector.position";
+
+const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+const FETCH_BYTES: u32 = 1 << 20;
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// At most this much of a source's partition is read at start to find a position written
+/// with records after the stored one.
+const RECOVERY_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TaskKey {
+    name: String,
+    version: u32,
+    task: u32,
+    /// Sinks: the input partitions this task reads here.
+    partitions: Vec<(String, u32)>,
+}
+
+/// The tasks this broker should run: a source's task `i` on the leader of partition
+/// `i % partitions` of its topic; a sink's task `t` over the input partitions led here whose
+/// index (counted over all its topics' partitions) is `t` modulo `tasks_max`.
+fn desired_tasks(broker: &Broker) -> Vec<TaskKey> {
+    let me = broker.node_id();
+    let mut tasks = Vec::new();
+    for d in broker.deployments().into_iter().filter(|d| d.kind.is_connector() && d.paused.is_none()) {
+        let spec = &d.active().spec;
+        let tasks_max = spec.connector.as_ref().map_or(1, |c| c.tasks_max.max(1));
+        match d.kind {
+            PluginKind::Source => {
+                let Some(topic) = spec.output.as_deref() else { continue };
+                let Ok(description) = broker.describe_topic(topic) else { continue };
+                let count = u32::try_from(description.partitions.len()).unwrap_or(u32::MAX);
+                for task in 0..tasks_max {
+                    let leader = description.partitions.iter().find(|p| p.partition == task % count.max(1));
+                    if leader.is_some_and(|p| p.leader == Some(me)) {
+                        tasks.push(TaskKey {
+                            name: d.name.clone(),
+                            version: d.active_version,
+                            task,
+                            partitions: vec![],
+                        });
+                    }
+                }
+            }
+            PluginKind::Sink => {
+                let mut by_task: BTreeMap<u32, Vec<(String, u32)>> = BTreeMap::new();
+                let mut index = 0u32;
+                for topic in &spec.inputs {
+                    let Ok(description) = broker.describe_topic(topic) else { continue };
+                    for p in description.partitions {
+                        if p.leader == Some(me) {
+                            by_task.entry(index % tasks_max).or_default().push((topic.clone(), p.partition));
+                        }
+                        index += 1;
+                    }
+                }
+                for (task, partitions) in by_task {
+                    tasks.push(TaskKey { name: d.name.clone(), version: d.active_version, task, partitions });
+                }
+            }
+            _ => {}
+        }
+    }
+    tasks
+}
+
+/// Starts and stops connector tasks to match the deployments, until `stop` changes; then
+/// aborts every task it started and waits for each to end.
+pub async fn supervise(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut running: HashMap<TaskKey, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        let desired = desired_tasks(&broker);
+        running.retain(|key, task| {
+            let keep = desired.contains(key) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for key in desired {
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                let key = slot.key().clone();
+                let Some(deployment) = broker.deployments().into_iter().find(|d| d.name == key.name) else { continue };
+                tracing::info!(connector = %key.name, version = key.version, task = key.task, partitions = ?key.partitions, "connector task started");
+                let task = match deployment.kind {
+                    PluginKind::Source => tokio::spawn(run_source(broker.clone(), deployment, key.task)),
+                    _ => tokio::spawn(run_sink(broker.clone(), deployment, key.task, key.partitions.clone())),
+                };
+                slot.insert(task);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    for (_, task) in running.drain() {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
+/// Exponential backoff after `failures` failures in a row.
+fn backoff(failures: u32) -> Duration {
+    BACKOFF_FIRST.saturating_mul(1 << failures.min(16)).min(BACKOFF_MAX)
+}
+
+/// Whether the deployment still runs this version, unpaused.
+fn still_current(broker: &Broker, deployment: &Deployment) -> bool {
+    broker
+        .controller()
+        .state()
+        .modules
+        .get(&deployment.name)
+        .is_some_and(|d| d.active_version == deployment.active_version && d.paused.is_none())
+}
+
+/// A failed call: counted, shown, and after `failures_max` in a row the connector pauses
+/// (true: the task ends).
+async fn call_failed(broker: &Broker, deployment: &Deployment, metrics: &Metrics, failures: u32) -> bool {
+    if failures >= deployment.active().spec.failures_max {
+        let last = metrics.snapshot().last_error.unwrap_or_default();
+        pause(broker, deployment, failures, &last).await;
+        return true;
+    }
+    tokio::time::sleep(backoff(failures)).await;
+    false
+}
+
+async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
+    let name = deployment.name.clone();
+    let spec = deployment.active().spec.clone();
+    let connector = spec.connector.clone().unwrap_or_default();
+    let Some(topic) = spec.output.clone() else { return };
+    let plugins = broker.plugins().clone();
+    let metrics = plugins.metrics(&name);
+    let label = format!("{name}@{}/task-{task}", deployment.active_version);
+    let mut instance = match plugins.connector_instance(&deployment, label) {
+        Ok(instance) => Some(instance),
+        Err(e) => {
+            metrics.set_last_error(e.message.clone());
+            tracing::error!(connector = %name, error = %e, "source cannot start");
+            return;
+        }
+    };
+    let partitions =
+        broker.describe_topic(&topic).map_or(1, |d| u32::try_from(d.partitions.len()).unwrap_or(u32::MAX)).max(1);
+    let home = task % partitions;
+    let (mut next_offset, mut position) = match recover_position(&broker, &name, task, &topic, home).await {
+        Ok(found) => found,
+        Err(e) => {
+            metrics.set_last_error(format!("reading the stored position: {e}"));
+            tracing::error!(connector = %name, error = %e, "source cannot read its position");
+            return;
+        }
+    };
+    let mut failures = 0u32;
+    let mut pending: Option<SourceBatch> = None;
+    loop {
+        if !still_current(&broker, &deployment) {
+            return;
+        }
+        let batch = match pending.take() {
+            Some(batch) => batch,
+            None => {
+                let started = Instant::now();
+                let mut taken = instance.take().expect("the instance is returned after each call");
+                let from = position.clone();
+                let max = connector.batch_records;
+                let Ok((taken, outcome)) = tokio::task::spawn_blocking(move || {
+                    let outcome = taken.poll(from.as_deref(), max);
+                    (taken, outcome)
+                })
+                .await
+                else {
+                    return;
+                };
+                let count = outcome.as_ref().ok().and_then(|o| o.as_ref().ok()).map_or(0, |b| b.records.len());
+                let memory = taken.memory_high_water_bytes();
+                instance = Some(taken);
+                match outcome {
+                    Ok(Ok(batch)) => {
+                        metrics.record_call(started.elapsed(), 0, None, memory);
+                        metrics.records_in.fetch_add(count as u64, Ordering::Relaxed);
+                        failures = 0;
+                        batch
+                    }
+                    Ok(Err(reason)) => {
+                        // The module could not read now (a file missing, a denied path): shown,
+                        // retried with backoff; not a failure of the module itself.
+                        metrics.record_call(started.elapsed(), 0, None, memory);
+                        metrics.set_last_error(format!("poll: {reason}"));
+                        failures = failures.saturating_add(1);
+                        tokio::time::sleep(backoff(failures)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        failures = metrics.record_call(started.elapsed(), 0, Some(&e), memory);
+                        tracing::warn!(connector = %name, task, error = %e, "source poll failed");
+                        if call_failed(&broker, &deployment, &metrics, failures).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        if batch.records.is_empty() {
+            if position.as_deref() != Some(&batch.position[..]) {
+                if let Err(e) = plugins.set_position(&name, task, next_offset, &batch.position) {
+                    metrics.set_last_error(e.message);
+                }
+                position = Some(batch.position);
+            }
+            tokio::time::sleep(Duration::from_millis(connector.poll_interval_ms)).await;
+            continue;
+        }
+        match write_source_batch(&broker, &topic, home, &name, task, &batch).await {
+            Ok(end) => {
+                metrics.records_out.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                next_offset = end.unwrap_or(next_offset);
+                if let Err(e) = plugins.set_position(&name, task, next_offset, &batch.position) {
+                    metrics.set_last_error(e.message);
+                }
+                position = Some(batch.position);
+                failures = 0;
+            }
+            Err(e) => {
+                // Not durable: the same records are written again after a pause.
+                metrics.set_last_error(format!("writing to {topic}: {e}"));
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(backoff(failures)).await;
+                pending = Some(batch);
+            }
+        }
+    }
+}
+
+/// Writes a poll's records, waiting until they are durable. Keyless records go to `home` in
+/// one batch whose last record carries the task and its position; records with keys to their
+/// key's partition. Answers the offset after the batch in `home` when all went there.
+async fn write_source_batch(
+    broker: &Broker,
+    topic: &str,
+    home: u32,
+    name: &str,
+    task: u32,
+    batch: &SourceBatch,
+) -> Result<Option<i64>, WireError> {
+    let now = weir_sdk::now_ms();
+    let mut records: Vec<Record> = batch
+        .records
+        .iter()
+        .map(|r| Record {
+            key: r.key.clone().map(Bytes::from),
+            value: r.value.clone().map(Bytes::from),
+            headers: r.headers.iter().map(|(k, v)| (k.clone(), v.clone().map(Bytes::from))).collect(),
+            timestamp: r.timestamp.unwrap_or(now),
+        })
+        .collect();
+    if records.iter().any(|r| r.key.is_some()) {
+        write(broker, topic, records.into_iter().map(|r| (home, r)).collect()).await?;
+        return Ok(None);
+    }
+    if let Some(last) = records.last_mut() {
+        last.headers.push((TASK_HEADER.to_owned(), Some(Bytes::from(format!("{name}/{task}")))));
+        last.headers.push((POSITION_HEADER.to_owned(), Some(Bytes::from(batch.position.clone()))));
+    }
+    let count = records.len() as i64;
+    let encoded = encode_batch(&records, Compression::None)?;
+    let request = Produce { topic: topic.to_owned(), partitions: vec![(Some(home), encoded)], acks_all: true };
+    let mut end = None;
+    for produced in broker.produce_enqueue(request).await?.await {
+        end = Some(produced.base_offset? + count);
+    }
+    Ok(end)
+}
+
+/// The task's position: the stored one, unless its partition holds a batch written after it
+/// (the broker stopped between the write and the store), whose last record then tells it.
+/// Answers the offset to read from next time and the position.
+async fn recover_position(
+    broker: &Broker,
+    name: &str,
+    task: u32,
+    topic: &str,
+    home: u32,
+) -> Result<(i64, Option<Vec<u8>>), WireError> {
+    let stored = broker.plugins().position(name, task)?;
+    let (mut offset, mut position) = match stored {
+        Some((offset, position)) => (offset, Some(position)),
+        None => (broker.offsets(topic, home).map_or(0, |(start, _)| start), None),
+    };
+    let me = format!("{name}/{task}");
+    let (mut scan, mut read, mut found) = (offset, 0usize, false);
+    while let Ok((_, high_watermark)) = broker.offsets(topic, home) {
+        if scan >= high_watermark || read >= RECOVERY_BYTES_MAX {
+            break;
+        }
+        let from =
+            FetchFrom { topic: topic.to_owned(), partition: home, offset: scan, max_bytes: FETCH_BYTES, module: None };
+        let request =
+            Fetch { max_wait_ms: 0, min_bytes: 0, max_bytes: FETCH_BYTES, partitions: vec![from], from_replica: false };
+        let Some(fetched) = broker.fetch(request).await?.pop() else { break };
+        if fetched.error.is_some() || fetched.batches.is_empty() {
+            break;
+        }
+        let mut end = scan;
+        for chunk in fetched.batches {
+            read += chunk.len();
+            for r in decode_batches_within(topic, home, chunk, scan, broker.batch_decompressed_bytes_max())? {
+                end = end.max(r.offset + 1);
+                let header = |key: &str| r.record.headers.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.clone());
+                if header(TASK_HEADER).is_some_and(|t| t == me.as_bytes()) {
+                    if let Some(p) = header(POSITION_HEADER) {
+                        (position, offset, found) = (Some(p.to_vec()), r.offset + 1, true);
+                    }
+                }
+            }
+        }
+        if end <= scan {
+            break;
+        }
+        scan = end;
+    }
+    if found {
+        tracing::info!(connector = %name, task, offset, "source position taken from a batch written after the stored one");
+        if let Some(position) = &position {
+            broker.plugins().set_position(name, task, offset, position)?;
+        }
+    }
+    Ok((offset, position))
+}
+
+async fn run_sink(broker: Broker, deployment: Deployment, task: u32, partitions: Vec<(String, u32)>) {
+    let name = deployment.name.clone();
+    let spec = deployment.active().spec.clone();
+    let plugins = broker.plugins().clone();
+    let metrics = plugins.metrics(&name);
+    let label = format!("{name}@{}/task-{task}", deployment.active_version);
+    let mut instance = match plugins.connector_instance(&deployment, label) {
+        Ok(instance) => Some(instance),
+        Err(e) => {
+            metrics.set_last_error(e.message.clone());
+            tracing::error!(connector = %name, error = %e, "sink cannot start");
+            return;
+        }
+    };
+    let mut next: BTreeMap<(String, u32), i64> = BTreeMap::new();
+    for (topic, partition) in &partitions {
+        let start = match plugins.progress(&name, topic, *partition) {
+            Ok(Some(offset)) => offset,
+            Ok(None) => broker.offsets(topic, *partition).map_or(0, |(start, _)| start),
+            Err(e) => {
+                metrics.set_last_error(e.message.clone());
+                return;
+            }
+        };
+        next.insert((topic.clone(), *partition), start);
+    }
+    let mut failures = 0u32;
+    loop {
+        if !still_current(&broker, &deployment) {
+            return;
+        }
+        let request = Fetch {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: FETCH_BYTES,
+            partitions: next
+                .iter()
+                .map(|((topic, partition), offset)| FetchFrom {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                    max_bytes: FETCH_BYTES,
+                    module: None,
+                })
+                .collect(),
+            from_replica: false,
+        };
+        let fetched = match broker.fetch(request).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                metrics.set_last_error(format!("reading: {e}"));
+                tokio::time::sleep(backoff(1)).await;
+                continue;
+            }
+        };
+        for answer in fetched {
+            let key = (answer.topic.clone(), answer.partition);
+            let Some(&from) = next.get(&key) else { continue };
+            if let Some(e) = &answer.error {
+                if e.code == ErrorCode::OffsetOutOfRange {
+                    let moved = from.clamp(answer.log_start_offset.max(0), answer.high_watermark.max(0));
+                    next.insert(key, moved);
+                } else {
+                    metrics.set_last_error(format!("reading {}[{}]: {e}", answer.topic, answer.partition));
+                }
+                continue;
+            }
+            let mut records: Vec<ConsumedRecord> = Vec::new();
+            let mut batch_end = from;
+            let mut broken = None;
+            for chunk in answer.batches {
+                if let Ok(header) = weir_sdk::batch::BatchHeader::parse(&chunk) {
+                    batch_end = batch_end.max(header.last_offset() + 1);
+                }
+                match decode_batches_within(
+                    &answer.topic,
+                    answer.partition,
+                    chunk,
+                    from,
+                    broker.batch_decompressed_bytes_max(),
+                ) {
+                    Ok(decoded) => records.extend(decoded),
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = broken.filter(|_| records.is_empty()) {
+                // A stored batch that does not decode cannot be delivered; it is shown and
+                // skipped, as a transform does (its bytes stay in the log).
+                metrics.set_last_error(format!("{}[{}] at {from}: {e}", answer.topic, answer.partition));
+                next.insert(key.clone(), batch_end);
+                let _ = plugins.set_progress(&name, &key.0, key.1, batch_end);
+                continue;
+            }
+            if records.is_empty() {
+                continue;
+            }
+            let inputs = match input_batch(&answer.topic, answer.partition, &records) {
+                Ok(inputs) => inputs,
+                Err(e) => {
+                    metrics.set_last_error(format!("{}[{}]: {e}", answer.topic, answer.partition));
+                    tokio::time::sleep(backoff(1)).await;
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let mut taken = instance.take().expect("the instance is returned after each call");
+            let Ok((taken, outcome)) = tokio::task::spawn_blocking(move || {
+                let outcome = taken.write(&inputs);
+                (taken, outcome)
+            })
+            .await
+            else {
+                return;
+            };
+            let memory = taken.memory_high_water_bytes();
+            instance = Some(taken);
+            let verdicts = match outcome {
+                Ok(Ok(verdicts)) => {
+                    metrics.record_call(started.elapsed(), records.len(), None, memory);
+                    failures = 0;
+                    verdicts
+                }
+                Ok(Err(reason)) => {
+                    // Not delivered (an endpoint down): the same records again after a pause,
+                    // nothing committed past them meanwhile.
+                    metrics.record_call(started.elapsed(), 0, None, memory);
+                    metrics.set_last_error(format!("not delivered, retrying: {reason}"));
+                    failures = failures.saturating_add(1);
+                    tracing::debug!(connector = %name, task, error = %reason, "sink did not deliver; backing off");
+                    tokio::time::sleep(backoff(failures)).await;
+                    break;
+                }
+                Err(e) => {
+                    failures = metrics.record_call(started.elapsed(), records.len(), Some(&e), memory);
+                    tracing::warn!(connector = %name, task, error = %e, "sink call failed");
+                    if call_failed(&broker, &deployment, &metrics, failures).await {
+                        return;
+                    }
+                    break;
+                }
+            };
+            let dead: Vec<(u32, Record)> = records
+                .iter()
+                .zip(&verdicts)
+                .filter_map(|(input, verdict)| verdict.as_ref().map(|reason| (input, reason)))
+                .map(|(input, reason)| {
+                    metrics.set_last_error(format!("record at offset {} rejected: {reason}", input.offset));
+                    (input.partition, dead_letter(&deployment, input, reason))
+                })
+                .collect();
+            let delivered = records.len() - dead.len();
+            if !dead.is_empty() {
+                let count = dead.len() as u64;
+                if let Err(e) = write(&broker, &spec.dead_letter_topic, dead).await {
+                    metrics.set_last_error(format!("dead-lettering rejected records: {e}"));
+                    tokio::time::sleep(backoff(1)).await;
+                    break;
+                }
+                metrics.records_dead_lettered.fetch_add(count, Ordering::Relaxed);
+            }
+            metrics.records_out.fetch_add(delivered as u64, Ordering::Relaxed);
+            let after = records.last().map_or(batch_end, |r| r.offset + 1);
+            next.insert(key.clone(), after);
+            if let Err(e) = plugins.set_progress(&name, &key.0, key.1, after) {
+                metrics.set_last_error(e.message);
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Connectors end to end (the connectors issue), against a real `weir serve` and the `weir`
+//! CLI: a file source tails a log into a topic, the PII-mask transform masks it into another,
+//! and a file sink writes that out; then the broker is SIGKILLed midway and restarted. Also
+//! what connectors are denied, a sink that backs off until its target returns, and the
+//! connector commands.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{wait_until, BrokerProcess};
+use weir_runtime::dev::build_plugin;
+
+/// `n` of every line of `path` (the sink's output), as JSON lines with a masked email.
+fn delivered(path: &Path) -> Vec<i64> {
+    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let json: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+            assert_eq!(json["email"], "***", "every line arrives masked: {line}");
+            json["n"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+/// Appends lines `from..to` to the log the source tails.
+fn append_lines(path: &Path, from: i64, to: i64) {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut text = String::new();
+    for n in from..to {
+        text.push_str(&format!("{{\"email\":\"user{n}@example.com\",\"n\":{n}}}\n"));
+    }
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+/// Lost (never delivered) and duplicated counts of `0..total` in `got`.
+fn lost_and_duplicated(got: &[i64], total: i64) -> (Vec<i64>, usize) {
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for n in got {
+        *counts.entry(*n).or_default() += 1;
+    }
+    let lost = (0..total).filter(|n| !counts.contains_key(n)).collect();
+    let duplicated = counts.values().map(|c| c - 1).sum();
+    (lost, duplicated)
+}
+
+fn describe(broker: &BrokerProcess, name: &str) -> serde_json::Value {
+    let (ok, out, err) = broker.cli(&["connector", "describe", name], None);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn cli_ok(broker: &BrokerProcess, args: &[&str]) -> String {
+    let (ok, out, err) = broker.cli(args, None);
+    assert!(ok, "weir {args:?}: {out}{err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_sigkill() {
+    let source_wasm = build_plugin("weir-module-file-source");
+    let sink_wasm = build_plugin("weir-module-file-sink");
+    let mask_wasm = build_plugin("weir-module-pii-mask");
+    let (input, output) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (log, out) = (input.path().join("app.log"), output.path().join("out.log"));
+    append_lines(&log, 0, 2000);
+
+    let mut broker = BrokerProcess::start(&[]);
+    cli_ok(&broker, &["topic", "create", "lines", "--partitions", "1"]);
+    cli_ok(&broker, &["topic", "create", "masked", "--partitions", "3"]);
+    let mask = mask_wasm.to_str().unwrap();
+    cli_ok(
+        &broker,
+        &["module", "deploy", mask, "--name", "mask", "--kind", "transform", "--input", "lines", "--output", "masked"]
+            .into_iter()
+            .chain(["--param", "paths=/email"])
+            .collect::<Vec<_>>(),
+    );
+    // The source from a config file, with a secret that must never be shown back.
+    let config = input.path().join("logs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"logs\"\nkind = \"source\"\ncomponent = {:?}\ntopic = \"lines\"\nbatch_records = 300\n\
+             [params]\npath = \"app.log\"\n[secrets]\ntoken = \"hunter2\"\n\
+             [capabilities]\ndir = {:?}\ndir_access = \"read-only\"\n",
+            source_wasm.to_str().unwrap(),
+            input.path().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let created = cli_ok(&broker, &["connector", "create", "--file", config.to_str().unwrap()]);
+    assert!(created.contains("created source logs version 1"), "{created}");
+    // The sink from flags.
+    let sink = sink_wasm.to_str().unwrap();
+    let dir = output.path().to_str().unwrap();
+    cli_ok(
+        &broker,
+        &["connector", "create", "--name", "out", "--kind", "sink", "--component", sink, "--topic", "masked"]
+            .into_iter()
+            .chain(["--dir", dir, "--dir-writable", "--param", "path=out.log"])
+            .collect::<Vec<_>>(),
+    );
+
+    // Nothing fails: every line arrives masked, exactly once.
+    wait_until(Duration::from_secs(60), "2000 lines to reach the sink", || {
+        let out = out.clone();
+        async move { delivered(&out).len() >= 2000 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (lost, duplicated) = lost_and_duplicated(&delivered(&out), 2000);
+    eprintln!("without faults: lost {}, duplicated {duplicated}", lost.len());
+    assert_eq!((lost.len(), duplicated), (0, 0), "exactly once when nothing fails; lost {lost:?}");
+
+    let list = cli_ok(&broker, &["connector", "list"]);
+    assert!(list.contains("logs") && list.contains("out") && !list.contains("mask"), "{list}");
+    let logs = describe(&broker, "logs");
+    assert!(!logs.to_string().contains("hunter2"), "a secret is never shown back: {logs}");
+    assert_eq!(logs["versions"][0]["connector"]["secret_names"], serde_json::json!(["token"]));
+    let position = logs["metrics"]["positions"]["0"].as_str().unwrap();
+    assert!(position.ends_with(&format!(":{}", std::fs::metadata(&log).unwrap().len())), "{position}");
+    wait_until(Duration::from_secs(10), "the sink's lag to reach 0", || {
+        let broker = &broker;
+        async move {
+            let out = describe(broker, "out");
+            let lag = out["metrics"]["lag"].as_object().cloned().unwrap_or_default();
+            !lag.is_empty() && lag.values().all(|l| l == 0)
+        }
+    })
+    .await;
+
+    // SIGKILL midway: lines keep coming while the broker dies and returns; every line arrives
+    // at least once.
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for chunk in 0..40 {
+                append_lines(&log, 2000 + chunk * 100, 2100 + chunk * 100);
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
+    wait_until(Duration::from_secs(60), "some of the new lines to arrive", || {
+        let out = out.clone();
+        async move { delivered(&out).len() >= 3000 }
+    })
+    .await;
+    broker.kill9();
+    writer.join().unwrap();
+    broker.restart();
+    wait_until(Duration::from_secs(90), "every line to arrive after the restart", || {
+        let out = out.clone();
+        async move { lost_and_duplicated(&delivered(&out), 6000).0.is_empty() }
+    })
+    .await;
+    let (lost, duplicated) = lost_and_duplicated(&delivered(&out), 6000);
+    eprintln!("through a SIGKILL: 6000 lines, lost {}, duplicated {duplicated}", lost.len());
+    assert!(lost.is_empty(), "lost {lost:?}");
+
+    // Denied: a path out of the granted directory fails the poll, shown in its status; the
+    // broker and the other connectors go on.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.log"), "{\"email\":\"x\",\"n\":-1}\n").unwrap();
+    let climbing = format!("path=../{}/secret.log", outside.path().file_name().unwrap().to_str().unwrap());
+    let source = source_wasm.to_str().unwrap();
+    let input_dir = input.path().to_str().unwrap();
+    cli_ok(
+        &broker,
+        &["connector", "create", "--name", "escape", "--kind", "source", "--component", source, "--topic", "lines"]
+            .into_iter()
+            .chain(["--dir", input_dir, "--param", &climbing])
+            .collect::<Vec<_>>(),
+    );
+    wait_until(Duration::from_secs(20), "the denied read to show in the status", || {
+        let broker = &broker;
+        async move {
+            let escape = describe(broker, "escape");
+            escape["metrics"]["last_error"].as_str().is_some_and(|e| e.contains("poll: opening /data/../"))
+        }
+    })
+    .await;
+    assert!(cli_ok(&broker, &["connector", "list"]).contains("escape"));
+    // A component importing sockets is refused at create, naming the import.
+    let socket = build_plugin("weir-test-open-socket");
+    let (ok, _, err) = broker.cli(
+        &["connector", "create", "--name", "net", "--kind", "source", "--component", socket.to_str().unwrap()]
+            .into_iter()
+            .chain(["--topic", "lines"])
+            .collect::<Vec<_>>(),
+        None,
+    );
+    assert!(!ok && err.contains("imports wasi:sockets/") && err.contains("network access"), "{err}");
+    // Grants outside the rules are refused naming the setting; so is a module command on one.
+    let (ok, _, err) = broker.cli(
+        &["connector", "create", "--name", "bad", "--kind", "sink", "--component", sink, "--topic", "masked"]
+            .into_iter()
+            .chain(["--dir", "relative/dir"])
+            .collect::<Vec<_>>(),
+        None,
+    );
+    assert!(!ok && err.contains("capabilities.dir \"relative/dir\" must be an absolute path"), "{err}");
+    let (ok, _, err) = broker.cli(&["connector", "describe", "mask"], None);
+    assert!(!ok && err.contains("is a transform, not a connector"), "{err}");
+
+    // A sink whose target is not there backs off, says why, and delivers everything once it
+    // is: nothing lost.
+    cli_ok(
+        &broker,
+        &["connector", "create", "--name", "late", "--kind", "sink", "--component", sink, "--topic", "masked"]
+            .into_iter()
+            .chain(["--dir", dir, "--dir-writable", "--param", "path=later/out.log"])
+            .collect::<Vec<_>>(),
+    );
+    wait_until(Duration::from_secs(20), "the sink to report it cannot deliver", || {
+        let broker = &broker;
+        async move {
+            let late = describe(broker, "late");
+            late["metrics"]["last_error"].as_str().is_some_and(|e| e.contains("not delivered, retrying: opening"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::create_dir(output.path().join("later")).unwrap();
+    let later = output.path().join("later").join("out.log");
+    wait_until(Duration::from_secs(60), "the sink to deliver once its target is there", || {
+        let later = later.clone();
+        async move { lost_and_duplicated(&delivered(&later), 6000).0.is_empty() }
+    })
+    .await;
+
+    // Pause, resume, restart and delete.
+    assert!(cli_ok(&broker, &["connector", "pause", "late"]).contains("paused: paused by an operator"));
+    assert!(cli_ok(&broker, &["connector", "resume", "late"]).contains("running"));
+    assert!(cli_ok(&broker, &["connector", "restart", "logs"]).contains("source logs: version 1"));
+    assert!(cli_ok(&broker, &["connector", "delete", "escape"]).contains("deleted escape"));
+    assert!(!cli_ok(&broker, &["connector", "list"]).contains("escape"));
+    broker.stop();
+}
