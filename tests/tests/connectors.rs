@@ -242,3 +242,89 @@ async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_si
     assert!(!cli_ok(&broker, &["connector", "list"]).contains("escape"));
     broker.stop();
 }
+
+/// `weir module init` and `weir module build` (the connectors issue): a scaffolded sink passes
+/// its own host unit test, builds for wasm32-wasip2, and runs as a connector from the config
+/// file it came with; a scaffolded transform builds and deploys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaffolded_sink_and_transform_build_and_run() {
+    let root = weir_runtime::dev::workspace_root();
+    let work = tempfile::tempdir().unwrap();
+    let weir = |args: &[&str]| {
+        let mut command = std::process::Command::new(common::weir_bin());
+        // The workspace's lock and the plugin builds' target folder: no download, and the
+        // SDK's dependencies compiled once.
+        command.args(args).current_dir(work.path()).env("CARGO_NET_OFFLINE", "true");
+        command.env("CARGO_TARGET_DIR", root.join("target").join("wasm-plugins"));
+        common::run_with_deadline(&mut command, Duration::from_secs(600))
+    };
+    let (ok, out, err) = weir(&["module", "init", "lines-out", "--kind", "sink"]);
+    assert!(ok && out.contains("made sink lines-out"), "{out}{err}");
+    let (ok, _, err) = weir(&["module", "init", "lines-out", "--kind", "sink"]);
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let (ok, _, err) = weir(&["module", "init", "shout", "--kind", "router"]);
+    assert!(!ok && err.contains("invalid value 'router'"), "{err}");
+    let crate_dir = work.path().join("lines-out");
+    std::fs::copy(root.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+
+    // Its host unit test passes as made.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut test = std::process::Command::new(cargo);
+    test.args(["test", "--quiet", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_NET_OFFLINE", "true");
+    test.env("CARGO_TARGET_DIR", root.join("target").join("wasm-plugins"));
+    let (ok, out, err) = common::run_with_deadline(&mut test, Duration::from_secs(600));
+    assert!(ok && out.contains("1 passed"), "{out}{err}");
+
+    let (ok, out, err) = weir(&["module", "build", crate_dir.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let component = std::path::PathBuf::from(out.trim());
+    assert!(component.ends_with("wasm32-wasip2/release/lines_out.wasm") && component.exists(), "{out}");
+
+    // The config it came with, pointed at the component and a folder.
+    let broker = BrokerProcess::start(&[]);
+    cli_ok(&broker, &["topic", "create", "output"]);
+    let export = tempfile::tempdir().unwrap();
+    let config = crate_dir.join("lines-out.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace("target/wasm32-wasip2/release/lines_out.wasm", component.to_str().unwrap())
+        .replace("# dir = \"/absolute/folder\"", &format!("dir = {:?}", export.path().to_str().unwrap()))
+        .replace("# dir_access = \"read-only\"", "dir_access = \"read-write\"");
+    std::fs::write(&config, text).unwrap();
+    cli_ok(&broker, &["connector", "create", "--file", config.to_str().unwrap()]);
+    let (ok, _, err) = broker.cli(&["produce", "output"], Some("one\ntwo\n"));
+    assert!(ok, "{err}");
+    let out = export.path().join("out.log");
+    wait_until(Duration::from_secs(30), "the scaffolded sink to write", || {
+        let out = out.clone();
+        async move { std::fs::read_to_string(&out).is_ok_and(|t| t == "one\ntwo\n") }
+    })
+    .await;
+
+    let (ok, out, err) = weir(&["module", "init", "shout", "--kind", "transform"]);
+    assert!(ok, "{out}{err}");
+    std::fs::copy(root.join("Cargo.lock"), work.path().join("shout").join("Cargo.lock")).unwrap();
+    let (ok, out, err) = weir(&["module", "build", "shout"]);
+    assert!(ok, "{out}{err}");
+    cli_ok(&broker, &["topic", "create", "loud"]);
+    cli_ok(
+        &broker,
+        &[
+            "module",
+            "deploy",
+            out.trim(),
+            "--name",
+            "shout",
+            "--kind",
+            "transform",
+            "--input",
+            "output",
+            "--output",
+            "loud",
+        ],
+    );
+    let (ok, consumed, err) = broker.cli(&["consume", "loud", "--from", "earliest", "--follow", "--count", "2"], None);
+    assert!(ok && consumed.contains("ONE") && consumed.contains("TWO"), "{consumed}{err}");
+}

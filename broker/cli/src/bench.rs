@@ -35,6 +35,11 @@ enum BenchKind {
     E2e,
     /// Bare quinn bulk transfer and bare fjall inserts of the same bytes, no broker.
     Baseline,
+    /// Connectors beside the client: bench produce into TOPIC-produced, then a generator
+    /// source (--source-component) writing --count records of --record-bytes into
+    /// TOPIC-generated; bench consume of that topic, then a file sink (--sink-component)
+    /// reading it into a temporary folder here (so the broker must run on this machine).
+    Connectors,
 }
 
 #[derive(clap::Args, Clone)]
@@ -86,6 +91,12 @@ struct LoadArgs {
     /// machine's wall clock).
     #[arg(long, value_enum, default_value = "both", global = true)]
     role: E2eRole,
+    /// bench connectors: the generator source component (wasm-modules/generator).
+    #[arg(long, global = true)]
+    source_component: Option<std::path::PathBuf>,
+    /// bench connectors: the file sink component (wasm-modules/file-sink).
+    #[arg(long, global = true)]
+    sink_component: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +157,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Produce => produce(&args.connect, &load, None).await?,
         BenchKind::Consume => consume(&args.connect, &load).await?,
         BenchKind::E2e => e2e(&args.connect, &load).await?,
+        BenchKind::Connectors => connectors(&args.connect, &load).await?,
     };
     if let Some((quic, store, store_name)) = baseline {
         println!("ratio to bare quinn: {:.2}   ratio to {store_name}: {:.2}", figure / quic, figure / store);
@@ -388,6 +400,105 @@ async fn consume(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> 
         records as f64 / elapsed.as_secs_f64()
     );
     Ok(mb_s)
+}
+
+/// A connector deployed for the bench, removed when the bench is done with it.
+async fn bench_connector(
+    admin: &Admin,
+    request: weir_sdk::wire::DeployModuleRequest,
+    component: &std::path::Path,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let _ = admin.module_action(&request.name, weir_sdk::wire::ModuleAction::Remove).await;
+    admin.deploy_module(&request, Bytes::from(bytes)).await?;
+    Ok(())
+}
+
+/// Waits until `done` answers how many records are through and it reaches `count` (or the
+/// bench's duration passes); prints and returns MB/s.
+async fn time_until(
+    what: &str,
+    count: u64,
+    record_bytes: usize,
+    duration: Duration,
+    mut done: impl AsyncFnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut through = 0;
+    while through < count && start.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        through = done().await?;
+    }
+    let elapsed = start.elapsed();
+    let mb_s = through as f64 * record_bytes as f64 / elapsed.as_secs_f64() / 1e6;
+    println!(
+        "{what}: {through} records in {elapsed:.2?}: {:.0} records/s, {mb_s:.1} MB/s",
+        through as f64 / elapsed.as_secs_f64()
+    );
+    Ok(mb_s)
+}
+
+/// Returns the file sink's MB/s; prints each figure beside its client baseline.
+async fn connectors(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
+    use weir_sdk::wire::{ConnectorConfig, DeployModuleRequest, ModuleAction};
+    let source = load.source_component.as_deref().context("bench connectors needs --source-component")?;
+    let sink = load.sink_component.as_deref().context("bench connectors needs --sink-component")?;
+    let admin = Admin::new(connect.connect().await?);
+    let duration = Duration::from_secs(load.duration_secs);
+
+    let produced = LoadArgs { topic: format!("{}-produced", load.topic), ..load.clone() };
+    let produce_mb = produce(connect, &produced, None).await?;
+    let generated = LoadArgs { topic: format!("{}-generated", load.topic), ..load.clone() };
+    ensure_topic(&admin, &generated).await?;
+    let request = DeployModuleRequest {
+        name: "bench-generator".into(),
+        kind: "source".into(),
+        output: Some(generated.topic.clone()),
+        params: [("count", load.count.to_string()), ("value_bytes", load.record_bytes.to_string())]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        deadline_ms: Some(5_000),
+        connector: Some(ConnectorConfig {
+            batch_records: Some(u32::try_from((load.batch_bytes / load.record_bytes.max(1)).clamp(1, 10_000))?),
+            poll_interval_ms: Some(0),
+            ..ConnectorConfig::default()
+        }),
+        ..DeployModuleRequest::default()
+    };
+    bench_connector(&admin, request, source).await?;
+    let topic = generated.topic.clone();
+    let source_mb = time_until("generator source", load.count, load.record_bytes, duration, async || {
+        Ok(admin.describe_topic(&topic).await?.partitions.iter().map(|p| p.high_watermark.max(0) as u64).sum())
+    })
+    .await?;
+    admin.module_action("bench-generator", ModuleAction::Remove).await?;
+    println!("generator source / bench produce: {:.2}", source_mb / produce_mb);
+
+    let consume_mb = consume(connect, &generated).await?;
+    let folder = tempfile::tempdir()?;
+    let request = DeployModuleRequest {
+        name: "bench-file-sink".into(),
+        kind: "sink".into(),
+        inputs: vec![generated.topic.clone()],
+        params: [("path".to_owned(), "out.log".to_owned())].into_iter().collect(),
+        deadline_ms: Some(5_000),
+        connector: Some(ConnectorConfig {
+            dir: Some(folder.path().to_str().context("a UTF-8 temporary folder")?.to_owned()),
+            dir_writable: true,
+            ..ConnectorConfig::default()
+        }),
+        ..DeployModuleRequest::default()
+    };
+    bench_connector(&admin, request, sink).await?;
+    let sink_mb = time_until("file sink", load.count, load.record_bytes, duration, async || {
+        let described = admin.describe_module("bench-file-sink").await?;
+        Ok(described.metrics.progress.values().map(|next| (*next).max(0) as u64).sum())
+    })
+    .await?;
+    admin.module_action("bench-file-sink", ModuleAction::Remove).await?;
+    println!("file sink / bench consume: {:.2}", sink_mb / consume_mb);
+    Ok(sink_mb)
 }
 
 /// Produces at `--rate` while a consumer follows the tail; latency is from send to receipt,

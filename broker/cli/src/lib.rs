@@ -11,4 +11,5 @@ pub mod cluster_cli;
 pub mod connector_cli;
 pub mod group_cli;
 pub mod module_cli;
+pub mod scaffold;
 pub mod schema_cli;

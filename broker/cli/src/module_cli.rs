@@ -44,6 +44,25 @@ enum ModuleCommand {
     Remove {
         name: String,
     },
+    /// Make a ready-to-build plugin crate: Cargo.toml with the plugin SDK, a lib.rs for the
+    /// kind with a host unit test, and for connectors a config file.
+    Init {
+        name: String,
+        #[arg(long, value_parser = crate::scaffold::KINDS)]
+        kind: String,
+        /// Where to make it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The weir-plugin crate to depend on (default: the SDK this weir was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin crate for wasm32-wasip2 (adding the target if missing) and print the
+    /// component's path.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -81,8 +100,27 @@ struct DeployArgs {
 }
 
 pub async fn run(args: ModuleArgs) -> anyhow::Result<()> {
+    // Making and building a crate needs no broker.
+    match &args.command {
+        ModuleCommand::Init { name, kind, dir, sdk } => {
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
+            let sdk = sdk.clone().unwrap_or_else(crate::scaffold::default_sdk_path);
+            let sdk = sdk.canonicalize().unwrap_or(sdk);
+            crate::scaffold::init(&dir, name, kind, &sdk)?;
+            println!("made {kind} {name} in {}; build it with `weir module build {}`", dir.display(), dir.display());
+            return Ok(());
+        }
+        ModuleCommand::Build { dir } => {
+            let dir = dir.clone();
+            let component = tokio::task::spawn_blocking(move || crate::scaffold::build(&dir)).await??;
+            println!("{}", component.display());
+            return Ok(());
+        }
+        _ => {}
+    }
     let admin = Admin::new(args.connect.connect().await?);
     match args.command {
+        ModuleCommand::Init { .. } | ModuleCommand::Build { .. } => unreachable!("handled above"),
         ModuleCommand::Deploy(d) => {
             let d = *d;
             let bytes = std::fs::read(&d.file).with_context(|| format!("reading {}", d.file.display()))?;
