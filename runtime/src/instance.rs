@@ -125,6 +125,8 @@ pub struct SourceBatch {
 }
 
 const STDERR_BYTES_MAX: usize = 16 << 10;
+/// Largest position a source may answer (it is stored, and carried in a record header).
+pub const POSITION_BYTES_MAX: usize = 64 << 10;
 
 /// Milliseconds since the Unix epoch, for log lines.
 fn now_ms() -> u128 {
@@ -418,6 +420,12 @@ impl Instance {
             Ok(batch) => batch,
             Err(reason) => return Ok(Err(reason)),
         };
+        if batch.position.len() > POSITION_BYTES_MAX {
+            return Err(CallError::Contract(format!(
+                "the source answered a position of {} bytes; the limit is {POSITION_BYTES_MAX}",
+                batch.position.len()
+            )));
+        }
         if batch.records.len() > max_records as usize {
             return Err(CallError::Contract(format!(
                 "the source answered {} records to a poll of at most {max_records}",

@@ -1,7 +1,7 @@
 # Sourced by the one-broker benches. Sets `bench_dir` (a temporary folder, removed on exit
 # together with any broker still running), `ticks` (clock ticks per second) and:
 #   cpu PID                    the process's utime+stime so far, in clock ticks
-#   start_broker WEIR PORT     `weir serve` on a fresh data folder, $bench_dir/data (log in
+#   start_broker WEIR PORT [ARG...]  `weir serve` (with ARGs) on a fresh data folder, $bench_dir/data (log in
 #                              $bench_dir/log): QUIC on PORT, Kafka on PORT+100, the registry on
 #                              PORT+200; sets `pid` and `connect` (the CLI's --bootstrap and
 #                              --data-dir) and returns once the broker answers
@@ -17,9 +17,10 @@ ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 start_broker() {
   local weir=$1 port=$2
+  shift 2
   rm -rf "$bench_dir/data"
   "$weir" serve --data-dir "$bench_dir/data" --quic-addr "127.0.0.1:$port" --kafka-addr "127.0.0.1:$((port + 100))" \
-    --registry-addr "127.0.0.1:$((port + 200))" --console-addr "127.0.0.1:$((port + 300))" >"$bench_dir/log" 2>&1 &
+    --registry-addr "127.0.0.1:$((port + 200))" --console-addr "127.0.0.1:$((port + 300))" "$@" >"$bench_dir/log" 2>&1 &
   pid=$!
   disown $!  # no "Killed" notices when the bench kills it
   connect=(--bootstrap "127.0.0.1:$port" --data-dir "$bench_dir/data")

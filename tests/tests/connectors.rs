@@ -70,7 +70,9 @@ async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_si
     let (log, out) = (input.path().join("app.log"), output.path().join("out.log"));
     append_lines(&log, 0, 2000);
 
-    let mut broker = BrokerProcess::start(&[]);
+    // Connectors may be granted folders under the temporary folder only.
+    let root = std::env::temp_dir();
+    let mut broker = BrokerProcess::start(&["--connector-dir-root", root.to_str().unwrap()]);
     cli_ok(&broker, &["topic", "create", "lines", "--partitions", "1"]);
     cli_ok(&broker, &["topic", "create", "masked", "--partitions", "3"]);
     let mask = mask_wasm.to_str().unwrap();
@@ -177,15 +179,19 @@ async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_si
             .chain(["--dir", input_dir, "--param", &climbing])
             .collect::<Vec<_>>(),
     );
-    wait_until(Duration::from_secs(20), "the denied read to show in the status", || {
+    wait_until(Duration::from_secs(30), "the denied source to pause with its error", || {
         let broker = &broker;
         async move {
             let escape = describe(broker, "escape");
-            escape["metrics"]["last_error"].as_str().is_some_and(|e| e.contains("poll: opening /data/../"))
+            escape["paused"]
+                .as_str()
+                .is_some_and(|p| p.contains("consecutive failed") && p.contains("poll: opening /data/../"))
         }
     })
     .await;
-    assert!(cli_ok(&broker, &["connector", "list"]).contains("escape"));
+    let list = cli_ok(&broker, &["connector", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("escape") && l.contains("paused: 5 consecutive")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("logs") && l.ends_with("running")), "the others go on: {list}");
     // A component importing sockets is refused at create, naming the import.
     let socket = build_plugin("weir-test-open-socket");
     let (ok, _, err) = broker.cli(
@@ -205,6 +211,19 @@ async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_si
         None,
     );
     assert!(!ok && err.contains("capabilities.dir \"relative/dir\" must be an absolute path"), "{err}");
+    // Outside the broker's connector_dir_roots, also through a link that leads out: refused.
+    let link = output.path().join("etc-link");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    for dir in ["/etc", link.to_str().unwrap()] {
+        let (ok, _, err) = broker.cli(
+            &["connector", "create", "--name", "bad", "--kind", "sink", "--component", sink, "--topic", "masked"]
+                .into_iter()
+                .chain(["--dir", dir])
+                .collect::<Vec<_>>(),
+            None,
+        );
+        assert!(!ok && err.contains("(/etc) is not a folder inside the broker's connector_dir_roots"), "{dir}: {err}");
+    }
     let (ok, _, err) = broker.cli(&["connector", "describe", "mask"], None);
     assert!(!ok && err.contains("is a transform, not a connector"), "{err}");
 
@@ -282,8 +301,21 @@ async fn a_scaffolded_sink_and_transform_build_and_run() {
     let component = std::path::PathBuf::from(out.trim());
     assert!(component.ends_with("wasm32-wasip2/release/lines_out.wasm") && component.exists(), "{out}");
 
+    // A broker started without --connector-dir-root grants no directory, and says how to.
+    let mut bare = BrokerProcess::start(&[]);
+    cli_ok(&bare, &["topic", "create", "output"]);
+    let (ok, _, err) = bare.cli(
+        &["connector", "create", "--name", "x", "--kind", "sink", "--component", component.to_str().unwrap()]
+            .into_iter()
+            .chain(["--topic", "output", "--dir", work.path().to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        None,
+    );
+    assert!(!ok && err.contains("grants connectors no directory (start weir serve with --connector-dir-root"), "{err}");
+    bare.stop();
+
     // The config it came with, pointed at the component and a folder.
-    let broker = BrokerProcess::start(&[]);
+    let broker = BrokerProcess::start(&["--connector-dir-root", std::env::temp_dir().to_str().unwrap()]);
     cli_ok(&broker, &["topic", "create", "output"]);
     let export = tempfile::tempdir().unwrap();
     let config = crate_dir.join("lines-out.toml");

@@ -211,6 +211,26 @@ async fn a_wasm_transform_uploaded_and_deployed_in_the_browser_fills_its_output_
     browser.wait_text("#module-logs", "masking /email").await;
     browser.screenshot("module").await;
 
+    // A connector's page shows its grants (a secret by name, never its value) and each source
+    // task's position.
+    let generator = weir_runtime::dev::build_plugin("weir-module-generator");
+    let (ok, _, err) = broker.cli(&["topic", "create", "generated"], None);
+    assert!(ok, "{err}");
+    let (ok, _, err) = broker.cli(
+        &["connector", "create", "--name", "gen", "--kind", "source", "--component", &generator.to_string_lossy()]
+            .into_iter()
+            .chain(["--topic", "generated", "--param", "count=5", "--secret", "token=hunter2"])
+            .collect::<Vec<_>>(),
+        None,
+    );
+    assert!(ok, "weir connector create: {err}");
+    browser.goto(&format!("{url}/#/modules/gen")).await;
+    let grants = browser.wait_text("#connector-grants", "token").await;
+    assert!(grants.contains("none") && !grants.contains("hunter2"), "{grants}");
+    browser.wait_text("#connector-positions", "5:").await;
+    let page = browser.wait_text("#module-detail", "source").await;
+    assert!(!page.contains("hunter2"), "a secret's value is never shown: {page}");
+
     browser.assert_no_console_errors().await;
     browser.close().await;
 }

@@ -800,6 +800,31 @@ async function clusterPage() {
   cleanup.push(() => clearInterval(timer));
 }
 
+/** A source's or sink's grants (secrets by name only: the broker never sends their values) and
+ * each source task's position; nothing for other modules. */
+function connectorSections(m) {
+  const active = m.versions.find((v) => v.version === m.active_version);
+  const c = active && active.connector;
+  if (!c) return [];
+  const grants = [
+    { what: "Directory (seen as /data)", value: c.dir ? `${c.dir} (${c.dir_writable ? "read-write" : "read-only"})` : "none" },
+    { what: "Secrets", value: c.secret_names.length ? c.secret_names.join(", ") : "none" },
+    { what: "Tasks", value: String(c.tasks_max) },
+  ];
+  if (m.kind === "source") grants.push({ what: "Per poll", value: `${c.batch_records} records, ${c.poll_interval_ms} ms after an empty one` });
+  const positions = Object.entries(m.metrics.positions || {});
+  return [
+    h("h2", {}, "Connector"),
+    table([{ label: "Grant", key: "what" }, { label: "", key: "value" }], grants, { id: "connector-grants" }),
+    ...(m.kind === "source"
+      ? [h("h2", {}, "Task positions"), positions.length
+        ? table([{ label: "Task", key: "task" }, { label: "Position", render: (p) => h("span", { class: "mono" }, p.position) }],
+          positions.map(([task, position]) => ({ task, position })), { id: "connector-positions" })
+        : emptyState("No position stored yet.")]
+      : []),
+  ];
+}
+
 async function modulePage(name) {
   const slot = h("div");
   const content = h("div", { id: "module-detail" });
@@ -831,9 +856,11 @@ async function modulePage(name) {
       h("h2", {}, "Counters"),
       Object.keys(x.counters).length ? table([{ label: "Counter", key: "name" }, { label: "Value", key: "value", num: true }],
         Object.entries(x.counters).map(([k, v]) => ({ name: k, value: v })), { id: "counters-table" }) : emptyState("The module counted nothing."),
+      ...connectorSections(m),
       h("h2", {}, "Progress"),
-      Object.keys(x.progress).length ? table([{ label: "Input", key: "input" }, { label: "Next offset", key: "next", num: true }],
-        Object.entries(x.progress).map(([k, v]) => ({ input: k, next: v }))) : emptyState("No progress stored."),
+      Object.keys(x.progress).length ? table([{ label: "Input", key: "input" }, { label: "Next offset", key: "next", num: true },
+        { label: "Lag", num: true, render: (r) => (x.lag && r.input in x.lag ? fmtNum(x.lag[r.input]) : "") }],
+        Object.entries(x.progress).map(([k, v]) => ({ input: k, next: v })), { id: "progress-table" }) : emptyState("No progress stored."),
       h("h2", {}, "Recent log lines"),
       (x.recent_logs || []).length
         ? h("pre", { id: "module-logs" }, x.recent_logs.map((l) => l.replace(/^(\d+) /, (_, ms) => `${fmtTime(Number(ms))} `)).join("\n"))

@@ -63,6 +63,10 @@ struct ServeArgs {
     /// TCP address of the web console, its JSON API (/api/v1) and /metrics.
     #[arg(long)]
     console_addr: Option<SocketAddr>,
+    /// A folder under which connectors may be granted their directory; repeatable (none by
+    /// default: no connector gets a directory).
+    #[arg(long = "connector-dir-root")]
+    connector_dir_roots: Vec<PathBuf>,
     /// Host Kafka clients are told to connect to (default: the listener's IP).
     #[arg(long)]
     kafka_advertised_host: Option<String>,
@@ -159,6 +163,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.console_addr {
         config.console_addr = v;
+    }
+    if !args.connector_dir_roots.is_empty() {
+        config.connector_dir_roots = args.connector_dir_roots;
     }
     if let Some(v) = args.kafka_advertised_host {
         config.kafka_advertised_host = Some(v);

@@ -45,6 +45,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// At most this much of a source's partition is read at start to find a position written
 /// with records after the stored one.
 const RECOVERY_BYTES_MAX: usize = 64 << 20;
+/// Payload bytes per batch a source writes.
+const SOURCE_BATCH_BYTES: usize = 256 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct TaskKey {
@@ -225,12 +227,15 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
                         batch
                     }
                     Ok(Err(reason)) => {
-                        // The module could not read now (a file missing, a denied path): shown,
-                        // retried with backoff; not a failure of the module itself.
-                        metrics.record_call(started.elapsed(), 0, None, memory);
+                        // The module could not read (a denied path, a broken input): shown,
+                        // retried with backoff, and after failures_max in a row it pauses.
+                        metrics.batches.fetch_add(1, Ordering::Relaxed);
+                        metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
                         metrics.set_last_error(format!("poll: {reason}"));
-                        failures = failures.saturating_add(1);
-                        tokio::time::sleep(backoff(failures)).await;
+                        failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                        if call_failed(&broker, &deployment, &metrics, failures).await {
+                            return;
+                        }
                         continue;
                     }
                     Err(e) => {
@@ -265,10 +270,19 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
                 failures = 0;
             }
             Err(e) => {
-                // Not durable: the same records are written again after a pause.
+                // Not durable: the same records are written again after a pause. An error no
+                // retry can mend (records too large for the topic, say) counts toward
+                // failures_max, and the connector pauses with it.
                 metrics.set_last_error(format!("writing to {topic}: {e}"));
-                failures = failures.saturating_add(1);
-                tokio::time::sleep(backoff(failures)).await;
+                if e.code.is_retriable() {
+                    failures = failures.saturating_add(1);
+                    tokio::time::sleep(backoff(failures)).await;
+                } else {
+                    failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                    if call_failed(&broker, &deployment, &metrics, failures).await {
+                        return;
+                    }
+                }
                 pending = Some(batch);
             }
         }
@@ -305,9 +319,21 @@ async fn write_source_batch(
         last.headers.push((TASK_HEADER.to_owned(), Some(Bytes::from(format!("{name}/{task}")))));
         last.headers.push((POSITION_HEADER.to_owned(), Some(Bytes::from(batch.position.clone()))));
     }
+    // Batches of at most SOURCE_BATCH_BYTES of payload each (well under a topic's default
+    // max.message.bytes), appended together as one entry; the position rides on the last.
+    let mut entry = bytes::BytesMut::new();
+    let mut start = 0;
+    while start < records.len() {
+        let (mut end, mut bytes) = (start, 0usize);
+        while end < records.len() && (end == start || bytes + records[end].payload_len() <= SOURCE_BATCH_BYTES) {
+            bytes += records[end].payload_len();
+            end += 1;
+        }
+        entry.extend_from_slice(&encode_batch(&records[start..end], Compression::None)?);
+        start = end;
+    }
     let count = records.len() as i64;
-    let encoded = encode_batch(&records, Compression::None)?;
-    let request = Produce { topic: topic.to_owned(), partitions: vec![(Some(home), encoded)], acks_all: true };
+    let request = Produce { topic: topic.to_owned(), partitions: vec![(Some(home), entry.freeze())], acks_all: true };
     let mut end = None;
     for produced in broker.produce_enqueue(request).await?.await {
         end = Some(produced.base_offset? + count);

@@ -31,6 +31,8 @@ pub struct PluginConfig {
     pub failures_max: u32,
     /// Largest component accepted.
     pub module_bytes_max: usize,
+    /// Folders a connector's directory must be inside.
+    pub connector_dir_roots: Vec<PathBuf>,
 }
 
 /// Pooled instances per deployment version, so concurrent produce requests do not queue on one.
@@ -308,12 +310,40 @@ impl Plugins {
         ))
     }
 
+    /// Whether `dir` may be granted to a connector: it is (after following links) inside one
+    /// of the broker's `connector_dir_roots`. The error names the setting.
+    pub fn check_dir_grant(&self, dir: &str) -> Result<PathBuf, WireError> {
+        let refused = |why: String| WireError::new(ErrorCode::InvalidModule, why);
+        let roots = &self.inner.config.connector_dir_roots;
+        if roots.is_empty() {
+            return Err(refused(format!(
+                "capabilities.dir {dir:?}: this broker grants connectors no directory (start weir serve with \
+                 --connector-dir-root, or set connector_dir_roots)"
+            )));
+        }
+        let real = std::fs::canonicalize(dir)
+            .map_err(|e| refused(format!("capabilities.dir {dir:?} cannot be opened: {e}")))?;
+        let inside = roots.iter().any(|root| std::fs::canonicalize(root).is_ok_and(|root| real.starts_with(root)));
+        if !inside || !real.is_dir() {
+            return Err(refused(format!(
+                "capabilities.dir {dir:?} ({}) is not a folder inside the broker's connector_dir_roots ({})",
+                real.display(),
+                roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(real)
+    }
+
     /// A fresh instance of a connector's active version, with what its config grants: its
-    /// secrets, its key-value state, and its directory if it has one.
+    /// secrets, its key-value state, and its directory if it has one (checked again against
+    /// the broker's `connector_dir_roots`, which may have changed since it was created).
     pub fn connector_instance(&self, deployment: &Deployment, label: String) -> Result<Instance, WireError> {
         let version = deployment.active();
         let module = self.module(version)?;
-        let spec = version.spec.connector.clone().unwrap_or_default();
+        let mut spec = version.spec.connector.clone().unwrap_or_default();
+        if let Some(dir) = &spec.dir {
+            spec.dir = Some(self.check_dir_grant(dir)?.to_string_lossy().into_owned());
+        }
         let connector = ConnectorHost {
             secrets: Arc::new(spec.secrets),
             state: Arc::new(StoredState { store: self.inner.store.clone(), name: deployment.name.clone() }),

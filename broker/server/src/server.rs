@@ -64,6 +64,9 @@ pub struct ServeConfig {
     pub module_failures_max: u32,
     /// Largest plugin component accepted (it travels in one frame).
     pub module_bytes_max: usize,
+    /// Folders under which a connector may be granted its directory (none by default: no
+    /// connector gets one until the operator names where).
+    pub connector_dir_roots: Vec<PathBuf>,
     /// An idempotent producer idle this long loses its sequence state (Kafka's
     /// `producer.id.expiration.ms`, default 7 days).
     pub producer_id_expiration_ms: u64,
@@ -194,6 +197,7 @@ impl Default for ServeConfig {
             module_memory_bytes: weir_runtime::Limits::default().memory_bytes,
             module_failures_max: 5,
             module_bytes_max: 8 * 1024 * 1024,
+            connector_dir_roots: Vec::new(),
             producer_id_expiration_ms: 7 * 24 * 3600 * 1000,
             auto_create_topics: true,
             default_partitions: 1,
@@ -352,6 +356,12 @@ impl ServeConfig {
         weir_runtime::Limits { deadline_ms: self.module_deadline_ms, memory_bytes: self.module_memory_bytes }
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid config: {}", e.as_setting("module_")))?;
+        if let Some(root) = self.connector_dir_roots.iter().find(|r| !r.is_absolute()) {
+            anyhow::bail!(
+                "invalid config: connector_dir_roots holds {}, which is not an absolute path",
+                root.display()
+            );
+        }
         check(
             (1..=1_000_000).contains(&self.module_failures_max),
             format!("module_failures_max = {} must be 1 to 1000000", self.module_failures_max),
@@ -533,6 +543,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             },
             failures_max: config.module_failures_max,
             module_bytes_max: config.module_bytes_max,
+            connector_dir_roots: config.connector_dir_roots.clone(),
         },
         controller.clone(),
     )

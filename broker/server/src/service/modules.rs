@@ -83,6 +83,7 @@ impl Broker {
     ) -> Result<ModuleDescription, WireError> {
         let invalid = |m: String| WireError::new(ErrorCode::InvalidModule, m);
         let kind = PluginKind::parse(&request.kind).map_err(|e| invalid(e.to_string()))?;
+        let granted_dir = request.connector.as_ref().and_then(|c| c.dir.clone());
         deployments::validate_name(&request.name)?;
         let sha256: String =
             <sha2::Sha256 as sha2::Digest>::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
@@ -129,6 +130,11 @@ impl Broker {
                 .entry(dead_letter_topic.clone())
                 .or_insert_with(|| Topic::new(0, dead_letter_topic.clone(), 1, TopicConfig::default(), 1).into());
             deployments::apply(&mut state.modules.clone(), &topics, command.clone())?;
+        }
+        // The directory grant within the broker's connector_dir_roots (after the spec's own
+        // rules, which name a relative path or one climbing with "..").
+        if let Some(dir) = &granted_dir {
+            self.plugins.check_dir_grant(dir)?;
         }
         // Only a deployment that passed its checks stores and compiles its component; if the
         // deploy fails after that, a component no deployment uses is dropped again.
