@@ -251,6 +251,9 @@ pub async fn run(args: ConnectorArgs) -> anyhow::Result<()> {
         ConnectorCommand::Restart { name } => {
             let was = connector(&admin, &name).await?;
             admin.module_action(&name, ModuleAction::Pause).await?;
+            // Brokers stop a paused connector's tasks within their 200 ms reconcile period;
+            // resumed after that, every task starts afresh.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let now = admin.module_action(&name, ModuleAction::Resume).await?;
             if let Some(reason) = was.paused {
                 println!("it was paused: {reason}");

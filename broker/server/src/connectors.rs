@@ -168,6 +168,27 @@ async fn call_failed(broker: &Broker, deployment: &Deployment, metrics: &Metrics
     false
 }
 
+/// The task's instance; if it cannot be made (its directory no longer allowed, its component
+/// missing), the error is shown and the task waits before it ends, so the supervisor does not
+/// start it again at once.
+async fn start_instance(
+    broker: &Broker,
+    deployment: &Deployment,
+    task: u32,
+    metrics: &Metrics,
+) -> Option<weir_runtime::Instance> {
+    let label = format!("{}@{}/task-{task}", deployment.name, deployment.active_version);
+    match broker.plugins().connector_instance(deployment, label) {
+        Ok(instance) => Some(instance),
+        Err(e) => {
+            metrics.set_last_error(format!("cannot start: {}", e.message));
+            tracing::error!(connector = %deployment.name, task, error = %e, "connector task cannot start");
+            tokio::time::sleep(BACKOFF_MAX).await;
+            None
+        }
+    }
+}
+
 async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
     let name = deployment.name.clone();
     let spec = deployment.active().spec.clone();
@@ -175,15 +196,8 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
     let Some(topic) = spec.output.clone() else { return };
     let plugins = broker.plugins().clone();
     let metrics = plugins.metrics(&name);
-    let label = format!("{name}@{}/task-{task}", deployment.active_version);
-    let mut instance = match plugins.connector_instance(&deployment, label) {
-        Ok(instance) => Some(instance),
-        Err(e) => {
-            metrics.set_last_error(e.message.clone());
-            tracing::error!(connector = %name, error = %e, "source cannot start");
-            return;
-        }
-    };
+    let Some(instance) = start_instance(&broker, &deployment, task, &metrics).await else { return };
+    let mut instance = Some(instance);
     let partitions =
         broker.describe_topic(&topic).map_or(1, |d| u32::try_from(d.partitions.len()).unwrap_or(u32::MAX)).max(1);
     let home = task % partitions;
@@ -402,15 +416,8 @@ async fn run_sink(broker: Broker, deployment: Deployment, task: u32, partitions:
     let spec = deployment.active().spec.clone();
     let plugins = broker.plugins().clone();
     let metrics = plugins.metrics(&name);
-    let label = format!("{name}@{}/task-{task}", deployment.active_version);
-    let mut instance = match plugins.connector_instance(&deployment, label) {
-        Ok(instance) => Some(instance),
-        Err(e) => {
-            metrics.set_last_error(e.message.clone());
-            tracing::error!(connector = %name, error = %e, "sink cannot start");
-            return;
-        }
-    };
+    let Some(instance) = start_instance(&broker, &deployment, task, &metrics).await else { return };
+    let mut instance = Some(instance);
     let mut next: BTreeMap<(String, u32), i64> = BTreeMap::new();
     for (topic, partition) in &partitions {
         let start = match plugins.progress(&name, topic, *partition) {

@@ -294,20 +294,30 @@ impl Plugins {
 
     /// A fresh instance of the deployment's active version.
     pub fn instance(&self, deployment: &Deployment, label: String) -> Result<Instance, WireError> {
+        self.deployed_instance(deployment, label, None)
+    }
+
+    /// An instance of the deployment's active version, with its limits, parameters, metrics
+    /// and the registry, and what a connector is granted.
+    fn deployed_instance(
+        &self,
+        deployment: &Deployment,
+        label: String,
+        connector: Option<ConnectorHost>,
+    ) -> Result<Instance, WireError> {
         let version = deployment.active();
         let module = self.module(version)?;
-        Ok(self.inner.runtime.instance(
-            &module,
-            InstanceConfig {
-                limits: version.spec.limits,
-                params: Arc::new(version.spec.params.clone()),
-                label: label.into(),
-                counters: self.metrics(&deployment.name).counters.clone(),
-                logs: self.metrics(&deployment.name).logs.clone(),
-                schemas: Some(self.inner.schemas.clone()),
-                connector: None,
-            },
-        ))
+        let metrics = self.metrics(&deployment.name);
+        let config = InstanceConfig {
+            limits: version.spec.limits,
+            params: Arc::new(version.spec.params.clone()),
+            label: label.into(),
+            counters: metrics.counters.clone(),
+            logs: metrics.logs.clone(),
+            schemas: Some(self.inner.schemas.clone()),
+            connector,
+        };
+        Ok(self.inner.runtime.instance(&module, config))
     }
 
     /// Whether `dir` may be granted to a connector: it is (after following links) inside one
@@ -338,9 +348,7 @@ impl Plugins {
     /// secrets, its key-value state, and its directory if it has one (checked again against
     /// the broker's `connector_dir_roots`, which may have changed since it was created).
     pub fn connector_instance(&self, deployment: &Deployment, label: String) -> Result<Instance, WireError> {
-        let version = deployment.active();
-        let module = self.module(version)?;
-        let mut spec = version.spec.connector.clone().unwrap_or_default();
+        let mut spec = deployment.active().spec.connector.clone().unwrap_or_default();
         if let Some(dir) = &spec.dir {
             spec.dir = Some(self.check_dir_grant(dir)?.to_string_lossy().into_owned());
         }
@@ -349,18 +357,7 @@ impl Plugins {
             state: Arc::new(StoredState { store: self.inner.store.clone(), name: deployment.name.clone() }),
             dir: spec.dir.map(|dir| DirGrant { host_path: dir.into(), writable: spec.dir_writable }),
         };
-        Ok(self.inner.runtime.instance(
-            &module,
-            InstanceConfig {
-                limits: version.spec.limits,
-                params: Arc::new(version.spec.params.clone()),
-                label: label.into(),
-                counters: self.metrics(&deployment.name).counters.clone(),
-                logs: self.metrics(&deployment.name).logs.clone(),
-                schemas: Some(self.inner.schemas.clone()),
-                connector: Some(connector),
-            },
-        ))
+        self.deployed_instance(deployment, label, Some(connector))
     }
 
     /// A source task's stored position: the next offset of its partition when it was stored,
