@@ -31,7 +31,7 @@ use weir_sdk::{ErrorCode, WireError};
 
 use crate::plugins::{input_batch, Metrics};
 use crate::service::{Broker, Fetch, FetchFrom, Produce};
-use crate::transforms::{dead_letter, pause, write};
+use crate::transforms::{dead_letter, pause, reconcile_tasks, stop_tasks, write};
 use weir_meta::deployments::Deployment;
 
 /// Headers of a source's last record in a batch: which task wrote it and its position after.
@@ -110,35 +110,20 @@ fn desired_tasks(broker: &Broker) -> Vec<TaskKey> {
 pub async fn supervise(broker: Broker, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut running: HashMap<TaskKey, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
-        let desired = desired_tasks(&broker);
-        running.retain(|key, task| {
-            let keep = desired.contains(key) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
+        reconcile_tasks(&mut running, desired_tasks(&broker), |key| {
+            let deployment = broker.deployments().into_iter().find(|d| d.name == key.name)?;
+            tracing::info!(connector = %key.name, version = key.version, task = key.task, partitions = ?key.partitions, "connector task started");
+            Some(match deployment.kind {
+                PluginKind::Source => tokio::spawn(run_source(broker.clone(), deployment, key.task)),
+                _ => tokio::spawn(run_sink(broker.clone(), deployment, key.task, key.partitions.clone())),
+            })
         });
-        for key in desired {
-            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
-                let key = slot.key().clone();
-                let Some(deployment) = broker.deployments().into_iter().find(|d| d.name == key.name) else { continue };
-                tracing::info!(connector = %key.name, version = key.version, task = key.task, partitions = ?key.partitions, "connector task started");
-                let task = match deployment.kind {
-                    PluginKind::Source => tokio::spawn(run_source(broker.clone(), deployment, key.task)),
-                    _ => tokio::spawn(run_sink(broker.clone(), deployment, key.task, key.partitions.clone())),
-                };
-                slot.insert(task);
-            }
-        }
         tokio::select! {
             _ = tokio::time::sleep(RECONCILE_EVERY) => {}
             _ = stop.changed() => break,
         }
     }
-    for (_, task) in running.drain() {
-        task.abort();
-        let _ = task.await;
-    }
+    stop_tasks(&mut running).await;
 }
 
 /// Exponential backoff after `failures` failures in a row.

@@ -50,41 +50,65 @@ pub async fn supervise(broker: Broker, mut stop: tokio::sync::watch::Receiver<bo
     let mut component_retry_at = HashMap::new();
     loop {
         broker.sync_components(&mut component_retry_at).await;
-        let mut desired = HashSet::new();
-        for d in broker.deployments().into_iter().filter(|d| d.kind == PluginKind::Transform && d.paused.is_none()) {
-            for topic in &d.active().spec.inputs {
-                let Ok(description) = broker.describe_topic(topic) else { continue };
-                // A partition's transform runs on the broker that leads it.
-                for p in description.partitions.into_iter().filter(|p| p.leader == Some(broker.node_id())) {
-                    desired.insert(TaskKey {
-                        name: d.name.clone(),
-                        version: d.active_version,
-                        topic: topic.clone(),
-                        partition: p.partition,
-                    });
-                }
-            }
-        }
-        running.retain(|key, task| {
-            let keep = desired.contains(key) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
+        reconcile_tasks(&mut running, desired_tasks(&broker), |key| {
+            tracing::info!(module = %key.name, version = key.version, topic = %key.topic, partition = key.partition, "transform task started");
+            let running_task = broker.plugins().task_started();
+            Some(tokio::spawn(run_partition(broker.clone(), key.clone(), running_task)))
         });
-        for key in desired {
-            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
-                let key = slot.key().clone();
-                tracing::info!(module = %key.name, version = key.version, topic = %key.topic, partition = key.partition, "transform task started");
-                let running_task = broker.plugins().task_started();
-                slot.insert(tokio::spawn(run_partition(broker.clone(), key, running_task)));
-            }
-        }
         tokio::select! {
             _ = tokio::time::sleep(RECONCILE_EVERY) => {}
             _ = stop.changed() => break,
         }
     }
+    stop_tasks(&mut running).await;
+}
+
+/// A task per active transform version and input partition led here.
+fn desired_tasks(broker: &Broker) -> HashSet<TaskKey> {
+    let mut desired = HashSet::new();
+    for d in broker.deployments().into_iter().filter(|d| d.kind == PluginKind::Transform && d.paused.is_none()) {
+        for topic in &d.active().spec.inputs {
+            let Ok(description) = broker.describe_topic(topic) else { continue };
+            // A partition's transform runs on the broker that leads it.
+            for p in description.partitions.into_iter().filter(|p| p.leader == Some(broker.node_id())) {
+                desired.insert(TaskKey {
+                    name: d.name.clone(),
+                    version: d.active_version,
+                    topic: topic.clone(),
+                    partition: p.partition,
+                });
+            }
+        }
+    }
+    desired
+}
+
+/// One round of a task supervisor (transforms' and connectors'): aborts the running tasks not
+/// wanted any more (or finished), and `start`s the wanted ones not running.
+pub(crate) fn reconcile_tasks<K: Eq + std::hash::Hash + Clone>(
+    running: &mut HashMap<K, tokio::task::JoinHandle<()>>,
+    wanted: impl IntoIterator<Item = K>,
+    mut start: impl FnMut(&K) -> Option<tokio::task::JoinHandle<()>>,
+) {
+    let wanted: HashSet<K> = wanted.into_iter().collect();
+    running.retain(|key, task| {
+        let keep = wanted.contains(key) && !task.is_finished();
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for key in wanted {
+        if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+            if let Some(task) = start(slot.key()) {
+                slot.insert(task);
+            }
+        }
+    }
+}
+
+/// Aborts every task and waits for each to end.
+pub(crate) async fn stop_tasks<K>(running: &mut HashMap<K, tokio::task::JoinHandle<()>>) {
     for (_, task) in running.drain() {
         task.abort();
         let _ = task.await;
