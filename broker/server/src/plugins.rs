@@ -331,6 +331,15 @@ impl Plugins {
                  --connector-dir-root, or set connector_dir_roots)"
             )));
         }
+        let shown_roots = || roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+        // Spelled outside every root: refused without touching the file system, so a client
+        // learns nothing of what exists elsewhere.
+        if !roots.iter().any(|root| std::path::Path::new(dir).starts_with(root)) {
+            return Err(refused(format!(
+                "capabilities.dir {dir:?} is not inside the broker's connector_dir_roots ({})",
+                shown_roots()
+            )));
+        }
         let real = std::fs::canonicalize(dir)
             .map_err(|e| refused(format!("capabilities.dir {dir:?} cannot be opened: {e}")))?;
         let inside = roots.iter().any(|root| std::fs::canonicalize(root).is_ok_and(|root| real.starts_with(root)));
@@ -338,7 +347,7 @@ impl Plugins {
             return Err(refused(format!(
                 "capabilities.dir {dir:?} ({}) is not a folder inside the broker's connector_dir_roots ({})",
                 real.display(),
-                roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+                shown_roots()
             )));
         }
         Ok(real)
