@@ -132,7 +132,6 @@ pub const POSITION_BYTES_MAX: usize = 64 << 10;
 fn now_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
-const LOG_MESSAGE_BYTES_MAX: usize = 4 << 10;
 
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -180,15 +179,7 @@ impl v0_1::types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::LogLevel, message: String) {
-        let mut message = message;
-        if message.len() > LOG_MESSAGE_BYTES_MAX {
-            let mut end = LOG_MESSAGE_BYTES_MAX;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str("...");
-        }
+        let message = crate::cut_text(message, crate::REASON_BYTES_MAX);
         let module = &*self.config.label;
         let name = match level {
             host::LogLevel::Trace => "TRACE",

@@ -32,6 +32,23 @@ pub use module::{Contract, Inspection, Module};
 
 pub use weir_plugin_types::{Limits, PluginKind, CONTRACT_VERSION};
 
+/// Most bytes of a reason or message a module gives (an error, a rejection, a log line) the
+/// broker keeps: in a dead letter's `weir.error` header, in a deployment's last error.
+pub const REASON_BYTES_MAX: usize = 4 << 10;
+
+/// `text` cut to at most `max` bytes (at a character boundary) with `...` after, or whole.
+pub fn cut_text(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The bytes are not a Weir plugin component; the message says why and what to do.
@@ -130,5 +147,17 @@ impl Runtime {
     fn ticks_for(&self, deadline_ms: u64) -> u64 {
         let tick_ms = self.inner.config.epoch_tick.as_millis().max(1) as u64;
         deadline_ms.div_ceil(tick_ms).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn text_is_cut_at_a_character_boundary() {
+        assert_eq!(super::cut_text("short".into(), 10), "short");
+        assert_eq!(super::cut_text("abcdef".into(), 3), "abc...");
+        // "é" is two bytes: a cut inside it moves back before it.
+        assert_eq!(super::cut_text("aé".into(), 2), "a...");
+        assert_eq!(super::cut_text("x".repeat(1 << 20), super::REASON_BYTES_MAX).len(), super::REASON_BYTES_MAX + 3);
     }
 }

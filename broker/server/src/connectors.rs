@@ -4,7 +4,7 @@
 //! it stopped.
 //!
 //! Sources: a poll's records without keys all go to the task's partition (task index modulo
-//! the partitions), in one batch whose last record carries the position after them
+//! the partitions), in one append (batches of 256 KiB) whose last record carries the position after them
 //! (`weir.connector.task`, `weir.connector.position` headers). The position is also stored
 //! beside the log once the batch is durable; a task that starts reads its partition from
 //! where the stored position was taken, so a batch that became durable just before a crash
@@ -289,8 +289,8 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
 }
 
 /// Writes a poll's records, waiting until they are durable. Keyless records go to `home` in
-/// one batch whose last record carries the task and its position; records with keys to their
-/// key's partition. Answers the offset after the batch in `home` when all went there.
+/// one append (batches of 256 KiB) whose last record carries the task and its position; records
+/// with keys to their key's partition. Answers the offset after them in `home` when all went there.
 async fn write_source_batch(
     broker: &Broker,
     topic: &str,

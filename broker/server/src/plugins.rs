@@ -477,19 +477,10 @@ impl Plugins {
 
 /// A position as `describe` shows it: UTF-8 text, or hex, cut at 200 characters.
 fn shown_position(position: &[u8]) -> String {
-    let mut shown = match std::str::from_utf8(position) {
-        Ok(text) => text.to_owned(),
-        Err(_) => position.iter().map(|b| format!("{b:02x}")).collect(),
-    };
-    if shown.len() > 200 {
-        let mut end = 200;
-        while !shown.is_char_boundary(end) {
-            end -= 1;
-        }
-        shown.truncate(end);
-        shown.push_str("...");
+    match std::str::from_utf8(position) {
+        Ok(text) => weir_runtime::cut_text(text.to_owned(), 200),
+        Err(_) => weir_runtime::cut_text(position.iter().take(101).map(|b| format!("{b:02x}")).collect(), 200),
     }
-    shown
 }
 
 /// A connector's key-value state in the broker's store, within its limits.
@@ -618,7 +609,10 @@ impl Metrics {
         }
     }
 
+    /// Keeps the newest error, cut at [`weir_runtime::REASON_BYTES_MAX`]: a module's
+    /// reasons are its own strings, of any length.
     pub fn set_last_error(&self, error: String) {
+        let error = weir_runtime::cut_text(error, weir_runtime::REASON_BYTES_MAX);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 

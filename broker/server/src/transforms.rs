@@ -370,7 +370,8 @@ pub(crate) fn dead_letter(deployment: &Deployment, input: &ConsumedRecord, reaso
     add("weir.source.topic", input.topic.clone());
     add("weir.source.partition", input.partition.to_string());
     add("weir.source.offset", input.offset.to_string());
-    add("weir.error", reason.to_owned());
+    // The module's reason, of any length it likes: cut, so a dead letter stays a record.
+    add("weir.error", weir_runtime::cut_text(reason.to_owned(), weir_runtime::REASON_BYTES_MAX));
     Record {
         key: input.record.key.clone(),
         value: input.record.value.clone(),
@@ -447,4 +448,41 @@ pub(crate) async fn write(broker: &Broker, topic: &str, records: Vec<(u32, Recor
         produced.base_offset?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_meta::deployments::{DeploymentSpec, DeploymentVersion};
+
+    #[test]
+    fn a_modules_reason_of_any_length_is_cut_in_a_dead_letter_and_in_the_last_error() {
+        let spec = DeploymentSpec {
+            kind: PluginKind::Sink,
+            inputs: vec!["in".into()],
+            output: None,
+            topic: None,
+            params: BTreeMap::new(),
+            limits: weir_runtime::Limits::default(),
+            dead_letter_topic: "d.dlq".into(),
+            failures_max: 5,
+            connector: None,
+        };
+        let version = DeploymentVersion { version: 1, sha256: "ab".into(), size_bytes: 1, deployed_at_ms: 0, spec };
+        let deployment = Deployment {
+            name: "d".into(),
+            kind: PluginKind::Sink,
+            versions: vec![version],
+            active_version: 1,
+            paused: None,
+        };
+        let input = ConsumedRecord { topic: "in".into(), partition: 0, offset: 7, record: Record::default() };
+        let reason = "no".repeat(1 << 20);
+        let letter = dead_letter(&deployment, &input, &reason);
+        let error = letter.headers.iter().find(|(k, _)| k == "weir.error").and_then(|(_, v)| v.clone()).unwrap();
+        assert_eq!(error.len(), weir_runtime::REASON_BYTES_MAX + 3, "cut, with ... after");
+        let metrics = Metrics::default();
+        metrics.set_last_error(reason);
+        assert_eq!(metrics.snapshot().last_error.unwrap().len(), weir_runtime::REASON_BYTES_MAX + 3);
+    }
 }
