@@ -9,10 +9,12 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::batch::{check_count, InputBatch, OutputBuilder, TransformOutput};
 use crate::bindings::{self, connector, host, schema_registry, source_types, v0_1};
 use crate::error::CallError;
+use crate::http::{Denials, HttpHooks};
 use crate::module::Contract;
 use crate::{Limits, Module, PluginKind, Runtime};
 
@@ -101,12 +103,15 @@ impl DirGrant {
 }
 
 /// What a source or sink gets beyond other plugins: its secrets, its state and, if granted, one
-/// directory. Nothing else: no sockets (refused at load), no environment, no other files.
+/// directory and HTTP to the hosts it lists. Nothing else: no sockets (refused at load), no
+/// environment, no other files.
 #[derive(Clone)]
 pub struct ConnectorHost {
     pub secrets: Arc<BTreeMap<String, String>>,
     pub state: Arc<dyn ConnectorState>,
     pub dir: Option<DirGrant>,
+    /// Where it may send HTTP requests (see `crate::http`); empty: nowhere.
+    pub http_allow: Arc<[weir_plugin_types::HttpTarget]>,
 }
 
 /// What a source's poll found, in the host's terms.
@@ -136,6 +141,8 @@ fn now_ms() -> u128 {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: HttpHooks,
     limiter: MemoryLimiter,
     config: InstanceConfig,
 }
@@ -171,6 +178,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
@@ -296,11 +309,13 @@ struct Live {
     stderr: MemoryOutputPipe,
 }
 
-/// One linker for every world of both versions: WASI (nothing granted, see `instantiate`)
-/// plus Weir's host imports of each version. The worlds of a version import the same.
+/// One linker for every world of both versions: WASI and wasi:http (nothing granted, see
+/// `instantiate`; wasi:http imports are refused at load but for connectors) plus Weir's host
+/// imports of each version. The worlds of a version import the same.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
     bindings::transform::Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     bindings::source::weir::plugin::connector::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     bindings::source::weir::plugin::source_types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
@@ -315,11 +330,22 @@ pub struct Instance {
     config: InstanceConfig,
     live: Option<Live>,
     memory_high_water_bytes: u64,
+    /// What the host refused the module's HTTP requests, for the call's error.
+    denials: Denials,
 }
 
 impl Instance {
     pub(crate) fn new(runtime: Runtime, module: Module, config: InstanceConfig) -> Self {
-        Self { runtime, module, config, live: None, memory_high_water_bytes: 0 }
+        Self { runtime, module, config, live: None, memory_high_water_bytes: 0, denials: Denials::default() }
+    }
+
+    /// A module's own error, with what the host refused it during the call (a denied HTTP
+    /// request), so that the connector's status says both.
+    fn with_denial(&self, reason: String) -> String {
+        match self.denials.take() {
+            Some(denied) => format!("{reason} (the host refused: {denied})"),
+            None => reason,
+        }
     }
 
     pub fn module(&self) -> &Module {
@@ -403,13 +429,14 @@ impl Instance {
         position: Option<&[u8]>,
         max_records: u32,
     ) -> Result<Result<SourceBatch, String>, CallError> {
+        self.denials.take();
         let answer = self.call(|store, bindings| match bindings {
             Bindings::Source(s) => s.weir_plugin_source_connector().call_poll(store, position, max_records),
             _ => unreachable!("instance kind and contract are checked on load"),
         })?;
         let batch = match answer {
             Ok(batch) => batch,
-            Err(reason) => return Ok(Err(reason)),
+            Err(reason) => return Ok(Err(self.with_denial(reason))),
         };
         if batch.position.len() > POSITION_BYTES_MAX {
             return Err(CallError::Contract(format!(
@@ -434,14 +461,18 @@ impl Instance {
     /// A sink's delivery of a batch: one verdict per record (`None` delivered, `Some(reason)`
     /// rejected), or why the batch was not delivered.
     pub fn write(&mut self, batch: &InputBatch) -> Result<Result<Vec<Option<String>>, String>, CallError> {
+        self.denials.take();
         let answer = self.call(|store, bindings| match bindings {
             Bindings::Sink(s) => s.weir_plugin_sink_connector().call_write(store, &batch.wit),
             _ => unreachable!("instance kind and contract are checked on load"),
         })?;
-        if let Ok(verdicts) = &answer {
-            check_count(verdicts.len(), batch.len())?;
+        match answer {
+            Ok(verdicts) => {
+                check_count(verdicts.len(), batch.len())?;
+                Ok(Ok(verdicts))
+            }
+            Err(reason) => Ok(Err(self.with_denial(reason))),
         }
-        Ok(answer)
     }
 
     fn call<R>(
@@ -481,9 +512,13 @@ impl Instance {
             })?;
         }
         let wasi = wasi.build();
+        let http_allow = self.config.connector.as_ref().map_or_else(|| Arc::from(Vec::new()), |c| c.http_allow.clone());
+        let deadline = std::time::Duration::from_millis(self.config.limits.deadline_ms);
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: HttpHooks::new(http_allow, self.denials.clone(), deadline),
             limiter: MemoryLimiter { memory_bytes_max: self.config.limits.memory_bytes, high_water_bytes: 0 },
             config: self.config.clone(),
         };

@@ -10,6 +10,7 @@
 mod batch;
 mod bindings;
 mod error;
+mod http;
 mod instance;
 mod module;
 
@@ -30,7 +31,8 @@ pub use instance::{
 };
 pub use module::{Contract, Inspection, Module};
 
-pub use weir_plugin_types::{Limits, PluginKind, CONTRACT_VERSION};
+pub use http::REQUESTS_IN_FLIGHT_MAX;
+pub use weir_plugin_types::{HttpTarget, Limits, PluginKind, CONTRACT_VERSION};
 
 /// Most bytes of a reason or message a module gives (an error, a rejection, a log line) the
 /// broker keeps: in a dead letter's `weir.error` header, in a deployment's last error.

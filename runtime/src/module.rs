@@ -16,6 +16,8 @@ pub struct Module {
     pub(crate) kind: PluginKind,
     pub(crate) contract: Contract,
     sha256: Arc<str>,
+    /// The first wasi:http interface it imports, if any (only connectors may).
+    http_import: Option<Arc<str>>,
 }
 
 /// The version of the `weir:plugin` contract a component was built for.
@@ -62,7 +64,16 @@ impl Module {
     pub fn sha256(&self) -> &str {
         &self.sha256
     }
+
+    /// The wasi:http interface the component imports (it sends HTTP requests), if it does: a
+    /// connector granted no `http_allow` entry must not be deployed with it.
+    pub fn http_import(&self) -> Option<&str> {
+        self.http_import.as_deref()
+    }
 }
+
+/// wasi:http interfaces, granted to connectors only, with their `http_allow` behind them.
+const HTTP_IMPORTS: &[&str] = &["wasi:http/types", "wasi:http/outgoing-handler"];
 
 /// Import interfaces a plugin may have, by name without version. Rust's standard library for
 /// wasm32-wasip2 imports these even when unused; the host grants them with nothing behind
@@ -105,11 +116,22 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool
     let (component, unsaved) = compile(runtime, bytes, &sha256)?;
     let ty = component.component_type();
     let engine = runtime.engine();
+    let mut http_import = None;
     for (name, _) in ty.imports(engine) {
         check_import(name)?;
-        if name.starts_with("weir:plugin/connector@") && !kind.is_connector() {
+        let unversioned = name.split('@').next().unwrap_or(name);
+        let connector_only = if unversioned == "weir:plugin/connector" {
+            Some("")
+        } else if HTTP_IMPORTS.contains(&unversioned) {
+            http_import.get_or_insert_with(|| Arc::from(name));
+            Some(" (outgoing HTTP, to the hosts a connector's http_allow grants)")
+        } else {
+            None
+        };
+        if let Some(what) = connector_only.filter(|_| !kind.is_connector()) {
             return Err(RuntimeError::Invalid(format!(
-                "the component imports {name}, which only sources and sinks are granted, and it is deployed as a {}",
+                "the component imports {name}{what}, which only sources and sinks are granted, and it is deployed \
+                 as a {}",
                 kind.as_str()
             )));
         }
@@ -136,7 +158,7 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool
     if let Some(unsaved) = unsaved.filter(|_| keep) {
         unsaved.save()?;
     }
-    Ok(Module { component, kind, contract, sha256 })
+    Ok(Module { component, kind, contract, sha256, http_import })
 }
 
 /// The contract version of `kind` a component exports (the current one first), if any.
@@ -225,14 +247,12 @@ fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
 
 fn check_import(name: &str) -> Result<(), RuntimeError> {
     let unversioned = name.split('@').next().unwrap_or(name);
-    if GRANTED_IMPORTS.contains(&unversioned) {
+    if GRANTED_IMPORTS.contains(&unversioned) || HTTP_IMPORTS.contains(&unversioned) {
         return Ok(());
     }
     let why = if unversioned.starts_with("wasi:sockets/") {
-        "network access, which Weir plugins are not granted (connectors reach the outside through their \
-         granted directory; outgoing HTTP is not offered yet)"
-    } else if unversioned.starts_with("wasi:http/") {
-        "outgoing HTTP, which this broker does not offer plugins yet"
+        "network access, which Weir plugins are not granted (a connector may send HTTP requests through \
+         wasi:http to the hosts its http_allow lists)"
     } else if unversioned.starts_with("wasi:") {
         "a WASI capability that Weir plugins are not granted"
     } else {
@@ -240,9 +260,9 @@ fn check_import(name: &str) -> Result<(), RuntimeError> {
     };
     Err(RuntimeError::Invalid(format!(
         "the component imports {name}: {why}. Plugins may import weir:plugin/host, \
-         weir:plugin/schema-registry, weir:plugin/connector (sources and sinks) and WASI's cli, io, clocks, \
-         random and filesystem interfaces (a connector sees the directory its config grants; other plugins \
-         see none)"
+         weir:plugin/schema-registry, weir:plugin/connector and wasi:http (sources and sinks) and WASI's cli, \
+         io, clocks, random and filesystem interfaces (a connector sees the directory its config grants; other \
+         plugins see none)"
     )))
 }
 

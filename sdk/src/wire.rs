@@ -1088,6 +1088,9 @@ pub struct ConnectorConfig {
     /// Sources: at most this many records per poll (default 500).
     #[serde(default)]
     pub batch_records: Option<u32>,
+    /// `host:port` entries the module may send HTTP requests to (wasi:http); none by default.
+    #[serde(default)]
+    pub http_allow: Vec<String>,
 }
 
 /// A connector's grants as `describe` shows them: secrets by name only.
@@ -1099,6 +1102,8 @@ pub struct ConnectorDescription {
     pub tasks_max: u32,
     pub poll_interval_ms: u64,
     pub batch_records: u32,
+    #[serde(default)]
+    pub http_allow: Vec<String>,
 }
 
 /// A consumer group as `ListGroups` lists it.

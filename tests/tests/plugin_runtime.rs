@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use weir_runtime::dev::build_plugin;
 use weir_runtime::{
-    CallError, ConnectorHost, ConnectorState, Contract, Counters, DirGrant, InputBatch, Instance, InstanceConfig,
-    Limits, PluginKind, Runtime, RuntimeConfig, TransformOutput,
+    CallError, ConnectorHost, ConnectorState, Contract, Counters, DirGrant, HttpTarget, InputBatch, Instance,
+    InstanceConfig, Limits, PluginKind, Runtime, RuntimeConfig, TransformOutput,
 };
+
+#[path = "common/endpoint.rs"]
+mod endpoint;
 
 struct Host {
     runtime: Runtime,
@@ -149,14 +152,34 @@ impl ConnectorState for MemoryState {
 }
 
 fn connector(host: &Host, package: &str, kind: PluginKind, params: &[(&str, &str)], dir: Option<DirGrant>) -> Instance {
+    http_connector(host, package, kind, params, dir, &[])
+}
+
+/// A connector granted HTTP to `http_allow`, with a deadline that covers a request.
+fn http_connector(
+    host: &Host,
+    package: &str,
+    kind: PluginKind,
+    params: &[(&str, &str)],
+    dir: Option<DirGrant>,
+    http_allow: &[&str],
+) -> Instance {
     let bytes = std::fs::read(build_plugin(package)).unwrap();
     let module = host.runtime.load(&bytes, kind).unwrap_or_else(|e| panic!("{package}: {e}"));
     let params: BTreeMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let connector = ConnectorHost { secrets: Arc::default(), state: Arc::new(MemoryState::default()), dir };
+    let http_allow: Vec<HttpTarget> = http_allow.iter().map(|e| HttpTarget::parse(e).unwrap()).collect();
+    let limits =
+        if http_allow.is_empty() { Limits::default() } else { Limits { deadline_ms: 10_000, ..Limits::default() } };
+    let connector = ConnectorHost {
+        secrets: Arc::default(),
+        state: Arc::new(MemoryState::default()),
+        dir,
+        http_allow: http_allow.into(),
+    };
     host.runtime.instance(
         &module,
         InstanceConfig {
-            limits: Limits::default(),
+            limits,
             params: Arc::new(params),
             label: package.into(),
             counters: Arc::new(Counters::default()),
@@ -230,6 +253,100 @@ fn connectors_see_only_their_granted_directory_and_write_only_where_granted() {
     assert!(err.contains("does not export weir:plugin/transformer@0.2.1"), "{err}");
     let err = host.runtime.load(&bytes, PluginKind::Sink).err().expect("refused").to_string();
     assert!(err.contains("does not export weir:plugin/sink-connector@0.2.1"), "{err}");
+}
+
+/// Outgoing HTTP (the connectors issue): a sink posts to a granted address and nowhere else;
+/// a granted name that resolves to loopback is refused; what the endpoint answers decides
+/// delivered, rejected or sent again; a source follows an endpoint's cursor; a transform may
+/// not import wasi:http at all.
+#[test]
+fn http_connectors_reach_only_granted_hosts_and_addresses() {
+    let host = host();
+    let endpoint = endpoint::Endpoint::ok();
+    let port = endpoint.addr.port();
+    let url = format!("url=http://127.0.0.1:{port}/in");
+    let granted = format!("127.0.0.1:{port}");
+    let sink = |params: &[&str], allow: &[&str]| {
+        let params: Vec<(&str, &str)> = params.iter().map(|p| p.split_once('=').unwrap()).collect();
+        http_connector(&host, "weir-module-http-sink", PluginKind::Sink, &params, None, allow)
+    };
+    let inputs = batch(&[record(0, r#"{"n":0}"#), record(1, r#"{"n":1}"#)]);
+
+    let mut posting = sink(&[&url, "value=json"], &[&granted]);
+    assert_eq!(posting.write(&inputs).unwrap().unwrap(), [None, None]);
+    let requests = endpoint.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!((request.method.as_str(), request.target.as_str()), ("POST", "/in"));
+    assert_eq!(request.header("content-type"), Some("application/x-ndjson"));
+    assert_eq!(request.header("weir-offsets"), Some("in/0/0-1"));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&request.body).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((lines[0]["value"]["n"].as_i64(), lines[1]["offset"].as_i64()), (Some(0), Some(1)));
+
+    // Another port of the same address: not granted.
+    let mut elsewhere = sink(&[&url], &["127.0.0.1:1"]);
+    let err = elsewhere.write(&inputs).unwrap().expect_err("denied");
+    println!("not granted: {err}");
+    assert!(
+        err.contains(&format!(
+            "the host refused: HTTP to 127.0.0.1:{port} denied: it is not in the connector's http_allow (127.0.0.1:1)"
+        )),
+        "{err}"
+    );
+    // A granted name resolving to 127.0.0.1 does not grant loopback.
+    let by_name = format!("url=http://localhost:{port}/in");
+    let mut rebinding = sink(&[&by_name], &[&format!("localhost:{port}")]);
+    let err = rebinding.write(&inputs).unwrap().expect_err("denied");
+    println!("name to loopback: {err}");
+    assert!(err.contains("localhost resolves to") && err.contains("(loopback)"), "{err}");
+    assert_eq!(endpoint.requests().len(), 1, "nothing denied reached the endpoint");
+
+    // 503: sent again later; 400: the records are rejected; nobody listening: sent again.
+    for (status, expected) in [(503, "answered 503; the batch is sent again"), (400, "answered 400: no")] {
+        let answering = endpoint::Endpoint::start(Arc::new(move |_| (status, b"no".to_vec())));
+        let port = answering.addr.port();
+        let mut s = sink(&[&format!("url=http://127.0.0.1:{port}/")], &[&format!("127.0.0.1:{port}")]);
+        let shown = match s.write(&inputs).unwrap() {
+            Err(reason) => reason,
+            Ok(verdicts) => verdicts.into_iter().map(|v| v.expect("rejected")).collect::<Vec<_>>().join("; "),
+        };
+        assert!(shown.contains(expected), "{status}: {shown}");
+    }
+    let mut down = endpoint::Endpoint::ok();
+    down.stop();
+    let port = down.addr.port();
+    let mut s = sink(&[&format!("url=http://127.0.0.1:{port}/")], &[&format!("127.0.0.1:{port}")]);
+    let err = s.write(&inputs).unwrap().expect_err("nobody listens");
+    println!("endpoint down: {err}");
+    assert!(err.contains("ConnectionRefused"), "{err}");
+
+    // A source pages through an endpoint by its cursor.
+    let events = endpoint::Endpoint::start(Arc::new(|request| {
+        let from: usize = request.query("cursor").map_or(0, |c| c.parse().unwrap());
+        let limit: usize = request.query("limit").unwrap().parse().unwrap();
+        let to = (from + limit).min(5);
+        let records: Vec<serde_json::Value> =
+            (from..to).map(|n| serde_json::json!({"id": format!("e{n}"), "n": n})).collect();
+        (200, serde_json::json!({"records": records, "next_cursor": to.to_string()}).to_string().into_bytes())
+    }));
+    let port = events.addr.port();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let allow = format!("127.0.0.1:{port}");
+    let params = [("url", url.as_str()), ("key_field", "id")];
+    let mut source = http_connector(&host, "weir-module-http-source", PluginKind::Source, &params, None, &[&allow]);
+    let first = source.poll(None, 2).unwrap().unwrap();
+    assert_eq!((first.records.len(), first.position.as_slice()), (2, &b"2"[..]));
+    assert_eq!(first.records[1].key.as_deref(), Some(&b"e1"[..]));
+    let rest = source.poll(Some(&first.position), 10).unwrap().unwrap();
+    assert_eq!((rest.records.len(), rest.position.as_slice()), (3, &b"5"[..]));
+    let none = source.poll(Some(&rest.position), 10).unwrap().unwrap();
+    assert_eq!((none.records.len(), none.position.as_slice()), (0, &b"5"[..]));
+
+    // Only connectors may import wasi:http.
+    let bytes = std::fs::read(build_plugin("weir-module-http-sink")).unwrap();
+    let err = host.runtime.load(&bytes, PluginKind::Transform).err().expect("refused").to_string();
+    assert!(err.contains("only sources and sinks are granted, and it is deployed as a transform"), "{err}");
 }
 
 #[test]

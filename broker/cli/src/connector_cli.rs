@@ -17,6 +17,7 @@
 //! [capabilities]
 //! dir = "/var/log/app"             # the one directory it may use, seen as /data
 //! dir_access = "read-only"         # or "read-write"
+//! http_allow = ["api.example.com:443"]  # host:port it may send HTTP requests to; none if unset
 //!
 //! [limits]
 //! deadline_ms = 1000
@@ -98,8 +99,15 @@ struct CreateArgs {
     /// Let it write in --dir (read-only otherwise).
     #[arg(long)]
     dir_writable: bool,
+    /// A host:port it may send HTTP requests to (wasi:http); repeatable. A name reaches public
+    /// addresses only; write an address (127.0.0.1:8080) to grant exactly that one.
+    #[arg(long = "http-allow")]
+    http_allow: Vec<String>,
     #[arg(long)]
     tasks_max: Option<u32>,
+    /// Longest one call of the module may run (an HTTP connector's call includes its request).
+    #[arg(long)]
+    deadline_ms: Option<u64>,
 }
 
 /// The TOML file's form.
@@ -131,6 +139,8 @@ struct ConnectorFile {
 struct Capabilities {
     dir: Option<String>,
     dir_access: Option<String>,
+    #[serde(default)]
+    http_allow: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +200,8 @@ fn request(args: CreateArgs) -> anyhow::Result<(DeployModuleRequest, PathBuf)> {
     params.extend(args.params);
     let mut secrets = file.secrets;
     secrets.extend(args.secrets);
+    let mut http_allow = file.capabilities.http_allow;
+    http_allow.extend(args.http_allow);
     let request = DeployModuleRequest {
         name,
         kind,
@@ -197,7 +209,7 @@ fn request(args: CreateArgs) -> anyhow::Result<(DeployModuleRequest, PathBuf)> {
         output,
         topic: None,
         params,
-        deadline_ms: file.limits.deadline_ms,
+        deadline_ms: args.deadline_ms.or(file.limits.deadline_ms),
         memory_bytes: file.limits.memory_mb.map(|mb| mb << 20),
         dead_letter_topic: file.dead_letter_topic,
         failures_max: file.limits.failures_max,
@@ -208,6 +220,7 @@ fn request(args: CreateArgs) -> anyhow::Result<(DeployModuleRequest, PathBuf)> {
             tasks_max: args.tasks_max.or(file.tasks_max),
             poll_interval_ms: file.poll_interval_ms,
             batch_records: file.batch_records,
+            http_allow,
         }),
     };
     Ok((request, component))
@@ -308,7 +321,9 @@ mod tests {
             secrets: vec![],
             dir: None,
             dir_writable: false,
+            http_allow: vec![],
             tasks_max: None,
+            deadline_ms: None,
         };
         request(args).map(|(r, _)| r)
     }
@@ -317,12 +332,14 @@ mod tests {
     fn a_config_file_becomes_a_request_and_mistakes_name_the_field() {
         let source = from_toml(
             "name = \"logs\"\nkind = \"source\"\ncomponent = \"s.wasm\"\ntopic = \"t\"\n[params]\npath = \"a.log\"\n\
-             [secrets]\ntoken = \"x\"\n[capabilities]\ndir = \"/var/log\"\ndir_access = \"read-write\"\n",
+             [secrets]\ntoken = \"x\"\n[capabilities]\ndir = \"/var/log\"\ndir_access = \"read-write\"\n\
+             http_allow = [\"api.example.com:443\"]\n",
         )
         .unwrap();
         assert_eq!((source.output.as_deref(), source.inputs.len()), (Some("t"), 0));
         let c = source.connector.unwrap();
         assert_eq!((c.dir.as_deref(), c.dir_writable, c.secrets["token"].as_str()), (Some("/var/log"), true, "x"));
+        assert_eq!(c.http_allow, ["api.example.com:443"]);
         let sink =
             from_toml("name = \"out\"\nkind = \"sink\"\ncomponent = \"s.wasm\"\ntopics = [\"a\", \"b\"]\n").unwrap();
         assert_eq!(sink.inputs, ["a", "b"]);

@@ -54,6 +54,10 @@ pub struct ConnectorSpec {
     pub poll_interval_ms: u64,
     /// Sources: at most this many records per poll.
     pub batch_records: u32,
+    /// Where the module may send HTTP requests (`host:port` entries, see `HttpTarget`); none
+    /// by default, and a module importing wasi:http without any is refused at deploy.
+    #[serde(default)]
+    pub http_allow: Vec<String>,
 }
 
 impl ConnectorSpec {
@@ -72,6 +76,7 @@ impl Default for ConnectorSpec {
             tasks_max: 1,
             poll_interval_ms: 200,
             batch_records: 500,
+            http_allow: Vec::new(),
         }
     }
 }
@@ -337,6 +342,16 @@ fn validate_connector(c: &ConnectorSpec) -> Result<(), WireError> {
     if let Some((k, _)) = c.secrets.iter().find(|(k, v)| k.len() + v.len() > PARAM_BYTES_MAX) {
         return Err(invalid(format!("secret {k:?} is longer than {PARAM_BYTES_MAX} bytes")));
     }
+    if c.http_allow.len() > weir_plugin_types::HttpTarget::ENTRIES_MAX {
+        return Err(invalid(format!(
+            "{} http_allow entries; the limit is {}",
+            c.http_allow.len(),
+            weir_plugin_types::HttpTarget::ENTRIES_MAX
+        )));
+    }
+    for entry in &c.http_allow {
+        weir_plugin_types::HttpTarget::parse(entry).map_err(invalid)?;
+    }
     if let Some(dir) = &c.dir {
         if !std::path::Path::new(dir).is_absolute() || dir.split('/').any(|part| part == "..") {
             return Err(invalid(format!(
@@ -474,6 +489,17 @@ mod tests {
             ("empty polls", with(&source, &|c| c.batch_records = 0), Err("batch_records = 0")),
             ("a relative dir", with(&sink, &|c| c.dir = Some("out".into())), Err("must be an absolute path")),
             ("a dir climbing out", with(&sink, &|c| c.dir = Some("/var/out/../../etc".into())), Err("without \"..\"")),
+            ("an HTTP grant", with(&sink, &|c| c.http_allow = vec!["api.example.com:443".into()]), Ok(1)),
+            (
+                "an HTTP grant without a port",
+                with(&sink, &|c| c.http_allow = vec!["api.example.com".into()]),
+                Err("http_allow entry \"api.example.com\" has no port"),
+            ),
+            (
+                "too many HTTP grants",
+                with(&sink, &|c| c.http_allow = (1..=33).map(|p| format!("h:{p}")).collect()),
+                Err("33 http_allow entries; the limit is 32"),
+            ),
             (
                 "a long secret",
                 with(&sink, &|c| {

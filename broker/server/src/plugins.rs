@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use weir_runtime::{
-    BatchTooLarge, CallError, ConnectorHost, ConnectorState, Counters, DirGrant, InputBatch, Instance, InstanceConfig,
-    Limits, Module, OutputView, PluginKind, RecentLogs, Runtime, RuntimeConfig, SchemaLookup, BATCH_BYTES_MAX,
+    BatchTooLarge, CallError, ConnectorHost, ConnectorState, Counters, DirGrant, HttpTarget, InputBatch, Instance,
+    InstanceConfig, Limits, Module, OutputView, PluginKind, RecentLogs, Runtime, RuntimeConfig, SchemaLookup,
+    BATCH_BYTES_MAX,
 };
 use weir_sdk::wire::ModuleMetrics;
 use weir_sdk::{ErrorCode, WireError};
@@ -354,17 +355,25 @@ impl Plugins {
     }
 
     /// A fresh instance of a connector's active version, with what its config grants: its
-    /// secrets, its key-value state, and its directory if it has one (checked again against
+    /// secrets, its key-value state, the hosts it may send HTTP requests to, and its directory
+    /// if it has one (checked again against
     /// the broker's `connector_dir_roots`, which may have changed since it was created).
     pub fn connector_instance(&self, deployment: &Deployment, label: String) -> Result<Instance, WireError> {
         let mut spec = deployment.active().spec.connector.clone().unwrap_or_default();
         if let Some(dir) = &spec.dir {
             spec.dir = Some(self.check_dir_grant(dir)?.to_string_lossy().into_owned());
         }
+        let http_allow = spec
+            .http_allow
+            .iter()
+            .map(|entry| HttpTarget::parse(entry))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| WireError::new(ErrorCode::InvalidModule, why))?;
         let connector = ConnectorHost {
             secrets: Arc::new(spec.secrets),
             state: Arc::new(StoredState { store: self.inner.store.clone(), name: deployment.name.clone() }),
             dir: spec.dir.map(|dir| DirGrant { host_path: dir.into(), writable: spec.dir_writable }),
+            http_allow: http_allow.into(),
         };
         self.deployed_instance(deployment, label, Some(connector))
     }

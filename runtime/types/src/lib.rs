@@ -163,3 +163,111 @@ impl LimitsError {
         format!("{prefix}{} = {value} is out of range: {}", self.setting(), self.range())
     }
 }
+
+/// One entry of a connector's HTTP allowlist: a host name or IP address and a port, as
+/// `host:port` (`[v6]:port` for an IPv6 address). The host may reach it over `http` or
+/// `https`; a name must resolve to public addresses (see the runtime's address rule), while an
+/// address written out grants exactly that address, loopback and private ones included.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpTarget {
+    /// Lowercase; an IPv6 address without its brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl HttpTarget {
+    /// Most entries a connector's allowlist may hold.
+    pub const ENTRIES_MAX: usize = 32;
+
+    /// Reads `host:port`, saying what is wrong with it.
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let bad =
+            |why: &str| Err(format!("http_allow entry {entry:?} {why}; write host:port, e.g. api.example.com:443"));
+        if entry.len() > 262 {
+            return bad("is longer than 262 bytes");
+        }
+        let (host, port, bracketed) = if let Some(rest) = entry.strip_prefix('[') {
+            let Some((v6, port)) = rest.split_once("]:") else { return bad("opens a [ without ]:port") };
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return bad("holds no IPv6 address between [ and ]");
+            }
+            (v6, port, true)
+        } else {
+            let Some((host, port)) = entry.rsplit_once(':') else { return bad("has no port") };
+            (host, port, false)
+        };
+        let Ok(port) = port.parse::<u16>() else { return bad("has a port that is not a number from 1 to 65535") };
+        if port == 0 {
+            return bad("has port 0");
+        }
+        let valid_name = |h: &str| {
+            !h.is_empty()
+                && h.len() <= 253
+                && h.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                })
+        };
+        if !bracketed && !valid_name(host) {
+            return bad("has no valid host name or address (an IPv6 address goes in brackets)");
+        }
+        Ok(Self { host: host.to_ascii_lowercase(), port })
+    }
+
+    /// The host is an IP address written out (which grants exactly that address).
+    pub fn is_address(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+impl std::fmt::Display for HttpTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod http_target_tests {
+    use super::HttpTarget;
+
+    #[test]
+    fn entries_parse_or_say_what_is_wrong() {
+        let ok = |e: &str, host: &str, port: u16| {
+            let t = HttpTarget::parse(e).unwrap_or_else(|err| panic!("{e}: {err}"));
+            assert_eq!((t.host.as_str(), t.port), (host, port), "{e}");
+            assert_eq!(HttpTarget::parse(&t.to_string()).unwrap(), t, "{e} round-trips");
+        };
+        ok("api.example.com:443", "api.example.com", 443);
+        ok("API.Example.com:80", "api.example.com", 80);
+        ok("127.0.0.1:8080", "127.0.0.1", 8080);
+        ok("[::1]:9000", "::1", 9000);
+        ok("localhost:1", "localhost", 1);
+        assert!(HttpTarget::parse("127.0.0.1:8080").unwrap().is_address());
+        assert!(!HttpTarget::parse("localhost:8080").unwrap().is_address());
+        for (entry, why) in [
+            ("api.example.com", "has no port"),
+            ("api.example.com:0", "port 0"),
+            ("api.example.com:99999", "not a number from 1 to 65535"),
+            ("api.example.com:http", "not a number"),
+            (":80", "no valid host"),
+            ("a b:80", "no valid host"),
+            ("-a.com:80", "no valid host"),
+            ("a..com:80", "no valid host"),
+            ("http://a.com:80", "no valid host"),
+            ("[::1:80", "without ]:port"),
+            ("[nope]:80", "no IPv6 address"),
+            ("::1:80", "no valid host"),
+        ] {
+            let err = HttpTarget::parse(entry).expect_err(entry);
+            assert!(err.contains(why) && err.contains("http_allow entry"), "{entry}: {err}");
+        }
+        assert!(HttpTarget::parse(&format!("{}:80", "a".repeat(300))).unwrap_err().contains("longer than 262"));
+    }
+}

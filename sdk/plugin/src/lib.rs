@@ -26,12 +26,15 @@
 //! most how many records to answer; `#[sink] fn(Vec<Record>) -> Result<Vec<Result<(), Error>>,
 //! Error>` delivers a batch (an `Err` for the whole batch makes the broker retry it; an `Err`
 //! for one record sends it to the dead-letter topic). Connectors also have [`secret`] and
-//! [`state`], and see the directory their config grants at `/data`.
+//! [`state`], see the directory their config grants at `/data`, and may send [`http`]
+//! requests to the hosts their config's `http_allow` lists.
 //!
 //! A batch arrives as one buffer with an index and the answer leaves the same way; this crate
 //! turns them into [`Record`]s and back, so a plugin never sees the wire form.
 
 use std::fmt;
+
+pub mod http;
 
 pub use weir_plugin_macros::{partitioner, sink, source, transform, validator};
 

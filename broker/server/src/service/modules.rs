@@ -84,6 +84,7 @@ impl Broker {
         let invalid = |m: String| WireError::new(ErrorCode::InvalidModule, m);
         let kind = PluginKind::parse(&request.kind).map_err(|e| invalid(e.to_string()))?;
         let granted_dir = request.connector.as_ref().and_then(|c| c.dir.clone());
+        let http_allow = request.connector.as_ref().map(|c| c.http_allow.clone()).unwrap_or_default();
         deployments::validate_name(&request.name)?;
         let sha256: String =
             <sha2::Sha256 as sha2::Digest>::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
@@ -110,6 +111,7 @@ impl Broker {
                     tasks_max: c.tasks_max.unwrap_or(d.tasks_max),
                     poll_interval_ms: c.poll_interval_ms.unwrap_or(d.poll_interval_ms),
                     batch_records: c.batch_records.unwrap_or(d.batch_records),
+                    http_allow: c.http_allow,
                 }
             }),
         };
@@ -144,6 +146,19 @@ impl Broker {
         let module = tokio::task::spawn_blocking(move || plugins.accept(&upload, kind))
             .await
             .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))??;
+        // A connector that sends HTTP requests needs somewhere it may send them.
+        if let (Some(import), true) = (module.http_import(), http_allow.is_empty()) {
+            if let Err(cleanup) = self.plugins.drop_unused(&sha256) {
+                tracing::warn!(error = %cleanup, "dropping the component of a refused deploy");
+            }
+            return Err(WireError::new(
+                ErrorCode::InvalidModule,
+                format!(
+                    "the component imports {import} (outgoing HTTP), but the connector is granted no host: list \
+                     the host:port entries it may reach in capabilities.http_allow (--http-allow)"
+                ),
+            ));
+        }
         match self.finish_deploy(&request.name, &dead_letter_topic, command).await {
             Ok(deployment) => {
                 tracing::info!(module = %deployment.name, version = deployment.active_version, kind = kind.as_str(), sha256 = %module.sha256(), "module deployed");
@@ -246,6 +261,7 @@ impl Broker {
                         tasks_max: c.tasks_max,
                         poll_interval_ms: c.poll_interval_ms,
                         batch_records: c.batch_records,
+                        http_allow: c.http_allow.clone(),
                     }),
                 })
                 .collect(),
