@@ -1091,6 +1091,10 @@ pub struct ConnectorConfig {
     /// `host:port` entries the module may send HTTP requests to (wasi:http); none by default.
     #[serde(default)]
     pub http_allow: Vec<String>,
+    /// Deployed transforms the records pass through, in order (a source's before its topic, a
+    /// sink's before the module).
+    #[serde(default)]
+    pub transforms: Vec<String>,
 }
 
 /// A connector's grants as `describe` shows them: secrets by name only.
@@ -1104,6 +1108,8 @@ pub struct ConnectorDescription {
     pub batch_records: u32,
     #[serde(default)]
     pub http_allow: Vec<String>,
+    #[serde(default)]
+    pub transforms: Vec<String>,
 }
 
 /// A consumer group as `ListGroups` lists it.

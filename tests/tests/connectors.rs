@@ -455,6 +455,62 @@ async fn file_lines_reach_an_http_sink_masked_and_http_grants_are_enforced() {
         .filter_map(|l| l.rsplit_once("{\"id\":").and_then(|(_, rest)| rest.trim_end_matches('}').parse().ok()))
         .collect();
     assert_eq!(ids, (0..1000).collect::<Vec<_>>(), "every event once, in order: {consumed:.300}");
+
+    // Pipelines: a sink reading the raw lines through the deployed mask, and a source writing
+    // through it, with no topic between them and the transform.
+    let second = endpoint::Endpoint::ok();
+    let second_port = second.addr.port();
+    cli_ok(
+        &broker,
+        &["connector", "create", "--name", "piped", "--kind", "sink", "--component", sink, "--topic", "lines"]
+            .into_iter()
+            .chain(["--transform", "mask", "--http-allow", &format!("127.0.0.1:{second_port}")])
+            .chain(["--deadline-ms", "10000", "--param", &format!("url=http://127.0.0.1:{second_port}/ingest")])
+            .chain(["--param", "value=json", "--secret", "authorization=Bearer s3cret"])
+            .collect::<Vec<_>>(),
+    );
+    cli_ok(&broker, &["topic", "create", "masked-direct", "--partitions", "1"]);
+    cli_ok(
+        &broker,
+        &["connector", "create", "--name", "logs-masked", "--kind", "source", "--component", source]
+            .into_iter()
+            .chain(["--topic", "masked-direct", "--transform", "mask", "--dir", input_dir, "--param", "path=app.log"])
+            .collect::<Vec<_>>(),
+    );
+    wait_until(Duration::from_secs(60), "every line through the sink's pipeline", || {
+        let lost = lost_and_duplicated(&posted(&second), 6500).0.len();
+        async move { lost == 0 }
+    })
+    .await;
+    let (ok, consumed, err) =
+        broker.cli(&["consume", "masked-direct", "--from", "earliest", "--follow", "--count", "6500"], None);
+    assert!(ok, "{err}");
+    let masked = consumed.lines().filter(|l| l.contains("\"email\":\"***\"")).count();
+    assert!(!consumed.contains("@example.com") && masked == 6500, "{masked} masked lines: {consumed:.300}");
+    let piped = describe(&broker, "piped");
+    assert_eq!(piped["versions"][0]["connector"]["transforms"], serde_json::json!(["mask"]));
+    // A transform in a pipeline is not removed from under it; a stage that does not exist is
+    // refused at create.
+    let (ok, _, err) = broker.cli(&["module", "remove", "mask"], None);
+    assert!(!ok && err.contains("in the pipeline of connector"), "{err}");
+    let (ok, _, err) = broker.cli(
+        &["connector", "create", "--name", "ghostly", "--kind", "sink", "--component", sink, "--topic", "lines"]
+            .into_iter()
+            .chain(["--transform", "ghost", "--http-allow", &granted, "--param", &url])
+            .collect::<Vec<_>>(),
+        None,
+    );
+    assert!(!ok && err.contains("no transform \"ghost\" is deployed"), "{err}");
+    // A line the mask refuses (not JSON) goes to the source's dead-letter topic, saying why.
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"not json\n").unwrap();
+    wait_until(Duration::from_secs(30), "the refused line to be dead-lettered", || {
+        let broker = &broker;
+        async move { describe(broker, "logs-masked")["metrics"]["records_dead_lettered"].as_u64() == Some(1) }
+    })
+    .await;
+    let (ok, dead, err) =
+        broker.cli(&["consume", "logs-masked.dlq", "--from", "earliest", "--follow", "--count", "1"], None);
+    assert!(ok && dead.contains("not json"), "{dead}{err}");
     broker.stop();
 }
 

@@ -810,6 +810,7 @@ function connectorSections(m) {
     { what: "Directory (seen as /data)", value: c.dir ? `${c.dir} (${c.dir_writable ? "read-write" : "read-only"})` : "none" },
     { what: "Secrets", value: c.secret_names.length ? c.secret_names.join(", ") : "none" },
     { what: "HTTP to", value: (c.http_allow || []).length ? c.http_allow.join(", ") : "none" },
+    { what: "Pipeline", value: (c.transforms || []).length ? c.transforms.join(" → ") : "none" },
     { what: "Tasks", value: String(c.tasks_max) },
   ];
   if (m.kind === "source") grants.push({ what: "Per poll", value: `${c.batch_records} records, ${c.poll_interval_ms} ms after an empty one` });

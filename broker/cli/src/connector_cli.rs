@@ -19,6 +19,10 @@
 //! dir_access = "read-only"         # or "read-write"
 //! http_allow = ["api.example.com:443"]  # host:port it may send HTTP requests to; none if unset
 //!
+//! # Deployed transforms its records pass through on the way (a source: before its topic; a
+//! # sink: before the module), in order; e.g. weir module deploy pii_mask.wasm --name mask ...
+//! # transforms = ["mask"]
+//!
 //! [limits]
 //! deadline_ms = 1000
 //! memory_mb = 64
@@ -103,6 +107,9 @@ struct CreateArgs {
     /// addresses only; write an address (127.0.0.1:8080) to grant exactly that one.
     #[arg(long = "http-allow")]
     http_allow: Vec<String>,
+    /// A deployed transform the records pass through on the way, in the order given; repeatable.
+    #[arg(long = "transform")]
+    transforms: Vec<String>,
     #[arg(long)]
     tasks_max: Option<u32>,
     /// Longest one call of the module may run (an HTTP connector's call includes its request).
@@ -124,6 +131,8 @@ struct ConnectorFile {
     tasks_max: Option<u32>,
     poll_interval_ms: Option<u64>,
     batch_records: Option<u32>,
+    #[serde(default)]
+    transforms: Vec<String>,
     #[serde(default)]
     params: BTreeMap<String, String>,
     #[serde(default)]
@@ -202,6 +211,8 @@ fn request(args: CreateArgs) -> anyhow::Result<(DeployModuleRequest, PathBuf)> {
     secrets.extend(args.secrets);
     let mut http_allow = file.capabilities.http_allow;
     http_allow.extend(args.http_allow);
+    let mut transforms = file.transforms;
+    transforms.extend(args.transforms);
     let request = DeployModuleRequest {
         name,
         kind,
@@ -221,6 +232,7 @@ fn request(args: CreateArgs) -> anyhow::Result<(DeployModuleRequest, PathBuf)> {
             poll_interval_ms: file.poll_interval_ms,
             batch_records: file.batch_records,
             http_allow,
+            transforms,
         }),
     };
     Ok((request, component))
@@ -322,6 +334,7 @@ mod tests {
             dir: None,
             dir_writable: false,
             http_allow: vec![],
+            transforms: vec![],
             tasks_max: None,
             deadline_ms: None,
         };
@@ -340,6 +353,11 @@ mod tests {
         let c = source.connector.unwrap();
         assert_eq!((c.dir.as_deref(), c.dir_writable, c.secrets["token"].as_str()), (Some("/var/log"), true, "x"));
         assert_eq!(c.http_allow, ["api.example.com:443"]);
+        let piped = from_toml(
+            "name = \"out\"\nkind = \"sink\"\ncomponent = \"s.wasm\"\ntopics = [\"a\"]\ntransforms = [\"mask\", \"tag\"]\n",
+        )
+        .unwrap();
+        assert_eq!(piped.connector.unwrap().transforms, ["mask", "tag"]);
         let sink =
             from_toml("name = \"out\"\nkind = \"sink\"\ncomponent = \"s.wasm\"\ntopics = [\"a\", \"b\"]\n").unwrap();
         assert_eq!(sink.inputs, ["a", "b"]);

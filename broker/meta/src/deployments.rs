@@ -58,6 +58,11 @@ pub struct ConnectorSpec {
     /// by default, and a module importing wasi:http without any is refused at deploy.
     #[serde(default)]
     pub http_allow: Vec<String>,
+    /// Deployed transforms the records pass through, in order: a source's on their way to its
+    /// topic, a sink's on their way to the module (their components, parameters and limits;
+    /// not their topics).
+    #[serde(default)]
+    pub transforms: Vec<String>,
 }
 
 impl ConnectorSpec {
@@ -65,6 +70,7 @@ impl ConnectorSpec {
     pub const SECRETS_MAX: usize = 64;
     pub const BATCH_RECORDS_MAX: u32 = 10_000;
     pub const POLL_INTERVAL_MS_MAX: u64 = 3_600_000;
+    pub const TRANSFORMS_MAX: usize = 8;
 }
 
 impl Default for ConnectorSpec {
@@ -77,6 +83,7 @@ impl Default for ConnectorSpec {
             poll_interval_ms: 200,
             batch_records: 500,
             http_allow: Vec::new(),
+            transforms: Vec::new(),
         }
     }
 }
@@ -137,6 +144,19 @@ pub fn apply(
         ModuleCommand::Deploy { name, mut version } => {
             validate_name(&name)?;
             validate_spec(&version.spec, topics)?;
+            for stage in version.spec.connector.iter().flat_map(|c| &c.transforms) {
+                match deployments.get(stage) {
+                    Some(d) if d.kind == PluginKind::Transform => {}
+                    Some(d) => {
+                        return Err(invalid(format!("transforms: {stage:?} is a {}, not a transform", d.kind.as_str())))
+                    }
+                    None => {
+                        return Err(invalid(format!(
+                            "transforms: no transform {stage:?} is deployed (weir module deploy it first)"
+                        )))
+                    }
+                }
+            }
             if let Some(other) = deployments.values().find(|d| {
                 d.name != name
                     && d.kind == PluginKind::Partitioner
@@ -199,7 +219,17 @@ pub fn apply(
             deployment.paused = None;
             Ok(deployment.clone())
         }
-        ModuleCommand::Remove { name } => deployments.remove(&name).ok_or_else(|| unknown(&name)),
+        ModuleCommand::Remove { name } => {
+            if let Some(user) = deployments.values().find(|d| {
+                d.versions.iter().any(|v| v.spec.connector.as_ref().is_some_and(|c| c.transforms.contains(&name)))
+            }) {
+                return Err(invalid(format!(
+                    "transform {name:?} is in the pipeline of connector {:?}; delete that connector first",
+                    user.name
+                )));
+            }
+            deployments.remove(&name).ok_or_else(|| unknown(&name))
+        }
     }
 }
 
@@ -351,6 +381,13 @@ fn validate_connector(c: &ConnectorSpec) -> Result<(), WireError> {
     }
     for entry in &c.http_allow {
         weir_plugin_types::HttpTarget::parse(entry).map_err(invalid)?;
+    }
+    if c.transforms.len() > ConnectorSpec::TRANSFORMS_MAX {
+        return Err(invalid(format!(
+            "{} transforms in the pipeline; the limit is {}",
+            c.transforms.len(),
+            ConnectorSpec::TRANSFORMS_MAX
+        )));
     }
     if let Some(dir) = &c.dir {
         if !std::path::Path::new(dir).is_absolute() || dir.split('/').any(|part| part == "..") {
@@ -508,14 +545,31 @@ mod tests {
                 Err("secret \"token\" is longer"),
             ),
         ];
-        for (what, spec, expected) in cases {
+        let piped = |stages: &[&str]| with(&sink, &|c| c.transforms = stages.iter().map(|s| s.to_string()).collect());
+        let cases = cases.into_iter().chain([
+            ("a pipeline", piped(&["mask", "mask"]), Ok(1)),
+            ("an unknown stage", piped(&["ghost"]), Err("no transform \"ghost\" is deployed")),
+            ("a stage that is no transform", piped(&["check"]), Err("\"check\" is a validator, not a transform")),
+            ("a long pipeline", piped(&["mask"; 9]), Err("9 transforms in the pipeline; the limit is 8")),
+        ]);
+        for (what, candidate, expected) in cases {
             let mut s = BTreeMap::new();
-            let got = apply(&mut s, &topics(), deploy("c", spec)).map(|d| d.active_version).map_err(|e| e.message);
+            check(&mut s, deploy("mask", spec(PluginKind::Transform)), Ok(1));
+            check(&mut s, deploy("check", spec(PluginKind::Validator)), Ok(1));
+            let got = apply(&mut s, &topics(), deploy("c", candidate)).map(|d| d.active_version).map_err(|e| e.message);
             match (got, expected) {
                 (Ok(v), Ok(e)) => assert_eq!(v, e, "{what}"),
                 (Err(m), Err(e)) => assert!(m.contains(e), "{what}: {m:?} should name {e:?}"),
                 (got, expected) => panic!("{what}: got {got:?}, expected {expected:?}"),
             }
         }
+        // A transform in a connector's pipeline is not removed from under it.
+        let mut s = BTreeMap::new();
+        check(&mut s, deploy("mask", spec(PluginKind::Transform)), Ok(1));
+        check(&mut s, deploy("c", piped(&["mask"])), Ok(1));
+        let err = apply(&mut s, &topics(), ModuleCommand::Remove { name: "mask".into() }).unwrap_err();
+        assert!(err.message.contains("in the pipeline of connector \"c\""), "{}", err.message);
+        check(&mut s, ModuleCommand::Remove { name: "c".into() }, Ok(1));
+        check(&mut s, ModuleCommand::Remove { name: "mask".into() }, Ok(1));
     }
 }

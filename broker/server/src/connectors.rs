@@ -17,6 +17,11 @@
 //! (`err`, an endpoint down) is retried with exponential backoff, and nothing past it is
 //! committed meanwhile: at-least-once.
 //!
+//! A connector's pipeline (`transforms`) passes the records through deployed transforms on
+//! the way, in this task and in order: a source's after the poll and before its topic (the
+//! position goes with what comes out), a sink's after the read and before the module. A record
+//! a stage refuses goes to the connector's dead-letter topic, as one the sink rejects does.
+//!
 //! A call that fails (trap, deadline, memory cap) counts toward `failures_max`, after which
 //! the connector is paused with the error; the broker and other connectors go on.
 
@@ -25,7 +30,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use weir_runtime::{PluginKind, SourceBatch};
+use weir_runtime::{InputBatch, Instance, PluginKind, SourceBatch, SourceRecord};
 use weir_sdk::batch::{decode_batches_within, encode_batch, Compression, ConsumedRecord, Record};
 use weir_sdk::{ErrorCode, WireError};
 
@@ -153,6 +158,121 @@ async fn call_failed(broker: &Broker, deployment: &Deployment, metrics: &Metrics
     false
 }
 
+/// A connector's transforms, each a fresh instance of a deployed transform (its component,
+/// parameters and limits; not its topics).
+struct Pipeline {
+    stages: Vec<(String, Instance)>,
+}
+
+/// What a pipeline made of a batch.
+struct Piped {
+    /// The records out of the last stage, each with the index of the input it came from.
+    batch: InputBatch,
+    origins: Vec<usize>,
+    /// Inputs a stage refused, with why.
+    refused: Vec<(usize, String)>,
+}
+
+impl Pipeline {
+    fn new(broker: &Broker, deployment: &Deployment, task: u32) -> Result<Self, WireError> {
+        let names = deployment.active().spec.connector.as_ref().map(|c| c.transforms.clone()).unwrap_or_default();
+        let deployed = broker.deployments();
+        let mut stages = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(stage) = deployed.iter().find(|d| d.name == name && d.kind == PluginKind::Transform) else {
+                return Err(WireError::new(
+                    ErrorCode::UnknownModule,
+                    format!("transform {name:?} of the pipeline is not deployed"),
+                ));
+            };
+            let label = format!("{name}@{}/{}/task-{task}", stage.active_version, deployment.name);
+            stages.push((name, broker.plugins().instance(stage, label)?));
+        }
+        Ok(Self { stages })
+    }
+
+    /// Passes `batch` through every stage (module calls: blocking). Fails with the stage's
+    /// error when a call fails; a record a stage refuses or sends to a topic of its own is
+    /// refused.
+    fn run(&mut self, batch: InputBatch) -> Result<Piped, String> {
+        let mut origins: Vec<usize> = (0..batch.len()).collect();
+        let mut refused = Vec::new();
+        let mut batch = batch;
+        for (name, instance) in &mut self.stages {
+            if batch.is_empty() {
+                break;
+            }
+            let answer = instance.transform(&batch).map_err(|e| format!("transform {name}: {e}"))?;
+            let mut next = InputBatch::new(batch.topic(), batch.partition());
+            let mut next_origins = Vec::with_capacity(origins.len());
+            for ((outcome, input), origin) in answer.outcomes().zip(batch.records()).zip(&origins) {
+                let outputs = match outcome {
+                    Ok(outputs) => outputs,
+                    Err(reason) => {
+                        refused.push((*origin, format!("transform {name}: {reason}")));
+                        continue;
+                    }
+                };
+                for output in outputs {
+                    if let Some(topic) = output.topic() {
+                        refused.push((
+                            *origin,
+                            format!(
+                                "transform {name} sent a record to topic {topic:?}; in a connector's pipeline \
+                                 records go on to the next step"
+                            ),
+                        ));
+                        continue;
+                    }
+                    let (key, value) = (output.key(), output.value());
+                    let headers: Vec<(&str, Option<Bytes>)> = output.headers().collect();
+                    let pushed = next.push(
+                        input.offset(),
+                        output.timestamp().unwrap_or(input.timestamp()),
+                        key.as_deref(),
+                        value.as_deref(),
+                        headers.iter().map(|(k, v)| (*k, v.as_deref())),
+                    );
+                    match pushed {
+                        Ok(()) => next_origins.push(*origin),
+                        Err(e) => refused.push((*origin, format!("transform {name}: {e}"))),
+                    }
+                }
+            }
+            batch = next;
+            origins = next_origins;
+        }
+        Ok(Piped { batch, origins, refused })
+    }
+}
+
+/// The task's pipeline; if it cannot be made (a stage no longer deployed), as
+/// [`start_instance`].
+async fn start_pipeline(broker: &Broker, deployment: &Deployment, task: u32, metrics: &Metrics) -> Option<Pipeline> {
+    match Pipeline::new(broker, deployment, task) {
+        Ok(pipeline) => Some(pipeline),
+        Err(e) => {
+            metrics.set_last_error(format!("cannot start: {}", e.message));
+            tracing::error!(connector = %deployment.name, task, error = %e, "connector pipeline cannot start");
+            tokio::time::sleep(BACKOFF_MAX).await;
+            None
+        }
+    }
+}
+
+/// A source's records as a pipeline takes them (offsets are their places in the poll).
+fn source_input(topic: &str, partition: u32, records: &[SourceRecord]) -> Result<InputBatch, String> {
+    let now = weir_sdk::now_ms();
+    let mut batch = InputBatch::new(topic, partition);
+    for (i, r) in records.iter().enumerate() {
+        let headers = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
+        batch
+            .push(i as i64, r.timestamp.unwrap_or(now), r.key.as_deref(), r.value.as_deref(), headers)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(batch)
+}
+
 /// The task's instance; if it cannot be made (its directory no longer allowed, its component
 /// missing), the error is shown and the task waits before it ends, so the supervisor does not
 /// start it again at once.
@@ -183,6 +303,8 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
     let metrics = plugins.metrics(&name);
     let Some(instance) = start_instance(&broker, &deployment, task, &metrics).await else { return };
     let mut instance = Some(instance);
+    let Some(pipeline) = start_pipeline(&broker, &deployment, task, &metrics).await else { return };
+    let mut pipeline = Some(pipeline);
     let partitions =
         broker.describe_topic(&topic).map_or(1, |d| u32::try_from(d.partitions.len()).unwrap_or(u32::MAX)).max(1);
     let home = task % partitions;
@@ -248,6 +370,23 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
                 }
             }
         };
+        let batch = if pipeline.as_ref().is_some_and(|p| !p.stages.is_empty()) && !batch.records.is_empty() {
+            match through_pipeline(&broker, &deployment, &mut pipeline, &topic, home, batch).await {
+                Some(Ok(batch)) => batch,
+                Some(Err(reason)) => {
+                    // Nothing was written: the next poll asks again from the stored position.
+                    metrics.set_last_error(format!("pipeline: {reason}"));
+                    failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                    if call_failed(&broker, &deployment, &metrics, failures).await {
+                        return;
+                    }
+                    continue;
+                }
+                None => return,
+            }
+        } else {
+            batch
+        };
         if batch.records.is_empty() {
             if position.as_deref() != Some(&batch.position[..]) {
                 if let Err(e) = plugins.set_position(&name, task, next_offset, &batch.position) {
@@ -286,6 +425,74 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
             }
         }
     }
+}
+
+/// A source's poll through its pipeline: what comes out of the last stage, with the poll's
+/// position; the records a stage refused are written to the dead-letter topic first. `None`:
+/// the task is ending.
+async fn through_pipeline(
+    broker: &Broker,
+    deployment: &Deployment,
+    pipeline: &mut Option<Pipeline>,
+    topic: &str,
+    home: u32,
+    batch: SourceBatch,
+) -> Option<Result<SourceBatch, String>> {
+    let inputs = match source_input(topic, home, &batch.records) {
+        Ok(inputs) => inputs,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut stages = pipeline.take().expect("the pipeline is returned after each call");
+    let (stages, piped) = tokio::task::spawn_blocking(move || {
+        let piped = stages.run(inputs);
+        (stages, piped)
+    })
+    .await
+    .ok()?;
+    *pipeline = Some(stages);
+    let piped = match piped {
+        Ok(piped) => piped,
+        Err(reason) => return Some(Err(reason)),
+    };
+    if !piped.refused.is_empty() {
+        let now = weir_sdk::now_ms();
+        let dead = piped
+            .refused
+            .iter()
+            .map(|(origin, reason)| {
+                let r = &batch.records[*origin];
+                let record = Record {
+                    key: r.key.clone().map(Bytes::from),
+                    value: r.value.clone().map(Bytes::from),
+                    headers: r.headers.iter().map(|(k, v)| (k.clone(), v.clone().map(Bytes::from))).collect(),
+                    timestamp: r.timestamp.unwrap_or(now),
+                };
+                // Not in any topic yet: offset -1.
+                let input = ConsumedRecord { topic: topic.to_owned(), partition: home, offset: -1, record };
+                (0, dead_letter(deployment, &input, reason))
+            })
+            .collect();
+        let dlq = &deployment.active().spec.dead_letter_topic;
+        if let Err(e) = write(broker, dlq, dead).await {
+            return Some(Err(format!("dead-lettering refused records: {e}")));
+        }
+        broker
+            .plugins()
+            .metrics(&deployment.name)
+            .records_dead_lettered
+            .fetch_add(piped.refused.len() as u64, Ordering::Relaxed);
+    }
+    let records = piped
+        .batch
+        .records()
+        .map(|r| SourceRecord {
+            key: r.key().map(<[u8]>::to_vec),
+            value: r.value().map(<[u8]>::to_vec),
+            headers: r.headers().map(|(k, v)| (k.to_owned(), v.map(<[u8]>::to_vec))).collect(),
+            timestamp: Some(r.timestamp()),
+        })
+        .collect();
+    Some(Ok(SourceBatch { records, position: batch.position }))
 }
 
 /// Writes a poll's records, waiting until they are durable. Keyless records go to `home` in
@@ -403,6 +610,8 @@ async fn run_sink(broker: Broker, deployment: Deployment, task: u32, partitions:
     let metrics = plugins.metrics(&name);
     let Some(instance) = start_instance(&broker, &deployment, task, &metrics).await else { return };
     let mut instance = Some(instance);
+    let Some(pipeline) = start_pipeline(&broker, &deployment, task, &metrics).await else { return };
+    let mut pipeline = Some(pipeline);
     let mut next: BTreeMap<(String, u32), i64> = BTreeMap::new();
     for (topic, partition) in &partitions {
         let start = match plugins.progress(&name, topic, *partition) {
@@ -498,9 +707,18 @@ async fn run_sink(broker: Broker, deployment: Deployment, task: u32, partitions:
             };
             let started = Instant::now();
             let mut taken = instance.take().expect("the instance is returned after each call");
-            let Ok((taken, outcome)) = tokio::task::spawn_blocking(move || {
-                let outcome = taken.write(&inputs);
-                (taken, outcome)
+            let mut stages = pipeline.take().expect("the pipeline is returned after each call");
+            let Ok((taken, stages, piped)) = tokio::task::spawn_blocking(move || {
+                let piped = if stages.stages.is_empty() {
+                    Ok(Piped { origins: (0..inputs.len()).collect(), batch: inputs, refused: Vec::new() })
+                } else {
+                    stages.run(inputs)
+                };
+                let piped = piped.map(|p| {
+                    let outcome = if p.batch.is_empty() { Ok(Ok(Vec::new())) } else { taken.write(&p.batch) };
+                    (p.origins, p.refused, outcome)
+                });
+                (taken, stages, piped)
             })
             .await
             else {
@@ -508,6 +726,18 @@ async fn run_sink(broker: Broker, deployment: Deployment, task: u32, partitions:
             };
             let memory = taken.memory_high_water_bytes();
             instance = Some(taken);
+            pipeline = Some(stages);
+            let (origins, refused, outcome) = match piped {
+                Ok(piped) => piped,
+                Err(reason) => {
+                    metrics.set_last_error(format!("pipeline: {reason}"));
+                    failures = metrics.failures_consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                    if call_failed(&broker, &deployment, &metrics, failures).await {
+                        return;
+                    }
+                    break;
+                }
+            };
             let verdicts = match outcome {
                 Ok(Ok(verdicts)) => {
                     metrics.record_call(started.elapsed(), records.len(), None, memory);
@@ -533,9 +763,20 @@ async fn run_sink(broker: Broker, deployment: Deployment, task: u32, partitions:
                     break;
                 }
             };
+            // One verdict per input: refused by a stage, or rejected by the module (a record out
+            // of the pipeline answers for the input it came from).
+            let mut per_input: Vec<Option<String>> = vec![None; records.len()];
+            for (origin, reason) in refused {
+                per_input[origin].get_or_insert(reason);
+            }
+            for (out, verdict) in verdicts.into_iter().enumerate() {
+                if let (Some(reason), Some(origin)) = (verdict, origins.get(out)) {
+                    per_input[*origin].get_or_insert(reason);
+                }
+            }
             let dead: Vec<(u32, Record)> = records
                 .iter()
-                .zip(&verdicts)
+                .zip(&per_input)
                 .filter_map(|(input, verdict)| verdict.as_ref().map(|reason| (input, reason)))
                 .map(|(input, reason)| {
                     metrics.set_last_error(format!("record at offset {} rejected: {reason}", input.offset));

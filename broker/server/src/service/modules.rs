@@ -112,6 +112,7 @@ impl Broker {
                     poll_interval_ms: c.poll_interval_ms.unwrap_or(d.poll_interval_ms),
                     batch_records: c.batch_records.unwrap_or(d.batch_records),
                     http_allow: c.http_allow,
+                    transforms: c.transforms,
                 }
             }),
         };
@@ -262,6 +263,7 @@ impl Broker {
                         poll_interval_ms: c.poll_interval_ms,
                         batch_records: c.batch_records,
                         http_allow: c.http_allow.clone(),
+                        transforms: c.transforms.clone(),
                     }),
                 })
                 .collect(),
