@@ -281,8 +281,8 @@ fn posted(endpoint: &endpoint::Endpoint) -> Vec<i64> {
 
 /// File source -> topic -> PII mask -> HTTP sink posting to a local endpoint: exactly once
 /// without faults, at least once through a SIGKILL (lost and duplicated printed), nothing lost
-/// while the endpoint is down; an HTTP source following an endpoint's cursor; and the
-/// denials: a host not on the allowlist, a granted name resolving to 127.0.0.1, and a
+/// while the endpoint is down; an HTTP source following an endpoint's cursor; pipelines (a
+/// sink and a source through the deployed mask); the generator; and the denials: a host not on the allowlist, a granted name resolving to 127.0.0.1, and a
 /// component importing wasi:http with no host granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_lines_reach_an_http_sink_masked_and_http_grants_are_enforced() {
@@ -501,6 +501,25 @@ async fn file_lines_reach_an_http_sink_masked_and_http_grants_are_enforced() {
         None,
     );
     assert!(!ok && err.contains("no transform \"ghost\" is deployed"), "{err}");
+    // The generator: `count` records at a `rate`, keyed over `keys`, every id once.
+    let generator = build_plugin("weir-module-generator");
+    cli_ok(&broker, &["topic", "create", "generated", "--partitions", "2"]);
+    cli_ok(
+        &broker,
+        &["connector", "create", "--name", "gen", "--kind", "source", "--component", generator.to_str().unwrap()]
+            .into_iter()
+            .chain(["--topic", "generated", "--param", "count=500", "--param", "rate=2000", "--param", "keys=4"])
+            .collect::<Vec<_>>(),
+    );
+    let (ok, consumed, err) =
+        broker.cli(&["consume", "generated", "--from", "earliest", "--follow", "--count", "500"], None);
+    assert!(ok, "{err}");
+    let mut ids: Vec<i64> = consumed
+        .lines()
+        .filter_map(|l| l.split_once("{\"id\":").and_then(|(_, rest)| rest.split(',').next()?.parse().ok()))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..500).collect::<Vec<_>>(), "every generated id once: {consumed:.300}");
     // A line the mask refuses (not JSON) goes to the source's dead-letter topic, saying why.
     std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"not json\n").unwrap();
     wait_until(Duration::from_secs(30), "the refused line to be dead-lettered", || {
