@@ -63,18 +63,11 @@ fn cli_ok(broker: &BrokerProcess, args: &[&str]) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_sigkill() {
-    let source_wasm = build_plugin("weir-module-file-source");
-    let sink_wasm = build_plugin("weir-module-file-sink");
-    let mask_wasm = build_plugin("weir-module-pii-mask");
-    let (input, output) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (log, out) = (input.path().join("app.log"), output.path().join("out.log"));
-    append_lines(&log, 0, 2000);
-
-    // Connectors may be granted folders under the temporary folder only.
+/// A broker that may grant connectors folders under the temporary folder, with topics `lines`
+/// (1 partition) and `masked` (3) and the PII mask deployed from one to the other.
+fn masking_broker(mask_wasm: &Path) -> BrokerProcess {
     let root = std::env::temp_dir();
-    let mut broker = BrokerProcess::start(&["--connector-dir-root", root.to_str().unwrap()]);
+    let broker = BrokerProcess::start(&["--connector-dir-root", root.to_str().unwrap()]);
     cli_ok(&broker, &["topic", "create", "lines", "--partitions", "1"]);
     cli_ok(&broker, &["topic", "create", "masked", "--partitions", "3"]);
     let mask = mask_wasm.to_str().unwrap();
@@ -85,6 +78,52 @@ async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_si
             .chain(["--param", "paths=/email"])
             .collect::<Vec<_>>(),
     );
+    broker
+}
+
+/// Appends lines 2000 to 6000 to `log` while the broker is SIGKILLed once 3000 have arrived
+/// (`arrived` reads the `n`s delivered so far) and restarted; waits until every line arrived.
+/// Answers the lost and duplicated counts.
+async fn through_a_sigkill(
+    broker: &mut BrokerProcess,
+    log: &Path,
+    arrived: impl Fn() -> Vec<i64>,
+) -> (Vec<i64>, usize) {
+    let writer = {
+        let log = log.to_path_buf();
+        std::thread::spawn(move || {
+            for chunk in 0..40 {
+                append_lines(&log, 2000 + chunk * 100, 2100 + chunk * 100);
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
+    wait_until(Duration::from_secs(60), "some of the new lines to arrive", || {
+        let got = arrived().len();
+        async move { got >= 3000 }
+    })
+    .await;
+    broker.kill9();
+    writer.join().unwrap();
+    broker.restart();
+    wait_until(Duration::from_secs(90), "every line to arrive after the restart", || {
+        let lost = lost_and_duplicated(&arrived(), 6000).0.len();
+        async move { lost == 0 }
+    })
+    .await;
+    lost_and_duplicated(&arrived(), 6000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_sigkill() {
+    let source_wasm = build_plugin("weir-module-file-source");
+    let sink_wasm = build_plugin("weir-module-file-sink");
+    let mask_wasm = build_plugin("weir-module-pii-mask");
+    let (input, output) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (log, out) = (input.path().join("app.log"), output.path().join("out.log"));
+    append_lines(&log, 0, 2000);
+
+    let mut broker = masking_broker(&mask_wasm);
     // The source from a config file, with a secret that must never be shown back.
     let config = input.path().join("logs.toml");
     std::fs::write(
@@ -141,29 +180,7 @@ async fn file_lines_reach_a_file_sink_masked_once_and_at_least_once_through_a_si
 
     // SIGKILL midway: lines keep coming while the broker dies and returns; every line arrives
     // at least once.
-    let writer = {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for chunk in 0..40 {
-                append_lines(&log, 2000 + chunk * 100, 2100 + chunk * 100);
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        })
-    };
-    wait_until(Duration::from_secs(60), "some of the new lines to arrive", || {
-        let out = out.clone();
-        async move { delivered(&out).len() >= 3000 }
-    })
-    .await;
-    broker.kill9();
-    writer.join().unwrap();
-    broker.restart();
-    wait_until(Duration::from_secs(90), "every line to arrive after the restart", || {
-        let out = out.clone();
-        async move { lost_and_duplicated(&delivered(&out), 6000).0.is_empty() }
-    })
-    .await;
-    let (lost, duplicated) = lost_and_duplicated(&delivered(&out), 6000);
+    let (lost, duplicated) = through_a_sigkill(&mut broker, &log, || delivered(&out)).await;
     eprintln!("through a SIGKILL: 6000 lines, lost {}, duplicated {duplicated}", lost.len());
     assert!(lost.is_empty(), "lost {lost:?}");
 
@@ -282,8 +299,9 @@ fn posted(endpoint: &endpoint::Endpoint) -> Vec<i64> {
 /// File source -> topic -> PII mask -> HTTP sink posting to a local endpoint: exactly once
 /// without faults, at least once through a SIGKILL (lost and duplicated printed), nothing lost
 /// while the endpoint is down; an HTTP source following an endpoint's cursor; pipelines (a
-/// sink and a source through the deployed mask); the generator; and the denials: a host not on the allowlist, a granted name resolving to 127.0.0.1, and a
-/// component importing wasi:http with no host granted.
+/// sink and a source through the deployed mask); the generator; and the denials: a host not
+/// on the allowlist, a granted name resolving to 127.0.0.1, and a component importing
+/// wasi:http with no host granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_lines_reach_an_http_sink_masked_and_http_grants_are_enforced() {
     let source_wasm = build_plugin("weir-module-file-source");
@@ -296,18 +314,7 @@ async fn file_lines_reach_an_http_sink_masked_and_http_grants_are_enforced() {
     let mut endpoint = endpoint::Endpoint::ok();
     let port = endpoint.addr.port();
 
-    let root = std::env::temp_dir();
-    let mut broker = BrokerProcess::start(&["--connector-dir-root", root.to_str().unwrap()]);
-    cli_ok(&broker, &["topic", "create", "lines", "--partitions", "1"]);
-    cli_ok(&broker, &["topic", "create", "masked", "--partitions", "3"]);
-    let mask = mask_wasm.to_str().unwrap();
-    cli_ok(
-        &broker,
-        &["module", "deploy", mask, "--name", "mask", "--kind", "transform", "--input", "lines", "--output", "masked"]
-            .into_iter()
-            .chain(["--param", "paths=/email"])
-            .collect::<Vec<_>>(),
-    );
+    let mut broker = masking_broker(&mask_wasm);
     let (source, input_dir) = (source_wasm.to_str().unwrap(), input.path().to_str().unwrap());
     cli_ok(
         &broker,
@@ -345,29 +352,7 @@ async fn file_lines_reach_an_http_sink_masked_and_http_grants_are_enforced() {
     assert_eq!(described["versions"][0]["connector"]["http_allow"], serde_json::json!([granted]));
 
     // SIGKILL midway: every line arrives at least once.
-    let writer = {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for chunk in 0..40 {
-                append_lines(&log, 2000 + chunk * 100, 2100 + chunk * 100);
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        })
-    };
-    wait_until(Duration::from_secs(60), "some of the new lines to be posted", || {
-        let got = posted(&endpoint).len();
-        async move { got >= 3000 }
-    })
-    .await;
-    broker.kill9();
-    writer.join().unwrap();
-    broker.restart();
-    wait_until(Duration::from_secs(90), "every line to be posted after the restart", || {
-        let lost = lost_and_duplicated(&posted(&endpoint), 6000).0.len();
-        async move { lost == 0 }
-    })
-    .await;
-    let (lost, duplicated) = lost_and_duplicated(&posted(&endpoint), 6000);
+    let (lost, duplicated) = through_a_sigkill(&mut broker, &log, || posted(&endpoint)).await;
     eprintln!("HTTP sink through a SIGKILL: 6000 lines, lost {}, duplicated {duplicated}", lost.len());
     assert!(lost.is_empty(), "lost {lost:?}");
 
