@@ -43,9 +43,21 @@ pub(crate) struct HttpHooks {
 }
 
 impl HttpHooks {
-    pub(crate) fn new(allow: Arc<[HttpTarget]>, denied: Denials, deadline: Duration) -> Self {
-        Self { allow, denied, in_flight: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)), deadline }
+    /// `in_flight` is the instance's (see [`request_slots`]), kept across its stores, so a
+    /// connection left open by a failed call still counts.
+    pub(crate) fn new(
+        allow: Arc<[HttpTarget]>,
+        denied: Denials,
+        in_flight: Arc<tokio::sync::Semaphore>,
+        deadline: Duration,
+    ) -> Self {
+        Self { allow, denied, in_flight, deadline }
     }
+}
+
+/// The open requests an instance may have.
+pub(crate) fn request_slots() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX))
 }
 
 /// The last request an instance's host refused and why, kept across the instance's stores
@@ -240,11 +252,12 @@ impl WasiHttpHooks for HttpHooks {
             // The request line carries the path only; the host header says where it goes.
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
             *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
-            // The connection is driven on its own task for as long as the response is read; the
-            // permit goes with it.
+            // The connection is driven on its own task for as long as the response is read, and
+            // no longer than the call may read it; the permit goes with it.
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let lifetime = deadline + CONNECT_TIMEOUT;
             tokio::spawn(async move {
-                let result = conn.await;
+                let result = tokio::time::timeout(lifetime, conn).await.unwrap_or(Ok(()));
                 drop(permit);
                 let _ = done_tx.send(result);
             });

@@ -14,7 +14,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::batch::{check_count, InputBatch, OutputBuilder, TransformOutput};
 use crate::bindings::{self, connector, host, schema_registry, source_types, v0_1};
 use crate::error::CallError;
-use crate::http::{Denials, HttpHooks};
+use crate::http::{request_slots, Denials, HttpHooks};
 use crate::module::Contract;
 use crate::{Limits, Module, PluginKind, Runtime};
 
@@ -332,11 +332,21 @@ pub struct Instance {
     memory_high_water_bytes: u64,
     /// What the host refused the module's HTTP requests, for the call's error.
     denials: Denials,
+    /// Its open HTTP requests, across its stores.
+    http_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Instance {
     pub(crate) fn new(runtime: Runtime, module: Module, config: InstanceConfig) -> Self {
-        Self { runtime, module, config, live: None, memory_high_water_bytes: 0, denials: Denials::default() }
+        Self {
+            runtime,
+            module,
+            config,
+            live: None,
+            memory_high_water_bytes: 0,
+            denials: Denials::default(),
+            http_slots: request_slots(),
+        }
     }
 
     /// A module's own error, with what the host refused it during the call (a denied HTTP
@@ -518,7 +528,7 @@ impl Instance {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: HttpHooks::new(http_allow, self.denials.clone(), deadline),
+            hooks: HttpHooks::new(http_allow, self.denials.clone(), self.http_slots.clone(), deadline),
             limiter: MemoryLimiter { memory_bytes_max: self.config.limits.memory_bytes, high_water_bytes: 0 },
             config: self.config.clone(),
         };
