@@ -242,7 +242,7 @@ impl WasiHttpHooks for HttpHooks {
                 let tls = tokio::time::timeout(connect_timeout, connector.connect(name, tcp))
                     .await
                     .map_err(|_| Error::ConnectionTimeout)?
-                    .map_err(Error::Tls)?;
+                    .map_err(|e| deny((Error::TlsCertificateError, format!("TLS with {host}:{port} failed: {e}"))))?;
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
                 (sender, Box::pin(conn) as Connection)
             } else {

@@ -349,6 +349,41 @@ fn http_connectors_reach_only_granted_hosts_and_addresses() {
     assert!(err.contains("only sources and sinks are granted, and it is deployed as a transform"), "{err}");
 }
 
+/// https: a sink posts over TLS to a granted address whose certificate the host's roots trust
+/// (the system's roots, here read from SSL_CERT_FILE as on any machine that sets it), and a
+/// certificate they do not trust fails the request.
+#[test]
+fn an_http_sink_posts_over_tls_only_to_a_certificate_it_trusts() {
+    let (trusted, pem) = endpoint::Endpoint::ok_over_tls();
+    let (untrusted, _) = endpoint::Endpoint::ok_over_tls();
+    let roots = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(roots.path(), pem).unwrap();
+    // The only test of this binary that sends https, before its first request loads the roots.
+    std::env::set_var("SSL_CERT_FILE", roots.path());
+    std::env::remove_var("SSL_CERT_DIR");
+    let host = host();
+    let inputs = batch(&[record(0, "a"), record(1, "b")]);
+    for (endpoint, delivered) in [(&trusted, true), (&untrusted, false)] {
+        let port = endpoint.addr.port();
+        let url = format!("https://127.0.0.1:{port}/in");
+        let allow = format!("127.0.0.1:{port}");
+        let params = [("url", url.as_str())];
+        let mut sink = http_connector(&host, "weir-module-http-sink", PluginKind::Sink, &params, None, &[&allow]);
+        let answer = sink.write(&inputs).unwrap();
+        println!("{url}: {answer:?}");
+        if delivered {
+            assert_eq!(answer.unwrap(), [None, None]);
+            let requests = endpoint.requests();
+            assert_eq!(requests.len(), 1);
+            assert_eq!(String::from_utf8_lossy(&requests[0].body).lines().count(), 2);
+        } else {
+            let err = answer.unwrap_err();
+            assert!(err.contains("TLS with 127.0.0.1") && err.contains("certificate"), "{err}");
+            assert!(endpoint.requests().is_empty());
+        }
+    }
+}
+
 #[test]
 fn json_filter_keeps_matching_records_and_errors_on_non_json() {
     let host = host();

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +60,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Request>>>,
     handler: Handler,
+    /// Served over TLS with this configuration, if any.
+    tls: Option<Arc<rustls::ServerConfig>>,
     running: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
@@ -70,9 +72,28 @@ impl Endpoint {
     }
 
     pub fn start(handler: Handler) -> Self {
+        Self::start_with(handler, None)
+    }
+
+    /// Answers 200 over TLS, with a certificate for 127.0.0.1 signed by itself; answers the
+    /// endpoint and the certificate's PEM (for a client to trust).
+    pub fn ok_over_tls() -> (Self, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let pem = certified.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        (Self::start_with(Arc::new(|_| (200, Vec::new())), Some(Arc::new(config))), pem)
+    }
+
+    fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut endpoint = Self { addr, received: Arc::default(), handler, running: None };
+        let mut endpoint = Self { addr, received: Arc::default(), handler, tls, running: None };
         endpoint.serve(listener);
         endpoint
     }
@@ -81,11 +102,20 @@ impl Endpoint {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (received, handler, stopping) = (self.received.clone(), self.handler.clone(), stop.clone());
+        let tls = self.tls.clone();
         let thread = std::thread::spawn(move || {
             while !stopping.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let _ = answer(stream, &received, &handler);
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                        let _ = match &tls {
+                            None => answer(stream, &received, &handler),
+                            Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                                Ok(conn) => answer(rustls::StreamOwned::new(conn, stream), &received, &handler),
+                                Err(_) => Ok(()),
+                            },
+                        };
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(5))
@@ -123,10 +153,8 @@ impl Drop for Endpoint {
     }
 }
 
-fn answer(stream: TcpStream, received: &Mutex<Vec<Request>>, handler: &Handler) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+fn answer(mut stream: impl Read + Write, received: &Mutex<Vec<Request>>, handler: &Handler) -> std::io::Result<()> {
+    let mut reader = BufReader::new(&mut stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
@@ -149,12 +177,12 @@ fn answer(stream: TcpStream, received: &Mutex<Vec<Request>>, handler: &Handler) 
     assert!(length <= 64 << 20, "a test body of {length} bytes");
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
+    drop(reader);
     let request = Request { method, target, headers, body };
     let (status, reply) = handler(&request);
     if (200..300).contains(&status) {
         received.lock().unwrap().push(request);
     }
-    let mut stream = stream;
     write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", reply.len())?;
     stream.write_all(&reply)?;
     stream.flush()
