@@ -70,8 +70,9 @@ impl Denials {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    fn note(&self, why: String) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    /// Keeps `why`; true if it is the call's first refusal.
+    fn note(&self, why: String) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).replace(why).is_none()
     }
 }
 
@@ -212,9 +213,12 @@ impl WasiHttpHooks for HttpHooks {
         let in_flight = self.in_flight.clone();
         let deadline = self.deadline;
         Box::new(async move {
+            // Logged once per call: a module looping on refused requests cannot flood the log.
             let deny = |(error, why): (Error, String)| {
-                tracing::warn!(target: "weir::plugin", "{why}");
-                denied.note(why);
+                let why = crate::cut_text(why, crate::REASON_BYTES_MAX);
+                if denied.note(why.clone()) {
+                    tracing::warn!(target: "weir::plugin", "{why}");
+                }
                 error
             };
             let Ok(permit) = in_flight.try_acquire_owned() else {

@@ -71,6 +71,8 @@ impl ConnectorSpec {
     pub const BATCH_RECORDS_MAX: u32 = 10_000;
     pub const POLL_INTERVAL_MS_MAX: u64 = 3_600_000;
     pub const TRANSFORMS_MAX: usize = 8;
+    /// Longest directory path (Linux's PATH_MAX).
+    pub const DIR_BYTES_MAX: usize = 4096;
 }
 
 impl Default for ConnectorSpec {
@@ -145,6 +147,7 @@ pub fn apply(
             validate_name(&name)?;
             validate_spec(&version.spec, topics)?;
             for stage in version.spec.connector.iter().flat_map(|c| &c.transforms) {
+                check_name("transforms: a module name", stage).map_err(invalid)?;
                 match deployments.get(stage) {
                     Some(d) if d.kind == PluginKind::Transform => {}
                     Some(d) => {
@@ -389,6 +392,13 @@ fn validate_connector(c: &ConnectorSpec) -> Result<(), WireError> {
             ConnectorSpec::TRANSFORMS_MAX
         )));
     }
+    if let Some(dir) = c.dir.as_ref().filter(|dir| dir.len() > ConnectorSpec::DIR_BYTES_MAX) {
+        return Err(invalid(format!(
+            "capabilities.dir is {} bytes long; the limit is {}",
+            dir.len(),
+            ConnectorSpec::DIR_BYTES_MAX
+        )));
+    }
     if let Some(dir) = &c.dir {
         if !std::path::Path::new(dir).is_absolute() || dir.split('/').any(|part| part == "..") {
             return Err(invalid(format!(
@@ -551,6 +561,12 @@ mod tests {
             ("an unknown stage", piped(&["ghost"]), Err("no transform \"ghost\" is deployed")),
             ("a stage that is no transform", piped(&["check"]), Err("\"check\" is a validator, not a transform")),
             ("a long pipeline", piped(&["mask"; 9]), Err("9 transforms in the pipeline; the limit is 8")),
+            ("a stage name of 1 MiB", piped(&[&"m".repeat(1 << 20)]), Err("transforms: a module name")),
+            (
+                "a dir of 1 MiB",
+                with(&sink, &|c| c.dir = Some(format!("/{}", "d".repeat(1 << 20)))),
+                Err("capabilities.dir is 1048577 bytes long; the limit is 4096"),
+            ),
         ]);
         for (what, candidate, expected) in cases {
             let mut s = BTreeMap::new();
@@ -563,6 +579,10 @@ mod tests {
                 (got, expected) => panic!("{what}: got {got:?}, expected {expected:?}"),
             }
         }
+        // A name a client made long is not echoed back whole.
+        let mut s = BTreeMap::new();
+        let err = apply(&mut s, &topics(), deploy("c", piped(&[&"m".repeat(1 << 20)]))).unwrap_err();
+        assert!(err.message.len() < 200 && err.message.contains("is 1048576 bytes long"), "{}", err.message);
         // A transform in a connector's pipeline is not removed from under it.
         let mut s = BTreeMap::new();
         check(&mut s, deploy("mask", spec(PluginKind::Transform)), Ok(1));

@@ -81,7 +81,13 @@ pub fn validate_topic_name(name: &str) -> Result<(), WireError> {
 /// Kafka's rules for a topic name, which module names follow too (a module names its default
 /// dead-letter topic); the message begins with `what`.
 pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let invalid = |why: String| Err(format!("{what} {name:?} {why}"));
+    // A name is shown back whole only when it is short: a client's 1 MiB name is not echoed.
+    let shown = if name.len() > 64 {
+        format!("{:?}...", name.chars().take(32).collect::<String>())
+    } else {
+        format!("{name:?}")
+    };
+    let invalid = |why: String| Err(format!("{what} {shown} {why}"));
     if name.is_empty() {
         return invalid("is empty".into());
     }

@@ -246,20 +246,6 @@ impl Pipeline {
     }
 }
 
-/// The task's pipeline; if it cannot be made (a stage no longer deployed), as
-/// [`start_instance`].
-async fn start_pipeline(broker: &Broker, deployment: &Deployment, task: u32, metrics: &Metrics) -> Option<Pipeline> {
-    match Pipeline::new(broker, deployment, task) {
-        Ok(pipeline) => Some(pipeline),
-        Err(e) => {
-            metrics.set_last_error(format!("cannot start: {}", e.message));
-            tracing::error!(connector = %deployment.name, task, error = %e, "connector pipeline cannot start");
-            tokio::time::sleep(BACKOFF_MAX).await;
-            None
-        }
-    }
-}
-
 /// A source's records as a pipeline takes them (offsets are their places in the poll).
 fn source_input(topic: &str, partition: u32, records: &[SourceRecord]) -> Result<InputBatch, String> {
     let now = weir_sdk::now_ms();
@@ -273,18 +259,22 @@ fn source_input(topic: &str, partition: u32, records: &[SourceRecord]) -> Result
     Ok(batch)
 }
 
-/// The task's instance; if it cannot be made (its directory no longer allowed, its component
-/// missing), the error is shown and the task waits before it ends, so the supervisor does not
-/// start it again at once.
-async fn start_instance(
+/// The task's instance and pipeline; if they cannot be made (its directory no longer allowed,
+/// its component missing, a stage no longer deployed), the error is shown and the task waits
+/// before it ends, so the supervisor does not start it again at once.
+async fn start_task(
     broker: &Broker,
     deployment: &Deployment,
     task: u32,
     metrics: &Metrics,
-) -> Option<weir_runtime::Instance> {
+) -> Option<(Option<Instance>, Option<Pipeline>)> {
     let label = format!("{}@{}/task-{task}", deployment.name, deployment.active_version);
-    match broker.plugins().connector_instance(deployment, label) {
-        Ok(instance) => Some(instance),
+    let made = broker
+        .plugins()
+        .connector_instance(deployment, label)
+        .and_then(|instance| Ok((Some(instance), Some(Pipeline::new(broker, deployment, task)?))));
+    match made {
+        Ok(parts) => Some(parts),
         Err(e) => {
             metrics.set_last_error(format!("cannot start: {}", e.message));
             tracing::error!(connector = %deployment.name, task, error = %e, "connector task cannot start");
@@ -301,10 +291,7 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
     let Some(topic) = spec.output.clone() else { return };
     let plugins = broker.plugins().clone();
     let metrics = plugins.metrics(&name);
-    let Some(instance) = start_instance(&broker, &deployment, task, &metrics).await else { return };
-    let mut instance = Some(instance);
-    let Some(pipeline) = start_pipeline(&broker, &deployment, task, &metrics).await else { return };
-    let mut pipeline = Some(pipeline);
+    let Some((mut instance, mut pipeline)) = start_task(&broker, &deployment, task, &metrics).await else { return };
     let partitions =
         broker.describe_topic(&topic).map_or(1, |d| u32::try_from(d.partitions.len()).unwrap_or(u32::MAX)).max(1);
     let home = task % partitions;
@@ -371,7 +358,7 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
             }
         };
         let batch = if pipeline.as_ref().is_some_and(|p| !p.stages.is_empty()) && !batch.records.is_empty() {
-            match through_pipeline(&broker, &deployment, &mut pipeline, &topic, home, batch).await {
+            match through_pipeline(&broker, &deployment, &metrics, &mut pipeline, &topic, home, batch).await {
                 Some(Ok(batch)) => batch,
                 Some(Err(reason)) => {
                     // Nothing was written: the next poll asks again from the stored position.
@@ -433,6 +420,7 @@ async fn run_source(broker: Broker, deployment: Deployment, task: u32) {
 async fn through_pipeline(
     broker: &Broker,
     deployment: &Deployment,
+    metrics: &Metrics,
     pipeline: &mut Option<Pipeline>,
     topic: &str,
     home: u32,
@@ -476,11 +464,7 @@ async fn through_pipeline(
         if let Err(e) = write(broker, dlq, dead).await {
             return Some(Err(format!("dead-lettering refused records: {e}")));
         }
-        broker
-            .plugins()
-            .metrics(&deployment.name)
-            .records_dead_lettered
-            .fetch_add(piped.refused.len() as u64, Ordering::Relaxed);
+        metrics.records_dead_lettered.fetch_add(piped.refused.len() as u64, Ordering::Relaxed);
     }
     let records = piped
         .batch
@@ -608,10 +592,7 @@ async fn run_sink(broker: Broker, deployment: Deployment, task: u32, partitions:
     let spec = deployment.active().spec.clone();
     let plugins = broker.plugins().clone();
     let metrics = plugins.metrics(&name);
-    let Some(instance) = start_instance(&broker, &deployment, task, &metrics).await else { return };
-    let mut instance = Some(instance);
-    let Some(pipeline) = start_pipeline(&broker, &deployment, task, &metrics).await else { return };
-    let mut pipeline = Some(pipeline);
+    let Some((mut instance, mut pipeline)) = start_task(&broker, &deployment, task, &metrics).await else { return };
     let mut next: BTreeMap<(String, u32), i64> = BTreeMap::new();
     for (topic, partition) in &partitions {
         let start = match plugins.progress(&name, topic, *partition) {
