@@ -53,6 +53,21 @@ impl BatchHeader {
     /// Parses the header of the batch at the start of `buf`, checking its length and magic
     /// against what is present. Does not check the CRC; see [`validate_batch`].
     pub fn parse(buf: &[u8]) -> Result<Self, WireError> {
+        let header = Self::parse_head(buf)?;
+        if header.total_bytes > buf.len() {
+            return Err(corrupt(format!(
+                "record batch declares {} bytes but only {} are present",
+                header.total_bytes,
+                buf.len()
+            )));
+        }
+        Ok(header)
+    }
+
+    /// Parses the 61-byte header at the start of `buf` without asking for the records after it
+    /// (a stored batch whose records section is kept compressed has fewer bytes than its header
+    /// declares). Checks the magic and the header's own fields, not the length.
+    pub fn parse_head(buf: &[u8]) -> Result<Self, WireError> {
         if buf.len() < BATCH_HEADER_BYTES {
             return Err(corrupt(format!(
                 "record batch of {} bytes is shorter than the {BATCH_HEADER_BYTES}-byte v2 header",
@@ -64,12 +79,6 @@ impl BatchHeader {
             return Err(corrupt(format!("record batch length field {batch_length} is smaller than the v2 header")));
         }
         let total_bytes = LENGTH_FIELD_END + batch_length as usize;
-        if total_bytes > buf.len() {
-            return Err(corrupt(format!(
-                "record batch declares {total_bytes} bytes but only {} are present",
-                buf.len()
-            )));
-        }
         let magic = buf[MAGIC_OFFSET];
         if magic != 2 {
             return Err(corrupt(format!("record batch magic is {magic}; only magic 2 (RecordBatch v2) is accepted")));

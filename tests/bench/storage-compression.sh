@@ -5,6 +5,9 @@
 # seconds per GB (utime+stime from /proc) produced and then fetched by kcat from the start to
 # the end, and the bytes its data folder holds per GB produced once flushed. For each binary given, in turn, ROUNDS times, each run on a fresh
 # broker and data folder (one node, `flush.mode=interval`, 8 partitions, retention off).
+# DROP_CACHES=1 (root only) empties the page cache before each run: on this VM, writing into
+# page cache that has grown into memory not touched before costs the broker more and more CPU
+# as it grows (see tests/bench/storage-growth.sh), which drowns the differences between builds.
 # Usage: tests/bench/storage-compression.sh [ROUNDS] [COUNT] WEIR_BINARY...
 # (default 3 rounds of 1,000,000 records of 1 KiB). Ports 18500 (QUIC), 18600 (Kafka), 18700.
 # Needs python3 with confluent-kafka, and kcat (tests/run-all.sh installs both).
@@ -19,6 +22,7 @@ gb=$(python3 -c "print($count * 1024 / 1e9)")
 for round in $(seq 1 "$rounds"); do
   for weir in "$@"; do
     for values in repeated random; do
+      if [ "${DROP_CACHES:-}" = 1 ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
       start_broker "$weir" 18500
       "$weir" topic create perf --partitions 8 --config flush.mode=interval --config retention.ms=-1 \
         "${connect[@]}" >/dev/null

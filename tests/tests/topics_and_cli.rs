@@ -19,10 +19,19 @@ async fn given_tiny_retention_then_old_batches_go_and_later_consumers_are_unaffe
     let config = TopicConfig::default().with_entries([("retention.bytes", "20000"), ("retention.ms", "-1")]).unwrap();
     admin.create_topic("short", 1, config).await.unwrap();
     let producer = Producer::new(client.clone(), ProducerConfig::default());
-    // One batch per send: wait for each delivery before the next.
+    // One batch per send: wait for each delivery before the next. The values do not compress,
+    // so a batch takes its 2 KB stored too (retention.bytes counts what the log takes stored).
     let mut last = 0;
-    for i in 0..50u32 {
-        let value = Bytes::from(vec![b'a' + (i % 26) as u8; 2000]);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..50u32 {
+        let value: Bytes = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
         last = producer
             .send("short", Some(0), Record { value: Some(value), ..Record::default() })
             .await

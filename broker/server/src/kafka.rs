@@ -320,8 +320,18 @@ async fn serve_connection(
                 break;
             }
         };
-        let mut buf = BytesMut::zeroed(size);
-        let read_whole = reader.read_exact(&mut buf);
+        // Read into the buffer's spare capacity, not a zero-filled buffer: a 1 MiB produce
+        // request is not written twice.
+        let mut buf = BytesMut::with_capacity(size);
+        let read_whole = async {
+            while buf.len() < size {
+                let missing = (size - buf.len()) as u64;
+                if (&mut reader).take(missing).read_buf(&mut buf).await? == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        };
         // A connection that ends (or fails) inside a request is closed: nothing of a partly
         // read request is decoded.
         match tokio::time::timeout(idle, read_whole).await {

@@ -19,6 +19,7 @@ pub mod log;
 pub mod modules;
 pub mod offsets;
 pub mod raft;
+pub mod stored;
 
 use std::path::Path;
 
@@ -52,7 +53,14 @@ impl Storage {
     /// Opens (or creates) the database in `dir`. `append_queue_depth` bounds appends waiting
     /// for the log writer.
     pub fn open(dir: &Path, append_queue_depth: usize) -> Result<Self, StorageError> {
-        let db = Database::builder(dir).open()?;
+        // The journal does not compress: the log's batches arrive compressed (see [`stored`])
+        // or do not compress, and everything else is small.
+        // One background worker: with two or more, fjall's worker 0 hands every compaction
+        // request back to the queue and takes it again until another worker is free, a busy
+        // loop that burns a core for as long as a memtable flush runs (measured in
+        // BENCHMARKS.md). One worker flushes and compacts in turn; the log keyspace's
+        // compactions move keys only (values live in blob files), so they are short.
+        let db = Database::builder(dir).journal_compression(fjall::CompressionType::None).worker_threads(1).open()?;
         Ok(Self {
             log: log::LogStore::open(&db, append_queue_depth)?,
             offsets: offsets::OffsetStore::open(&db)?,

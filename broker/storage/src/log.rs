@@ -3,7 +3,9 @@
 //! One keyspace, `log`, holds every partition. A key is `topic id (u64) | partition (u32) |
 //! base offset (u64)`, all big-endian, so a partition is a contiguous key range and "the batch
 //! holding offset X" is one reverse seek. Values are RecordBatch v2 bytes with the base offset
-//! the broker assigned, stored with key-value separation.
+//! the broker assigned, stored with key-value separation; a batch whose records compress is kept
+//! with its records section compressed (see [`crate::stored`]), and every reader goes through
+//! [`stored::header`] or [`stored::unpack`].
 //!
 //! All appends go through one writer thread, which gathers whatever producers have queued into
 //! one fjall write batch and, if any of them asked for it, one fsync (group commit). Offsets are
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use tokio::sync::{oneshot, watch};
 use weir_sdk::batch::{set_base_offset, set_partition_leader_epoch, validate_batch, BatchHeader};
 use weir_sdk::{ErrorCode, WireError};
@@ -37,6 +39,7 @@ use crate::keys::{
     epoch_key, keyspace, log_key, parse_log_key, parse_producer_key, parse_time_index_key, partition_key, producer_key,
     time_index_key, topic_prefix, LOG_KEY_BYTES,
 };
+use crate::stored::{self, Packed};
 use crate::StorageError;
 
 /// How many batches a truncation reads back to rebuild idempotent producers' states.
@@ -69,6 +72,7 @@ fn last_key(id: PartitionId) -> [u8; LOG_KEY_BYTES] {
 pub struct PartitionState {
     pub id: PartitionId,
     log_start_offset: AtomicI64,
+    /// Bytes its stored values take (a compressed batch counts what it takes compressed).
     size_bytes: AtomicU64,
     /// The next offset to assign (the log end offset).
     end_offset: watch::Sender<i64>,
@@ -201,10 +205,10 @@ pub enum ProducerFilter {
     IdleAt { now_ms: i64, expiration_ms: i64 },
 }
 
-/// One append: validated batches for one partition.
+/// One append: validated batches for one partition, each ready to store.
 struct AppendJob {
     partition: Arc<PartitionState>,
-    batches: Vec<(BatchHeader, Bytes)>,
+    batches: Vec<(BatchHeader, Packed)>,
     fsync: bool,
     /// Batches copied from the leader, offsets and epochs as the leader assigned them.
     replica: bool,
@@ -270,8 +274,11 @@ impl LogStore {
     /// Opens the partition logs of the database and starts their writer thread.
     /// `queue_depth` bounds appends waiting for the writer.
     pub(crate) fn open(db: &Database, queue_depth: usize) -> Result<Self, StorageError> {
+        // Batches arrive compressed by Weir or by their producer, or incompressible: fjall's blob
+        // files do not compress them again (a folder made before keeps the lz4 it was made with).
         let log = db.keyspace(keyspace::LOG, || {
-            KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
+            KeyspaceCreateOptions::default()
+                .with_kv_separation(Some(KvSeparationOptions::default().compression(CompressionType::None)))
         })?;
         let time_index = db.keyspace(keyspace::TIME_INDEX, KeyspaceCreateOptions::default)?;
         let log_start = db.keyspace(keyspace::LOG_START, KeyspaceCreateOptions::default)?;
@@ -338,8 +345,8 @@ impl LogStore {
             let Some(last) = self.log.range(range.clone()).next_back() else { break };
             let (key, value) = last.into_inner().map_err(storage_error)?;
             let base = offset_of_key(&key);
-            match validate_batch(&value) {
-                Ok(header) if header.base_offset == base && header.total_bytes == value.len() => {
+            match stored::unpack(value.into()).and_then(|batch| validate_batch(&batch)) {
+                Ok(header) if header.base_offset == base => {
                     end_offset = header.last_offset() + 1;
                     break;
                 }
@@ -413,7 +420,7 @@ impl LogStore {
         let mut write = self.db.batch();
         for guard in self.log.range(first_key(id)..log_key(id, end_offset)) {
             let (key, value) = guard.into_inner().map_err(storage_error)?;
-            let header = BatchHeader::parse(&value)
+            let header = stored::header(&value)
                 .map_err(|e| storage_error(format!("building the time index of partition {}: {e}", id.partition)))?;
             if header.max_timestamp > max {
                 max = header.max_timestamp;
@@ -471,6 +478,7 @@ impl LogStore {
         fsync: bool,
     ) -> Result<impl std::future::Future<Output = Result<i64, WireError>> + Send + 'static, WireError> {
         let (reply, rx) = oneshot::channel();
+        let batches = pack(batches);
         self.submit(WriterJob::Append(AppendJob { partition, batches, fsync, replica: false, reply })).await?;
         Ok(async move { rx.await.map_err(|_| storage_error("log writer dropped the append"))? })
     }
@@ -490,7 +498,7 @@ impl LogStore {
         let end = end_of(&batches);
         self.submit(WriterJob::Append(AppendJob {
             partition: partition.clone(),
-            batches,
+            batches: pack(batches),
             fsync,
             replica: true,
             reply,
@@ -621,7 +629,7 @@ impl LogStore {
         let range = (Bound::Included(log_key(id, seek_from)), Bound::Excluded(log_key(id, upto.min(end))));
         for guard in self.log.range(range) {
             let (key, value) = guard.into_inner().map_err(storage_error)?;
-            let bytes: Bytes = value.into();
+            let value: Bytes = value.into();
             let corrupt = |e: WireError| {
                 WireError::new(
                     ErrorCode::CorruptBatch,
@@ -633,9 +641,9 @@ impl LogStore {
                     ),
                 )
             };
-            // Where the batch ends and how large it is come from the header alone; the CRC is
-            // computed only for a batch that goes into the answer.
-            let header = BatchHeader::parse(&bytes).map_err(corrupt)?;
+            // Where the batch ends and how large it is come from the header alone; the batch is
+            // decompressed and its CRC computed only if it goes into the answer.
+            let header = stored::header(&value).map_err(corrupt)?;
             let key_offset = offset_of_key(&key);
             if header.base_offset != key_offset {
                 return Err(WireError::new(
@@ -649,14 +657,15 @@ impl LogStore {
             if header.last_offset() < offset {
                 continue;
             }
-            if total + bytes.len() > max_bytes && (!out.is_empty() || !first_may_exceed) {
+            if total + header.total_bytes > max_bytes && (!out.is_empty() || !first_may_exceed) {
                 break;
             }
+            let batch = stored::unpack(value).map_err(corrupt)?;
             if check_crc {
-                validate_batch(&bytes).map_err(corrupt)?;
+                validate_batch(&batch).map_err(corrupt)?;
             }
-            total += bytes.len();
-            out.push(bytes);
+            total += batch.len();
+            out.push(batch);
             if total >= max_bytes {
                 break;
             }
@@ -687,10 +696,12 @@ impl LogStore {
         let seek = self.batch_holding(id, from)?.unwrap_or(from);
         for guard in self.log.range(log_key(id, seek)..log_key(id, end)) {
             let value: Bytes = guard.value().map_err(storage_error)?.into();
-            let header = validate_batch(&value)?;
+            let header = stored::header(&value)?;
             if header.max_timestamp < timestamp_ms || header.last_offset() < start {
                 continue;
             }
+            let value = stored::unpack(value)?;
+            validate_batch(&value)?;
             let records = weir_sdk::batch::decode_batches_within("", id.partition, value, 0, inflated_bytes_max)?;
             if let Some(r) = records.iter().find(|r| r.offset >= start && r.record.timestamp >= timestamp_ms) {
                 return Ok(Some((r.offset, r.record.timestamp)));
@@ -726,7 +737,7 @@ impl LogStore {
         let mut deleted = 0;
         for guard in self.log.range(first_key(id)..log_key(id, target)) {
             let (key, value) = guard.into_inner().map_err(storage_error)?;
-            let header = BatchHeader::parse(&value)?;
+            let header = stored::header(&value)?;
             if header.last_offset() >= target || header.last_offset() + 1 >= end {
                 break;
             }
@@ -778,7 +789,7 @@ impl LogStore {
         let mut deleted = 0;
         for guard in self.log.range(first_key(id)..log_key(id, end)) {
             let (key, value) = guard.into_inner().map_err(storage_error)?;
-            let header = validate_batch(&value)?;
+            let header = stored::header(&value)?;
             if header.last_offset() + 1 >= end {
                 break; // the newest batch stays: it carries the partition's next offset
             }
@@ -943,7 +954,7 @@ impl Writer {
         let new_end = match holding {
             Some(guard) => {
                 let (key, value) = guard.into_inner().map_err(storage_error)?;
-                let header = BatchHeader::parse(&value)?;
+                let header = stored::header(&value)?;
                 if header.last_offset() >= offset {
                     offset_of_key(&key)
                 } else {
@@ -1038,7 +1049,7 @@ impl Writer {
         }
         for guard in self.log.range(first_key(id)..log_key(id, end)).rev().take(TRUNCATION_SCAN_BATCHES_MAX) {
             let value = guard.value().map_err(storage_error)?;
-            let header = BatchHeader::parse(&value)?;
+            let header = stored::header(&value)?;
             if producer_ids.contains(&header.producer_id) {
                 let newest = found.entry(header.producer_id).or_default();
                 if newest.len() < idempotence::RECENT_BATCHES {
@@ -1190,7 +1201,8 @@ impl Writer {
                 )
             })?)
         };
-        for (header, bytes) in &job.batches {
+        for (header, packed) in &job.batches {
+            let bytes = &packed.batch;
             // A copy of the leader's log: offsets as the leader gave them, contiguous.
             if job.replica && header.base_offset != end {
                 return Err(WireError::new(
@@ -1249,8 +1261,9 @@ impl Writer {
                     }
                 }
             }
-            // The batch is copied once, into the value fjall stores (no zero-fill, no second
-            // copy), with the offset and leader epoch stamped into its first 16 bytes on the way.
+            // The batch (or its header and compressed records) is copied once, into the value
+            // fjall stores (no zero-fill, no second copy), with the offset and leader epoch
+            // stamped into its first 16 bytes on the way.
             let mut head = [0u8; STAMPED_HEAD_BYTES];
             head.copy_from_slice(&bytes[..STAMPED_HEAD_BYTES]);
             let epoch = match epoch {
@@ -1261,9 +1274,12 @@ impl Writer {
                 }
                 None => header.partition_leader_epoch.max(0),
             };
-            let mut stamped = std::io::Read::chain(&head[..], &bytes[STAMPED_HEAD_BYTES..]);
-            let stored = fjall::Slice::from_reader(&mut stamped, bytes.len()).map_err(storage_error)?;
-            debug_assert!(validate_batch(&stored).is_ok(), "batch stays valid with its assigned offset");
+            let stored =
+                fjall::Slice::from_reader(&mut packed.reader(&head), packed.stored_len()).map_err(storage_error)?;
+            debug_assert!(
+                stored::unpack(stored.clone().into()).is_ok_and(|b| validate_batch(&b).is_ok()),
+                "batch stays valid with its assigned offset"
+            );
             // Invariant: offsets are dense and increasing; a batch is stored under its base offset.
             // (BatchHeader::parse refuses a negative last offset delta, so a count is at least 1.)
             assert!(header.offset_count() > 0, "a parsed batch holds at least one offset");
@@ -1273,11 +1289,16 @@ impl Writer {
             base.get_or_insert(end);
             batches.push((end, stored, header.max_timestamp, epoch));
             end += header.offset_count();
-            added += header.total_bytes as u64;
+            added += packed.stored_len() as u64;
         }
         producers.extend(staged_producers.into_iter().map(|(pid, state)| ((id, pid), state)));
         Ok(Staged { base: base.unwrap_or(start), end, batches, added })
     }
+}
+
+/// Decides, in the appending task rather than on the writer's thread, how each batch is stored.
+fn pack(batches: Vec<(BatchHeader, Bytes)>) -> Vec<(BatchHeader, Packed)> {
+    batches.into_iter().map(|(header, batch)| (header, Packed::new(&header, batch))).collect()
 }
 
 /// The bytes of a batch header a leader rewrites when it appends: the base offset, the batch
@@ -1334,6 +1355,85 @@ mod tests {
         let p = store.open_partition(P).unwrap();
         assert_eq!(p.end_offset(), 6);
         assert_eq!(store.append(p, vec![batch(1, 1)], true).await.unwrap(), 6);
+    }
+
+    /// A batch of `n` records of 1 KiB, each one byte repeated (compressible) or not.
+    fn kib_batch(n: usize, timestamp: i64, compressible: bool) -> (BatchHeader, Bytes) {
+        let value = |i: usize| match compressible {
+            true => vec![b'a' + (i % 26) as u8; 1024],
+            false => {
+                let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                (0..1024)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            }
+        };
+        let records: Vec<Record> =
+            (0..n).map(|i| Record { value: Some(Bytes::from(value(i))), timestamp, ..Record::default() }).collect();
+        let bytes = encode_batch(&records, Compression::None).unwrap();
+        (validate_batch(&bytes).unwrap(), bytes)
+    }
+
+    /// The record values of batches read back.
+    fn values(batches: &[Bytes]) -> Vec<Bytes> {
+        batches
+            .iter()
+            .flat_map(|b| weir_sdk::batch::decode_batches_within("", 0, b.clone(), 0, 1 << 30).unwrap())
+            .map(|r| r.record.value.unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn compressible_batches_are_stored_smaller_and_read_back_whole_by_every_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (compressible, incompressible) = (kib_batch(64, 100, true), kib_batch(64, 200, false));
+        let sent = values(&[compressible.1.clone(), incompressible.1.clone(), compressible.1.clone()]);
+        {
+            let (store, _db) = open_store(dir.path());
+            let p = store.open_partition(P).unwrap();
+            store.append(p.clone(), vec![compressible.clone()], false).await.unwrap();
+            let after_one = p.size_bytes();
+            assert!(
+                after_one < compressible.1.len() as u64 / 4,
+                "stored {after_one} bytes of {}",
+                compressible.1.len()
+            );
+            store.append(p.clone(), vec![incompressible.clone()], false).await.unwrap();
+            assert_eq!(
+                p.size_bytes() - after_one,
+                incompressible.1.len() as u64,
+                "random records are stored as they are"
+            );
+            store.append(p.clone(), vec![compressible.clone()], true).await.unwrap();
+            let read = store.read(&p, 0, 1 << 20, true).unwrap();
+            assert_eq!(values(&read), sent);
+            assert_eq!(read.iter().map(|b| validate_batch(b).unwrap().base_offset).collect::<Vec<_>>(), [0, 64, 128]);
+            assert_eq!(values(&store.read_replica(&p, 64, 1 << 20).unwrap()), sent[64..]);
+            assert_eq!(
+                store.read(&p, 0, 70_000, false).unwrap().len(),
+                1,
+                "fetch sizes count the batch, not what it takes stored"
+            );
+            assert_eq!(store.offset_for_timestamp(&p, 150, 1 << 20).unwrap(), Some((64, 200)));
+        }
+        // After a restart the newest (compressed) batch passes recovery's check, and a follower's
+        // truncation and a replica's append work on compressed batches.
+        let (store, _db) = open_store(dir.path());
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(p.end_offset(), 192);
+        assert_eq!(values(&store.read(&p, 0, 1 << 20, true).unwrap()), sent);
+        p.follow();
+        assert_eq!(store.truncate(p.clone(), 130).await.unwrap(), 128);
+        let mut copied = compressible.1.to_vec();
+        set_base_offset(&mut copied, 128);
+        let copied = Bytes::from(copied);
+        store.append_replica(p.clone(), vec![(validate_batch(&copied).unwrap(), copied)], false).await.unwrap();
+        assert_eq!(values(&store.read_replica(&p, 0, 1 << 20).unwrap()), sent);
     }
 
     #[tokio::test]

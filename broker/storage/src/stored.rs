@@ -1,0 +1,223 @@
+//! How a record batch is kept as a value of the `log` keyspace.
+//!
+//! A stored value is either the batch as the broker assigned it, byte for byte, or, when that
+//! saves space, the batch's 61-byte header followed by its records section compressed as one
+//! LZ4 block. The two are told apart by length: the header declares the batch's length, and
+//! only a compressed value is shorter than that. Values written before compression existed are
+//! all of the first kind and read as they always did.
+//!
+//! Weir compresses, not fjall: fjall's journal and blob files would compress every value twice
+//! (journal, then blob file at flush), including batches a producer compressed already and
+//! values that do not shrink. Here a batch is compressed at most once, in the producing
+//! connection's task rather than on the log writer's thread, and only when its producer left
+//! it uncompressed and a sample of it shrinks. The header stays as it is, so the writer stamps
+//! the offset and leader epoch into it, and retention, truncation and recovery read it, without
+//! decompressing anything.
+
+use std::cell::RefCell;
+use std::io::Read;
+
+use bytes::Bytes;
+use weir_sdk::batch::{BatchHeader, BATCH_HEADER_BYTES};
+use weir_sdk::{ErrorCode, WireError};
+
+/// Records sections shorter than this are stored as they are: too small to pay for a call.
+const PACK_MIN_BYTES: usize = 1024;
+/// How much of a records section is compressed first to decide whether to compress the rest.
+const SAMPLE_BYTES: usize = 16 * 1024;
+/// A value is stored compressed only if that saves at least 1/8 of its records section (and
+/// the sample must save as much), so incompressible batches cost one sample, not a full pass.
+fn worth_it(input: usize) -> usize {
+    input - input / 8
+}
+
+/// A batch ready for the log writer: the batch itself (its header is stamped from it) and,
+/// when it is stored compressed, its records section as an LZ4 block.
+pub struct Packed {
+    pub batch: Bytes,
+    records: Option<Vec<u8>>,
+}
+
+impl Packed {
+    /// A batch stored as it is.
+    pub fn raw(batch: Bytes) -> Self {
+        Self { batch, records: None }
+    }
+
+    /// Decides how `batch` is stored: compressed when its producer did not compress it and
+    /// compression saves at least an eighth of its records section.
+    pub fn new(header: &BatchHeader, batch: Bytes) -> Self {
+        let records = batch.get(BATCH_HEADER_BYTES..header.total_bytes.min(batch.len())).unwrap_or_default();
+        let producer_compressed = header.attributes & 0x07 != 0;
+        if producer_compressed || records.len() < PACK_MIN_BYTES {
+            return Self::raw(batch);
+        }
+        let packed = SCRATCH.with(|scratch| {
+            let scratch = &mut *scratch.borrow_mut();
+            let sample = &records[..records.len().min(SAMPLE_BYTES)];
+            if sample.len() < records.len() && compress_into(sample, worth_it(sample.len()), scratch).is_none() {
+                return None;
+            }
+            compress_into(records, worth_it(records.len()), scratch).map(<[u8]>::to_vec)
+        });
+        Self { records: packed, batch }
+    }
+
+    /// Bytes of the stored value.
+    pub fn stored_len(&self) -> usize {
+        match &self.records {
+            Some(records) => BATCH_HEADER_BYTES + records.len(),
+            None => self.batch.len(),
+        }
+    }
+
+    /// The stored value with `head` (the batch's first bytes, stamped) in front.
+    pub fn reader<'a>(&'a self, head: &'a [u8]) -> impl Read + 'a {
+        let (header_rest, records): (&[u8], &[u8]) = match &self.records {
+            Some(records) => (&self.batch[head.len()..BATCH_HEADER_BYTES], records),
+            None => (&self.batch[head.len()..], &[]),
+        };
+        head.chain(header_rest).chain(records)
+    }
+}
+
+thread_local! {
+    /// Where compression writes before the result is known to be worth keeping: grown once per
+    /// thread, never zero-filled again.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Compresses `input` as one LZ4 block into `scratch` if the block is at most `limit` bytes.
+fn compress_into<'s>(input: &[u8], limit: usize, scratch: &'s mut Vec<u8>) -> Option<&'s [u8]> {
+    if scratch.len() < limit {
+        scratch.resize(limit, 0);
+    }
+    // LZ4 stops and reports 0 (an error here) when the output would not fit in `limit`.
+    let written = lz4::block::compress_to_buffer(input, None, false, &mut scratch[..limit]).ok()?;
+    Some(&scratch[..written])
+}
+
+/// The header of a stored value, without decompressing its records.
+pub fn header(value: &[u8]) -> Result<BatchHeader, WireError> {
+    let header = BatchHeader::parse_head(value)?;
+    if value.len() > header.total_bytes {
+        return Err(corrupt(format!(
+            "stored value of {} bytes is longer than the {} its batch declares",
+            value.len(),
+            header.total_bytes
+        )));
+    }
+    Ok(header)
+}
+
+/// The batch a stored value holds, as it was appended (its CRC is not checked here).
+pub fn unpack(value: Bytes) -> Result<Bytes, WireError> {
+    let header = header(&value)?;
+    if value.len() == header.total_bytes {
+        return Ok(value);
+    }
+    let records_len = header.total_bytes - BATCH_HEADER_BYTES;
+    let records_len_i32 = i32::try_from(records_len)
+        .map_err(|_| corrupt(format!("stored batch declares {} bytes", header.total_bytes)))?;
+    // Zeroed by allocation (calloc), not by a pass over the bytes; the batch is bounded by
+    // what the broker accepted when it was produced.
+    let mut batch = vec![0u8; header.total_bytes];
+    batch[..BATCH_HEADER_BYTES].copy_from_slice(&value[..BATCH_HEADER_BYTES]);
+    let written = lz4::block::decompress_to_buffer(
+        &value[BATCH_HEADER_BYTES..],
+        Some(records_len_i32),
+        &mut batch[BATCH_HEADER_BYTES..],
+    )
+    .map_err(|e| corrupt(format!("stored batch of {} bytes does not decompress: {e}", header.total_bytes)))?;
+    if written != records_len {
+        return Err(corrupt(format!(
+            "stored batch decompresses to {} bytes of records, its header declares {records_len}",
+            written
+        )));
+    }
+    Ok(Bytes::from(batch))
+}
+
+fn corrupt(message: String) -> WireError {
+    WireError::new(ErrorCode::CorruptBatch, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_sdk::batch::{encode_batch, validate_batch, Compression, Record};
+
+    fn batch(values: impl Iterator<Item = Vec<u8>>, compression: Compression) -> (BatchHeader, Bytes) {
+        let records: Vec<Record> =
+            values.map(|v| Record { value: Some(Bytes::from(v)), timestamp: 1, ..Record::default() }).collect();
+        let bytes = encode_batch(&records, compression).unwrap();
+        (validate_batch(&bytes).unwrap(), bytes)
+    }
+
+    fn stored(packed: &Packed) -> Bytes {
+        let mut out = Vec::new();
+        packed.reader(&packed.batch[..16]).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), packed.stored_len());
+        Bytes::from(out)
+    }
+
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_kind_of_batch_is_stored_as_the_table_says_and_reads_back_byte_for_byte() {
+        // (what, batch, stored compressed)
+        let cases = [
+            ("repeated values", batch((0..64).map(|_| vec![b'a'; 1024]), Compression::None), true),
+            ("random values", batch((0..64).map(|i| random(1024, i)), Compression::None), false),
+            (
+                "compressible first 16 KiB, random after: the sample says yes, the whole says no",
+                batch((0..64).map(|i| if i < 4 { vec![b'a'; 1024] } else { random(1024, i) }), Compression::None),
+                false,
+            ),
+            ("compressed by its producer", batch((0..64).map(|_| vec![b'a'; 1024]), Compression::Lz4), false),
+            ("records section under 1 KiB", batch((0..4).map(|_| vec![b'a'; 100]), Compression::None), false),
+        ];
+        for (what, (head, bytes), compressed) in cases {
+            let packed = Packed::new(&head, bytes.clone());
+            let value = stored(&packed);
+            assert_eq!(value.len() < bytes.len(), compressed, "{what}: {} of {} bytes", value.len(), bytes.len());
+            assert_eq!(header(&value).unwrap(), head, "{what}: the header reads without decompressing");
+            assert_eq!(unpack(value).unwrap(), bytes, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_value_is_reported_not_misread() {
+        let (h, bytes) = batch((0..64).map(|_| vec![b'a'; 1024]), Compression::None);
+        let value = stored(&Packed::new(&h, bytes.clone()));
+        // (what, value)
+        let longer = [bytes.as_ref(), b"x"].concat();
+        let torn_raw = bytes.slice(..bytes.len() - 10);
+        let torn_packed = value.slice(..value.len() - 3);
+        let mut flipped = value.to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xFF;
+        let cases: [(&str, Bytes); 4] = [
+            ("longer than its header declares", Bytes::from(longer)),
+            ("a raw value torn short", torn_raw),
+            ("a compressed value torn short", torn_packed),
+            ("a compressed value with a changed byte", Bytes::from(flipped)),
+        ];
+        for (what, value) in cases {
+            // Either the value does not unpack, or what it unpacks to fails the CRC.
+            let outcome = unpack(value).and_then(|b| validate_batch(&b).map(|_| b));
+            let err = outcome.expect_err(what);
+            assert_eq!(err.code, ErrorCode::CorruptBatch, "{what}: {}", err.message);
+        }
+    }
+}
