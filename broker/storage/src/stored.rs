@@ -23,6 +23,12 @@ use weir_sdk::{ErrorCode, WireError};
 
 /// Records sections shorter than this are stored as they are: too small to pay for a call.
 const PACK_MIN_BYTES: usize = 1024;
+/// A thread keeps a scratch buffer up to this size between batches; a larger one (a rare large
+/// batch) is given back after use rather than held by every runtime thread.
+const SCRATCH_KEPT_MAX: usize = 4 << 20;
+/// At most what LZ4 can expand one byte of a block to: a stored value that claims more is
+/// damaged, and is refused before anything is allocated for it.
+const LZ4_RATIO_MAX: usize = 255;
 /// How much of a records section is compressed first to decide whether to compress the rest.
 const SAMPLE_BYTES: usize = 16 * 1024;
 /// A value is stored compressed only if that saves at least 1/8 of its records section (and
@@ -58,7 +64,11 @@ impl Packed {
             if sample.len() < records.len() && compress_into(sample, worth_it(sample.len()), scratch).is_none() {
                 return None;
             }
-            compress_into(records, worth_it(records.len()), scratch).map(<[u8]>::to_vec)
+            let packed = compress_into(records, worth_it(records.len()), scratch).map(<[u8]>::to_vec);
+            if scratch.len() > SCRATCH_KEPT_MAX {
+                *scratch = Vec::new();
+            }
+            packed
         });
         Self { records: packed, batch }
     }
@@ -117,6 +127,13 @@ pub fn unpack(value: Bytes) -> Result<Bytes, WireError> {
         return Ok(value);
     }
     let records_len = header.total_bytes - BATCH_HEADER_BYTES;
+    let compressed_len = value.len().saturating_sub(BATCH_HEADER_BYTES);
+    if records_len > compressed_len.saturating_mul(LZ4_RATIO_MAX) {
+        return Err(corrupt(format!(
+            "stored batch declares {} bytes, more than {compressed_len} compressed bytes can hold",
+            header.total_bytes
+        )));
+    }
     let records_len_i32 = i32::try_from(records_len)
         .map_err(|_| corrupt(format!("stored batch declares {} bytes", header.total_bytes)))?;
     // Zeroed by allocation (calloc), not by a pass over the bytes; the batch is bounded by
@@ -207,11 +224,15 @@ mod tests {
         let mut flipped = value.to_vec();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xFF;
-        let cases: [(&str, Bytes); 4] = [
+        let mut claims_more = value[..BATCH_HEADER_BYTES].to_vec();
+        claims_more[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        claims_more.extend_from_slice(&value[BATCH_HEADER_BYTES..]);
+        let cases: [(&str, Bytes); 5] = [
             ("longer than its header declares", Bytes::from(longer)),
             ("a raw value torn short", torn_raw),
             ("a compressed value torn short", torn_packed),
             ("a compressed value with a changed byte", Bytes::from(flipped)),
+            ("a header claiming 2 GiB over a small block", Bytes::from(claims_more)),
         ];
         for (what, value) in cases {
             // Either the value does not unpack, or what it unpacks to fails the CRC.
