@@ -1361,17 +1361,7 @@ mod tests {
     fn kib_batch(n: usize, timestamp: i64, compressible: bool) -> (BatchHeader, Bytes) {
         let value = |i: usize| match compressible {
             true => vec![b'a' + (i % 26) as u8; 1024],
-            false => {
-                let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                (0..1024)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect()
-            }
+            false => stored::random(1024, i as u64 + 1),
         };
         let records: Vec<Record> =
             (0..n).map(|i| Record { value: Some(Bytes::from(value(i))), timestamp, ..Record::default() }).collect();

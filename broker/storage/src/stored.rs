@@ -159,6 +159,20 @@ fn corrupt(message: String) -> WireError {
     WireError::new(ErrorCode::CorruptBatch, message)
 }
 
+/// `n` bytes that do not compress (xorshift64), the same for the same seed: test data.
+#[cfg(test)]
+pub(crate) fn random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,18 +190,6 @@ mod tests {
         packed.reader(&packed.batch[..16]).read_to_end(&mut out).unwrap();
         assert_eq!(out.len(), packed.stored_len());
         Bytes::from(out)
-    }
-
-    fn random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]
