@@ -16,6 +16,7 @@
 
 use std::cell::RefCell;
 use std::io::Read;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use weir_sdk::batch::{BatchHeader, BATCH_HEADER_BYTES};
@@ -29,6 +30,12 @@ const SCRATCH_KEPT_MAX: usize = 4 << 20;
 /// At most what LZ4 can expand one byte of a block to: a stored value that claims more is
 /// damaged, and is refused before anything is allocated for it.
 const LZ4_RATIO_MAX: usize = 255;
+/// Inflated batches are written into buffers that come back to [`INFLATED`] when the last
+/// `Bytes` of a batch is dropped (a fetch answer has been sent): at most this many are kept,
+/// each up to `INFLATED_KEPT_BYTES`, so a fetch does not map, fault in and unmap a fresh buffer
+/// for every stored batch.
+const INFLATED_KEPT: usize = 8;
+const INFLATED_KEPT_BYTES: usize = 2 << 20;
 /// How much of a records section is compressed first to decide whether to compress the rest.
 const SAMPLE_BYTES: usize = 16 * 1024;
 /// A value is stored compressed only if that saves at least 1/8 of its records section (and
@@ -136,9 +143,9 @@ pub fn unpack(value: Bytes) -> Result<Bytes, WireError> {
     }
     let records_len_i32 = i32::try_from(records_len)
         .map_err(|_| corrupt(format!("stored batch declares {} bytes", header.total_bytes)))?;
-    // Zeroed by allocation (calloc), not by a pass over the bytes; the batch is bounded by
-    // what the broker accepted when it was produced.
-    let mut batch = vec![0u8; header.total_bytes];
+    // The batch is bounded by what the broker accepted when it was produced.
+    let mut inflated = Inflated::take(header.total_bytes);
+    let batch = &mut inflated.0;
     batch[..BATCH_HEADER_BYTES].copy_from_slice(&value[..BATCH_HEADER_BYTES]);
     let written = lz4::block::decompress_to_buffer(
         &value[BATCH_HEADER_BYTES..],
@@ -152,7 +159,44 @@ pub fn unpack(value: Bytes) -> Result<Bytes, WireError> {
             written
         )));
     }
-    Ok(Bytes::from(batch))
+    Ok(Bytes::from_owner(inflated))
+}
+
+/// Buffers of inflated batches waiting to be used again (see [`INFLATED_KEPT`]).
+static INFLATED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A buffer an inflated batch is written into; it goes back to [`INFLATED`] when dropped.
+struct Inflated(Vec<u8>);
+
+impl Inflated {
+    /// A buffer of `len` bytes, a kept one when there is one (its bytes are overwritten: the
+    /// header is copied and LZ4 fills the rest, or the batch is refused).
+    fn take(len: usize) -> Self {
+        let kept = INFLATED.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        // A kept buffer too small is dropped rather than grown (growing would copy it).
+        let mut buffer = kept.filter(|b| b.capacity() >= len).unwrap_or_else(|| Vec::with_capacity(len));
+        buffer.clear();
+        buffer.resize(len, 0);
+        Self(buffer)
+    }
+}
+
+impl AsRef<[u8]> for Inflated {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Inflated {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.0);
+        if buffer.capacity() <= INFLATED_KEPT_BYTES {
+            let mut kept = INFLATED.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() < INFLATED_KEPT {
+                kept.push(buffer);
+            }
+        }
+    }
 }
 
 fn corrupt(message: String) -> WireError {
@@ -212,6 +256,23 @@ mod tests {
             assert_eq!(value.len() < bytes.len(), compressed, "{what}: {} of {} bytes", value.len(), bytes.len());
             assert_eq!(header(&value).unwrap(), head, "{what}: the header reads without decompressing");
             assert_eq!(unpack(value).unwrap(), bytes, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_batch_inflated_into_a_used_buffer_holds_only_its_own_bytes() {
+        let (long_head, long) = batch((0..256).map(|_| vec![b'a'; 1024]), Compression::None);
+        let (short_head, short) = batch((0..8).map(|_| vec![b'b'; 1000]), Compression::None);
+        for _ in 0..3 {
+            let first = unpack(stored(&Packed::new(&long_head, long.clone()))).unwrap();
+            assert_eq!(first, long);
+            drop(first);
+            // Most likely in the buffer `first` used, which held longer, different bytes.
+            let second = unpack(stored(&Packed::new(&short_head, short.clone()))).unwrap();
+            assert_eq!(second, short);
+            let slice = second.slice(BATCH_HEADER_BYTES..);
+            drop(second);
+            assert_eq!(slice, short.slice(BATCH_HEADER_BYTES..), "a slice keeps its buffer out of the pool");
         }
     }
 
