@@ -437,9 +437,9 @@ pub fn inflated_batch_len(header: &BatchHeader, batch: &Bytes, limit: usize) -> 
     crate::inflate::inflated_len(&payload, codec_of(header)?, limit).map_err(|e| corrupt(e.to_string()))
 }
 
-/// Decodes one batch whose header was parsed and CRC checked already into its records (the
-/// decoder checks the CRC again; nothing else is repeated). Record data is decompressed within
-/// `limit` bytes.
+/// Decodes one batch whose header was parsed and CRC checked already ([`validate_batch`],
+/// [`split_batches`]) into its records; the CRC is not computed again. Record data is
+/// decompressed within `limit` bytes.
 pub fn decode_batch_records(batch: Bytes, limit: usize) -> Result<Vec<Record>, WireError> {
     let mut buf = batch;
     let mut out = Vec::new();
@@ -455,12 +455,13 @@ pub fn decode_batch_records(batch: Bytes, limit: usize) -> Result<Vec<Record>, W
     Ok(out)
 }
 
-/// Decodes the batch at the front of `buf`, decompressing its records within `limit` bytes.
+/// Decodes the batch at the front of `buf`, whose CRC the caller checked, decompressing its
+/// records within `limit` bytes.
 fn decode_one(buf: &mut Bytes, limit: usize) -> Result<kafka_protocol::records::RecordSet, WireError> {
     let inflate = |data: &mut Bytes, compression: KafkaCompression| {
         crate::inflate::inflate(data, compression, limit).map_err(anyhow::Error::from)
     };
-    RecordBatchDecoder::decode_with_custom_compression(buf, Some(inflate))
+    RecordBatchDecoder::decode_crc_checked_with_custom_compression(buf, Some(inflate))
         .map_err(|e| corrupt(format!("decoding record batch: {e}")))
 }
 
@@ -659,6 +660,15 @@ mod tests {
         let err = validate_batch(&batch).unwrap_err();
         assert_eq!(err.code, ErrorCode::CorruptBatch);
         assert!(err.message.contains("CRC-32C"), "{err}");
+        // The decoders that take bytes from outside check it before decoding, since the
+        // record decoder itself no longer does (it runs on batches checked already).
+        for err in [
+            split_batches(&batch).map(|_| ()).unwrap_err(),
+            decode_batches("t", 0, Bytes::from(batch.clone()), 0).map(|_| ()).unwrap_err(),
+        ] {
+            assert_eq!(err.code, ErrorCode::CorruptBatch);
+            assert!(err.message.contains("CRC-32C"), "{err}");
+        }
     }
 
     #[test]

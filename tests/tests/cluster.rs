@@ -32,11 +32,15 @@ impl Cluster {
     fn start_with(n: u64, extra: &[&str]) -> Self {
         let ca_dir = tempfile::tempdir().unwrap();
         let ca = ca_dir.path().join("cluster-ca.pem");
-        // Free UDP ports for the cluster endpoints, held until all are picked so none repeats.
-        let sockets: Vec<std::net::UdpSocket> =
-            (0..n).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
-        let ports: Vec<u16> = sockets.iter().map(|s| s.local_addr().unwrap().port()).collect();
-        drop(sockets);
+        // Ports for the cluster endpoints below the ephemeral range, so a restarted node finds
+        // its own free again (see `common::reserved_port`); none repeats.
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < n as usize {
+            let port = common::reserved_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
         let voters: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect();
         let voters = voters.join(",");
         let mut nodes: Vec<BrokerProcess> = ports
@@ -67,7 +71,7 @@ impl Cluster {
     /// Starts one more broker, `node_id`, that joins the cluster as a learner through its
     /// voters (`--join`), with more `weir serve` flags; it is `nodes[node_id - 1]`.
     fn join(&mut self, node_id: u64, extra: &[&str]) {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = common::reserved_port();
         let (id, addr) = (node_id.to_string(), format!("127.0.0.1:{port}"));
         let ca = self._ca_dir.path().join("cluster-ca.pem");
         let mut args = vec![

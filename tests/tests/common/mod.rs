@@ -15,6 +15,33 @@ use weir_sdk::{Client, ClientConfig, TlsTrust};
 
 /// The `weir` binary next to the test executable (target/debug/weir). The README's test
 /// command builds it before the tests run.
+/// A loopback port free for both TCP and UDP when picked, below the kernel's ephemeral range
+/// (`ip_local_port_range`). A broker killed and restarted on the ports it had must find them
+/// free again: a port of the ephemeral range can meanwhile go to any outgoing connection or
+/// client endpoint on the machine (a restarted cluster node once found its registry port
+/// taken), a port below it only to another pick, at random among some 20,000.
+pub fn reserved_port() -> u16 {
+    use rand::Rng;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let from = 10_000;
+    if low <= from + 1000 {
+        // An unusual range: let the kernel choose, as the ephemeral range is nearly everything.
+        return std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port").port();
+    }
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(from..low);
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {from}..{low} after 1000 tries");
+}
+
 pub fn weir_bin() -> PathBuf {
     if let Ok(path) = std::env::var("WEIR_BIN") {
         return PathBuf::from(path);
@@ -72,10 +99,17 @@ impl BrokerProcess {
 
     fn unstarted(temp: tempfile::TempDir, extra_args: &[&str]) -> Self {
         let data_dir = temp.path().to_path_buf();
-        // Port 0: the broker binds free ports itself and prints them, so brokers started in
-        // parallel never race for a port; a restart asks for the same ports again.
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let (quic_addr, kafka_addr, registry_addr, console_addr) = (any, any, any, any);
+        // Ports below the ephemeral range (see [`reserved_port`]): a restart asks for the same
+        // ports again and must find them free.
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 4 {
+            let port = reserved_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let [quic_addr, kafka_addr, registry_addr, console_addr] =
+            [ports[0], ports[1], ports[2], ports[3]].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         Self {
             data_dir,
             quic_addr,
@@ -165,7 +199,12 @@ impl BrokerProcess {
                     *asked = got;
                 }
             }
-            Err(_) => {
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stdout closed before the listeners were printed: it exited.
+                let status = self.child.take().map(|mut c| c.wait().expect("wait"));
+                panic!("weir serve exited ({status:?}) before listening (its stderr is above)");
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 self.kill9();
                 panic!("weir serve did not report its listeners within 30 s");
             }

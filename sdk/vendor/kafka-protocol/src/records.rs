@@ -447,7 +447,27 @@ impl RecordBatchDecoder {
     {
         let mut records = Vec::new();
         let (version, compression) =
-            Self::decode_into_vec(buf, &mut records, decompressor.as_ref())?;
+            Self::decode_into_vec(buf, &mut records, decompressor.as_ref(), true)?;
+        Ok(RecordSet {
+            version,
+            compression,
+            records,
+        })
+    }
+
+    /// Weir patch: as [`Self::decode_with_custom_compression`], for a batch whose CRC the
+    /// caller has checked already over the same bytes: the CRC field is read, not computed
+    /// and compared again.
+    pub fn decode_crc_checked_with_custom_compression<B: ByteBuf, F>(
+        buf: &mut B,
+        decompressor: Option<F>,
+    ) -> Result<RecordSet>
+    where
+        F: Fn(&mut bytes::Bytes, Compression) -> Result<B>,
+    {
+        let mut records = Vec::new();
+        let (version, compression) =
+            Self::decode_into_vec(buf, &mut records, decompressor.as_ref(), false)?;
         Ok(RecordSet {
             version,
             compression,
@@ -476,6 +496,7 @@ impl RecordBatchDecoder {
         buf: &mut B,
         records: &mut Vec<Record>,
         decompress_func: Option<&F>,
+        verify_crc: bool,
     ) -> Result<(i8, Compression)>
     where
         F: Fn(&mut bytes::Bytes, Compression) -> Result<B>,
@@ -483,7 +504,7 @@ impl RecordBatchDecoder {
         let version = buf.try_peek_bytes(MAGIC_BYTE_OFFSET..(MAGIC_BYTE_OFFSET + 1))?[0] as i8;
         let compression = match version {
             0..=1 => bail!("message sets v{version} are unsupported"),
-            2 => Self::decode_new_batch(buf, version, records, decompress_func),
+            2 => Self::decode_new_batch(buf, version, records, decompress_func, verify_crc),
             _ => {
                 bail!("Unknown record batch version ({version})");
             }
@@ -502,7 +523,7 @@ impl RecordBatchDecoder {
             if version != 2 {
                 break; // legacy message sets not supported
             }
-            let (header, _records) = Self::decode_batch_header_inner(buf, version)?;
+            let (header, _records) = Self::decode_batch_header_inner(buf, version, true)?;
             headers.push(header);
         }
         Ok(headers)
@@ -525,6 +546,7 @@ impl RecordBatchDecoder {
     fn decode_batch_header_inner<B: ByteBuf>(
         buf: &mut B,
         version: i8,
+        verify_crc: bool,
     ) -> Result<(BatchDecodeInfo, Bytes)> {
         // Base offset
         let min_offset = types::Int64.decode(buf)?;
@@ -549,10 +571,13 @@ impl RecordBatchDecoder {
 
         // CRC
         let supplied_crc: u32 = types::UInt32.decode(buf)?;
-        let actual_crc = crc32c(buf);
-
-        if supplied_crc != actual_crc {
-            bail!("Cyclic redundancy check failed ({supplied_crc} != {actual_crc})");
+        // Weir patch: skipped when the caller checked it (see
+        // `decode_crc_checked_with_custom_compression`).
+        if verify_crc {
+            let actual_crc = crc32c(buf);
+            if supplied_crc != actual_crc {
+                bail!("Cyclic redundancy check failed ({supplied_crc} != {actual_crc})");
+            }
         }
 
         // Attributes
@@ -624,11 +649,13 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
         decompress_func: Option<&F>,
+        verify_crc: bool,
     ) -> Result<Compression>
     where
         F: Fn(&mut bytes::Bytes, Compression) -> Result<B>,
     {
-        let (batch_decode_info, mut records_buf) = Self::decode_batch_header_inner(buf, version)?;
+        let (batch_decode_info, mut records_buf) =
+            Self::decode_batch_header_inner(buf, version, verify_crc)?;
         let compression = batch_decode_info.compression;
 
         if let Some(decompress_func) = decompress_func {
