@@ -12,18 +12,27 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
-def describe(bootstrap, topic):
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    brokers = sorted(metadata.brokers)
-    leaders = {p.id: p.leader for p in metadata.topics[topic].partitions.values()}
-    return brokers, leaders
+def describe(bootstrap, topic, partitions):
+    """The brokers and each partition's leader, once the broker asked knows all `partitions`
+    with a leader each: CreateTopics is answered by the broker that took it, and another
+    broker may apply the new topic a moment later, as in Kafka (clients refresh metadata)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.time() + 15
+    while True:
+        metadata = admin.list_topics(topic, timeout=10)
+        brokers = sorted(metadata.brokers)
+        known = metadata.topics.get(topic)
+        leaders = {p.id: p.leader for p in known.partitions.values()} if known and not known.error else {}
+        if (len(leaders) == partitions and all(l >= 0 for l in leaders.values())) or time.time() > deadline:
+            return brokers, leaders
+        time.sleep(0.2)
 
 
 def produce(bootstrap, topic, partitions, count):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
         future.result(timeout=30)
-    brokers, leaders = describe(bootstrap, topic)
+    brokers, leaders = describe(bootstrap, topic, partitions)
     assert len(brokers) == 3, f"the metadata names every broker: {brokers}"
     assert len(set(leaders.values())) == 3, f"the partitions are spread over the brokers: {leaders}"
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})

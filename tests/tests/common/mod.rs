@@ -13,15 +13,16 @@ use std::time::{Duration, Instant};
 
 use weir_sdk::{Client, ClientConfig, TlsTrust};
 
-/// The `weir` binary next to the test executable (target/debug/weir). The README's test
-/// command builds it before the tests run.
 /// A loopback port free for both TCP and UDP when picked, below the kernel's ephemeral range
 /// (`ip_local_port_range`). A broker killed and restarted on the ports it had must find them
 /// free again: a port of the ephemeral range can meanwhile go to any outgoing connection or
 /// client endpoint on the machine (a restarted cluster node once found its registry port
-/// taken), a port below it only to another pick, at random among some 20,000.
+/// taken), a port below it only to another pick. A port is handed out once per test process
+/// (cargo runs one test binary at a time), so tests starting brokers in parallel never pick
+/// the same one.
 pub fn reserved_port() -> u16 {
     use rand::Rng;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
@@ -33,15 +34,22 @@ pub fn reserved_port() -> u16 {
     }
     for _ in 0..1000 {
         let port = rand::thread_rng().gen_range(from..low);
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.contains(&port) {
+            continue;
+        }
         let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
         let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
         if tcp.is_ok() && udp.is_ok() {
+            handed_out.push(port);
             return port;
         }
     }
     panic!("no free loopback port in {from}..{low} after 1000 tries");
 }
 
+/// The `weir` binary next to the test executable (target/debug/weir). The README's test
+/// command builds it before the tests run.
 pub fn weir_bin() -> PathBuf {
     if let Ok(path) = std::env::var("WEIR_BIN") {
         return PathBuf::from(path);
