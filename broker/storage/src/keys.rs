@@ -20,6 +20,9 @@ pub mod keyspace {
     /// true high watermark, so a restarted replica never serves records that may not be
     /// committed.
     pub const HIGH_WATERMARK: &str = "high_watermark";
+    /// Which partitions each segment file holds batches of: [`super::extent_key`] → the base
+    /// offset (i64 big-endian) of the partition's last batch in that segment.
+    pub const SEGMENT_EXTENT: &str = "segment_extent";
     /// Idempotent producers: [`super::producer_key`] → JSON `ProducerState`.
     pub const PRODUCER_STATE: &str = "producer_state";
     /// Committed offsets: [`super::group_offset_key`] → JSON `CommittedOffset`.
@@ -62,6 +65,25 @@ pub fn log_key(id: PartitionId, offset: i64) -> [u8; LOG_KEY_BYTES] {
 pub fn parse_log_key(key: &[u8]) -> Option<(PartitionId, i64)> {
     let (id, rest) = parse_partition(key)?;
     Some((id, i64::from_be_bytes(rest.try_into().ok()?)))
+}
+
+/// `segment id u64 | topic id u64 | partition u32`: a segment's partitions are one range.
+pub fn extent_key(segment: u64, id: PartitionId) -> [u8; LOG_KEY_BYTES] {
+    let mut key = [0u8; LOG_KEY_BYTES];
+    key[..8].copy_from_slice(&segment.to_be_bytes());
+    key[8..].copy_from_slice(&partition_key(id));
+    key
+}
+
+/// The segment and partition of an extent key.
+pub fn parse_extent_key(key: &[u8]) -> Option<(u64, PartitionId)> {
+    if key.len() != LOG_KEY_BYTES {
+        return None;
+    }
+    let segment = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let topic_id = u64::from_be_bytes(key[8..16].try_into().ok()?);
+    let partition = u32::from_be_bytes(key[16..].try_into().ok()?);
+    Some((segment, PartitionId { topic_id, partition }))
 }
 
 /// `topic id u64 | partition u32`.
@@ -224,6 +246,9 @@ mod tests {
         for t in stamps {
             assert_eq!(parse_time_index_key(&time_index_key(P, t)), Some((P, t)));
         }
+        assert_eq!(parse_extent_key(&extent_key(9, P)), Some((9, P)));
+        assert!(extent_key(9, P) < extent_key(10, PartitionId { topic_id: 0, partition: 0 }), "by segment first");
+        assert_eq!(parse_extent_key(&extent_key(9, P)[..19]), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod log;
 pub mod modules;
 pub mod offsets;
 pub mod raft;
+pub mod segments;
 pub mod stored;
 
 use std::path::Path;
@@ -62,7 +63,7 @@ impl Storage {
         // compactions move keys only (values live in blob files), so they are short.
         let db = Database::builder(dir).journal_compression(fjall::CompressionType::None).worker_threads(1).open()?;
         Ok(Self {
-            log: log::LogStore::open(&db, append_queue_depth)?,
+            log: log::LogStore::open(&db, &dir.join("segments"), append_queue_depth)?,
             offsets: offsets::OffsetStore::open(&db)?,
             modules: modules::ModuleStore::open(&db)?,
             raft: raft::RaftStore::open(&db)?,

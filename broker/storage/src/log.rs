@@ -4,7 +4,8 @@
 //! base offset (u64)`, all big-endian, so a partition is a contiguous key range and "the batch
 //! holding offset X" is one reverse seek. Values are RecordBatch v2 bytes with the base offset
 //! the broker assigned, stored with key-value separation; a batch whose records compress is kept
-//! with its records section compressed (see [`crate::stored`]), and every reader goes through
+//! with its records section compressed (see [`crate::stored`]); a large batch's section is in a
+//! segment file and the value says where ([`crate::segments`]). Every reader goes through
 //! [`stored::header`] or [`stored::unpack`].
 //!
 //! All appends go through one writer thread, which gathers whatever producers have queued into
@@ -22,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +32,16 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 use tokio::sync::{oneshot, watch};
-use weir_sdk::batch::{set_base_offset, set_partition_leader_epoch, validate_batch, BatchHeader};
+use weir_sdk::batch::{set_base_offset, set_partition_leader_epoch, validate_batch, BatchHeader, BATCH_HEADER_BYTES};
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::idempotence::{self, ProducerState, Verdict};
 pub use crate::keys::PartitionId;
 use crate::keys::{
-    epoch_key, keyspace, log_key, parse_log_key, parse_producer_key, parse_time_index_key, partition_key, producer_key,
-    time_index_key, topic_prefix, LOG_KEY_BYTES,
+    epoch_key, extent_key, keyspace, log_key, parse_extent_key, parse_log_key, parse_producer_key,
+    parse_time_index_key, partition_key, producer_key, time_index_key, topic_prefix, LOG_KEY_BYTES,
 };
+use crate::segments::{Appender, Located, Segments, SEGMENT_MIN_BODY};
 use crate::stored::{self, Packed};
 use crate::StorageError;
 
@@ -229,6 +232,8 @@ pub struct LogStore {
     /// The largest producer id found in the stored producer states at open (-1: none).
     producer_id_max: i64,
     producer_store: Keyspace,
+    segments: Arc<Segments>,
+    extents: Keyspace,
 }
 
 /// The writer thread's queue; dropping the last store handle stops and joins the thread, so
@@ -264,6 +269,10 @@ struct Writer {
     /// Idempotent producers' state per partition, mirrored in the `producer_state` keyspace.
     producer_store: Keyspace,
     producers: HashMap<(PartitionId, i64), ProducerState>,
+    segments: Arc<Segments>,
+    extents: Keyspace,
+    /// The active segment, once the writer has written to it.
+    appender: Option<Appender>,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> WireError {
@@ -271,9 +280,9 @@ fn storage_error(e: impl std::fmt::Display) -> WireError {
 }
 
 impl LogStore {
-    /// Opens the partition logs of the database and starts their writer thread.
-    /// `queue_depth` bounds appends waiting for the writer.
-    pub(crate) fn open(db: &Database, queue_depth: usize) -> Result<Self, StorageError> {
+    /// Opens the partition logs of the database, with their segment files in `segments_dir`,
+    /// and starts their writer thread. `queue_depth` bounds appends waiting for the writer.
+    pub(crate) fn open(db: &Database, segments_dir: &Path, queue_depth: usize) -> Result<Self, StorageError> {
         // Batches arrive compressed by Weir or by their producer, or incompressible: fjall's blob
         // files do not compress them again (a folder made before keeps the lz4 it was made with).
         let log = db.keyspace(keyspace::LOG, || {
@@ -284,6 +293,11 @@ impl LogStore {
         let log_start = db.keyspace(keyspace::LOG_START, KeyspaceCreateOptions::default)?;
         let leader_epochs = db.keyspace(keyspace::LEADER_EPOCH, KeyspaceCreateOptions::default)?;
         let high_watermarks = db.keyspace(keyspace::HIGH_WATERMARK, KeyspaceCreateOptions::default)?;
+        let extents = db.keyspace(keyspace::SEGMENT_EXTENT, KeyspaceCreateOptions::default)?;
+        let segments = Arc::new(
+            Segments::open(segments_dir)
+                .map_err(|e| StorageError::Corrupt { what: "segment folder", why: e.to_string() })?,
+        );
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);
         let dirty = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer_store = db.keyspace(keyspace::PRODUCER_STATE, KeyspaceCreateOptions::default)?;
@@ -312,6 +326,9 @@ impl LogStore {
             dirty: dirty.clone(),
             producer_store: producer_store.clone(),
             producers,
+            segments: segments.clone(),
+            extents: extents.clone(),
+            appender: None,
         };
         let thread = std::thread::Builder::new()
             .name("weir-log-writer".into())
@@ -330,6 +347,8 @@ impl LogStore {
             dirty,
             producer_id_max,
             producer_store,
+            segments,
+            extents,
         };
         Ok(store)
     }
@@ -345,7 +364,7 @@ impl LogStore {
             let Some(last) = self.log.range(range.clone()).next_back() else { break };
             let (key, value) = last.into_inner().map_err(storage_error)?;
             let base = offset_of_key(&key);
-            match stored::unpack(value.into()).and_then(|batch| validate_batch(&batch)) {
+            match stored::unpack(value.into(), &self.segments).and_then(|batch| validate_batch(&batch)) {
                 Ok(header) if header.base_offset == base => {
                     end_offset = header.last_offset() + 1;
                     break;
@@ -370,7 +389,15 @@ impl LogStore {
         let log_start_offset = moved.map_or(first_stored, |m| m.clamp(first_stored, end_offset));
         let mut size_bytes = 0u64;
         for guard in self.log.range(range) {
-            size_bytes += u64::from(guard.size().map_err(storage_error)?);
+            // A value's size is read without the value (which may be in a blob file); only a
+            // value as short as a pointer value is read, and a batch in a segment counts its
+            // section.
+            let (key, _) = guard.into_inner_if(|_| false).map_err(storage_error)?;
+            let size = self.log.size_of(&key).map_err(storage_error)?.unwrap_or(0) as usize;
+            size_bytes += match size == stored::POINTER_BYTES {
+                true => self.log.get(&key).map_err(storage_error)?.map_or(0, |v| stored::stored_len(&v)),
+                false => size,
+            } as u64;
         }
         let max_timestamp = self.recover_time_index(id, end_offset)?;
         let epochs = self.recover_epochs(id, end_offset)?;
@@ -559,6 +586,7 @@ impl LogStore {
     /// Fsyncs the journal if anything was written without fsync since the last call.
     pub fn flush_if_dirty(&self) -> Result<bool, WireError> {
         if self.dirty.swap(false, Ordering::AcqRel) {
+            self.segments.sync().map_err(storage_error)?;
             self.db.persist(PersistMode::SyncData).map_err(storage_error)?;
             return Ok(true);
         }
@@ -660,7 +688,7 @@ impl LogStore {
             if total + header.total_bytes > max_bytes && (!out.is_empty() || !first_may_exceed) {
                 break;
             }
-            let batch = stored::unpack(value).map_err(corrupt)?;
+            let batch = stored::unpack(value, &self.segments).map_err(corrupt)?;
             if check_crc {
                 validate_batch(&batch).map_err(corrupt)?;
             }
@@ -700,7 +728,7 @@ impl LogStore {
             if header.max_timestamp < timestamp_ms || header.last_offset() < start {
                 continue;
             }
-            let value = stored::unpack(value)?;
+            let value = stored::unpack(value, &self.segments)?;
             validate_batch(&value)?;
             let records = weir_sdk::batch::decode_batches_within("", id.partition, value, 0, inflated_bytes_max)?;
             if let Some(r) = records.iter().find(|r| r.offset >= start && r.record.timestamp >= timestamp_ms) {
@@ -742,7 +770,7 @@ impl LogStore {
                 break;
             }
             self.log.remove(key).map_err(storage_error)?;
-            partition.size_bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+            partition.size_bytes.fetch_sub(stored::stored_len(&value) as u64, Ordering::Relaxed);
             deleted += 1;
         }
         self.prune_time_index(id, target)?;
@@ -794,8 +822,8 @@ impl LogStore {
                 break; // the newest batch stays: it carries the partition's next offset
             }
             let too_old = retention_ms.is_some_and(|ms| header.max_timestamp < now_ms - ms as i64);
-            let too_big =
-                retention_bytes.is_some_and(|b| partition.size_bytes().saturating_sub(value.len() as u64) >= b);
+            let too_big = retention_bytes
+                .is_some_and(|b| partition.size_bytes().saturating_sub(stored::stored_len(&value) as u64) >= b);
             if !(too_old || too_big) {
                 break;
             }
@@ -803,7 +831,7 @@ impl LogStore {
             // moved further).
             partition.log_start_offset.fetch_max(header.last_offset() + 1, Ordering::AcqRel);
             self.log.remove(key).map_err(storage_error)?;
-            partition.size_bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+            partition.size_bytes.fetch_sub(stored::stored_len(&value) as u64, Ordering::Relaxed);
             deleted += 1;
         }
         if deleted > 0 {
@@ -867,6 +895,42 @@ impl LogStore {
             p.checkpointed.store(*hw, Ordering::Release);
         }
         Ok(moved.len())
+    }
+
+    /// Deletes the sealed segment files no index entry names any more: for each partition a
+    /// segment holds batches of, the partition holds no batch at or below the base offset of
+    /// its last one there. Returns how many were deleted.
+    pub fn collect_segments(&self) -> Result<usize, WireError> {
+        let mut deleted = 0;
+        for segment in self.segments.sealed().map_err(storage_error)? {
+            let mut rows = Vec::new();
+            let mut live = false;
+            for guard in self.extents.prefix(segment.to_be_bytes()) {
+                let (key, value) = guard.into_inner().map_err(storage_error)?;
+                let (Some((_, id)), Some(last_base)) = (parse_extent_key(&key), indexed_offset(&value)) else {
+                    continue;
+                };
+                if self.log.range(first_key(id)..=log_key(id, last_base)).next().is_some() {
+                    live = true;
+                    break;
+                }
+                rows.push(key);
+            }
+            if live {
+                continue;
+            }
+            let mut write = self.db.batch();
+            for key in rows {
+                write.remove(&self.extents, key);
+            }
+            write.commit().map_err(storage_error)?;
+            self.segments.delete(segment).map_err(storage_error)?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "segment files no batch refers to deleted");
+        }
+        Ok(deleted)
     }
 
     /// Test and tooling hook: writes raw bytes as the value at a key, bypassing validation.
@@ -967,7 +1031,7 @@ impl Writer {
         let mut removed_bytes = 0u64;
         for guard in self.log.range(log_key(id, new_end)..=last_key(id)) {
             let (key, value) = guard.into_inner().map_err(storage_error)?;
-            removed_bytes += value.len() as u64;
+            removed_bytes += stored::stored_len(&value) as u64;
             write.remove(&self.log, key);
         }
         let mut max_timestamp = i64::MIN;
@@ -1084,6 +1148,24 @@ impl Writer {
 
     fn commit_group(&mut self, group: Vec<AppendJob>) {
         let now_ms = weir_sdk::now_ms();
+        if group.iter().any(|job| job.batches.iter().any(|(_, packed)| goes_to_segment(job, packed))) {
+            match Appender::next(self.appender.take(), &self.segments) {
+                Ok(appender) => self.appender = Some(appender),
+                Err(e) => {
+                    let e = storage_error(format!("opening a segment file: {e}"));
+                    for job in group {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+        // Sections bound for the active segment, in order, and where the next one starts.
+        let mut sections: Vec<&[u8]> = Vec::new();
+        let mut sections_len = 0u64;
+        // The base offset of each partition's last batch in the segment.
+        let mut extents: HashMap<PartitionId, i64> = HashMap::new();
+        let mut no_segment = false;
         let mut write = self.db.batch();
         let mut fsync = false;
         // Next offsets and producer states as this group assigns them; applied only after the
@@ -1104,7 +1186,25 @@ impl Writer {
                     let max = max_timestamps.entry(id).or_insert_with(|| job.partition.max_timestamp());
                     let latest = latest_epochs.entry(id).or_insert_with(|| job.partition.latest_epoch());
                     for (offset, stored, timestamp, epoch) in &staged.batches {
-                        write.insert(&self.log, log_key(id, *offset).to_vec(), stored.clone());
+                        match (stored, &self.appender) {
+                            (Stored::Inline(value), _) => {
+                                write.insert(&self.log, log_key(id, *offset).to_vec(), value.clone())
+                            }
+                            (Stored::Segment { head, section }, Some(appender)) => {
+                                let at = Located {
+                                    segment: appender.id(),
+                                    position: appender.position(sections_len),
+                                    // A section is at most a batch, whose length is an i32.
+                                    len: u32::try_from(section.len()).unwrap_or(u32::MAX),
+                                };
+                                sections.push(section);
+                                sections_len += section.len() as u64;
+                                extents.insert(id, *offset);
+                                write.insert(&self.log, log_key(id, *offset).to_vec(), stored::pointer_value(head, at));
+                            }
+                            // Not reached: the segment is opened above for such a group.
+                            (Stored::Segment { .. }, None) => no_segment = true,
+                        }
                         if *timestamp > *max {
                             *max = *timestamp;
                             write.insert(&self.time_index, time_index_key(id, *timestamp), offset.to_be_bytes());
@@ -1126,7 +1226,23 @@ impl Writer {
             let value = serde_json::to_vec(state).expect("producer state serializes");
             write.insert(&self.producer_store, producer_key(*id, *producer_id), value);
         }
-        let mut result = write.commit().map_err(storage_error);
+        // The sections reach the segment before the index entries that name them are written.
+        let mut result = match no_segment {
+            true => Err(storage_error("no segment file to write a large batch to")),
+            false => Ok(()),
+        };
+        if let (false, Some(appender)) = (sections.is_empty(), self.appender.as_mut()) {
+            for (id, base) in &extents {
+                write.insert(&self.extents, extent_key(appender.id(), *id), base.to_be_bytes());
+            }
+            result = appender.write(&sections).map_err(|e| storage_error(format!("writing a segment file: {e}")));
+            if result.is_err() {
+                if let Some(appender) = self.appender.take() {
+                    appender.seal(&self.segments);
+                }
+            }
+        }
+        let mut result = result.and_then(|()| write.commit().map_err(storage_error));
         if result.is_ok() {
             if fsync {
                 result = self.db.persist(PersistMode::SyncData).map_err(storage_error);
@@ -1178,13 +1294,13 @@ impl Writer {
     /// Assigns offsets to a job's batches from `start`, applying the idempotent-producer rules.
     /// Either every batch of the job is accepted (duplicates answered with their old offset)
     /// or the job fails whole.
-    fn stage(
+    fn stage<'j>(
         &self,
-        job: &AppendJob,
+        job: &'j AppendJob,
         start: i64,
         now_ms: i64,
         producers: &mut HashMap<(PartitionId, i64), ProducerState>,
-    ) -> Result<Staged, WireError> {
+    ) -> Result<Staged<'j>, WireError> {
         let id = job.partition.id;
         let mut end = start;
         let mut base = None;
@@ -1262,8 +1378,8 @@ impl Writer {
                 }
             }
             // The batch (or its header and compressed records) is copied once, into the value
-            // fjall stores (no zero-fill, no second copy), with the offset and leader epoch
-            // stamped into its first 16 bytes on the way.
+            // fjall stores or, for a large one, into its segment file (no zero-fill, no second
+            // copy), with the offset and leader epoch stamped into its first 16 bytes.
             let mut head = [0u8; STAMPED_HEAD_BYTES];
             head.copy_from_slice(&bytes[..STAMPED_HEAD_BYTES]);
             let epoch = match epoch {
@@ -1274,12 +1390,23 @@ impl Writer {
                 }
                 None => header.partition_leader_epoch.max(0),
             };
-            let stored =
-                fjall::Slice::from_reader(&mut packed.reader(&head), packed.stored_len()).map_err(storage_error)?;
-            debug_assert!(
-                stored::unpack(stored.clone().into()).is_ok_and(|b| validate_batch(&b).is_ok()),
-                "batch stays valid with its assigned offset"
-            );
+            let stored = match goes_to_segment(job, packed) {
+                true => {
+                    let mut stamped = [0u8; BATCH_HEADER_BYTES];
+                    stamped.copy_from_slice(packed.header_bytes());
+                    stamped[..STAMPED_HEAD_BYTES].copy_from_slice(&head);
+                    Stored::Segment { head: stamped, section: packed.section() }
+                }
+                false => {
+                    let value = fjall::Slice::from_reader(&mut packed.reader(&head), packed.stored_len())
+                        .map_err(storage_error)?;
+                    debug_assert!(
+                        stored::unpack(value.clone().into(), &self.segments).is_ok_and(|b| validate_batch(&b).is_ok()),
+                        "batch stays valid with its assigned offset"
+                    );
+                    Stored::Inline(value)
+                }
+            };
             // Invariant: offsets are dense and increasing; a batch is stored under its base offset.
             // (BatchHeader::parse refuses a negative last offset delta, so a count is at least 1.)
             assert!(header.offset_count() > 0, "a parsed batch holds at least one offset");
@@ -1305,12 +1432,26 @@ fn pack(batches: Vec<(BatchHeader, Bytes)>) -> Vec<(BatchHeader, Packed)> {
 /// length (kept) and the partition leader epoch, all outside the CRC.
 const STAMPED_HEAD_BYTES: usize = 16;
 
-struct Staged {
+struct Staged<'j> {
     base: i64,
     end: i64,
-    /// (base offset, stored bytes, largest timestamp, leader epoch) of each batch appended.
-    batches: Vec<(i64, fjall::Slice, i64, i32)>,
+    /// (base offset, how it is stored, largest timestamp, leader epoch) of each batch appended.
+    batches: Vec<(i64, Stored<'j>, i64, i32)>,
     added: u64,
+}
+
+/// How the writer stores a staged batch.
+enum Stored<'j> {
+    /// As a fjall value, whole.
+    Inline(fjall::Slice),
+    /// Its section appended to the active segment, its stamped header in a pointer value.
+    Segment { head: [u8; BATCH_HEADER_BYTES], section: &'j [u8] },
+}
+
+/// Whether a batch's section goes to a segment file: large, and not asking for an fsync before
+/// its answer (which fjall's journal gives with one fsync; a segment would need a second).
+fn goes_to_segment(job: &AppendJob, packed: &Packed) -> bool {
+    !job.fsync && packed.section().len() >= SEGMENT_MIN_BODY
 }
 
 /// How often the interval flusher looks for unflushed appends.
@@ -1446,6 +1587,145 @@ mod tests {
         let p = store.open_partition(P).unwrap();
         assert_eq!(p.end_offset(), good_end, "only the torn batch is gone");
         assert_eq!(store.read(&p, 0, 1 << 20, true).unwrap().len(), 2);
+    }
+
+    /// The segment files in a database folder, by id.
+    fn segment_ids(dir: &Path) -> Vec<u64> {
+        let mut ids: Vec<u64> = std::fs::read_dir(dir.join("segments"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().trim_end_matches(".seg").parse().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// A batch of `n` records of 1 KiB, each half random: LZ4 halves its records section.
+    fn half_random_batch(n: usize, timestamp: i64) -> (BatchHeader, Bytes) {
+        let records: Vec<Record> = (0..n)
+            .map(|i| {
+                let value = [stored::random(512, i as u64 + 1), vec![b'a'; 512]].concat();
+                Record { value: Some(Bytes::from(value)), timestamp, ..Record::default() }
+            })
+            .collect();
+        let bytes = encode_batch(&records, Compression::None).unwrap();
+        (validate_batch(&bytes).unwrap(), bytes)
+    }
+
+    #[tokio::test]
+    async fn large_batches_are_written_once_to_a_segment_and_read_back_by_every_reader_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        // (what, batch, fsync, kept in fjall whole)
+        let cases = [
+            ("large, incompressible", kib_batch(16, 1_000, false), false, false),
+            ("large, compressed by Weir to a section still over 8 KiB", half_random_batch(64, 1_001), false, false),
+            ("small", kib_batch(2, 1_002, false), false, true),
+            ("large, appended with an fsync: one fsync, in fjall", kib_batch(16, 1_003, false), true, true),
+            ("large again, after an inline one", kib_batch(20, 1_004, false), false, false),
+        ];
+        let (sent, size) = {
+            let (store, _db) = open_store(dir.path());
+            let p = store.open_partition(P).unwrap();
+            let mut sent = Vec::new();
+            for (what, (header, bytes), fsync, inline) in cases.clone() {
+                let base = store.append(p.clone(), vec![(header, bytes.clone())], fsync).await.unwrap();
+                let value = store.log.get(log_key(P, base)).unwrap().unwrap();
+                assert_eq!(stored::located(&value).is_none(), inline, "{what}: {} bytes in fjall", value.len());
+                if let Some(at) = stored::located(&value) {
+                    assert!(at.len as usize >= SEGMENT_MIN_BODY, "{what}: {at:?}");
+                    assert_eq!(
+                        stored::stored_len(&value) < bytes.len(),
+                        what.contains("compressed"),
+                        "{what}: {at:?} of a batch of {}",
+                        bytes.len()
+                    );
+                }
+                assert_eq!(stored::header(&value).unwrap().max_timestamp, header.max_timestamp, "{what}");
+                sent.push(bytes);
+            }
+            assert_eq!(segment_ids(dir.path()).len(), 1, "one segment holds every large batch");
+            let read = store.read(&p, 0, usize::MAX, true).unwrap();
+            assert_eq!(values(&read), values(&sent));
+            (sent, p.size_bytes())
+        };
+        let (store, _db) = open_store(dir.path());
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(p.size_bytes(), size, "sizes count the sections in segments after a restart too");
+        assert_eq!(p.max_timestamp(), 1_004);
+        for from in [0, 16, p.end_offset() - 1] {
+            let read = store.read(&p, from, usize::MAX, true).unwrap();
+            let replica = store.read_replica(&p, from, usize::MAX).unwrap();
+            assert_eq!(read, replica, "from {from}: consumers and followers read the same batches");
+        }
+        assert_eq!(values(&store.read(&p, 0, usize::MAX, true).unwrap()), values(&sent));
+        assert_eq!(store.offset_for_timestamp(&p, 1_001, 1 << 30).unwrap(), Some((16, 1_001)));
+        // Appends after a restart go to a new segment: nothing is written behind bytes a crash
+        // may have left.
+        let (header, bytes) = kib_batch(16, 1_005, false);
+        store.append(p.clone(), vec![(header, bytes.clone())], false).await.unwrap();
+        assert_eq!(segment_ids(dir.path()).len(), 2);
+        let read = store.read(&p, 0, usize::MAX, true).unwrap();
+        assert_eq!(values(&read), values(&[sent, vec![bytes]].concat()));
+    }
+
+    #[tokio::test]
+    async fn a_segment_cut_short_by_a_crash_loses_only_the_batches_it_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let good_end;
+        {
+            let (store, _db) = open_store(dir.path());
+            let p = store.open_partition(P).unwrap();
+            for i in 0..3 {
+                store.append(p.clone(), vec![kib_batch(16, i, false)], false).await.unwrap();
+            }
+            good_end = 32;
+            store.flush_if_dirty().unwrap();
+        }
+        // As if the machine stopped before the last section reached the disk.
+        let [segment] = segment_ids(dir.path())[..] else { panic!("one segment") };
+        let file = dir.path().join("segments").join(format!("{segment:020}.seg"));
+        let len = std::fs::metadata(&file).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 100).unwrap();
+        let (store, _db) = open_store(dir.path());
+        let p = store.open_partition(P).unwrap();
+        assert_eq!(p.end_offset(), good_end, "the cut batch is dropped, the two before it stay");
+        assert_eq!(store.read(&p, 0, usize::MAX, true).unwrap().len(), 2);
+        assert_eq!(store.append(p.clone(), vec![kib_batch(16, 9, false)], false).await.unwrap(), good_end);
+        assert_eq!(store.read(&p, 0, usize::MAX, true).unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_segment_file_is_deleted_once_no_partition_has_a_batch_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = open_store(dir.path());
+        store.segments.set_target_bytes(1); // every append after the first starts a segment
+        let q = PartitionId { topic_id: 2, partition: 0 };
+        let (p, q) = (store.open_partition(P).unwrap(), store.open_partition(q).unwrap());
+        // Segments 0..4 hold one batch of P each; segment 2 holds one of Q as well.
+        for i in 0..5 {
+            store.append(p.clone(), vec![kib_batch(16, 1_000, false)], false).await.unwrap();
+            if i == 2 {
+                store.segments.set_target_bytes(u64::MAX);
+                store.append(q.clone(), vec![kib_batch(16, 1_000, false)], false).await.unwrap();
+                store.segments.set_target_bytes(1);
+            }
+        }
+        let before = segment_ids(dir.path());
+        assert_eq!(before.len(), 5, "{before:?}");
+        assert_eq!(store.collect_segments().unwrap(), 0, "every segment holds a batch");
+        assert_eq!(store.enforce_retention(&p, Some(10), None, 100_000).unwrap(), 4, "all but P's newest");
+        assert_eq!(store.collect_segments().unwrap(), 3, "segments 0, 1 and 3");
+        assert_eq!(segment_ids(dir.path()), vec![before[2], before[4]], "Q's batch and P's newest keep theirs");
+        store.delete_partition(q.id).unwrap();
+        assert_eq!(store.collect_segments().unwrap(), 1);
+        assert_eq!(segment_ids(dir.path()), vec![before[4]], "the active segment stays");
+        assert_eq!(store.read(&p, p.log_start_offset(), usize::MAX, true).unwrap().len(), 1);
+        // Truncated batches leave their bytes behind until the segment goes.
+        store.append(p.clone(), vec![kib_batch(16, 1_000, false)], false).await.unwrap();
+        store.truncate(p.clone(), 80).await.unwrap();
+        store.append(p.clone(), vec![kib_batch(16, 1_000, false)], false).await.unwrap();
+        assert_eq!(store.read(&p, 64, usize::MAX, true).unwrap().len(), 2);
+        // The truncated batch's segment stays while P holds a batch at or below its offset.
+        assert_eq!(store.collect_segments().unwrap(), 0);
     }
 
     #[tokio::test]

@@ -1,10 +1,16 @@
 //! How a record batch is kept as a value of the `log` keyspace.
 //!
-//! A stored value is either the batch as the broker assigned it, byte for byte, or, when that
-//! saves space, the batch's 61-byte header followed by its records section compressed as one
-//! LZ4 block. The two are told apart by length: the header declares the batch's length, and
-//! only a compressed value is shorter than that. Values written before compression existed are
-//! all of the first kind and read as they always did.
+//! A batch is stored as its records section, either as it is or, when that saves space,
+//! compressed as one LZ4 block, behind the batch's 61-byte header. The two are told apart by
+//! length: the header declares the batch's length, and only a compressed section is shorter.
+//! Values written before compression existed are all of the first kind and read as they
+//! always did.
+//!
+//! The header and section together are the `log` keyspace's value, unless the section is
+//! long enough to go to a segment file ([`crate::segments`]): then the value is the header with
+//! its magic byte set to [`SEGMENT_MAGIC`], followed by the segment id, position and length of
+//! the section (the *pointer value*, [`POINTER_BYTES`] long). The magic byte lies outside the
+//! batch's CRC, and [`unpack`] puts the real one back, so readers get the batch as appended.
 //!
 //! Weir compresses, not fjall: fjall's journal and blob files would compress every value twice
 //! (journal, then blob file at flush), including batches a producer compressed already and
@@ -21,6 +27,17 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use weir_sdk::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use weir_sdk::{ErrorCode, WireError};
+
+use crate::segments::{Located, Segments};
+
+/// Where a batch header keeps its magic byte (2, RecordBatch v2).
+const MAGIC_OFFSET: usize = 16;
+const BATCH_MAGIC: u8 = 2;
+/// The magic byte of a pointer value: its batch's section is in a segment file.
+pub const SEGMENT_MAGIC: u8 = 0x80 | BATCH_MAGIC;
+/// Length of a pointer value: the header, then segment id (u64), position (u64) and section
+/// length (u32), big-endian.
+pub const POINTER_BYTES: usize = BATCH_HEADER_BYTES + 20;
 
 /// Records sections shorter than this are stored as they are: too small to pay for a call.
 const PACK_MIN_BYTES: usize = 1024;
@@ -80,7 +97,20 @@ impl Packed {
         Self { records: packed, batch }
     }
 
-    /// Bytes of the stored value.
+    /// The batch's header as appended (the writer stamps its first bytes).
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.batch[..BATCH_HEADER_BYTES]
+    }
+
+    /// The stored records section: what follows the header in a value or a segment.
+    pub fn section(&self) -> &[u8] {
+        match &self.records {
+            Some(records) => records,
+            None => &self.batch[BATCH_HEADER_BYTES..],
+        }
+    }
+
+    /// Bytes of the stored batch (header and stored section).
     pub fn stored_len(&self) -> usize {
         match &self.records {
             Some(records) => BATCH_HEADER_BYTES + records.len(),
@@ -114,8 +144,50 @@ fn compress_into<'s>(input: &[u8], limit: usize, scratch: &'s mut Vec<u8>) -> Op
     Some(&scratch[..written])
 }
 
-/// The header of a stored value, without decompressing its records.
+/// The pointer value of a batch whose stamped header is `head` and whose section is `at`.
+pub fn pointer_value(head: &[u8], at: Located) -> [u8; POINTER_BYTES] {
+    let mut value = [0u8; POINTER_BYTES];
+    value[..BATCH_HEADER_BYTES].copy_from_slice(&head[..BATCH_HEADER_BYTES]);
+    value[MAGIC_OFFSET] = SEGMENT_MAGIC;
+    value[BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + 8].copy_from_slice(&at.segment.to_be_bytes());
+    value[BATCH_HEADER_BYTES + 8..BATCH_HEADER_BYTES + 16].copy_from_slice(&at.position.to_be_bytes());
+    value[BATCH_HEADER_BYTES + 16..].copy_from_slice(&at.len.to_be_bytes());
+    value
+}
+
+/// Where a pointer value's section is; `None` for a value that holds its batch.
+pub fn located(value: &[u8]) -> Option<Located> {
+    if value.len() != POINTER_BYTES || value[MAGIC_OFFSET] != SEGMENT_MAGIC {
+        return None;
+    }
+    let at = &value[BATCH_HEADER_BYTES..];
+    Some(Located {
+        segment: u64::from_be_bytes(at[..8].try_into().ok()?),
+        position: u64::from_be_bytes(at[8..16].try_into().ok()?),
+        len: u32::from_be_bytes(at[16..].try_into().ok()?),
+    })
+}
+
+/// Bytes the batch of a stored value takes, wherever its section is.
+pub fn stored_len(value: &[u8]) -> usize {
+    located(value).map_or(value.len(), |at| BATCH_HEADER_BYTES + at.len as usize)
+}
+
+/// The header of a stored value, without reading or decompressing its records.
 pub fn header(value: &[u8]) -> Result<BatchHeader, WireError> {
+    if let Some(at) = located(value) {
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        head.copy_from_slice(&value[..BATCH_HEADER_BYTES]);
+        head[MAGIC_OFFSET] = BATCH_MAGIC;
+        let header = BatchHeader::parse_head(&head)?;
+        if BATCH_HEADER_BYTES + at.len as usize > header.total_bytes {
+            return Err(corrupt(format!(
+                "stored batch's section of {} bytes in segment {} is longer than the {} its batch declares",
+                at.len, at.segment, header.total_bytes
+            )));
+        }
+        return Ok(header);
+    }
     let header = BatchHeader::parse_head(value)?;
     if value.len() > header.total_bytes {
         return Err(corrupt(format!(
@@ -127,9 +199,28 @@ pub fn header(value: &[u8]) -> Result<BatchHeader, WireError> {
     Ok(header)
 }
 
-/// The batch a stored value holds, as it was appended (its CRC is not checked here).
-pub fn unpack(value: Bytes) -> Result<Bytes, WireError> {
+/// The batch a stored value holds, as it was appended (its CRC is not checked here); a pointer
+/// value's section is read from `segments`.
+pub fn unpack(value: Bytes, segments: &Segments) -> Result<Bytes, WireError> {
     let header = header(&value)?;
+    let value = match located(&value) {
+        None => value,
+        Some(at) => {
+            let section_len = at.len as usize;
+            let unreadable = |e: std::io::Error| {
+                corrupt(format!("stored batch's {} bytes at {} of segment {}: {e}", at.len, at.position, at.segment))
+            };
+            // As appended: the header, its magic put back, and the section read in behind it.
+            let mut buffer = match BATCH_HEADER_BYTES + section_len == header.total_bytes {
+                true => Inflated::take(header.total_bytes),
+                false => Inflated(vec![0; BATCH_HEADER_BYTES + section_len]),
+            };
+            buffer.0[..BATCH_HEADER_BYTES].copy_from_slice(&value[..BATCH_HEADER_BYTES]);
+            buffer.0[MAGIC_OFFSET] = BATCH_MAGIC;
+            segments.read(at, &mut buffer.0[BATCH_HEADER_BYTES..]).map_err(unreadable)?;
+            Bytes::from_owner(buffer)
+        }
+    };
     if value.len() == header.total_bytes {
         return Ok(value);
     }
@@ -220,6 +311,7 @@ pub(crate) fn random(n: usize, seed: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segments::Appender;
     use weir_sdk::batch::{encode_batch, validate_batch, Compression, Record};
 
     fn batch(values: impl Iterator<Item = Vec<u8>>, compression: Compression) -> (BatchHeader, Bytes) {
@@ -227,6 +319,25 @@ mod tests {
             values.map(|v| Record { value: Some(Bytes::from(v)), timestamp: 1, ..Record::default() }).collect();
         let bytes = encode_batch(&records, compression).unwrap();
         (validate_batch(&bytes).unwrap(), bytes)
+    }
+
+    /// An empty segments folder that lives as long as the test.
+    fn segments() -> (tempfile::TempDir, Segments) {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path()).unwrap();
+        (dir, segments)
+    }
+
+    /// `packed` stored as the writer stores a large batch: its section appended to a segment,
+    /// a pointer value in the log.
+    fn stored_in_segment(packed: &Packed, appender: &mut Appender) -> Bytes {
+        let at = Located {
+            segment: appender.id(),
+            position: appender.position(0),
+            len: u32::try_from(packed.section().len()).unwrap(),
+        };
+        appender.write(&[packed.section()]).unwrap();
+        Bytes::copy_from_slice(&pointer_value(packed.header_bytes(), at))
     }
 
     fn stored(packed: &Packed) -> Bytes {
@@ -250,12 +361,21 @@ mod tests {
             ("compressed by its producer", batch((0..64).map(|_| vec![b'a'; 1024]), Compression::Lz4), false),
             ("records section under 1 KiB", batch((0..4).map(|_| vec![b'a'; 100]), Compression::None), false),
         ];
+        let (_dir, segments) = segments();
+        let mut appender = Appender::next(None, &segments).unwrap();
         for (what, (head, bytes), compressed) in cases {
             let packed = Packed::new(&head, bytes.clone());
             let value = stored(&packed);
             assert_eq!(value.len() < bytes.len(), compressed, "{what}: {} of {} bytes", value.len(), bytes.len());
             assert_eq!(header(&value).unwrap(), head, "{what}: the header reads without decompressing");
-            assert_eq!(unpack(value).unwrap(), bytes, "{what}");
+            assert_eq!(stored_len(&value), packed.stored_len(), "{what}");
+            assert_eq!(unpack(value, &segments).unwrap(), bytes, "{what}");
+            // The same batch with its section in a segment file.
+            let pointer = stored_in_segment(&packed, &mut appender);
+            assert_eq!(pointer.len(), POINTER_BYTES, "{what}");
+            assert_eq!(header(&pointer).unwrap(), head, "{what}: a pointer value's header reads as the batch's");
+            assert_eq!(stored_len(&pointer), packed.stored_len(), "{what}");
+            assert_eq!(unpack(pointer, &segments).unwrap(), bytes, "{what}: read back from the segment");
         }
     }
 
@@ -263,12 +383,13 @@ mod tests {
     fn a_batch_inflated_into_a_used_buffer_holds_only_its_own_bytes() {
         let (long_head, long) = batch((0..256).map(|_| vec![b'a'; 1024]), Compression::None);
         let (short_head, short) = batch((0..8).map(|_| vec![b'b'; 1000]), Compression::None);
+        let (_dir, segments) = segments();
         for _ in 0..3 {
-            let first = unpack(stored(&Packed::new(&long_head, long.clone()))).unwrap();
+            let first = unpack(stored(&Packed::new(&long_head, long.clone())), &segments).unwrap();
             assert_eq!(first, long);
             drop(first);
             // Most likely in the buffer `first` used, which held longer, different bytes.
-            let second = unpack(stored(&Packed::new(&short_head, short.clone()))).unwrap();
+            let second = unpack(stored(&Packed::new(&short_head, short.clone())), &segments).unwrap();
             assert_eq!(second, short);
             let slice = second.slice(BATCH_HEADER_BYTES..);
             drop(second);
@@ -297,9 +418,25 @@ mod tests {
             ("a compressed value with a changed byte", Bytes::from(flipped)),
             ("a header claiming 2 GiB over a small block", Bytes::from(claims_more)),
         ];
-        for (what, value) in cases {
+        let (_dir, segments) = segments();
+        let mut appender = Appender::next(None, &segments).unwrap();
+        let pointer = stored_in_segment(&Packed::new(&h, bytes.clone()), &mut appender);
+        let at = located(&pointer).unwrap();
+        let with = |at: Located| Bytes::copy_from_slice(&pointer_value(&pointer, at));
+        let mut pointer_flipped = bytes.to_vec();
+        pointer_flipped[BATCH_HEADER_BYTES + 100] ^= 0xFF;
+        let packed_flipped = Packed::raw(Bytes::from(pointer_flipped));
+        let pointer_to_flipped = stored_in_segment(&packed_flipped, &mut appender);
+        let pointer_cases: [(&str, Bytes); 5] = [
+            ("a section longer than its header declares", with(Located { len: at.len + 1, ..at })),
+            ("a section past the segment's end", with(Located { position: at.position + 1_000_000, ..at })),
+            ("a section in a segment that is gone", with(Located { segment: at.segment + 7, ..at })),
+            ("a section shorter than its batch (read as compressed)", with(Located { len: at.len - 10, ..at })),
+            ("a section with a changed byte", pointer_to_flipped),
+        ];
+        for (what, value) in cases.into_iter().chain(pointer_cases) {
             // Either the value does not unpack, or what it unpacks to fails the CRC.
-            let outcome = unpack(value).and_then(|b| validate_batch(&b).map(|_| b));
+            let outcome = unpack(value, &segments).and_then(|b| validate_batch(&b).map(|_| b));
             let err = outcome.expect_err(what);
             assert_eq!(err.code, ErrorCode::CorruptBatch, "{what}: {}", err.message);
         }

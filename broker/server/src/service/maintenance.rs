@@ -10,7 +10,8 @@ use weir_storage::log::ProducerFilter;
 use super::Broker;
 
 impl Broker {
-    /// One retention pass over every topic.
+    /// One retention pass over every topic, then the segment files no batch is left in
+    /// (retention, DeleteRecords, truncations and deleted topics free them).
     pub fn enforce_retention(&self, now_ms: i64) {
         for topic in self.topics() {
             if topic.config.retention_ms.is_none() && topic.config.retention_bytes.is_none() {
@@ -24,6 +25,9 @@ impl Broker {
                     tracing::error!(topic = %topic.name, partition = p, error = %e, "retention pass failed");
                 }
             }
+        }
+        if let Err(e) = self.log.collect_segments() {
+            tracing::error!(error = %e, "deleting unused segment files failed");
         }
     }
 
