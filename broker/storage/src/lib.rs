@@ -1,7 +1,8 @@
 //! Weir's storage: everything a broker keeps on disk, in one fjall `Database` per broker.
 //!
 //! - [`log::LogStore`]: partition logs (group-committed by one writer thread) and idempotent
-//!   producers' sequence state, written in the same batch as the records it describes.
+//!   producers' sequence state, written in the same batch as the records it describes; large
+//!   batches' records sit in [`segments`] files beside the database, in `<dir>/segments`.
 //! - [`offsets::OffsetStore`]: committed offsets as earlier versions kept them (moved into the controller at start).
 //! - [`modules::ModuleStore`]: plugin components by content hash and transforms' progress.
 //! - [`raft::RaftStore`]: the controller's Raft log, vote, committed id and snapshot, as bytes
