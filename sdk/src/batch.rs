@@ -455,6 +455,91 @@ pub fn decode_batch_records(batch: Bytes, limit: usize) -> Result<Vec<Record>, W
     Ok(out)
 }
 
+/// Checks that one batch whose header was parsed and CRC checked already decodes as
+/// [`decode_batch_records`] would decode it, without building its records: the same fields,
+/// lengths, header keys in UTF-8 and record count, with record data decompressed within
+/// `limit` bytes. Returns how many records it holds. The produce path uses it when nothing
+/// needs the records themselves (no allocation per record for an uncompressed batch).
+pub fn check_batch_records(batch: &Bytes, limit: usize) -> Result<usize, WireError> {
+    let header = BatchHeader::parse_head(batch)?;
+    if batch.len() < header.total_bytes {
+        return Err(corrupt(format!(
+            "decoding record batch: {} bytes hold less than the {} the batch declares",
+            batch.len(),
+            header.total_bytes
+        )));
+    }
+    let section = batch.slice(BATCH_HEADER_BYTES..header.total_bytes);
+    let records = crate::inflate::inflate(&section, codec_of(&header)?, limit).map_err(|e| corrupt(e.to_string()))?;
+    walk_records(&records, header.record_count).map_err(|why| corrupt(format!("decoding record batch: {why}")))?;
+    // A count below zero was refused by `parse_head`.
+    Ok(usize::try_from(header.record_count).unwrap_or(0))
+}
+
+/// Reads `count` v2 records from `buf` as kafka-protocol's decoder does (a record's bytes past
+/// its fields, and bytes past the last record, are not looked at). Every step consumes at
+/// least one byte or fails, so the loops end within `buf`'s length whatever the counts claim.
+fn walk_records(mut buf: &[u8], count: i32) -> Result<(), String> {
+    fn take<'a>(buf: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
+        if buf.len() < n {
+            return Err(format!("{what} of {n} bytes runs past the {} left", buf.len()));
+        }
+        let (head, rest) = buf.split_at(n);
+        *buf = rest;
+        Ok(head)
+    }
+    // Unsigned LEB128 of at most `max_bytes` bytes, bits past 64 dropped, as the decoder reads it.
+    fn unsigned(buf: &mut &[u8], max_bytes: u32) -> Result<u64, String> {
+        let mut value = 0u64;
+        for i in 0..max_bytes {
+            let b = u64::from(take(buf, 1, "a varint")?[0]);
+            value |= (b & 0x7F) << (i * 7);
+            if b < 0x80 {
+                break;
+            }
+        }
+        Ok(value)
+    }
+    fn varint(buf: &mut &[u8]) -> Result<i32, String> {
+        // Five bytes at most, kept to 32 bits (the decoder's u32 drops the rest).
+        let zigzag = (unsigned(buf, 5)? & 0xFFFF_FFFF) as u32;
+        Ok(((zigzag >> 1) as i32) ^ -((zigzag & 1) as i32))
+    }
+    fn length(buf: &mut &[u8], what: &str, nullable: bool) -> Result<Option<usize>, String> {
+        let len = varint(buf)?;
+        match (len, nullable) {
+            (-1, true) => Ok(None),
+            (len, _) if len >= 0 => Ok(Some(len as usize)),
+            (len, _) => Err(format!("negative {what} length {len}")),
+        }
+    }
+    for _ in 0..count {
+        let size = length(&mut buf, "record", false)?.unwrap_or(0);
+        let mut record = take(&mut buf, size, "a record")?;
+        take(&mut record, 1, "record attributes")?;
+        unsigned(&mut record, 10)?; // timestamp delta
+        varint(&mut record)?; // offset delta
+        for what in ["record key", "record value"] {
+            if let Some(n) = length(&mut record, what, true)? {
+                take(&mut record, n, what)?;
+            }
+        }
+        let headers = varint(&mut record)?;
+        if headers < 0 {
+            return Err(format!("negative record header count {headers}"));
+        }
+        for _ in 0..headers {
+            let key_len = length(&mut record, "record header key", false)?.unwrap_or(0);
+            let key = take(&mut record, key_len, "a record header key")?;
+            std::str::from_utf8(key).map_err(|e| format!("record header key is not UTF-8: {e}"))?;
+            if let Some(n) = length(&mut record, "record header value", true)? {
+                take(&mut record, n, "a record header value")?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes the batch at the front of `buf`, whose CRC the caller checked, decompressing its
 /// records within `limit` bytes.
 fn decode_one(buf: &mut Bytes, limit: usize) -> Result<kafka_protocol::records::RecordSet, WireError> {
@@ -560,10 +645,74 @@ mod tests {
                 if let Ok(n) = inflated_batch_len(&header, &input, 64 << 10) {
                     assert!(n <= 64 << 10);
                 }
-                let _ = decode_batch_records(input.clone(), 64 << 10);
+                let decoded = decode_batch_records(input.clone(), 64 << 10);
+                let checked = check_batch_records(&input, 64 << 10);
+                assert_eq!(
+                    checked.as_ref().ok(),
+                    decoded.as_ref().ok().map(Vec::len).as_ref(),
+                    "{compression:?}: the check and the decoder agree ({checked:?})"
+                );
                 let _ = decode_batches_within("t", 0, input, 0, 64 << 10);
             }
         }
+    }
+
+    /// The record check agrees with the decoder on uncompressed batches damaged anywhere in
+    /// their records (lengths, counts, varints, header keys that are not UTF-8), and on the
+    /// batch's record count: whatever one accepts, the other does, with the same count.
+    #[test]
+    fn the_record_check_accepts_exactly_what_the_decoder_decodes() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = std::env::var("WEIR_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xc4ec);
+        eprintln!("record check property test seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        // Timestamps 0: the decoder adds a record's delta to the batch's first timestamp.
+        let records: Vec<Record> = (0..20)
+            .map(|i| Record {
+                key: (i % 3 != 0).then(|| Bytes::from(format!("k{i}"))),
+                value: (i % 5 != 0).then(|| Bytes::from(vec![b'v'; i * 7])),
+                headers: (0..i % 3).map(|h| (format!("h{h}é"), (h % 2 == 0).then(|| Bytes::from("x")))).collect(),
+                timestamp: 0,
+            })
+            .collect();
+        let valid = encode_batch(&records, Compression::None).unwrap().to_vec();
+        assert_eq!(check_batch_records(&Bytes::from(valid.clone()), 1 << 20).unwrap(), 20);
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..20_000 {
+            let mut input = valid.clone();
+            if round % 10 == 0 {
+                let count: i32 = rng.gen_range(0..40);
+                input[57..61].copy_from_slice(&count.to_be_bytes());
+            }
+            for _ in 0..rng.gen_range(0..4) {
+                let at = rng.gen_range(BATCH_HEADER_BYTES..input.len());
+                input[at] = match rng.gen_range(0..4) {
+                    0 => 0xFF,
+                    1 => 0x01,
+                    _ => rng.gen(),
+                };
+            }
+            let input = Bytes::from(input);
+            let decoded = decode_batch_records(input.clone(), 1 << 20);
+            let checked = check_batch_records(&input, 1 << 20);
+            assert_eq!(
+                checked.as_ref().ok(),
+                decoded.as_ref().ok().map(Vec::len).as_ref(),
+                "round {round}: {checked:?} against {:?}",
+                decoded.as_ref().map(Vec::len)
+            );
+            match checked {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    assert_eq!(e.code, ErrorCode::CorruptBatch);
+                    refused += 1;
+                }
+            }
+        }
+        assert!(accepted > 1_000 && refused > 1_000, "both outcomes are exercised: {accepted} / {refused}");
+        let cut = Bytes::from(valid[..valid.len() - 1].to_vec());
+        assert!(check_batch_records(&cut, 1 << 20).is_err(), "shorter than the batch declares");
+        assert!(check_batch_records(&Bytes::from(valid), 100).is_err(), "record data past the limit");
     }
 
     fn sample(n: usize) -> Vec<Record> {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use std::sync::Arc;
 
-use weir_sdk::batch::{decode_batch_records, split_batches, BatchHeader, Record};
+use weir_sdk::batch::{check_batch_records, decode_batch_records, split_batches, BatchHeader, Record};
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, FlushMode, WireError};
 use weir_storage::log::PartitionState;
@@ -374,13 +374,19 @@ impl Broker {
             }
         }
         // Every record decodes, within the decompression bound, as Kafka's log validator
-        // checks: no consumer ever meets a stored batch it cannot read.
-        let records = parsed.records()?;
+        // checks: no consumer ever meets a stored batch it cannot read. When schemas or
+        // validators will read the records, they are decoded once here and kept; otherwise
+        // they are only checked, without building them.
+        let schemas = topic.config.value_schema_validation || topic.config.key_schema_validation;
+        let decoded = match schemas || !self.deployments_on(topic, PluginKind::Validator).is_empty() {
+            true => parsed.records()?.len(),
+            false => parsed.check_records()?,
+        };
         let claimed: i64 = parsed.batches.iter().map(|(h, _)| i64::from(h.record_count)).sum();
-        if i64::try_from(records.len()).ok() != Some(claimed) {
+        if i64::try_from(decoded).ok() != Some(claimed) {
             return Err(WireError::new(
                 ErrorCode::CorruptBatch,
-                format!("record batches claim {claimed} records but {} decode", records.len()),
+                format!("record batches claim {claimed} records but {decoded} decode"),
             ));
         }
         if topic.config.value_schema_validation || topic.config.key_schema_validation {
@@ -602,6 +608,19 @@ impl ProducedBatches {
             batches.push((header, batch));
         }
         Ok(Self { batches, inflated_bytes_max, records: std::sync::OnceLock::new() })
+    }
+
+    /// How many records the batches hold, each batch checked to decode as [`Self::records`]
+    /// would decode it (the records decoded already, if they were).
+    pub fn check_records(&self) -> Result<usize, WireError> {
+        if let Some(records) = self.records.get() {
+            return records.as_ref().map(|r| r.len()).map_err(Clone::clone);
+        }
+        let mut count = 0;
+        for (_, batch) in &self.batches {
+            count += check_batch_records(batch, self.inflated_bytes_max)?;
+        }
+        Ok(count)
     }
 
     /// The records of every batch, in order; decoded once.
