@@ -2,7 +2,9 @@
 //! same run: `header_and_crc` splits the request's batches and checks each header and CRC
 //! (and, for a compressed batch, counts what it inflates to), which is all produce did before
 //! issue #10; `decode_records` adds decoding every record of every batch, as Kafka's log
-//! validator does, so that no batch whose records cannot be read is ever stored.
+//! validator does, so that no batch whose records cannot be read is ever stored;
+//! `check_records` checks the same without building the records (`check_batch_records`, what
+//! produce does when no schema or validator reads them).
 //! Batches of 1000 records of 1 KiB (1 MiB), uncompressed and lz4.
 //! `cargo bench -p weir-sdk --bench produce_validation`.
 
@@ -10,7 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use weir_sdk::batch::{decode_batch_records, encode_batch, inflated_batch_len, split_batches, Compression, Record};
+use weir_sdk::batch::{
+    check_batch_records, decode_batch_records, encode_batch, inflated_batch_len, split_batches, Compression, Record,
+};
 
 const LIMIT: usize = 64 << 20;
 
@@ -48,6 +52,17 @@ fn decode_records(bytes: &Bytes) -> usize {
     records
 }
 
+fn check_records(bytes: &Bytes) -> usize {
+    let mut records = 0;
+    let mut at = 0;
+    for (_, batch) in split_batches(bytes).expect("valid") {
+        let stored = bytes.slice(at..at + batch.len());
+        at += batch.len();
+        records += check_batch_records(&stored, LIMIT).expect("decodes");
+    }
+    records
+}
+
 fn bench(c: &mut Criterion) {
     for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
         let bytes = batch(compression);
@@ -57,6 +72,7 @@ fn bench(c: &mut Criterion) {
         group.measurement_time(Duration::from_secs(5));
         group.bench_function("header_and_crc", |b| b.iter(|| header_and_crc(&bytes)));
         group.bench_function("decode_records", |b| b.iter(|| decode_records(&bytes)));
+        group.bench_function("check_records", |b| b.iter(|| check_records(&bytes)));
         group.finish();
     }
 }
