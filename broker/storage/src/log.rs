@@ -688,7 +688,23 @@ impl LogStore {
             if total + header.total_bytes > max_bytes && (!out.is_empty() || !first_may_exceed) {
                 break;
             }
-            let batch = stored::unpack(value, &self.segments).map_err(corrupt)?;
+            let batch = match stored::unpack(value, &self.segments) {
+                Ok(batch) => batch,
+                // Retention deleted the batch, and then its segment, while this read went on.
+                Err(_) if header.last_offset() < partition.log_start_offset() => {
+                    if out.is_empty() {
+                        return Err(WireError::new(
+                            ErrorCode::OffsetOutOfRange,
+                            format!(
+                                "offset {offset} of partition {} was deleted by retention while it was read",
+                                id.partition
+                            ),
+                        ));
+                    }
+                    break;
+                }
+                Err(e) => return Err(corrupt(e)),
+            };
             if check_crc {
                 validate_batch(&batch).map_err(corrupt)?;
             }
