@@ -6,8 +6,10 @@
 # the start of the process: its listeners answering (`weir topic list`), and the first fetch of
 # the last partition answered (`weir consume --partition LAST --count 1`).
 # Usage: tests/bench/restart.sh [SIZE_GIB] [PARTITIONS] [WEIR_BINARY...]   (default 10 1000)
+# VALUES=random produces values that do not compress (`weir bench produce --values random`;
+# the batches then go to segment files), VALUES=repeated (the default) values that do.
 # Ports 18520 (QUIC), 18620 (Kafka), 18720 (registry). Needs SIZE_GIB x ~0.1 GB of disk
-# (the values compress).
+# (the values compress), or SIZE_GIB GiB with VALUES=random.
 set -euo pipefail
 size_gib=${1:-10}
 partitions=${2:-1000}
@@ -46,7 +48,7 @@ for weir in "${binaries[@]}"; do
   "$weir" topic create big --partitions "$partitions" --config flush.mode=interval --config retention.ms=-1 \
     "${connect[@]}" >/dev/null
   "$weir" bench produce --topic big --partitions "$partitions" --batch-bytes 65536 --count "$count" \
-    --duration-secs 3600 --acks leader "${connect[@]}" 2>/dev/null | grep '^produce:'
+    --values "${VALUES:-repeated}" --duration-secs 3600 --acks leader "${connect[@]}" 2>/dev/null | grep '^produce:'
   kill -INT "$pid"
   for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   pid=""
@@ -54,7 +56,7 @@ for weir in "${binaries[@]}"; do
   timed_restart "$weir" "after a clean stop"
   # More writes, then SIGKILL: the next start replays the journal.
   "$weir" bench produce --topic big --partitions "$partitions" --batch-bytes 65536 --count 200000 \
-    --acks leader "${connect[@]}" 2>/dev/null | grep '^produce:'
+    --values "${VALUES:-repeated}" --acks leader "${connect[@]}" 2>/dev/null | grep '^produce:'
   stop_broker
   sleep 0.5
   timed_restart "$weir" "after SIGKILL"

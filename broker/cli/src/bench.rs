@@ -71,6 +71,11 @@ struct LoadArgs {
     linger_ms: u64,
     #[arg(long, default_value = "none", global = true)]
     compression: Compression,
+    /// bench produce: record values of one repeated byte (which Weir stores LZ4-compressed),
+    /// or random bytes that nothing compresses (stored as they are), as producers mostly send
+    /// once their batches are compressed.
+    #[arg(long, value_enum, default_value = "repeated", global = true)]
+    values: ValueKind,
     /// Records per second for e2e (0 = as fast as possible).
     #[arg(long, default_value_t = 0, global = true)]
     rate: u64,
@@ -97,6 +102,42 @@ struct LoadArgs {
     /// bench connectors: the file sink component (wasm-modules/file-sink).
     #[arg(long, global = true)]
     sink_component: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ValueKind {
+    Repeated,
+    Random,
+}
+
+/// The values bench produce cycles through: one of `x`s, or 256 random ones (256 records
+/// apart, farther than LZ4's 64 KiB window for 1 KiB records, so no batch compresses).
+fn value_pool(load: &LoadArgs) -> Vec<Bytes> {
+    match load.values {
+        ValueKind::Repeated => vec![Bytes::from(vec![b'x'; load.record_bytes])],
+        ValueKind::Random => {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            (0..256)
+                .map(|_| {
+                    let bytes: Vec<u8> = (0..load.record_bytes)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x.to_le_bytes()[0]
+                        })
+                        .collect();
+                    Bytes::from(bytes)
+                })
+                .collect()
+        }
+    }
+}
+
+/// The value of record `n`: the pool's values in turn.
+fn nth_value(values: &[Bytes], n: u64) -> Bytes {
+    // The remainder is below the pool's length, a usize.
+    values[usize::try_from(n % values.len() as u64).unwrap_or(0)].clone()
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,7 +281,7 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
                 let _ = histogram.record(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
                 Ok(())
             };
-            let value = Bytes::from(vec![b'x'; load.record_bytes]);
+            let values = value_pool(&load);
             for n in 0..per_producer {
                 if Instant::now() >= deadline {
                     break;
@@ -252,7 +293,7 @@ async fn produce(connect: &ConnectArgs, load: &LoadArgs, rate: Option<u64>) -> a
                 }
                 let sent_at = Instant::now();
                 let delivery = producer
-                    .send(&load.topic, None, Record { value: Some(value.clone()), ..Record::default() })
+                    .send(&load.topic, None, Record { value: Some(nth_value(&values, n)), ..Record::default() })
                     .await?;
                 pending.push(async move { delivery.await.map(|_| sent_at) });
                 while let Some(Some(outcome)) = pending.next().now_or_never() {
@@ -311,7 +352,7 @@ async fn produce_batches(
             let _ = histogram.record(u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
             Ok(())
         };
-    let value = Bytes::from(vec![b'x'; load.record_bytes]);
+    let values = value_pool(&load);
     // As many records as the record API's producer seals into one batch (it counts 16 bytes
     // of overhead per record), so a --batch-bytes batch fits a topic's max.message.bytes of
     // the same size.
@@ -323,7 +364,8 @@ async fn produce_batches(
     let mut slot = index % slots;
     while queued < count && Instant::now() < deadline {
         let n = per_batch.min(count - queued);
-        let records = (0..n).map(|_| Record { value: Some(value.clone()), ..Record::default() }).collect();
+        let records =
+            (0..n).map(|i| Record { value: Some(nth_value(&values, queued + i)), ..Record::default() }).collect();
         let sent_at = Instant::now();
         let (topic, partition) = (&topics[slot / partitions], u32::try_from(slot % partitions)?);
         let delivery = producer.send_batch(topic, Some(partition), records).await?;
