@@ -5,6 +5,7 @@
 # `weir bench consume` of the same topic. Each run is on a fresh broker and data folder; the
 # broker's CPU seconds per GB produced and per GB fetched and its peak RSS come from /proc.
 # Usage: tests/bench/native-produce.sh [ROUNDS] [COUNT] [API...]   (API: batch, record)
+# VALUES=random: record values nothing compresses (default: repeated, which Weir compresses).
 # Ports 18510 (QUIC), 18610 (Kafka), 18710 (registry).
 set -euo pipefail
 rounds=${1:-3}
@@ -24,7 +25,7 @@ for round in $(seq 1 "$rounds"); do
         # The baselines run first in the same invocation; the broker's CPU is read around the
         # whole invocation and the baselines' share is not the broker's (they run in the bench).
         before=$(cpu "$pid")
-        out=$("$weir" bench produce --topic perf --partitions $partitions --batch-bytes $batch --count "$count" \
+        out=$("$weir" bench produce --topic perf --partitions $partitions --batch-bytes $batch --count "$count" --values "${VALUES:-repeated}" \
           --acks leader --api "$api" --baseline "${connect[@]}" 2>/dev/null)
         after=$(cpu "$pid")
         fetch_before=$(cpu "$pid")
