@@ -184,6 +184,8 @@ impl PartitionState {
 /// What the writer thread is asked to do, in queue order.
 enum WriterJob {
     Append(AppendJob),
+    /// Appends queued together ([`Appends`]), which the writer takes into one group.
+    Appends(Vec<AppendJob>),
     /// Drops producer states (and their stored copies); answers how many were dropped.
     ForgetProducers {
         which: ProducerFilter,
@@ -206,6 +208,29 @@ pub enum ProducerFilter {
     Topic(u64),
     /// Producers idle for longer than `expiration_ms` at `now_ms`.
     IdleAt { now_ms: i64, expiration_ms: i64 },
+}
+
+/// Appends gathered (one produce request's partitions) and handed to the writer at once
+/// ([`LogStore::submit_appends`]): it takes them into one write batch, with one wake-up,
+/// instead of waking for each partition and committing each alone.
+#[derive(Default)]
+pub struct Appends {
+    jobs: Vec<AppendJob>,
+}
+
+impl Appends {
+    /// Adds an append; the future resolves to its base offset once the appends were submitted
+    /// and committed (to an error if they never were).
+    pub fn push(
+        &mut self,
+        partition: Arc<PartitionState>,
+        batches: Vec<(BatchHeader, Bytes)>,
+        fsync: bool,
+    ) -> impl std::future::Future<Output = Result<i64, WireError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.push(AppendJob { partition, batches: pack(batches), fsync, replica: false, reply });
+        async move { rx.await.map_err(|_| storage_error("log writer dropped the append"))? }
+    }
 }
 
 /// One append: validated batches for one partition, each ready to store.
@@ -482,6 +507,15 @@ impl LogStore {
 
     pub fn partition(&self, id: PartitionId) -> Option<Arc<PartitionState>> {
         self.partitions.get(&id).map(|p| p.clone())
+    }
+
+    /// Hands gathered appends to the writer, in the order they were pushed, after every append
+    /// queued before.
+    pub async fn submit_appends(&self, appends: Appends) -> Result<(), WireError> {
+        match appends.jobs.len() {
+            0 => Ok(()),
+            _ => self.submit(WriterJob::Appends(appends.jobs)).await,
+        }
     }
 
     /// Appends validated batches to a partition; resolves to the base offset of the first.
@@ -971,6 +1005,12 @@ impl Writer {
                     WriterJob::Append(append) => {
                         bytes += append.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>();
                         group.push(append);
+                    }
+                    WriterJob::Appends(appends) => {
+                        for append in appends {
+                            bytes += append.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>();
+                            group.push(append);
+                        }
                     }
                     job @ (WriterJob::ForgetProducers { .. } | WriterJob::Truncate { .. }) => {
                         other = Some(job);
@@ -1742,6 +1782,27 @@ mod tests {
         assert_eq!(store.read(&p, 64, usize::MAX, true).unwrap().len(), 2);
         // The truncated batch's segment stays while P holds a batch at or below its offset.
         assert_eq!(store.collect_segments().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn appends_submitted_together_are_stored_in_the_order_they_were_pushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = open_store(dir.path());
+        let q = PartitionId { topic_id: 2, partition: 0 };
+        let (p, q) = (store.open_partition(P).unwrap(), store.open_partition(q).unwrap());
+        let mut appends = Appends::default();
+        let first = appends.push(p.clone(), vec![batch(3, 1)], false);
+        let other = appends.push(q.clone(), vec![batch(2, 1)], false);
+        let second = appends.push(p.clone(), vec![kib_batch(16, 1, false)], false);
+        store.submit_appends(appends).await.unwrap();
+        assert_eq!((first.await.unwrap(), second.await.unwrap(), other.await.unwrap()), (0, 3, 0));
+        assert_eq!((p.end_offset(), q.end_offset()), (19, 2));
+        // Appends never submitted answer an error, not a hang.
+        let mut dropped = Appends::default();
+        let never = dropped.push(p.clone(), vec![batch(1, 1)], false);
+        drop(dropped);
+        assert!(never.await.is_err());
+        assert_eq!(p.end_offset(), 19);
     }
 
     #[tokio::test]

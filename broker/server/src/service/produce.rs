@@ -8,7 +8,7 @@ use std::sync::Arc;
 use weir_sdk::batch::{check_batch_records, decode_batch_records, split_batches, BatchHeader, Record};
 use weir_sdk::wire::*;
 use weir_sdk::{ErrorCode, FlushMode, WireError};
-use weir_storage::log::PartitionState;
+use weir_storage::log::{Appends, PartitionState};
 
 use std::collections::HashMap;
 
@@ -119,6 +119,8 @@ impl Broker {
         let fsync = topic.config.flush == FlushMode::Always;
         let acks_all = request.acks_all;
         let mut pending = Vec::with_capacity(request.partitions.len());
+        // The partitions stored here go to the log writer together, after the loop.
+        let mut appends = Appends::default();
         for (asked, bytes) in request.partitions {
             let parsed = match ProducedBatches::parse(&bytes, self.config.batch_decompressed_bytes_max) {
                 Ok(parsed) => parsed,
@@ -149,7 +151,7 @@ impl Broker {
                         carried = batches.iter().fold((0u64, 0u64), |(records, bytes), (h, b)| {
                             (records + u64::try_from(h.offset_count()).unwrap_or(0), bytes + b.len() as u64)
                         });
-                        self.append_here(&topic, state, batches, fsync, acks_all).await
+                        self.append_here(&topic, state, batches, fsync, acks_all, &mut appends)
                     }
                     Ok(Checked::Forward(leader, batches)) => {
                         Ok(self.forward_produce(leader, topic.name.clone(), partition, batches, acks_all))
@@ -158,6 +160,10 @@ impl Broker {
                 };
                 pending.push((partition, queued, carried));
             }
+        }
+        // Refused (the writer stopped), the appends' futures fail with it.
+        if let Err(e) = self.log.submit_appends(appends).await {
+            tracing::error!(error = %e, "queueing appends failed");
         }
         let topic_name = topic.name.clone();
         let traffic = self.traffic.clone();
@@ -186,18 +192,19 @@ impl Broker {
     /// Queues an append on a partition led here; with `acks_all` on a replicated partition,
     /// refused while too few replicas are in sync, and its future waits for the in-sync
     /// replicas to have the records.
-    async fn append_here(
+    fn append_here(
         &self,
         topic: &Topic,
         state: Arc<PartitionState>,
         batches: Vec<(BatchHeader, Bytes)>,
         fsync: bool,
         acks_all: bool,
+        appends: &mut Appends,
     ) -> Result<Appending, WireError> {
         let replicated_epoch = if acks_all { self.check_insync(topic, state.id)? } else { None };
         let offsets: i64 = batches.iter().map(|(h, _)| h.offset_count()).sum();
         let id = state.id;
-        let appended = self.log.enqueue(state, batches, fsync).await?;
+        let appended = appends.push(state, batches, fsync);
         let Some(epoch) = replicated_epoch else { return Ok(Box::pin(appended)) };
         let broker = self.clone();
         let min_insync = topic.min_insync_replicas();
