@@ -1,6 +1,7 @@
 # Sourced by the one-broker benches. Sets `bench_dir` (a temporary folder, removed on exit
 # together with any broker still running), `ticks` (clock ticks per second) and:
 #   cpu PID                    the process's utime+stime so far, in clock ticks
+#   switches PID               context switches of all its threads so far (voluntary and not)
 #   start_broker WEIR PORT [ARG...]  `weir serve` (with ARGs) on a fresh data folder, $bench_dir/data (log in
 #                              $bench_dir/log): QUIC on PORT, Kafka on PORT+100, the registry on
 #                              PORT+200; sets `pid` and `connect` (the CLI's --bootstrap and
@@ -15,6 +16,7 @@ cleanup() {
 trap cleanup EXIT
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
 start_broker() {
   local weir=$1 port=$2
   shift 2
