@@ -1302,7 +1302,10 @@ impl Writer {
         if result.is_ok() {
             if fsync {
                 result = self.db.persist(PersistMode::SyncData).map_err(storage_error);
-            } else {
+            }
+            // Sections of appends that did not ask for an fsync are synced by the next
+            // interval flush, even when another append of the group had the journal synced.
+            if !fsync || !sections.is_empty() {
                 self.dirty.store(true, Ordering::Release);
             }
         }
