@@ -80,6 +80,81 @@ async fn given_tiny_retention_then_old_batches_go_and_later_consumers_are_unaffe
     }
 }
 
+/// The segment files of a broker's log.
+fn segment_files(broker: &BrokerProcess) -> Vec<(String, u64)> {
+    let dir = broker.data_dir.join("db").join("segments");
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn given_large_batches_when_retention_deletes_them_then_their_segment_files_go_and_the_rest_reads_whole() {
+    let broker = BrokerProcess::start(&["--retention-check-ms", "100", "--segment-bytes", "65536"]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    // Appends that ask for an fsync stay whole in fjall (one fsync, not two): interval flushes.
+    let config = TopicConfig::default()
+        .with_entries([("retention.bytes", "60000"), ("retention.ms", "-1"), ("flush.mode", "interval")])
+        .unwrap();
+    admin.create_topic("big", 1, config).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    // 40 batches of one 10 KB record that does not compress: each is stored in a segment
+    // file, and a segment of 64 KiB takes about 6 of them.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut values = Vec::new();
+    for _ in 0..40u32 {
+        let value: Bytes = (0..10_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        producer
+            .send("big", Some(0), Record { value: Some(value.clone()), ..Record::default() })
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        values.push(value);
+    }
+    // 400 KB went into segments of 64 KiB: the newest has id 5 or more (retention may have
+    // deleted older ones already).
+    let newest: u64 =
+        segment_files(&broker).last().map_or(0, |(name, _)| name.trim_end_matches(".seg").parse().unwrap());
+    assert!(newest >= 5, "every batch went to a segment file: {:?}", segment_files(&broker));
+
+    // Retention keeps about 60 KB (6 batches); the segments holding only deleted batches go.
+    let a = admin.clone();
+    wait_until(Duration::from_secs(20), "retention to bring the partition near retention.bytes", || {
+        let a = a.clone();
+        async move { a.describe_topic("big").await.unwrap().partitions[0].size_bytes < 60_000 + 10_200 }
+    })
+    .await;
+    wait_until(Duration::from_secs(20), "the segment files of deleted batches to go", || {
+        let left: u64 = segment_files(&broker).iter().map(|(_, len)| len).sum();
+        async move { left < 200_000 }
+    })
+    .await;
+
+    let earliest = admin.list_offsets("big", vec![0], OffsetSpec::Earliest).await.unwrap()[0].offset;
+    assert!((30..40).contains(&earliest), "about 6 batches are kept: earliest {earliest}");
+    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    consumer.seek("big", 0, earliest);
+    let mut got = Vec::new();
+    while got.len() < 40 - earliest as usize {
+        got.extend(consumer.poll(Duration::from_secs(1)).await.unwrap());
+    }
+    let read: Vec<Bytes> = got.into_iter().map(|r| r.record.value.unwrap()).collect();
+    assert_eq!(read, values[earliest as usize..], "what is kept reads back whole from the segments left");
+}
+
 #[tokio::test]
 async fn given_a_waiting_fetch_when_a_record_arrives_then_it_returns_early() {
     let broker = BrokerProcess::start(&[]);

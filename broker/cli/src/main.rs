@@ -100,6 +100,10 @@ struct ServeArgs {
     /// How often retention runs, in milliseconds.
     #[arg(long)]
     retention_check_ms: Option<u64>,
+    /// Size at which the log starts a new segment file, in bytes (Kafka's log.segment.bytes;
+    /// default 256 MiB). Retention frees disk a whole segment at a time.
+    #[arg(long)]
+    segment_bytes: Option<u64>,
     /// Largest frame the QUIC listener accepts, in bytes.
     #[arg(long)]
     frame_bytes_max: Option<usize>,
@@ -196,6 +200,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.retention_check_ms {
         config.retention_check_ms = v;
+    }
+    if let Some(v) = args.segment_bytes {
+        config.segment_bytes = v;
     }
     if let Some(v) = args.frame_bytes_max {
         config.frame_bytes_max = v;

@@ -53,6 +53,9 @@ pub struct ServeConfig {
     pub topics_max: usize,
     pub message_bytes_max: u32,
     pub append_queue_depth: usize,
+    /// Size at which the log starts a new segment file (Kafka's `log.segment.bytes`); a
+    /// segment is deleted only whole, once retention removed every batch in it.
+    pub segment_bytes: u64,
     pub retention_check_ms: u64,
     pub fetch_wait_ms_max: u32,
     pub fetch_bytes_max: u32,
@@ -190,6 +193,7 @@ impl Default for ServeConfig {
             topics_max: 10_000,
             message_bytes_max: 8 * 1024 * 1024,
             append_queue_depth: 4096,
+            segment_bytes: weir_storage::segments::SEGMENT_BYTES,
             retention_check_ms: 30_000,
             fetch_wait_ms_max: 30_000,
             fetch_bytes_max: 8 * 1024 * 1024,
@@ -401,6 +405,10 @@ impl ServeConfig {
             format!("connection_idle_ms_max = {} must be 100 ms to 1 day", self.connection_idle_ms_max),
         )?;
         check(
+            (64 * 1024..=16 << 30).contains(&self.segment_bytes),
+            format!("segment_bytes = {} must be 64 KiB to 16 GiB", self.segment_bytes),
+        )?;
+        check(
             self.retention_check_ms >= 10,
             format!("retention_check_ms = {} must be at least 10", self.retention_check_ms),
         )?;
@@ -491,8 +499,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     // A record is never larger than the largest batch: nor is anything decoding one allocates.
     let avro_limit = weir_registry::validate::limit_decoded_allocation(config.message_bytes_max as usize);
     tracing::debug!(avro_limit, "Avro decode allocation limit");
-    let storage = weir_storage::Storage::open(&config.data_dir.join("db"), config.append_queue_depth)
-        .context("opening the broker's storage")?;
+    let storage =
+        weir_storage::Storage::open_with(&config.data_dir.join("db"), config.append_queue_depth, config.segment_bytes)
+            .context("opening the broker's storage")?;
     let limits = Limits {
         partitions_per_topic_max: config.partitions_per_topic_max,
         topics_max: config.topics_max,
@@ -803,5 +812,10 @@ mod tests {
         assert!(err.contains("message_bytes_max"), "{err}");
         let none = ServeConfig { connections_max: 0, ..ServeConfig::default() };
         assert!(none.validate().unwrap_err().to_string().contains("connections_max = 0"));
+        let tiny = ServeConfig { segment_bytes: 1000, ..ServeConfig::default() };
+        assert!(tiny.validate().unwrap_err().to_string().contains("segment_bytes = 1000 must be 64 KiB to 16 GiB"));
+        let segments: ServeConfig = toml::from_str("segment_bytes = 1048576").unwrap();
+        assert_eq!(segments.segment_bytes, 1 << 20);
+        segments.validate().unwrap();
     }
 }

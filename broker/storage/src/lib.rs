@@ -55,6 +55,11 @@ impl Storage {
     /// Opens (or creates) the database in `dir`. `append_queue_depth` bounds appends waiting
     /// for the log writer.
     pub fn open(dir: &Path, append_queue_depth: usize) -> Result<Self, StorageError> {
+        Self::open_with(dir, append_queue_depth, segments::SEGMENT_BYTES)
+    }
+
+    /// As [`Storage::open`], the log starting a new segment file at `segment_bytes`.
+    pub fn open_with(dir: &Path, append_queue_depth: usize, segment_bytes: u64) -> Result<Self, StorageError> {
         // The journal does not compress: the log's batches arrive compressed (see [`stored`])
         // or do not compress, and everything else is small.
         // One background worker: with two or more, fjall's worker 0 hands every compaction
@@ -64,7 +69,7 @@ impl Storage {
         // compactions move keys only (values live in blob files), so they are short.
         let db = Database::builder(dir).journal_compression(fjall::CompressionType::None).worker_threads(1).open()?;
         Ok(Self {
-            log: log::LogStore::open(&db, &dir.join("segments"), append_queue_depth)?,
+            log: log::LogStore::open(&db, &dir.join("segments"), append_queue_depth, segment_bytes)?,
             offsets: offsets::OffsetStore::open(&db)?,
             modules: modules::ModuleStore::open(&db)?,
             raft: raft::RaftStore::open(&db)?,

@@ -307,7 +307,12 @@ fn storage_error(e: impl std::fmt::Display) -> WireError {
 impl LogStore {
     /// Opens the partition logs of the database, with their segment files in `segments_dir`,
     /// and starts their writer thread. `queue_depth` bounds appends waiting for the writer.
-    pub(crate) fn open(db: &Database, segments_dir: &Path, queue_depth: usize) -> Result<Self, StorageError> {
+    pub(crate) fn open(
+        db: &Database,
+        segments_dir: &Path,
+        queue_depth: usize,
+        segment_bytes: u64,
+    ) -> Result<Self, StorageError> {
         // Batches arrive compressed by Weir or by their producer, or incompressible: fjall's blob
         // files do not compress them again (a folder made before keeps the lz4 it was made with).
         let log = db.keyspace(keyspace::LOG, || {
@@ -320,7 +325,7 @@ impl LogStore {
         let high_watermarks = db.keyspace(keyspace::HIGH_WATERMARK, KeyspaceCreateOptions::default)?;
         let extents = db.keyspace(keyspace::SEGMENT_EXTENT, KeyspaceCreateOptions::default)?;
         let segments = Arc::new(
-            Segments::open(segments_dir)
+            Segments::open(segments_dir, segment_bytes)
                 .map_err(|e| StorageError::Corrupt { what: "segment folder", why: e.to_string() })?,
         );
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);

@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// A segment takes appends until it holds this many bytes (it may pass it by one write batch).
+/// By default a segment takes appends until it holds this many bytes (it may pass it by one
+/// write batch).
 pub const SEGMENT_BYTES: u64 = 256 << 20;
 /// Stored records sections at least this long go to a segment file.
 pub const SEGMENT_MIN_BODY: usize = 8 * 1024;
@@ -53,7 +54,7 @@ pub struct Segments {
     active: AtomicU64,
     /// Sealed segments written since the last [`Segments::sync`].
     unsynced: Mutex<Vec<Arc<File>>>,
-    /// Where the writer starts a new segment (a setting only tests change).
+    /// Where the writer starts a new segment.
     target_bytes: AtomicU64,
 }
 
@@ -62,8 +63,9 @@ fn file_name(id: u64) -> String {
 }
 
 impl Segments {
-    /// Opens the folder (made if missing); appends go to a new segment above every one there.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    /// Opens the folder (made if missing); appends go to a new segment above every one there,
+    /// and each segment takes appends until it holds `target_bytes`.
+    pub fn open(dir: &Path, target_bytes: u64) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let next = Self::ids_in(dir)?.into_iter().max().map_or(0, |id| id + 1);
         Ok(Self {
@@ -71,7 +73,7 @@ impl Segments {
             files: RwLock::new(HashMap::new()),
             active: AtomicU64::new(next),
             unsynced: Mutex::new(Vec::new()),
-            target_bytes: AtomicU64::new(SEGMENT_BYTES),
+            target_bytes: AtomicU64::new(target_bytes),
         })
     }
 
