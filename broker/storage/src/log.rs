@@ -955,6 +955,12 @@ impl LogStore {
     /// Deletes the sealed segment files no index entry names any more: for each partition a
     /// segment holds batches of, the partition holds no batch at or below the base offset of
     /// its last one there. Returns how many were deleted.
+    ///
+    /// Why that is enough: a partition's batches in one segment were appended with increasing
+    /// offsets, except after a truncation, which removed the batches above its new end first;
+    /// the extent is rewritten with each group's last base, so every batch of the partition
+    /// still in the segment is at or below it. A batch at or below it elsewhere (a newer
+    /// segment, after a truncation) only keeps the segment longer than needed.
     pub fn collect_segments(&self) -> Result<usize, WireError> {
         let mut deleted = 0;
         for segment in self.segments.sealed().map_err(storage_error)? {
