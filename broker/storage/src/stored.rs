@@ -211,14 +211,21 @@ pub fn unpack(value: Bytes, segments: &Segments) -> Result<Bytes, WireError> {
                 corrupt(format!("stored batch's {} bytes at {} of segment {}: {e}", at.len, at.position, at.segment))
             };
             // As appended: the header, its magic put back, and the section read in behind it.
-            let mut buffer = match BATCH_HEADER_BYTES + section_len == header.total_bytes {
-                true => Inflated::take(header.total_bytes),
-                false => Inflated(vec![0; BATCH_HEADER_BYTES + section_len]),
+            let read = |buffer: &mut [u8]| {
+                buffer[..BATCH_HEADER_BYTES].copy_from_slice(&value[..BATCH_HEADER_BYTES]);
+                buffer[MAGIC_OFFSET] = BATCH_MAGIC;
+                segments.read(at, &mut buffer[BATCH_HEADER_BYTES..]).map_err(unreadable)
             };
-            buffer.0[..BATCH_HEADER_BYTES].copy_from_slice(&value[..BATCH_HEADER_BYTES]);
-            buffer.0[MAGIC_OFFSET] = BATCH_MAGIC;
-            segments.read(at, &mut buffer.0[BATCH_HEADER_BYTES..]).map_err(unreadable)?;
-            Bytes::from_owner(buffer)
+            if BATCH_HEADER_BYTES + section_len == header.total_bytes {
+                // The batch itself, into a pooled buffer.
+                let mut batch = Inflated::take(header.total_bytes);
+                read(&mut batch.0)?;
+                return Ok(Bytes::from_owner(batch));
+            }
+            // A compressed section: read, then inflated below into a pooled buffer.
+            let mut compressed = vec![0; BATCH_HEADER_BYTES + section_len];
+            read(&mut compressed)?;
+            Bytes::from(compressed)
         }
     };
     if value.len() == header.total_bytes {
