@@ -11,6 +11,18 @@ use weir_sdk::{
     Admin, ClientError, Consumer, ConsumerConfig, ErrorCode, OffsetReset, Producer, ProducerConfig, Record, TopicConfig,
 };
 
+/// `len` bytes that do not compress (xorshift64 from state `x`, which moves on).
+fn incompressible(len: usize, x: &mut u64) -> Bytes {
+    (0..len)
+        .map(|_| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x as u8
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn given_tiny_retention_then_old_batches_go_and_later_consumers_are_unaffected() {
     let broker = BrokerProcess::start(&["--retention-check-ms", "100"]);
@@ -24,14 +36,7 @@ async fn given_tiny_retention_then_old_batches_go_and_later_consumers_are_unaffe
     let mut last = 0;
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..50u32 {
-        let value: Bytes = (0..2000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let value = incompressible(2000, &mut x);
         last = producer
             .send("short", Some(0), Record { value: Some(value), ..Record::default() })
             .await
@@ -108,14 +113,7 @@ async fn given_large_batches_when_retention_deletes_them_then_their_segment_file
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut values = Vec::new();
     for _ in 0..40u32 {
-        let value: Bytes = (0..10_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let value = incompressible(10_000, &mut x);
         producer
             .send("big", Some(0), Record { value: Some(value.clone()), ..Record::default() })
             .await
