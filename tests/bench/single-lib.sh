@@ -2,6 +2,8 @@
 # together with any broker still running), `ticks` (clock ticks per second) and:
 #   cpu PID                    the process's utime+stime so far, in clock ticks
 #   switches PID               context switches of all its threads so far (voluntary and not)
+#   sched PID                  its threads' time on a CPU and time runnable but waiting for one
+#                              so far, in ns ("RUNNING WAITING", from /proc/PID/task/*/schedstat)
 #   start_broker WEIR PORT [ARG...]  `weir serve` (with ARGs) on a fresh data folder, $bench_dir/data (log in
 #                              $bench_dir/log): QUIC on PORT, Kafka on PORT+100, the registry on
 #                              PORT+200; sets `pid` and `connect` (the CLI's --bootstrap and
@@ -17,6 +19,7 @@ trap cleanup EXIT
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
+sched() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{r += $1; w += $2} END {printf "%.0f %.0f\n", r, w}'; }
 start_broker() {
   local weir=$1 port=$2
   shift 2

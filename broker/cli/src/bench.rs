@@ -565,11 +565,13 @@ async fn e2e(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
         E2eRole::Consume => None,
         _ => Some(tokio::spawn(send_stamped(client.clone(), load.clone()))),
     };
+    let sched_start = SchedStat::of_this_process();
     let Some(consumer) = consumer.as_mut() else {
         let started = Instant::now();
         let sent = sender.expect("the producer role sends").await??;
         let mb_s = sent as f64 * load.record_bytes as f64 / started.elapsed().as_secs_f64() / 1e6;
         println!("e2e producer: {sent} records at target rate {} records/s: {mb_s:.1} MB/s", load.rate);
+        SchedStat::print_since(sched_start, started.elapsed());
         return Ok(mb_s);
     };
     if load.role == E2eRole::Consume {
@@ -611,7 +613,47 @@ async fn e2e(connect: &ConnectArgs, load: &LoadArgs) -> anyhow::Result<f64> {
     let mb_s = received as f64 * load.record_bytes as f64 / elapsed.as_secs_f64() / 1e6;
     println!("e2e: {received} records in {elapsed:.2?} at target rate {} records/s: {mb_s:.1} MB/s", load.rate);
     print_latency("end-to-end", &histogram);
+    SchedStat::print_since(sched_start, elapsed);
     Ok(mb_s)
+}
+
+/// What the scheduler says of this process's threads (`/proc/self/task/*/schedstat`): time on
+/// a CPU, and time runnable but waiting for one. Waiting is what a latency tail on busy cores
+/// is made of.
+#[derive(Clone, Copy)]
+struct SchedStat {
+    running: Duration,
+    waiting: Duration,
+}
+
+impl SchedStat {
+    /// `None` where the kernel does not keep the figures (or not on Linux).
+    fn of_this_process() -> Option<Self> {
+        let mut total = Self { running: Duration::ZERO, waiting: Duration::ZERO };
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let Ok(line) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else { continue };
+            let mut fields = line.split_whitespace().map(str::parse::<u64>);
+            let (Some(Ok(running)), Some(Ok(waiting))) = (fields.next(), fields.next()) else { continue };
+            total.running += Duration::from_nanos(running);
+            total.waiting += Duration::from_nanos(waiting);
+        }
+        Some(total)
+    }
+
+    /// Prints the threads' running and waiting time since `start` (live threads only: those
+    /// that ended are not counted).
+    fn print_since(start: Option<Self>, wall: Duration) {
+        let (Some(start), Some(now)) = (start, Self::of_this_process()) else { return };
+        let secs = wall.as_secs_f64().max(1e-9);
+        println!(
+            "this process: on a CPU {:.2} s, runnable and waiting for a CPU {:.2} s, over {:.2} s ({:.2} cores busy, {:.2} waiting)",
+            now.running.saturating_sub(start.running).as_secs_f64(),
+            now.waiting.saturating_sub(start.waiting).as_secs_f64(),
+            secs,
+            now.running.saturating_sub(start.running).as_secs_f64() / secs,
+            now.waiting.saturating_sub(start.waiting).as_secs_f64() / secs,
+        );
+    }
 }
 
 /// The producer side of e2e: `--count` records at `--rate`, each value carrying its send time.
