@@ -417,18 +417,7 @@ impl LogStore {
             }
         };
         let log_start_offset = moved.map_or(first_stored, |m| m.clamp(first_stored, end_offset));
-        let mut size_bytes = 0u64;
-        for guard in self.log.range(range) {
-            // A value's size is read without the value (which may be in a blob file); only a
-            // value as short as a pointer value is read, and a batch in a segment counts its
-            // section.
-            let (key, _) = guard.into_inner_if(|_| false).map_err(storage_error)?;
-            let size = self.log.size_of(&key).map_err(storage_error)?.unwrap_or(0) as usize;
-            size_bytes += match size == stored::POINTER_BYTES {
-                true => self.log.get(&key).map_err(storage_error)?.map_or(0, |v| stored::stored_len(&v)),
-                false => size,
-            } as u64;
-        }
+        let size_bytes = self.stored_bytes(range)?;
         let max_timestamp = self.recover_time_index(id, end_offset)?;
         let epochs = self.recover_epochs(id, end_offset)?;
         // A replicated partition restarts at its checkpointed high watermark, at most the true
@@ -459,6 +448,27 @@ impl LogStore {
         );
         // Two opens may race (a partition opened on first use): the first one in is kept.
         Ok(self.partitions.entry(id).or_insert(state).clone())
+    }
+
+    /// The bytes a partition's batches take, summed from one pass over its index. Each value's
+    /// size comes with the iteration, without the value (which may be in a blob file) and without
+    /// a lookup per batch; only a value as short as a segment pointer is read (it is small and
+    /// held in the index), and a batch in a segment counts its section. Two iterators over one
+    /// snapshot walk the same entries in step: one hands out sizes, the other the values.
+    fn stored_bytes(&self, range: std::ops::RangeInclusive<[u8; LOG_KEY_BYTES]>) -> Result<u64, WireError> {
+        use fjall::Readable as _;
+        let snapshot = self.db.snapshot();
+        let entries = snapshot.range(&self.log, range.clone());
+        let sizes = snapshot.range(&self.log, range);
+        let mut total = 0u64;
+        for (entry, size) in entries.zip(sizes) {
+            let size = size.size().map_err(storage_error)? as usize;
+            total += match size == stored::POINTER_BYTES {
+                true => stored::stored_len(&entry.value().map_err(storage_error)?),
+                false => size,
+            } as u64;
+        }
+        Ok(total)
     }
 
     /// The partition's largest timestamp, from its time index: entries of batches past the log's
