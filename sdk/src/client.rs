@@ -284,13 +284,17 @@ impl Joined {
     fn take(len: usize) -> Self {
         let kept = {
             let mut kept = JOINED.lock().unwrap_or_else(|e| e.into_inner());
-            let fits = kept.iter().position(|b| (len..=len.saturating_mul(2)).contains(&b.capacity()));
-            fits.map(|at| kept.swap_remove(at))
+            kept.iter().position(|b| fits(b.capacity(), len)).map(|at| kept.swap_remove(at))
         };
         let mut buffer = kept.unwrap_or_else(|| Vec::with_capacity(len));
         buffer.clear();
         Self(buffer)
     }
+}
+
+/// Whether a kept buffer of `capacity` bytes is used for a frame of `len`.
+fn fits(capacity: usize, len: usize) -> bool {
+    (len..=len.saturating_mul(2)).contains(&capacity)
 }
 
 impl AsRef<[u8]> for Joined {
@@ -512,5 +516,37 @@ impl Admin {
             return Err(ClientError::Broker(e));
         }
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_buffer_is_used_only_when_it_fits() {
+        // (kept buffer's capacity, frame length, used)
+        let cases = [
+            (100, 100, true),
+            (200, 100, true),
+            (201, 100, false), // more than twice: a frame held long would hold all of it
+            (99, 100, false),  // too small: growing it would copy
+            (0, 0, true),
+        ];
+        for (capacity, len, used) in cases {
+            assert_eq!(fits(capacity, len), used, "capacity {capacity}, frame {len}");
+        }
+    }
+
+    #[test]
+    fn a_joined_frame_holds_only_its_own_bytes_when_its_buffer_is_used_again() {
+        // Larger, smaller, then between: the later frames may take the earlier buffers.
+        for (len, byte) in [(300_000, 7u8), (200_000, 9), (250_000, 3)] {
+            let mut joined = Joined::take(len);
+            joined.0.extend_from_slice(&vec![byte; len]);
+            let frame = Bytes::from_owner(joined);
+            assert_eq!(frame.len(), len);
+            assert!(frame.iter().all(|&b| b == byte), "frame of {len} bytes holds bytes of an earlier one");
+        }
     }
 }
