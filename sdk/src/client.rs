@@ -159,16 +159,27 @@ impl Client {
     /// produce requests of one connection in the order their streams were opened, so a caller
     /// that sends in order and awaits the answers later pipelines without reordering.
     pub async fn send_request(&self, frame: &Frame) -> Result<PendingResponse, ClientError> {
+        self.send_request_chunks(&mut frame.encode_chunks()).await
+    }
+
+    /// As [`send_request`](Self::send_request), for a frame given as its head
+    /// ([`Frame::encode_head`]) followed by its payload's parts, written without joining them.
+    pub async fn send_request_chunks(&self, chunks: &mut [Bytes]) -> Result<PendingResponse, ClientError> {
         let conn = self.connection().await?;
         let lost = |e: String| ClientError::ConnectionLost(e);
         let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
-        send.write_all_chunks(&mut frame.encode_chunks()).await.map_err(|e| lost(e.to_string()))?;
+        send.write_all_chunks(chunks).await.map_err(|e| lost(e.to_string()))?;
         send.finish().map_err(|e| lost(e.to_string()))?;
         Ok(PendingResponse {
             recv,
             frame_bytes_limit: self.inner.config.frame_bytes_limit,
             timeout: self.inner.config.request_timeout,
         })
+    }
+
+    /// Whether both are handles of one client (one connection to one broker).
+    pub fn is_same(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Sends a typed request and parses the typed response header.

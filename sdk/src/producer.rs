@@ -1,9 +1,10 @@
 //! The async producer: batches records per partition by size and linger, compresses, pipelines
-//! up to `max_in_flight_per_partition` requests per partition (opened in batch order, so the
-//! broker appends them in order; set 1 so retries cannot reorder either), and resolves a
-//! delivery future per record with the offset the broker gave it.
+//! up to `max_in_flight_per_partition` batches per partition (their requests opened in batch
+//! order, so the broker appends them in order; set 1 so retries cannot reorder either), sends
+//! the batches of a topic's partitions that are ready together in one request per broker, and
+//! resolves a delivery future per record with the offset the broker gave it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,10 @@ use crate::error::ErrorCode;
 use crate::partitioner::partition_for_key;
 use crate::router::Router;
 use crate::wire::{Acks, Frame, FrameKind, ProducePartition, ProduceRequest, ProduceResponse};
+
+/// Leader connections a topic's sender keeps counting requests in flight for before it drops
+/// the idle ones (a broker reconnected to is a new client).
+const IN_FLIGHT_CLIENTS_KEPT: usize = 16;
 
 /// Largest number of batches of one partition an idempotent producer has in flight: the
 /// broker remembers this many per producer to answer retries (as Kafka).
@@ -52,6 +57,13 @@ pub struct ProducerConfig {
     /// partition, so a batch retried after a lost answer or a broker restart is stored once
     /// and in order. Applies only with `acks=all`.
     pub enable_idempotence: bool,
+    /// Batches of one topic queued for the same broker go in one request of up to this many
+    /// bytes (Kafka's `max.request.size`); a larger batch goes alone.
+    pub request_bytes: usize,
+    /// Produce requests of one topic to one broker sent before the first is answered (as
+    /// Kafka's `max.in.flight.requests.per.connection`). Batches that become ready meanwhile
+    /// wait and go together in the next request.
+    pub max_requests_in_flight: usize,
 }
 
 impl Default for ProducerConfig {
@@ -67,6 +79,8 @@ impl Default for ProducerConfig {
             request_timeout_ms: 30_000,
             max_in_flight_per_partition: 5,
             enable_idempotence: true,
+            request_bytes: 1024 * 1024,
+            max_requests_in_flight: 5,
         }
     }
 }
@@ -295,6 +309,7 @@ impl Producer {
             sticky: HashMap::new(),
             queues: HashMap::new(),
             senders: HashMap::new(),
+            topic_senders: HashMap::new(),
             flush_waiters: Vec::new(),
             identity: None,
         };
@@ -405,8 +420,10 @@ struct Worker {
     partition_counts: HashMap<String, u32>,
     sticky: HashMap<String, u32>,
     queues: HashMap<TopicPartition, Queue>,
-    /// One sender task per partition opens its requests' streams in batch order.
+    /// One task per partition encodes its batches in order ([`partition_sender`]).
     senders: HashMap<TopicPartition, mpsc::UnboundedSender<Sealed>>,
+    /// One task per topic sends them ([`topic_sender`]).
+    topic_senders: HashMap<String, mpsc::UnboundedSender<Encoded>>,
     flush_waiters: Vec<oneshot::Sender<()>>,
     /// The producer id and epoch of an idempotent producer, taken before its first batch.
     identity: Option<(i64, i16)>,
@@ -670,12 +687,19 @@ impl Worker {
             queue.next_index += 1;
             queue.unanswered.insert(batch.index);
             let sender = self.senders.entry(tp.clone()).or_insert_with(|| {
+                let topic_sender = self.topic_senders.entry(tp.0.clone()).or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let sender =
+                        topic_sender(self.router.clone(), self.config.clone(), tp.0.clone(), rx, self.tx.clone());
+                    tokio::spawn(sender);
+                    tx
+                });
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(partition_sender(
-                    self.router.clone(),
                     self.config.clone(),
                     tp.clone(),
                     rx,
+                    topic_sender.clone(),
                     self.tx.clone(),
                 ));
                 tx
@@ -696,58 +720,240 @@ impl Worker {
     }
 }
 
-/// Sends a partition's batches in order: each request's stream is opened and written before the
-/// next batch's, so the broker appends them in order; answers are awaited concurrently.
+/// Encodes a partition's batches, in order, and hands them to their topic's sender.
+/// Partitions encode side by side; the topic's sender keeps each partition's order.
 async fn partition_sender(
-    router: Router,
     config: ProducerConfig,
     tp: TopicPartition,
     mut batches: mpsc::UnboundedReceiver<Sealed>,
+    topic_sender: mpsc::UnboundedSender<Encoded>,
     done: mpsc::Sender<Command>,
 ) {
     while let Some(batch) = batches.recv().await {
-        let abandoned = batch.abandoned.clone();
+        let Sealed { index, records, waiters, sequence, abandoned } = batch;
         if abandoned.load(Ordering::Acquire) {
-            batch.waiters.answer(&tp, &Err(abandoned_error(&tp)));
-            let _ = done
-                .send(Command::BatchDone { tp: tp.clone(), index: batch.index, failed: false, retried: false })
-                .await;
+            waiters.answer(&tp, &Err(abandoned_error(&tp)));
+            let _ = done.send(Command::BatchDone { tp: tp.clone(), index, failed: false, retried: false }).await;
             continue;
         }
-        let Sealed { index, records, waiters, .. } = batch;
-        let encoded = match batch.sequence {
+        let encoded = match sequence {
             Some(s) => {
                 encode_idempotent_batch(&records, config.compression, s.producer_id, s.producer_epoch, s.base_sequence)
             }
             None => encode_batch(&records, config.compression),
         };
-        let frame = encoded.map(|payload| {
+        drop(records);
+        let failure = match encoded {
+            Ok(payload) => {
+                match topic_sender.send(Encoded { partition: tp.1, index, payload, waiters, abandoned }) {
+                    Ok(()) => continue,
+                    // The topic's sender ends only with the producer.
+                    Err(unsent) => (unsent.0.waiters, ClientError::Closed),
+                }
+            }
+            Err(e) => (waiters, ClientError::from(e)),
+        };
+        failure.0.answer(&tp, &Err(failure.1));
+        let _ = done.send(Command::BatchDone { tp: tp.clone(), index, failed: true, retried: false }).await;
+    }
+}
+
+/// A partition's batch, encoded, on its way to its topic's sender.
+struct Encoded {
+    partition: u32,
+    /// Its place in the partition's dispatch order ([`Sealed::index`]).
+    index: u64,
+    payload: Bytes,
+    waiters: Waiters,
+    abandoned: Arc<AtomicBool>,
+}
+
+/// Sends a topic's batches as they come, putting those queued together into one request per
+/// leader (as Kafka's sender does per broker): at most one batch per partition and
+/// `request_bytes` in all, a larger batch alone. A thousand partitions' small batches cost a
+/// few requests, not a thousand. Each request's stream is opened and written before the
+/// next one's, so the broker appends every partition's batches in the order they came;
+/// answers are awaited concurrently.
+async fn topic_sender(
+    router: Router,
+    config: ProducerConfig,
+    topic: String,
+    mut batches: mpsc::UnboundedReceiver<Encoded>,
+    done: mpsc::Sender<Command>,
+) {
+    let mut carried: Option<Encoded> = None;
+    // Each broker's requests in flight: a permit is held until the request is answered.
+    let mut in_flight: Vec<(Client, Arc<Semaphore>)> = Vec::new();
+    let requests_in_flight = config.max_requests_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+    loop {
+        let first = match carried.take() {
+            Some(batch) => batch,
+            None => match batches.recv().await {
+                Some(batch) => batch,
+                None => return,
+            },
+        };
+        let mut fill = RequestFill::new(config.request_bytes);
+        fill.take(first.partition, first.payload.len());
+        let mut group = vec![first];
+        while !fill.is_full() {
+            let Ok(next) = batches.try_recv() else { break };
+            if !fill.take(next.partition, next.payload.len()) {
+                carried = Some(next);
+                break;
+            }
+            group.push(next);
+        }
+        let mut requests: Vec<(Client, Vec<Encoded>)> = Vec::new();
+        for batch in group {
+            let leader = router.leader(&topic, batch.partition).await;
+            match requests.iter_mut().find(|(client, _)| client.is_same(&leader)) {
+                Some((_, parts)) => parts.push(batch),
+                None => requests.push((leader, vec![batch])),
+            }
+        }
+        for (leader, parts) in requests {
+            let slots = match in_flight.iter().find(|(client, _)| client.is_same(&leader)) {
+                Some((_, slots)) => slots.clone(),
+                None => {
+                    let slots = Arc::new(Semaphore::new(requests_in_flight));
+                    in_flight.push((leader.clone(), slots.clone()));
+                    slots
+                }
+            };
+            // The semaphore is never closed, so this is always a permit.
+            let slot = slots.acquire_owned().await.ok();
+            let mut chunks = produce_chunks(&topic, &config, &parts);
+            let sent = send_within(&leader, &config, &mut chunks).await;
+            let answer = answer_request(router.clone(), config.clone(), topic.clone(), parts, sent, slot, done.clone());
+            tokio::spawn(answer);
+        }
+        // Brokers the router no longer connects to through these clients, once answered.
+        if in_flight.len() > IN_FLIGHT_CLIENTS_KEPT {
+            in_flight.retain(|(_, slots)| slots.available_permits() < requests_in_flight);
+        }
+    }
+}
+
+/// Which batches, taken in the order they were queued, share a request: at most one per
+/// partition (a partition's next batch waits for the next request, behind it), within the
+/// limit in bytes. The first batch is always taken, however large.
+struct RequestFill {
+    limit: usize,
+    bytes: usize,
+    partitions: HashSet<u32>,
+}
+
+impl RequestFill {
+    fn new(limit: usize) -> Self {
+        Self { limit, bytes: 0, partitions: HashSet::new() }
+    }
+
+    /// Takes the batch if it fits; when it does not, the request is complete.
+    fn take(&mut self, partition: u32, bytes: usize) -> bool {
+        let first = self.partitions.is_empty();
+        if !first && (self.bytes.saturating_add(bytes) > self.limit || self.partitions.contains(&partition)) {
+            return false;
+        }
+        self.partitions.insert(partition);
+        self.bytes = self.bytes.saturating_add(bytes);
+        true
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes >= self.limit
+    }
+}
+
+/// A produce request for `parts`, as its head and then each batch's bytes.
+fn produce_chunks(topic: &str, config: &ProducerConfig, parts: &[Encoded]) -> Vec<Bytes> {
+    let request = ProduceRequest {
+        topic: topic.to_owned(),
+        acks: config.acks,
+        timeout_ms: config.request_timeout_ms,
+        // A batch is at most the producer's buffer, which is a u32 (a semaphore's permits).
+        partitions: parts
+            .iter()
+            .map(|p| ProducePartition { partition: p.partition, bytes: p.payload.len() as u32 })
+            .collect(),
+    };
+    let payload_len = parts.iter().map(|p| p.payload.len()).sum();
+    let mut chunks = Vec::with_capacity(parts.len() + 1);
+    chunks.push(Frame::new(FrameKind::Produce, &request, Bytes::new()).encode_head(payload_len));
+    chunks.extend(parts.iter().map(|p| p.payload.clone()));
+    chunks
+}
+
+/// Reads a request's answer and settles each of its batches: answered, or retried alone.
+async fn answer_request(
+    router: Router,
+    config: ProducerConfig,
+    topic: String,
+    parts: Vec<Encoded>,
+    sent: Result<PendingResponse, ClientError>,
+    slot: Option<OwnedSemaphorePermit>,
+    done: mpsc::Sender<Command>,
+) {
+    let deadline = Instant::now() + config.delivery_timeout;
+    let mut answers: HashMap<u32, Result<i64, ClientError>> = match sent {
+        Ok(_) if config.acks == Acks::None => parts.iter().map(|p| (p.partition, Ok(-1))).collect(),
+        Ok(pending) => match read_within(&config, pending, deadline).await {
+            Ok(response) => response
+                .partitions
+                .into_iter()
+                .map(|p| (p.partition, p.error.map_or(Ok(p.base_offset), |e| Err(ClientError::Broker(e)))))
+                .collect(),
+            Err(e) => parts.iter().map(|p| (p.partition, Err(e.clone()))).collect(),
+        },
+        Err(e) => parts.iter().map(|p| (p.partition, Err(e.clone()))).collect(),
+    };
+    drop(slot);
+    for part in parts {
+        let tp = (topic.clone(), part.partition);
+        let outcome = answers.remove(&part.partition).unwrap_or_else(|| {
+            Err(ClientError::Invalid(format!("the produce response does not answer partition {}", part.partition)))
+        });
+        // A failure may wait out retries: the other batches are answered meanwhile.
+        let failed = outcome.is_err();
+        let settle = settle(router.clone(), config.clone(), tp, part, outcome, deadline, done.clone());
+        if failed {
+            tokio::spawn(settle);
+        } else {
+            settle.await;
+        }
+    }
+}
+
+/// Retries a batch's retriable failure until it is stored or the delivery timeout passes,
+/// then answers its waiters and tells the producer.
+async fn settle(
+    router: Router,
+    config: ProducerConfig,
+    tp: TopicPartition,
+    batch: Encoded,
+    outcome: Result<i64, ClientError>,
+    deadline: Instant,
+    done: mpsc::Sender<Command>,
+) {
+    let Encoded { index, payload, waiters, abandoned, .. } = batch;
+    let mut retry = Retry { done: done.clone(), retried: false, abandoned: abandoned.clone() };
+    let outcome = match outcome {
+        Err(e) => {
             let request = ProduceRequest {
                 topic: tp.0.clone(),
                 acks: config.acks,
                 timeout_ms: config.request_timeout_ms,
                 partitions: vec![ProducePartition { partition: tp.1, bytes: payload.len() as u32 }],
             };
-            Frame::new(FrameKind::Produce, &request, payload)
-        });
-        let first_attempt = match &frame {
-            Ok(frame) => Some(send_within(&router.leader(&tp.0, tp.1).await, &config, frame).await),
-            Err(_) => None,
-        };
-        let (router, config, tp, done) = (router.clone(), config.clone(), tp.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut retry = Retry { done: done.clone(), retried: false, abandoned: abandoned.clone() };
-            let outcome = match (frame, first_attempt) {
-                (Ok(frame), Some(first)) => finish_batch(&router, &config, &tp, &frame, first, &mut retry).await,
-                (Err(e), _) => Err(ClientError::from(e)),
-                (Ok(_), None) => unreachable!("an encoded batch is always sent"),
-            };
-            // A batch after a gap fails because of it: no new gap, no new producer id.
-            let failed = outcome.is_err() && !abandoned.load(Ordering::Acquire);
-            waiters.answer(&tp, &outcome);
-            let _ = done.send(Command::BatchDone { tp, index, failed, retried: retry.retried }).await;
-        });
-    }
+            let frame = Frame::new(FrameKind::Produce, &request, payload);
+            retry_batch(&router, &config, &tp, &frame, e, deadline, &mut retry).await
+        }
+        ok => ok,
+    };
+    // A batch after a gap fails because of it: no new gap, no new producer id.
+    let failed = outcome.is_err() && !abandoned.load(Ordering::Acquire);
+    waiters.answer(&tp, &outcome);
+    let _ = done.send(Command::BatchDone { tp, index, failed, retried: retry.retried }).await;
 }
 
 /// What a batch's retries tell the producer, and whether it should stop retrying.
@@ -758,46 +964,41 @@ struct Retry {
     abandoned: Arc<AtomicBool>,
 }
 
-/// Reads the answer to the first attempt, then retries retriable failures until the delivery
-/// timeout. Returns the base offset, or -1 for acks=none.
-async fn finish_batch(
+/// Sends a batch whose attempt failed with `error` again, alone, while the failure is
+/// retriable and the deadline allows. Returns the base offset, or -1 for acks=none.
+async fn retry_batch(
     router: &Router,
     config: &ProducerConfig,
     tp: &TopicPartition,
     frame: &Frame,
-    first: Result<PendingResponse, ClientError>,
+    mut error: ClientError,
+    deadline: Instant,
     retry: &mut Retry,
 ) -> Result<i64, ClientError> {
-    let deadline = Instant::now() + config.delivery_timeout;
-    let mut attempt = match first {
-        Ok(_) if config.acks == Acks::None => return Ok(-1),
-        Ok(pending) => read_within(config, pending, deadline).await,
-        Err(e) => Err(e),
-    };
     loop {
-        match attempt {
-            Ok(base) => return Ok(base),
-            Err(e)
-                if retriable(config, &e)
-                    && Instant::now() + config.retry_backoff < deadline
-                    && !retry.abandoned.load(Ordering::Acquire) =>
-            {
-                tracing::debug!(topic = %tp.0, partition = tp.1, error = %e, "produce failed, retrying");
-                // The leader may have moved or stopped: learn it again before the retry.
-                router.invalidate(&tp.0);
-                if !retry.retried {
-                    retry.retried = true;
-                    let _ = retry.done.send(Command::Retrying { tp: tp.clone() }).await;
-                }
-                tokio::time::sleep(config.retry_backoff).await;
-            }
-            Err(e) => return Err(e),
+        if !(retriable(config, &error)
+            && Instant::now() + config.retry_backoff < deadline
+            && !retry.abandoned.load(Ordering::Acquire))
+        {
+            return Err(error);
         }
-        attempt = match send_within(&router.leader(&tp.0, tp.1).await, config, frame).await {
+        tracing::debug!(topic = %tp.0, partition = tp.1, %error, "produce failed, retrying");
+        // The leader may have moved or stopped: learn it again before the retry.
+        router.invalidate(&tp.0);
+        if !retry.retried {
+            retry.retried = true;
+            let _ = retry.done.send(Command::Retrying { tp: tp.clone() }).await;
+        }
+        tokio::time::sleep(config.retry_backoff).await;
+        let attempt = match send_within(&router.leader(&tp.0, tp.1).await, config, &mut frame.encode_chunks()).await {
             Ok(_) if config.acks == Acks::None => return Ok(-1),
-            Ok(pending) => read_within(config, pending, deadline).await,
+            Ok(pending) => read_within(config, pending, deadline).await.and_then(|r| only_partition(r, tp.1)),
             Err(e) => Err(e),
         };
+        match attempt {
+            Ok(base) => return Ok(base),
+            Err(e) => error = e,
+        }
     }
 }
 
@@ -820,19 +1021,28 @@ fn timed_out(what: &str, after: Duration) -> ClientError {
 
 /// Opens a produce request's stream and writes it, within the request timeout (a stream can
 /// wait for credit on a connection whose peer went away).
-async fn send_within(client: &Client, config: &ProducerConfig, frame: &Frame) -> Result<PendingResponse, ClientError> {
+async fn send_within(
+    client: &Client,
+    config: &ProducerConfig,
+    chunks: &mut [Bytes],
+) -> Result<PendingResponse, ClientError> {
     let within = Duration::from_millis(u64::from(config.request_timeout_ms)) + ANSWER_SLACK;
-    tokio::time::timeout(within, client.send_request(frame))
+    tokio::time::timeout(within, client.send_request_chunks(chunks))
         .await
         .unwrap_or_else(|_| Err(timed_out("the produce request could not be sent", within)))
 }
 
 /// Reads a produce answer within the request timeout (and the delivery deadline): a retriable
 /// timeout otherwise, so no batch waits on a broker for ever.
-async fn read_within(config: &ProducerConfig, pending: PendingResponse, deadline: Instant) -> Result<i64, ClientError> {
+async fn read_within(
+    config: &ProducerConfig,
+    pending: PendingResponse,
+    deadline: Instant,
+) -> Result<ProduceResponse, ClientError> {
     let within = (Duration::from_millis(u64::from(config.request_timeout_ms)) + ANSWER_SLACK)
         .min(deadline.saturating_duration_since(Instant::now()));
-    tokio::time::timeout(within, read_produce_response(pending))
+    let read = async { pending.response().await?.header::<ProduceResponse>().map_err(ClientError::from) };
+    tokio::time::timeout(within, read)
         .await
         .unwrap_or_else(|_| Err(timed_out("no answer to the produce request", within)))
 }
@@ -849,15 +1059,48 @@ fn retriable(config: &ProducerConfig, e: &ClientError) -> bool {
             && matches!(e, ClientError::Broker(w) if matches!(w.code, ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId)))
 }
 
-async fn read_produce_response(pending: PendingResponse) -> Result<i64, ClientError> {
-    let response: ProduceResponse = pending.response().await?.header()?;
-    let partition = response
-        .partitions
-        .into_iter()
-        .next()
-        .ok_or_else(|| ClientError::Invalid("produce response names no partition".into()))?;
-    match partition.error {
+/// The base offset a single-partition produce answer gives `partition`.
+fn only_partition(response: ProduceResponse, partition: u32) -> Result<i64, ClientError> {
+    let answer =
+        response.partitions.into_iter().find(|p| p.partition == partition).ok_or_else(|| {
+            ClientError::Invalid(format!("the produce response does not answer partition {partition}"))
+        })?;
+    match answer.error {
         Some(e) => Err(ClientError::Broker(e)),
-        None => Ok(partition.base_offset),
+        None => Ok(answer.base_offset),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_takes_one_batch_per_partition_within_its_bytes() {
+        // (limit, batches offered as (partition, bytes), how many the request takes, full after)
+        type Case = (usize, &'static [(u32, usize)], usize, bool);
+        let cases: &[Case] = &[
+            (100, &[(0, 10), (1, 10), (2, 10)], 3, false),
+            (100, &[(0, 60), (1, 40), (2, 1)], 2, true),
+            (100, &[(0, 60), (1, 41)], 1, false),
+            (100, &[(0, 250), (1, 1)], 1, true),
+            (100, &[(0, 10), (1, 10), (0, 10), (2, 10)], 2, false),
+            (100, &[(3, 0), (3, 0)], 1, false),
+            (0, &[(0, 0), (1, 0)], 1, true),
+        ];
+        for (limit, offered, takes, full) in cases {
+            let mut fill = RequestFill::new(*limit);
+            // As the topic's sender takes them: the first, then more until one does not fit
+            // or the request is full.
+            let mut taken = 0;
+            for (partition, bytes) in offered.iter() {
+                if (taken > 0 && fill.is_full()) || !fill.take(*partition, *bytes) {
+                    break;
+                }
+                taken += 1;
+            }
+            assert_eq!(taken, *takes, "limit {limit}, offered {offered:?}");
+            assert_eq!(fill.is_full(), *full, "limit {limit}, offered {offered:?}");
+        }
     }
 }

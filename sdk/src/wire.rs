@@ -130,9 +130,14 @@ impl Frame {
     /// The encoded frame as two chunks, prefix and header, then the payload, so a large payload
     /// is sent without being copied.
     pub fn encode_chunks(&self) -> [Bytes; 2] {
-        let head = Frame { kind: self.kind, header: self.header.clone(), payload: Bytes::new() }
-            .encode_with_payload_len(self.payload.len());
-        [head.freeze(), self.payload.clone()]
+        [self.encode_head(self.payload.len()), self.payload.clone()]
+    }
+
+    /// The length prefix and header of this frame as if its payload were `payload_len` bytes
+    /// sent after it in chunks (a produce request's batches, each in its own buffer);
+    /// `self.payload` is not in it.
+    pub fn encode_head(&self, payload_len: usize) -> Bytes {
+        self.encode_with_payload_len(payload_len).freeze()
     }
 
     fn encode_with_payload_len(&self, payload_len: usize) -> BytesMut {

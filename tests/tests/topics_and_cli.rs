@@ -270,6 +270,83 @@ async fn given_send_batch_then_records_land_by_key_in_order_with_one_delivery() 
     assert!(err.to_string().contains("at least one record"), "{err}");
 }
 
+/// The producer sends the batches of many partitions that are ready together in one request.
+/// Each partition's answer reaches its own records: the ones stored get their offsets, in
+/// order per partition, and a partition the broker refuses (a batch over the topic's
+/// `max.message.bytes`) fails alone, naming the limit, while the others in its request land.
+#[tokio::test]
+async fn given_many_partitions_ready_at_once_then_each_partitions_answer_reaches_its_records() {
+    const PARTITIONS: u32 = 64;
+    const PER_PARTITION: usize = 30;
+    const REFUSED: u32 = 7;
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    let admin = Admin::new(client.clone());
+    let config = TopicConfig { max_message_bytes: 8 * 1024, ..TopicConfig::default() };
+    admin.create_topic("spread", PARTITIONS, config).await.unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig { batch_bytes: 2048, linger: Duration::from_millis(20), ..ProducerConfig::default() },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..PER_PARTITION {
+        for partition in 0..PARTITIONS {
+            let value = if partition == REFUSED && i == PER_PARTITION / 2 {
+                Bytes::from(vec![b'x'; 16 * 1024])
+            } else {
+                Bytes::from(format!("{partition}/{i}/{}", "v".repeat(200)))
+            };
+            let record = Record { value: Some(value), ..Record::default() };
+            deliveries.push((partition, i, producer.send("spread", Some(partition), record).await.unwrap()));
+        }
+    }
+    let mut told = std::collections::HashMap::new();
+    let (mut refused, mut limit_named) = (0, false);
+    for (partition, i, delivery) in deliveries {
+        match delivery.await {
+            Ok(d) => {
+                assert_eq!(d.partition, partition);
+                told.insert((partition, d.offset), i);
+            }
+            Err(e) => {
+                // The idempotent producer also fails the partition's batches numbered after
+                // the refused one: a gap in its sequence that the broker would never fill.
+                assert_eq!(partition, REFUSED, "only the oversized batch's partition fails: {e}");
+                let code = e.code();
+                let e = e.to_string();
+                assert!(matches!(code, Some(ErrorCode::MessageTooLarge | ErrorCode::OutOfOrderSequence)), "{e}");
+                limit_named |= code == Some(ErrorCode::MessageTooLarge) && e.contains("max.message.bytes = 8192");
+                refused += 1;
+            }
+        }
+    }
+    assert!(limit_named, "the 16 KiB record's batch is over the 8 KiB limit");
+    assert_eq!(told.len() + refused, PARTITIONS as usize * PER_PARTITION);
+
+    let mut consumer =
+        Consumer::new(client.clone(), ConsumerConfig { offset_reset: OffsetReset::Fail, ..ConsumerConfig::default() });
+    consumer.assign_topic("spread", OffsetSpec::Earliest).await.unwrap();
+    let mut stored: std::collections::HashMap<u32, Vec<(i64, String)>> = std::collections::HashMap::new();
+    let mut count = 0;
+    while count < told.len() {
+        for r in consumer.poll(Duration::from_secs(1)).await.unwrap() {
+            let value = String::from_utf8(r.record.value.unwrap().to_vec()).unwrap();
+            stored.entry(r.partition).or_default().push((r.offset, value));
+            count += 1;
+        }
+    }
+    assert_eq!(count, told.len());
+    for (partition, records) in &stored {
+        let mut previous = -1;
+        for (offset, value) in records {
+            let i = told[&(*partition, *offset)];
+            assert_eq!(value.split('/').take(2).collect::<Vec<_>>(), [partition.to_string(), i.to_string()]);
+            assert!(i as i64 > previous, "partition {partition} keeps the order records were sent in");
+            previous = i as i64;
+        }
+    }
+}
+
 #[tokio::test]
 async fn given_the_cli_then_topics_produce_and_consume_script_like_kcat() {
     let broker = BrokerProcess::start(&[]);
