@@ -308,6 +308,7 @@ impl Producer {
             partition_counts: HashMap::new(),
             sticky: HashMap::new(),
             queues: HashMap::new(),
+            opened: VecDeque::new(),
             senders: HashMap::new(),
             topic_senders: HashMap::new(),
             flush_waiters: Vec::new(),
@@ -420,6 +421,10 @@ struct Worker {
     partition_counts: HashMap<String, u32>,
     sticky: HashMap<String, u32>,
     queues: HashMap<TopicPartition, Queue>,
+    /// Partitions with open records, in the order they got their first ([`Queue::opened_at`]);
+    /// an entry whose partition was sealed since is stale and skipped. The linger timer
+    /// follows the front, so no step looks at every partition.
+    opened: VecDeque<(Instant, TopicPartition)>,
     /// One task per partition encodes its batches in order ([`partition_sender`]).
     senders: HashMap<TopicPartition, mpsc::UnboundedSender<Sealed>>,
     /// One task per topic sends them ([`topic_sender`]).
@@ -438,7 +443,7 @@ impl Worker {
         let mut armed: Option<Instant> = None;
         let mut commands = Vec::with_capacity(256);
         loop {
-            let next = self.queues.values().filter_map(|q| q.opened_at).min().map(|t| t + self.config.linger);
+            let next = self.first_opened().map(|t| t + self.config.linger);
             if next != armed {
                 if let Some(deadline) = next {
                     timer.as_mut().reset(deadline);
@@ -466,8 +471,8 @@ impl Worker {
                         self.accept_batch(topic, partition, records, reply, permit).await
                     }
                     Command::Flush(waiter) => {
-                        let keys: Vec<_> = self.queues.keys().cloned().collect();
-                        for tp in keys {
+                        // Every partition with open records is in `opened`.
+                        while let Some((_, tp)) = self.opened.pop_front() {
                             self.seal(&tp);
                         }
                         self.flush_waiters.push(waiter);
@@ -556,7 +561,11 @@ impl Worker {
         let queue = self.queues.entry(tp.clone()).or_default();
         queue.open_bytes += record_size(&record);
         queue.open.push((record, reply, permit));
-        queue.opened_at.get_or_insert_with(Instant::now);
+        if queue.opened_at.is_none() {
+            let now = Instant::now();
+            queue.opened_at = Some(now);
+            self.opened.push_back((now, tp.clone()));
+        }
         if queue.open_bytes >= self.config.batch_bytes {
             self.seal(&tp);
         }
@@ -630,16 +639,27 @@ impl Worker {
         Ok(count)
     }
 
+    /// When the partition whose open records have waited longest got its first one.
+    fn first_opened(&mut self) -> Option<Instant> {
+        while let Some((opened, tp)) = self.opened.front() {
+            if self.queues.get(tp).is_some_and(|q| q.opened_at == Some(*opened)) {
+                return Some(*opened);
+            }
+            // Sealed since (by size, a flush or a batch), maybe opened again later.
+            self.opened.pop_front();
+        }
+        None
+    }
+
     fn seal_lingered(&mut self) {
         let now = Instant::now();
-        let due: Vec<_> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| q.opened_at.is_some_and(|t| t + self.config.linger <= now))
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        for tp in due {
-            self.seal(&tp);
+        while let Some(opened) = self.first_opened() {
+            if opened + self.config.linger > now {
+                return;
+            }
+            if let Some((_, tp)) = self.opened.pop_front() {
+                self.seal(&tp);
+            }
         }
     }
 
@@ -711,6 +731,9 @@ impl Worker {
     }
 
     fn answer_flush_waiters(&mut self) {
+        if self.flush_waiters.is_empty() {
+            return;
+        }
         let idle = self.queues.values().all(|q| q.open.is_empty() && q.sealed.is_empty() && q.unanswered.is_empty());
         if idle {
             for waiter in self.flush_waiters.drain(..) {
