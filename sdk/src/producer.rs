@@ -60,9 +60,13 @@ pub struct ProducerConfig {
     /// Batches of one topic queued for the same broker go in one request of up to this many
     /// bytes (Kafka's `max.request.size`); a larger batch goes alone.
     pub request_bytes: usize,
-    /// Produce requests of one topic to one broker sent before the first is answered (as
-    /// Kafka's `max.in.flight.requests.per.connection`). Batches that become ready meanwhile
-    /// wait and go together in the next request.
+    /// Produce requests of one topic to one broker sent before the first is answered, so a
+    /// producer leaves its connection's other streams (fetches, metadata) room; batches that
+    /// become ready meanwhile wait and go together in the next request. Kafka's
+    /// `max.in.flight.requests.per.connection` is 5, but its requests carry 16 KiB batches
+    /// where Weir's carry 256 KiB and more: 5 held the producer to a fifth less with 1 MiB
+    /// batches over 8 partitions, and to a fifth less with 4 KiB batches over 1,000
+    /// (BENCHMARKS.md, tenth session). Per partition, `max_in_flight_per_partition` applies.
     pub max_requests_in_flight: usize,
 }
 
@@ -80,7 +84,7 @@ impl Default for ProducerConfig {
             max_in_flight_per_partition: 5,
             enable_idempotence: true,
             request_bytes: 1024 * 1024,
-            max_requests_in_flight: 5,
+            max_requests_in_flight: 64,
         }
     }
 }
