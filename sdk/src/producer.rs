@@ -898,10 +898,9 @@ fn produce_chunks(topic: &str, config: &ProducerConfig, parts: &[Encoded]) -> Ve
         topic: topic.to_owned(),
         acks: config.acks,
         timeout_ms: config.request_timeout_ms,
-        // A batch is at most the producer's buffer, which is a u32 (a semaphore's permits).
         partitions: parts
             .iter()
-            .map(|p| ProducePartition { partition: p.partition, bytes: p.payload.len() as u32 })
+            .map(|p| ProducePartition { partition: p.partition, bytes: declared(&p.payload) })
             .collect(),
     };
     let payload_len = parts.iter().map(|p| p.payload.len()).sum();
@@ -909,6 +908,13 @@ fn produce_chunks(topic: &str, config: &ProducerConfig, parts: &[Encoded]) -> Ve
     chunks.push(Frame::new(FrameKind::Produce, &request, Bytes::new()).encode_head(payload_len));
     chunks.extend(parts.iter().map(|p| p.payload.clone()));
     chunks
+}
+
+/// A batch's length as a produce request declares it. One of 4 GiB or more (far past any
+/// frame the broker takes) is declared as `u32::MAX`, which the broker refuses as not adding
+/// up to the payload.
+fn declared(batch: &Bytes) -> u32 {
+    u32::try_from(batch.len()).unwrap_or(u32::MAX)
 }
 
 /// Reads a request's answer and settles each of its batches: answered, or retried alone.
@@ -970,7 +976,7 @@ async fn settle(
                 topic: tp.0.clone(),
                 acks: config.acks,
                 timeout_ms: config.request_timeout_ms,
-                partitions: vec![ProducePartition { partition: tp.1, bytes: payload.len() as u32 }],
+                partitions: vec![ProducePartition { partition: tp.1, bytes: declared(&payload) }],
             };
             let frame = Frame::new(FrameKind::Produce, &request, payload);
             retry_batch(&router, &config, &tp, &frame, e, deadline, &mut retry).await
