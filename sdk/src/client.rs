@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::error::{ClientError, ErrorCode, WireError};
+use crate::pool::BufferPool;
 use crate::wire::*;
 
 /// How the client decides to trust the broker's certificate.
@@ -263,9 +264,9 @@ pub async fn read_frame_body(recv: &mut quinn::RecvStream, declared: usize) -> R
         }
         joined.freeze()
     } else {
-        let mut joined = Joined::take(received);
+        let mut joined = JOINED.take(received);
         for chunk in &chunks {
-            joined.0.extend_from_slice(chunk);
+            joined.buffer().extend_from_slice(chunk);
         }
         Bytes::from_owner(joined)
     };
@@ -279,52 +280,8 @@ const JOINED_KEPT: usize = 8;
 const JOINED_KEPT_BYTES: usize = 2 << 20;
 const JOINED_MIN_BYTES: usize = 64 << 10;
 
-/// Buffers of frames that were joined from several chunks, waiting to be used again. A fresh
-/// buffer of a megabyte comes from the OS as pages that fault in and are zeroed on first write
-/// (about 3% of a broker taking 1 MiB produce frames); a kept one is written over.
-static JOINED: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-
-/// A frame's bytes joined from its chunks; the buffer goes back to [`JOINED`] when the last
-/// `Bytes` of the frame is dropped.
-struct Joined(Vec<u8>);
-
-impl Joined {
-    /// An empty buffer with room for `len` bytes: a kept one if one fits, neither too small
-    /// (growing it would copy) nor more than twice `len` (a frame's records may be held long
-    /// after it, and would hold all of the buffer).
-    fn take(len: usize) -> Self {
-        let kept = {
-            let mut kept = JOINED.lock().unwrap_or_else(|e| e.into_inner());
-            kept.iter().position(|b| fits(b.capacity(), len)).map(|at| kept.swap_remove(at))
-        };
-        let mut buffer = kept.unwrap_or_else(|| Vec::with_capacity(len));
-        buffer.clear();
-        Self(buffer)
-    }
-}
-
-/// Whether a kept buffer of `capacity` bytes is used for a frame of `len`.
-fn fits(capacity: usize, len: usize) -> bool {
-    (len..=len.saturating_mul(2)).contains(&capacity)
-}
-
-impl AsRef<[u8]> for Joined {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for Joined {
-    fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.0);
-        if buffer.capacity() <= JOINED_KEPT_BYTES {
-            let mut kept = JOINED.lock().unwrap_or_else(|e| e.into_inner());
-            if kept.len() < JOINED_KEPT {
-                kept.push(buffer);
-            }
-        }
-    }
-}
+/// Buffers of frames that were joined from several chunks, waiting to be used again.
+static JOINED: BufferPool = BufferPool::new(JOINED_KEPT, JOINED_KEPT_BYTES);
 
 /// A request on the wire whose answer has not been read yet.
 pub struct PendingResponse {
@@ -527,37 +484,5 @@ impl Admin {
             return Err(ClientError::Broker(e));
         }
         Ok(resp)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_kept_buffer_is_used_only_when_it_fits() {
-        // (kept buffer's capacity, frame length, used)
-        let cases = [
-            (100, 100, true),
-            (200, 100, true),
-            (201, 100, false), // more than twice: a frame held long would hold all of it
-            (99, 100, false),  // too small: growing it would copy
-            (0, 0, true),
-        ];
-        for (capacity, len, used) in cases {
-            assert_eq!(fits(capacity, len), used, "capacity {capacity}, frame {len}");
-        }
-    }
-
-    #[test]
-    fn a_joined_frame_holds_only_its_own_bytes_when_its_buffer_is_used_again() {
-        // Larger, smaller, then between: the later frames may take the earlier buffers.
-        for (len, byte) in [(300_000, 7u8), (200_000, 9), (250_000, 3)] {
-            let mut joined = Joined::take(len);
-            joined.0.extend_from_slice(&vec![byte; len]);
-            let frame = Bytes::from_owner(joined);
-            assert_eq!(frame.len(), len);
-            assert!(frame.iter().all(|&b| b == byte), "frame of {len} bytes holds bytes of an earlier one");
-        }
     }
 }

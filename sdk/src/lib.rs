@@ -13,6 +13,7 @@ pub mod error;
 pub mod group;
 pub mod inflate;
 pub mod partitioner;
+pub mod pool;
 #[cfg(feature = "client")]
 pub mod producer;
 #[cfg(feature = "client")]

@@ -22,10 +22,10 @@
 
 use std::cell::RefCell;
 use std::io::Read;
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use weir_sdk::batch::{BatchHeader, BATCH_HEADER_BYTES};
+use weir_sdk::pool::{BufferPool, Pooled};
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::segments::{Located, Segments};
@@ -218,8 +218,8 @@ pub fn unpack(value: Bytes, segments: &Segments) -> Result<Bytes, WireError> {
             };
             if BATCH_HEADER_BYTES + section_len == header.total_bytes {
                 // The batch itself, into a pooled buffer.
-                let mut batch = Inflated::take(header.total_bytes);
-                read(&mut batch.0)?;
+                let mut batch = batch_buffer(header.total_bytes);
+                read(batch.buffer())?;
                 return Ok(Bytes::from_owner(batch));
             }
             // A compressed section: read, then inflated below into a pooled buffer.
@@ -242,8 +242,8 @@ pub fn unpack(value: Bytes, segments: &Segments) -> Result<Bytes, WireError> {
     let records_len_i32 = i32::try_from(records_len)
         .map_err(|_| corrupt(format!("stored batch declares {} bytes", header.total_bytes)))?;
     // The batch is bounded by what the broker accepted when it was produced.
-    let mut inflated = Inflated::take(header.total_bytes);
-    let batch = &mut inflated.0;
+    let mut inflated = batch_buffer(header.total_bytes);
+    let batch = inflated.buffer();
     batch[..BATCH_HEADER_BYTES].copy_from_slice(&value[..BATCH_HEADER_BYTES]);
     let written = lz4::block::decompress_to_buffer(
         &value[BATCH_HEADER_BYTES..],
@@ -261,40 +261,14 @@ pub fn unpack(value: Bytes, segments: &Segments) -> Result<Bytes, WireError> {
 }
 
 /// Buffers of inflated batches waiting to be used again (see [`INFLATED_KEPT`]).
-static INFLATED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static INFLATED: BufferPool = BufferPool::new(INFLATED_KEPT, INFLATED_KEPT_BYTES);
 
-/// A buffer an inflated batch is written into; it goes back to [`INFLATED`] when dropped.
-struct Inflated(Vec<u8>);
-
-impl Inflated {
-    /// A buffer of `len` bytes, a kept one when there is one (its bytes are overwritten: the
-    /// header is copied and LZ4 fills the rest, or the batch is refused).
-    fn take(len: usize) -> Self {
-        let kept = INFLATED.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        // A kept buffer too small is dropped rather than grown (growing would copy it).
-        let mut buffer = kept.filter(|b| b.capacity() >= len).unwrap_or_else(|| Vec::with_capacity(len));
-        buffer.clear();
-        buffer.resize(len, 0);
-        Self(buffer)
-    }
-}
-
-impl AsRef<[u8]> for Inflated {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for Inflated {
-    fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.0);
-        if buffer.capacity() <= INFLATED_KEPT_BYTES {
-            let mut kept = INFLATED.lock().unwrap_or_else(|e| e.into_inner());
-            if kept.len() < INFLATED_KEPT {
-                kept.push(buffer);
-            }
-        }
-    }
+/// A buffer of `len` bytes for a batch, a kept one when one fits (its bytes are overwritten:
+/// the header is copied and LZ4 or the segment read fills the rest, or the batch is refused).
+fn batch_buffer(len: usize) -> Pooled {
+    let mut pooled = INFLATED.take(len);
+    pooled.buffer().resize(len, 0);
+    pooled
 }
 
 fn corrupt(message: String) -> WireError {
