@@ -64,9 +64,9 @@ pub struct ProducerConfig {
     /// producer leaves its connection's other streams (fetches, metadata) room; batches that
     /// become ready meanwhile wait and go together in the next request. Kafka's
     /// `max.in.flight.requests.per.connection` is 5, but its requests carry 16 KiB batches
-    /// where Weir's carry 256 KiB and more: 5 held the producer to a fifth less with 1 MiB
-    /// batches over 8 partitions, and to a fifth less with 4 KiB batches over 1,000
-    /// (BENCHMARKS.md, tenth session). Per partition, `max_in_flight_per_partition` applies.
+    /// where Weir's carry 256 KiB and more: 5 held the producer to a quarter less with 1 MiB
+    /// batches over 8 partitions, and to a fifth to a third less with 4 KiB batches over
+    /// 1,000 (BENCHMARKS.md, tenth session). Per partition, `max_in_flight_per_partition` applies.
     pub max_requests_in_flight: usize,
 }
 
@@ -968,21 +968,15 @@ async fn settle(
     deadline: Instant,
     done: mpsc::Sender<Command>,
 ) {
-    let Encoded { index, payload, waiters, abandoned, .. } = batch;
-    let mut retry = Retry { done: done.clone(), retried: false, abandoned: abandoned.clone() };
+    let mut retry = Retry { done: done.clone(), retried: false, abandoned: batch.abandoned.clone() };
     let outcome = match outcome {
         Err(e) => {
-            let request = ProduceRequest {
-                topic: tp.0.clone(),
-                acks: config.acks,
-                timeout_ms: config.request_timeout_ms,
-                partitions: vec![ProducePartition { partition: tp.1, bytes: declared(&payload) }],
-            };
-            let frame = Frame::new(FrameKind::Produce, &request, payload);
-            retry_batch(&router, &config, &tp, &frame, e, deadline, &mut retry).await
+            let alone = produce_chunks(&tp.0, &config, std::slice::from_ref(&batch));
+            retry_batch(&router, &config, &tp, &alone, e, deadline, &mut retry).await
         }
         ok => ok,
     };
+    let Encoded { index, waiters, abandoned, .. } = batch;
     // A batch after a gap fails because of it: no new gap, no new producer id.
     let failed = outcome.is_err() && !abandoned.load(Ordering::Acquire);
     waiters.answer(&tp, &outcome);
@@ -997,13 +991,13 @@ struct Retry {
     abandoned: Arc<AtomicBool>,
 }
 
-/// Sends a batch whose attempt failed with `error` again, alone, while the failure is
-/// retriable and the deadline allows. Returns the base offset, or -1 for acks=none.
+/// Sends a batch whose attempt failed with `error` again, alone (`request`, from
+/// [`produce_chunks`]), while the failure is retriable and the deadline allows. Returns the base offset, or -1 for acks=none.
 async fn retry_batch(
     router: &Router,
     config: &ProducerConfig,
     tp: &TopicPartition,
-    frame: &Frame,
+    request: &[Bytes],
     mut error: ClientError,
     deadline: Instant,
     retry: &mut Retry,
@@ -1023,7 +1017,7 @@ async fn retry_batch(
             let _ = retry.done.send(Command::Retrying { tp: tp.clone() }).await;
         }
         tokio::time::sleep(config.retry_backoff).await;
-        let attempt = match send_within(&router.leader(&tp.0, tp.1).await, config, &mut frame.encode_chunks()).await {
+        let attempt = match send_within(&router.leader(&tp.0, tp.1).await, config, &mut request.to_vec()).await {
             Ok(_) if config.acks == Acks::None => return Ok(-1),
             Ok(pending) => read_within(config, pending, deadline).await.and_then(|r| only_partition(r, tp.1)),
             Err(e) => Err(e),
