@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::error::{ClientError, ErrorCode, WireError};
-use crate::pool::BufferPool;
+use crate::pool::{BufferPool, Pooled};
 use crate::wire::*;
 
 /// How the client decides to trust the broker's certificate.
@@ -229,9 +229,13 @@ pub async fn read_frame_length(recv: &mut quinn::RecvStream, frame_bytes_limit: 
 
 /// Reads the `declared` bytes of a frame after its length prefix.
 pub async fn read_frame_body(recv: &mut quinn::RecvStream, declared: usize) -> Result<Frame, WireError> {
-    // Keep the chunks quinn hands over; join them once at the end, growing only with the bytes
-    // that actually arrived rather than trusting `declared` up front.
+    // The chunks quinn hands over are kept and joined once at the end, growing only with the
+    // bytes that actually arrived rather than trusting `declared` up front. A large frame
+    // for which a kept buffer fits `declared` (no new memory for a claim) is copied into it
+    // chunk by chunk instead, while each chunk is still in the cache from its decryption, and
+    // quinn's packet buffers go back as they are read.
     let mut chunks: Vec<Bytes> = Vec::new();
+    let mut joining: Option<Pooled> = None;
     let mut received = 0usize;
     loop {
         match recv.read_chunk(declared - received + 1, true).await {
@@ -243,7 +247,18 @@ pub async fn read_frame_body(recv: &mut quinn::RecvStream, declared: usize) -> R
                         format!("frame declares {declared} bytes after its length prefix but more arrived"),
                     ));
                 }
-                chunks.push(chunk.bytes);
+                if joining.is_none() && !chunks.is_empty() && declared >= JOINED_MIN_BYTES {
+                    joining = JOINED.take_kept(declared).map(|mut kept| {
+                        for chunk in chunks.drain(..) {
+                            kept.buffer().extend_from_slice(&chunk);
+                        }
+                        kept
+                    });
+                }
+                match &mut joining {
+                    Some(kept) => kept.buffer().extend_from_slice(&chunk.bytes),
+                    None => chunks.push(chunk.bytes),
+                }
             }
             Ok(None) => break,
             Err(e) => return Err(WireError::new(ErrorCode::MalformedFrame, format!("reading frame: {e}"))),
@@ -255,7 +270,9 @@ pub async fn read_frame_body(recv: &mut quinn::RecvStream, declared: usize) -> R
             format!("truncated frame: declares {declared} bytes after its length prefix but {received} arrived"),
         ));
     }
-    let body = if chunks.len() == 1 {
+    let body = if let Some(joined) = joining {
+        Bytes::from_owner(joined)
+    } else if chunks.len() == 1 {
         chunks.pop().expect("one chunk")
     } else if received < JOINED_MIN_BYTES {
         let mut joined = bytes::BytesMut::with_capacity(received);
@@ -273,11 +290,12 @@ pub async fn read_frame_body(recv: &mut quinn::RecvStream, declared: usize) -> R
     Frame::decode_body(body)
 }
 
-/// How many buffers that joined a frame are kept for the next frames, per process, the
-/// largest one kept, and the smallest frame that takes one (smaller ones come from malloc's
-/// heap, whose pages stay mapped).
-const JOINED_KEPT: usize = 8;
-const JOINED_KEPT_BYTES: usize = 2 << 20;
+/// How many bytes of buffers that joined a frame are kept for the next frames, per process,
+/// the largest one kept (a fetch answer of the default consumer can reach 8 MiB), and the
+/// smallest frame that takes one (smaller ones come from malloc's heap, whose pages stay
+/// mapped).
+const JOINED_KEPT: usize = 16 << 20;
+const JOINED_KEPT_BYTES: usize = 8 << 20;
 const JOINED_MIN_BYTES: usize = 64 << 10;
 
 /// Buffers of frames that were joined from several chunks, waiting to be used again.

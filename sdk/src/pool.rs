@@ -6,16 +6,16 @@
 
 use std::sync::Mutex;
 
-/// Up to `count` buffers of at most `largest` bytes each, shared by a process's threads.
+/// Buffers of at most `largest` bytes each, `bytes` in all, shared by a process's threads.
 pub struct BufferPool {
     kept: Mutex<Vec<Vec<u8>>>,
-    count: usize,
+    bytes: usize,
     largest: usize,
 }
 
 impl BufferPool {
-    pub const fn new(count: usize, largest: usize) -> Self {
-        Self { kept: Mutex::new(Vec::new()), count, largest }
+    pub const fn new(bytes: usize, largest: usize) -> Self {
+        Self { kept: Mutex::new(Vec::new()), bytes, largest }
     }
 
     /// An empty buffer with room for `len` bytes: a kept one if one [`fits`], else a new one.
@@ -27,6 +27,16 @@ impl BufferPool {
         let mut buffer = kept.unwrap_or_else(|| Vec::with_capacity(len));
         buffer.clear();
         Pooled { buffer, pool: self }
+    }
+
+    /// A kept buffer with room for `len` bytes if one [`fits`]; never a new one, so asking
+    /// for a length that is only claimed (a frame's declared length) allocates nothing.
+    pub fn take_kept(&'static self, len: usize) -> Option<Pooled> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let at = kept.iter().position(|b| fits(b.capacity(), len))?;
+        let mut buffer = kept.swap_remove(at);
+        buffer.clear();
+        Some(Pooled { buffer, pool: self })
     }
 }
 
@@ -61,7 +71,8 @@ impl Drop for Pooled {
         let buffer = std::mem::take(&mut self.buffer);
         if buffer.capacity() <= self.pool.largest {
             let mut kept = self.pool.kept.lock().unwrap_or_else(|e| e.into_inner());
-            if kept.len() < self.pool.count {
+            let held: usize = kept.iter().map(Vec::capacity).sum();
+            if held + buffer.capacity() <= self.pool.bytes {
                 kept.push(buffer);
             }
         }
@@ -91,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_buffer_used_again_holds_only_its_new_bytes() {
-        static POOL: BufferPool = BufferPool::new(2, 1 << 20);
+        static POOL: BufferPool = BufferPool::new(2 << 20, 1 << 20);
         // Larger, smaller, then between: the later ones may take the earlier buffers.
         for (len, byte) in [(300_000, 7u8), (200_000, 9), (250_000, 3)] {
             let mut pooled = POOL.take(len);
@@ -103,12 +114,24 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_keeps_at_most_its_count_and_no_buffer_over_its_largest() {
-        static POOL: BufferPool = BufferPool::new(2, 1000);
+    fn take_kept_gives_only_a_kept_buffer_that_fits() {
+        static POOL: BufferPool = BufferPool::new(2 << 20, 1 << 20);
+        assert!(POOL.take_kept(1000).is_none(), "an empty pool allocates nothing");
+        drop(POOL.take(1000));
+        assert!(POOL.take_kept(3000).is_none(), "too small for 3000 bytes");
+        assert!(POOL.take_kept(400).is_none(), "more than twice 400 bytes");
+        let mut kept = POOL.take_kept(600).expect("the kept buffer fits 600 bytes");
+        assert!(kept.buffer().is_empty() && kept.buffer().capacity() >= 1000);
+        assert!(POOL.take_kept(600).is_none(), "the one kept buffer is out");
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_bytes_and_no_buffer_over_its_largest() {
+        static POOL: BufferPool = BufferPool::new(250, 1000);
         let taken: Vec<Pooled> = [100, 100, 100, 5000].into_iter().map(|len| POOL.take(len)).collect();
         drop(taken);
         let kept = POOL.kept.lock().unwrap();
-        assert_eq!(kept.len(), 2);
+        assert_eq!(kept.len(), 2, "two of 100 bytes fit in 250, a third does not");
         assert!(kept.iter().all(|b| b.capacity() <= 1000));
     }
 }

@@ -106,6 +106,19 @@ async fn given_bad_frames_and_requests_then_typed_errors_and_the_broker_keeps_se
     let e = produce_error(&raw(&client, &produce_frame("ok", 0, &[0u8; 30])).await);
     assert_eq!(e.code, ErrorCode::CorruptBatch);
 
+    // Large frames arrive in many QUIC chunks. The first is joined at its end and leaves its
+    // buffer kept; the next of the same length are copied into that buffer as they arrive,
+    // and are held to their declared length the same way.
+    let large = produce_frame("ok", 0, &good_batch(300_000));
+    for _ in 0..2 {
+        let e = produce_error(&raw(&client, &large).await);
+        assert_eq!(e.code, ErrorCode::MessageTooLarge, "{e}");
+    }
+    check_error(&raw(&client, &large[..large.len() - 1000]).await, ErrorCode::MalformedFrame, "truncated");
+    let mut longer = large.clone();
+    longer.extend_from_slice(&[0u8; 10]);
+    check_error(&raw(&client, &longer).await, ErrorCode::MalformedFrame, "more arrived");
+
     // Topics.
     check_client_error(
         admin.create_topic("", 1, TopicConfig::default()).await,
