@@ -12,6 +12,9 @@
 # interval, `flush.mode=interval`); Tansu's memory engine keeps nothing on disk.
 # Tansu is installed into target/peer when it is not there (`cargo install tansu --features
 # dynostore,libsql`: a long build, once); its code is never part of this repository.
+# PRODUCER=c produces from C instead (tests/kafka_clients/rdkafka_perf.c, the same settings,
+# built here with gcc against the same bundled librdkafka and Debian's librdkafka-dev headers,
+# installed when missing), so neither broker's produce is bounded by the Python loop.
 # Usage: tests/bench/kafka-peer.sh [ROUNDS] [COUNT] WEIR_BINARY
 # (default 3 rounds of 1,000,000 records). Ports 18500-18700 (Weir), 18900 (Tansu).
 set -euo pipefail
@@ -26,6 +29,16 @@ if [ ! -x "$tansu" ]; then
   cargo install --locked tansu --features dynostore,libsql --root "$here/target/peer" >&2
 fi
 gb=$(python3 -c "print($count * 1024 / 1e9)")
+if [ "${PRODUCER:-python}" = c ]; then
+  if [ ! -f /usr/include/librdkafka/rdkafka.h ]; then
+    echo "installing librdkafka-dev (headers for the C producer)" >&2
+    $(command -v sudo || true) apt-get install -y librdkafka-dev >&2
+  fi
+  bundled=$(python3 -c "import confluent_kafka, glob, os
+print(glob.glob(os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)), 'confluent_kafka.libs', 'librdkafka-*.so*'))[0])")
+  gcc -O2 -Wall -o "$bench_dir/rdkafka_perf" "$here/tests/kafka_clients/rdkafka_perf.c" "$bundled" \
+    -Wl,-rpath,"$(dirname "$bundled")"
+fi
 create_topic() {  # BOOTSTRAP: the same Kafka CreateTopics request for both brokers
   python3 - "$1" <<'PY'
 import sys
@@ -39,7 +52,11 @@ measure() {  # NAME BOOTSTRAP VALUES: produce, then consume from the start, prin
   local name=$1 bootstrap=$2 values=$3 perf="$here/tests/kafka_clients/librdkafka_perf.py"
   local before after produced consumed
   before=$(cpu "$pid")
-  produced=$(VALUES=$values PRODUCE_ONLY=1 python3 "$perf" "$bootstrap" perf "$count" 1024 1048576)
+  if [ "${PRODUCER:-python}" = c ]; then
+    produced=$(VALUES=$values "$bench_dir/rdkafka_perf" "$bootstrap" perf "$count" 1024 1048576)
+  else
+    produced=$(VALUES=$values PRODUCE_ONLY=1 python3 "$perf" "$bootstrap" perf "$count" 1024 1048576)
+  fi
   after=$(cpu "$pid")
   local fetch_before fetch_after
   fetch_before=$(cpu "$pid")
