@@ -49,8 +49,8 @@ const SCRATCH_KEPT_MAX: usize = 4 << 20;
 const LZ4_RATIO_MAX: usize = 255;
 /// Inflated batches are written into buffers that come back to [`INFLATED`] when the last
 /// `Bytes` of a batch is dropped (a fetch answer has been sent): at most `INFLATED_KEPT` bytes
-/// of them are kept, each up to `INFLATED_KEPT_BYTES`, so a fetch does not map, fault in and unmap a fresh buffer
-/// for every stored batch.
+/// of them are kept, each up to `INFLATED_KEPT_BYTES`, so a fetch does not map, fault in and
+/// unmap a fresh buffer for every stored batch.
 const INFLATED_KEPT: usize = 16 << 20;
 const INFLATED_KEPT_BYTES: usize = 2 << 20;
 /// How much of a records section is compressed first to decide whether to compress the rest.
