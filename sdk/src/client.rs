@@ -247,7 +247,9 @@ pub async fn read_frame_body(recv: &mut quinn::RecvStream, declared: usize) -> R
                         format!("frame declares {declared} bytes after its length prefix but more arrived"),
                     ));
                 }
-                if joining.is_none() && !chunks.is_empty() && declared >= JOINED_MIN_BYTES {
+                // Asked once, at the second chunk: a frame that finds no kept buffer then does
+                // not take the pool's lock again for each of its chunks.
+                if joining.is_none() && chunks.len() == 1 && declared >= JOINED_MIN_BYTES {
                     joining = JOINED.take_kept(declared).map(|mut kept| {
                         for chunk in chunks.drain(..) {
                             kept.buffer().extend_from_slice(&chunk);
