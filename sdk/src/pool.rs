@@ -20,13 +20,7 @@ impl BufferPool {
 
     /// An empty buffer with room for `len` bytes: a kept one if one [`fits`], else a new one.
     pub fn take(&'static self, len: usize) -> Pooled {
-        let kept = {
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            kept.iter().position(|b| fits(b.capacity(), len)).map(|at| kept.swap_remove(at))
-        };
-        let mut buffer = kept.unwrap_or_else(|| Vec::with_capacity(len));
-        buffer.clear();
-        Pooled { buffer, pool: self }
+        self.take_kept(len).unwrap_or_else(|| Pooled { buffer: Vec::with_capacity(len), pool: self })
     }
 
     /// A kept buffer with room for `len` bytes if one [`fits`]; never a new one, so asking

@@ -992,7 +992,8 @@ struct Retry {
 }
 
 /// Sends a batch whose attempt failed with `error` again, alone (`request`, from
-/// [`produce_chunks`]), while the failure is retriable and the deadline allows. Returns the base offset, or -1 for acks=none.
+/// [`produce_chunks`]), while the failure is retriable and the deadline allows. Returns the
+/// base offset, or -1 for acks=none.
 async fn retry_batch(
     router: &Router,
     config: &ProducerConfig,
