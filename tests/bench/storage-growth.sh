@@ -7,6 +7,8 @@
 # compaction) is counted too. Then the bytes on disk per GB stored.
 # DROP_CACHES_FROM=N (root only) empties the page cache before GB N and each later one: if the
 # cost then stays flat, what grew was the kernel's work of a growing page cache, not the log's.
+# SERVE_ARGS adds arguments to `weir serve` (e.g. "--segment-cache-bytes 18446744073709551615",
+# which leaves the page cache to the kernel).
 # Usage: tests/bench/storage-growth.sh [GBS] WEIR_BINARY...   (default 8 GB; needs GBS GB free)
 # Ports 18500 (QUIC), 18600 (Kafka), 18700. Needs python3 with confluent-kafka (tests/run-all.sh
 # installs it).
@@ -19,7 +21,7 @@ source "$here/tests/bench/single-lib.sh"
 count=1000000
 gb=$(python3 -c "print($count * 1024 / 1e9)")
 for weir in "$@"; do
-  start_broker "$weir" 18500
+  start_broker "$weir" 18500 ${SERVE_ARGS:-}
   "$weir" topic create grow --partitions 8 --config flush.mode=interval --config retention.ms=-1 \
     "${connect[@]}" >/dev/null
   for g in $(seq 1 "$gbs"); do

@@ -104,6 +104,11 @@ struct ServeArgs {
     /// default 256 MiB). Retention frees disk a whole segment at a time.
     #[arg(long)]
     segment_bytes: Option<u64>,
+    /// Synced segment bytes the broker leaves in the page cache, in bytes (default 1 GiB); it
+    /// has the kernel drop older ones, so writing costs the same however much the log holds.
+    /// 18446744073709551615 (u64::MAX) leaves the cache to the kernel.
+    #[arg(long)]
+    segment_cache_bytes: Option<u64>,
     /// Largest frame the QUIC listener accepts, in bytes.
     #[arg(long)]
     frame_bytes_max: Option<usize>,
@@ -203,6 +208,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.segment_bytes {
         config.segment_bytes = v;
+    }
+    if let Some(v) = args.segment_cache_bytes {
+        config.segment_cache_bytes = v;
     }
     if let Some(v) = args.frame_bytes_max {
         config.frame_bytes_max = v;

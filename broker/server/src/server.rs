@@ -56,6 +56,10 @@ pub struct ServeConfig {
     /// Size at which the log starts a new segment file (Kafka's `log.segment.bytes`); a
     /// segment is deleted only whole, once retention removed every batch in it.
     pub segment_bytes: u64,
+    /// Synced segment bytes left in the page cache, the newest first; the broker has the
+    /// kernel drop older ones (consumers reading further back read the disk). Keeps the cost
+    /// of writing flat as the log grows; [`u64::MAX`] leaves the cache to the kernel.
+    pub segment_cache_bytes: u64,
     pub retention_check_ms: u64,
     pub fetch_wait_ms_max: u32,
     pub fetch_bytes_max: u32,
@@ -194,6 +198,7 @@ impl Default for ServeConfig {
             message_bytes_max: 8 * 1024 * 1024,
             append_queue_depth: 4096,
             segment_bytes: weir_storage::segments::SEGMENT_BYTES,
+            segment_cache_bytes: weir_storage::segments::SEGMENT_CACHE_BYTES,
             retention_check_ms: 30_000,
             fetch_wait_ms_max: 30_000,
             fetch_bytes_max: 8 * 1024 * 1024,
@@ -499,9 +504,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     // A record is never larger than the largest batch: nor is anything decoding one allocates.
     let avro_limit = weir_registry::validate::limit_decoded_allocation(config.message_bytes_max as usize);
     tracing::debug!(avro_limit, "Avro decode allocation limit");
-    let storage =
-        weir_storage::Storage::open_with(&config.data_dir.join("db"), config.append_queue_depth, config.segment_bytes)
-            .context("opening the broker's storage")?;
+    let segments =
+        weir_storage::segments::Options { target_bytes: config.segment_bytes, cache_bytes: config.segment_cache_bytes };
+    let storage = weir_storage::Storage::open_with(&config.data_dir.join("db"), config.append_queue_depth, segments)
+        .context("opening the broker's storage")?;
     let limits = Limits {
         partitions_per_topic_max: config.partitions_per_topic_max,
         topics_max: config.topics_max,
@@ -814,8 +820,9 @@ mod tests {
         assert!(none.validate().unwrap_err().to_string().contains("connections_max = 0"));
         let tiny = ServeConfig { segment_bytes: 1000, ..ServeConfig::default() };
         assert!(tiny.validate().unwrap_err().to_string().contains("segment_bytes = 1000 must be 64 KiB to 16 GiB"));
-        let segments: ServeConfig = toml::from_str("segment_bytes = 1048576").unwrap();
-        assert_eq!(segments.segment_bytes, 1 << 20);
+        let segments: ServeConfig = toml::from_str("segment_bytes = 1048576\nsegment_cache_bytes = 0").unwrap();
+        assert_eq!((segments.segment_bytes, segments.segment_cache_bytes), (1 << 20, 0));
         segments.validate().unwrap();
+        assert_eq!(ServeConfig::default().segment_cache_bytes, 1 << 30);
     }
 }

@@ -63,11 +63,11 @@ impl Storage {
     /// Opens (or creates) the database in `dir`. `append_queue_depth` bounds appends waiting
     /// for the log writer.
     pub fn open(dir: &Path, append_queue_depth: usize) -> Result<Self, StorageError> {
-        Self::open_with(dir, append_queue_depth, segments::SEGMENT_BYTES)
+        Self::open_with(dir, append_queue_depth, segments::Options::default())
     }
 
-    /// As [`Storage::open`], the log starting a new segment file at `segment_bytes`.
-    pub fn open_with(dir: &Path, append_queue_depth: usize, segment_bytes: u64) -> Result<Self, StorageError> {
+    /// As [`Storage::open`], with the log's segment files used as `segments` says.
+    pub fn open_with(dir: &Path, append_queue_depth: usize, segments: segments::Options) -> Result<Self, StorageError> {
         // The journal does not compress: the log's batches arrive compressed (see [`stored`])
         // or do not compress, and everything else is small.
         // One background worker: with two or more, fjall's worker 0 hands every compaction
@@ -82,7 +82,7 @@ impl Storage {
             .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()?;
         Ok(Self {
-            log: log::LogStore::open(&db, &dir.join("segments"), append_queue_depth, segment_bytes)?,
+            log: log::LogStore::open(&db, &dir.join("segments"), append_queue_depth, segments)?,
             offsets: offsets::OffsetStore::open(&db)?,
             modules: modules::ModuleStore::open(&db)?,
             raft: raft::RaftStore::open(&db)?,

@@ -311,7 +311,7 @@ impl LogStore {
         db: &Database,
         segments_dir: &Path,
         queue_depth: usize,
-        segment_bytes: u64,
+        segments: crate::segments::Options,
     ) -> Result<Self, StorageError> {
         // Batches arrive compressed by Weir or by their producer, or incompressible: fjall's blob
         // files do not compress them again (a folder made before keeps the lz4 it was made with).
@@ -325,7 +325,7 @@ impl LogStore {
         let high_watermarks = db.keyspace(keyspace::HIGH_WATERMARK, KeyspaceCreateOptions::default)?;
         let extents = db.keyspace(keyspace::SEGMENT_EXTENT, KeyspaceCreateOptions::default)?;
         let segments = Arc::new(
-            Segments::open(segments_dir, segment_bytes)
+            Segments::open(segments_dir, segments)
                 .map_err(|e| StorageError::Corrupt { what: "segment folder", why: e.to_string() })?,
         );
         let (tx, jobs) = std::sync::mpsc::sync_channel(queue_depth);

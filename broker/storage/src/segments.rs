@@ -15,19 +15,30 @@
 //! holds a batch at or below that offset any more (retention, DeleteRecords, truncation or a
 //! deleted topic removed them).
 //!
+//! *The page cache*: the bytes a segment write copies into the page cache stay there, by
+//! default, until memory runs short, so the cache grows with everything written. Copying into
+//! a growing cache cost the writer about twice as much per GB once it held a few GB
+//! (BENCHMARKS.md, "As the log grows": on this VM, fresh pages for the cache cost more than
+//! pages freed a moment ago). So once segment bytes are synced, the broker keeps only the
+//! newest [`Options::cache_bytes`] of them cached and tells the kernel to drop the older ones
+//! (`posix_fadvise(DONTNEED)`; the kernel drops clean pages only). Consumers of the newest
+//! bytes still read them from memory; a read further back reads the disk, as it would once the
+//! cache held more than memory.
+//!
 //! *Durability*: an append that asks for an fsync is stored in fjall (one fsync, not two); the
 //! interval flush syncs the segments written since the last flush before it syncs the journal.
 //! A crash of the process loses nothing written; a crash of the machine may leave the newest
 //! index entries naming bytes that never reached the disk: the partition's recovery drops
 //! such batches from the end of its log, as it drops a torn batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 /// By default a segment takes appends until it holds this many bytes (it may pass it by one
 /// write batch).
@@ -35,7 +46,27 @@ pub const SEGMENT_BYTES: u64 = 256 << 20;
 /// Stored records sections at least this long go to a segment file.
 pub const SEGMENT_MIN_BODY: usize = 8 * 1024;
 
+/// By default, synced segment bytes left in the page cache beyond the newest ones are dropped
+/// from it once there are more than this many.
+pub const SEGMENT_CACHE_BYTES: u64 = 1 << 30;
+
 const SUFFIX: &str = ".seg";
+
+/// How the log uses its segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// A segment takes appends until it holds this many bytes.
+    pub target_bytes: u64,
+    /// Synced segment bytes kept in the page cache, the newest first; older ones are dropped
+    /// from it. [`u64::MAX`] leaves the cache to the kernel.
+    pub cache_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { target_bytes: SEGMENT_BYTES, cache_bytes: SEGMENT_CACHE_BYTES }
+    }
+}
 
 /// Where a batch's stored records section is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +83,12 @@ pub struct Segments {
     files: RwLock<HashMap<u64, Arc<File>>>,
     /// The id appends go to; every id below it is sealed.
     active: AtomicU64,
-    /// Sealed segments written since the last [`Segments::sync`].
-    unsynced: Mutex<Vec<Arc<File>>>,
+    /// Sealed segments written since the last [`Segments::sync`]: id, file, length.
+    unsynced: Mutex<Vec<(u64, Arc<File>, u64)>>,
     /// Where the writer starts a new segment.
     target_bytes: AtomicU64,
+    /// The synced bytes still in the page cache.
+    cached: Mutex<CacheWindow>,
 }
 
 fn file_name(id: u64) -> String {
@@ -65,7 +98,7 @@ fn file_name(id: u64) -> String {
 impl Segments {
     /// Opens the folder (made if missing); appends go to a new segment above every one there,
     /// and each segment takes appends until it holds `target_bytes`.
-    pub fn open(dir: &Path, target_bytes: u64) -> io::Result<Self> {
+    pub fn open(dir: &Path, options: Options) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let next = Self::ids_in(dir)?.into_iter().max().map_or(0, |id| id + 1);
         Ok(Self {
@@ -73,7 +106,8 @@ impl Segments {
             files: RwLock::new(HashMap::new()),
             active: AtomicU64::new(next),
             unsynced: Mutex::new(Vec::new()),
-            target_bytes: AtomicU64::new(target_bytes),
+            target_bytes: AtomicU64::new(options.target_bytes),
+            cached: Mutex::new(CacheWindow::new(options.cache_bytes)),
         })
     }
 
@@ -126,18 +160,101 @@ impl Segments {
     }
 
     /// Syncs every segment written since the last call; the journal is synced after it, so
-    /// no synced index entry names bytes that are not.
+    /// no synced index entry names bytes that are not. Then drops from the page cache the
+    /// synced bytes behind the newest [`Options::cache_bytes`].
     pub fn sync(&self) -> io::Result<()> {
         let sealed = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|e| e.into_inner()));
-        for file in &sealed {
+        for (_, file, _) in &sealed {
             file.sync_data()?;
         }
         let active = self.active.load(Ordering::Acquire);
         let file = self.files.read().unwrap_or_else(|e| e.into_inner()).get(&active).cloned();
+        let mut synced_active = None;
         if let Some(file) = file {
+            // What was written before the length is read is synced by the call after it.
+            let len = file.metadata()?.len();
             file.sync_data()?;
+            synced_active = Some((active, file, len));
+        }
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, file, len) in &sealed {
+            cached.synced(*id, file, *len, true);
+        }
+        if let Some((id, file, len)) = &synced_active {
+            cached.synced(*id, file, *len, false);
+        }
+        for (file, offset, len) in cached.trim() {
+            if let Err(e) = rustix::fs::fadvise(&*file, offset, Some(len), rustix::fs::Advice::DontNeed) {
+                // Only the cache's size is at stake, not data.
+                tracing::debug!(error = %e, "dropping synced segment bytes from the page cache failed");
+            }
         }
         Ok(())
+    }
+}
+
+/// The synced segment bytes left in the page cache, by segment, and which of them to drop.
+struct CacheWindow {
+    keep: u64,
+    segments: BTreeMap<u64, CachedSegment>,
+}
+
+struct CachedSegment {
+    /// Weak: a deleted segment's file is closed when the log lets go of it, not held open here.
+    file: Weak<File>,
+    /// Bytes from the start known synced.
+    synced: u64,
+    /// Bytes from the start already dropped from the cache.
+    dropped: u64,
+    /// No more appends: once dropped whole, it is forgotten.
+    sealed: bool,
+}
+
+impl CacheWindow {
+    fn new(keep: u64) -> Self {
+        Self { keep, segments: BTreeMap::new() }
+    }
+
+    /// The first `len` bytes of segment `id` are synced.
+    fn synced(&mut self, id: u64, file: &Arc<File>, len: u64, sealed: bool) {
+        if self.keep == u64::MAX {
+            return;
+        }
+        let entry = self.segments.entry(id).or_insert_with(|| CachedSegment {
+            file: Arc::downgrade(file),
+            synced: 0,
+            dropped: 0,
+            sealed: false,
+        });
+        entry.synced = entry.synced.max(len);
+        entry.sealed |= sealed;
+    }
+
+    /// The ranges to drop so that at most `keep` synced bytes stay, oldest segments first: a
+    /// file, a start and a length. A range starts at a page boundary (the kernel drops only
+    /// whole pages, so a page the previous range ended inside is dropped by the next).
+    fn trim(&mut self) -> Vec<(Arc<File>, u64, NonZeroU64)> {
+        const PAGE: u64 = 4096;
+        let held: u64 = self.segments.values().map(|s| s.synced - s.dropped).sum();
+        let mut excess = held.saturating_sub(self.keep);
+        let mut ranges = Vec::new();
+        for segment in self.segments.values_mut() {
+            if excess == 0 {
+                break;
+            }
+            let n = excess.min(segment.synced - segment.dropped);
+            if n == 0 {
+                continue;
+            }
+            let start = segment.dropped / PAGE * PAGE;
+            if let (Some(file), Some(len)) = (segment.file.upgrade(), NonZeroU64::new(segment.dropped + n - start)) {
+                ranges.push((file, start, len));
+            }
+            segment.dropped += n;
+            excess -= n;
+        }
+        self.segments.retain(|_, s| !(s.sealed && s.dropped >= s.synced) && s.file.strong_count() > 0);
+        ranges
     }
 }
 
@@ -169,7 +286,7 @@ impl Appender {
     /// Takes no more appends: the next ones go to a new segment. A segment whose write failed
     /// is sealed too, since how much of the write reached it is not known.
     pub fn seal(self, segments: &Segments) {
-        segments.unsynced.lock().unwrap_or_else(|e| e.into_inner()).push(self.file);
+        segments.unsynced.lock().unwrap_or_else(|e| e.into_inner()).push((self.id, self.file, self.len));
         segments.active.store(self.id + 1, Ordering::Release);
     }
 
@@ -197,5 +314,98 @@ impl Appender {
         }
         self.len += total;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Arc<File> {
+        Arc::new(tempfile::tempfile().unwrap())
+    }
+
+    #[test]
+    fn the_window_drops_the_oldest_synced_bytes_beyond_what_it_keeps() {
+        let (a, b) = (file(), file());
+        // (what, keep, synced: (segment, length, sealed)..., ranges dropped: (segment, start, len))
+        type Case = (&'static str, u64, Vec<(u64, u64, bool)>, Vec<(u64, u64, u64)>);
+        let cases: Vec<Case> = vec![
+            ("under the window: nothing", 10_000, vec![(0, 6000, false)], vec![]),
+            ("one segment past it: its oldest bytes", 10_000, vec![(0, 16_000, false)], vec![(0, 0, 6000)]),
+            (
+                "sealed and active: the sealed one first",
+                10_000,
+                vec![(0, 12_000, true), (1, 5000, false)],
+                vec![(0, 0, 7000)],
+            ),
+            (
+                "both past it: all of the old one, then the new one's oldest",
+                1000,
+                vec![(0, 12_000, true), (1, 5000, false)],
+                vec![(0, 0, 12_000), (1, 0, 4000)],
+            ),
+            ("keep nothing", 0, vec![(0, 9000, false)], vec![(0, 0, 9000)]),
+            ("u64::MAX leaves the cache to the kernel", u64::MAX, vec![(0, 1 << 40, true)], vec![]),
+        ];
+        for (what, keep, synced, expected) in cases {
+            let mut window = CacheWindow::new(keep);
+            for (id, len, sealed) in synced {
+                window.synced(id, if id == 0 { &a } else { &b }, len, sealed);
+            }
+            let got: Vec<(u64, u64, u64)> = window
+                .trim()
+                .into_iter()
+                .map(|(f, start, len)| (if Arc::ptr_eq(&f, &a) { 0 } else { 1 }, start, len.get()))
+                .collect();
+            assert_eq!(got, expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn later_trims_start_where_the_last_stopped_at_a_page_boundary_and_forget_dropped_segments() {
+        let (a, b) = (file(), file());
+        let mut window = CacheWindow::new(10_000);
+        window.synced(0, &a, 15_000, false);
+        assert_eq!(window.trim().iter().map(|(_, s, l)| (*s, l.get())).collect::<Vec<_>>(), vec![(0, 5000)]);
+        // 5000 is inside the second page: the next range starts at 4096, so that page goes too.
+        window.synced(0, &a, 18_000, true);
+        window.synced(1, &b, 10_000, false);
+        assert_eq!(window.trim().iter().map(|(_, s, l)| (*s, l.get())).collect::<Vec<_>>(), vec![(4096, 13_904)]);
+        assert_eq!(window.segments.keys().copied().collect::<Vec<_>>(), vec![1], "segment 0 is dropped whole");
+        // The same length again drops nothing more.
+        window.synced(1, &b, 10_000, false);
+        assert!(window.trim().is_empty());
+        // A deleted segment (its file closed by the log) is forgotten, not held open.
+        drop(b);
+        window.synced(1, &file(), 20_000, false);
+        assert!(window.trim().is_empty(), "nothing to drop from a closed file");
+        assert!(window.segments.is_empty());
+    }
+
+    #[test]
+    fn bytes_dropped_from_the_cache_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), Options { target_bytes: 64 * 1024, cache_bytes: 0 }).unwrap();
+        let mut appender = None;
+        let mut written = Vec::new();
+        for i in 0..40u32 {
+            let mut a = Appender::next(appender.take(), &segments).unwrap();
+            let body: Vec<u8> = (0..10_000u32).map(|j| (i * 31 + j) as u8).collect();
+            let at = Located { segment: a.id(), position: a.position(0), len: body.len() as u32 };
+            a.write(&[&body]).unwrap();
+            written.push((at, body));
+            appender = Some(a);
+            if i % 7 == 0 {
+                segments.sync().unwrap();
+            }
+        }
+        segments.sync().unwrap();
+        assert!(written.last().unwrap().0.segment >= 5, "the writes span several segments");
+        for (at, body) in written {
+            let mut back = vec![0; at.len as usize];
+            segments.read(at, &mut back).unwrap();
+            assert_eq!(back, body, "{at:?}");
+        }
     }
 }

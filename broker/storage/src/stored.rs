@@ -305,7 +305,7 @@ mod tests {
     /// An empty segments folder that lives as long as the test.
     fn segments() -> (tempfile::TempDir, Segments) {
         let dir = tempfile::tempdir().unwrap();
-        let segments = Segments::open(dir.path(), crate::segments::SEGMENT_BYTES).unwrap();
+        let segments = Segments::open(dir.path(), crate::segments::Options::default()).unwrap();
         (dir, segments)
     }
 
