@@ -104,7 +104,7 @@ struct ServeArgs {
     /// default 256 MiB). Retention frees disk a whole segment at a time.
     #[arg(long)]
     segment_bytes: Option<u64>,
-    /// Synced segment bytes the broker leaves in the page cache, in bytes (default 1 GiB); it
+    /// Synced segment bytes the broker leaves in the page cache, in bytes (default 256 MiB); it
     /// has the kernel drop older ones, so writing costs the same however much the log holds.
     /// 18446744073709551615 (u64::MAX) leaves the cache to the kernel.
     #[arg(long)]

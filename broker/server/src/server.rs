@@ -823,6 +823,6 @@ mod tests {
         let segments: ServeConfig = toml::from_str("segment_bytes = 1048576\nsegment_cache_bytes = 0").unwrap();
         assert_eq!((segments.segment_bytes, segments.segment_cache_bytes), (1 << 20, 0));
         segments.validate().unwrap();
-        assert_eq!(ServeConfig::default().segment_cache_bytes, 1 << 30);
+        assert_eq!(ServeConfig::default().segment_cache_bytes, 256 << 20);
     }
 }

@@ -48,7 +48,7 @@ pub const SEGMENT_MIN_BODY: usize = 8 * 1024;
 
 /// By default, synced segment bytes left in the page cache beyond the newest ones are dropped
 /// from it once there are more than this many.
-pub const SEGMENT_CACHE_BYTES: u64 = 1 << 30;
+pub const SEGMENT_CACHE_BYTES: u64 = 256 << 20;
 
 const SUFFIX: &str = ".seg";
 
