@@ -8,7 +8,7 @@
 #                              $bench_dir/log): QUIC on PORT, Kafka on PORT+100, the registry on
 #                              PORT+200; sets `pid` and `connect` (the CLI's --bootstrap and
 #                              --data-dir) and returns once the broker answers
-#   stop_broker                SIGKILL to the broker
+#   stop_broker                SIGKILL to the broker; returns once it is gone
 bench_dir=$(mktemp -d)
 pid=""
 cleanup() {
@@ -36,5 +36,7 @@ start_broker() {
 }
 stop_broker() {
   kill -9 "$pid" 2>/dev/null || true
+  # Until it is gone: the next broker binds the same ports.
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   pid=""
 }

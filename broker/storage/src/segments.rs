@@ -18,8 +18,8 @@
 //! *The page cache*: the bytes a segment write copies into the page cache stay there, by
 //! default, until memory runs short, so the cache grows with everything written. Copying into
 //! a growing cache cost the writer about twice as much per GB once it held a few GB
-//! (BENCHMARKS.md, "As the log grows": on this VM, fresh pages for the cache cost more than
-//! pages freed a moment ago). So once segment bytes are synced, the broker keeps only the
+//! (BENCHMARKS.md, twelfth session: on a VM that hands free memory back to its host, fresh
+//! pages for the cache cost several times pages freed a moment ago). So once segment bytes are synced, the broker keeps only the
 //! newest [`Options::cache_bytes`] of them cached and tells the kernel to drop the older ones
 //! (`posix_fadvise(DONTNEED)`; the kernel drops clean pages only). Consumers of the newest
 //! bytes still read them from memory; a read further back reads the disk, as it would once the
