@@ -1025,6 +1025,11 @@ async fn retry_batch(
         };
         match attempt {
             Ok(base) => return Ok(base),
+            // The delivery timeout cut this attempt's wait short: the failure before it says
+            // why the batch was not stored (a partition with no leader, say), a timeout does not.
+            Err(ClientError::Broker(e)) if e.code == ErrorCode::RequestTimedOut && Instant::now() >= deadline => {
+                return Err(error)
+            }
             Err(e) => error = e,
         }
     }
