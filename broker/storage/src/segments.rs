@@ -19,11 +19,11 @@
 //! default, until memory runs short, so the cache grows with everything written. Copying into
 //! a growing cache cost the writer about twice as much per GB once it held a few GB
 //! (BENCHMARKS.md, twelfth session: on a VM that hands free memory back to its host, fresh
-//! pages for the cache cost several times pages freed a moment ago). So once segment bytes are synced, the broker keeps only the
-//! newest [`Options::cache_bytes`] of them cached and tells the kernel to drop the older ones
-//! (`posix_fadvise(DONTNEED)`; the kernel drops clean pages only). Consumers of the newest
-//! bytes still read them from memory; a read further back reads the disk, as it would once the
-//! cache held more than memory.
+//! pages for the cache cost several times pages freed a moment ago). So once segment bytes
+//! are synced, the broker keeps only the newest [`Options::cache_bytes`] of them cached and
+//! tells the kernel to drop the older ones (`posix_fadvise(DONTNEED)`; the kernel drops clean
+//! pages only). Consumers of the newest bytes still read them from memory; a read further back
+//! reads the disk, as it would once the cache held more than memory.
 //!
 //! *Durability*: an append that asks for an fsync is stored in fjall (one fsync, not two); the
 //! interval flush syncs the segments written since the last flush before it syncs the journal.
