@@ -32,6 +32,7 @@ gb=$(python3 -c "print($count * 1024 / 1e9)")
 if [ "${PRODUCER:-python}" = c ]; then
   if [ ! -f /usr/include/librdkafka/rdkafka.h ]; then
     echo "installing librdkafka-dev (headers for the C producer)" >&2
+    $(command -v sudo || true) apt-get update -qq >&2
     $(command -v sudo || true) apt-get install -y librdkafka-dev >&2
   fi
   bundled=$(python3 -c "import confluent_kafka, glob, os
