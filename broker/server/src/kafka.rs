@@ -254,6 +254,37 @@ impl KafkaServer {
     }
 }
 
+/// Writes an answer's pieces in order, as many at once as one vectored write takes.
+async fn write_pieces(
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mut pieces: Vec<Bytes>,
+) -> std::io::Result<()> {
+    /// Pieces handed to one write call (the kernel takes up to 1024).
+    const SLICES_MAX: usize = 64;
+    pieces.retain(|p| !p.is_empty());
+    let mut first = 0;
+    while first < pieces.len() {
+        let mut written = {
+            let slices: Vec<std::io::IoSlice<'_>> =
+                pieces[first..].iter().take(SLICES_MAX).map(|p| std::io::IoSlice::new(p)).collect();
+            writer.write_vectored(&slices).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let piece = &mut pieces[first];
+            let n = written.min(piece.len());
+            piece.advance(n);
+            written -= n;
+            if piece.is_empty() {
+                first += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Shortest and longest wait after a failed accept.
 const ACCEPT_BACK_OFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
 const ACCEPT_BACK_OFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
@@ -269,14 +300,14 @@ async fn serve_connection(
     // Responses in request order: the reader queues one receiver per request, with the budget
     // the request holds until its answer is written.
     let (order_tx, mut order_rx) =
-        mpsc::channel::<(oneshot::Receiver<Option<Bytes>>, Held)>(ctx.config.in_flight_per_connection_max);
+        mpsc::channel::<(oneshot::Receiver<Option<Vec<Bytes>>>, Held)>(ctx.config.in_flight_per_connection_max);
     let idle = ctx.config.idle_timeout;
     let writer_task = tokio::spawn(async move {
         while let Some((rx, held)) = order_rx.recv().await {
             match rx.await {
                 // A client that does not take its answers within the idle timeout loses the
                 // connection, and gives back the budget its requests hold.
-                Ok(Some(bytes)) => match tokio::time::timeout(idle, writer.write_all(&bytes)).await {
+                Ok(Some(pieces)) => match tokio::time::timeout(idle, write_pieces(&mut writer, pieces)).await {
                     Ok(written) => written?,
                     Err(_) => {
                         return Err(std::io::Error::new(
@@ -363,7 +394,7 @@ async fn serve_connection(
                 // expect exactly this v0-encoded error with our version list, and retry with a
                 // version from it.
                 tracing::debug!(%remote, api_key, api_version, "unsupported kafka api or version");
-                let _ = tx.send(Some(unsupported_response(correlation_id)));
+                let _ = tx.send(Some(vec![unsupported_response(correlation_id)]));
                 continue;
             }
             Err(DecodeError::Malformed(e)) => {
@@ -401,7 +432,7 @@ async fn serve_connection(
                 if acks == 0 {
                     let _ = tx.send(None);
                 } else if let Some(bytes) = encode_response(&request_ctx, ResponseKind::Produce(response)) {
-                    let _ = tx.send(Some(bytes));
+                    let _ = tx.send(Some(vec![bytes]));
                 }
                 // Otherwise `tx` is dropped unsent, which closes the connection.
             });
@@ -410,9 +441,13 @@ async fn serve_connection(
         let earlier_produces = produces.clone().write_owned();
         let answer = async move {
             drop(earlier_produces.await);
-            let response = handle(&ctx, &request_ctx, body).await;
-            if let Some(bytes) = encode_response(&request_ctx, response) {
-                let _ = tx.send(Some(bytes));
+            // A fetch answer's batches go to the socket as they were read, not copied into it.
+            let answer = match body {
+                RequestKind::Fetch(r) => fetch(&ctx, r).await.encode(&request_ctx),
+                body => encode_response(&request_ctx, handle(&ctx, &request_ctx, body).await).map(|b| vec![b]),
+            };
+            if let Some(pieces) = answer {
+                let _ = tx.send(Some(pieces));
             }
         };
         if matches!(api_key, ApiKey::Fetch) {
@@ -548,7 +583,6 @@ async fn handle(ctx: &KafkaContext, req: &RequestContext, body: RequestKind) -> 
             ResponseKind::ApiVersions(ApiVersionsResponse::default().with_api_keys(api_version_list()))
         }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(ctx, req.api_version, r).await),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(ctx, req.api_version, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(ctx, req.api_version, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(ctx, req.api_version, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(ctx, req.api_version, r).await),
@@ -933,7 +967,7 @@ async fn produce_enqueue(
     }
 }
 
-async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchResponse {
+async fn fetch(ctx: &KafkaContext, r: FetchRequest) -> FetchAnswer {
     let non_negative = |n: i32| u32::try_from(n).unwrap_or(0);
     let request = Fetch {
         max_wait_ms: non_negative(r.max_wait_ms),
@@ -957,41 +991,164 @@ async fn fetch(ctx: &KafkaContext, version: i16, r: FetchRequest) -> FetchRespon
     };
     let fetched = match ctx.broker.fetch(request).await {
         Ok(fetched) => fetched,
-        Err(e) => return FetchResponse::default().with_error_code(wire_code(&e)),
+        Err(e) => return FetchAnswer { error_code: wire_code(&e), topics: Vec::new() },
     };
-    let mut by_topic: BTreeMap<String, Vec<fetch_response::PartitionData>> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    // Each topic once, in the order it first comes, with its partitions in order.
+    let mut topics: Vec<(String, Vec<AnsweredPartition>)> = Vec::new();
     for p in fetched {
-        // The partition's batches, stored bytes as they are, back to back: the crate's message
-        // type holds one buffer per partition, so more than one batch is copied into one.
-        let records = match p.batches.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            many => Bytes::from(many.concat()),
+        let answered = AnsweredPartition {
+            index: p.partition as i32,
+            error_code: p.error.as_ref().map_or(code::NONE, wire_code),
+            high_watermark: p.high_watermark,
+            log_start_offset: p.log_start_offset,
+            batches: p.batches,
         };
-        let data = fetch_response::PartitionData::default()
-            .with_partition_index(p.partition as i32)
-            .with_high_watermark(p.high_watermark)
-            .with_last_stable_offset(p.high_watermark)
-            .with_log_start_offset(if version >= 5 { p.log_start_offset } else { -1 })
-            .with_error_code(p.error.as_ref().map_or(code::NONE, wire_code))
-            .with_preferred_read_replica(BrokerId(-1))
-            .with_records(Some(records));
-        if !by_topic.contains_key(&p.topic) {
-            order.push(p.topic.clone());
+        match topics.iter_mut().find(|(topic, _)| *topic == p.topic) {
+            Some((_, partitions)) => partitions.push(answered),
+            None => topics.push((p.topic, vec![answered])),
         }
-        by_topic.entry(p.topic).or_default().push(data);
     }
-    let responses = order
-        .into_iter()
-        .map(|topic| {
-            let partitions = by_topic.remove(&topic).unwrap_or_default();
-            fetch_response::FetchableTopicResponse::default()
-                .with_topic(TopicName(s(topic)))
-                .with_partitions(partitions)
-        })
-        .collect();
-    FetchResponse::default().with_responses(responses)
+    FetchAnswer { error_code: code::NONE, topics }
+}
+
+/// A fetch's answer as the broker read it: each topic's partitions, and their stored batches.
+struct FetchAnswer {
+    error_code: i16,
+    topics: Vec<(String, Vec<AnsweredPartition>)>,
+}
+
+struct AnsweredPartition {
+    index: i32,
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    batches: Vec<Bytes>,
+}
+
+impl FetchAnswer {
+    /// The answer as kafka-protocol's message; a partition's batches are joined into the one
+    /// buffer its `records` field holds. [`FetchAnswer::encode`] is checked against it.
+    fn message(&self, version: i16) -> FetchResponse {
+        let responses = self
+            .topics
+            .iter()
+            .map(|(topic, partitions)| {
+                let partitions = partitions
+                    .iter()
+                    .map(|p| {
+                        fetch_response::PartitionData::default()
+                            .with_partition_index(p.index)
+                            .with_high_watermark(p.high_watermark)
+                            .with_last_stable_offset(p.high_watermark)
+                            .with_log_start_offset(if version >= 5 { p.log_start_offset } else { -1 })
+                            .with_error_code(p.error_code)
+                            .with_preferred_read_replica(BrokerId(-1))
+                            .with_records(Some(Bytes::from(p.batches.concat())))
+                    })
+                    .collect();
+                fetch_response::FetchableTopicResponse::default()
+                    .with_topic(TopicName(s(topic.clone())))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        FetchResponse::default().with_error_code(self.error_code).with_responses(responses)
+    }
+
+    /// The whole answer frame (size, header, body) as pieces to write in order: the stored
+    /// batches as they are, and the fields around them encoded into small buffers. The same
+    /// bytes as kafka-protocol's encoding of [`FetchAnswer::message`], for the versions this
+    /// broker serves (4 to 12; the test `fetch_answers_encode_as_the_crate_does` holds it to
+    /// that), without joining and copying each partition's batches twice.
+    fn encode(&self, ctx: &RequestContext) -> Option<Vec<Bytes>> {
+        let version = ctx.api_version;
+        if !(4..=12).contains(&version) {
+            return encode_response(ctx, ResponseKind::Fetch(self.message(version))).map(|b| vec![b]);
+        }
+        let flexible = version >= 12;
+        // The frame's size first, once it is known.
+        let mut pieces = vec![Bytes::new()];
+        let mut head = BytesMut::with_capacity(256);
+        let header = ResponseHeader::default().with_correlation_id(ctx.correlation_id);
+        if let Err(e) = header.encode(&mut head, ctx.api_key.response_header_version(version)) {
+            tracing::error!(error = %e, "encoding a kafka response header failed");
+            return Some(vec![unsupported_response(ctx.correlation_id)]);
+        }
+        head.put_i32(0); // throttle_time_ms
+        if version >= 7 {
+            head.put_i16(self.error_code);
+            head.put_i32(0); // session_id
+        }
+        let count = |head: &mut BytesMut, n: usize| match flexible {
+            true => put_unsigned_varint(head, n as u64 + 1),
+            false => head.put_i32(i32::try_from(n).unwrap_or(i32::MAX)),
+        };
+        count(&mut head, self.topics.len());
+        for (topic, partitions) in &self.topics {
+            match flexible {
+                true => put_unsigned_varint(&mut head, topic.len() as u64 + 1),
+                false => head.put_i16(i16::try_from(topic.len()).unwrap_or(i16::MAX)),
+            }
+            head.put_slice(topic.as_bytes());
+            count(&mut head, partitions.len());
+            for p in partitions {
+                head.put_i32(p.index);
+                head.put_i16(p.error_code);
+                head.put_i64(p.high_watermark);
+                head.put_i64(p.high_watermark); // last_stable_offset
+                if version >= 5 {
+                    head.put_i64(p.log_start_offset);
+                }
+                count(&mut head, 0); // aborted_transactions: none
+                if version >= 11 {
+                    head.put_i32(-1); // preferred_read_replica
+                }
+                let records: usize = p.batches.iter().map(Bytes::len).sum();
+                match flexible {
+                    true => put_unsigned_varint(&mut head, records as u64 + 1),
+                    false => head.put_i32(i32::try_from(records).unwrap_or(i32::MAX)),
+                }
+                if records > 0 {
+                    pieces.push(head.split().freeze());
+                    pieces.extend(p.batches.iter().cloned());
+                }
+                if flexible {
+                    head.put_u8(0); // the partition's tagged fields: none
+                }
+            }
+            if flexible {
+                head.put_u8(0); // the topic's tagged fields
+            }
+        }
+        if flexible {
+            head.put_u8(0); // the answer's tagged fields
+        }
+        pieces.push(head.freeze());
+        let size: usize = pieces.iter().map(Bytes::len).sum();
+        let Ok(size_field) = i32::try_from(size).map_err(drop).and_then(|n| match size <= ctx.response_bytes_max {
+            true => Ok(n),
+            false => Err(()),
+        }) else {
+            tracing::warn!(
+                api_key = ?ctx.api_key,
+                bytes = size,
+                limit = ctx.response_bytes_max,
+                client_id = %ctx.client_id,
+                "a kafka answer would exceed response_bytes_max; closing the connection instead"
+            );
+            return None;
+        };
+        pieces[0] = Bytes::copy_from_slice(&size_field.to_be_bytes());
+        Some(pieces)
+    }
+}
+
+/// An unsigned varint as the flexible Kafka versions write lengths and counts.
+fn put_unsigned_varint(buf: &mut BytesMut, mut n: u64) {
+    while n >= 0x80 {
+        buf.put_u8(n.to_le_bytes()[0] | 0x80);
+        n >>= 7;
+    }
+    buf.put_u8(n.to_le_bytes()[0]);
 }
 
 fn list_offsets(ctx: &KafkaContext, version: i16, r: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -1987,6 +2144,78 @@ mod tests {
             }
             let _ = decode_request(Bytes::from(input));
         }
+    }
+
+    #[test]
+    fn fetch_answers_encode_as_the_crate_does() {
+        let ctx = |version, limit| RequestContext {
+            api_key: ApiKey::Fetch,
+            api_version: version,
+            correlation_id: 77,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            response_bytes_max: limit,
+            producer_id_wait: None,
+        };
+        let batch = |n: usize, byte: u8| Bytes::from(vec![byte; n]);
+        let partition = |index, error_code, batches| AnsweredPartition {
+            index,
+            error_code,
+            high_watermark: 1_000 + i64::from(index),
+            log_start_offset: 5,
+            batches,
+        };
+        let answers = [
+            ("no topics", FetchAnswer { error_code: code::NONE, topics: vec![] }),
+            ("the whole fetch failed", FetchAnswer { error_code: code::UNKNOWN_SERVER_ERROR, topics: vec![] }),
+            (
+                "batches, none, an error, a long topic name (two-byte varint lengths)",
+                FetchAnswer {
+                    error_code: code::NONE,
+                    topics: vec![
+                        (
+                            "orders".into(),
+                            vec![
+                                partition(0, code::NONE, vec![batch(300, 1)]),
+                                partition(1, code::NONE, vec![]),
+                                partition(2, code::NONE, vec![batch(70, 2), batch(20_000, 3), batch(1, 4)]),
+                            ],
+                        ),
+                        ("t".repeat(200), vec![partition(7, code::NOT_LEADER_OR_FOLLOWER, vec![])]),
+                        ("empty".into(), vec![partition(0, code::NONE, vec![Bytes::new(), batch(5, 9)])]),
+                    ],
+                },
+            ),
+        ];
+        for (what, answer) in &answers {
+            for version in 4..=12 {
+                let expected = encode_response(&ctx(version, usize::MAX), ResponseKind::Fetch(answer.message(version)))
+                    .expect("the crate encodes it");
+                let pieces = answer.encode(&ctx(version, usize::MAX)).expect("within the limit");
+                assert_eq!(Bytes::from(pieces.concat()), expected, "{what}, v{version}");
+                // Batches are pieces of their own, not copied into the fields around them.
+                let big: usize = pieces.iter().filter(|p| p.len() == 20_000).count();
+                assert_eq!(big, usize::from(answer.topics.len() == 3), "{what}, v{version}");
+                // The limit counts the frame after its size field.
+                let size = expected.len() - 4;
+                assert!(answer.encode(&ctx(version, size - 1)).is_none(), "{what}, v{version}: over the limit");
+                assert!(answer.encode(&ctx(version, size)).is_some(), "{what}, v{version}: at the limit");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn answer_pieces_are_written_whole_and_in_order() {
+        // More pieces than one vectored write takes, some empty, through a pipe that takes a
+        // few bytes per write.
+        let pieces: Vec<Bytes> = (0..300u32).map(|i| Bytes::from(vec![i as u8; (i % 7) as usize * 3])).collect();
+        let expected = pieces.concat();
+        let (mut client, mut server) = tokio::io::duplex(16);
+        let writer = tokio::spawn(async move { write_pieces(&mut client, pieces).await });
+        let mut read = Vec::new();
+        server.read_to_end(&mut read).await.unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(read, expected);
     }
 
     #[test]

@@ -25,6 +25,14 @@
 //! pages only). Consumers of the newest bytes still read them from memory; a read further back
 //! reads the disk, as it would once the cache held more than memory.
 //!
+//! *Reads behind the window* of a large section ([`DIRECT_MIN_BYTES`] or more) go around the
+//! page cache (`O_DIRECT`, [`Segments::read_batch`]): the disk writes them straight into the
+//! fetch's buffer, where a buffered read would fill fresh cache pages and then copy them out
+//! (about ten times the CPU per GB on this machine; BENCHMARKS.md, thirteenth session). The
+//! kernel keeps direct reads coherent with the cache (it writes back dirty pages of the range
+//! first), so which way a read goes decides only its cost. A folder whose file system refuses
+//! `O_DIRECT` is read through the cache.
+//!
 //! *Durability*: an append that asks for an fsync is stored in fjall (one fsync, not two); the
 //! interval flush syncs the segments written since the last flush before it syncs the journal.
 //! A crash of the process loses nothing written; a crash of the machine may leave the newest
@@ -36,9 +44,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use bytes::Bytes;
+use weir_sdk::pool::BufferPool;
 
 /// By default a segment takes appends until it holds this many bytes (it may pass it by one
 /// write batch).
@@ -49,6 +61,13 @@ pub const SEGMENT_MIN_BODY: usize = 8 * 1024;
 /// By default, synced segment bytes left in the page cache beyond the newest ones are dropped
 /// from it once there are more than this many.
 pub const SEGMENT_CACHE_BYTES: u64 = 256 << 20;
+
+/// Sections at least this long, behind the cache window, are read around the page cache;
+/// shorter ones are read through it, where the kernel's read-ahead serves the next ones.
+pub const DIRECT_MIN_BYTES: u32 = 128 * 1024;
+/// File offsets, lengths and buffer addresses of direct reads are multiples of this (the
+/// logical block size of common disks divides it).
+const DIRECT_ALIGN: usize = 4096;
 
 const SUFFIX: &str = ".seg";
 
@@ -89,6 +108,12 @@ pub struct Segments {
     target_bytes: AtomicU64,
     /// The synced bytes still in the page cache.
     cached: Mutex<CacheWindow>,
+    /// Files opened for direct reads, by id.
+    direct: RwLock<HashMap<u64, Arc<File>>>,
+    /// The file system refused a direct read: every read goes through the page cache.
+    direct_refused: AtomicBool,
+    /// Sections read around the page cache so far.
+    direct_reads: AtomicU64,
 }
 
 fn file_name(id: u64) -> String {
@@ -107,7 +132,10 @@ impl Segments {
             active: AtomicU64::new(next),
             unsynced: Mutex::new(Vec::new()),
             target_bytes: AtomicU64::new(options.target_bytes),
-            cached: Mutex::new(CacheWindow::new(options.cache_bytes)),
+            cached: Mutex::new(CacheWindow::new(options.cache_bytes, next)),
+            direct: RwLock::new(HashMap::new()),
+            direct_refused: AtomicBool::new(false),
+            direct_reads: AtomicU64::new(0),
         })
     }
 
@@ -149,10 +177,93 @@ impl Segments {
         self.file(at.segment)?.read_exact_at(buf, at.position)
     }
 
+    /// `head` followed by the section `at`, in a buffer from `pool`: read around the page cache
+    /// when the section is large and behind the cache window, else through it.
+    pub fn read_batch(&self, at: Located, head: &[u8], pool: &'static BufferPool) -> io::Result<Bytes> {
+        let behind = at.len >= DIRECT_MIN_BYTES
+            && !self.direct_refused.load(Ordering::Relaxed)
+            && self
+                .cached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .dropped(at.segment, at.position + u64::from(at.len));
+        if behind {
+            match self.read_direct(at, head, pool) {
+                Ok(batch) => {
+                    self.direct_reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(batch);
+                }
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidInput {
+                        // EINVAL: this file system does not take direct reads (or not aligned so).
+                        self.direct_refused.store(true, Ordering::Relaxed);
+                    }
+                    tracing::debug!(error = %e, ?at, "direct segment read failed; reading through the page cache");
+                }
+            }
+        }
+        let mut batch = pool.take(head.len() + at.len as usize);
+        let buffer = batch.buffer();
+        buffer.resize(head.len() + at.len as usize, 0);
+        buffer[..head.len()].copy_from_slice(head);
+        self.read(at, &mut buffer[head.len()..])?;
+        Ok(Bytes::from_owner(batch))
+    }
+
+    /// Sections read around the page cache so far.
+    pub fn direct_reads(&self) -> u64 {
+        self.direct_reads.load(Ordering::Relaxed)
+    }
+
+    /// Reads the aligned blocks that hold the section into an aligned part of a pooled buffer,
+    /// puts `head` right before the section, and gives the two as a slice of that buffer.
+    fn read_direct(&self, at: Located, head: &[u8], pool: &'static BufferPool) -> io::Result<Bytes> {
+        const ALIGN: u64 = DIRECT_ALIGN as u64;
+        let file = self.direct_file(at.segment)?;
+        let start = at.position / ALIGN * ALIGN;
+        let to_usize = |n: u64| usize::try_from(n).map_err(io::Error::other);
+        let skip = to_usize(at.position - start)?;
+        let read_len = to_usize((at.position + u64::from(at.len)).div_ceil(ALIGN) * ALIGN - start)?;
+        // An aligned block in front when the header does not fit between the read's start and
+        // the section, and up to one block to reach an aligned address.
+        let front = if skip >= head.len() { 0 } else { DIRECT_ALIGN };
+        let len = DIRECT_ALIGN + front + read_len;
+        let mut batch = pool.take(len);
+        let buffer = batch.buffer();
+        buffer.resize(len, 0);
+        let to_aligned = (DIRECT_ALIGN - buffer.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        let read_at = to_aligned + front;
+        let needed = skip + at.len as usize;
+        let blocks = &mut buffer[read_at..read_at + read_len];
+        let mut got = 0;
+        while got < needed {
+            // Short only at the end of the file, past the section.
+            match file.read_at(&mut blocks[got..], start + got as u64) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let section = read_at + skip;
+        buffer[section - head.len()..section].copy_from_slice(head);
+        Ok(Bytes::from_owner(batch).slice(section - head.len()..section + at.len as usize))
+    }
+
+    fn direct_file(&self, id: u64) -> io::Result<Arc<File>> {
+        if let Some(file) = self.direct.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return Ok(file.clone());
+        }
+        let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+        let file = Arc::new(OpenOptions::new().read(true).custom_flags(flags).open(self.dir.join(file_name(id)))?);
+        Ok(self.direct.write().unwrap_or_else(|e| e.into_inner()).entry(id).or_insert(file).clone())
+    }
+
     /// Deletes a sealed segment (no index entry names it any more).
     pub fn delete(&self, id: u64) -> io::Result<()> {
         debug_assert!(id < self.active.load(Ordering::Acquire), "the active segment is never deleted");
         self.files.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.direct.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
         match std::fs::remove_file(self.dir.join(file_name(id))) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -197,6 +308,8 @@ impl Segments {
 struct CacheWindow {
     keep: u64,
     segments: BTreeMap<u64, CachedSegment>,
+    /// Segments below this id were dropped whole, or were there before the broker started.
+    below: u64,
 }
 
 struct CachedSegment {
@@ -211,8 +324,17 @@ struct CachedSegment {
 }
 
 impl CacheWindow {
-    fn new(keep: u64) -> Self {
-        Self { keep, segments: BTreeMap::new() }
+    /// A window keeping `keep` bytes, for segments from `first` on (those below were there
+    /// before: whether they are cached is not known, and they are read as if they were not).
+    fn new(keep: u64, first: u64) -> Self {
+        Self { keep, segments: BTreeMap::new(), below: first }
+    }
+
+    /// Whether the first `end` bytes of segment `id` are out of the page cache, as far as the
+    /// window knows: dropped by it, or from before the broker started. With the window off
+    /// (`u64::MAX`), nothing is.
+    fn dropped(&self, id: u64, end: u64) -> bool {
+        self.keep != u64::MAX && (id < self.below || self.segments.get(&id).is_some_and(|s| end <= s.dropped))
     }
 
     /// The first `len` bytes of segment `id` are synced.
@@ -253,7 +375,14 @@ impl CacheWindow {
             segment.dropped += n;
             excess -= n;
         }
-        self.segments.retain(|_, s| !(s.sealed && s.dropped >= s.synced) && s.file.strong_count() > 0);
+        let below = &mut self.below;
+        self.segments.retain(|&id, s| {
+            let whole = s.sealed && s.dropped >= s.synced;
+            if whole {
+                *below = (*below).max(id + 1);
+            }
+            !whole && s.file.strong_count() > 0
+        });
         ranges
     }
 }
@@ -349,7 +478,7 @@ mod tests {
             ("u64::MAX leaves the cache to the kernel", u64::MAX, vec![(0, 1 << 40, true)], vec![]),
         ];
         for (what, keep, synced, expected) in cases {
-            let mut window = CacheWindow::new(keep);
+            let mut window = CacheWindow::new(keep, 0);
             for (id, len, sealed) in synced {
                 window.synced(id, if id == 0 { &a } else { &b }, len, sealed);
             }
@@ -365,7 +494,7 @@ mod tests {
     #[test]
     fn later_trims_start_where_the_last_stopped_at_a_page_boundary_and_forget_dropped_segments() {
         let (a, b) = (file(), file());
-        let mut window = CacheWindow::new(10_000);
+        let mut window = CacheWindow::new(10_000, 0);
         window.synced(0, &a, 15_000, false);
         assert_eq!(window.trim().iter().map(|(_, s, l)| (*s, l.get())).collect::<Vec<_>>(), vec![(0, 5000)]);
         // 5000 is inside the second page: the next range starts at 4096, so that page goes too.
@@ -381,6 +510,71 @@ mod tests {
         window.synced(1, &file(), 20_000, false);
         assert!(window.trim().is_empty(), "nothing to drop from a closed file");
         assert!(window.segments.is_empty());
+    }
+
+    #[test]
+    fn the_window_says_which_bytes_are_out_of_the_cache() {
+        let (a, b) = (file(), file());
+        let mut window = CacheWindow::new(10_000, 3);
+        window.synced(3, &a, 12_000, true);
+        window.synced(4, &b, 9000, false);
+        window.trim();
+        // (what, segment, end of the read, out of the cache)
+        let cases = [
+            ("a segment from before the start", 2, 1 << 30, true),
+            ("within what was dropped", 3, 11_000, true),
+            ("up to where the drop ended", 3, 11_000, true),
+            ("past it", 3, 11_001, false),
+            ("the newest bytes", 4, 100, false),
+            ("a segment the window has not seen", 5, 100, false),
+        ];
+        for (what, id, end, out) in cases {
+            assert_eq!(window.dropped(id, end), out, "{what}");
+        }
+        // Dropped whole and forgotten: still out.
+        window.synced(4, &b, 25_000, true);
+        window.trim();
+        assert!(!window.segments.contains_key(&3) && window.dropped(3, 12_000), "segment 3 was dropped whole");
+        assert!(window.dropped(4, 15_000) && !window.dropped(4, 15_001));
+        // With the window off, nothing is known out.
+        let mut off = CacheWindow::new(u64::MAX, 3);
+        off.synced(3, &a, 12_000, true);
+        off.trim();
+        assert!(!off.dropped(2, 1) && !off.dropped(3, 1));
+    }
+
+    #[test]
+    fn large_sections_behind_the_window_read_back_the_same_around_the_cache() {
+        static POOL: BufferPool = BufferPool::new(8 << 20, 2 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), Options { target_bytes: 1 << 20, cache_bytes: 0 }).unwrap();
+        let mut appender = None;
+        let mut written = Vec::new();
+        // Sections of odd lengths, so they start anywhere within a block, some near the start
+        // of one (less room before them than the head takes), across several segments.
+        for i in 0..24u32 {
+            let mut a = Appender::next(appender.take(), &segments).unwrap();
+            let len =
+                if i % 3 == 0 { 40 } else { DIRECT_MIN_BYTES as usize + 4096 * (i as usize % 5) + 17 * i as usize };
+            let body: Vec<u8> = (0..len as u32).map(|j| (i * 7 + j * 13) as u8).collect();
+            let at = Located { segment: a.id(), position: a.position(0), len: len as u32 };
+            a.write(&[&body]).unwrap();
+            written.push((at, body));
+            appender = Some(a);
+        }
+        segments.sync().unwrap();
+        let head: Vec<u8> = (0..61u8).collect();
+        for (at, body) in &written {
+            let batch = segments.read_batch(*at, &head, &POOL).unwrap();
+            assert_eq!(&batch[..61], &head[..], "{at:?}");
+            assert_eq!(&batch[61..], &body[..], "{at:?}");
+        }
+        let large = written.iter().filter(|(at, _)| at.len >= DIRECT_MIN_BYTES).count() as u64;
+        // Where the file system takes direct reads (ext4, xfs; not tmpfs), every large
+        // section was read around the cache.
+        if !segments.direct_refused.load(Ordering::Relaxed) {
+            assert_eq!(segments.direct_reads(), large);
+        }
     }
 
     #[test]

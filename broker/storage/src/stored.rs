@@ -210,22 +210,17 @@ pub fn unpack(value: Bytes, segments: &Segments) -> Result<Bytes, WireError> {
             let unreadable = |e: std::io::Error| {
                 corrupt(format!("stored batch's {} bytes at {} of segment {}: {e}", at.len, at.position, at.segment))
             };
-            // As appended: the header, its magic put back, and the section read in behind it.
-            let read = |buffer: &mut [u8]| {
-                buffer[..BATCH_HEADER_BYTES].copy_from_slice(&value[..BATCH_HEADER_BYTES]);
-                buffer[MAGIC_OFFSET] = BATCH_MAGIC;
-                segments.read(at, &mut buffer[BATCH_HEADER_BYTES..]).map_err(unreadable)
-            };
+            // As appended: the header, its magic put back, and the section read in behind it,
+            // into a pooled buffer.
+            let mut head = [0u8; BATCH_HEADER_BYTES];
+            head.copy_from_slice(&value[..BATCH_HEADER_BYTES]);
+            head[MAGIC_OFFSET] = BATCH_MAGIC;
+            let read = segments.read_batch(at, &head, &INFLATED).map_err(unreadable)?;
             if BATCH_HEADER_BYTES + section_len == header.total_bytes {
-                // The batch itself, into a pooled buffer.
-                let mut batch = batch_buffer(header.total_bytes);
-                read(batch.buffer())?;
-                return Ok(Bytes::from_owner(batch));
+                return Ok(read);
             }
-            // A compressed section: read, then inflated below into a pooled buffer.
-            let mut compressed = vec![0; BATCH_HEADER_BYTES + section_len];
-            read(&mut compressed)?;
-            Bytes::from(compressed)
+            // A compressed section: inflated below into another pooled buffer.
+            read
         }
     };
     if value.len() == header.total_bytes {
