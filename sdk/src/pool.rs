@@ -26,11 +26,27 @@ impl BufferPool {
     /// A kept buffer with room for `len` bytes if one [`fits`]; never a new one, so asking
     /// for a length that is only claimed (a frame's declared length) allocates nothing.
     pub fn take_kept(&'static self, len: usize) -> Option<Pooled> {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let at = kept.iter().position(|b| fits(b.capacity(), len))?;
-        let mut buffer = kept.swap_remove(at);
+        let mut buffer = self.kept(len)?;
         buffer.clear();
         Some(Pooled { buffer, pool: self })
+    }
+
+    /// A buffer of exactly `len` bytes whose contents are unspecified: zeros where it is new,
+    /// or where a kept buffer grows past its earlier length, and an earlier use's bytes
+    /// elsewhere. Only for a caller that overwrites every byte it hands on and drops the
+    /// buffer unread when it cannot (a disk read into it): it saves zero-filling bytes that
+    /// are written over at once.
+    pub fn take_filled(&'static self, len: usize) -> Pooled {
+        let mut buffer = self.kept(len).unwrap_or_else(|| Vec::with_capacity(len));
+        buffer.resize(len, 0);
+        Pooled { buffer, pool: self }
+    }
+
+    /// A kept buffer that [`fits`] `len` bytes, as it was given back.
+    fn kept(&'static self, len: usize) -> Option<Vec<u8>> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let at = kept.iter().position(|b| fits(b.capacity(), len))?;
+        Some(kept.swap_remove(at))
     }
 }
 
@@ -105,6 +121,18 @@ mod tests {
             assert_eq!(bytes.len(), len);
             assert!(bytes.iter().all(|&b| b == byte), "{len} bytes hold bytes of an earlier use");
         }
+    }
+
+    #[test]
+    fn take_filled_gives_exactly_the_length_and_take_kept_an_empty_buffer_after_it() {
+        static POOL: BufferPool = BufferPool::new(2 << 20, 1 << 20);
+        for len in [5000, 3000, 4000, 6000, 0] {
+            let mut filled = POOL.take_filled(len);
+            assert_eq!(filled.buffer().len(), len);
+            filled.buffer().fill(7);
+        }
+        let mut kept = POOL.take_kept(5000).expect("a kept buffer fits 5000 bytes");
+        assert!(kept.buffer().is_empty(), "take_kept never hands on an earlier use's bytes");
     }
 
     #[test]

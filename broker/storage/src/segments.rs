@@ -202,9 +202,9 @@ impl Segments {
                 }
             }
         }
-        let mut batch = pool.take(head.len() + at.len as usize);
+        // Every byte is written (the head, then the read) or the buffer is dropped unread.
+        let mut batch = pool.take_filled(head.len() + at.len as usize);
         let buffer = batch.buffer();
-        buffer.resize(head.len() + at.len as usize, 0);
         buffer[..head.len()].copy_from_slice(head);
         self.read(at, &mut buffer[head.len()..])?;
         Ok(Bytes::from_owner(batch))
@@ -228,9 +228,10 @@ impl Segments {
         // the section, and up to one block to reach an aligned address.
         let front = if skip >= head.len() { 0 } else { DIRECT_ALIGN };
         let len = DIRECT_ALIGN + front + read_len;
-        let mut batch = pool.take(len);
+        // Not zero-filled: what is handed on (the head and the section) is written below, or
+        // the buffer is dropped unread; bytes around it are never handed on.
+        let mut batch = pool.take_filled(len);
         let buffer = batch.buffer();
-        buffer.resize(len, 0);
         let to_aligned = (DIRECT_ALIGN - buffer.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
         let read_at = to_aligned + front;
         let needed = skip + at.len as usize;
