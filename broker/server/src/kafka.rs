@@ -511,22 +511,27 @@ fn response_size(response: &ResponseKind, version: i16) -> anyhow::Result<usize>
     )
 }
 
+/// Whether an answer of `size` bytes exceeds `response_bytes_max`; says so in the log if it does.
+fn too_large(ctx: &RequestContext, size: usize) -> bool {
+    if size <= ctx.response_bytes_max {
+        return false;
+    }
+    tracing::warn!(
+        api_key = ?ctx.api_key,
+        bytes = size,
+        limit = ctx.response_bytes_max,
+        client_id = %ctx.client_id,
+        "a kafka answer would exceed response_bytes_max; closing the connection instead"
+    );
+    true
+}
+
 /// Encodes a response; `None` when it would exceed `response_bytes_max` (the caller closes
 /// the connection, as Kafka does with what it cannot frame), sized before anything is
 /// encoded.
 fn encode_response(ctx: &RequestContext, response: ResponseKind) -> Option<Bytes> {
-    match response_size(&response, ctx.api_version) {
-        Ok(size) if size > ctx.response_bytes_max => {
-            tracing::warn!(
-                api_key = ?ctx.api_key,
-                bytes = size,
-                limit = ctx.response_bytes_max,
-                client_id = %ctx.client_id,
-                "a kafka answer would exceed response_bytes_max; closing the connection instead"
-            );
-            return None;
-        }
-        _ => {}
+    if response_size(&response, ctx.api_version).is_ok_and(|size| too_large(ctx, size)) {
+        return None;
     }
     Some(encode_response_body(ctx, response))
 }
@@ -1124,17 +1129,11 @@ impl FetchAnswer {
         }
         pieces.push(head.freeze());
         let size: usize = pieces.iter().map(Bytes::len).sum();
-        let Ok(size_field) = i32::try_from(size).map_err(drop).and_then(|n| match size <= ctx.response_bytes_max {
-            true => Ok(n),
-            false => Err(()),
-        }) else {
-            tracing::warn!(
-                api_key = ?ctx.api_key,
-                bytes = size,
-                limit = ctx.response_bytes_max,
-                client_id = %ctx.client_id,
-                "a kafka answer would exceed response_bytes_max; closing the connection instead"
-            );
+        if too_large(ctx, size) {
+            return None;
+        }
+        let Ok(size_field) = i32::try_from(size) else {
+            tracing::error!(api_key = ?ctx.api_key, bytes = size, "a kafka response over 2 GiB cannot be framed");
             return None;
         };
         pieces[0] = Bytes::copy_from_slice(&size_field.to_be_bytes());

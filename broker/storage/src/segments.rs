@@ -238,7 +238,11 @@ impl Segments {
         let blocks = &mut buffer[read_at..read_at + read_len];
         let mut got = 0;
         while got < needed {
-            // Short only at the end of the file, past the section.
+            if got % DIRECT_ALIGN != 0 {
+                // A read that stopped short of the section inside a block: the next one would
+                // start unaligned. Not EINVAL, so direct reads go on for the next sections.
+                return Err(io::Error::other(format!("a direct read stopped {got} bytes in")));
+            }
             match file.read_at(&mut blocks[got..], start + got as u64) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => got += n,
