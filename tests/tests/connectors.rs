@@ -19,7 +19,11 @@ use weir_runtime::dev::build_plugin;
 /// `n` of every line of `path` (the sink's output), as JSON lines with a masked email.
 fn delivered(path: &Path) -> Vec<i64> {
     let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
-    text.lines()
+    // Whole lines only: the sink may be in the middle of appending the last one (a batch's
+    // bytes can reach the file in more than one write).
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
         .filter(|l| !l.is_empty())
         .map(|line| {
             let json: serde_json::Value =
