@@ -343,12 +343,17 @@ fn varint_len(n: i64) -> usize {
 }
 
 fn put_varint(buf: &mut BytesMut, n: i64) {
-    let mut zigzag = ((n << 1) ^ (n >> 63)) as u64;
-    while zigzag >= 0x80 {
-        buf.put_u8((zigzag as u8) | 0x80);
-        zigzag >>= 7;
+    put_unsigned_varint(buf, ((n << 1) ^ (n >> 63)) as u64);
+}
+
+/// `n` as an unsigned varint, seven bits a byte, lowest first: how records zigzag their
+/// fields, and how the flexible Kafka versions write lengths and counts.
+pub fn put_unsigned_varint(buf: &mut BytesMut, mut n: u64) {
+    while n >= 0x80 {
+        buf.put_u8(n.to_le_bytes()[0] | 0x80);
+        n >>= 7;
     }
-    buf.put_u8(zigzag as u8);
+    buf.put_u8(n.to_le_bytes()[0]);
 }
 
 /// A length as a varint; `None` is Kafka's null (-1).

@@ -6,7 +6,7 @@
 //! in flight: produce requests are queued on the log in arrival order before the next request
 //! is read, so pipelining keeps records in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,12 +16,13 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use weir_sdk::batch::put_unsigned_varint;
 use weir_sdk::wire::OffsetSpec;
 use weir_sdk::{ErrorCode, WireError};
 
 use crate::budget::{Budgets, ConnectionBudget, Held};
 use crate::groups::{CommittedOffset, GroupCoordinator, GroupError, GroupState, JoinRequest};
-use crate::service::{Broker, CommitError, ConfigChange, Fetch, FetchFrom, NewTopic, Produce};
+use crate::service::{Broker, CommitError, ConfigChange, Fetch, FetchFrom, FetchedPartition, NewTopic, Produce};
 
 /// Kafka error codes this front end sends (`org.apache.kafka.common.protocol.Errors`).
 mod code {
@@ -994,26 +995,10 @@ async fn fetch(ctx: &KafkaContext, r: FetchRequest) -> FetchAnswer {
             .collect(),
         from_replica: false,
     };
-    let fetched = match ctx.broker.fetch(request).await {
-        Ok(fetched) => fetched,
-        Err(e) => return FetchAnswer { error_code: wire_code(&e), topics: Vec::new() },
-    };
-    // Each topic once, in the order it first comes, with its partitions in order.
-    let mut topics: Vec<(String, Vec<AnsweredPartition>)> = Vec::new();
-    for p in fetched {
-        let answered = AnsweredPartition {
-            index: p.partition as i32,
-            error_code: p.error.as_ref().map_or(code::NONE, wire_code),
-            high_watermark: p.high_watermark,
-            log_start_offset: p.log_start_offset,
-            batches: p.batches,
-        };
-        match topics.iter_mut().find(|(topic, _)| *topic == p.topic) {
-            Some((_, partitions)) => partitions.push(answered),
-            None => topics.push((p.topic, vec![answered])),
-        }
+    match ctx.broker.fetch(request).await {
+        Ok(fetched) => FetchAnswer::from_fetched(fetched),
+        Err(e) => FetchAnswer { error_code: wire_code(&e), topics: Vec::new() },
     }
-    FetchAnswer { error_code: code::NONE, topics }
 }
 
 /// A fetch's answer as the broker read it: each topic's partitions, and their stored batches.
@@ -1031,6 +1016,30 @@ struct AnsweredPartition {
 }
 
 impl FetchAnswer {
+    /// Each topic once, in the order it first comes, with its partitions in order. A topic is
+    /// found by a map, not a scan: a request may name as many topics as its bytes can hold.
+    fn from_fetched(fetched: Vec<FetchedPartition>) -> Self {
+        let mut topics: Vec<(String, Vec<AnsweredPartition>)> = Vec::new();
+        let mut place: HashMap<String, usize> = HashMap::new();
+        for p in fetched {
+            let answered = AnsweredPartition {
+                index: p.partition as i32,
+                error_code: p.error.as_ref().map_or(code::NONE, wire_code),
+                high_watermark: p.high_watermark,
+                log_start_offset: p.log_start_offset,
+                batches: p.batches,
+            };
+            match place.get(&p.topic) {
+                Some(&at) => topics[at].1.push(answered),
+                None => {
+                    place.insert(p.topic.clone(), topics.len());
+                    topics.push((p.topic, vec![answered]));
+                }
+            }
+        }
+        Self { error_code: code::NONE, topics }
+    }
+
     /// The answer as kafka-protocol's message; a partition's batches are joined into the one
     /// buffer its `records` field holds. [`FetchAnswer::encode`] is checked against it.
     fn message(&self, version: i16) -> FetchResponse {
@@ -1139,15 +1148,6 @@ impl FetchAnswer {
         pieces[0] = Bytes::copy_from_slice(&size_field.to_be_bytes());
         Some(pieces)
     }
-}
-
-/// An unsigned varint as the flexible Kafka versions write lengths and counts.
-fn put_unsigned_varint(buf: &mut BytesMut, mut n: u64) {
-    while n >= 0x80 {
-        buf.put_u8(n.to_le_bytes()[0] | 0x80);
-        n >>= 7;
-    }
-    buf.put_u8(n.to_le_bytes()[0]);
 }
 
 fn list_offsets(ctx: &KafkaContext, version: i16, r: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -2201,6 +2201,30 @@ mod tests {
                 assert!(answer.encode(&ctx(version, size)).is_some(), "{what}, v{version}: at the limit");
             }
         }
+    }
+
+    #[test]
+    fn fetched_partitions_are_answered_under_each_topic_once_in_the_order_asked() {
+        let fetched = |topic: &str, partition| FetchedPartition {
+            topic: topic.into(),
+            partition,
+            high_watermark: 9,
+            log_start_offset: 0,
+            next_offset: None,
+            error: None,
+            batches: vec![],
+        };
+        // A topic named again later in the request joins its first place.
+        let answer =
+            FetchAnswer::from_fetched(vec![fetched("b", 0), fetched("a", 3), fetched("b", 1), fetched("a", 0)]);
+        let shape: Vec<(String, Vec<i32>)> =
+            answer.topics.iter().map(|(t, ps)| (t.clone(), ps.iter().map(|p| p.index).collect())).collect();
+        assert_eq!(shape, [("b".to_string(), vec![0, 1]), ("a".to_string(), vec![3, 0])]);
+        // As many topics as a large request can name, each once: one place each.
+        let many: Vec<FetchedPartition> = (0..200_000).map(|i| fetched(&format!("t{i}"), 0)).collect();
+        let answer = FetchAnswer::from_fetched(many);
+        assert_eq!(answer.topics.len(), 200_000);
+        assert!(answer.topics.iter().enumerate().all(|(i, (t, ps))| *t == format!("t{i}") && ps.len() == 1));
     }
 
     #[tokio::test]
