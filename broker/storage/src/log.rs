@@ -1312,7 +1312,7 @@ impl Writer {
             for (id, base) in &extents {
                 write.insert(&self.extents, extent_key(appender.id(), *id), base.to_be_bytes());
             }
-            result = appender.write(&sections).map_err(|e| storage_error(format!("writing a segment file: {e}")));
+            result = appender.write(&sections, &self.segments).map_err(|e| storage_error(format!("writing a segment file: {e}")));
             if result.is_err() {
                 if let Some(appender) = self.appender.take() {
                     appender.seal(&self.segments);

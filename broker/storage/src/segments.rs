@@ -41,7 +41,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -65,9 +65,14 @@ pub const SEGMENT_CACHE_BYTES: u64 = 256 << 20;
 /// Sections at least this long, behind the cache window, are read around the page cache;
 /// shorter ones are read through it, where the kernel's read-ahead serves the next ones.
 pub const DIRECT_MIN_BYTES: u32 = 128 * 1024;
-/// File offsets, lengths and buffer addresses of direct reads are multiples of this (the
-/// logical block size of common disks divides it).
+/// File offsets, lengths and buffer addresses of direct reads and writes are multiples of
+/// this (the logical block size of common disks divides it).
 const DIRECT_ALIGN: usize = 4096;
+/// Appends of at least this many bytes go to the disk around the page cache. The same as
+/// [`DIRECT_MIN_BYTES`]: a section long enough to be read around the cache was written so.
+pub const DIRECT_WRITE_MIN_BYTES: u64 = DIRECT_MIN_BYTES as u64;
+/// A direct append is put together in an aligned buffer and written this many bytes at a time.
+const STAGING_BYTES: usize = 4 << 20;
 
 const SUFFIX: &str = ".seg";
 
@@ -114,6 +119,10 @@ pub struct Segments {
     direct_refused: AtomicBool,
     /// Sections read around the page cache so far.
     direct_reads: AtomicU64,
+    /// The file system refused a direct write: every append goes through the page cache.
+    direct_write_refused: AtomicBool,
+    /// Appends written around the page cache so far.
+    direct_writes: AtomicU64,
 }
 
 fn file_name(id: u64) -> String {
@@ -136,6 +145,8 @@ impl Segments {
             direct: RwLock::new(HashMap::new()),
             direct_refused: AtomicBool::new(false),
             direct_reads: AtomicU64::new(0),
+            direct_write_refused: AtomicBool::new(false),
+            direct_writes: AtomicU64::new(0),
         })
     }
 
@@ -178,16 +189,18 @@ impl Segments {
     }
 
     /// `head` followed by the section `at`, in a buffer from `pool`: read around the page cache
-    /// when the section is large and behind the cache window, else through it.
+    /// when the section is large and not in the cache (written around it, or behind the cache
+    /// window), else through it.
     pub fn read_batch(&self, at: Located, head: &[u8], pool: &'static BufferPool) -> io::Result<Bytes> {
-        let behind = at.len >= DIRECT_MIN_BYTES
+        let uncached = at.len >= DIRECT_MIN_BYTES
             && !self.direct_refused.load(Ordering::Relaxed)
-            && self
-                .cached
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .dropped(at.segment, at.position + u64::from(at.len));
-        if behind {
+            && (!self.direct_write_refused.load(Ordering::Relaxed)
+                || self
+                    .cached
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .dropped(at.segment, at.position + u64::from(at.len)));
+        if uncached {
             match self.read_direct(at, head, pool) {
                 Ok(batch) => {
                     self.direct_reads.fetch_add(1, Ordering::Relaxed);
@@ -213,6 +226,11 @@ impl Segments {
     /// Sections read around the page cache so far.
     pub fn direct_reads(&self) -> u64 {
         self.direct_reads.load(Ordering::Relaxed)
+    }
+
+    /// Appends written around the page cache so far.
+    pub fn direct_writes(&self) -> u64 {
+        self.direct_writes.load(Ordering::Relaxed)
     }
 
     /// Reads the aligned blocks that hold the section into an aligned part of a pooled buffer,
@@ -393,28 +411,77 @@ impl CacheWindow {
 }
 
 /// The writer thread's end of the active segment.
+///
+/// An append of [`DIRECT_WRITE_MIN_BYTES`] or more is written around the page cache
+/// (`O_DIRECT`): the disk takes it from an aligned buffer it is copied into, where a write
+/// through the cache copies it into fresh cache pages (on this machine the largest cost of
+/// producing incompressible values; BENCHMARKS.md, fourteenth session). A direct write starts
+/// at a block boundary and ends at one, so it writes again the bytes of the last block that
+/// earlier appends filled partly (kept in `tail`), and it leaves zeros after the append up to
+/// the next boundary, which the next append writes over. Smaller appends go through the cache;
+/// the kernel keeps the two kinds coherent (a direct write writes back and drops cached pages
+/// of its range first). A file system that refuses `O_DIRECT` gets every append through the
+/// cache.
 pub struct Appender {
     id: u64,
     file: Arc<File>,
+    /// The same file opened for direct writes; `None` where the file system refuses them.
+    direct: Option<File>,
     len: u64,
+    /// The file's bytes from the last block boundary at or below `len` up to `len`.
+    tail: Vec<u8>,
+    /// Where direct appends are put together; handed on from segment to segment.
+    staging: Staging,
+}
+
+/// An aligned buffer of [`STAGING_BYTES`], allocated at the first direct append.
+#[derive(Default)]
+struct Staging {
+    buffer: Vec<u8>,
+}
+
+impl Staging {
+    fn area(&mut self) -> &mut [u8] {
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; STAGING_BYTES + DIRECT_ALIGN];
+        }
+        let start = (DIRECT_ALIGN - self.buffer.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        &mut self.buffer[start..start + STAGING_BYTES]
+    }
 }
 
 impl Appender {
     /// The segment the next `bytes` go to: the active one, or a new one when it is full (or
     /// when there is none yet, or the last write failed).
     pub fn next(current: Option<Appender>, segments: &Segments) -> io::Result<Appender> {
-        if let Some(a) = current {
+        let mut staging = Staging::default();
+        if let Some(mut a) = current {
             if a.len < segments.target_bytes.load(Ordering::Relaxed) {
                 return Ok(a);
             }
+            staging = std::mem::take(&mut a.staging);
             a.seal(segments);
         }
         let id = segments.active.load(Ordering::Acquire);
-        let file = Arc::new(
-            OpenOptions::new().read(true).append(true).create_new(true).open(segments.dir.join(file_name(id)))?,
-        );
+        let path = segments.dir.join(file_name(id));
+        // Positional writes, not O_APPEND: a direct write leaves the file longer than the
+        // appends (up to the next block boundary).
+        let file = Arc::new(OpenOptions::new().read(true).write(true).create_new(true).open(&path)?);
         segments.files.write().unwrap_or_else(|e| e.into_inner()).insert(id, file.clone());
-        Ok(Appender { id, file, len: 0 })
+        let direct = match segments.direct_write_refused.load(Ordering::Relaxed) {
+            true => None,
+            false => {
+                let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+                match OpenOptions::new().write(true).custom_flags(flags).open(&path) {
+                    Ok(direct) => Some(direct),
+                    Err(e) => {
+                        segments.refuse_direct_writes(&e);
+                        None
+                    }
+                }
+            }
+        };
+        Ok(Appender { id, file, direct, len: 0, tail: Vec::new(), staging })
     }
 
     /// Takes no more appends: the next ones go to a new segment. A segment whose write failed
@@ -433,22 +500,132 @@ impl Appender {
         self.len + pending
     }
 
-    /// Appends `bodies` in order, at [`Self::position`]`(0)` onwards.
-    pub fn write(&mut self, bodies: &[&[u8]]) -> io::Result<()> {
-        let mut slices: Vec<IoSlice<'_>> = bodies.iter().map(|b| IoSlice::new(b)).collect();
-        let mut slices = &mut slices[..];
+    /// Appends `bodies` in order, at [`Self::position`]`(0)` onwards: around the page cache
+    /// when they come to [`DIRECT_WRITE_MIN_BYTES`] or more, else through it.
+    pub fn write(&mut self, bodies: &[&[u8]], segments: &Segments) -> io::Result<()> {
         let total: u64 = bodies.iter().map(|b| b.len() as u64).sum();
-        while !slices.is_empty() {
-            match (&*self.file).write_vectored(slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        let mut written = false;
+        if total >= DIRECT_WRITE_MIN_BYTES && self.direct.is_some() {
+            match self.write_direct(bodies) {
+                Ok(()) => {
+                    segments.direct_writes.fetch_add(1, Ordering::Relaxed);
+                    written = true;
+                }
+                // Written again through the cache from the start: the bytes are the same, so
+                // whatever part of it reached the file is written over with itself.
+                Err(e) => {
+                    if segments.refuse_direct_writes(&e) {
+                        self.direct = None;
+                    }
+                }
             }
         }
-        self.len += total;
+        if !written {
+            self.write_buffered(bodies)?;
+        }
+        let len = self.len + total;
+        self.tail = tail_after(&self.tail, bodies, (len % DIRECT_ALIGN as u64) as usize);
+        self.len = len;
         Ok(())
     }
+
+    fn write_buffered(&mut self, bodies: &[&[u8]]) -> io::Result<()> {
+        /// At most this many slices in one call (Linux's `IOV_MAX`).
+        const SLICES_MAX: usize = 1024;
+        let mut slices: Vec<IoSlice<'_>> = bodies.iter().map(|b| IoSlice::new(b)).collect();
+        let mut slices = &mut slices[..];
+        let mut at = self.len;
+        while !slices.is_empty() {
+            let n = slices.len().min(SLICES_MAX);
+            match rustix::io::pwritev(&*self.file, &slices[..n], at) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut slices, n);
+                    at += n as u64;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The tail, then `bodies`, copied into the aligned buffer and written from the block
+    /// boundary the tail starts at, a buffer at a time; the last block padded with zeros.
+    fn write_direct(&mut self, bodies: &[&[u8]]) -> io::Result<()> {
+        const ALIGN: u64 = DIRECT_ALIGN as u64;
+        let file = self.direct.as_ref().ok_or_else(|| io::Error::other("no file open for direct writes"))?;
+        let area = self.staging.area();
+        let mut at = self.len / ALIGN * ALIGN;
+        area[..self.tail.len()].copy_from_slice(&self.tail);
+        let mut filled = self.tail.len();
+        for body in bodies {
+            let mut rest = *body;
+            while !rest.is_empty() {
+                let n = rest.len().min(STAGING_BYTES - filled);
+                area[filled..filled + n].copy_from_slice(&rest[..n]);
+                filled += n;
+                rest = &rest[n..];
+                if filled == STAGING_BYTES {
+                    write_blocks(file, area, at)?;
+                    at += STAGING_BYTES as u64;
+                    filled = 0;
+                }
+            }
+        }
+        if filled > 0 {
+            let padded = filled.next_multiple_of(DIRECT_ALIGN);
+            area[filled..padded].fill(0);
+            write_blocks(file, &area[..padded], at)?;
+        }
+        Ok(())
+    }
+}
+
+impl Segments {
+    /// Turns direct writes off if `e` says the file system does not take them (EINVAL);
+    /// whether it did.
+    fn refuse_direct_writes(&self, e: &io::Error) -> bool {
+        let refused = e.kind() == io::ErrorKind::InvalidInput;
+        if refused {
+            self.direct_write_refused.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(error = %e, refused, "direct segment write failed; writing through the page cache");
+        refused
+    }
+}
+
+/// Writes whole blocks of `blocks` at `at` (both aligned) with a file opened for direct writes.
+fn write_blocks(file: &File, mut blocks: &[u8], mut at: u64) -> io::Result<()> {
+    while !blocks.is_empty() {
+        match file.write_at(blocks, at) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) if n % DIRECT_ALIGN != 0 => return Err(io::Error::other(format!("a direct write stopped {n} bytes in"))),
+            Ok(n) => {
+                blocks = &blocks[n..];
+                at += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The last `keep` bytes of `tail` followed by `bodies` (there must be that many).
+fn tail_after(tail: &[u8], bodies: &[&[u8]], keep: usize) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut need = keep;
+    for part in bodies.iter().rev().copied().chain(std::iter::once(tail)) {
+        if need == 0 {
+            break;
+        }
+        let n = need.min(part.len());
+        parts.push(&part[part.len() - n..]);
+        need -= n;
+    }
+    debug_assert_eq!(need, 0, "the tail and the bodies hold the last {keep} bytes");
+    parts.into_iter().rev().flatten().copied().collect()
 }
 
 #[cfg(test)]
@@ -563,7 +740,7 @@ mod tests {
                 if i % 3 == 0 { 40 } else { DIRECT_MIN_BYTES as usize + 4096 * (i as usize % 5) + 17 * i as usize };
             let body: Vec<u8> = (0..len as u32).map(|j| (i * 7 + j * 13) as u8).collect();
             let at = Located { segment: a.id(), position: a.position(0), len: len as u32 };
-            a.write(&[&body]).unwrap();
+            a.write(&[&body], &segments).unwrap();
             written.push((at, body));
             appender = Some(a);
         }
@@ -583,6 +760,88 @@ mod tests {
     }
 
     #[test]
+    fn appends_through_and_around_the_cache_read_back_as_written() {
+        static POOL: BufferPool = BufferPool::new(16 << 20, 8 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path(), Options { target_bytes: u64::MAX, cache_bytes: u64::MAX }).unwrap();
+        let mut a = Appender::next(None, &segments).unwrap();
+        let big = DIRECT_WRITE_MIN_BYTES as usize;
+        // Groups of appended bodies by length: small ones through the cache, leaving the last
+        // block part-filled, and groups of the minimum or more (one body or many, one that
+        // spans several staging buffers) written around it over that block.
+        let groups: Vec<Vec<usize>> = vec![
+            vec![100],
+            vec![big],
+            vec![1, 4095],
+            vec![big + 17],
+            vec![8191, 3],
+            vec![4001; 40],
+            vec![5000],
+            vec![STAGING_BYTES + 123, 77, STAGING_BYTES - 5],
+            vec![12_345],
+            vec![big - 1],
+        ];
+        let mut written: Vec<(Located, Vec<u8>)> = Vec::new();
+        let mut all = Vec::new();
+        let mut large_groups = 0;
+        for (g, lens) in groups.iter().enumerate() {
+            let bodies: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| (0..len).map(|j| (g * 31 + i * 7 + j * 13 + j / 251) as u8).collect())
+                .collect();
+            let mut pending = 0;
+            for body in &bodies {
+                let at = Located { segment: a.id(), position: a.position(pending), len: body.len() as u32 };
+                written.push((at, body.clone()));
+                pending += body.len() as u64;
+                all.extend_from_slice(body);
+            }
+            large_groups += u64::from(pending >= DIRECT_WRITE_MIN_BYTES);
+            a.write(&bodies.iter().map(Vec::as_slice).collect::<Vec<_>>(), &segments).unwrap();
+            assert_eq!(a.position(0), all.len() as u64, "group {g}");
+        }
+        let direct = !segments.direct_write_refused.load(Ordering::Relaxed);
+        // Where the file system takes direct writes (ext4 and xfs do), every large group went
+        // around the cache.
+        if direct {
+            assert_eq!(segments.direct_writes(), large_groups);
+        }
+        let file = std::fs::read(dir.path().join(file_name(a.id()))).unwrap();
+        assert!(file.len() >= all.len() && file.len() < all.len() + DIRECT_ALIGN, "{} for {}", file.len(), all.len());
+        assert!(file[..all.len()] == all[..], "the file holds the appends in order");
+        let head = [7u8; 61];
+        for (at, body) in &written {
+            let mut back = vec![0; at.len as usize];
+            segments.read(*at, &mut back).unwrap();
+            assert!(back == *body, "{at:?} through the cache");
+            let batch = segments.read_batch(*at, &head, &POOL).unwrap();
+            assert!(batch[..61] == head && batch[61..] == body[..], "{at:?} as a batch");
+        }
+        // Large sections, written around the cache, were read around it too.
+        if direct && !segments.direct_refused.load(Ordering::Relaxed) {
+            let large = written.iter().filter(|(at, _)| at.len >= DIRECT_MIN_BYTES).count() as u64;
+            assert_eq!(segments.direct_reads(), large);
+        }
+    }
+
+    #[test]
+    fn the_tail_is_the_last_bytes_of_the_partial_block() {
+        // (what, tail, bodies, keep, expected)
+        let cases: [(&str, &[u8], &[&[u8]], usize, &[u8]); 6] = [
+            ("nothing kept at a boundary", b"abc", &[b"defg"], 0, b""),
+            ("within the last body", b"abc", &[b"defg"], 2, b"fg"),
+            ("the whole last body and part of the one before", b"", &[b"abc", b"de"], 4, b"bcde"),
+            ("reaching into the old tail", b"xyz", &[b"ab"], 4, b"yzab"),
+            ("empty bodies skipped", b"xyz", &[b"a", b"", b"b"], 3, b"zab"),
+            ("no bodies", b"xyz", &[], 2, b"yz"),
+        ];
+        for (what, tail, bodies, keep, expected) in cases {
+            assert_eq!(tail_after(tail, bodies, keep), expected, "{what}");
+        }
+    }
+
+    #[test]
     fn bytes_dropped_from_the_cache_read_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let segments = Segments::open(dir.path(), Options { target_bytes: 64 * 1024, cache_bytes: 0 }).unwrap();
@@ -592,7 +851,7 @@ mod tests {
             let mut a = Appender::next(appender.take(), &segments).unwrap();
             let body: Vec<u8> = (0..10_000u32).map(|j| (i * 31 + j) as u8).collect();
             let at = Located { segment: a.id(), position: a.position(0), len: body.len() as u32 };
-            a.write(&[&body]).unwrap();
+            a.write(&[&body], &segments).unwrap();
             written.push((at, body));
             appender = Some(a);
             if i % 7 == 0 {

@@ -306,13 +306,13 @@ mod tests {
 
     /// `packed` stored as the writer stores a large batch: its section appended to a segment,
     /// a pointer value in the log.
-    fn stored_in_segment(packed: &Packed, appender: &mut Appender) -> Bytes {
+    fn stored_in_segment(packed: &Packed, appender: &mut Appender, segments: &Segments) -> Bytes {
         let at = Located {
             segment: appender.id(),
             position: appender.position(0),
             len: u32::try_from(packed.section().len()).unwrap(),
         };
-        appender.write(&[packed.section()]).unwrap();
+        appender.write(&[packed.section()], segments).unwrap();
         Bytes::copy_from_slice(&pointer_value(packed.header_bytes(), at))
     }
 
@@ -347,7 +347,7 @@ mod tests {
             assert_eq!(stored_len(&value), packed.stored_len(), "{what}");
             assert_eq!(unpack(value, &segments).unwrap(), bytes, "{what}");
             // The same batch with its section in a segment file.
-            let pointer = stored_in_segment(&packed, &mut appender);
+            let pointer = stored_in_segment(&packed, &mut appender, &segments);
             assert_eq!(pointer.len(), POINTER_BYTES, "{what}");
             assert_eq!(header(&pointer).unwrap(), head, "{what}: a pointer value's header reads as the batch's");
             assert_eq!(stored_len(&pointer), packed.stored_len(), "{what}");
@@ -396,13 +396,13 @@ mod tests {
         ];
         let (_dir, segments) = segments();
         let mut appender = Appender::next(None, &segments).unwrap();
-        let pointer = stored_in_segment(&Packed::new(&h, bytes.clone()), &mut appender);
+        let pointer = stored_in_segment(&Packed::new(&h, bytes.clone()), &mut appender, &segments);
         let at = located(&pointer).unwrap();
         let with = |at: Located| Bytes::copy_from_slice(&pointer_value(&pointer, at));
         let mut pointer_flipped = bytes.to_vec();
         pointer_flipped[BATCH_HEADER_BYTES + 100] ^= 0xFF;
         let packed_flipped = Packed::raw(Bytes::from(pointer_flipped));
-        let pointer_to_flipped = stored_in_segment(&packed_flipped, &mut appender);
+        let pointer_to_flipped = stored_in_segment(&packed_flipped, &mut appender, &segments);
         let pointer_cases: [(&str, Bytes); 5] = [
             ("a section longer than its header declares", with(Located { len: at.len + 1, ..at })),
             ("a section past the segment's end", with(Located { position: at.position + 1_000_000, ..at })),
