@@ -228,7 +228,14 @@ impl Appends {
         fsync: bool,
     ) -> impl std::future::Future<Output = Result<i64, WireError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        self.jobs.push(AppendJob { partition, batches: pack(batches), fsync, replica: false, reply });
+        self.jobs.push(AppendJob {
+            partition,
+            batches: pack(batches),
+            fsync,
+            replica: false,
+            placed: Ok(Vec::new()),
+            reply,
+        });
         async move { rx.await.map_err(|_| storage_error("log writer dropped the append"))? }
     }
 }
@@ -240,6 +247,9 @@ struct AppendJob {
     fsync: bool,
     /// Batches copied from the leader, offsets and epochs as the leader assigned them.
     replica: bool,
+    /// Where the segment writer put the sections of the batches that go to a segment, one
+    /// entry per batch (`None` for the others), or why it could not.
+    placed: Result<Vec<Option<Located>>, WireError>,
     reply: oneshot::Sender<Result<i64, WireError>>,
 }
 
@@ -265,7 +275,8 @@ pub struct LogStore {
 /// the database can be opened again in the same process.
 struct WriterHandle {
     jobs: Option<std::sync::mpsc::SyncSender<WriterJob>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The segment writer's thread, then the log writer's: each stops when its queue closes.
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl WriterHandle {
@@ -277,7 +288,7 @@ impl WriterHandle {
 impl Drop for WriterHandle {
     fn drop(&mut self) {
         self.jobs.take();
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -296,6 +307,15 @@ struct Writer {
     producers: HashMap<(PartitionId, i64), ProducerState>,
     segments: Arc<Segments>,
     extents: Keyspace,
+}
+
+/// The thread in front of the log writer: it appends the sections of large batches to the
+/// active segment and hands each job on, in queue order, with where they are
+/// ([`AppendJob::placed`]). So the disk writes the next appends' sections while the log writer
+/// commits the index entries of the last ones. Bytes of a batch the log writer then refuses
+/// (a duplicate, a fenced producer) stay in the segment unnamed, and go with it.
+struct SegmentWriter {
+    segments: Arc<Segments>,
     /// The active segment, once the writer has written to it.
     appender: Option<Appender>,
 }
@@ -358,13 +378,20 @@ impl LogStore {
             producers,
             segments: segments.clone(),
             extents: extents.clone(),
-            appender: None,
         };
-        let thread = std::thread::Builder::new()
-            .name("weir-log-writer".into())
-            .spawn(move || writer.run(jobs))
-            .expect("spawn log writer thread");
-        let writer = Arc::new(WriterHandle { jobs: Some(tx), thread: Some(thread) });
+        let (placed_tx, placed) = std::sync::mpsc::sync_channel(queue_depth);
+        let segment_writer = SegmentWriter { segments: segments.clone(), appender: None };
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("weir-segment-writer".into())
+                .spawn(move || segment_writer.run(jobs, placed_tx))
+                .expect("spawn segment writer thread"),
+            std::thread::Builder::new()
+                .name("weir-log-writer".into())
+                .spawn(move || writer.run(placed))
+                .expect("spawn log writer thread"),
+        ];
+        let writer = Arc::new(WriterHandle { jobs: Some(tx), threads });
         let store = Self {
             db: db.clone(),
             log,
@@ -555,7 +582,15 @@ impl LogStore {
     ) -> Result<impl std::future::Future<Output = Result<i64, WireError>> + Send + 'static, WireError> {
         let (reply, rx) = oneshot::channel();
         let batches = pack(batches);
-        self.submit(WriterJob::Append(AppendJob { partition, batches, fsync, replica: false, reply })).await?;
+        self.submit(WriterJob::Append(AppendJob {
+            partition,
+            batches,
+            fsync,
+            replica: false,
+            placed: Ok(Vec::new()),
+            reply,
+        }))
+        .await?;
         Ok(async move { rx.await.map_err(|_| storage_error("log writer dropped the append"))? })
     }
 
@@ -577,6 +612,7 @@ impl LogStore {
             batches: pack(batches),
             fsync,
             replica: true,
+            placed: Ok(Vec::new()),
             reply,
         }))
         .await?;
@@ -1225,24 +1261,8 @@ impl Writer {
 
     fn commit_group(&mut self, group: Vec<AppendJob>) {
         let now_ms = weir_sdk::now_ms();
-        if group.iter().any(|job| job.batches.iter().any(|(_, packed)| goes_to_segment(job, packed))) {
-            match Appender::next(self.appender.take(), &self.segments) {
-                Ok(appender) => self.appender = Some(appender),
-                Err(e) => {
-                    let e = storage_error(format!("opening a segment file: {e}"));
-                    for job in group {
-                        let _ = job.reply.send(Err(e.clone()));
-                    }
-                    return;
-                }
-            }
-        }
-        // Sections bound for the active segment, in order, and where the next one starts.
-        let mut sections: Vec<&[u8]> = Vec::new();
-        let mut sections_len = 0u64;
-        // The base offset of each partition's last batch in the segment.
-        let mut extents: HashMap<PartitionId, i64> = HashMap::new();
-        let mut no_segment = false;
+        // The base offset of each partition's last batch in each segment written to.
+        let mut extents: HashMap<(u64, PartitionId), i64> = HashMap::new();
         let mut write = self.db.batch();
         let mut fsync = false;
         // Next offsets and producer states as this group assigns them; applied only after the
@@ -1263,24 +1283,18 @@ impl Writer {
                     let max = max_timestamps.entry(id).or_insert_with(|| job.partition.max_timestamp());
                     let latest = latest_epochs.entry(id).or_insert_with(|| job.partition.latest_epoch());
                     for (offset, stored, timestamp, epoch) in &staged.batches {
-                        match (stored, &self.appender) {
-                            (Stored::Inline(value), _) => {
+                        match stored {
+                            Stored::Inline(value) => {
                                 write.insert(&self.log, log_key(id, *offset).to_vec(), value.clone())
                             }
-                            (Stored::Segment { head, section }, Some(appender)) => {
-                                let at = Located {
-                                    segment: appender.id(),
-                                    position: appender.position(sections_len),
-                                    // A section is at most a batch, whose length is an i32.
-                                    len: u32::try_from(section.len()).unwrap_or(u32::MAX),
-                                };
-                                sections.push(section);
-                                sections_len += section.len() as u64;
-                                extents.insert(id, *offset);
-                                write.insert(&self.log, log_key(id, *offset).to_vec(), stored::pointer_value(head, at));
+                            Stored::Segment { head, at } => {
+                                extents.insert((at.segment, id), *offset);
+                                write.insert(
+                                    &self.log,
+                                    log_key(id, *offset).to_vec(),
+                                    stored::pointer_value(head, *at),
+                                );
                             }
-                            // Not reached: the segment is opened above for such a group.
-                            (Stored::Segment { .. }, None) => no_segment = true,
                         }
                         if *timestamp > *max {
                             *max = *timestamp;
@@ -1303,30 +1317,19 @@ impl Writer {
             let value = serde_json::to_vec(state).expect("producer state serializes");
             write.insert(&self.producer_store, producer_key(*id, *producer_id), value);
         }
-        // The sections reach the segment before the index entries that name them are written.
-        let mut result = match no_segment {
-            true => Err(storage_error("no segment file to write a large batch to")),
-            false => Ok(()),
-        };
-        if let (false, Some(appender)) = (sections.is_empty(), self.appender.as_mut()) {
-            for (id, base) in &extents {
-                write.insert(&self.extents, extent_key(appender.id(), *id), base.to_be_bytes());
-            }
-            result = appender.write(&sections, &self.segments).map_err(|e| storage_error(format!("writing a segment file: {e}")));
-            if result.is_err() {
-                if let Some(appender) = self.appender.take() {
-                    appender.seal(&self.segments);
-                }
-            }
+        // The segment writer wrote the sections before it handed the jobs on, so they reach
+        // the segment before the index entries that name them.
+        for ((segment, id), base) in &extents {
+            write.insert(&self.extents, extent_key(*segment, *id), base.to_be_bytes());
         }
-        let mut result = result.and_then(|()| write.commit().map_err(storage_error));
+        let mut result = write.commit().map_err(storage_error);
         if result.is_ok() {
             if fsync {
                 result = self.db.persist(PersistMode::SyncData).map_err(storage_error);
             }
             // Sections of appends that did not ask for an fsync are synced by the next
             // interval flush, even when another append of the group had the journal synced.
-            if !fsync || !sections.is_empty() {
+            if !fsync || !extents.is_empty() {
                 self.dirty.store(true, Ordering::Release);
             }
         }
@@ -1374,19 +1377,20 @@ impl Writer {
     /// Assigns offsets to a job's batches from `start`, applying the idempotent-producer rules.
     /// Either every batch of the job is accepted (duplicates answered with their old offset)
     /// or the job fails whole.
-    fn stage<'j>(
+    fn stage(
         &self,
-        job: &'j AppendJob,
+        job: &AppendJob,
         start: i64,
         now_ms: i64,
         producers: &mut HashMap<(PartitionId, i64), ProducerState>,
-    ) -> Result<Staged<'j>, WireError> {
+    ) -> Result<Staged, WireError> {
         let id = job.partition.id;
         let mut end = start;
         let mut base = None;
         let mut batches = Vec::with_capacity(job.batches.len());
         let mut added = 0u64;
         let mut staged_producers: HashMap<i64, ProducerState> = HashMap::new();
+        let placed = job.placed.as_ref().map_err(Clone::clone)?;
         let epoch = if job.replica {
             None
         } else {
@@ -1397,7 +1401,7 @@ impl Writer {
                 )
             })?)
         };
-        for (header, packed) in &job.batches {
+        for (i, (header, packed)) in job.batches.iter().enumerate() {
             let bytes = &packed.batch;
             // A copy of the leader's log: offsets as the leader gave them, contiguous.
             if job.replica && header.base_offset != end {
@@ -1470,12 +1474,15 @@ impl Writer {
                 }
                 None => header.partition_leader_epoch.max(0),
             };
-            let stored = match goes_to_segment(job, packed) {
+            let stored = match goes_to_segment(job.fsync, packed) {
                 true => {
                     let mut stamped = [0u8; BATCH_HEADER_BYTES];
                     stamped.copy_from_slice(packed.header_bytes());
                     stamped[..STAMPED_HEAD_BYTES].copy_from_slice(&head);
-                    Stored::Segment { head: stamped, section: packed.section() }
+                    let at = placed.get(i).copied().flatten().ok_or_else(|| {
+                        storage_error("a large batch reached the log writer without its segment place")
+                    })?;
+                    Stored::Segment { head: stamped, at }
                 }
                 false => {
                     let value = fjall::Slice::from_reader(&mut packed.reader(&head), packed.stored_len())
@@ -1512,26 +1519,133 @@ fn pack(batches: Vec<(BatchHeader, Bytes)>) -> Vec<(BatchHeader, Packed)> {
 /// length (kept) and the partition leader epoch, all outside the CRC.
 const STAMPED_HEAD_BYTES: usize = 16;
 
-struct Staged<'j> {
+struct Staged {
     base: i64,
     end: i64,
     /// (base offset, how it is stored, largest timestamp, leader epoch) of each batch appended.
-    batches: Vec<(i64, Stored<'j>, i64, i32)>,
+    batches: Vec<(i64, Stored, i64, i32)>,
     added: u64,
 }
 
 /// How the writer stores a staged batch.
-enum Stored<'j> {
+enum Stored {
     /// As a fjall value, whole.
     Inline(fjall::Slice),
-    /// Its section appended to the active segment, its stamped header in a pointer value.
-    Segment { head: [u8; BATCH_HEADER_BYTES], section: &'j [u8] },
+    /// Its section in a segment (written by the segment writer), its stamped header in a
+    /// pointer value.
+    Segment { head: [u8; BATCH_HEADER_BYTES], at: Located },
 }
 
 /// Whether a batch's section goes to a segment file: large, and not asking for an fsync before
 /// its answer (which fjall's journal gives with one fsync; a segment would need a second).
-fn goes_to_segment(job: &AppendJob, packed: &Packed) -> bool {
-    !job.fsync && packed.section().len() >= SEGMENT_MIN_BODY
+fn goes_to_segment(fsync: bool, packed: &Packed) -> bool {
+    !fsync && packed.section().len() >= SEGMENT_MIN_BODY
+}
+
+impl SegmentWriter {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<WriterJob>, placed: std::sync::mpsc::SyncSender<WriterJob>) {
+        while let Ok(first) = jobs.recv() {
+            // Appends queued behind each other are written with one call.
+            let mut taken = vec![first];
+            let mut bytes = 0usize;
+            while taken.len() < GROUP_COMMIT_JOBS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        bytes += job_bytes(&job);
+                        taken.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.place(&mut taken);
+            for job in taken {
+                if placed.send(job).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Appends the sections of the jobs' large batches to the active segment, in order, and
+    /// records in each job where its sections are (or why they are not).
+    fn place(&mut self, jobs: &mut [WriterJob]) {
+        let large = |job: &AppendJob| job.batches.iter().any(|(_, packed)| goes_to_segment(job.fsync, packed));
+        if !jobs.iter().flat_map(appends_of).any(large) {
+            return;
+        }
+        let mut len = 0u64;
+        let appender = match Appender::next(self.appender.take(), &self.segments) {
+            Ok(appender) => self.appender.insert(appender),
+            Err(e) => {
+                let e = storage_error(format!("opening a segment file: {e}"));
+                for job in jobs.iter_mut().flat_map(appends_mut) {
+                    job.placed = Err(e.clone());
+                }
+                return;
+            }
+        };
+        for job in jobs.iter_mut().flat_map(appends_mut) {
+            let fsync = job.fsync;
+            job.placed = Ok(job
+                .batches
+                .iter()
+                .map(|(_, packed)| {
+                    goes_to_segment(fsync, packed).then(|| {
+                        let section = packed.section();
+                        let at = Located {
+                            segment: appender.id(),
+                            position: appender.position(len),
+                            // A section is at most a batch, whose length is an i32.
+                            len: u32::try_from(section.len()).unwrap_or(u32::MAX),
+                        };
+                        len += section.len() as u64;
+                        at
+                    })
+                })
+                .collect());
+        }
+        let sections: Vec<&[u8]> = jobs
+            .iter()
+            .flat_map(appends_of)
+            .flat_map(|job| job.batches.iter().filter(|(_, packed)| goes_to_segment(job.fsync, packed)))
+            .map(|(_, packed)| packed.section())
+            .collect();
+        if let Err(e) = appender.write(&sections, &self.segments) {
+            let e = storage_error(format!("writing a segment file: {e}"));
+            // How much of the write reached the segment is not known: the next appends go to a
+            // new one.
+            if let Some(appender) = self.appender.take() {
+                appender.seal(&self.segments);
+            }
+            for job in jobs.iter_mut().flat_map(appends_mut) {
+                if job.placed.as_ref().is_ok_and(|placed| placed.iter().any(Option::is_some)) {
+                    job.placed = Err(e.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The appends a writer job holds.
+fn appends_of(job: &WriterJob) -> &[AppendJob] {
+    match job {
+        WriterJob::Append(append) => std::slice::from_ref(append),
+        WriterJob::Appends(appends) => appends,
+        WriterJob::ForgetProducers { .. } | WriterJob::Truncate { .. } => &[],
+    }
+}
+
+fn appends_mut(job: &mut WriterJob) -> &mut [AppendJob] {
+    match job {
+        WriterJob::Append(append) => std::slice::from_mut(append),
+        WriterJob::Appends(appends) => appends,
+        WriterJob::ForgetProducers { .. } | WriterJob::Truncate { .. } => &mut [],
+    }
+}
+
+/// Bytes of the batches a writer job appends.
+fn job_bytes(job: &WriterJob) -> usize {
+    appends_of(job).iter().flat_map(|a| a.batches.iter()).map(|(h, _)| h.total_bytes).sum()
 }
 
 /// How often the interval flusher looks for unflushed appends.

@@ -297,11 +297,13 @@ impl Segments {
     /// no synced index entry names bytes that are not. Then drops from the page cache the
     /// synced bytes behind the newest [`Options::cache_bytes`].
     pub fn sync(&self) -> io::Result<()> {
+        // The active id first: a segment the writer seals meanwhile is then either synced as
+        // the active one or found among the sealed (or both), never missed.
+        let active = self.active.load(Ordering::Acquire);
         let sealed = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, file, _) in &sealed {
             file.sync_data()?;
         }
-        let active = self.active.load(Ordering::Acquire);
         let file = self.files.read().unwrap_or_else(|e| e.into_inner()).get(&active).cloned();
         let mut synced_active = None;
         if let Some(file) = file {
@@ -524,7 +526,9 @@ impl Appender {
             self.write_buffered(bodies)?;
         }
         let len = self.len + total;
-        self.tail = tail_after(&self.tail, bodies, (len % DIRECT_ALIGN as u64) as usize);
+        // Below one block, so it fits.
+        let keep = usize::try_from(len % DIRECT_ALIGN as u64).unwrap_or(0);
+        self.tail = tail_after(&self.tail, bodies, keep);
         self.len = len;
         Ok(())
     }
@@ -600,7 +604,9 @@ fn write_blocks(file: &File, mut blocks: &[u8], mut at: u64) -> io::Result<()> {
     while !blocks.is_empty() {
         match file.write_at(blocks, at) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) if n % DIRECT_ALIGN != 0 => return Err(io::Error::other(format!("a direct write stopped {n} bytes in"))),
+            Ok(n) if n % DIRECT_ALIGN != 0 => {
+                return Err(io::Error::other(format!("a direct write stopped {n} bytes in")))
+            }
             Ok(n) => {
                 blocks = &blocks[n..];
                 at += n as u64;
@@ -828,7 +834,8 @@ mod tests {
     #[test]
     fn the_tail_is_the_last_bytes_of_the_partial_block() {
         // (what, tail, bodies, keep, expected)
-        let cases: [(&str, &[u8], &[&[u8]], usize, &[u8]); 6] = [
+        type Case = (&'static str, &'static [u8], &'static [&'static [u8]], usize, &'static [u8]);
+        let cases: [Case; 6] = [
             ("nothing kept at a boundary", b"abc", &[b"defg"], 0, b""),
             ("within the last body", b"abc", &[b"defg"], 2, b"fg"),
             ("the whole last body and part of the one before", b"", &[b"abc", b"de"], 4, b"bcde"),
