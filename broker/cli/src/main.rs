@@ -109,6 +109,10 @@ struct ServeArgs {
     /// 18446744073709551615 (u64::MAX) leaves the cache to the kernel.
     #[arg(long)]
     segment_cache_bytes: Option<u64>,
+    /// Write appends of 128 KiB or more to segment files around the page cache (O_DIRECT):
+    /// less broker CPU per byte, but each such append waits for the disk (default false).
+    #[arg(long)]
+    segment_direct_writes: Option<bool>,
     /// Largest frame the QUIC listener accepts, in bytes.
     #[arg(long)]
     frame_bytes_max: Option<usize>,
@@ -211,6 +215,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.segment_cache_bytes {
         config.segment_cache_bytes = v;
+    }
+    if let Some(v) = args.segment_direct_writes {
+        config.segment_direct_writes = v;
     }
     if let Some(v) = args.frame_bytes_max {
         config.frame_bytes_max = v;

@@ -84,11 +84,13 @@ pub struct Options {
     /// Synced segment bytes kept in the page cache, the newest first; older ones are dropped
     /// from it. [`u64::MAX`] leaves the cache to the kernel.
     pub cache_bytes: u64,
+    /// Appends of [`DIRECT_WRITE_MIN_BYTES`] or more go around the page cache ([`Appender`]).
+    pub direct_writes: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { target_bytes: SEGMENT_BYTES, cache_bytes: SEGMENT_CACHE_BYTES }
+        Self { target_bytes: SEGMENT_BYTES, cache_bytes: SEGMENT_CACHE_BYTES, direct_writes: false }
     }
 }
 
@@ -119,8 +121,9 @@ pub struct Segments {
     direct_refused: AtomicBool,
     /// Sections read around the page cache so far.
     direct_reads: AtomicU64,
-    /// The file system refused a direct write: every append goes through the page cache.
-    direct_write_refused: AtomicBool,
+    /// Every append goes through the page cache: direct writes are turned off
+    /// ([`Options::direct_writes`]) or the file system refused one.
+    direct_writes_off: AtomicBool,
     /// Appends written around the page cache so far.
     direct_writes: AtomicU64,
 }
@@ -145,7 +148,7 @@ impl Segments {
             direct: RwLock::new(HashMap::new()),
             direct_refused: AtomicBool::new(false),
             direct_reads: AtomicU64::new(0),
-            direct_write_refused: AtomicBool::new(false),
+            direct_writes_off: AtomicBool::new(!options.direct_writes),
             direct_writes: AtomicU64::new(0),
         })
     }
@@ -194,7 +197,7 @@ impl Segments {
     pub fn read_batch(&self, at: Located, head: &[u8], pool: &'static BufferPool) -> io::Result<Bytes> {
         let uncached = at.len >= DIRECT_MIN_BYTES
             && !self.direct_refused.load(Ordering::Relaxed)
-            && (!self.direct_write_refused.load(Ordering::Relaxed)
+            && (!self.direct_writes_off.load(Ordering::Relaxed)
                 || self
                     .cached
                     .lock()
@@ -470,7 +473,7 @@ impl Appender {
         // appends (up to the next block boundary).
         let file = Arc::new(OpenOptions::new().read(true).write(true).create_new(true).open(&path)?);
         segments.files.write().unwrap_or_else(|e| e.into_inner()).insert(id, file.clone());
-        let direct = match segments.direct_write_refused.load(Ordering::Relaxed) {
+        let direct = match segments.direct_writes_off.load(Ordering::Relaxed) {
             true => None,
             false => {
                 let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
@@ -592,7 +595,7 @@ impl Segments {
     fn refuse_direct_writes(&self, e: &io::Error) -> bool {
         let refused = e.kind() == io::ErrorKind::InvalidInput;
         if refused {
-            self.direct_write_refused.store(true, Ordering::Relaxed);
+            self.direct_writes_off.store(true, Ordering::Relaxed);
         }
         tracing::debug!(error = %e, refused, "direct segment write failed; writing through the page cache");
         refused
@@ -735,7 +738,8 @@ mod tests {
     fn large_sections_behind_the_window_read_back_the_same_around_the_cache() {
         static POOL: BufferPool = BufferPool::new(8 << 20, 2 << 20);
         let dir = tempfile::tempdir().unwrap();
-        let segments = Segments::open(dir.path(), Options { target_bytes: 1 << 20, cache_bytes: 0 }).unwrap();
+        let segments =
+            Segments::open(dir.path(), Options { target_bytes: 1 << 20, cache_bytes: 0, direct_writes: true }).unwrap();
         let mut appender = None;
         let mut written = Vec::new();
         // Sections of odd lengths, so they start anywhere within a block, some near the start
@@ -769,7 +773,9 @@ mod tests {
     fn appends_through_and_around_the_cache_read_back_as_written() {
         static POOL: BufferPool = BufferPool::new(16 << 20, 8 << 20);
         let dir = tempfile::tempdir().unwrap();
-        let segments = Segments::open(dir.path(), Options { target_bytes: u64::MAX, cache_bytes: u64::MAX }).unwrap();
+        let segments =
+            Segments::open(dir.path(), Options { target_bytes: u64::MAX, cache_bytes: u64::MAX, direct_writes: true })
+                .unwrap();
         let mut a = Appender::next(None, &segments).unwrap();
         let big = DIRECT_WRITE_MIN_BYTES as usize;
         // Groups of appended bodies by length: small ones through the cache, leaving the last
@@ -807,7 +813,7 @@ mod tests {
             a.write(&bodies.iter().map(Vec::as_slice).collect::<Vec<_>>(), &segments).unwrap();
             assert_eq!(a.position(0), all.len() as u64, "group {g}");
         }
-        let direct = !segments.direct_write_refused.load(Ordering::Relaxed);
+        let direct = !segments.direct_writes_off.load(Ordering::Relaxed);
         // Where the file system takes direct writes (ext4 and xfs do), every large group went
         // around the cache.
         if direct {
@@ -851,7 +857,9 @@ mod tests {
     #[test]
     fn bytes_dropped_from_the_cache_read_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let segments = Segments::open(dir.path(), Options { target_bytes: 64 * 1024, cache_bytes: 0 }).unwrap();
+        let segments =
+            Segments::open(dir.path(), Options { target_bytes: 64 * 1024, cache_bytes: 0, direct_writes: true })
+                .unwrap();
         let mut appender = None;
         let mut written = Vec::new();
         for i in 0..40u32 {
