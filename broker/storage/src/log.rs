@@ -307,13 +307,19 @@ struct Writer {
     producers: HashMap<(PartitionId, i64), ProducerState>,
     segments: Arc<Segments>,
     extents: Keyspace,
+    /// Where large sections are written when no segment writer thread runs in front of this
+    /// one (direct writes off): by this thread, before each group is committed.
+    inline_segments: Option<SegmentWriter>,
 }
 
-/// The thread in front of the log writer: it appends the sections of large batches to the
-/// active segment and hands each job on, in queue order, with where they are
-/// ([`AppendJob::placed`]). So the disk writes the next appends' sections while the log writer
-/// commits the index entries of the last ones. Bytes of a batch the log writer then refuses
-/// (a duplicate, a fenced producer) stay in the segment unnamed, and go with it.
+/// Appends the sections of large batches to the active segment and records in each job where
+/// they are ([`AppendJob::placed`]), before the log writer commits the index entries that name
+/// them. With direct writes on, it runs on a thread of its own in front of the log writer and
+/// hands each job on in queue order, so the disk writes the next appends' sections while the
+/// log writer commits the last ones (a direct write waits for the disk); with them off, the
+/// log writer calls it on its own thread (writes through the page cache do not wait, and a
+/// second thread would cost small appends a wake-up each). Bytes of a batch the log writer
+/// then refuses (a duplicate, a fenced producer) stay in the segment unnamed, and go with it.
 struct SegmentWriter {
     segments: Arc<Segments>,
     /// The active segment, once the writer has written to it.
@@ -344,6 +350,7 @@ impl LogStore {
         let leader_epochs = db.keyspace(keyspace::LEADER_EPOCH, KeyspaceCreateOptions::default)?;
         let high_watermarks = db.keyspace(keyspace::HIGH_WATERMARK, KeyspaceCreateOptions::default)?;
         let extents = db.keyspace(keyspace::SEGMENT_EXTENT, KeyspaceCreateOptions::default)?;
+        let direct_writes = segments.direct_writes;
         let segments = Arc::new(
             Segments::open(segments_dir, segments)
                 .map_err(|e| StorageError::Corrupt { what: "segment folder", why: e.to_string() })?,
@@ -367,7 +374,7 @@ impl LogStore {
             }
         }
         let producer_id_max = producers.keys().map(|(_, pid)| *pid).max().unwrap_or(-1);
-        let writer = Writer {
+        let mut writer = Writer {
             db: db.clone(),
             log: log.clone(),
             time_index: time_index.clone(),
@@ -378,19 +385,32 @@ impl LogStore {
             producers,
             segments: segments.clone(),
             extents: extents.clone(),
+            inline_segments: None,
         };
-        let (placed_tx, placed) = std::sync::mpsc::sync_channel(queue_depth);
         let segment_writer = SegmentWriter { segments: segments.clone(), appender: None };
-        let threads = vec![
-            std::thread::Builder::new()
-                .name("weir-segment-writer".into())
-                .spawn(move || segment_writer.run(jobs, placed_tx))
-                .expect("spawn segment writer thread"),
+        let mut threads = Vec::new();
+        let jobs = match direct_writes {
+            true => {
+                let (placed_tx, placed) = std::sync::mpsc::sync_channel(queue_depth);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("weir-segment-writer".into())
+                        .spawn(move || segment_writer.run(jobs, placed_tx))
+                        .expect("spawn segment writer thread"),
+                );
+                placed
+            }
+            false => {
+                writer.inline_segments = Some(segment_writer);
+                jobs
+            }
+        };
+        threads.push(
             std::thread::Builder::new()
                 .name("weir-log-writer".into())
-                .spawn(move || writer.run(placed))
+                .spawn(move || writer.run(jobs))
                 .expect("spawn log writer thread"),
-        ];
+        );
         let writer = Arc::new(WriterHandle { jobs: Some(tx), threads });
         let store = Self {
             db: db.clone(),
@@ -1079,6 +1099,9 @@ impl Writer {
                 }
             }
             if !group.is_empty() {
+                if let Some(inline) = self.inline_segments.as_mut() {
+                    inline.place(group.iter_mut().collect());
+                }
                 self.commit_group(group);
             }
             match other {
@@ -1557,7 +1580,7 @@ impl SegmentWriter {
                     Err(_) => break,
                 }
             }
-            self.place(&mut taken);
+            self.place(taken.iter_mut().flat_map(appends_mut).collect());
             for job in taken {
                 if placed.send(job).is_err() {
                     return;
@@ -1568,23 +1591,24 @@ impl SegmentWriter {
 
     /// Appends the sections of the jobs' large batches to the active segment, in order, and
     /// records in each job where its sections are (or why they are not).
-    fn place(&mut self, jobs: &mut [WriterJob]) {
+    fn place(&mut self, mut jobs: Vec<&mut AppendJob>) {
         let large = |job: &AppendJob| job.batches.iter().any(|(_, packed)| goes_to_segment(job.fsync, packed));
-        if !jobs.iter().flat_map(appends_of).any(large) {
+        jobs.retain(|job| large(job));
+        if jobs.is_empty() {
             return;
         }
-        let mut len = 0u64;
         let appender = match Appender::next(self.appender.take(), &self.segments) {
             Ok(appender) => self.appender.insert(appender),
             Err(e) => {
                 let e = storage_error(format!("opening a segment file: {e}"));
-                for job in jobs.iter_mut().flat_map(appends_mut) {
+                for job in jobs {
                     job.placed = Err(e.clone());
                 }
                 return;
             }
         };
-        for job in jobs.iter_mut().flat_map(appends_mut) {
+        let mut len = 0u64;
+        for job in jobs.iter_mut() {
             let fsync = job.fsync;
             job.placed = Ok(job
                 .batches
@@ -1604,23 +1628,23 @@ impl SegmentWriter {
                 })
                 .collect());
         }
-        let sections: Vec<&[u8]> = jobs
-            .iter()
-            .flat_map(appends_of)
-            .flat_map(|job| job.batches.iter().filter(|(_, packed)| goes_to_segment(job.fsync, packed)))
-            .map(|(_, packed)| packed.section())
-            .collect();
-        if let Err(e) = appender.write(&sections, &self.segments) {
+        let written = {
+            let sections: Vec<&[u8]> = jobs
+                .iter()
+                .flat_map(|job| job.batches.iter().filter(|(_, packed)| goes_to_segment(job.fsync, packed)))
+                .map(|(_, packed)| packed.section())
+                .collect();
+            appender.write(&sections, &self.segments)
+        };
+        if let Err(e) = written {
             let e = storage_error(format!("writing a segment file: {e}"));
             // How much of the write reached the segment is not known: the next appends go to a
             // new one.
             if let Some(appender) = self.appender.take() {
                 appender.seal(&self.segments);
             }
-            for job in jobs.iter_mut().flat_map(appends_mut) {
-                if job.placed.as_ref().is_ok_and(|placed| placed.iter().any(Option::is_some)) {
-                    job.placed = Err(e.clone());
-                }
+            for job in jobs {
+                job.placed = Err(e.clone());
             }
         }
     }
@@ -1670,6 +1694,14 @@ mod tests {
     /// The log store of a database in `dir`, and the database (kept open by the caller).
     fn open_store(dir: &Path) -> (LogStore, Database) {
         let storage = crate::Storage::open(dir, 16).unwrap();
+        (storage.log, storage.db)
+    }
+
+    /// The same, with large appends written to segments around the page cache (on a thread of
+    /// their own) or through it.
+    fn open_store_writing(dir: &Path, direct_writes: bool) -> (LogStore, Database) {
+        let options = crate::segments::Options { direct_writes, ..Default::default() };
+        let storage = crate::Storage::open_with(dir, 16, options).unwrap();
         (storage.log, storage.db)
     }
 
@@ -1807,6 +1839,15 @@ mod tests {
 
     #[tokio::test]
     async fn large_batches_are_written_once_to_a_segment_and_read_back_by_every_reader_after_reopen() {
+        large_batches_round_trip(false).await;
+    }
+
+    #[tokio::test]
+    async fn large_batches_written_around_the_page_cache_read_back_the_same() {
+        large_batches_round_trip(true).await;
+    }
+
+    async fn large_batches_round_trip(direct_writes: bool) {
         let dir = tempfile::tempdir().unwrap();
         // (what, batch, fsync, kept in fjall whole)
         let cases = [
@@ -1815,9 +1856,11 @@ mod tests {
             ("small", kib_batch(2, 1_002, false), false, true),
             ("large, appended with an fsync: one fsync, in fjall", kib_batch(16, 1_003, false), true, true),
             ("large again, after an inline one", kib_batch(20, 1_004, false), false, false),
+            ("over 128 KiB: around the page cache if direct writes are on", kib_batch(200, 1_004, false), false, false),
+            ("large after that, starting inside a block", kib_batch(17, 1_004, false), false, false),
         ];
         let (sent, size) = {
-            let (store, _db) = open_store(dir.path());
+            let (store, _db) = open_store_writing(dir.path(), direct_writes);
             let p = store.open_partition(P).unwrap();
             let mut sent = Vec::new();
             for (what, (header, bytes), fsync, inline) in cases.clone() {
@@ -1837,11 +1880,14 @@ mod tests {
                 sent.push(bytes);
             }
             assert_eq!(segment_ids(dir.path()).len(), 1, "one segment holds every large batch");
+            // Where the file system takes direct writes (ext4 and xfs do), the largest went so.
+            let expected = u64::from(direct_writes && store.segments.writes_around_cache());
+            assert_eq!(store.segments.direct_writes(), expected);
             let read = store.read(&p, 0, usize::MAX, true).unwrap();
             assert_eq!(values(&read), values(&sent));
             (sent, p.size_bytes())
         };
-        let (store, _db) = open_store(dir.path());
+        let (store, _db) = open_store_writing(dir.path(), direct_writes);
         let p = store.open_partition(P).unwrap();
         assert_eq!(p.size_bytes(), size, "sizes count the sections in segments after a restart too");
         assert_eq!(p.max_timestamp(), 1_004);

@@ -236,6 +236,12 @@ impl Segments {
         self.direct_writes.load(Ordering::Relaxed)
     }
 
+    /// Whether appends of [`DIRECT_WRITE_MIN_BYTES`] or more go around the page cache (turned
+    /// on, and not refused by the file system so far).
+    pub fn writes_around_cache(&self) -> bool {
+        !self.direct_writes_off.load(Ordering::Relaxed)
+    }
+
     /// Reads the aligned blocks that hold the section into an aligned part of a pooled buffer,
     /// puts `head` right before the section, and gives the two as a slice of that buffer.
     fn read_direct(&self, at: Located, head: &[u8], pool: &'static BufferPool) -> io::Result<Bytes> {
