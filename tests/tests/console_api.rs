@@ -551,6 +551,10 @@ print(json.dumps(out))
     assert!(sample("weir_log_bytes", r#"{"topic": "metered"}"#).unwrap() > 0.0);
     assert_eq!(sample("weir_request_errors_total", r#"{"code": "unknown_partition"}"#), Some(1.0));
     assert_eq!(sample("weir_offline_partitions", "{}"), Some(0.0));
+    // Direct segment writes are off by default; small records never reach a segment.
+    assert_eq!(sample("weir_segment_direct_writes_enabled", "{}"), Some(0.0));
+    assert_eq!(sample("weir_segment_direct_writes_total", "{}"), Some(0.0));
+    assert_eq!(sample("weir_segment_direct_reads_total", "{}"), Some(0.0));
 }
 
 #[test]

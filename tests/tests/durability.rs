@@ -12,7 +12,8 @@ use bytes::Bytes;
 use common::{wait_until, BrokerProcess};
 use weir_sdk::wire::OffsetSpec;
 use weir_sdk::{
-    Acks, Admin, Client, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, Record, TopicConfig,
+    Acks, Admin, Client, Consumer, ConsumerConfig, FlushMode, OffsetReset, Producer, ProducerConfig, Record,
+    TopicConfig,
 };
 
 const PARTITIONS: u32 = 8;
@@ -30,8 +31,18 @@ fn value_len(seq: u64) -> usize {
     }
 }
 
+/// Values nothing compresses (xorshift from the producer and sequence), so batches keep their
+/// size in the log.
 fn record(producer: u64, seq: u64) -> Record {
-    let value: Vec<u8> = (0..value_len(seq)).map(|j| (producer * 31 + seq * 7 + j as u64) as u8).collect();
+    let mut state = (producer << 32 | seq).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut value = Vec::with_capacity(value_len(seq) + 8);
+    while value.len() < value_len(seq) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        value.extend_from_slice(&state.to_le_bytes());
+    }
+    value.truncate(value_len(seq));
     Record {
         key: Some(Bytes::from(format!("p{producer}-{seq:06}"))),
         value: Some(Bytes::from(value)),
@@ -51,26 +62,74 @@ fn parse_key(key: &[u8]) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn given_broker_killed_while_producing_with_acks_all_then_no_acked_record_is_lost() {
-    let mut broker = BrokerProcess::start(&[]);
-    let admin = Admin::new(broker.client().await);
+    // Each append fsynced (the default flush mode): batches are kept in fjall.
+    // Five batches in flight per partition: the idempotent producer (the default with
+    // acks=all) keeps order and stores a retried batch once.
+    let batching = ProducerConfig { max_in_flight_per_partition: 5, ..ProducerConfig::default() };
+    killed_while_producing(&[], FlushMode::Always, batching).await;
+}
+
+/// The same with appends not fsynced and large batches, so sections go to segment files, and
+/// the groups of 128 KiB or more are written around the page cache: an acknowledged append is
+/// on its way to the disk, not in the broker's memory, when the process dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_broker_killed_while_writing_segments_around_the_page_cache_then_no_acked_record_is_lost() {
+    // Batches gathered for longer, so appends come to more than 128 KiB (and stay below the
+    // topic's 1 MiB max.message.bytes), five in flight per partition.
+    let batching = ProducerConfig {
+        linger: Duration::from_millis(100),
+        batch_bytes: 512 << 10,
+        max_in_flight_per_partition: 5,
+        ..ProducerConfig::default()
+    };
+    let broker =
+        killed_while_producing(&["--segment-direct-writes", "true"], FlushMode::IntervalMs(1000), batching).await;
+    // Where the file system takes direct writes (ext4 and xfs do), the killed broker and the
+    // restarted one wrote appends that way.
+    if metric(&broker, "weir_segment_direct_writes_enabled") == 1.0 {
+        assert!(broker.direct_writes_before_kill > 0.0, "no append went around the page cache before the kill");
+        assert!(metric(&broker, "weir_segment_direct_writes_total") > 0.0, "nor after the restart");
+    }
+}
+
+/// A sample without labels from the broker's `/metrics`.
+fn metric(broker: &Killed, name: &str) -> f64 {
+    let (status, metrics) = common::http_with(&broker.process.console_addr.to_string(), "GET", "/metrics", "", b"");
+    assert_eq!(status, 200);
+    let line =
+        metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in {metrics}"));
+    line[name.len() + 1..].parse().unwrap()
+}
+
+/// The broker restarted after the kill, and how many appends it had written around the page
+/// cache before it.
+struct Killed {
+    process: BrokerProcess,
+    direct_writes_before_kill: f64,
+}
+
+/// Runs the producers, kills the broker mid-stream, restarts it and checks what was acknowledged.
+async fn killed_while_producing(serve_args: &[&str], flush: FlushMode, batching: ProducerConfig) -> Killed {
+    let mut broker = Killed { process: BrokerProcess::start(serve_args), direct_writes_before_kill: 0.0 };
+    let admin = Admin::new(broker.process.client().await);
     // Record timestamps are fixed in the past, so time retention is off for this topic.
-    let config = TopicConfig { retention_ms: None, ..TopicConfig::default() };
+    let config = TopicConfig { retention_ms: None, flush, ..TopicConfig::default() };
     admin.create_topic("fault", PARTITIONS, config).await.expect("create topic");
 
     let acked_count = Arc::new(AtomicU64::new(0));
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
-        let client = Client::connect(broker.client_config()).await.expect("connect");
+        let client = Client::connect(broker.process.client_config()).await.expect("connect");
         let producer = Producer::new(
             client,
             ProducerConfig {
                 acks: Acks::All,
                 delivery_timeout: Duration::from_secs(90),
                 buffer_bytes: 16 << 20,
-                // Five batches in flight per partition: the idempotent producer (the default
-                // with acks=all) keeps order and stores a retried batch once.
                 enable_idempotence: true,
-                max_in_flight_per_partition: 5,
+                max_in_flight_per_partition: batching.max_in_flight_per_partition,
+                linger: batching.linger,
+                batch_bytes: batching.batch_bytes,
                 ..ProducerConfig::default()
             },
         );
@@ -109,9 +168,10 @@ async fn given_broker_killed_while_producing_with_acks_all_then_no_acked_record_
     })
     .await;
     let acked_at_kill = acked_count.load(Ordering::Relaxed);
-    broker.kill9();
+    broker.direct_writes_before_kill = metric(&broker, "weir_segment_direct_writes_total");
+    broker.process.kill9();
     let killed_at = Instant::now();
-    broker.restart();
+    broker.process.restart();
     eprintln!("broker SIGKILLed with {acked_at_kill} records acked; serving again after {:?}", killed_at.elapsed());
 
     let mut acked = Vec::new();
@@ -127,7 +187,7 @@ async fn given_broker_killed_while_producing_with_acks_all_then_no_acked_record_
     let failed: u64 = failures.values().sum();
 
     // Read everything back.
-    let client = broker.client().await;
+    let client = broker.process.client().await;
     let admin = Admin::new(client.clone());
     let ends: BTreeMap<u32, i64> = admin
         .list_offsets("fault", (0..PARTITIONS).collect(), OffsetSpec::Latest)
@@ -197,6 +257,7 @@ async fn given_broker_killed_while_producing_with_acks_all_then_no_acked_record_
     assert_eq!(out_of_order, 0, "records of one producer were reordered within a partition");
     assert_eq!(duplicated, 0, "an idempotent producer's retried batches are stored once");
     assert_eq!(failed, 0, "the producers' retries outlast a restart; failures: {failures:?}");
+    broker
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! (their ratio is the mean latency), bytes held and partitions; requests refused by error
 //! code; per module deployment: records in, out, rejected and dead-lettered, batches, failed
 //! batches, seconds inside the module, call latency quantiles and the memory high-water mark;
-//! per consumer group: total lag.
+//! per consumer group: total lag; segment reads and writes around the page cache.
 
 use std::fmt::Write;
 
@@ -115,6 +115,20 @@ pub fn render(console: &Console) -> String {
         let name = "weir_under_replicated_partitions";
         let mut f = Family::start(f.out, name, "gauge", "Partitions with fewer in-sync replicas than replicas.");
         f.sample(name, &[], status.under_replicated_partitions as f64);
+    }
+    {
+        let io = broker.log().segment_io();
+        let name = "weir_segment_direct_writes_total";
+        let mut f =
+            Family::start(&mut out, name, "counter", "Segment appends written around the page cache (O_DIRECT).");
+        f.sample(name, &[], io.direct_writes as f64);
+        let name = "weir_segment_direct_reads_total";
+        let mut f = Family::start(f.out, name, "counter", "Segment sections read around the page cache (O_DIRECT).");
+        f.sample(name, &[], io.direct_reads as f64);
+        let name = "weir_segment_direct_writes_enabled";
+        let help = "1 while segment appends of 128 KiB or more go around the page cache (on, and not refused).";
+        let mut f = Family::start(f.out, name, "gauge", help);
+        f.sample(name, &[], f64::from(u8::from(io.writes_around_cache)));
     }
     let modules = broker.list_modules().modules;
     type ModuleField = fn(&weir_sdk::wire::ModuleMetrics) -> f64;

@@ -181,6 +181,17 @@ impl PartitionState {
     }
 }
 
+/// How segment files were read and written (for `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentIo {
+    /// Appends written around the page cache.
+    pub direct_writes: u64,
+    /// Sections read around the page cache.
+    pub direct_reads: u64,
+    /// Appends of 128 KiB or more go around the page cache (turned on, not refused so far).
+    pub writes_around_cache: bool,
+}
+
 /// What the writer thread is asked to do, in queue order.
 enum WriterJob {
     Append(AppendJob),
@@ -664,6 +675,16 @@ impl LogStore {
         let (reply, rx) = oneshot::channel();
         self.submit(WriterJob::ForgetProducers { which, reply }).await?;
         rx.await.map_err(|_| storage_error("log writer dropped the request"))?
+    }
+
+    /// Segment sections written and read around the page cache so far, and whether large
+    /// appends go around it now.
+    pub fn segment_io(&self) -> SegmentIo {
+        SegmentIo {
+            direct_writes: self.segments.direct_writes(),
+            direct_reads: self.segments.direct_reads(),
+            writes_around_cache: self.segments.writes_around_cache(),
+        }
     }
 
     /// The number of stored idempotent producer states of a topic's partitions.
