@@ -1,11 +1,13 @@
 //! Segment files: where the log keeps the bytes of its large batches.
 //!
-//! A batch whose stored records section is at least [`SEGMENT_MIN_BODY`] bytes is written once,
-//! by the log writer, to the end of the active segment file, and the `log` keyspace keeps only
-//! its header and where its records are ([`crate::stored`]). Kept as a fjall value, every byte
-//! was written twice (the journal, then a blob file at memtable flush) and checksummed twice;
-//! here it is copied once into the page cache. Small batches stay fjall values: a segment
-//! costs a read call per batch.
+//! A batch whose stored records section is at least [`SEGMENT_MIN_BODY`] bytes is written once
+//! to the end of the active segment file, before the index entry that names it is committed,
+//! and the `log` keyspace keeps only its header and where its records are ([`crate::stored`]).
+//! Kept as a fjall value, every byte was written twice (the journal, then a blob file at
+//! memtable flush) and checksummed twice; here it is copied once into the page cache, or, with
+//! [`Options::direct_writes`], an append of [`DIRECT_WRITE_MIN_BYTES`] or more goes around the
+//! cache ([`Appender`]). Small batches stay fjall values: a segment costs a read call per
+//! batch.
 //!
 //! The files are shared by every partition, named by an increasing id, and the writer starts a
 //! new one past [`SEGMENT_BYTES`] and at every start of the broker, so bytes a crash left
@@ -25,8 +27,8 @@
 //! pages only). Consumers of the newest bytes still read them from memory; a read further back
 //! reads the disk, as it would once the cache held more than memory.
 //!
-//! *Reads behind the window* of a large section ([`DIRECT_MIN_BYTES`] or more) go around the
-//! page cache (`O_DIRECT`, [`Segments::read_batch`]): the disk writes them straight into the
+//! *Reads behind the window* of a large section ([`DIRECT_MIN_BYTES`] or more), and of one
+//! written around the cache, go around the page cache too (`O_DIRECT`, [`Segments::read_batch`]): the disk writes them straight into the
 //! fetch's buffer, where a buffered read would fill fresh cache pages and then copy them out
 //! (about ten times the CPU per GB on this machine; BENCHMARKS.md, thirteenth session). The
 //! kernel keeps direct reads coherent with the cache (it writes back dirty pages of the range
