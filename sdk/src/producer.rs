@@ -562,8 +562,14 @@ impl Worker {
             None => self.pick_partition(&topic, record.key.as_ref(), count),
         };
         let tp = (topic, partition);
+        let size = record_size(&record);
+        // A record that would take the open batch past `batch_bytes` starts the next one, as
+        // Kafka's producer does: only a record larger than that makes a larger batch, alone.
+        if self.queues.get(&tp).is_some_and(|q| !q.open.is_empty() && q.open_bytes + size > self.config.batch_bytes) {
+            self.seal(&tp);
+        }
         let queue = self.queues.entry(tp.clone()).or_default();
-        queue.open_bytes += record_size(&record);
+        queue.open_bytes += size;
         queue.open.push((record, reply, permit));
         if queue.opened_at.is_none() {
             let now = Instant::now();

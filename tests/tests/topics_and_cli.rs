@@ -347,6 +347,30 @@ async fn given_many_partitions_ready_at_once_then_each_partitions_answer_reaches
     }
 }
 
+/// A producer whose batches may be as large as the topic's `max.message.bytes` never sends one
+/// larger: a record that would take the open batch past `batch_bytes` starts the next batch.
+#[tokio::test]
+async fn given_batch_bytes_at_the_topics_limit_then_no_batch_is_refused_as_too_large() {
+    let broker = BrokerProcess::start(&[]);
+    let client = broker.client().await;
+    let config = TopicConfig { max_message_bytes: 8 * 1024, ..TopicConfig::default() };
+    Admin::new(client.clone()).create_topic("filled", 1, config).await.unwrap();
+    let batching =
+        ProducerConfig { batch_bytes: 8 * 1024, linger: Duration::from_millis(50), ..ProducerConfig::default() };
+    let producer = Producer::new(client, batching);
+    let mut deliveries = Vec::new();
+    for i in 0..60u8 {
+        // Two such records fill most of a batch; a third would take it past 8 KiB.
+        let record = Record { value: Some(Bytes::from(vec![b'a' + i % 26; 3000])), ..Record::default() };
+        deliveries.push(producer.send("filled", Some(0), record).await.unwrap());
+    }
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(delivery.await.expect("a batch within batch_bytes is within the topic's limit").offset);
+    }
+    assert_eq!(offsets, (0..60).collect::<Vec<i64>>());
+}
+
 #[tokio::test]
 async fn given_the_cli_then_topics_produce_and_consume_script_like_kcat() {
     let broker = BrokerProcess::start(&[]);

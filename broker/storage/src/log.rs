@@ -1590,8 +1590,8 @@ impl SegmentWriter {
     fn run(mut self, jobs: std::sync::mpsc::Receiver<WriterJob>, placed: std::sync::mpsc::SyncSender<WriterJob>) {
         while let Ok(first) = jobs.recv() {
             // Appends queued behind each other are written with one call.
+            let mut bytes = job_bytes(&first);
             let mut taken = vec![first];
-            let mut bytes = 0usize;
             while taken.len() < GROUP_COMMIT_JOBS_MAX && bytes < GROUP_COMMIT_BYTES_MAX {
                 match jobs.try_recv() {
                     Ok(job) => {
