@@ -117,7 +117,7 @@ pub fn render(console: &Console) -> String {
         f.sample(name, &[], status.under_replicated_partitions as f64);
     }
     {
-        let io = broker.log().segment_io();
+        let io = broker.segment_io();
         let name = "weir_segment_direct_writes_total";
         let mut f =
             Family::start(&mut out, name, "counter", "Segment appends written around the page cache (O_DIRECT).");

@@ -137,6 +137,11 @@ impl Broker {
         &self.log
     }
 
+    /// How segment files were read and written around the page cache (for `/metrics`).
+    pub fn segment_io(&self) -> weir_storage::log::SegmentIo {
+        self.log.segment_io()
+    }
+
     /// Consumer groups and committed offsets, shared by every front end.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
