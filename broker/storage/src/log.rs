@@ -286,7 +286,8 @@ pub struct LogStore {
 /// the database can be opened again in the same process.
 struct WriterHandle {
     jobs: Option<std::sync::mpsc::SyncSender<WriterJob>>,
-    /// The segment writer's thread, then the log writer's: each stops when its queue closes.
+    /// The segment writer's thread (when direct writes are on), then the log writer's: each
+    /// stops when its queue closes.
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -1099,17 +1100,10 @@ impl Writer {
             // group and runs after it, so jobs take effect in queue order.
             let mut other = None;
             while let Some(job) = next.take() {
+                bytes += job_bytes(&job);
                 match job {
-                    WriterJob::Append(append) => {
-                        bytes += append.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>();
-                        group.push(append);
-                    }
-                    WriterJob::Appends(appends) => {
-                        for append in appends {
-                            bytes += append.batches.iter().map(|(h, _)| h.total_bytes).sum::<usize>();
-                            group.push(append);
-                        }
-                    }
+                    WriterJob::Append(append) => group.push(append),
+                    WriterJob::Appends(appends) => group.extend(appends),
                     job @ (WriterJob::ForgetProducers { .. } | WriterJob::Truncate { .. }) => {
                         other = Some(job);
                         break;

@@ -244,6 +244,17 @@ impl Segments {
         !self.direct_writes_off.load(Ordering::Relaxed)
     }
 
+    /// Turns direct writes off if `e` says the file system does not take them (EINVAL);
+    /// whether it did.
+    fn refuse_direct_writes(&self, e: &io::Error) -> bool {
+        let refused = e.kind() == io::ErrorKind::InvalidInput;
+        if refused {
+            self.direct_writes_off.store(true, Ordering::Relaxed);
+        }
+        tracing::debug!(error = %e, refused, "direct segment write failed; writing through the page cache");
+        refused
+    }
+
     /// Reads the aligned blocks that hold the section into an aligned part of a pooled buffer,
     /// puts `head` right before the section, and gives the two as a slice of that buffer.
     fn read_direct(&self, at: Located, head: &[u8], pool: &'static BufferPool) -> io::Result<Bytes> {
@@ -594,19 +605,6 @@ impl Appender {
             write_blocks(file, &area[..padded], at)?;
         }
         Ok(())
-    }
-}
-
-impl Segments {
-    /// Turns direct writes off if `e` says the file system does not take them (EINVAL);
-    /// whether it did.
-    fn refuse_direct_writes(&self, e: &io::Error) -> bool {
-        let refused = e.kind() == io::ErrorKind::InvalidInput;
-        if refused {
-            self.direct_writes_off.store(true, Ordering::Relaxed);
-        }
-        tracing::debug!(error = %e, refused, "direct segment write failed; writing through the page cache");
-        refused
     }
 }
 
