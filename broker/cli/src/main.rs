@@ -9,6 +9,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// glibc's allocator gives freed buffers of a megabyte or more (requests, fetched batches, plugin
+/// batches) back to the kernel, and the next request faults fresh zeroed pages in again;
+/// mimalloc keeps them for reuse (BENCHMARKS.md, fifteenth session).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "weir", version, about = "Weir: a streaming platform you extend with WebAssembly")]
 struct Cli {
