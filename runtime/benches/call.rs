@@ -1,12 +1,21 @@
 //! The host<->guest call: one identity-transform call per batch, for batch sizes from 1 to
-//! 1000 records of 1 KiB: `wasm` on the current contract (`weir:plugin@0.2.0`, the batch as one
-//! buffer with an index), `wasm_v0_1` the same identity built for 0.1.0 (a list of records,
-//! each with its own lists), beside a native identity over the same records (the cost with no
-//! Wasm at all). Per-record cost is the batch time over its size. And loading a plugin:
+//! 1000 records of 1 KiB: `wasm` on the current contract (`weir:plugin@0.2.2`, the batch as one
+//! buffer with an index packed into 32-bit words), `wasm_v0_2` the same identity built for
+//! 0.2.0 (the index as lists of records), `wasm_v0_1` built for 0.1.0 (a list of records, each
+//! with its own lists), beside a native identity over the same records (the cost with no
+//! Wasm at all). `WEIR_BENCH_IDENTITY_WASM=<file.wasm>` adds `wasm_file`: a transform component
+//! built elsewhere (e.g. the identity of an earlier commit), called the same way. Per-record cost is the batch time over its size. And loading a plugin:
 //! compiling it against loading the cached artifact. `cargo bench -p weir-runtime`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use weir_runtime::dev::{identity_instance, identity_v0_1_instance, native_identity, transform_instance};
+use weir_runtime::dev::{
+    identity_instance, identity_v0_1_instance, identity_v0_2_instance, native_identity, transform_instance,
+    transform_instance_of,
+};
+
+// The allocator `weir serve` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use weir_runtime::{InputBatch, OutputBuilder, PluginKind, Runtime, RuntimeConfig, TransformOutput};
 
 fn records(count: usize) -> InputBatch {
@@ -23,12 +32,23 @@ fn call(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("temp dir");
     let mut instance = identity_instance(cache.path());
     let mut old = identity_v0_1_instance(cache.path());
+    let mut typed = identity_v0_2_instance(cache.path());
+    let mut file = std::env::var_os("WEIR_BENCH_IDENTITY_WASM")
+        .map(|path| transform_instance_of(cache.path(), std::path::Path::new(&path), &[]));
     let mut group = c.benchmark_group("identity_call");
     for size in [1usize, 10, 100, 1000] {
         let batch = records(size);
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::new("wasm", size), &batch, |b, batch| {
             b.iter(|| instance.transform(batch).expect("identity never fails"))
+        });
+        if let Some(file) = file.as_mut() {
+            group.bench_with_input(BenchmarkId::new("wasm_file", size), &batch, |b, batch| {
+                b.iter(|| file.transform(batch).expect("an identity never fails"))
+            });
+        }
+        group.bench_with_input(BenchmarkId::new("wasm_v0_2", size), &batch, |b, batch| {
+            b.iter(|| typed.transform(batch).expect("identity never fails"))
         });
         group.bench_with_input(BenchmarkId::new("wasm_v0_1", size), &batch, |b, batch| {
             b.iter(|| old.transform(batch).expect("identity never fails"))

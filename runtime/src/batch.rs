@@ -1,16 +1,20 @@
-//! Batches as they cross the host-guest boundary (`weir:plugin@0.2.0`): every key, value and
-//! header of a call in one buffer with an index of fixed-size entries, so a call costs a few
-//! allocations in the guest, not several per record. The broker builds an [`InputBatch`];
-//! a transform's answer comes back as a [`TransformOutput`], checked entry by entry before the
-//! broker reads it, and read without copying (its keys and values are slices of one `Bytes`).
+//! Batches as they cross the host-guest boundary: every key, value and header of a call in one
+//! buffer with an index, so a call costs a few allocations in the guest, not several per
+//! record. The broker builds an [`InputBatch`]; a transform is handed its index packed into
+//! 32-bit words (`weir:plugin@0.2.2`'s `packed-transformer`: one copy per list, where a list of
+//! records is lowered field by field) and answers the same way. The answer comes back as a
+//! [`TransformOutput`], checked entry by entry before the broker reads it, and read without
+//! copying (its keys and values are slices of one `Bytes`). Answers of components built for
+//! 0.2.0 and 0.2.1 (lists of records) are packed when they come, and checked the same way.
 
 use bytes::Bytes;
 
 use crate::bindings::types as wit;
 use crate::error::CallError;
 
-/// The most bytes of keys, values and headers one batch can hold: its spans are 32-bit.
-pub const BATCH_BYTES_MAX: u64 = u32::MAX as u64;
+/// The most bytes of keys, values and headers one batch can hold: its spans are 32-bit, and a
+/// length of `u32::MAX` means none in a packed index.
+pub const BATCH_BYTES_MAX: u64 = u32::MAX as u64 - 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a plugin batch holds at most {BATCH_BYTES_MAX} bytes of keys, values and headers; this one needs {needed}")]
@@ -177,13 +181,122 @@ fn run<'l, T>(list: &'l [T], range: &wit::Range) -> &'l [T] {
     first.checked_add(range.count as usize).and_then(|end| list.get(first..end)).unwrap_or_default()
 }
 
-/// A transform's answer: per input record, its outputs or the module's error for it.
+/// A length word that means none (no topic, key or value) in a packed index.
+pub(crate) const NONE: u32 = u32::MAX;
+/// The timestamp word of a packed answer that keeps the input record's timestamp.
+pub(crate) const KEEP_TIMESTAMP: i64 = i64::MIN;
+/// Words per entry of a packed index: an input record, an output record, a header, an outcome.
+const INPUT_WORDS: usize = 6;
+const OUTPUT_WORDS: usize = 8;
+const HEADER_WORDS: usize = 4;
+const OUTCOME_WORDS: usize = 3;
+const EMITTED: u32 = 0;
+const FAILED: u32 = 1;
+
+/// A batch's index as `packed-transformer` takes it (`weir:plugin@0.2.2`).
+pub(crate) struct PackedIndex {
+    pub offsets: Vec<i64>,
+    pub timestamps: Vec<i64>,
+    pub records: Vec<u32>,
+    pub headers: Vec<u32>,
+}
+
+fn push_span(words: &mut Vec<u32>, span: Option<&wit::Span>) {
+    match span {
+        Some(s) => words.extend([s.start, s.len]),
+        None => words.extend([NONE, NONE]),
+    }
+}
+
+impl InputBatch {
+    /// The index packed into words; the buffer is passed as it is.
+    pub(crate) fn packed_index(&self) -> PackedIndex {
+        let records = &self.wit.records;
+        let mut index = PackedIndex {
+            offsets: records.iter().map(|r| r.offset).collect(),
+            timestamps: records.iter().map(|r| r.timestamp).collect(),
+            records: Vec::with_capacity(INPUT_WORDS * records.len()),
+            headers: Vec::with_capacity(HEADER_WORDS * self.wit.headers.len()),
+        };
+        for r in records {
+            push_span(&mut index.records, r.key.as_ref());
+            push_span(&mut index.records, r.value.as_ref());
+            index.records.extend([r.headers.first, r.headers.count]);
+        }
+        for h in &self.wit.headers {
+            push_span(&mut index.headers, Some(&h.key));
+            push_span(&mut index.headers, h.value.as_ref());
+        }
+        index
+    }
+}
+
+/// A transform's answer: per input record, its outputs or the module's error for it. Held as
+/// the current contract's packed index over one buffer (answers of older contracts are packed
+/// when they come).
 #[derive(Debug, Clone)]
 pub struct TransformOutput {
     buffer: Bytes,
-    records: Vec<wit::OutputRecord>,
-    headers: Vec<wit::Header>,
-    outcomes: Vec<wit::Outcome>,
+    /// [`OUTPUT_WORDS`] per output record.
+    records: Vec<u32>,
+    timestamps: Vec<i64>,
+    /// [`HEADER_WORDS`] per header.
+    headers: Vec<u32>,
+    /// [`OUTCOME_WORDS`] per input record.
+    outcomes: Vec<u32>,
+}
+
+/// The span of a start and a length word, or none.
+fn span_of(start: u32, len: u32) -> Option<wit::Span> {
+    (len != NONE).then_some(wit::Span { start, len })
+}
+
+/// A typed answer (`weir:plugin@0.2.0` and 0.2.1) in the packed form. A span whose length is
+/// the packed form's none cannot lie inside a buffer, and is refused as lying outside it.
+pub(crate) fn packed_answer(answer: wit::OutputBatch) -> Result<wit::PackedOutputBatch, CallError> {
+    let wit::OutputBatch { buffer, records, headers, outcomes } = answer;
+    let size = buffer.len();
+    let push = |words: &mut Vec<u32>, span: Option<&wit::Span>, what: &dyn Fn() -> String| {
+        if let Some(s) = span.filter(|s| s.len == NONE) {
+            return Err(CallError::Contract(format!(
+                "{} ({} bytes from byte {}) lies outside the answer's {size}-byte buffer",
+                what(),
+                s.len,
+                s.start
+            )));
+        }
+        push_span(words, span);
+        Ok(())
+    };
+    let mut packed = wit::PackedOutputBatch {
+        buffer: Vec::new(),
+        records: Vec::with_capacity(OUTPUT_WORDS * records.len()),
+        timestamps: Vec::with_capacity(records.len()),
+        headers: Vec::with_capacity(HEADER_WORDS * headers.len()),
+        outcomes: Vec::with_capacity(OUTCOME_WORDS * outcomes.len()),
+    };
+    for (i, h) in headers.iter().enumerate() {
+        push(&mut packed.headers, Some(&h.key), &|| format!("header {i}'s key"))?;
+        push(&mut packed.headers, h.value.as_ref(), &|| format!("header {i}'s value"))?;
+    }
+    for (i, r) in records.iter().enumerate() {
+        push(&mut packed.records, r.topic.as_ref(), &|| format!("output record {i}'s topic"))?;
+        push(&mut packed.records, r.key.as_ref(), &|| format!("output record {i}'s key"))?;
+        push(&mut packed.records, r.value.as_ref(), &|| format!("output record {i}'s value"))?;
+        packed.records.extend([r.headers.first, r.headers.count]);
+        packed.timestamps.push(r.timestamp.unwrap_or(KEEP_TIMESTAMP));
+    }
+    for (i, o) in outcomes.iter().enumerate() {
+        match o {
+            wit::Outcome::Emitted(run) => packed.outcomes.extend([EMITTED, run.first, run.count]),
+            wit::Outcome::Failed(span) => {
+                packed.outcomes.push(FAILED);
+                push(&mut packed.outcomes, Some(span), &|| format!("the error for input record {i}"))?;
+            }
+        }
+    }
+    packed.buffer = buffer;
+    Ok(packed)
 }
 
 impl TransformOutput {
@@ -192,44 +305,74 @@ impl TransformOutput {
     /// Each byte of the buffer, each header and each output record may be used once (spans
     /// add up to at most the buffer, runs come in order without overlapping), so an answer
     /// cannot make the broker write more than the module itself held in its memory.
-    pub(crate) fn checked(answer: wit::OutputBatch, inputs: usize) -> Result<Self, CallError> {
-        let wit::OutputBatch { buffer, records, headers, outcomes } = answer;
-        check_count(outcomes.len(), inputs)?;
+    pub(crate) fn checked(answer: wit::PackedOutputBatch, inputs: usize) -> Result<Self, CallError> {
+        let wit::PackedOutputBatch { buffer, records, timestamps, headers, outcomes } = answer;
+        let words = |list: &[u32], per: usize, name: &str, entry: &str| {
+            if list.len().is_multiple_of(per) {
+                Ok(list.len() / per)
+            } else {
+                Err(CallError::Contract(format!(
+                    "the answer's {name} list has {} words, not {per} per {entry}",
+                    list.len()
+                )))
+            }
+        };
+        let header_count = words(&headers, HEADER_WORDS, "headers", "header")?;
+        let record_count = words(&records, OUTPUT_WORDS, "records", "output record")?;
+        check_count(words(&outcomes, OUTCOME_WORDS, "outcomes", "input record")?, inputs)?;
+        if timestamps.len() != record_count {
+            return Err(CallError::Contract(format!(
+                "the answer has {} timestamps for {record_count} output records; the contract is one per output record",
+                timestamps.len()
+            )));
+        }
         let mut spans = Spans { buffer: &buffer, used: 0 };
-        for (i, h) in headers.iter().enumerate() {
-            spans.text(&h.key, &|| format!("header {i}'s key"))?;
-            if let Some(v) = &h.value {
-                spans.bytes(v, &|| format!("header {i}'s value"))?;
+        for (i, h) in headers.chunks_exact(HEADER_WORDS).enumerate() {
+            let Some(key) = span_of(h[0], h[1]) else {
+                return Err(CallError::Contract(format!("header {i} has no key; every header has one")));
+            };
+            spans.text(&key, &|| format!("header {i}'s key"))?;
+            if let Some(v) = span_of(h[2], h[3]) {
+                spans.bytes(&v, &|| format!("header {i}'s value"))?;
             }
         }
-        let mut header_runs = Runs { len: headers.len(), list: "headers", end: 0 };
-        for (i, r) in records.iter().enumerate() {
-            if let Some(t) = &r.topic {
-                spans.text(t, &|| format!("output record {i}'s topic"))?;
+        let mut header_runs = Runs { len: header_count, list: "headers", end: 0 };
+        for (i, r) in records.chunks_exact(OUTPUT_WORDS).enumerate() {
+            if let Some(t) = span_of(r[0], r[1]) {
+                spans.text(&t, &|| format!("output record {i}'s topic"))?;
             }
-            if let Some(k) = &r.key {
-                spans.bytes(k, &|| format!("output record {i}'s key"))?;
+            if let Some(k) = span_of(r[2], r[3]) {
+                spans.bytes(&k, &|| format!("output record {i}'s key"))?;
             }
-            if let Some(v) = &r.value {
-                spans.bytes(v, &|| format!("output record {i}'s value"))?;
+            if let Some(v) = span_of(r[4], r[5]) {
+                spans.bytes(&v, &|| format!("output record {i}'s value"))?;
             }
-            header_runs.next(&r.headers, &|| format!("output record {i}'s headers"))?;
+            header_runs.next(&wit::Range { first: r[6], count: r[7] }, &|| format!("output record {i}'s headers"))?;
         }
-        let mut output_runs = Runs { len: records.len(), list: "output records", end: 0 };
-        for (i, o) in outcomes.iter().enumerate() {
-            match o {
-                wit::Outcome::Emitted(range) => {
-                    output_runs.next(range, &|| format!("the outputs of input record {i}"))?
+        let mut output_runs = Runs { len: record_count, list: "output records", end: 0 };
+        for (i, o) in outcomes.chunks_exact(OUTCOME_WORDS).enumerate() {
+            match o[0] {
+                EMITTED => output_runs
+                    .next(&wit::Range { first: o[1], count: o[2] }, &|| format!("the outputs of input record {i}"))?,
+                FAILED => {
+                    let what = || format!("the error for input record {i}");
+                    let span = span_of(o[1], o[2]).ok_or_else(|| CallError::Contract(format!("{} is none", what())))?;
+                    spans.text(&span, &what)?
                 }
-                wit::Outcome::Failed(span) => spans.text(span, &|| format!("the error for input record {i}"))?,
+                tag => {
+                    return Err(CallError::Contract(format!(
+                        "the outcome of input record {i} is of kind {tag}; the kinds are {EMITTED} (emitted) and \
+                         {FAILED} (failed)"
+                    )))
+                }
             }
         }
-        Ok(Self { buffer: Bytes::from(buffer), records, headers, outcomes })
+        Ok(Self { buffer: Bytes::from(buffer), records, timestamps, headers, outcomes })
     }
 
     /// How many input records this answers (as many as were in the batch).
     pub fn len(&self) -> usize {
-        self.outcomes.len()
+        self.outcomes.len() / OUTCOME_WORDS
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,9 +381,13 @@ impl TransformOutput {
 
     /// Per input record, in order: its outputs, or the module's error for it.
     pub fn outcomes(&self) -> impl ExactSizeIterator<Item = Result<Outputs<'_>, &str>> {
-        self.outcomes.iter().map(move |o| match o {
-            wit::Outcome::Emitted(range) => Ok(Outputs { answer: self, records: run(&self.records, range).iter() }),
-            wit::Outcome::Failed(span) => Err(self.text(span)),
+        self.outcomes.chunks_exact(OUTCOME_WORDS).map(move |o| {
+            if o[0] == FAILED {
+                Err(span_of(o[1], o[2]).map_or("", |s| self.text(&s)))
+            } else {
+                let first = o[1] as usize;
+                Ok(Outputs { answer: self, next: first, end: first.saturating_add(o[2] as usize) })
+            }
         })
     }
 
@@ -257,6 +404,11 @@ impl TransformOutput {
         } else {
             Bytes::new()
         }
+    }
+
+    /// The words of output record `index` (checked to exist when the answer came).
+    fn record(&self, index: usize) -> &[u32] {
+        self.records.get(index * OUTPUT_WORDS..(index + 1) * OUTPUT_WORDS).unwrap_or(&[NONE; OUTPUT_WORDS])
     }
 }
 
@@ -344,18 +496,23 @@ impl Runs<'_> {
 /// The outputs of one input record.
 pub struct Outputs<'a> {
     answer: &'a TransformOutput,
-    records: std::slice::Iter<'a, wit::OutputRecord>,
+    next: usize,
+    end: usize,
 }
 
 impl<'a> Iterator for Outputs<'a> {
     type Item = OutputView<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.records.next().map(|record| OutputView { answer: self.answer, record })
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            OutputView { answer: self.answer, index: self.next - 1 }
+        })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.records.size_hint()
+        let left = self.end - self.next;
+        (left, Some(left))
     }
 }
 
@@ -365,33 +522,45 @@ impl ExactSizeIterator for Outputs<'_> {}
 #[derive(Clone, Copy)]
 pub struct OutputView<'a> {
     answer: &'a TransformOutput,
-    record: &'a wit::OutputRecord,
+    index: usize,
 }
 
 impl<'a> OutputView<'a> {
+    fn words(&self) -> &'a [u32] {
+        self.answer.record(self.index)
+    }
+
     /// `None`: the deployment's default output topic.
     pub fn topic(&self) -> Option<&'a str> {
-        self.record.topic.as_ref().map(|t| self.answer.text(t))
+        let w = self.words();
+        span_of(w[0], w[1]).map(|t| self.answer.text(&t))
     }
 
     pub fn key(&self) -> Option<Bytes> {
-        self.record.key.as_ref().map(|s| self.answer.bytes(s))
+        let w = self.words();
+        span_of(w[2], w[3]).map(|s| self.answer.bytes(&s))
     }
 
     pub fn value(&self) -> Option<Bytes> {
-        self.record.value.as_ref().map(|s| self.answer.bytes(s))
+        let w = self.words();
+        span_of(w[4], w[5]).map(|s| self.answer.bytes(&s))
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<Bytes>)> + 'a {
-        let answer = self.answer;
-        run(&answer.headers, &self.record.headers)
-            .iter()
-            .map(move |h| (answer.text(&h.key), h.value.as_ref().map(|v| answer.bytes(v))))
+        let (answer, w) = (self.answer, self.words());
+        let (first, count) = (w[6] as usize, w[7] as usize);
+        let run = first
+            .checked_add(count)
+            .and_then(|end| answer.headers.get(first * HEADER_WORDS..end.checked_mul(HEADER_WORDS)?))
+            .unwrap_or_default();
+        run.chunks_exact(HEADER_WORDS).map(move |h| {
+            (span_of(h[0], h[1]).map_or("", |k| answer.text(&k)), span_of(h[2], h[3]).map(|v| answer.bytes(&v)))
+        })
     }
 
     /// `None` keeps the input record's timestamp.
     pub fn timestamp(&self) -> Option<i64> {
-        self.record.timestamp
+        self.answer.timestamps.get(self.index).copied().filter(|t| *t != KEEP_TIMESTAMP)
     }
 }
 
@@ -400,15 +569,31 @@ impl<'a> OutputView<'a> {
 #[derive(Debug, Default)]
 pub struct OutputBuilder {
     buffer: Vec<u8>,
-    records: Vec<wit::OutputRecord>,
-    headers: Vec<wit::Header>,
-    outcomes: Vec<wit::Outcome>,
+    records: Vec<u32>,
+    timestamps: Vec<i64>,
+    headers: Vec<u32>,
+    outcomes: Vec<u32>,
     /// The first output of the input record not yet closed.
     open: usize,
 }
 
 impl OutputBuilder {
-    /// Adds an output of the input record not yet closed.
+    /// Room for an answer the size of `batch` (one output per record, as many bytes): growing
+    /// the buffer as it fills would copy it again and again.
+    pub fn sized_for(batch: &InputBatch) -> Self {
+        let records = batch.len();
+        Self {
+            buffer: Vec::with_capacity(batch.wit.buffer.len()),
+            records: Vec::with_capacity(OUTPUT_WORDS * records),
+            timestamps: Vec::with_capacity(records),
+            headers: Vec::with_capacity(HEADER_WORDS * batch.wit.headers.len()),
+            outcomes: Vec::with_capacity(OUTCOME_WORDS * records),
+            open: 0,
+        }
+    }
+
+    /// Adds an output of the input record not yet closed. A timestamp of `i64::MIN` keeps the
+    /// input record's, as `None` does.
     pub fn output<'h>(
         &mut self,
         topic: Option<&str>,
@@ -420,25 +605,39 @@ impl OutputBuilder {
         let topic = topic.map(|t| put(&mut self.buffer, t.as_bytes())).transpose()?;
         let key = key.map(|k| put(&mut self.buffer, k)).transpose()?;
         let value = value.map(|v| put(&mut self.buffer, v)).transpose()?;
-        let headers = put_headers(&mut self.buffer, &mut self.headers, headers)?;
-        self.records.push(wit::OutputRecord { topic, key, value, headers, timestamp });
+        let first = count32(self.headers.len() / HEADER_WORDS)?;
+        for (key, value) in headers {
+            let key = put(&mut self.buffer, key.as_bytes())?;
+            let value = value.map(|v| put(&mut self.buffer, v)).transpose()?;
+            push_span(&mut self.headers, Some(&key));
+            push_span(&mut self.headers, value.as_ref());
+        }
+        let count = count32(self.headers.len() / HEADER_WORDS)? - first;
+        count32(self.timestamps.len() + 1)?;
+        for span in [topic, key, value] {
+            push_span(&mut self.records, span.as_ref());
+        }
+        self.records.extend([first, count]);
+        self.timestamps.push(timestamp.unwrap_or(KEEP_TIMESTAMP));
         Ok(())
     }
 
     /// Closes the input record: its outcome is the outputs added since the last close.
     pub fn emitted(&mut self) -> Result<(), BatchTooLarge> {
         let first = count32(self.open)?;
-        let count = count32(self.records.len() - self.open)?;
-        self.outcomes.push(wit::Outcome::Emitted(wit::Range { first, count }));
-        self.open = self.records.len();
+        let count = count32(self.timestamps.len() - self.open)?;
+        self.outcomes.extend([EMITTED, first, count]);
+        self.open = self.timestamps.len();
         Ok(())
     }
 
     /// Closes the input record as failed; outputs added since the last close are dropped.
     pub fn failed(&mut self, reason: &str) -> Result<(), BatchTooLarge> {
-        self.records.truncate(self.open);
+        self.records.truncate(self.open * OUTPUT_WORDS);
+        self.timestamps.truncate(self.open);
         let span = put(&mut self.buffer, reason.as_bytes())?;
-        self.outcomes.push(wit::Outcome::Failed(span));
+        self.outcomes.push(FAILED);
+        push_span(&mut self.outcomes, Some(&span));
         Ok(())
     }
 
@@ -446,6 +645,7 @@ impl OutputBuilder {
         TransformOutput {
             buffer: Bytes::from(self.buffer),
             records: self.records,
+            timestamps: self.timestamps,
             headers: self.headers,
             outcomes: self.outcomes,
         }
@@ -599,7 +799,7 @@ mod tests {
             (answer(b"ab", vec![output(span(0, 2), range(0, 0)), output(span(0, 2), range(0, 0))], vec![], vec![wit::Outcome::Emitted(range(0, 2))]), 1, "output record 1's value brings the bytes the answer's spans cover to 4, past its 2-byte buffer"),
         ];
         for (answer, inputs, expected) in cases {
-            let err = TransformOutput::checked(answer, inputs).unwrap_err().to_string();
+            let err = packed_answer(answer).and_then(|p| TransformOutput::checked(p, inputs)).unwrap_err().to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
         let fine = answer(
@@ -608,9 +808,71 @@ mod tests {
             vec![ok_header],
             vec![wit::Outcome::Emitted(range(0, 1))],
         );
-        let out = TransformOutput::checked(fine, 1).unwrap();
+        let out = TransformOutput::checked(packed_answer(fine).unwrap(), 1).unwrap();
         let outputs: Vec<_> = out.outcomes().next().unwrap().unwrap().collect();
         assert_eq!(outputs[0].value().as_deref(), Some(&b"ab"[..]));
         assert_eq!(outputs[0].headers().map(|(k, _)| k).collect::<Vec<_>>(), ["h"]);
+    }
+
+    fn packed(
+        records: Vec<u32>,
+        timestamps: Vec<i64>,
+        headers: Vec<u32>,
+        outcomes: Vec<u32>,
+    ) -> wit::PackedOutputBatch {
+        wit::PackedOutputBatch { buffer: b"hab".to_vec(), records, timestamps, headers, outcomes }
+    }
+
+    #[test]
+    fn a_packed_answer_of_the_wrong_shape_is_refused_naming_the_list_or_entry() {
+        const N: u32 = NONE;
+        let one = || vec![N, N, N, N, 1, 2, 0, 0];
+        let cases: Vec<(wit::PackedOutputBatch, &str)> = vec![
+            (
+                packed(vec![N; 7], vec![0], vec![], vec![0, 0, 1]),
+                "the answer's records list has 7 words, not 8 per output record",
+            ),
+            (
+                packed(one(), vec![0], vec![0, 1], vec![0, 0, 1]),
+                "the answer's headers list has 2 words, not 4 per header",
+            ),
+            (
+                packed(one(), vec![0], vec![], vec![0, 0]),
+                "the answer's outcomes list has 2 words, not 3 per input record",
+            ),
+            (packed(one(), vec![0], vec![], vec![0, 0, 1, 0, 1, 0]), "answered 2 results for a batch of 1 records"),
+            (packed(one(), vec![], vec![], vec![0, 0, 1]), "the answer has 0 timestamps for 1 output records"),
+            (
+                packed(one(), vec![0], vec![], vec![7, 0, 1]),
+                "the outcome of input record 0 is of kind 7; the kinds are 0 (emitted) and 1 (failed)",
+            ),
+            (packed(vec![], vec![], vec![], vec![1, N, N]), "the error for input record 0 is none"),
+            (packed(vec![], vec![], vec![N, N, N, N], vec![0, 0, 0]), "header 0 has no key; every header has one"),
+            (
+                packed(vec![N, N, N, N, 1, u32::MAX - 1, 0, 0], vec![0], vec![], vec![0, 0, 1]),
+                "output record 0's value (4294967294 bytes from byte 1) lies outside the answer's 3-byte buffer",
+            ),
+        ];
+        for (answer, expected) in cases {
+            let err = TransformOutput::checked(answer, 1).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+        let fine = TransformOutput::checked(packed(one(), vec![KEEP_TIMESTAMP], vec![], vec![0, 0, 1]), 1).unwrap();
+        let outputs: Vec<_> = fine.outcomes().next().unwrap().unwrap().collect();
+        assert_eq!(
+            (outputs[0].value().as_deref(), outputs[0].key(), outputs[0].timestamp()),
+            (Some(&b"ab"[..]), None, None)
+        );
+    }
+
+    #[test]
+    fn an_input_batch_packs_its_index_into_words() {
+        let mut batch = InputBatch::new("orders", 3);
+        batch.push(7, 100, Some(b"k"), None, [("h", Some(&b"v"[..])), ("n", None)]).unwrap();
+        batch.push(8, 101, None, Some(b"value"), []).unwrap();
+        let index = batch.packed_index();
+        assert_eq!((index.offsets, index.timestamps), (vec![7, 8], vec![100, 101]));
+        assert_eq!(index.records, [0, 1, NONE, NONE, 0, 2, NONE, NONE, 4, 5, 2, 0]);
+        assert_eq!(index.headers, [1, 1, 2, 1, 3, 1, NONE, NONE]);
     }
 }

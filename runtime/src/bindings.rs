@@ -1,10 +1,23 @@
-//! Host bindings of the plugin worlds: the current contract (`weir:plugin@0.2.1`,
-//! `sdk/wit/plugin.wit`; components built for 0.2.0 are called through the same bindings) and
+//! Host bindings of the plugin worlds: the current contract (`weir:plugin@0.2.2`,
+//! `sdk/wit/plugin.wit`; components built for 0.2.0 and 0.2.1 are called through the same
+//! bindings, a transform of theirs through the `typed-transform` world) and
 //! the one before it (`weir:plugin@0.1.0`, `wit-0.1.0/`), which brokers still run. Each
 //! version's worlds share one set of types and host imports.
 
 pub mod transform {
     wasmtime::component::bindgen!({ world: "transform", path: "../sdk/wit" });
+}
+/// Transforms built for 0.2.0 and 0.2.1, which export `transformer` (a list of records).
+pub mod typed_transform {
+    wasmtime::component::bindgen!({
+        world: "typed-transform",
+        path: "../sdk/wit",
+        with: {
+            "weir:plugin/types": crate::bindings::transform::weir::plugin::types,
+            "weir:plugin/host": crate::bindings::transform::weir::plugin::host,
+            "weir:plugin/schema-registry": crate::bindings::transform::weir::plugin::schema_registry,
+        },
+    });
 }
 pub mod partitioner {
     wasmtime::component::bindgen!({

@@ -51,12 +51,25 @@ pub fn identity_v0_1_instance(cache_dir: &Path) -> Instance {
     transform_instance(cache_dir, "weir-test-identity-v0-1", &[])
 }
 
+/// The same identity built for the `weir:plugin@0.2.0` contract (`tests/modules/identity-v0-2`):
+/// the index as lists of records, as transforms had it before 0.2.2 packed it into words.
+pub fn identity_v0_2_instance(cache_dir: &Path) -> Instance {
+    transform_instance(cache_dir, "weir-test-identity-v0-2", &[])
+}
+
 /// An instance of the transform plugin `package` of this workspace with these parameters and
 /// default limits, its compiled artifact cached in `cache_dir`.
 pub fn transform_instance(cache_dir: &Path, package: &str, params: &[(&str, &str)]) -> Instance {
+    transform_instance_of(cache_dir, &build_plugin(package), params)
+}
+
+/// An instance of the transform component at `path` (e.g. one built from another commit, to
+/// measure against), as [`transform_instance`].
+pub fn transform_instance_of(cache_dir: &Path, path: &Path, params: &[(&str, &str)]) -> Instance {
+    let package = path.display().to_string();
     let runtime = Runtime::new(RuntimeConfig { cache_dir: cache_dir.into(), epoch_tick: Duration::from_millis(10) })
         .expect("wasm runtime");
-    let bytes = std::fs::read(build_plugin(package)).unwrap_or_else(|e| panic!("{package}: {e}"));
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{package}: {e}"));
     let module = runtime.load(&bytes, PluginKind::Transform).unwrap_or_else(|e| panic!("{package} loads: {e}"));
     runtime.instance(
         &module,
@@ -74,7 +87,7 @@ pub fn transform_instance(cache_dir: &Path, package: &str, params: &[(&str, &str
 
 /// What the identity plugin answers, computed natively: the cost of the same stage with no Wasm.
 pub fn native_identity(batch: &InputBatch) -> TransformOutput {
-    let mut out = OutputBuilder::default();
+    let mut out = OutputBuilder::sized_for(batch);
     for r in batch.records() {
         // An identity's answer is no larger than its batch, which fit the same limit.
         out.output(None, r.key(), r.value(), r.headers(), Some(r.timestamp()))

@@ -11,7 +11,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::batch::{check_count, InputBatch, OutputBuilder, TransformOutput};
+use crate::batch::{check_count, packed_answer, InputBatch, OutputBuilder, TransformOutput};
 use crate::bindings::{self, connector, host, schema_registry, source_types, v0_1};
 use crate::error::CallError;
 use crate::http::{request_slots, Denials, HttpHooks};
@@ -294,6 +294,7 @@ impl v0_1::schema_registry::Host for HostState {
 
 enum Bindings {
     Transform(bindings::transform::Transform),
+    TypedTransform(bindings::typed_transform::TypedTransform),
     Partitioner(bindings::partitioner::Partitioner),
     Validator(bindings::validator::Validator),
     TransformV0_1(v0_1::transform::Transform),
@@ -379,8 +380,26 @@ impl Instance {
             check_count(results.len(), batch.len())?;
             return v0_1_answer(results);
         }
+        if let Contract::V0_2 { .. } = self.module.contract {
+            let answer = self.call(|store, bindings| match bindings {
+                Bindings::TypedTransform(t) => t.weir_plugin_transformer().call_transform(store, &batch.wit),
+                _ => unreachable!("instance kind and contract are checked on load"),
+            })?;
+            return TransformOutput::checked(packed_answer(answer)?, batch.len());
+        }
+        let index = batch.packed_index();
+        let wit = &batch.wit;
         let answer = self.call(|store, bindings| match bindings {
-            Bindings::Transform(t) => t.weir_plugin_transformer().call_transform(store, &batch.wit),
+            Bindings::Transform(t) => t.weir_plugin_packed_transformer().call_transform(
+                store,
+                &wit.topic,
+                wit.partition,
+                &wit.buffer,
+                &index.offsets,
+                &index.timestamps,
+                &index.records,
+                &index.headers,
+            ),
             _ => unreachable!("instance kind and contract are checked on load"),
         })?;
         TransformOutput::checked(answer, batch.len())
@@ -544,14 +563,19 @@ impl Instance {
             (PluginKind::Sink, _) => {
                 bindings::sink::Sink::instantiate(&mut store, component, linker).map(Bindings::Sink)
             }
-            (PluginKind::Transform, Contract::V0_2 { .. }) => {
+            (PluginKind::Transform, Contract::V0_2Packed { .. }) => {
                 bindings::transform::Transform::instantiate(&mut store, component, linker).map(Bindings::Transform)
             }
-            (PluginKind::Partitioner, Contract::V0_2 { .. }) => {
+            (PluginKind::Transform, Contract::V0_2 { .. }) => {
+                bindings::typed_transform::TypedTransform::instantiate(&mut store, component, linker)
+                    .map(Bindings::TypedTransform)
+            }
+            // Only a transform exports the packed interface (the contract is read on load).
+            (PluginKind::Partitioner, Contract::V0_2 { .. } | Contract::V0_2Packed { .. }) => {
                 bindings::partitioner::Partitioner::instantiate(&mut store, component, linker)
                     .map(Bindings::Partitioner)
             }
-            (PluginKind::Validator, Contract::V0_2 { .. }) => {
+            (PluginKind::Validator, Contract::V0_2 { .. } | Contract::V0_2Packed { .. }) => {
                 bindings::validator::Validator::instantiate(&mut store, component, linker).map(Bindings::Validator)
             }
             (PluginKind::Transform, Contract::V0_1) => {

@@ -97,6 +97,11 @@ impl Runtime {
         // including one spinning on a failed memory.grow.
         wasm.epoch_interruption(true);
         wasm.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `WEIR_WASM_PERFMAP=1`: name compiled plugin code in /tmp/perf-<pid>.map, so `perf
+        // report` shows a plugin's functions rather than bare addresses.
+        if std::env::var_os("WEIR_WASM_PERFMAP").is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = wasmtime::Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         std::fs::create_dir_all(&config.cache_dir)
             .map_err(|source| RuntimeError::Cache { path: config.cache_dir.clone(), source })?;

@@ -25,10 +25,13 @@ pub struct Module {
 pub enum Contract {
     /// A batch is a list of records, each with its own lists and strings; still run.
     V0_1,
-    /// A batch is one buffer with an index (`sdk/wit/plugin.wit`); `patch` is 0 for a
-    /// component built before connectors came (0.2.0), 1 for 0.2.1. Both are called through
-    /// the 0.2.1 bindings: wasmtime finds a 0.2.0 export under its semver-compatible name.
+    /// A batch is one buffer with an index of records (`sdk/wit/plugin.wit`); `patch` is 0
+    /// for a component built before connectors came (0.2.0), 1 for 0.2.1, 2 for 0.2.2. All are
+    /// called through the current bindings: wasmtime finds an older 0.2 export under its
+    /// semver-compatible name.
     V0_2 { patch: u8 },
+    /// A transform exporting `packed-transformer` (0.2.2 on): the index in 32-bit words.
+    V0_2Packed { patch: u8 },
 }
 
 impl Contract {
@@ -36,17 +39,20 @@ impl Contract {
         match self {
             Self::V0_1 => "0.1.0",
             Self::V0_2 { patch: 0 } => "0.2.0",
-            Self::V0_2 { .. } => "0.2.1",
+            Self::V0_2 { patch: 1 } => "0.2.1",
+            Self::V0_2 { .. } | Self::V0_2Packed { .. } => "0.2.2",
         }
     }
 
-    fn parse(version: &str) -> Option<Self> {
-        match version {
-            "0.1.0" => Some(Self::V0_1),
-            "0.2.0" => Some(Self::V0_2 { patch: 0 }),
-            "0.2.1" => Some(Self::V0_2 { patch: 1 }),
-            _ => None,
-        }
+    fn parse(interface: &str, version: &str) -> Option<Self> {
+        let patch = match version {
+            "0.1.0" => return Some(Self::V0_1),
+            "0.2.0" => 0,
+            "0.2.1" => 1,
+            "0.2.2" => 2,
+            _ => return None,
+        };
+        Some(if interface.ends_with("/packed-transformer") { Self::V0_2Packed { patch } } else { Self::V0_2 { patch } })
     }
 }
 
@@ -139,8 +145,7 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
     let Some(contract) = contract_of(kind, &exports) else {
         let shown = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
-        let older: Vec<String> =
-            kind.versions_run().iter().skip(1).map(|v| format!("{}@{v}", kind.interface())).collect();
+        let older: Vec<String> = kind.exports_run().iter().skip(1).map(|(i, v)| format!("{i}@{v}")).collect();
         let older = if older.is_empty() {
             String::new()
         } else {
@@ -163,9 +168,9 @@ pub(crate) fn load(runtime: &Runtime, bytes: &[u8], kind: PluginKind, keep: bool
 
 /// The contract version of `kind` a component exports (the current one first), if any.
 fn contract_of(kind: PluginKind, exports: &[&str]) -> Option<Contract> {
-    kind.versions_run().iter().find_map(|version| {
-        let name = format!("{}@{version}", kind.interface());
-        exports.contains(&name.as_str()).then(|| Contract::parse(version)).flatten()
+    kind.exports_run().iter().find_map(|(interface, version)| {
+        let name = format!("{interface}@{version}");
+        exports.contains(&name.as_str()).then(|| Contract::parse(interface, version)).flatten()
     })
 }
 
@@ -324,14 +329,18 @@ mod tests {
         check(b"\0asm\x0d\x00\x01\x00garbage", "does not validate");
         check(
             &wat::parse_str("(component)").unwrap(),
-            "does not export weir:plugin/transformer@0.2.1 (nor weir:plugin/transformer@0.2.0 or \
-             weir:plugin/transformer@0.1.0, which this broker still runs)",
+            "does not export weir:plugin/packed-transformer@0.2.2 (nor weir:plugin/transformer@0.2.2 or \
+             weir:plugin/transformer@0.2.1 or weir:plugin/transformer@0.2.0 or weir:plugin/transformer@0.1.0, \
+             which this broker still runs)",
         );
         let sinks = tempfile::tempdir().unwrap();
         let err = runtime(sinks.path()).load(&wat::parse_str("(component)").unwrap(), PluginKind::Sink).err().unwrap();
         assert!(
-            err.to_string().contains("does not export weir:plugin/sink-connector@0.2.1, so it is not a sink"),
-            "a kind with one contract version names no older one: {err}"
+            err.to_string().contains(
+                "does not export weir:plugin/sink-connector@0.2.2 (nor weir:plugin/sink-connector@0.2.1, which this \
+                 broker still runs), so it is not a sink"
+            ),
+            "a kind names the older versions it still runs: {err}"
         );
         check(
             &wat::parse_str(r#"(component (import "evil:thing/backdoor" (instance)))"#).unwrap(),

@@ -106,7 +106,7 @@ fn a_module_built_for_the_0_1_0_contract_still_loads_and_answers_as_the_current_
     let host = host();
     let mut old = instance(&host, "weir-test-identity-v0-1", PluginKind::Transform, &[], Limits::default());
     let mut new = instance(&host, "weir-module-identity", PluginKind::Transform, &[], Limits::default());
-    assert_eq!((old.module().contract(), new.module().contract()), (Contract::V0_1, Contract::V0_2 { patch: 1 }));
+    assert_eq!((old.module().contract(), new.module().contract()), (Contract::V0_1, Contract::V0_2Packed { patch: 2 }));
     let inputs = batch(&[record(0, "a"), record(1, ""), record(2, "c"), record(11, "d")]);
     let (old_out, new_out) = (old.transform(&inputs).unwrap(), new.transform(&inputs).unwrap());
     assert_identity(&inputs, &old_out);
@@ -117,8 +117,8 @@ fn a_module_built_for_the_0_1_0_contract_still_loads_and_answers_as_the_current_
     let err = host.runtime.load(&bytes, PluginKind::Validator).err().expect("refused").to_string();
     assert!(
         err.contains(
-            "does not export weir:plugin/record-validator@0.2.1 (nor weir:plugin/record-validator@0.2.0 or \
-             weir:plugin/record-validator@0.1.0"
+            "does not export weir:plugin/record-validator@0.2.2 (nor weir:plugin/record-validator@0.2.1 or \
+             weir:plugin/record-validator@0.2.0 or weir:plugin/record-validator@0.1.0"
         ),
         "{err}"
     );
@@ -126,12 +126,16 @@ fn a_module_built_for_the_0_1_0_contract_still_loads_and_answers_as_the_current_
 }
 
 #[test]
-fn a_module_built_for_the_0_2_0_contract_runs_through_the_0_2_1_bindings() {
+fn a_module_built_for_the_0_2_0_contract_runs_through_the_typed_transform_bindings() {
     let host = host();
     let mut old = instance(&host, "weir-test-identity-v0-2", PluginKind::Transform, &[], Limits::default());
+    let mut new = instance(&host, "weir-module-identity", PluginKind::Transform, &[], Limits::default());
     assert_eq!(old.module().contract(), Contract::V0_2 { patch: 0 });
-    let inputs = batch(&[record(0, "a"), record(1, ""), record(5, "c")]);
-    assert_identity(&inputs, &old.transform(&inputs).unwrap());
+    let inputs = batch(&[record(0, "a"), record(1, ""), record(5, "c"), record(10, "d")]);
+    let (old_out, new_out) = (old.transform(&inputs).unwrap(), new.transform(&inputs).unwrap());
+    assert_identity(&inputs, &old_out);
+    assert_identity(&inputs, &new_out);
+    assert_eq!(values(&old_out), values(&new_out));
 }
 
 /// A connector's state in memory, for the runtime's tests.
@@ -204,7 +208,7 @@ fn connectors_see_only_their_granted_directory_and_write_only_where_granted() {
 
     let mut source =
         connector(&host, "weir-module-file-source", PluginKind::Source, &[("path", "in.log")], read_only());
-    assert_eq!(source.module().contract(), Contract::V0_2 { patch: 1 });
+    assert_eq!(source.module().contract(), Contract::V0_2 { patch: 2 });
     let polled = source.poll(None, 10).unwrap().unwrap();
     let lines: Vec<_> = polled.records.iter().map(|r| r.value.clone().unwrap()).collect();
     assert_eq!(lines, [b"a".to_vec(), b"b".to_vec()]);
@@ -250,9 +254,9 @@ fn connectors_see_only_their_granted_directory_and_write_only_where_granted() {
     // A source is neither a transform nor a sink.
     let bytes = std::fs::read(build_plugin("weir-module-file-source")).unwrap();
     let err = host.runtime.load(&bytes, PluginKind::Transform).err().expect("refused").to_string();
-    assert!(err.contains("does not export weir:plugin/transformer@0.2.1"), "{err}");
+    assert!(err.contains("does not export weir:plugin/packed-transformer@0.2.2"), "{err}");
     let err = host.runtime.load(&bytes, PluginKind::Sink).err().expect("refused").to_string();
-    assert!(err.contains("does not export weir:plugin/sink-connector@0.2.1"), "{err}");
+    assert!(err.contains("does not export weir:plugin/sink-connector@0.2.2"), "{err}");
 }
 
 /// Outgoing HTTP (the connectors issue): a sink posts to a granted address and nowhere else;
@@ -469,7 +473,7 @@ fn given_a_transform_deployed_as_a_validator_then_load_names_the_missing_export(
     let host = host();
     let bytes = std::fs::read(build_plugin("weir-module-identity")).unwrap();
     let err = host.runtime.load(&bytes, PluginKind::Validator).err().expect("refused").to_string();
-    assert!(err.contains("does not export weir:plugin/record-validator@0.2.1"), "{err}");
+    assert!(err.contains("does not export weir:plugin/record-validator@0.2.2"), "{err}");
 }
 
 #[test]

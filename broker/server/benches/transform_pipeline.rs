@@ -6,8 +6,10 @@
 //! input partition in the fjall log and ending with the output batch appended to another
 //! partition (without fsync, as `flush.mode=interval`): the task's whole path but the network.
 //! `no_module` is a native identity stage; `identity_wasm` calls the identity component
-//! (`weir:plugin@0.2.0`: the batch crosses as one buffer with an index); `identity_wasm_v0_1`
-//! the same identity built for 0.1.0 (a list of records, each with its own lists).
+//! (`weir:plugin@0.2.2`: the batch crosses as one buffer with an index packed into 32-bit
+//! words); `identity_wasm_v0_1` the same identity built for 0.1.0 (a list of records, each with
+//! its own lists). `WEIR_BENCH_IDENTITY_WASM=<file.wasm>` adds `identity_wasm_file`: a transform
+//! component built elsewhere (e.g. the identity of an earlier commit), called the same way.
 //! `cargo bench -p weir-broker --bench transform_pipeline`.
 
 use std::time::Duration;
@@ -16,10 +18,14 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weir_broker::plugins::input_batch;
 use weir_broker::transforms::output_records;
-use weir_runtime::dev::{identity_instance, identity_v0_1_instance, native_identity};
+use weir_runtime::dev::{identity_instance, identity_v0_1_instance, native_identity, transform_instance_of};
 use weir_runtime::{InputBatch, TransformOutput};
 use weir_sdk::batch::{decode_batches, encode_batch, validate_batch, Compression, Record};
 use weir_storage::{PartitionId, Storage};
+
+// The allocator `weir serve` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RECORDS: usize = 1000;
 
@@ -49,6 +55,8 @@ fn bench(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("temp dir");
     let mut instance = identity_instance(cache.path());
     let mut old = identity_v0_1_instance(cache.path());
+    let mut file = std::env::var_os("WEIR_BENCH_IDENTITY_WASM")
+        .map(|path| transform_instance_of(cache.path(), std::path::Path::new(&path), &[]));
     let batch = stored_batch();
     let mut group = c.benchmark_group("transform_pipeline_1KiB");
     group.throughput(Throughput::Bytes((RECORDS * 1024) as u64));
@@ -56,6 +64,11 @@ fn bench(c: &mut Criterion) {
     group.bench_function("identity_wasm", |b| {
         b.iter(|| pipeline(&batch, &mut |inputs| instance.transform(inputs).expect("identity never fails")))
     });
+    if let Some(file) = file.as_mut() {
+        group.bench_function("identity_wasm_file", |b| {
+            b.iter(|| pipeline(&batch, &mut |inputs| file.transform(inputs).expect("an identity never fails")))
+        });
+    }
     group.bench_function("identity_wasm_v0_1", |b| {
         b.iter(|| pipeline(&batch, &mut |inputs| old.transform(inputs).expect("identity never fails")))
     });
@@ -84,6 +97,11 @@ fn bench(c: &mut Criterion) {
     group.bench_function("identity_wasm", |b| {
         b.iter(|| with_log(&mut |inputs| instance.transform(inputs).expect("identity never fails")))
     });
+    if let Some(file) = file.as_mut() {
+        group.bench_function("identity_wasm_file", |b| {
+            b.iter(|| with_log(&mut |inputs| file.transform(inputs).expect("an identity never fails")))
+        });
+    }
     group.finish();
 }
 

@@ -16,7 +16,7 @@ pub enum PluginKind {
 }
 
 /// The current version of the `weir:plugin` package (`sdk/wit/plugin.wit`).
-pub const CONTRACT_VERSION: &str = "0.2.1";
+pub const CONTRACT_VERSION: &str = "0.2.2";
 
 impl PluginKind {
     /// Every kind.
@@ -48,15 +48,10 @@ impl PluginKind {
         matches!(self, Self::Source | Self::Sink)
     }
 
-    /// The interface a component of this kind exports, without its version.
+    /// The interface a component of this kind exports under the current contract, without its
+    /// version.
     pub fn interface(self) -> &'static str {
-        match self {
-            Self::Transform => "weir:plugin/transformer",
-            Self::Partitioner => "weir:plugin/partition-chooser",
-            Self::Validator => "weir:plugin/record-validator",
-            Self::Source => "weir:plugin/source-connector",
-            Self::Sink => "weir:plugin/sink-connector",
-        }
+        self.exports_run()[0].0
     }
 
     /// The interface a component of this kind exports under the current contract.
@@ -64,13 +59,30 @@ impl PluginKind {
         format!("{}@{CONTRACT_VERSION}", self.interface())
     }
 
-    /// The contract versions of this kind's interface the broker runs, newest first: 0.2.x
-    /// (0.2.1 only adds to 0.2.0), and 0.1.0 for the kinds it had.
-    pub fn versions_run(self) -> &'static [&'static str] {
-        if self.is_connector() {
-            &["0.2.1"]
-        } else {
-            &["0.2.1", "0.2.0", "0.1.0"]
+    /// The exports of this kind the broker runs, newest first, each an interface and its
+    /// contract version: 0.2.x (each 0.2 version only adds to the one before; a transform of
+    /// 0.2.2 on exports `packed-transformer`, one of 0.2.0 or 0.2.1 `transformer`), and 0.1.0
+    /// for the kinds it had.
+    pub fn exports_run(self) -> &'static [(&'static str, &'static str)] {
+        const TRANSFORMER: &str = "weir:plugin/transformer";
+        const CHOOSER: &str = "weir:plugin/partition-chooser";
+        const VALIDATOR: &str = "weir:plugin/record-validator";
+        const SOURCE: &str = "weir:plugin/source-connector";
+        const SINK: &str = "weir:plugin/sink-connector";
+        match self {
+            Self::Transform => &[
+                ("weir:plugin/packed-transformer", "0.2.2"),
+                (TRANSFORMER, "0.2.2"),
+                (TRANSFORMER, "0.2.1"),
+                (TRANSFORMER, "0.2.0"),
+                (TRANSFORMER, "0.1.0"),
+            ],
+            Self::Partitioner => &[(CHOOSER, "0.2.2"), (CHOOSER, "0.2.1"), (CHOOSER, "0.2.0"), (CHOOSER, "0.1.0")],
+            Self::Validator => {
+                &[(VALIDATOR, "0.2.2"), (VALIDATOR, "0.2.1"), (VALIDATOR, "0.2.0"), (VALIDATOR, "0.1.0")]
+            }
+            Self::Source => &[(SOURCE, "0.2.2"), (SOURCE, "0.2.1")],
+            Self::Sink => &[(SINK, "0.2.2"), (SINK, "0.2.1")],
         }
     }
 }

@@ -22,8 +22,19 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let export = quote! {
         impl ::weir_plugin::__private::TransformGuest for Export {
-            fn transform(batch: ::weir_plugin::__private::InputBatch) -> ::weir_plugin::__private::OutputBatch {
-                ::weir_plugin::__private::#runner(batch, super::#name)
+            fn transform(
+                topic: ::std::string::String,
+                partition: u32,
+                buffer: ::std::vec::Vec<u8>,
+                offsets: ::std::vec::Vec<i64>,
+                timestamps: ::std::vec::Vec<i64>,
+                records: ::std::vec::Vec<u32>,
+                headers: ::std::vec::Vec<u32>,
+            ) -> ::weir_plugin::__private::PackedOutputBatch {
+                let input = ::weir_plugin::__private::PackedInput {
+                    topic, partition, buffer, offsets, timestamps, records, headers,
+                };
+                ::weir_plugin::__private::#runner(input, super::#name)
             }
         }
         ::weir_plugin::__private::transform::__export_transform!(Export);

@@ -1,7 +1,7 @@
 //! The guest SDK for Weir plugins.
 //!
 //! A plugin is a plain Rust function with one of five attribute macros; the macro generates
-//! the WebAssembly component glue for the `weir:plugin@0.2.1` contract (`sdk/wit/plugin.wit`).
+//! the WebAssembly component glue for the `weir:plugin@0.2.2` contract (`sdk/wit/plugin.wit`).
 //! Build with `cargo build --release --target wasm32-wasip2` and deploy the `.wasm` with
 //! `weir module deploy`. See `sdk/README.md` for a complete plugin.
 //!
@@ -57,9 +57,9 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_partitioner",
             with: {
-                "weir:plugin/types@0.2.1": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.2.1": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.1": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/types@0.2.2": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.2": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.2": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
@@ -71,9 +71,9 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_validator",
             with: {
-                "weir:plugin/types@0.2.1": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.2.1": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.1": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/types@0.2.2": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.2": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.2": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
@@ -86,8 +86,8 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_source",
             with: {
-                "weir:plugin/host@0.2.1": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.1": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/host@0.2.2": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.2": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
@@ -99,10 +99,10 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_sink",
             with: {
-                "weir:plugin/types@0.2.1": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.2.1": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.1": crate::__private::transform::weir::plugin::schema_registry,
-                "weir:plugin/connector@0.2.1": crate::__private::source::weir::plugin::connector,
+                "weir:plugin/types@0.2.2": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.2": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.2": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/connector@0.2.2": crate::__private::source::weir::plugin::connector,
             },
         });
     }
@@ -111,27 +111,28 @@ pub mod __private {
     pub use sink::exports::weir::plugin::sink_connector::Guest as SinkGuest;
     pub use source::exports::weir::plugin::source_connector::Guest as SourceGuest;
     pub use source::weir::plugin::source_types::{SourceBatch, SourceRecord};
-    pub use transform::exports::weir::plugin::transformer::Guest as TransformGuest;
-    pub use transform::weir::plugin::types::{InputBatch, OutputBatch};
+    pub use transform::exports::weir::plugin::packed_transformer::Guest as TransformGuest;
+    pub use transform::weir::plugin::types::{InputBatch, PackedOutputBatch};
     pub use validator::exports::weir::plugin::record_validator::Guest as ValidatorGuest;
 
+    pub use super::wire::PackedInput;
     use super::wire::{records, OutputWriter};
     use super::{Error, Output, Record};
 
-    pub fn run_transform(batch: InputBatch, f: impl Fn(Record) -> Result<Vec<Output>, Error>) -> OutputBatch {
-        let mut out = OutputWriter::sized_for(&batch);
-        for record in records(&batch) {
+    pub fn run_transform(input: PackedInput, f: impl Fn(Record) -> Result<Vec<Output>, Error>) -> PackedOutputBatch {
+        let mut out = OutputWriter::sized_for(&input);
+        for record in input.records() {
             out.outcome(f(record));
         }
         out.finish()
     }
 
     pub fn run_transform_batch(
-        batch: InputBatch,
+        input: PackedInput,
         f: impl Fn(Vec<Record>) -> Vec<Result<Vec<Output>, Error>>,
-    ) -> OutputBatch {
-        let mut out = OutputWriter::sized_for(&batch);
-        for result in f(records(&batch).collect()) {
+    ) -> PackedOutputBatch {
+        let mut out = OutputWriter::sized_for(&input);
+        for result in f(input.records().collect()) {
             out.outcome(result);
         }
         out.finish()
@@ -194,10 +195,13 @@ pub mod __private {
 
 /// The batch buffers of the contract, read and written.
 mod wire {
-    use super::__private::transform::weir::plugin::types::{
-        self, InputBatch, Outcome, OutputBatch, OutputRecord, Range, Span,
-    };
+    use super::__private::transform::weir::plugin::types::{self, InputBatch, PackedOutputBatch, Range, Span};
     use super::{Error, Header, Output, Record};
+
+    /// A length word that means none (no topic, key or value) in a packed index.
+    const NONE: u32 = u32::MAX;
+    /// The timestamp word that keeps the input record's timestamp.
+    const KEEP_TIMESTAMP: i64 = i64::MIN;
 
     fn bytes<'a>(buffer: &'a [u8], span: &Span) -> &'a [u8] {
         // The host builds the buffer and its index together; a span outside it is a broken
@@ -206,15 +210,19 @@ mod wire {
         buffer.get(start..start + span.len as usize).expect("the host's span lies inside its buffer")
     }
 
+    fn header(buffer: &[u8], key: &Span, value: Option<&Span>) -> Header {
+        Header {
+            key: String::from_utf8_lossy(bytes(buffer, key)).into_owned(),
+            value: value.map(|v| bytes(buffer, v).to_vec()),
+        }
+    }
+
     fn headers(buffer: &[u8], all: &[types::Header], run: Range) -> Vec<Header> {
         let first = run.first as usize;
         all.get(first..first + run.count as usize)
             .expect("the host's header run lies inside its header list")
             .iter()
-            .map(|h| Header {
-                key: String::from_utf8_lossy(bytes(buffer, &h.key)).into_owned(),
-                value: h.value.as_ref().map(|v| bytes(buffer, v).to_vec()),
-            })
+            .map(|h| header(buffer, &h.key, h.value.as_ref()))
             .collect()
     }
 
@@ -232,68 +240,142 @@ mod wire {
         })
     }
 
+    /// A transform's input as `packed-transformer` passes it: the index in 32-bit words.
+    pub struct PackedInput {
+        pub topic: String,
+        pub partition: u32,
+        pub buffer: Vec<u8>,
+        pub offsets: Vec<i64>,
+        pub timestamps: Vec<i64>,
+        /// Six words per record: key start and length, value start and length, first header,
+        /// header count.
+        pub records: Vec<u32>,
+        /// Four words per header: key start and length, value start and length.
+        pub headers: Vec<u32>,
+    }
+
+    /// The span of a start and length word, or none.
+    fn packed_span(start: u32, len: u32) -> Option<Span> {
+        (len != NONE).then_some(Span { start, len })
+    }
+
+    impl PackedInput {
+        /// How many records the batch holds.
+        pub fn count(&self) -> usize {
+            self.offsets.len()
+        }
+
+        /// The batch's records, each with its own copies of its bytes.
+        pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+            let buffer = &self.buffer[..];
+            assert!(
+                self.records.len() == 6 * self.count() && self.timestamps.len() == self.count(),
+                "the host's index has six words and a timestamp per record"
+            );
+            self.records.chunks_exact(6).zip(self.offsets.iter().zip(&self.timestamps)).map(
+                move |(w, (&offset, &timestamp))| {
+                    let first = w[4] as usize;
+                    let run = self
+                        .headers
+                        .get(first * 4..(first + w[5] as usize) * 4)
+                        .expect("the host's header run lies inside its header list");
+                    Record {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        offset,
+                        timestamp,
+                        key: packed_span(w[0], w[1]).map(|s| bytes(buffer, &s).to_vec()),
+                        value: packed_span(w[2], w[3]).map(|s| bytes(buffer, &s).to_vec()),
+                        headers: run
+                            .chunks_exact(4)
+                            .map(|h| {
+                                let key = packed_span(h[0], h[1]).expect("the host's header has a key");
+                                header(buffer, &key, packed_span(h[2], h[3]).as_ref())
+                            })
+                            .collect(),
+                    }
+                },
+            )
+        }
+    }
+
     fn len32(n: usize) -> u32 {
         // A wasm32 guest's memory is below 4 GiB, and so is everything in it.
         u32::try_from(n).expect("below 4 GiB in a wasm32 guest")
     }
 
-    /// Builds an output batch, one outcome per input record.
+    /// Builds a packed answer, one outcome per input record.
     #[derive(Default)]
     pub struct OutputWriter {
         buffer: Vec<u8>,
-        records: Vec<OutputRecord>,
-        headers: Vec<types::Header>,
-        outcomes: Vec<Outcome>,
+        records: Vec<u32>,
+        timestamps: Vec<i64>,
+        headers: Vec<u32>,
+        outcomes: Vec<u32>,
     }
 
     impl OutputWriter {
-        /// Room for an answer the size of `batch`: a transform mostly emits about what it reads,
+        /// Room for an answer the size of `input`: a transform mostly emits about what it reads,
         /// and growing the buffer as it fills would copy it again and again.
-        pub fn sized_for(batch: &InputBatch) -> Self {
+        pub fn sized_for(input: &PackedInput) -> Self {
             Self {
-                buffer: Vec::with_capacity(batch.buffer.len()),
-                records: Vec::with_capacity(batch.records.len()),
-                headers: Vec::with_capacity(batch.headers.len()),
-                outcomes: Vec::with_capacity(batch.records.len()),
+                buffer: Vec::with_capacity(input.buffer.len()),
+                records: Vec::with_capacity(8 * input.count()),
+                timestamps: Vec::with_capacity(input.count()),
+                headers: Vec::with_capacity(input.headers.len()),
+                outcomes: Vec::with_capacity(3 * input.count()),
             }
         }
 
-        fn put(&mut self, bytes: &[u8]) -> Span {
-            let start = len32(self.buffer.len());
-            self.buffer.extend_from_slice(bytes);
-            Span { start, len: len32(bytes.len()) }
+        /// Appends `bytes` and pushes their start and length words to `words`.
+        fn put(buffer: &mut Vec<u8>, words: &mut Vec<u32>, bytes: Option<&[u8]>) {
+            match bytes {
+                Some(bytes) => {
+                    words.extend([len32(buffer.len()), len32(bytes.len())]);
+                    buffer.extend_from_slice(bytes);
+                }
+                None => words.extend([NONE, NONE]),
+            }
         }
 
         pub fn outcome(&mut self, result: Result<Vec<Output>, Error>) {
-            let outcome = match result {
+            match result {
                 Ok(outputs) => {
-                    let first = len32(self.records.len());
+                    let first = len32(self.timestamps.len());
                     for output in outputs {
                         self.output(output);
                     }
-                    Outcome::Emitted(Range { first, count: len32(self.records.len()) - first })
+                    self.outcomes.extend([0, first, len32(self.timestamps.len()) - first]);
                 }
-                Err(e) => Outcome::Failed(self.put(e.0.as_bytes())),
-            };
-            self.outcomes.push(outcome);
+                Err(e) => {
+                    self.outcomes.push(1);
+                    Self::put(&mut self.buffer, &mut self.outcomes, Some(e.0.as_bytes()));
+                }
+            }
         }
 
         fn output(&mut self, output: Output) {
-            let topic = output.topic.as_ref().map(|t| self.put(t.as_bytes()));
-            let key = output.key.as_ref().map(|k| self.put(k));
-            let value = output.value.as_ref().map(|v| self.put(v));
-            let first = len32(self.headers.len());
+            let (buffer, words) = (&mut self.buffer, &mut self.records);
+            Self::put(buffer, words, output.topic.as_ref().map(|t| t.as_bytes()));
+            Self::put(buffer, words, output.key.as_deref());
+            Self::put(buffer, words, output.value.as_deref());
+            let first = len32(self.headers.len() / 4);
             for h in &output.headers {
-                let key = self.put(h.key.as_bytes());
-                let value = h.value.as_ref().map(|v| self.put(v));
-                self.headers.push(types::Header { key, value });
+                Self::put(buffer, &mut self.headers, Some(h.key.as_bytes()));
+                Self::put(buffer, &mut self.headers, h.value.as_deref());
             }
-            let headers = Range { first, count: len32(self.headers.len()) - first };
-            self.records.push(OutputRecord { topic, key, value, headers, timestamp: output.timestamp });
+            words.extend([first, len32(self.headers.len() / 4) - first]);
+            self.timestamps.push(output.timestamp.unwrap_or(KEEP_TIMESTAMP));
         }
 
-        pub fn finish(self) -> OutputBatch {
-            OutputBatch { buffer: self.buffer, records: self.records, headers: self.headers, outcomes: self.outcomes }
+        pub fn finish(self) -> PackedOutputBatch {
+            PackedOutputBatch {
+                buffer: self.buffer,
+                records: self.records,
+                timestamps: self.timestamps,
+                headers: self.headers,
+                outcomes: self.outcomes,
+            }
         }
     }
 }
@@ -497,17 +579,28 @@ pub mod log {
 
 #[cfg(test)]
 mod tests {
-    use super::__private::transform::weir::plugin::types::{self, InputBatch, Outcome, Range, Span};
-    use super::wire::{records, OutputWriter};
-    use super::{Error, Header, Output};
+    use super::__private::transform::weir::plugin::types::{self, InputBatch, Range, Span};
+    use super::wire::{records, OutputWriter, PackedInput};
+    use super::{Error, Header, Output, Record};
+
+    const NONE: u32 = u32::MAX;
 
     fn span(start: u32, len: u32) -> Span {
         Span { start, len }
     }
 
+    /// Two records: the first with key, value and a header; the second with none of them.
+    fn check_read(read: &[Record]) {
+        assert_eq!((read[0].topic.as_str(), read[0].partition, read[0].offset, read[0].timestamp), ("in", 2, 5, 9));
+        assert_eq!((read[0].key.as_deref(), read[0].value.as_deref()), (Some(&b"k1"[..]), Some(&b"v1"[..])));
+        assert_eq!(read[0].headers, [Header { key: "h".into(), value: Some(b"x".to_vec()) }]);
+        assert_eq!((read[1].key.as_deref(), read[1].value.as_deref(), read[1].headers.len()), (None, None, 0));
+        assert_eq!((read[1].offset, read[1].timestamp), (6, 10));
+    }
+
     #[test]
-    fn records_are_read_from_the_batch_buffer_and_outputs_written_to_one() {
-        let batch = InputBatch {
+    fn records_are_read_from_the_batch_buffer_typed_or_packed() {
+        let typed = InputBatch {
             topic: "in".into(),
             partition: 2,
             buffer: b"k1v1hx".to_vec(),
@@ -529,33 +622,51 @@ mod tests {
             ],
             headers: vec![types::Header { key: span(4, 1), value: Some(span(5, 1)) }],
         };
-        let read: Vec<_> = records(&batch).collect();
-        assert_eq!((read[0].topic.as_str(), read[0].partition, read[0].offset, read[0].timestamp), ("in", 2, 5, 9));
-        assert_eq!((read[0].key.as_deref(), read[0].value.as_deref()), (Some(&b"k1"[..]), Some(&b"v1"[..])));
-        assert_eq!(read[0].headers, [Header { key: "h".into(), value: Some(b"x".to_vec()) }]);
-        assert_eq!((read[1].key.as_deref(), read[1].value.as_deref(), read[1].headers.len()), (None, None, 0));
+        check_read(&records(&typed).collect::<Vec<_>>());
+        let packed = PackedInput {
+            topic: "in".into(),
+            partition: 2,
+            buffer: b"k1v1hx".to_vec(),
+            offsets: vec![5, 6],
+            timestamps: vec![9, 10],
+            records: vec![0, 2, 2, 2, 0, 1, NONE, NONE, NONE, NONE, 1, 0],
+            headers: vec![4, 1, 5, 1],
+        };
+        check_read(&packed.records().collect::<Vec<_>>());
+    }
 
+    #[test]
+    fn outputs_are_written_to_one_buffer_with_a_packed_index() {
+        let record = Record {
+            topic: "in".into(),
+            partition: 0,
+            offset: 5,
+            timestamp: 9,
+            key: Some(b"k1".to_vec()),
+            value: Some(b"v1".to_vec()),
+            headers: vec![Header { key: "h".into(), value: Some(b"x".to_vec()) }],
+        };
         let mut out = OutputWriter::default();
-        out.outcome(Ok(vec![Output::from_record(&read[0]).to_topic("t"), Output::new("n")]));
+        out.outcome(Ok(vec![Output::from_record(&record).to_topic("t"), Output::new("n")]));
         out.outcome(Err(Error::new("bad")));
         out.outcome(Ok(vec![]));
         let answer = out.finish();
-        let text = |s: &Span| &answer.buffer[s.start as usize..(s.start + s.len) as usize];
-        assert!(matches!(&answer.outcomes[0], Outcome::Emitted(Range { first: 0, count: 2 })));
-        assert!(matches!(&answer.outcomes[1], Outcome::Failed(s) if text(s) == b"bad"));
-        assert!(matches!(&answer.outcomes[2], Outcome::Emitted(Range { first: 2, count: 0 })));
-        let first = &answer.records[0];
-        assert_eq!(text(first.topic.as_ref().unwrap()), b"t");
-        assert_eq!(text(first.key.as_ref().unwrap()), b"k1");
-        assert_eq!(text(first.value.as_ref().unwrap()), b"v1");
-        assert_eq!(first.timestamp, Some(9));
-        let header = &answer.headers[first.headers.first as usize];
-        assert_eq!(
-            (first.headers.count, text(&header.key), text(header.value.as_ref().unwrap())),
-            (1, &b"h"[..], &b"x"[..])
-        );
-        let second = &answer.records[1];
-        assert_eq!((second.topic.is_none(), second.key.is_none(), second.headers.count), (true, true, 0));
-        assert_eq!(text(second.value.as_ref().unwrap()), b"n");
+        let text = |start: u32, len: u32| &answer.buffer[start as usize..(start + len) as usize];
+        assert_eq!(answer.outcomes.len(), 9);
+        assert_eq!(answer.outcomes[0..3], [0, 0, 2]);
+        assert_eq!(answer.outcomes[3], 1);
+        assert_eq!(text(answer.outcomes[4], answer.outcomes[5]), b"bad");
+        assert_eq!(answer.outcomes[6..9], [0, 2, 0]);
+        let (first, second) = (&answer.records[0..8], &answer.records[8..16]);
+        assert_eq!(answer.records.len(), 16);
+        assert_eq!(text(first[0], first[1]), b"t");
+        assert_eq!(text(first[2], first[3]), b"k1");
+        assert_eq!(text(first[4], first[5]), b"v1");
+        assert_eq!((first[6], first[7]), (0, 1));
+        assert_eq!(answer.timestamps, [9, i64::MIN]);
+        let header = &answer.headers[0..4];
+        assert_eq!((text(header[0], header[1]), text(header[2], header[3])), (&b"h"[..], &b"x"[..]));
+        assert_eq!((second[1], second[3], second[7]), (NONE, NONE, 0));
+        assert_eq!(text(second[4], second[5]), b"n");
     }
 }

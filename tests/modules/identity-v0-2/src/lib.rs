@@ -1,6 +1,7 @@
 //! The identity transform as a plugin built before `weir:plugin@0.2.1` was: straight on the
 //! 0.2.0 contract (`runtime/wit-0.2.0/`). Brokers must still load and run it, through the
-//! 0.2.1 bindings (wasmtime finds its 0.2.0 export under the semver-compatible name).
+//! current bindings' `typed-transform` world (wasmtime finds its 0.2.0 export under the
+//! semver-compatible name).
 
 wit_bindgen::generate!({ world: "transform", path: "../../../runtime/wit-0.2.0" });
 
