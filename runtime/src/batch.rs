@@ -875,4 +875,62 @@ mod tests {
         assert_eq!(index.records, [0, 1, NONE, NONE, 0, 2, NONE, NONE, 4, 5, 2, 0]);
         assert_eq!(index.headers, [1, 1, 2, 1, 3, 1, NONE, NONE]);
     }
+
+    /// Hostile answers: random words (small numbers, none, and anything) for every list. Each
+    /// is refused or accepted without a panic, and what an accepted one yields lies inside its
+    /// buffer and adds up to at most its size.
+    #[test]
+    fn random_packed_answers_are_refused_or_read_within_their_buffer() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let word = |next: &mut dyn FnMut() -> u64| -> u32 {
+                let r = next();
+                match r % 4 {
+                    0 => NONE,
+                    1 => u32::try_from(r >> 32).unwrap_or(0),
+                    _ => u32::try_from((r >> 8) % 6).unwrap_or(0),
+                }
+            };
+            let len = |next: &mut dyn FnMut() -> u64, most: u64| usize::try_from(next() % most).unwrap_or(0);
+            let inputs = len(&mut next, 3);
+            let buffer: Vec<u8> = (0..len(&mut next, 8)).map(|_| b'a').collect();
+            let records: Vec<u32> = (0..len(&mut next, 3) * OUTPUT_WORDS).map(|_| word(&mut next)).collect();
+            let timestamps = vec![0; records.len() / OUTPUT_WORDS];
+            let headers: Vec<u32> = (0..len(&mut next, 3) * HEADER_WORDS).map(|_| word(&mut next)).collect();
+            let outcomes: Vec<u32> = (0..inputs * OUTCOME_WORDS)
+                .enumerate()
+                .map(
+                    |(i, _)| {
+                        if i % OUTCOME_WORDS == 0 {
+                            u32::try_from(next() % 3).unwrap_or(0)
+                        } else {
+                            word(&mut next)
+                        }
+                    },
+                )
+                .collect();
+            let size = buffer.len();
+            let answer = wit::PackedOutputBatch { buffer, records, timestamps, headers, outcomes };
+            let Ok(out) = TransformOutput::checked(answer, inputs) else { continue };
+            accepted += 1;
+            let mut bytes = 0;
+            for outcome in out.outcomes() {
+                let Ok(outputs) = outcome else { continue };
+                for o in outputs {
+                    bytes += o.topic().map_or(0, str::len) + o.key().map_or(0, |k| k.len());
+                    bytes += o.value().map_or(0, |v| v.len());
+                    bytes += o.headers().map(|(k, v)| k.len() + v.map_or(0, |v| v.len())).sum::<usize>();
+                }
+            }
+            assert!(bytes <= size, "an accepted answer yielded {bytes} bytes from a {size}-byte buffer");
+        }
+        assert!(accepted > 100, "the generator should make some answers that pass: {accepted}");
+    }
 }

@@ -438,7 +438,8 @@ pub struct Output {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<Header>,
-    /// `None` keeps the input record's timestamp.
+    /// `None` keeps the input record's timestamp (and so does `i64::MIN`, the contract's word
+    /// for it).
     pub timestamp: Option<i64>,
 }
 
