@@ -182,9 +182,9 @@ fn run<'l, T>(list: &'l [T], range: &wit::Range) -> &'l [T] {
 }
 
 /// A length word that means none (no topic, key or value) in a packed index.
-pub(crate) const NONE: u32 = u32::MAX;
+const NONE: u32 = u32::MAX;
 /// The timestamp word of a packed answer that keeps the input record's timestamp.
-pub(crate) const KEEP_TIMESTAMP: i64 = i64::MIN;
+const KEEP_TIMESTAMP: i64 = i64::MIN;
 /// Words per entry of a packed index: an input record, an output record, a header, an outcome.
 const INPUT_WORDS: usize = 6;
 const OUTPUT_WORDS: usize = 8;
@@ -252,7 +252,8 @@ fn span_of(start: u32, len: u32) -> Option<wit::Span> {
 }
 
 /// A typed answer (`weir:plugin@0.2.0` and 0.2.1) in the packed form. A span whose length is
-/// the packed form's none cannot lie inside a buffer, and is refused as lying outside it.
+/// the packed form's none cannot lie inside a buffer, and is refused as lying outside it; a
+/// timestamp of `i64::MIN` reads as keeping the input record's, as it does in the packed form.
 pub(crate) fn packed_answer(answer: wit::OutputBatch) -> Result<wit::PackedOutputBatch, CallError> {
     let wit::OutputBatch { buffer, records, headers, outcomes } = answer;
     let size = buffer.len();
