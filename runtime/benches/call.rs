@@ -1,6 +1,8 @@
 //! The host<->guest call: one identity-transform call per batch, for batch sizes from 1 to
-//! 1000 records of 1 KiB: `wasm` on the current contract (`weir:plugin@0.2.2`, the batch as one
-//! buffer with an index packed into 32-bit words), `wasm_v0_2` the same identity built for
+//! 1000 records of 1 KiB: `wasm` on the current contract (`weir:plugin@0.2.3`, the batch as one
+//! buffer with an index packed into 32-bit words; the SDK's owned `Record`s and `Output`s),
+//! `wasm_borrowed` the identity written with the SDK's borrowed API (`wasm-modules/forward`: it
+//! answers with spans of the input, copying none of its bytes), `wasm_v0_2` the same identity built for
 //! 0.2.0 (the index as lists of records), `wasm_v0_1` built for 0.1.0 (a list of records, each
 //! with its own lists), beside a native identity over the same records (the cost with no
 //! Wasm at all). `WEIR_BENCH_IDENTITY_WASM=<file.wasm>` adds `wasm_file`: a transform component
@@ -9,8 +11,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use weir_runtime::dev::{
-    identity_instance, identity_v0_1_instance, identity_v0_2_instance, native_identity, transform_instance,
-    transform_instance_of,
+    forward_instance, identity_instance, identity_v0_1_instance, identity_v0_2_instance, native_identity,
+    transform_instance, transform_instance_of,
 };
 
 // The allocator `weir serve` runs with.
@@ -31,6 +33,7 @@ fn records(count: usize) -> InputBatch {
 fn call(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("temp dir");
     let mut instance = identity_instance(cache.path());
+    let mut forward = forward_instance(cache.path());
     let mut old = identity_v0_1_instance(cache.path());
     let mut typed = identity_v0_2_instance(cache.path());
     let mut file = std::env::var_os("WEIR_BENCH_IDENTITY_WASM")
@@ -41,6 +44,9 @@ fn call(c: &mut Criterion) {
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::new("wasm", size), &batch, |b, batch| {
             b.iter(|| instance.transform(batch).expect("identity never fails"))
+        });
+        group.bench_with_input(BenchmarkId::new("wasm_borrowed", size), &batch, |b, batch| {
+            b.iter(|| forward.transform(batch).expect("an identity never fails"))
         });
         if let Some(file) = file.as_mut() {
             group.bench_with_input(BenchmarkId::new("wasm_file", size), &batch, |b, batch| {

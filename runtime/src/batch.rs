@@ -7,6 +7,8 @@
 //! copying (its keys and values are slices of one `Bytes`). Answers of components built for
 //! 0.2.0 and 0.2.1 (lists of records) are packed when they come, and checked the same way.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::bindings::types as wit;
@@ -62,7 +64,18 @@ fn put_headers<'h>(
 /// Records of one partition for one call.
 #[derive(Debug, Clone)]
 pub struct InputBatch {
-    pub(crate) wit: wit::InputBatch,
+    /// Shared, so an answer that forwards bytes of the buffer holds it without a copy
+    /// ([`InputBatch::shared_buffer`]); a push to a batch so shared copies it first.
+    pub(crate) wit: Arc<wit::InputBatch>,
+}
+
+/// The buffer of a shared input batch, as the owner of a `Bytes`.
+struct SharedBuffer(Arc<wit::InputBatch>);
+
+impl AsRef<[u8]> for SharedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.buffer
+    }
 }
 
 impl InputBatch {
@@ -73,13 +86,13 @@ impl InputBatch {
     /// Room for `records` records whose keys, values and headers take `bytes` bytes.
     pub fn with_capacity(topic: &str, partition: u32, records: usize, bytes: usize) -> Self {
         Self {
-            wit: wit::InputBatch {
+            wit: Arc::new(wit::InputBatch {
                 topic: topic.to_owned(),
                 partition,
                 buffer: Vec::with_capacity(bytes),
                 records: Vec::with_capacity(records),
                 headers: Vec::new(),
-            },
+            }),
         }
     }
 
@@ -92,22 +105,23 @@ impl InputBatch {
         value: Option<&[u8]>,
         headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     ) -> Result<(), BatchTooLarge> {
-        let (bytes, header_count) = (self.wit.buffer.len(), self.wit.headers.len());
+        let batch = Arc::make_mut(&mut self.wit);
+        let (bytes, header_count) = (batch.buffer.len(), batch.headers.len());
         let pushed = (|| {
-            let key = key.map(|k| put(&mut self.wit.buffer, k)).transpose()?;
-            let value = value.map(|v| put(&mut self.wit.buffer, v)).transpose()?;
-            let headers = put_headers(&mut self.wit.buffer, &mut self.wit.headers, headers)?;
-            count32(self.wit.records.len() + 1)?;
+            let key = key.map(|k| put(&mut batch.buffer, k)).transpose()?;
+            let value = value.map(|v| put(&mut batch.buffer, v)).transpose()?;
+            let headers = put_headers(&mut batch.buffer, &mut batch.headers, headers)?;
+            count32(batch.records.len() + 1)?;
             Ok(wit::InputRecord { offset, timestamp, key, value, headers })
         })();
         match pushed {
             Ok(record) => {
-                self.wit.records.push(record);
+                batch.records.push(record);
                 Ok(())
             }
             Err(e) => {
-                self.wit.buffer.truncate(bytes);
-                self.wit.headers.truncate(header_count);
+                batch.buffer.truncate(bytes);
+                batch.headers.truncate(header_count);
                 Err(e)
             }
         }
@@ -136,6 +150,11 @@ impl InputBatch {
 
     fn bytes(&self, span: &wit::Span) -> &[u8] {
         slice(&self.wit.buffer, span).unwrap_or_default()
+    }
+
+    /// The buffer as `Bytes` sharing it, not a copy.
+    pub(crate) fn shared_buffer(&self) -> Bytes {
+        Bytes::from_owner(SharedBuffer(self.wit.clone()))
     }
 }
 
@@ -232,10 +251,15 @@ impl InputBatch {
 }
 
 /// A transform's answer: per input record, its outputs or the module's error for it. Held as
-/// the current contract's packed index over one buffer (answers of older contracts are packed
-/// when they come).
+/// the current contract's packed index over the input's buffer followed by the answer's own
+/// (answers of older contracts are packed when they come, and address their own buffer only).
 #[derive(Debug, Clone)]
 pub struct TransformOutput {
+    /// The call's input buffer (shared, not copied), when the answer forwards bytes of it
+    /// (0.2.3 on); empty otherwise.
+    input: Bytes,
+    /// How many bytes the input buffer had: a span starting below it addresses the input.
+    input_len: usize,
     buffer: Bytes,
     /// [`OUTPUT_WORDS`] per output record.
     records: Vec<u32>,
@@ -307,6 +331,15 @@ impl TransformOutput {
     /// add up to at most the buffer, runs come in order without overlapping), so an answer
     /// cannot make the broker write more than the module itself held in its memory.
     pub(crate) fn checked(answer: wit::PackedOutputBatch, inputs: usize) -> Result<Self, CallError> {
+        Self::checked_over(answer, inputs, Bytes::new())
+    }
+
+    /// The same for an answer whose spans address `input` (the call's input buffer) followed
+    /// by the answer's buffer (`weir:plugin@0.2.3`). Each span lies wholly in one of the two,
+    /// and the spans into each add up to at most its length: a module forwards each input byte
+    /// once at most without copying it, so an answer is still no larger than the input and
+    /// what the module held.
+    pub(crate) fn checked_over(answer: wit::PackedOutputBatch, inputs: usize, input: Bytes) -> Result<Self, CallError> {
         let wit::PackedOutputBatch { buffer, records, timestamps, headers, outcomes } = answer;
         let words = |list: &[u32], per: usize, name: &str, entry: &str| {
             if list.len().is_multiple_of(per) {
@@ -327,7 +360,7 @@ impl TransformOutput {
                 timestamps.len()
             )));
         }
-        let mut spans = Spans { buffer: &buffer, used: 0 };
+        let mut spans = Spans { input: &input, buffer: &buffer, used_input: 0, used: 0 };
         for (i, h) in headers.chunks_exact(HEADER_WORDS).enumerate() {
             let Some(key) = span_of(h[0], h[1]) else {
                 return Err(CallError::Contract(format!("header {i} has no key; every header has one")));
@@ -368,7 +401,17 @@ impl TransformOutput {
                 }
             }
         }
-        Ok(Self { buffer: Bytes::from(buffer), records, timestamps, headers, outcomes })
+        // The input is kept with the answer only if the answer forwards bytes of it.
+        let input_len = input.len();
+        Ok(Self {
+            input: if spans.used_input > 0 { input } else { Bytes::new() },
+            input_len,
+            buffer: Bytes::from(buffer),
+            records,
+            timestamps,
+            headers,
+            outcomes,
+        })
     }
 
     /// How many input records this answers (as many as were in the batch).
@@ -392,16 +435,30 @@ impl TransformOutput {
         })
     }
 
+    /// The bytes a span addresses, and where in them it starts: the input's below its length,
+    /// the answer's buffer after.
+    fn region(&self, span: &wit::Span) -> (&Bytes, usize) {
+        let start = span.start as usize;
+        if start < self.input_len {
+            (&self.input, start)
+        } else {
+            (&self.buffer, start - self.input_len)
+        }
+    }
+
     fn text(&self, span: &wit::Span) -> &str {
-        // Checked to be UTF-8 inside the buffer when the answer came.
-        slice(&self.buffer, span).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default()
+        // Checked to be UTF-8 inside the input or the answer's buffer when the answer came.
+        let (region, start) = self.region(span);
+        slice(region, &wit::Span { start: start as u32, len: span.len })
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
     }
 
     fn bytes(&self, span: &wit::Span) -> Bytes {
-        let start = span.start as usize;
+        let (region, start) = self.region(span);
         let end = start.saturating_add(span.len as usize);
-        if end <= self.buffer.len() {
-            self.buffer.slice(start..end)
+        if end <= region.len() {
+            region.slice(start..end)
         } else {
             Bytes::new()
         }
@@ -423,23 +480,47 @@ pub(crate) fn check_count(got: usize, expected: usize) -> Result<(), CallError> 
     Ok(())
 }
 
-/// Checks an answer's spans: each inside the buffer, and all of them together no longer than it.
+/// Checks an answer's spans: each inside the input or the answer's buffer, and the spans into
+/// each together no longer than it.
 struct Spans<'b> {
+    /// The call's input buffer, which spans below its length address (empty for a contract
+    /// before 0.2.3).
+    input: &'b [u8],
     buffer: &'b [u8],
+    used_input: u64,
     used: u64,
 }
 
 impl<'b> Spans<'b> {
     fn bytes(&mut self, span: &wit::Span, what: &dyn Fn() -> String) -> Result<&'b [u8], CallError> {
         let size = self.buffer.len();
-        let bytes = slice(self.buffer, span).ok_or_else(|| {
+        let input = self.input.len();
+        let outside = || {
+            let after = if input == 0 { String::new() } else { format!("the call's {input}-byte input buffer and ") };
             CallError::Contract(format!(
-                "{} ({} bytes from byte {}) lies outside the answer's {size}-byte buffer",
+                "{} ({} bytes from byte {}) lies outside {after}the answer's {size}-byte buffer{}",
                 what(),
                 span.len,
-                span.start
+                span.start,
+                if input == 0 { "" } else { " after it (a span lies wholly in one of them)" }
             ))
-        })?;
+        };
+        if (span.start as usize) < input {
+            let bytes = slice(self.input, span).ok_or_else(outside)?;
+            self.used_input += u64::from(span.len);
+            if self.used_input > input as u64 {
+                return Err(CallError::Contract(format!(
+                    "{} brings the bytes the answer's spans cover in the input buffer to {}, past its {input} \
+                     bytes: each input byte may be forwarded once (copy it into the answer's buffer to emit it \
+                     again)",
+                    what(),
+                    self.used_input
+                )));
+            }
+            return Ok(bytes);
+        }
+        let local = wit::Span { start: span.start - input as u32, len: span.len };
+        let bytes = slice(self.buffer, &local).ok_or_else(outside)?;
         self.used += u64::from(span.len);
         if self.used > size as u64 {
             return Err(CallError::Contract(format!(
@@ -644,6 +725,8 @@ impl OutputBuilder {
 
     pub fn finish(self) -> TransformOutput {
         TransformOutput {
+            input: Bytes::new(),
+            input_len: 0,
             buffer: Bytes::from(self.buffer),
             records: self.records,
             timestamps: self.timestamps,
@@ -866,6 +949,57 @@ mod tests {
         );
     }
 
+    /// 0.2.3: spans below the input's length are the input's bytes, forwarded once at most;
+    /// the answer's buffer follows the input.
+    #[test]
+    fn a_packed_answer_may_forward_input_bytes_once_each() {
+        const N: u32 = NONE;
+        let input = b"KEYvalue";
+        let cases: Vec<(wit::PackedOutputBatch, &str)> = vec![
+            (
+                packed(vec![N, N, N, N, 6, 4, 0, 0], vec![0], vec![], vec![0, 0, 1]),
+                "output record 0's value (4 bytes from byte 6) lies outside the call's 8-byte input buffer and the \
+                 answer's 3-byte buffer after it (a span lies wholly in one of them)",
+            ),
+            (
+                packed(vec![N, N, N, N, 9, 3, 0, 0], vec![0], vec![], vec![0, 0, 1]),
+                "output record 0's value (3 bytes from byte 9) lies outside",
+            ),
+            (
+                packed(vec![N, N, 0, 3, 3, 5, 0, 0, N, N, N, N, 3, 5, 0, 0], vec![0, 0], vec![], vec![0, 0, 2]),
+                "output record 1's value brings the bytes the answer's spans cover in the input buffer to 13, past \
+                 its 8 bytes: each input byte may be forwarded once",
+            ),
+            (packed(vec![], vec![], vec![0, 3, N, N], vec![0, 0, 0]), "header 0's key is not UTF-8"),
+        ];
+        for (mut answer, expected) in cases {
+            if expected.starts_with("header") {
+                answer.headers = vec![0, 1, N, N];
+                let err =
+                    TransformOutput::checked_over(answer, 1, Bytes::from_static(b"\xffbc")).unwrap_err().to_string();
+                assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+                continue;
+            }
+            let err = TransformOutput::checked_over(answer, 1, Bytes::from_static(input)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+        // The key and value forwarded from the input; a topic and a header key after it.
+        let fine = TransformOutput::checked_over(
+            packed(vec![9, 2, 0, 3, 3, 5, 0, 1], vec![KEEP_TIMESTAMP], vec![8, 1, N, N], vec![0, 0, 1]),
+            1,
+            Bytes::from_static(input),
+        )
+        .unwrap();
+        let outputs: Vec<_> = fine.outcomes().next().unwrap().unwrap().collect();
+        assert_eq!((outputs[0].topic(), outputs[0].key().as_deref()), (Some("ab"), Some(&b"KEY"[..])));
+        assert_eq!(outputs[0].value().as_deref(), Some(&b"value"[..]));
+        assert_eq!(outputs[0].headers().map(|(k, v)| (k.to_owned(), v)).collect::<Vec<_>>(), [("h".to_owned(), None)]);
+        // An answer of 0.2.2 addresses its own buffer from byte 0.
+        let old = TransformOutput::checked(packed(vec![N, N, N, N, 1, 2, 0, 0], vec![0], vec![], vec![0, 0, 1]), 1);
+        let old = old.unwrap();
+        assert_eq!(old.outcomes().next().unwrap().unwrap().next().unwrap().value().as_deref(), Some(&b"ab"[..]));
+    }
+
     #[test]
     fn an_input_batch_packs_its_index_into_words() {
         let mut batch = InputBatch::new("orders", 3);
@@ -879,7 +1013,7 @@ mod tests {
 
     /// Hostile answers: random words (small numbers, none, and anything) for every list. Each
     /// is refused or accepted without a panic, and what an accepted one yields lies inside its
-    /// buffer and adds up to at most its size.
+    /// buffer and the input, and adds up to at most their size.
     #[test]
     fn random_packed_answers_are_refused_or_read_within_their_buffer() {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
@@ -919,7 +1053,10 @@ mod tests {
                 .collect();
             let size = buffer.len();
             let answer = wit::PackedOutputBatch { buffer, records, timestamps, headers, outcomes };
-            let Ok(out) = TransformOutput::checked(answer, inputs) else { continue };
+            // Half of them answer a call whose input the spans may point into (0.2.3).
+            let input = Bytes::from(vec![b'b'; len(&mut next, 8) * usize::from(next() % 2 == 0)]);
+            let size = size + input.len();
+            let Ok(out) = TransformOutput::checked_over(answer, inputs, input) else { continue };
             accepted += 1;
             let mut bytes = 0;
             for outcome in out.outcomes() {

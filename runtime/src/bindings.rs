@@ -1,5 +1,5 @@
-//! Host bindings of the plugin worlds: the current contract (`weir:plugin@0.2.2`,
-//! `sdk/wit/plugin.wit`; components built for 0.2.0 and 0.2.1 are called through the same
+//! Host bindings of the plugin worlds: the current contract (`weir:plugin@0.2.3`,
+//! `sdk/wit/plugin.wit`; components built for 0.2.0 to 0.2.2 are called through the same
 //! bindings, a transform of theirs through the `typed-transform` world) and
 //! the one before it (`weir:plugin@0.1.0`, `wit-0.1.0/`), which brokers still run. Each
 //! version's worlds share one set of types and host imports.

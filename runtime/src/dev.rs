@@ -45,6 +45,12 @@ pub fn identity_instance(cache_dir: &Path) -> Instance {
     transform_instance(cache_dir, "weir-module-identity", &[])
 }
 
+/// The identity written with the borrowed API (`wasm-modules/forward`): it answers with spans
+/// of the input batch (`weir:plugin@0.2.3`), copying none of the records' bytes.
+pub fn forward_instance(cache_dir: &Path) -> Instance {
+    transform_instance(cache_dir, "weir-module-forward", &[])
+}
+
 /// The same identity built for the `weir:plugin@0.1.0` contract (`tests/modules/identity-v0-1`),
 /// to measure the current contract against the one before it.
 pub fn identity_v0_1_instance(cache_dir: &Path) -> Instance {

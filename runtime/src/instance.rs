@@ -402,7 +402,11 @@ impl Instance {
             ),
             _ => unreachable!("instance kind and contract are checked on load"),
         })?;
-        TransformOutput::checked(answer, batch.len())
+        if self.module.contract.answers_into_input() {
+            TransformOutput::checked_over(answer, batch.len(), batch.shared_buffer())
+        } else {
+            TransformOutput::checked(answer, batch.len())
+        }
     }
 
     /// One partition per record, each checked to be below `partition_count`.

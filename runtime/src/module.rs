@@ -26,11 +26,12 @@ pub enum Contract {
     /// A batch is a list of records, each with its own lists and strings; still run.
     V0_1,
     /// A batch is one buffer with an index of records (`sdk/wit/plugin.wit`); `patch` is 0
-    /// for a component built before connectors came (0.2.0), 1 for 0.2.1, 2 for 0.2.2. All are
-    /// called through the current bindings: wasmtime finds an older 0.2 export under its
-    /// semver-compatible name.
+    /// for a component built before connectors came (0.2.0), 1 for 0.2.1, 2 for 0.2.2, 3 for
+    /// 0.2.3. All are called through the current bindings: wasmtime finds an older 0.2 export
+    /// under its semver-compatible name.
     V0_2 { patch: u8 },
-    /// A transform exporting `packed-transformer` (0.2.2 on): the index in 32-bit words.
+    /// A transform exporting `packed-transformer` (0.2.2 on): the index in 32-bit words. From
+    /// 0.2.3 its answer's spans may point into the input buffer ([`Contract::answers_into_input`]).
     V0_2Packed { patch: u8 },
 }
 
@@ -40,8 +41,15 @@ impl Contract {
             Self::V0_1 => "0.1.0",
             Self::V0_2 { patch: 0 } => "0.2.0",
             Self::V0_2 { patch: 1 } => "0.2.1",
-            Self::V0_2 { .. } | Self::V0_2Packed { .. } => "0.2.2",
+            Self::V0_2 { patch: 2 } | Self::V0_2Packed { patch: 2 } => "0.2.2",
+            Self::V0_2 { .. } | Self::V0_2Packed { .. } => "0.2.3",
         }
+    }
+
+    /// Whether a packed answer's spans address the input buffer followed by the answer's
+    /// buffer (0.2.3 on), rather than the answer's buffer alone.
+    pub fn answers_into_input(self) -> bool {
+        matches!(self, Self::V0_2Packed { patch } if patch >= 3)
     }
 
     fn parse(interface: &str, version: &str) -> Option<Self> {
@@ -50,6 +58,7 @@ impl Contract {
             "0.2.0" => 0,
             "0.2.1" => 1,
             "0.2.2" => 2,
+            "0.2.3" => 3,
             _ => return None,
         };
         Some(if interface.ends_with("/packed-transformer") { Self::V0_2Packed { patch } } else { Self::V0_2 { patch } })
@@ -329,16 +338,16 @@ mod tests {
         check(b"\0asm\x0d\x00\x01\x00garbage", "does not validate");
         check(
             &wat::parse_str("(component)").unwrap(),
-            "does not export weir:plugin/packed-transformer@0.2.2 (nor weir:plugin/transformer@0.2.2 or \
-             weir:plugin/transformer@0.2.1 or weir:plugin/transformer@0.2.0 or weir:plugin/transformer@0.1.0, \
-             which this broker still runs)",
+            "does not export weir:plugin/packed-transformer@0.2.3 (nor weir:plugin/packed-transformer@0.2.2 or \
+             weir:plugin/transformer@0.2.3 or weir:plugin/transformer@0.2.2 or weir:plugin/transformer@0.2.1 or \
+             weir:plugin/transformer@0.2.0 or weir:plugin/transformer@0.1.0, which this broker still runs)",
         );
         let sinks = tempfile::tempdir().unwrap();
         let err = runtime(sinks.path()).load(&wat::parse_str("(component)").unwrap(), PluginKind::Sink).err().unwrap();
         assert!(
             err.to_string().contains(
-                "does not export weir:plugin/sink-connector@0.2.2 (nor weir:plugin/sink-connector@0.2.1, which this \
-                 broker still runs), so it is not a sink"
+                "does not export weir:plugin/sink-connector@0.2.3 (nor weir:plugin/sink-connector@0.2.2 or \
+                 weir:plugin/sink-connector@0.2.1, which this broker still runs), so it is not a sink"
             ),
             "a kind names the older versions it still runs: {err}"
         );

@@ -646,12 +646,12 @@ fn an_uploaded_component_is_inspected_before_it_is_deployed() {
     };
     let (size, answer) = inspect("weir-module-pii-mask");
     let pii = ok(answer, 200);
-    assert_eq!(pii["kinds"], json!([{"kind": "transform", "contract": "0.2.2"}]));
+    assert_eq!(pii["kinds"], json!([{"kind": "transform", "contract": "0.2.3"}]));
     assert_eq!(pii["size_bytes"].as_u64(), Some(size as u64));
     assert_eq!(pii["sha256"].as_str().map(str::len), Some(64));
     assert!(pii["refusal"].is_null(), "{pii}");
     assert!(pii["imports"].as_array().unwrap().iter().all(|i| i["granted"] == true), "{pii}");
-    assert!(pii["exports"].as_array().unwrap().iter().any(|e| e == "weir:plugin/packed-transformer@0.2.2"), "{pii}");
+    assert!(pii["exports"].as_array().unwrap().iter().any(|e| e == "weir:plugin/packed-transformer@0.2.3"), "{pii}");
 
     let old = ok(inspect("weir-test-identity-v0-1").1, 200);
     assert_eq!(old["kinds"], json!([{"kind": "transform", "contract": "0.1.0"}]));

@@ -176,7 +176,7 @@ async fn a_wasm_transform_uploaded_and_deployed_in_the_browser_fills_its_output_
 
     // The component is shown for what it is before it is deployed.
     browser.find("#module-file").await.send_keys(&component.to_string_lossy()).await.unwrap();
-    browser.wait_text("#module-kinds", "transform (weir:plugin@0.2.2)").await;
+    browser.wait_text("#module-kinds", "transform (weir:plugin@0.2.3)").await;
     browser.wait_text("#module-imports", "weir:plugin/host").await;
     browser.screenshot("module-inspected").await;
     // Tried on typed records before it is deployed.

@@ -470,7 +470,7 @@ fn given_files_that_are_not_acceptable_plugins_then_deploy_refuses_them_with_the
     check(text, "validator", "not a WebAssembly file");
     check(core, "validator", "core WebAssembly module, not a component");
     check(build_plugin("weir-test-open-socket"), "validator", "imports wasi:sockets/");
-    check(build_plugin("weir-module-identity"), "validator", "does not export weir:plugin/record-validator@0.2.2");
+    check(build_plugin("weir-module-identity"), "validator", "does not export weir:plugin/record-validator@0.2.3");
     // A deployment refused for its settings leaves no dead-letter topic behind.
     let identity = build_plugin("weir-module-identity").to_string_lossy().into_owned();
     let (ok, _, err) = broker.cli(

@@ -101,12 +101,47 @@ fn identity_transform_returns_every_record_unchanged_across_batches() {
     }
 }
 
+/// The borrowed API (`weir:plugin@0.2.3`): the module answers with spans of the input batch,
+/// and the broker reads them from its own copy of the input. A second copy of each record is
+/// copied into the answer, as the contract allows each input byte to be forwarded once.
+#[test]
+fn a_borrowed_transform_forwards_records_by_reference_once_and_copies_further_outputs() {
+    let host = host();
+    let mut forward = instance(&host, "weir-module-forward", PluginKind::Transform, &[], Limits::default());
+    assert_eq!(forward.module().contract(), Contract::V0_2Packed { patch: 3 });
+    let values_in: Vec<String> = (0..100).map(|i| format!("value {i}")).collect();
+    for round in 0..3 {
+        let records: Vec<_> = (0..100).map(|i| record(round * 100 + i, &values_in[i as usize])).collect();
+        let inputs = batch(&records);
+        assert_identity(&inputs, &forward.transform(&inputs).unwrap());
+    }
+    let mut twice =
+        instance(&host, "weir-module-forward", PluginKind::Transform, &[("copies", "2")], Limits::default());
+    let inputs = batch(&[record(0, "a"), record(1, ""), record(2, "ccc"), record(11, "d")]);
+    let out = twice.transform(&inputs).unwrap();
+    assert_eq!(values(&out), ["a", "a", "", "", "ccc", "ccc", "d", "d"]);
+    for (input, outcome) in inputs.records().zip(out.outcomes()) {
+        for output in outcome.unwrap() {
+            assert_eq!((output.key().as_deref(), output.timestamp()), (input.key(), Some(input.timestamp())));
+            let headers: Vec<_> = output.headers().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_vec()))).collect();
+            let expected: Vec<_> = input.headers().map(|(k, v)| (k.to_owned(), v.map(<[u8]>::to_vec))).collect();
+            assert_eq!(headers, expected);
+        }
+    }
+    // A bad parameter fails each record with the module's error, naming it.
+    let mut bad =
+        instance(&host, "weir-module-forward", PluginKind::Transform, &[("copies", "many")], Limits::default());
+    let out = bad.transform(&inputs).unwrap();
+    let errors: Vec<_> = out.outcomes().map(|o| o.err().unwrap_or_default().to_owned()).collect();
+    assert!(errors.iter().all(|e| e.starts_with("parameter copies=\"many\"")), "{errors:?}");
+}
+
 #[test]
 fn a_module_built_for_the_0_1_0_contract_still_loads_and_answers_as_the_current_one() {
     let host = host();
     let mut old = instance(&host, "weir-test-identity-v0-1", PluginKind::Transform, &[], Limits::default());
     let mut new = instance(&host, "weir-module-identity", PluginKind::Transform, &[], Limits::default());
-    assert_eq!((old.module().contract(), new.module().contract()), (Contract::V0_1, Contract::V0_2Packed { patch: 2 }));
+    assert_eq!((old.module().contract(), new.module().contract()), (Contract::V0_1, Contract::V0_2Packed { patch: 3 }));
     let inputs = batch(&[record(0, "a"), record(1, ""), record(2, "c"), record(11, "d")]);
     let (old_out, new_out) = (old.transform(&inputs).unwrap(), new.transform(&inputs).unwrap());
     assert_identity(&inputs, &old_out);
@@ -117,8 +152,9 @@ fn a_module_built_for_the_0_1_0_contract_still_loads_and_answers_as_the_current_
     let err = host.runtime.load(&bytes, PluginKind::Validator).err().expect("refused").to_string();
     assert!(
         err.contains(
-            "does not export weir:plugin/record-validator@0.2.2 (nor weir:plugin/record-validator@0.2.1 or \
-             weir:plugin/record-validator@0.2.0 or weir:plugin/record-validator@0.1.0"
+            "does not export weir:plugin/record-validator@0.2.3 (nor weir:plugin/record-validator@0.2.2 or \
+             weir:plugin/record-validator@0.2.1 or weir:plugin/record-validator@0.2.0 or \
+             weir:plugin/record-validator@0.1.0"
         ),
         "{err}"
     );
@@ -254,9 +290,9 @@ fn connectors_see_only_their_granted_directory_and_write_only_where_granted() {
     // A source is neither a transform nor a sink.
     let bytes = std::fs::read(build_plugin("weir-module-file-source")).unwrap();
     let err = host.runtime.load(&bytes, PluginKind::Transform).err().expect("refused").to_string();
-    assert!(err.contains("does not export weir:plugin/packed-transformer@0.2.2"), "{err}");
+    assert!(err.contains("does not export weir:plugin/packed-transformer@0.2.3"), "{err}");
     let err = host.runtime.load(&bytes, PluginKind::Sink).err().expect("refused").to_string();
-    assert!(err.contains("does not export weir:plugin/sink-connector@0.2.2"), "{err}");
+    assert!(err.contains("does not export weir:plugin/sink-connector@0.2.3"), "{err}");
 }
 
 /// Outgoing HTTP (the connectors issue): a sink posts to a granted address and nowhere else;
@@ -448,6 +484,8 @@ fn given_a_panicking_module_then_the_call_fails_with_the_panic_message_and_the_n
 fn given_an_answer_whose_index_points_outside_its_buffer_then_the_call_fails_naming_the_entry() {
     let host = host();
     let mut module = instance(&host, "weir-test-bad-index", PluginKind::Transform, &[], Limits::default());
+    // Built for 0.2.2: its spans address its own buffer only, and are read so.
+    assert_eq!(module.module().contract(), Contract::V0_2Packed { patch: 2 });
     let err = module.transform(&batch(&[record(0, "a"), record(1, "b")])).unwrap_err();
     println!("bad-index: {err}");
     assert_eq!(
@@ -473,7 +511,7 @@ fn given_a_transform_deployed_as_a_validator_then_load_names_the_missing_export(
     let host = host();
     let bytes = std::fs::read(build_plugin("weir-module-identity")).unwrap();
     let err = host.runtime.load(&bytes, PluginKind::Validator).err().expect("refused").to_string();
-    assert!(err.contains("does not export weir:plugin/record-validator@0.2.2"), "{err}");
+    assert!(err.contains("does not export weir:plugin/record-validator@0.2.3"), "{err}");
 }
 
 #[test]

@@ -6,8 +6,11 @@
 //! input partition in the fjall log and ending with the output batch appended to another
 //! partition (without fsync, as `flush.mode=interval`): the task's whole path but the network.
 //! `no_module` is a native identity stage; `identity_wasm` calls the identity component
-//! (`weir:plugin@0.2.2`: the batch crosses as one buffer with an index packed into 32-bit
-//! words); `identity_wasm_v0_1` the same identity built for 0.1.0 (a list of records, each with
+//! (`weir:plugin@0.2.3`: the batch crosses as one buffer with an index packed into 32-bit
+//! words; the SDK's owned `Record`s and `Output`s); `identity_wasm_borrowed` the identity
+//! written with the SDK's borrowed API (`wasm-modules/forward`: its answer points into the
+//! input, so the module copies none of the records' bytes); `identity_wasm_v0_1` the same
+//! identity built for 0.1.0 (a list of records, each with
 //! its own lists). `WEIR_BENCH_IDENTITY_WASM=<file.wasm>` adds `identity_wasm_file`: a transform
 //! component built elsewhere (e.g. the identity of an earlier commit), called the same way.
 //! `cargo bench -p weir-broker --bench transform_pipeline`.
@@ -18,7 +21,9 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weir_broker::plugins::input_batch;
 use weir_broker::transforms::output_records;
-use weir_runtime::dev::{identity_instance, identity_v0_1_instance, native_identity, transform_instance_of};
+use weir_runtime::dev::{
+    forward_instance, identity_instance, identity_v0_1_instance, native_identity, transform_instance_of,
+};
 use weir_runtime::{InputBatch, TransformOutput};
 use weir_sdk::batch::{decode_batches, encode_batch, validate_batch, Compression, Record};
 use weir_storage::{PartitionId, Storage};
@@ -54,6 +59,7 @@ fn pipeline(batch: &Bytes, stage: &mut dyn FnMut(&InputBatch) -> TransformOutput
 fn bench(c: &mut Criterion) {
     let cache = tempfile::tempdir().expect("temp dir");
     let mut instance = identity_instance(cache.path());
+    let mut forward = forward_instance(cache.path());
     let mut old = identity_v0_1_instance(cache.path());
     let mut file = std::env::var_os("WEIR_BENCH_IDENTITY_WASM")
         .map(|path| transform_instance_of(cache.path(), std::path::Path::new(&path), &[]));
@@ -63,6 +69,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("no_module", |b| b.iter(|| pipeline(&batch, &mut native_identity)));
     group.bench_function("identity_wasm", |b| {
         b.iter(|| pipeline(&batch, &mut |inputs| instance.transform(inputs).expect("identity never fails")))
+    });
+    group.bench_function("identity_wasm_borrowed", |b| {
+        b.iter(|| pipeline(&batch, &mut |inputs| forward.transform(inputs).expect("identity never fails")))
     });
     if let Some(file) = file.as_mut() {
         group.bench_function("identity_wasm_file", |b| {
@@ -96,6 +105,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function("no_module", |b| b.iter(|| with_log(&mut native_identity)));
     group.bench_function("identity_wasm", |b| {
         b.iter(|| with_log(&mut |inputs| instance.transform(inputs).expect("identity never fails")))
+    });
+    group.bench_function("identity_wasm_borrowed", |b| {
+        b.iter(|| with_log(&mut |inputs| forward.transform(inputs).expect("identity never fails")))
     });
     if let Some(file) = file.as_mut() {
         group.bench_function("identity_wasm_file", |b| {

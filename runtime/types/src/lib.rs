@@ -16,7 +16,7 @@ pub enum PluginKind {
 }
 
 /// The current version of the `weir:plugin` package (`sdk/wit/plugin.wit`).
-pub const CONTRACT_VERSION: &str = "0.2.2";
+pub const CONTRACT_VERSION: &str = "0.2.3";
 
 impl PluginKind {
     /// Every kind.
@@ -61,8 +61,8 @@ impl PluginKind {
 
     /// The exports of this kind the broker runs, newest first, each an interface and its
     /// contract version: 0.2.x (each 0.2 version only adds to the one before; a transform of
-    /// 0.2.2 on exports `packed-transformer`, one of 0.2.0 or 0.2.1 `transformer`), and 0.1.0
-    /// for the kinds it had.
+    /// 0.2.2 on exports `packed-transformer`, one of 0.2.0 or 0.2.1 `transformer`; 0.2.3 lets
+    /// a packed answer point into the input), and 0.1.0 for the kinds it had.
     pub fn exports_run(self) -> &'static [(&'static str, &'static str)] {
         const TRANSFORMER: &str = "weir:plugin/transformer";
         const CHOOSER: &str = "weir:plugin/partition-chooser";
@@ -71,18 +71,26 @@ impl PluginKind {
         const SINK: &str = "weir:plugin/sink-connector";
         match self {
             Self::Transform => &[
+                ("weir:plugin/packed-transformer", "0.2.3"),
                 ("weir:plugin/packed-transformer", "0.2.2"),
+                (TRANSFORMER, "0.2.3"),
                 (TRANSFORMER, "0.2.2"),
                 (TRANSFORMER, "0.2.1"),
                 (TRANSFORMER, "0.2.0"),
                 (TRANSFORMER, "0.1.0"),
             ],
-            Self::Partitioner => &[(CHOOSER, "0.2.2"), (CHOOSER, "0.2.1"), (CHOOSER, "0.2.0"), (CHOOSER, "0.1.0")],
-            Self::Validator => {
-                &[(VALIDATOR, "0.2.2"), (VALIDATOR, "0.2.1"), (VALIDATOR, "0.2.0"), (VALIDATOR, "0.1.0")]
+            Self::Partitioner => {
+                &[(CHOOSER, "0.2.3"), (CHOOSER, "0.2.2"), (CHOOSER, "0.2.1"), (CHOOSER, "0.2.0"), (CHOOSER, "0.1.0")]
             }
-            Self::Source => &[(SOURCE, "0.2.2"), (SOURCE, "0.2.1")],
-            Self::Sink => &[(SINK, "0.2.2"), (SINK, "0.2.1")],
+            Self::Validator => &[
+                (VALIDATOR, "0.2.3"),
+                (VALIDATOR, "0.2.2"),
+                (VALIDATOR, "0.2.1"),
+                (VALIDATOR, "0.2.0"),
+                (VALIDATOR, "0.1.0"),
+            ],
+            Self::Source => &[(SOURCE, "0.2.3"), (SOURCE, "0.2.2"), (SOURCE, "0.2.1")],
+            Self::Sink => &[(SINK, "0.2.3"), (SINK, "0.2.2"), (SINK, "0.2.1")],
         }
     }
 }

@@ -6,8 +6,9 @@ use proc_macro2::TokenStream as Tokens;
 use quote::{format_ident, quote};
 use syn::{parse_macro_input, ItemFn};
 
-/// `#[transform] fn f(record: Record) -> Result<Vec<Output>, Error>`, or
-/// `#[transform(batch)] fn f(records: Vec<Record>) -> Vec<Result<Vec<Output>, Error>>`.
+/// `#[transform] fn f(record: Record) -> Result<Vec<Output>, Error>`,
+/// `#[transform(batch)] fn f(records: Vec<Record>) -> Vec<Result<Vec<Output>, Error>>`, or
+/// `#[transform(borrowed)] fn f(record: RecordRef<'_>, out: &mut Emitter<'_>) -> Result<(), Error>`.
 #[proc_macro_attribute]
 pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
@@ -15,8 +16,11 @@ pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
     let runner = match attr.to_string().trim() {
         "" => quote!(run_transform),
         "batch" => quote!(run_transform_batch),
+        "borrowed" => quote!(run_transform_borrowed),
         other => {
-            let message = format!("unknown transform option {other:?}; use #[transform] or #[transform(batch)]");
+            let message = format!(
+                "unknown transform option {other:?}; use #[transform], #[transform(batch)] or #[transform(borrowed)]"
+            );
             return syn::Error::new(proc_macro2::Span::call_site(), message).to_compile_error().into();
         }
     };

@@ -1,7 +1,7 @@
 //! The guest SDK for Weir plugins.
 //!
 //! A plugin is a plain Rust function with one of five attribute macros; the macro generates
-//! the WebAssembly component glue for the `weir:plugin@0.2.2` contract (`sdk/wit/plugin.wit`).
+//! the WebAssembly component glue for the `weir:plugin@0.2.3` contract (`sdk/wit/plugin.wit`).
 //! Build with `cargo build --release --target wasm32-wasip2` and deploy the `.wasm` with
 //! `weir module deploy`. See `sdk/README.md` for a complete plugin.
 //!
@@ -20,6 +20,25 @@
 //! `#[validator] fn(&Record) -> Result<(), Error>`. Per batch: `#[transform(batch)]
 //! fn(Vec<Record>) -> Vec<Result<Vec<Output>, Error>>`. A panic traps the module: the broker
 //! fails that batch and sends its records to the deployment's dead-letter topic.
+//!
+//! Borrowed, per record: `#[transform(borrowed)] fn(RecordRef<'_>, &mut Emitter<'_>) ->
+//! Result<(), Error>`. The record borrows the batch's buffer, and what the transform emits of
+//! it (its key, value, headers, or parts of them) is answered by reference to the input: a
+//! transform that forwards or filters records copies none of their bytes. An `Err` drops what
+//! was emitted for that record and sends it to the dead-letter topic.
+//!
+//! ```
+//! use weir_plugin::{transform, Emitter, Error, OutputRef, RecordRef};
+//!
+//! #[transform(borrowed)]
+//! fn route(record: RecordRef<'_>, out: &mut Emitter<'_>) -> Result<(), Error> {
+//!     match record.header("kind") {
+//!         Some(b"audit") => out.emit(&OutputRef::from_record(&record).to_topic("audit")),
+//!         _ => out.forward(&record),
+//!     }
+//!     Ok(())
+//! }
+//! ```
 //!
 //! Connectors: `#[source] fn(Option<Vec<u8>>, u32) -> Result<Polled, Error>` is polled with the
 //! position it reported last (`None` at first, and the stored one after a restart) and at
@@ -57,9 +76,9 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_partitioner",
             with: {
-                "weir:plugin/types@0.2.2": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.2.2": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.2": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/types@0.2.3": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.3": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.3": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
@@ -71,9 +90,9 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_validator",
             with: {
-                "weir:plugin/types@0.2.2": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.2.2": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.2": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/types@0.2.3": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.3": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.3": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
@@ -86,8 +105,8 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_source",
             with: {
-                "weir:plugin/host@0.2.2": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.2": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/host@0.2.3": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.3": crate::__private::transform::weir::plugin::schema_registry,
             },
         });
     }
@@ -99,10 +118,10 @@ pub mod __private {
             pub_export_macro: true,
             export_macro_name: "__export_sink",
             with: {
-                "weir:plugin/types@0.2.2": crate::__private::transform::weir::plugin::types,
-                "weir:plugin/host@0.2.2": crate::__private::transform::weir::plugin::host,
-                "weir:plugin/schema-registry@0.2.2": crate::__private::transform::weir::plugin::schema_registry,
-                "weir:plugin/connector@0.2.2": crate::__private::source::weir::plugin::connector,
+                "weir:plugin/types@0.2.3": crate::__private::transform::weir::plugin::types,
+                "weir:plugin/host@0.2.3": crate::__private::transform::weir::plugin::host,
+                "weir:plugin/schema-registry@0.2.3": crate::__private::transform::weir::plugin::schema_registry,
+                "weir:plugin/connector@0.2.3": crate::__private::source::weir::plugin::connector,
             },
         });
     }
@@ -117,7 +136,23 @@ pub mod __private {
 
     pub use super::wire::PackedInput;
     use super::wire::{records, OutputWriter};
-    use super::{Error, Output, Record};
+    use super::{Emitter, Error, Output, Record, RecordRef};
+
+    pub fn run_transform_borrowed(
+        input: PackedInput,
+        f: impl Fn(RecordRef<'_>, &mut Emitter<'_>) -> Result<(), Error>,
+    ) -> PackedOutputBatch {
+        let mut out = OutputWriter::for_forwarding(&input);
+        for record in input.borrowed() {
+            let first = out.open();
+            let result = f(record, &mut Emitter { writer: &mut out, input: &input.buffer });
+            match result {
+                Ok(()) => out.emitted(first),
+                Err(e) => out.failed(first, &e.0),
+            }
+        }
+        out.finish()
+    }
 
     pub fn run_transform(input: PackedInput, f: impl Fn(Record) -> Result<Vec<Output>, Error>) -> PackedOutputBatch {
         let mut out = OutputWriter::sized_for(&input);
@@ -196,7 +231,7 @@ pub mod __private {
 /// The batch buffers of the contract, read and written.
 mod wire {
     use super::__private::transform::weir::plugin::types::{self, InputBatch, PackedOutputBatch, Range, Span};
-    use super::{Error, Header, Output, Record};
+    use super::{Error, Header, Output, Record, RecordRef};
 
     /// A length word that means none (no topic, key or value) in a packed index.
     const NONE: u32 = u32::MAX;
@@ -265,6 +300,33 @@ mod wire {
             self.offsets.len()
         }
 
+        /// The batch's records, borrowed from its buffer.
+        pub fn borrowed(&self) -> impl Iterator<Item = RecordRef<'_>> + '_ {
+            let buffer = &self.buffer[..];
+            assert!(
+                self.records.len() == 6 * self.count() && self.timestamps.len() == self.count(),
+                "the host's index has six words and a timestamp per record"
+            );
+            self.records.chunks_exact(6).zip(self.offsets.iter().zip(&self.timestamps)).map(
+                move |(w, (&offset, &timestamp))| {
+                    let first = w[4] as usize;
+                    RecordRef {
+                        topic: &self.topic,
+                        partition: self.partition,
+                        offset,
+                        timestamp,
+                        key: packed_span(w[0], w[1]).map(|s| bytes(buffer, &s)),
+                        value: packed_span(w[2], w[3]).map(|s| bytes(buffer, &s)),
+                        buffer,
+                        headers: self
+                            .headers
+                            .get(first * 4..(first + w[5] as usize) * 4)
+                            .expect("the host's header run lies inside its header list"),
+                    }
+                },
+            )
+        }
+
         /// The batch's records, each with its own copies of its bytes.
         pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
             let buffer = &self.buffer[..];
@@ -299,14 +361,28 @@ mod wire {
         }
     }
 
+    /// The answer's lists of span words.
+    #[derive(Clone, Copy)]
+    enum List {
+        Records,
+        Headers,
+        Outcomes,
+    }
+
     fn len32(n: usize) -> u32 {
         // A wasm32 guest's memory is below 4 GiB, and so is everything in it.
         u32::try_from(n).expect("below 4 GiB in a wasm32 guest")
     }
 
-    /// Builds a packed answer, one outcome per input record.
+    /// Builds a packed answer, one outcome per input record. Its spans address the input
+    /// buffer followed by the answer's own (`weir:plugin@0.2.3`): bytes that lie in the input
+    /// are answered with their input span, once each, and everything else is copied.
     #[derive(Default)]
     pub struct OutputWriter {
+        /// The input buffer's length: where the answer's own buffer starts.
+        base: usize,
+        /// Bytes of the input the answer's spans cover so far: at most `base`.
+        forwarded: usize,
         buffer: Vec<u8>,
         records: Vec<u32>,
         timestamps: Vec<i64>,
@@ -314,12 +390,26 @@ mod wire {
         outcomes: Vec<u32>,
     }
 
+    /// Where `bytes` start in `input`, if they lie in it.
+    fn offset_in(input: &[u8], bytes: &[u8]) -> Option<usize> {
+        let offset = (bytes.as_ptr() as usize).checked_sub(input.as_ptr() as usize)?;
+        (!bytes.is_empty() && offset < input.len() && bytes.len() <= input.len() - offset).then_some(offset)
+    }
+
     impl OutputWriter {
         /// Room for an answer the size of `input`: a transform mostly emits about what it reads,
         /// and growing the buffer as it fills would copy it again and again.
         pub fn sized_for(input: &PackedInput) -> Self {
+            Self { buffer: Vec::with_capacity(input.buffer.len()), ..Self::for_forwarding(input) }
+        }
+
+        /// Room for the index of an answer the size of `input`, whose bytes are mostly
+        /// forwarded from the input rather than copied.
+        pub fn for_forwarding(input: &PackedInput) -> Self {
             Self {
-                buffer: Vec::with_capacity(input.buffer.len()),
+                base: input.buffer.len(),
+                forwarded: 0,
+                buffer: Vec::new(),
                 records: Vec::with_capacity(8 * input.count()),
                 timestamps: Vec::with_capacity(input.count()),
                 headers: Vec::with_capacity(input.headers.len()),
@@ -327,45 +417,84 @@ mod wire {
             }
         }
 
-        /// Appends `bytes` and pushes their start and length words to `words`.
-        fn put(buffer: &mut Vec<u8>, words: &mut Vec<u32>, bytes: Option<&[u8]>) {
-            match bytes {
-                Some(bytes) => {
-                    words.extend([len32(buffer.len()), len32(bytes.len())]);
-                    buffer.extend_from_slice(bytes);
-                }
-                None => words.extend([NONE, NONE]),
+        /// Pushes the start and length words of `bytes` to `words`: their span in `input`
+        /// when they lie there and the input's share is not used up, else a copy's.
+        fn put(&mut self, list: List, input: &[u8], bytes: Option<&[u8]>) {
+            let span = match bytes {
+                None => [NONE, NONE],
+                Some(bytes) => match offset_in(input, bytes).filter(|_| self.forwarded + bytes.len() <= self.base) {
+                    Some(offset) => {
+                        self.forwarded += bytes.len();
+                        [len32(offset), len32(bytes.len())]
+                    }
+                    None => {
+                        let start = len32(self.base + self.buffer.len());
+                        self.buffer.extend_from_slice(bytes);
+                        [start, len32(bytes.len())]
+                    }
+                },
+            };
+            match list {
+                List::Records => self.records.extend(span),
+                List::Headers => self.headers.extend(span),
+                List::Outcomes => self.outcomes.extend(span),
             }
+        }
+
+        /// The first output of the next input record.
+        pub fn open(&self) -> usize {
+            self.timestamps.len()
+        }
+
+        /// Closes an input record: its outputs are those added since `first`.
+        pub fn emitted(&mut self, first: usize) {
+            self.outcomes.extend([0, len32(first), len32(self.timestamps.len() - first)]);
+        }
+
+        /// Closes an input record as failed; outputs added since `first` are dropped.
+        pub fn failed(&mut self, first: usize, reason: &str) {
+            self.records.truncate(8 * first);
+            self.timestamps.truncate(first);
+            self.outcomes.push(1);
+            self.put(List::Outcomes, &[], Some(reason.as_bytes()));
         }
 
         pub fn outcome(&mut self, result: Result<Vec<Output>, Error>) {
+            let first = self.open();
             match result {
                 Ok(outputs) => {
-                    let first = len32(self.timestamps.len());
                     for output in outputs {
-                        self.output(output);
+                        let headers = output.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
+                        let (key, value) = (output.key.as_deref(), output.value.as_deref());
+                        self.output(&[], output.topic.as_deref(), key, value, headers, output.timestamp);
                     }
-                    self.outcomes.extend([0, first, len32(self.timestamps.len()) - first]);
+                    self.emitted(first);
                 }
-                Err(e) => {
-                    self.outcomes.push(1);
-                    Self::put(&mut self.buffer, &mut self.outcomes, Some(e.0.as_bytes()));
-                }
+                Err(e) => self.failed(first, &e.0),
             }
         }
 
-        fn output(&mut self, output: Output) {
-            let (buffer, words) = (&mut self.buffer, &mut self.records);
-            Self::put(buffer, words, output.topic.as_ref().map(|t| t.as_bytes()));
-            Self::put(buffer, words, output.key.as_deref());
-            Self::put(buffer, words, output.value.as_deref());
+        /// Adds an output of the input record not yet closed; what lies in `input` is
+        /// forwarded, the rest copied.
+        pub fn output<'h>(
+            &mut self,
+            input: &[u8],
+            topic: Option<&str>,
+            key: Option<&[u8]>,
+            value: Option<&[u8]>,
+            headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+            timestamp: Option<i64>,
+        ) {
+            self.put(List::Records, input, topic.map(str::as_bytes));
+            self.put(List::Records, input, key);
+            self.put(List::Records, input, value);
             let first = len32(self.headers.len() / 4);
-            for h in &output.headers {
-                Self::put(buffer, &mut self.headers, Some(h.key.as_bytes()));
-                Self::put(buffer, &mut self.headers, h.value.as_deref());
+            for (key, value) in headers {
+                self.put(List::Headers, input, Some(key.as_bytes()));
+                self.put(List::Headers, input, value);
             }
-            words.extend([first, len32(self.headers.len() / 4) - first]);
-            self.timestamps.push(output.timestamp.unwrap_or(KEEP_TIMESTAMP));
+            self.records.extend([first, len32(self.headers.len() / 4) - first]);
+            self.timestamps.push(timestamp.unwrap_or(KEEP_TIMESTAMP));
         }
 
         pub fn finish(self) -> PackedOutputBatch {
@@ -503,6 +632,162 @@ impl Output {
     }
 }
 
+/// A record as its batch holds it, borrowed: what `#[transform(borrowed)]` hands a transform.
+/// Nothing of it is copied, and what an [`Emitter`] is given of it (its key, value, headers,
+/// or any part of them) is answered by reference to the input, not copied either.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    topic: &'a str,
+    partition: u32,
+    offset: i64,
+    timestamp: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    /// The batch's buffer, which `headers` point into.
+    buffer: &'a [u8],
+    /// Four words per header: key start and length, value start and length.
+    headers: &'a [u32],
+}
+
+impl<'a> RecordRef<'a> {
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.value
+    }
+
+    /// The value as UTF-8 text, or an error naming the offset.
+    pub fn value_str(&self) -> Result<&'a str, Error> {
+        std::str::from_utf8(self.value.unwrap_or_default())
+            .map_err(|e| Error::new(format!("value at offset {} is not UTF-8: {e}", self.offset)))
+    }
+
+    /// The headers in order: each key and value.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+        let buffer = self.buffer;
+        let at = move |start: u32, len: u32| {
+            // The host builds the buffer and its index together; a span outside it is a broken
+            // host, and the trap says so.
+            let start = start as usize;
+            buffer.get(start..start + len as usize).expect("the host's span lies inside its buffer")
+        };
+        self.headers.chunks_exact(4).map(move |h| {
+            let key = std::str::from_utf8(at(h[0], h[1])).expect("the host's header keys are UTF-8");
+            (key, (h[3] != u32::MAX).then(|| at(h[2], h[3])))
+        })
+    }
+
+    /// The first header named `key`.
+    pub fn header(&self, key: &str) -> Option<&'a [u8]> {
+        self.headers().find(|(k, _)| *k == key).and_then(|(_, v)| v)
+    }
+
+    /// The record with its own copies of its bytes.
+    pub fn to_record(&self) -> Record {
+        Record {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.map(<[u8]>::to_vec),
+            headers: self.headers().map(|(k, v)| Header { key: k.to_owned(), value: v.map(<[u8]>::to_vec) }).collect(),
+        }
+    }
+}
+
+/// A record a borrowed transform emits: its slices may borrow the input record (they are then
+/// answered by reference, not copied) or anything else (copied into the answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRef<'a> {
+    /// The topic to write to; `None` means the deployment's default output topic.
+    pub topic: Option<&'a str>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    /// `None` keeps the input record's timestamp.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> OutputRef<'a> {
+    /// A record with this value, no key, no headers, to the default output topic.
+    pub fn new(value: &'a [u8]) -> Self {
+        Self { topic: None, key: None, value: Some(value), headers: Vec::new(), timestamp: None }
+    }
+
+    /// The input record unchanged (key, value, headers, timestamp), to the default output topic.
+    pub fn from_record(record: &RecordRef<'a>) -> Self {
+        Self {
+            topic: None,
+            key: record.key,
+            value: record.value,
+            headers: record.headers().collect(),
+            timestamp: Some(record.timestamp),
+        }
+    }
+
+    /// Sends this record to `topic` instead of the deployment's output topic.
+    pub fn to_topic(mut self, topic: &'a str) -> Self {
+        self.topic = Some(topic);
+        self
+    }
+
+    pub fn with_value(mut self, value: &'a [u8]) -> Self {
+        self.value = Some(value);
+        self
+    }
+
+    pub fn with_key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    pub fn with_header(mut self, key: &'a str, value: &'a [u8]) -> Self {
+        self.headers.push((key, Some(value)));
+        self
+    }
+}
+
+/// Where a borrowed transform puts its outputs for the record it was handed. Bytes that lie in
+/// the input batch are answered with their place in it, so forwarding copies nothing; each
+/// input byte is forwarded so once, and a second output of the same bytes is copied.
+pub struct Emitter<'w> {
+    writer: &'w mut wire::OutputWriter,
+    input: &'w [u8],
+}
+
+impl Emitter<'_> {
+    /// Emits `record` unchanged (key, value, headers, timestamp) to the default output topic.
+    pub fn forward(&mut self, record: &RecordRef<'_>) {
+        self.writer.output(self.input, None, record.key, record.value, record.headers(), Some(record.timestamp));
+    }
+
+    /// Emits `output`.
+    pub fn emit(&mut self, output: &OutputRef<'_>) {
+        let headers = output.headers.iter().copied();
+        self.writer.output(self.input, output.topic, output.key, output.value, headers, output.timestamp);
+    }
+}
+
 /// Why a record failed; the broker records it with the dead-lettered records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(String);
@@ -580,9 +865,10 @@ pub mod log {
 
 #[cfg(test)]
 mod tests {
+    use super::__private::run_transform_borrowed;
     use super::__private::transform::weir::plugin::types::{self, InputBatch, Range, Span};
     use super::wire::{records, OutputWriter, PackedInput};
-    use super::{Error, Header, Output, Record};
+    use super::{Error, Header, Output, OutputRef, Record, RecordRef};
 
     const NONE: u32 = u32::MAX;
 
@@ -669,5 +955,63 @@ mod tests {
         assert_eq!((text(header[0], header[1]), text(header[2], header[3])), (&b"h"[..], &b"x"[..]));
         assert_eq!((second[1], second[3], second[7]), (NONE, NONE, 0));
         assert_eq!(text(second[4], second[5]), b"n");
+    }
+
+    fn two_records() -> PackedInput {
+        PackedInput {
+            topic: "in".into(),
+            partition: 2,
+            buffer: b"k1v1hx".to_vec(),
+            offsets: vec![5, 6],
+            timestamps: vec![9, 10],
+            records: vec![0, 2, 2, 2, 0, 1, NONE, NONE, NONE, NONE, 1, 0],
+            headers: vec![4, 1, 5, 1],
+        }
+    }
+
+    #[test]
+    fn borrowed_records_are_the_batch_buffer_itself() {
+        let input = two_records();
+        let read: Vec<RecordRef<'_>> = input.borrowed().collect();
+        let owned: Vec<Record> = read.iter().map(RecordRef::to_record).collect();
+        check_read(&owned);
+        let value = read[0].value().unwrap();
+        assert_eq!(value.as_ptr(), input.buffer[2..].as_ptr(), "no copy");
+        assert_eq!(read[0].header("h"), Some(&b"x"[..]));
+        assert_eq!((read[0].topic(), read[0].partition(), read[1].header("h")), ("in", 2, None));
+        assert_eq!(read[0].value_str().unwrap(), "v1");
+    }
+
+    /// Forwarded bytes are answered with their span in the input (the first 6 bytes of the
+    /// space the answer's spans address); anything else, and input bytes forwarded a second
+    /// time, are copied after it.
+    #[test]
+    fn a_borrowed_transform_answers_forwarded_bytes_by_reference_and_copies_the_rest() {
+        let answer = run_transform_borrowed(two_records(), |record, out| {
+            if record.offset() == 6 {
+                out.forward(&record);
+                return Err(Error::new("bad"));
+            }
+            out.forward(&record);
+            let value = record.value().unwrap();
+            out.emit(&OutputRef::new(&value[1..]).to_topic("t").with_header("n", b"new"));
+            Ok(())
+        });
+        let all = [&b"k1v1hx"[..], &answer.buffer].concat();
+        let text = |start: u32, len: u32| &all[start as usize..(start + len) as usize];
+        assert_eq!(answer.records.len(), 16, "two outputs; the failed record's is dropped");
+        let (first, second) = (&answer.records[0..8], &answer.records[8..16]);
+        assert_eq!(first[..6], [NONE, NONE, 0, 2, 2, 2], "the key and value are the input's spans");
+        assert_eq!(answer.headers[..4], [4, 1, 5, 1], "so is the header");
+        assert_eq!((first[6], first[7]), (0, 1));
+        assert!(second[0] >= 6 && second[4] >= 6, "copied: the input's bytes were all forwarded once");
+        assert_eq!((text(second[0], second[1]), text(second[4], second[5])), (&b"t"[..], &b"1"[..]));
+        assert_eq!((second[6], second[7]), (1, 1));
+        let header = &answer.headers[4..8];
+        assert_eq!((text(header[0], header[1]), text(header[2], header[3])), (&b"n"[..], &b"new"[..]));
+        assert_eq!(answer.timestamps, [9, i64::MIN]);
+        assert_eq!(answer.outcomes[0..3], [0, 0, 2]);
+        assert_eq!(answer.outcomes[3], 1);
+        assert_eq!(text(answer.outcomes[4], answer.outcomes[5]), b"bad");
     }
 }

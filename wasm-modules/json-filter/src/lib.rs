@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use weir_plugin::{transform, Error, Output, Record};
+use weir_plugin::{transform, Emitter, Error, RecordRef};
 
 /// `path` and `equals`, read on the first record: a deployment's parameters are fixed for the
 /// life of its instances (a new version gets new ones).
@@ -22,17 +22,18 @@ fn settings() -> Result<&'static (String, String), Error> {
         .map_err(Clone::clone)
 }
 
-#[transform]
-fn json_filter(record: Record) -> Result<Vec<Output>, Error> {
+/// Borrowed: a kept record is forwarded as it came, by reference to the input batch, so the
+/// module copies none of its bytes.
+#[transform(borrowed)]
+fn json_filter(record: RecordRef<'_>, out: &mut Emitter<'_>) -> Result<(), Error> {
     let (path, wanted) = settings()?;
-    let keep = matches(record.value.as_deref().unwrap_or_default(), path, wanted)?;
-    if keep {
+    if matches(record.value().unwrap_or_default(), path, wanted)? {
         weir_plugin::counter_add("kept", 1);
-        Ok(vec![Output::from_record(&record)])
+        out.forward(&record);
     } else {
         weir_plugin::counter_add("dropped", 1);
-        Ok(Vec::new())
     }
+    Ok(())
 }
 
 /// Whether the JSON document's value at `path` equals `wanted`.

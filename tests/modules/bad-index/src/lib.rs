@@ -1,9 +1,10 @@
-//! Hostile: written straight on the `weir:plugin@0.2.2` contract (the packed index), it answers
+//! Hostile: written straight on the `weir:plugin@0.2.2` contract (the packed index, its spans
+//! addressing the answer's buffer alone: `runtime/wit-0.2.2/`), it answers
 //! every batch with one output per record whose value lies past the end of its (empty)
 //! buffer. The broker must refuse the answer, naming the entry, and never read outside the
 //! buffer.
 
-wit_bindgen::generate!({ world: "transform", path: "../../../sdk/wit" });
+wit_bindgen::generate!({ world: "transform", path: "../../../runtime/wit-0.2.2" });
 
 use exports::weir::plugin::packed_transformer::Guest;
 use weir::plugin::types::PackedOutputBatch;
