@@ -4,8 +4,9 @@
 //! 32-bit words (`weir:plugin@0.2.2`'s `packed-transformer`: one copy per list, where a list of
 //! records is lowered field by field) and answers the same way. The answer comes back as a
 //! [`TransformOutput`], checked entry by entry before the broker reads it, and read without
-//! copying (its keys and values are slices of one `Bytes`). Answers of components built for
-//! 0.2.0 and 0.2.1 (lists of records) are packed when they come, and checked the same way.
+//! copying (its keys and values are slices of the answer's buffer, or, from 0.2.3, of the
+//! input's, which the answer shares). Answers of components built for 0.2.0 and 0.2.1 (lists
+//! of records) are packed when they come, and checked the same way.
 
 use std::sync::Arc;
 

@@ -1,8 +1,9 @@
 //! The Wasm host of Weir: loads plugin components, checks them against the
-//! `weir:plugin@0.2.2` contract (`sdk/wit/plugin.wit`; components built for 0.2.1, 0.2.0 and
-//! 0.1.0, the last kept in `wit-0.1.0/`, still run), compiles them once (cached on disk by
+//! `weir:plugin@0.2.3` contract (`sdk/wit/plugin.wit`; components built for 0.2.2, 0.2.1, 0.2.0
+//! and 0.1.0, the last kept in `wit-0.1.0/`, still run), compiles them once (cached on disk by
 //! content hash), and calls them under a deadline and a memory cap. A batch crosses into the
-//! module as one buffer with an index, packed into 32-bit words for a transform (`batch.rs`).
+//! module as one buffer with an index, packed into 32-bit words for a transform, whose answer
+//! may point into that buffer instead of copying what it forwards (`batch.rs`).
 //!
 //! *Boundary*: this is the only crate that knows wasmtime. The broker hands it bytes and
 //! records and gets back outputs, verdicts, partitions or a [`CallError`].

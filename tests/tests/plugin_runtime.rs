@@ -244,7 +244,7 @@ fn connectors_see_only_their_granted_directory_and_write_only_where_granted() {
 
     let mut source =
         connector(&host, "weir-module-file-source", PluginKind::Source, &[("path", "in.log")], read_only());
-    assert_eq!(source.module().contract(), Contract::V0_2 { patch: 2 });
+    assert_eq!(source.module().contract(), Contract::V0_2 { patch: 3 });
     let polled = source.poll(None, 10).unwrap().unwrap();
     let lines: Vec<_> = polled.records.iter().map(|r| r.value.clone().unwrap()).collect();
     assert_eq!(lines, [b"a".to_vec(), b"b".to_vec()]);

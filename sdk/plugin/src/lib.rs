@@ -417,8 +417,9 @@ mod wire {
             }
         }
 
-        /// Pushes the start and length words of `bytes` to `words`: their span in `input`
-        /// when they lie there and the input's share is not used up, else a copy's.
+        /// Pushes the start and length words of `bytes` to `list`: their span in `input` when
+        /// they lie there and forwarding them keeps the input's bytes used once, else the
+        /// span of a copy after the input.
         fn put(&mut self, list: List, input: &[u8], bytes: Option<&[u8]>) {
             let span = match bytes {
                 None => [NONE, NONE],
