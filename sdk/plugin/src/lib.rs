@@ -329,35 +329,7 @@ mod wire {
 
         /// The batch's records, each with its own copies of its bytes.
         pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
-            let buffer = &self.buffer[..];
-            assert!(
-                self.records.len() == 6 * self.count() && self.timestamps.len() == self.count(),
-                "the host's index has six words and a timestamp per record"
-            );
-            self.records.chunks_exact(6).zip(self.offsets.iter().zip(&self.timestamps)).map(
-                move |(w, (&offset, &timestamp))| {
-                    let first = w[4] as usize;
-                    let run = self
-                        .headers
-                        .get(first * 4..(first + w[5] as usize) * 4)
-                        .expect("the host's header run lies inside its header list");
-                    Record {
-                        topic: self.topic.clone(),
-                        partition: self.partition,
-                        offset,
-                        timestamp,
-                        key: packed_span(w[0], w[1]).map(|s| bytes(buffer, &s).to_vec()),
-                        value: packed_span(w[2], w[3]).map(|s| bytes(buffer, &s).to_vec()),
-                        headers: run
-                            .chunks_exact(4)
-                            .map(|h| {
-                                let key = packed_span(h[0], h[1]).expect("the host's header has a key");
-                                header(buffer, &key, packed_span(h[2], h[3]).as_ref())
-                            })
-                            .collect(),
-                    }
-                },
-            )
+            self.borrowed().map(|r| r.to_record())
         }
     }
 
