@@ -883,16 +883,7 @@ mod tests {
             headers: vec![types::Header { key: span(4, 1), value: Some(span(5, 1)) }],
         };
         check_read(&records(&typed).collect::<Vec<_>>());
-        let packed = PackedInput {
-            topic: "in".into(),
-            partition: 2,
-            buffer: b"k1v1hx".to_vec(),
-            offsets: vec![5, 6],
-            timestamps: vec![9, 10],
-            records: vec![0, 2, 2, 2, 0, 1, NONE, NONE, NONE, NONE, 1, 0],
-            headers: vec![4, 1, 5, 1],
-        };
-        check_read(&packed.records().collect::<Vec<_>>());
+        check_read(&two_records().records().collect::<Vec<_>>());
     }
 
     #[test]
@@ -930,6 +921,7 @@ mod tests {
         assert_eq!(text(second[4], second[5]), b"n");
     }
 
+    /// The records `check_read` expects, as `packed-transformer` passes them.
     fn two_records() -> PackedInput {
         PackedInput {
             topic: "in".into(),
