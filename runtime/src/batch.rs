@@ -256,11 +256,9 @@ impl InputBatch {
 /// (answers of older contracts are packed when they come, and address their own buffer only).
 #[derive(Debug, Clone)]
 pub struct TransformOutput {
-    /// The call's input buffer (shared, not copied), when the answer forwards bytes of it
-    /// (0.2.3 on); empty otherwise.
+    /// The call's input buffer (shared, not copied): a span starting below its length
+    /// addresses it (0.2.3 on; empty for older contracts and native stages).
     input: Bytes,
-    /// How many bytes the input buffer had: a span starting below it addresses the input.
-    input_len: usize,
     buffer: Bytes,
     /// [`OUTPUT_WORDS`] per output record.
     records: Vec<u32>,
@@ -402,17 +400,7 @@ impl TransformOutput {
                 }
             }
         }
-        // The input is kept with the answer only if the answer forwards bytes of it.
-        let input_len = input.len();
-        Ok(Self {
-            input: if spans.used_input > 0 { input } else { Bytes::new() },
-            input_len,
-            buffer: Bytes::from(buffer),
-            records,
-            timestamps,
-            headers,
-            outcomes,
-        })
+        Ok(Self { input, buffer: Bytes::from(buffer), records, timestamps, headers, outcomes })
     }
 
     /// How many input records this answers (as many as were in the batch).
@@ -440,10 +428,10 @@ impl TransformOutput {
     /// the answer's buffer after.
     fn region(&self, span: &wit::Span) -> (&Bytes, usize) {
         let start = span.start as usize;
-        if start < self.input_len {
+        if start < self.input.len() {
             (&self.input, start)
         } else {
-            (&self.buffer, start - self.input_len)
+            (&self.buffer, start - self.input.len())
         }
     }
 
@@ -727,7 +715,6 @@ impl OutputBuilder {
     pub fn finish(self) -> TransformOutput {
         TransformOutput {
             input: Bytes::new(),
-            input_len: 0,
             buffer: Bytes::from(self.buffer),
             records: self.records,
             timestamps: self.timestamps,

@@ -102,7 +102,7 @@ fn identity_transform_returns_every_record_unchanged_across_batches() {
 }
 
 /// The borrowed API (`weir:plugin@0.2.3`): the module answers with spans of the input batch,
-/// and the broker reads them from its own copy of the input. A second copy of each record is
+/// and the broker reads them from the input batch, which the answer shares. A second copy of each record is
 /// copied into the answer, as the contract allows each input byte to be forwarded once.
 #[test]
 fn a_borrowed_transform_forwards_records_by_reference_once_and_copies_further_outputs() {

@@ -238,7 +238,7 @@ mod wire {
     /// The timestamp word that keeps the input record's timestamp.
     const KEEP_TIMESTAMP: i64 = i64::MIN;
 
-    fn bytes<'a>(buffer: &'a [u8], span: &Span) -> &'a [u8] {
+    pub(super) fn bytes<'a>(buffer: &'a [u8], span: &Span) -> &'a [u8] {
         // The host builds the buffer and its index together; a span outside it is a broken
         // host, and the trap says so.
         let start = span.start as usize;
@@ -290,7 +290,7 @@ mod wire {
     }
 
     /// The span of a start and length word, or none.
-    fn packed_span(start: u32, len: u32) -> Option<Span> {
+    pub(super) fn packed_span(start: u32, len: u32) -> Option<Span> {
         (len != NONE).then_some(Span { start, len })
     }
 
@@ -657,15 +657,10 @@ impl<'a> RecordRef<'a> {
     /// The headers in order: each key and value.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
         let buffer = self.buffer;
-        let at = move |start: u32, len: u32| {
-            // The host builds the buffer and its index together; a span outside it is a broken
-            // host, and the trap says so.
-            let start = start as usize;
-            buffer.get(start..start + len as usize).expect("the host's span lies inside its buffer")
-        };
         self.headers.chunks_exact(4).map(move |h| {
-            let key = std::str::from_utf8(at(h[0], h[1])).expect("the host's header keys are UTF-8");
-            (key, (h[3] != u32::MAX).then(|| at(h[2], h[3])))
+            let key = wire::packed_span(h[0], h[1]).expect("the host's header has a key");
+            let key = std::str::from_utf8(wire::bytes(buffer, &key)).expect("the host's header keys are UTF-8");
+            (key, wire::packed_span(h[2], h[3]).map(|v| wire::bytes(buffer, &v)))
         })
     }
 
